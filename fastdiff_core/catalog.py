@@ -1,0 +1,193 @@
+"""What exists, torch-free: names, option schemas, NFE rules and papers of every solver and grid.
+
+The dashboard, the CLI and RunSpec validation read this module without importing torch; the
+implementations (``fastdiff_core.solvers``, ``fastdiff_core.grids``) attach their functions to these
+same names, and a test checks the two agree entry for entry.
+
+NFE rules are per sample and per frame, before guidance (C) and fan-out (H, P·R): the budget module
+multiplies them out. ``nfe(steps, options)`` is exact for fixed-grid solvers; adaptive solvers
+declare ``None`` and report what they used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from fastdiff_core.registry import Option
+
+NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    """A solver's declared facts. ``order`` is the global convergence order on a smooth ODE."""
+
+    name: str
+    title: str
+    paper: str
+    order: int
+    nfe: NFERule
+    options: Mapping[str, Option] = field(default_factory=dict)
+    stochastic: bool = False
+    adaptive: bool = False
+    min_steps: int = 1
+
+    def steps_for_nfe(self, nfe: int, options: Mapping[str, Any] | None = None) -> int | None:
+        """Largest step count whose declared NFE does not exceed ``nfe`` (None if even 1 step does)."""
+        opts = dict(options or {})
+        best = None
+        for steps in range(self.min_steps, max(nfe, 1) + 1):
+            n = self.nfe(steps, opts)
+            if n is None or n > nfe:
+                break
+            best = steps
+        return best
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """A time/sigma grid builder's declared facts."""
+
+    name: str
+    title: str
+    doc: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+
+_ETA = Option(float, 0.0, "stochasticity: 0 = deterministic ODE step, 1 = ancestral (DDPM-like)", min=0.0, max=1.0)
+_S_NOISE = Option(float, 1.0, "scale of the fresh noise in stochastic steps", min=0.0, max=2.0)
+
+SOLVERS: dict[str, SolverInfo] = {
+    s.name: s
+    for s in [
+        SolverInfo("euler", "Euler (probability-flow ODE)", "Karras et al. 2022, EDM (Alg. 1 without 2nd order)", 1,
+                   lambda n, o: n),
+        SolverInfo("heun", "Heun (2nd order, Euler on the last step to sigma=0)", "Karras et al. 2022, EDM Alg. 1", 2,
+                   lambda n, o: 2 * n - 1),
+        SolverInfo("ddim", "DDIM", "Song, Meng & Ermon 2021, DDIM", 1, lambda n, o: n,
+                   options={"eta": _ETA}, stochastic=True),
+        SolverInfo("ddpm", "DDPM ancestral sampling", "Ho, Jain & Abbeel 2020, DDPM", 1, lambda n, o: n,
+                   stochastic=True),
+        SolverInfo("dpmpp_2m", "DPM-Solver++(2M)", "Lu et al. 2022, DPM-Solver++ (Alg. 2)", 2, lambda n, o: n),
+        SolverInfo("dpmpp_3m", "DPM-Solver++(3M)", "Lu et al. 2022, DPM-Solver++ (3rd-order multistep)", 3,
+                   lambda n, o: n),
+        SolverInfo("dpmpp_2m_sde", "DPM-Solver++(2M) SDE", "Lu et al. 2022, DPM-Solver++ (SDE variant)", 2,
+                   lambda n, o: n, options={"eta": Option(float, 1.0, "SDE noise level", min=0.0, max=1.0),
+                                            "s_noise": _S_NOISE}, stochastic=True),
+        SolverInfo("dpmpp_2s", "DPM-Solver++(2S) single-step", "Lu et al. 2022, DPM-Solver++ (Alg. 1)", 2,
+                   lambda n, o: 2 * n - 1),
+        SolverInfo("unipc", "UniPC (predictor + UniC corrector)", "Zhao et al. 2023, UniPC", 3, lambda n, o: n,
+                   options={
+                       "variant": Option(str, "bh2", "B(h) choice", choices=("bh1", "bh2")),
+                       "order": Option(int, 3, "predictor order", choices=(1, 2, 3)),
+                       "corrector": Option(bool, True, "apply UniC after each step (no extra NFE)"),
+                   }),
+        SolverInfo("ipndm", "iPNDM (improved pseudo linear multistep)", "Zhang & Chen 2023, DEIS (iPNDM)", 4,
+                   lambda n, o: n),
+        SolverInfo("adaptive", "Adaptive RK (error-controlled)", "Bogacki & Shampine 1989; Jolicoeur-Martineau 2021",
+                   3, lambda n, o: None,
+                   options={"rtol": Option(float, 1e-3, "relative tolerance", min=1e-10, max=1.0),
+                            "atol": Option(float, 1e-4, "absolute tolerance", min=1e-12, max=1.0),
+                            "max_nfe": Option(int, 2000, "hard cap on evaluations", min=3, max=100000)},
+                   adaptive=True),
+    ]
+}
+
+_SIGMA_MIN = Option(float, None, "smallest nonzero sigma (default: the path's)", min=0.0, min_inclusive=False,
+                    nullable=True)
+_SIGMA_MAX = Option(float, None, "largest sigma (default: the path's)", min=0.0, min_inclusive=False, nullable=True)
+
+GRIDS: dict[str, GridInfo] = {
+    g.name: g
+    for g in [
+        GridInfo("karras", "Karras (rho)", "sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho; EDM",
+                 {"rho": Option(float, 7.0, "warping exponent", min=0.0, min_inclusive=False, max=100.0),
+                  "sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
+        GridInfo("uniform_t", "Uniform in path time t", "DDIM's uniform timesteps",
+                 {"sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
+        GridInfo("uniform_logsnr", "Uniform in logSNR", "DPM-Solver's time-uniform-in-lambda grid",
+                 {"sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
+        GridInfo("quadratic", "Quadratic in t", "DDIM's quadratic timesteps: t_i ~ (i/n)^2",
+                 {"sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
+        GridInfo("custom", "User-supplied sigmas", "strictly decreasing positive sigmas; 0 is appended",
+                 {"sigmas": Option(list, None, "strictly decreasing positive sigmas", nullable=False)}),
+    ]
+}
+
+
+def solver_info(name: str) -> SolverInfo:
+    if name not in SOLVERS:
+        raise ValueError(f"solver={name!r} is not one of {sorted(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def grid_info(name: str) -> GridInfo:
+    if name not in GRIDS:
+        raise ValueError(f"grid={name!r} is not one of {sorted(GRIDS)}")
+    return GRIDS[name]
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """A world with ground truth. ``scenes`` is empty for worlds without named scenes."""
+
+    name: str
+    title: str
+    doc: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+    scenes: tuple[str, ...] = ()
+
+
+WORLDS: dict[str, WorldInfo] = {
+    "mixture": WorldInfo(
+        "mixture", "Analytic Gaussian mixture",
+        "exact x0-denoiser in closed form, one rare mode (~2%), exact samples and a tight reference ODE solve",
+        {
+            "preset": Option(str, "rare2d", "which mixture", choices=("rare2d", "rare16d", "anisotropic8d")),
+            "path": Option(str, "vp_linear", "noise path the exact network is queried on",
+                           choices=("vp_discrete", "vp_linear", "vp_cosine", "rectified_flow")),
+            "prediction": Option(str, "eps", "what the exact network predicts", choices=("eps", "x0", "v", "flow")),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StudentInfo:
+    """A distilled student: its own step count and guidance passes."""
+
+    name: str
+    title: str
+    paper: str
+    steps: tuple[int, ...]
+    guidance_passes: int = 1
+
+
+STUDENTS: dict[str, StudentInfo] = {}
+
+
+@dataclass(frozen=True)
+class RegimeInfo:
+    """A regime preset: its binding constraint (the verdict's subject) and its dashboard defaults."""
+
+    name: str
+    title: str
+    binding_constraint: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+REGIMES: dict[str, RegimeInfo] = {
+    "offline": RegimeInfo("offline", "Offline scenario generation", "quality + coverage",
+                          {"solver": "dpmpp_2m", "steps": 20, "guidance_scale": 1.0}),
+    "closed_loop": RegimeInfo("closed_loop", "Closed-loop simulation at scale", "throughput / cost",
+                              {"solver": "dpmpp_2m", "steps": 6, "guidance_scale": 1.0}),
+    "planning": RegimeInfo("planning", "In-the-loop planning at 10 Hz", "latency (100 ms per decision)",
+                           {"solver": "dpmpp_2m", "steps": 4, "guidance_scale": 1.0, "plans": 10, "futures": 4}),
+}
+
+
+def world_info(name: str) -> WorldInfo:
+    if name not in WORLDS:
+        raise ValueError(f"world={name!r} is not one of {sorted(WORLDS)}")
+    return WORLDS[name]

@@ -1,0 +1,241 @@
+"""The one place where network outputs, noise paths and guidance become the x0-denoiser solvers see.
+
+A solver only ever calls ``D(x, sigma) -> x0_hat`` in canonical VE coordinates (x = x_t / alpha,
+sigma = sigma_t / alpha), the k-diffusion / EDM contract. This module turns a network that predicts
+eps, x0, v or flow velocity on any ``NoisePath`` into that function, adds classifier-free guidance
+(cond and uncond in ONE batched forward; negative conditioning is just another "uncond"; guidance
+interval: two passes only inside a sigma range), and counts NFE.
+
+NFE is counted per sample: one network evaluation of one sample is 1 NFE, so a guided step (cond +
+uncond) costs 2 whatever the batch size; the batch size is recorded separately as rows.
+
+Papers: Ho & Salimans 2022 (CFG); Kynkäänniemi et al. 2024 (guidance in a limited interval);
+Salimans & Ho 2022 (v-prediction); Lipman et al. 2022 / Liu et al. 2022 (flow velocity);
+Lu et al. 2022 (DPM-Solver's model wrapper, the one-wrapper idea).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from fastdiff_core.paths import NoisePath, t_from_sigma_ve
+
+Prediction = Literal["eps", "x0", "v", "flow"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "flow")
+
+
+class Network(Protocol):
+    """A trained network: ``net(x_t, t, cond) -> prediction`` with x_t of shape (B, ...), t of shape
+    (B,) in path time, cond of shape (B, ...) or None."""
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction-type conversions (the only copy of them in the project)
+# ---------------------------------------------------------------------------------------------
+# With x_t = a x0 + s eps and the path derivatives a' = da/dt, s' = ds/dt:
+#   eps  : x0 = (x_t - s eps) / a
+#   x0   : x0
+#   v    : v = a eps - s x0                    => x0 = (a x_t - s v) / (a^2 + s^2)
+#   flow : u = dx_t/dt = a' x0 + s' eps        => x0 = (s' x_t - s u) / (s' a - s a')
+
+
+def _check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction={prediction!r} is not one of {list(PREDICTIONS)}")
+
+
+def x0_from_prediction(
+    prediction: Prediction, out: torch.Tensor, x_t: torch.Tensor,
+    a: float, s: float, da: float = 0.0, ds: float = 0.0,
+) -> torch.Tensor:
+    """Clean-data estimate from a network output of the given prediction type."""
+    _check_prediction(prediction)
+    if prediction == "x0":
+        return out
+    if prediction == "eps":
+        return (x_t - s * out) / a
+    if prediction == "v":
+        return (a * x_t - s * out) / (a * a + s * s)
+    return (ds * x_t - s * out) / (ds * a - s * da)
+
+
+def prediction_from_x0_eps(
+    prediction: Prediction, x0: torch.Tensor, eps: torch.Tensor,
+    a: float | torch.Tensor, s: float | torch.Tensor, da: float | torch.Tensor = 0.0, ds: float | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """The training target of a prediction type for clean data x0 and noise eps (inverse of the above)."""
+    _check_prediction(prediction)
+    if prediction == "x0":
+        return x0
+    if prediction == "eps":
+        return eps
+    if prediction == "v":
+        return a * eps - s * x0
+    return da * x0 + ds * eps
+
+
+# ---------------------------------------------------------------------------------------------
+# NFE counting and guidance
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NFECounter:
+    """Counts what a sampling run cost. ``nfe`` is per-sample network evaluations (the unit of the
+    cost model); ``calls`` is denoiser calls as the solver sees them; ``forwards`` is batched network
+    forwards; ``rows`` is samples pushed through the network in total."""
+
+    nfe: float = 0.0
+    calls: int = 0
+    forwards: int = 0
+    rows: int = 0
+
+    def reset(self) -> None:
+        self.nfe, self.calls, self.forwards, self.rows = 0.0, 0, 0, 0
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance: D = D_uncond + scale * (D_cond - D_uncond).
+
+    scale = 1 is the conditional model alone (one pass), scale = 0 the unconditional (one pass).
+    ``interval`` = (sigma_lo, sigma_hi) in VE sigma: guidance (two passes) only for sigma inside it,
+    the conditional pass alone outside it, so the mean guidance passes per step C is fractional.
+    """
+
+    scale: float = 1.0
+    interval: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or self.scale < 0:
+            raise ValueError(f"guidance scale={self.scale!r} must be a finite number >= 0")
+        if self.interval is not None:
+            lo, hi = self.interval
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+                raise ValueError(f"guidance interval={self.interval!r} must be (sigma_lo, sigma_hi) with 0 <= lo < hi")
+
+    def passes(self, sigma: float) -> int:
+        """Network passes per sample at this sigma: 2 when guidance is active, else 1."""
+        if self.scale == 1.0 or self.scale == 0.0:
+            return 1
+        if self.interval is not None and not (self.interval[0] <= sigma <= self.interval[1]):
+            return 1
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The denoiser
+# ---------------------------------------------------------------------------------------------
+
+
+class Denoiser:
+    """x0-denoiser ``D(x, sigma)`` over a network on a path; what every solver calls.
+
+    x: (B, ...) in VE coordinates, any float dtype; sigma: a Python float > 0 (one noise level for
+    the whole batch, as every fixed-grid solver uses). Returns x0_hat with x's shape and dtype.
+    NFE: ``guidance.passes(sigma)`` per call, counted in ``self.counter``.
+    """
+
+    def __init__(
+        self,
+        net: Network,
+        path: NoisePath,
+        prediction: Prediction,
+        *,
+        cond: torch.Tensor | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance: Guidance = Guidance(),
+        counter: NFECounter | None = None,
+        time_scale: float = 1.0,
+        net_dtype: torch.dtype | None = None,
+    ) -> None:
+        _check_prediction(prediction)
+        if guidance.scale != 1.0 and uncond is None:
+            raise ValueError(
+                f"guidance scale={guidance.scale} needs an unconditional (or negative) condition; uncond is None"
+            )
+        if guidance.scale == 0.0 and uncond is None:
+            raise ValueError("guidance scale=0 means the unconditional model; uncond is None")
+        self.net, self.path, self.prediction = net, path, prediction
+        self.cond, self.uncond, self.guidance = cond, uncond, guidance
+        self.counter = counter if counter is not None else NFECounter()
+        self.time_scale, self.net_dtype = time_scale, net_dtype
+        self._coeffs: dict[float, tuple[float, float, float, float, float]] = {}
+        self._t_cache: dict[tuple[float, int, torch.device], torch.Tensor] = {}
+
+    def coefficients(self, sigma: float) -> tuple[float, float, float, float, float]:
+        """(t, alpha, sigma_t, d_alpha, d_sigma) of the path at VE noise level ``sigma`` (cached)."""
+        c = self._coeffs.get(sigma)
+        if c is None:
+            p = self.path
+            t = float(t_from_sigma_ve(p, sigma))
+            c = (t, float(p.alpha(t)), float(p.sigma(t)), float(p.d_alpha(t)), float(p.d_sigma(t)))
+            self._coeffs[sigma] = c
+        return c
+
+    def _t(self, t: float, rows: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (t, rows, device)
+        tt = self._t_cache.get(key)
+        if tt is None:
+            if len(self._t_cache) > 4096:
+                self._t_cache.clear()
+            tt = torch.full((rows,), t * self.time_scale, device=device, dtype=dtype)
+            self._t_cache[key] = tt
+        return tt
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sigma = float(sigma)
+        t, a, s, da, ds = self.coefficients(sigma)
+        net_dtype = self.net_dtype or x.dtype
+        x_t = (x * a).to(net_dtype)
+        batch = x.shape[0]
+        passes = self.guidance.passes(sigma)
+        w = self.guidance.scale
+        if passes == 2:
+            # cond and uncond in one batched forward
+            x_in = torch.cat([x_t, x_t])
+            c_in = torch.cat([self.cond, self.uncond])
+            out = self.net(x_in, self._t(t, 2 * batch, x.device, net_dtype), c_in)
+            x0 = x0_from_prediction(self.prediction, out, x_in, a, s, da, ds).to(x.dtype)
+            x0_c, x0_u = x0[:batch], x0[batch:]
+            result = x0_u + w * (x0_c - x0_u)  # CFG, applied to x0 (same as eps-space at fixed x, sigma)
+        else:
+            c_in = self.uncond if w == 0.0 else self.cond
+            out = self.net(x_t, self._t(t, batch, x.device, net_dtype), c_in)
+            result = x0_from_prediction(self.prediction, out, x_t, a, s, da, ds).to(x.dtype)
+        cnt = self.counter
+        cnt.nfe += passes
+        cnt.calls += 1
+        cnt.forwards += 1
+        cnt.rows += passes * batch
+        return result
+
+
+def make_denoiser(
+    net: Network,
+    path: NoisePath,
+    prediction: Prediction,
+    *,
+    cond: torch.Tensor | None = None,
+    uncond: torch.Tensor | None = None,
+    guidance: Guidance = Guidance(),
+    counter: NFECounter | None = None,
+    time_scale: float = 1.0,
+    net_dtype: torch.dtype | None = None,
+) -> Denoiser:
+    """Build the x0-denoiser (see ``Denoiser``)."""
+    return Denoiser(
+        net, path, prediction, cond=cond, uncond=uncond, guidance=guidance,
+        counter=counter, time_scale=time_scale, net_dtype=net_dtype,
+    )
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

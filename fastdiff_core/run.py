@@ -1,0 +1,39 @@
+"""``execute(spec, on_progress) -> RunResult``: the single entry point workers call.
+
+Validates the spec (a RunSpec, its dict or its JSON), picks the device (CUDA when present unless the
+spec pins one), and hands the run to the world's runner. The runner owns sampling and metrics; this
+function owns nothing else, so every caller — worker, CLI, tests — gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from fastdiff_core.spec import ProgressCallback, RunResult, RunSpec
+from fastdiff_core.worlds import runner_for
+
+
+def resolve_device(choice: str) -> torch.device:
+    """'auto' -> CUDA if available else CPU; 'cuda' without a GPU raises ValueError."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(choice)
+
+
+def as_spec(spec: RunSpec | Mapping[str, Any] | str) -> RunSpec:
+    if isinstance(spec, RunSpec):
+        return spec
+    if isinstance(spec, str):
+        return RunSpec.from_json(spec)
+    return RunSpec.from_dict(spec)
+
+
+def execute(spec: RunSpec | Mapping[str, Any] | str, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Run one spec to completion and return everything it measured."""
+    spec = as_spec(spec)
+    device = resolve_device(spec.device)
+    return runner_for(spec.world)(spec, device, on_progress)

@@ -1,0 +1,295 @@
+"""RunSpec and RunResult: the validated, JSON-serialisable objects that cross every boundary.
+
+form -> RunSpec -> queue -> worker -> execute -> RunResult -> store -> page. Torch-free, so the
+dashboard and the store can build, validate and read them.
+
+RunSpec is frozen and validated where it is made: every error names the field, the value and what
+is allowed. JSON carries ``schema_version``; ``RunSpec.from_json`` upgrades older versions through
+``_MIGRATIONS`` and refuses unknown fields rather than dropping them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Mapping
+
+from fastdiff_core import catalog
+from fastdiff_core.registry import validate_options
+
+SCHEMA_VERSION = 1
+
+WorldName = Literal["mixture", "driving"]
+Dtype = Literal["float32", "float64"]
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+SamplerKind = Literal["solver", "student"]
+
+MAX_SAMPLES = 1_000_000
+MAX_STEPS = 1000
+
+
+def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d))
+
+
+def _choice(field_name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field_name}={value!r} is not allowed; expected one of {list(allowed)}")
+
+
+def _int_range(field_name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not (lo <= value <= hi):
+        raise ValueError(f"{field_name}={value!r} must be an integer in [{lo}, {hi}]")
+
+
+def _finite(field_name: str, value: Any, lo: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field_name}={value!r} must be a finite number" + (f" >= {lo}" if lo is not None else ""))
+    if lo is not None and value < lo:
+        raise ValueError(f"{field_name}={value!r} must be a finite number >= {lo}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One experiment run. Fields are grouped as: what world, what sampler, what fan-out, how run.
+
+    NFE bill per run = NFE(solver, steps) x C(guidance) x horizon x plans x futures x samples.
+    """
+
+    # what world
+    world: WorldName = "mixture"
+    world_options: Mapping[str, Any] = field(default_factory=dict)
+    scene: str | None = None
+    # what sampler
+    sampler: SamplerKind = "solver"
+    solver: str = "dpmpp_2m"
+    solver_options: Mapping[str, Any] = field(default_factory=dict)
+    grid: str = "karras"
+    grid_options: Mapping[str, Any] = field(default_factory=dict)
+    steps: int = 10
+    student: str | None = None
+    guidance_scale: float = 1.0
+    guidance_interval: tuple[float, float] | None = None
+    # what fan-out
+    horizon: int = 1
+    plans: int = 1
+    futures: int = 1
+    samples: int = 1000
+    # how run
+    seed: int = 0
+    dtype: Dtype = "float32"
+    device: DeviceChoice = "auto"
+    regime: str | None = None
+    name: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _choice("world", self.world, ("mixture", "driving"))
+        _choice("sampler", self.sampler, ("solver", "student"))
+        _choice("dtype", self.dtype, ("float32", "float64"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(f"schema_version={self.schema_version!r}; this build writes {SCHEMA_VERSION}")
+        world = catalog.world_info(self.world)
+        object.__setattr__(self, "world_options",
+                           _frozen(validate_options("world_options", self.world_options, world.options)))
+        if world.scenes:
+            if self.scene is None or self.scene not in world.scenes:
+                raise ValueError(f"scene={self.scene!r} is not one of {list(world.scenes)} for world={self.world!r}")
+        elif self.scene is not None:
+            raise ValueError(f"scene={self.scene!r} given, but world={self.world!r} has no scenes")
+        _int_range("steps", self.steps, 1, MAX_STEPS)
+        if self.sampler == "solver":
+            info = catalog.solver_info(self.solver)
+            object.__setattr__(self, "solver_options",
+                               _frozen(validate_options("solver_options", self.solver_options, info.options)))
+            if self.student is not None:
+                raise ValueError(f"student={self.student!r} given with sampler='solver'; set sampler='student'")
+        else:
+            if self.student not in catalog.STUDENTS:
+                raise ValueError(f"student={self.student!r} is not one of {sorted(catalog.STUDENTS)}")
+            object.__setattr__(self, "solver_options", _frozen(dict(self.solver_options)))
+        ginfo = catalog.grid_info(self.grid)
+        object.__setattr__(self, "grid_options",
+                           _frozen(validate_options("grid_options", self.grid_options, ginfo.options)))
+        if self.grid == "custom":
+            _check_custom_sigmas(self.grid_options["sigmas"])
+        _finite("guidance_scale", self.guidance_scale, lo=0.0)
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        if self.guidance_interval is not None:
+            gi = self.guidance_interval
+            if not isinstance(gi, (tuple, list)) or len(gi) != 2:
+                raise ValueError(f"guidance_interval={gi!r} must be [sigma_lo, sigma_hi] or null")
+            lo, hi = _finite("guidance_interval[0]", gi[0], 0.0), _finite("guidance_interval[1]", gi[1], 0.0)
+            if not lo < hi:
+                raise ValueError(f"guidance_interval={list(gi)!r} must have sigma_lo < sigma_hi")
+            object.__setattr__(self, "guidance_interval", (lo, hi))
+        _int_range("horizon", self.horizon, 1, 1000)
+        _int_range("plans", self.plans, 1, 10_000)
+        _int_range("futures", self.futures, 1, 10_000)
+        _int_range("samples", self.samples, 1, MAX_SAMPLES)
+        _int_range("seed", self.seed, 0, 2**63 - 1)
+        if self.regime is not None:
+            _choice("regime", self.regime, tuple(catalog.REGIMES))
+        if not isinstance(self.name, str) or len(self.name) > 200:
+            raise ValueError(f"name={self.name!r} must be a string of at most 200 characters")
+
+    # -- JSON ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Mapping):
+                v = dict(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        if not isinstance(d, Mapping):
+            raise ValueError(f"spec must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+            raise ValueError(f"schema_version={version!r} is not readable by this build (reads 1..{SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            d = _MIGRATIONS[version](d)
+            version += 1
+        d["schema_version"] = version
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"spec has unknown field(s) {unknown}; allowed: {sorted(known)}")
+        if isinstance(d.get("guidance_interval"), list):
+            d["guidance_interval"] = tuple(d["guidance_interval"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"spec is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "RunSpec":
+        d = self.to_dict()
+        d.update(changes)
+        return RunSpec.from_dict(d)
+
+    # -- cost --------------------------------------------------------------------------------------
+
+    @property
+    def fan_out(self) -> int:
+        return self.plans * self.futures
+
+
+def _check_custom_sigmas(sigmas: Any) -> None:
+    if not isinstance(sigmas, list) or len(sigmas) < 1:
+        raise ValueError(f"grid_options.sigmas={sigmas!r} must be a non-empty list of decreasing sigmas")
+    prev = math.inf
+    for i, s in enumerate(sigmas):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise ValueError(f"grid_options.sigmas[{i}]={s!r} must be a finite number >= 0")
+        if not s < prev:
+            raise ValueError(f"grid_options.sigmas must be strictly decreasing; sigmas[{i}]={s!r} >= sigmas[{i-1}]={prev!r}")
+        prev = s
+
+
+# Upgrades from version k to k+1 (dict -> dict). Add one per schema bump.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress and results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``execute`` reports while running: units done of total, NFE spent so far, an ETA."""
+
+    done: int
+    total: int
+    nfe: float
+    eta_s: float | None
+    phase: str = "sampling"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run measured, JSON-serialisable.
+
+    metrics: flat name -> number (e.g. ``rmse``, ``rare_rate``, ``tv``); histograms: rows of
+    {group, label, count, n, rate, lo, hi, truth}; latency: rows of {what, seconds, batch, device};
+    samples: a small preview (<= a few hundred rows) for plots; verdict: regime verdict or None.
+    """
+
+    spec: RunSpec
+    device: str
+    wall_s: float
+    nfe_counted: float
+    nfe_formula: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    histograms: tuple[Mapping[str, Any], ...] = ()
+    latency: tuple[Mapping[str, Any], ...] = ()
+    samples: tuple[tuple[float, ...], ...] = ()
+    verdict: Mapping[str, Any] | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "spec": self.spec.to_dict(),
+            "device": self.device,
+            "wall_s": self.wall_s,
+            "nfe_counted": self.nfe_counted,
+            "nfe_formula": self.nfe_formula,
+            "metrics": dict(self.metrics),
+            "histograms": [dict(r) for r in self.histograms],
+            "latency": [dict(r) for r in self.latency],
+            "samples": [list(r) for r in self.samples],
+            "verdict": dict(self.verdict) if self.verdict is not None else None,
+            "info": dict(self.info),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        d = dict(d)
+        return cls(
+            spec=RunSpec.from_dict(d["spec"]),
+            device=d["device"],
+            wall_s=float(d["wall_s"]),
+            nfe_counted=float(d["nfe_counted"]),
+            nfe_formula=float(d["nfe_formula"]),
+            metrics=dict(d.get("metrics", {})),
+            histograms=tuple(d.get("histograms", ())),
+            latency=tuple(d.get("latency", ())),
+            samples=tuple(tuple(r) for r in d.get("samples", ())),
+            verdict=d.get("verdict"),
+            info=dict(d.get("info", {})),
+            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunResult":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""fastdiff_core/students."""

@@ -1,0 +1,42 @@
+"""The ``fastdiff`` command. Each subcommand lives in the module that owns it and is imported only
+when invoked, so ``fastdiff up`` does not pay for torch and ``fastdiff bench`` does not pay for Streamlit.
+
+A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("run",): ("fastdiff_core.commands.run", "run one RunSpec and print its RunResult as a table"),
+    ("bench", "solvers"): ("fastdiff_core.bench.solvers", "every solver x grid x NFE on the mixture world, vs peers"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: fastdiff COMMAND [options]", "", "commands:"]
+    for words, (_, doc) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<22} {doc}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for n in (2, 1):
+        key = tuple(argv[:n])
+        if len(key) == n and key in COMMANDS:
+            module_name, doc = COMMANDS[key]
+            parser = argparse.ArgumentParser(prog="fastdiff " + " ".join(key), description=doc)
+            module = importlib.import_module(module_name)
+            module.add_arguments(parser)
+            args = parser.parse_args(argv[n:])
+            return int(module.main(args) or 0)
+    print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+    return 0 if argv and argv[0] in ("-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
