@@ -181,9 +181,10 @@ REGIMES: dict[str, RegimeInfo] = {
     "offline": RegimeInfo("offline", "Offline scenario generation", "quality + coverage",
                           {"solver": "dpmpp_2m", "steps": 20, "guidance_scale": 1.0}),
     "closed_loop": RegimeInfo("closed_loop", "Closed-loop simulation at scale", "throughput / cost",
-                              {"solver": "dpmpp_2m", "steps": 6, "guidance_scale": 1.0}),
+                              {"solver": "dpmpp_2m", "steps": 6, "guidance_scale": 1.0, "horizon": 20}),
     "planning": RegimeInfo("planning", "In-the-loop planning at 10 Hz", "latency (100 ms per decision)",
-                           {"solver": "dpmpp_2m", "steps": 4, "guidance_scale": 1.0, "plans": 10, "futures": 4}),
+                           {"solver": "dpmpp_2m", "steps": 4, "guidance_scale": 1.0, "horizon": 12, "plans": 10,
+                            "futures": 4}),
 }
 
 

@@ -52,7 +52,7 @@ def test_torch_free_core_modules_stay_torch_free():
     import sys
 
     code = (
-        "import sys; import fastdiff_core.spec, fastdiff_core.catalog, fastdiff_core.registry; "
+        "import sys; import fastdiff_core.spec, fastdiff_core.catalog, fastdiff_core.registry, fastdiff_core.budget; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,0 +1,104 @@
+"""The NFE bill, the waterfall and the latency projection as Streamlit elements (Explore, Budget)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from fastdiff_core import budget
+from fastdiff_core.budget import NFEBill, ProductionModel, RegimeBudget, Verdict
+
+
+def fmt_nfe(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() or x >= 100 else f"{x:,.2f}"
+
+
+def fmt_s(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:,.0f} ms"
+    if seconds < 120:
+        return f"{seconds:,.2f} s"
+    return f"{seconds / 60:,.1f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"
+
+
+def bill_table(bill: NFEBill) -> None:
+    """The seed's table: per frame, per rollout, per planning cycle, per run."""
+    c = st.columns(5)
+    c[0].metric("S x C per frame", fmt_nfe(bill.per_frame), help=f"S = {fmt_nfe(bill.S)}, C = {bill.C:g}")
+    c[1].metric("per rollout (x H)", fmt_nfe(bill.per_rollout), help=f"H = {bill.H}")
+    c[2].metric("per planning cycle (x P·R)", fmt_nfe(bill.per_cycle), help=f"P·R = {bill.P} x {bill.R}")
+    c[3].metric("per run (x rollouts)", fmt_nfe(bill.per_run), help=f"{bill.cycles:,} planning cycles")
+    c[4].metric("formula", "exact" if bill.exact else "estimate")
+    st.code(f"NFE = S x C x H x P·R = {bill.formula()}  (per planning cycle)", language=None)
+    for note in bill.notes:
+        st.caption(note)
+
+
+def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
+    """Vanilla -> each lever -> this configuration, on a log axis (the factors multiply)."""
+    labels = [s.lever for s in stages]
+    values = [s.bill.per_cycle for s in stages]
+    text = [f"{fmt_nfe(v)}" + (f"  (÷{s.factor:,.3g})" if s.factor != 1.0 else "") for s, v in zip(stages, values)]
+    colors = ["#7f7f7f"] + ["#2ca02c" if s.factor > 1 else ("#d62728" if s.factor < 1 else "#c7c7c7")
+                            for s in stages[1:]]
+    fig = go.Figure(go.Bar(x=labels, y=values, text=text, textposition="outside", marker_color=colors,
+                           customdata=[s.change for s in stages],
+                           hovertemplate="%{x}<br>%{customdata}<br>%{y:,.0f} NFE<extra></extra>"))
+    fig.update_yaxes(type="log", title="NFE per planning cycle")
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Waterfall from the seed's vanilla plan (1000 x 2 x 20 x 40)")
+    return fig
+
+
+def latency_figure(lat: budget.LatencyProjection) -> go.Figure:
+    rows = [("one frame", lat.per_frame_s), ("one rollout", lat.per_rollout_s),
+            ("planning cycle", lat.per_cycle_s), ("cycle, unlimited lanes", lat.floor_cycle_s)]
+    fig = go.Figure(go.Bar(y=[r[0] for r in rows], x=[r[1] * 1000 for r in rows], orientation="h",
+                           text=[fmt_s(r[1]) for r in rows], textposition="auto",
+                           marker_color=["#1f77b4", "#1f77b4", "#2ca02c" if lat.fits else "#d62728", "#9edae5"]))
+    # The budget as a trace, not a shape: shapes on a log axis take log10 coordinates.
+    fig.add_trace(go.Scatter(x=[lat.budget_s * 1000] * 2, y=[rows[0][0], rows[-1][0]], mode="lines+text",
+                             line=dict(color="black", dash="dash"), text=["", f"budget {fmt_s(lat.budget_s)}"],
+                             textposition="top center", hoverinfo="skip", showlegend=False))
+    fig.update_xaxes(type="log", title="ms")
+    fig.update_layout(height=240, margin=dict(l=10, r=10, t=30, b=10),
+                      title=f"Projected latency: {lat.model.describe()}")
+    return fig
+
+
+def verdict_card(v: Verdict, *, heading: str | None = None) -> None:
+    """Pass / fail / unmeasured, the binding constraint, the quotable sentence and each check."""
+    box = {"pass": st.success, "fail": st.error, "unmeasured": st.info}[v.status]
+    label = {"pass": "PASS", "fail": "FAIL", "unmeasured": "NOT YET MEASURED"}[v.status]
+    box(f"**{heading or v.regime}: {label}** — binding constraint: **{v.binding}**\n\n{v.sentence}")
+
+
+def verdict_from_dict(d: Mapping[str, Any] | None) -> Verdict | None:
+    if not d:
+        return None
+    checks = tuple(budget.Check(**c) for c in d.get("checks", ()))
+    return Verdict(d["regime"], d["binding"], d["status"], d["sentence"], checks)
+
+
+def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, distilled: bool,
+                     histograms: Iterable[Mapping[str, Any]] = (), regime_budget: RegimeBudget | None = None,
+                     key: str = "proj") -> Verdict:
+    """Bill + waterfall + latency + cost + the regime's verdict (coverage only from a run)."""
+    rb = regime_budget or budget.regime_budget(regime)
+    bill_table(bill)
+    lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
+    usd, acc_s = budget.cost_per_1000_scenarios(bill, model)
+    c1, c2 = st.columns([3, 2])
+    c1.plotly_chart(waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf",
+                    config={"displayModeBar": False})
+    c2.plotly_chart(latency_figure(lat), key=f"{key}.lat", config={"displayModeBar": False})
+    c2.markdown(
+        f"Planning cycle **{fmt_s(lat.per_cycle_s)}** vs {fmt_s(lat.budget_s)} budget "
+        f"(**{lat.over_budget:,.2f}x**) · {lat.sequential_waves:,.0f} sequential waves · "
+        f"1,000 scenarios: **${usd:,.3f}** ({fmt_s(acc_s)} accelerator time)")
+    v = budget.verdict(regime, bill, latency_s=lat.per_cycle_s,
+                       latency_source=f"projected at {model.describe()}",
+                       cost_usd=usd, histograms=histograms, budget=rb)
+    return v

@@ -1,0 +1,237 @@
+"""The RunSpec form shared by Explore and Sweep: widgets -> a validated RunSpec (or the error).
+
+Widget state lives in ``st.session_state`` under ``{prefix}.{field}``; the non-default values are
+mirrored into the URL's query parameters so a browser refresh restores the form (query parameters
+are cleared on page switch, session state carries the form across pages).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from fastdiff_core import budget, catalog
+from fastdiff_core.spec import RunSpec
+
+FORM_DEFAULTS: dict[str, Any] = {
+    "regime": "offline",
+    "sampler": "solver",
+    "solver": "dpmpp_2m",
+    "grid": "karras",
+    "student": None,
+    "steps": 20,
+    "guidance_scale": 1.0,
+    "interval_on": False,
+    "interval_lo": 0.3,
+    "interval_hi": 5.0,
+    "guided_fraction": 0.5,
+    "horizon": 1,
+    "plans": 1,
+    "futures": 1,
+    "world": "mixture",
+    "scene": None,
+    "preset": "rare2d",
+    "path": "vp_linear",
+    "prediction": "eps",
+    "seed": 0,
+    "samples": 2000,
+    "per_nfe_ms": 10.0,
+    "parallelism": 1,
+    "usd_per_hour": 2.0,
+    "name": "",
+}
+_TYPES = {k: type(v) for k, v in FORM_DEFAULTS.items() if v is not None}
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}"
+
+
+def init_state(prefix: str) -> None:
+    """Fill defaults once per session, then let the URL's query parameters override them."""
+    flag = _key(prefix, "_init")
+    if st.session_state.get(flag):
+        return
+    for name, value in FORM_DEFAULTS.items():
+        st.session_state.setdefault(_key(prefix, name), value)
+    for name, raw in st.query_params.items():
+        if name in FORM_DEFAULTS:
+            try:
+                st.session_state[_key(prefix, name)] = _parse(name, raw)
+            except (ValueError, TypeError):
+                pass  # a hand-edited URL value that does not parse keeps the default
+    st.session_state[flag] = True
+
+
+def _parse(name: str, raw: str) -> Any:
+    t = _TYPES.get(name)
+    if raw == "" and FORM_DEFAULTS[name] is None:
+        return None
+    if t is bool:
+        return raw in ("1", "true", "True")
+    if t is int:
+        return int(raw)
+    if t is float:
+        return float(raw)
+    return raw
+
+
+def load_spec(prefix: str, spec: RunSpec) -> None:
+    """Put a stored spec into the form (re-run, open-in-Explore)."""
+    s = st.session_state
+    s[_key(prefix, "_init")] = True
+    for name, value in FORM_DEFAULTS.items():
+        s[_key(prefix, name)] = value
+    for name in ("sampler", "solver", "grid", "student", "steps", "guidance_scale", "horizon", "plans",
+                 "futures", "world", "scene", "seed", "samples", "name"):
+        s[_key(prefix, name)] = getattr(spec, name)
+    s[_key(prefix, "regime")] = spec.regime or "offline"
+    for name in ("preset", "path", "prediction"):
+        if name in spec.world_options:
+            s[_key(prefix, name)] = spec.world_options[name]
+    if spec.guidance_interval is not None:
+        s[_key(prefix, "interval_on")] = True
+        s[_key(prefix, "interval_lo")], s[_key(prefix, "interval_hi")] = spec.guidance_interval
+
+
+def sync_query_params(prefix: str) -> None:
+    """Mirror non-default form values into the URL so that a refresh restores them."""
+    wanted = {}
+    for name, default in FORM_DEFAULTS.items():
+        v = st.session_state.get(_key(prefix, name), default)
+        if v != default:
+            wanted[name] = "" if v is None else (("1" if v else "0") if isinstance(v, bool) else str(v))
+    current = {k: v for k, v in st.query_params.items() if k in FORM_DEFAULTS}
+    if current != wanted:
+        for k in set(current) - set(wanted):
+            del st.query_params[k]
+        st.query_params.update(wanted)
+
+
+def _apply_regime(prefix: str) -> None:
+    regime = st.session_state[_key(prefix, "regime")]
+    defaults = {n: FORM_DEFAULTS[n] for n in ("horizon", "plans", "futures")}
+    defaults.update(catalog.REGIMES[regime].defaults)
+    defaults["parallelism"] = budget.regime_budget(regime).lanes
+    for name, value in defaults.items():
+        if name in FORM_DEFAULTS:
+            st.session_state[_key(prefix, name)] = value
+
+
+@dataclass(frozen=True)
+class FormResult:
+    spec: RunSpec | None
+    error: str | None
+    model: budget.ProductionModel
+    guided_fraction: float | None  # the user's estimate when the grid's sigmas are not known here
+
+
+def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
+    """Draw the form; return the RunSpec it describes (or the validation error, field named)."""
+    init_state(prefix)
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
+
+    st.selectbox("Regime", list(catalog.REGIMES), key=k("regime"),
+                 format_func=lambda r: catalog.REGIMES[r].title, on_change=_apply_regime, args=(prefix,),
+                 help="The preset sets defaults and the budget the verdict is judged against.")
+    c1, c2 = st.columns(2)
+    families = ["solver"] + (["student"] if catalog.STUDENTS else [])
+    c1.radio("Family", families, key=k("sampler"), horizontal=True,
+             help="A training-free solver on the teacher, or a distilled student with its own step count."
+             + ("" if catalog.STUDENTS else " (No student checkpoints are registered yet.)"))
+    if s[k("sampler")] == "student" and catalog.STUDENTS:
+        c2.selectbox("Student", list(catalog.STUDENTS), key=k("student"),
+                     format_func=lambda n: catalog.STUDENTS[n].title)
+    else:
+        c2.selectbox("Solver", list(catalog.SOLVERS), key=k("solver"),
+                     format_func=lambda n: f"{n} — {catalog.SOLVERS[n].title}")
+    c1, c2 = st.columns(2)
+    c1.selectbox("Grid", [g for g in catalog.GRIDS if g != "custom"], key=k("grid"),
+                 format_func=lambda n: catalog.GRIDS[n].title, help="Chosen independently of the solver.")
+    c2.number_input("Steps", min_value=1, max_value=1000, step=1, key=k("steps"))
+    c1, c2 = st.columns(2)
+    c1.number_input("Guidance scale", min_value=0.0, max_value=50.0, step=0.5, key=k("guidance_scale"),
+                    help="0 and 1 need one network pass; any other scale is CFG: two passes (C = 2).")
+    c2.checkbox("Guidance interval", key=k("interval_on"),
+                help="CFG only for sigma inside [lo, hi] (Kynkäänniemi et al. 2024): fractional C.")
+    if s[k("interval_on")]:
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("sigma lo", min_value=0.0, step=0.1, key=k("interval_lo"))
+        c2.number_input("sigma hi", min_value=0.0, step=0.1, key=k("interval_hi"))
+        c3.slider("Share of evaluations guided (estimate)", 0.0, 1.0, step=0.05, key=k("guided_fraction"),
+                  help="The grid's sigmas are computed by the workers; until a run counts them, the bill "
+                       "uses this estimate. The run records the counted NFE.")
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Horizon H (frames)", min_value=1, max_value=1000, step=1, key=k("horizon"))
+    c2.number_input("Plans P", min_value=1, max_value=10_000, step=1, key=k("plans"))
+    c3.number_input("Futures R per plan", min_value=1, max_value=10_000, step=1, key=k("futures"))
+    c1, c2 = st.columns(2)
+    c1.selectbox("World", list(catalog.WORLDS), key=k("world"), format_func=lambda n: catalog.WORLDS[n].title)
+    world = catalog.WORLDS[s[k("world")]]
+    if world.scenes:
+        if s.get(k("scene")) not in world.scenes:
+            s[k("scene")] = world.scenes[0]
+        c2.selectbox("Scene", list(world.scenes), key=k("scene"))
+    else:
+        s[k("scene")] = None
+        c2.caption(f"{world.title}: no scenes. {world.doc}")
+    world_opts = {}
+    if world.options:
+        cols = st.columns(len(world.options))
+        for col, (name, opt) in zip(cols, world.options.items()):
+            if opt.choices is not None:
+                if s.get(k(name)) not in opt.choices:
+                    s[k(name)] = opt.default
+                col.selectbox(f"{name}", list(opt.choices), key=k(name), help=opt.doc)
+                world_opts[name] = s[k(name)]
+    if show_run_options:
+        c1, c2 = st.columns(2)
+        c1.number_input("Seed", min_value=0, step=1, key=k("seed"))
+        c2.number_input("Rollouts (samples)", min_value=1, max_value=1_000_000, step=100, key=k("samples"),
+                        help="Independent planning cycles; each draws S x C x H x P·R NFE.")
+        st.text_input("Name (optional)", key=k("name"), max_chars=200)
+    with st.expander("Production model for the latency projection"):
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Per-NFE latency (ms)", min_value=0.01, max_value=10_000.0, step=1.0, key=k("per_nfe_ms"),
+                        help="Seed: ~5-15 ms for a 1-3B latent DiT on a datacenter accelerator.")
+        c2.number_input("Parallel lanes", min_value=1, max_value=100_000, step=1, key=k("parallelism"),
+                        help="Per-sample evaluations that run concurrently in one per-NFE latency.")
+        c3.number_input("$ per accelerator-hour", min_value=0.0, step=0.5, key=k("usd_per_hour"))
+    sync_query_params(prefix)
+
+    model = budget.ProductionModel(per_nfe_s=float(s[k("per_nfe_ms")]) / 1000.0,
+                                   parallelism=int(s[k("parallelism")]), usd_per_hour=float(s[k("usd_per_hour")]))
+    fields: dict[str, Any] = {
+        "world": s[k("world")], "world_options": world_opts, "scene": s[k("scene")],
+        "sampler": s[k("sampler")], "grid": s[k("grid")], "steps": int(s[k("steps")]),
+        "guidance_scale": float(s[k("guidance_scale")]),
+        "guidance_interval": (float(s[k("interval_lo")]), float(s[k("interval_hi")])) if s[k("interval_on")] else None,
+        "horizon": int(s[k("horizon")]), "plans": int(s[k("plans")]), "futures": int(s[k("futures")]),
+        "seed": int(s[k("seed")]), "samples": int(s[k("samples")]), "regime": s[k("regime")],
+        "name": s[k("name")] or "",
+    }
+    if fields["sampler"] == "student":
+        fields["student"] = s[k("student")]
+    else:
+        fields["solver"] = s[k("solver")]
+    frac = float(s[k("guided_fraction")]) if s[k("interval_on")] else None
+    try:
+        return FormResult(RunSpec(**fields), None, model, frac)
+    except ValueError as e:
+        return FormResult(None, str(e), model, frac)
+
+
+def spec_summary(spec: RunSpec) -> str:
+    """One line naming a spec: sampler, grid, steps, guidance, fan-out."""
+    who = spec.student if spec.sampler == "student" else spec.solver
+    gi = f" [{spec.guidance_interval[0]:g}, {spec.guidance_interval[1]:g}]" if spec.guidance_interval else ""
+    return (f"{who} · {spec.grid} · {spec.steps} steps · w={spec.guidance_scale:g}{gi} · "
+            f"H={spec.horizon} · P·R={spec.plans}x{spec.futures} · n={spec.samples}")
+
+
+def spec_json(spec: RunSpec) -> str:
+    return json.dumps(spec.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,119 @@
+"""X/Y/Z sweep axes: A1111-style range syntax over RunSpec fields, expanded into RunSpecs.
+
+Syntax (comma-separated items, each one of):
+    ``euler, heun``        literal values
+    ``1-10``               integers 1..10 inclusive
+    ``1-10 (+2)``          1, 3, 5, 7, 9 (step; floats allowed: ``1-3 (+0.5)``)
+    ``10-1 (-3)``          10, 7, 4, 1
+    ``1-2 [5]``            5 evenly spaced values from 1 to 2 inclusive
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from fastdiff_core import catalog
+from fastdiff_core.spec import RunSpec
+
+INT_FIELDS = ("steps", "horizon", "plans", "futures", "samples", "seed")
+FLOAT_FIELDS = ("guidance_scale",)
+CHOICE_FIELDS = {
+    "solver": lambda: tuple(catalog.SOLVERS),
+    "grid": lambda: tuple(g for g in catalog.GRIDS if g != "custom"),
+    "student": lambda: tuple(catalog.STUDENTS),
+    "world": lambda: tuple(catalog.WORLDS),
+    "regime": lambda: tuple(catalog.REGIMES),
+    "dtype": lambda: ("float32", "float64"),
+}
+SWEEPABLE = (*CHOICE_FIELDS, *INT_FIELDS, *FLOAT_FIELDS)
+MAX_AXIS_VALUES = 200
+MAX_SWEEP_RUNS = 500
+
+_NUM = r"-?\d+(?:\.\d+)?"
+_RANGE = re.compile(rf"^\s*({_NUM})\s*-\s*({_NUM})\s*(?:\(\s*([+-]\s*{_NUM})\s*\)|\[\s*(\d+)\s*\])?\s*$")
+
+
+def _number(field: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{field}: {text!r} is not a number") from None
+
+
+def _expand_range(field: str, item: str) -> list[float] | None:
+    m = _RANGE.match(item)
+    if not m:
+        return None
+    a, b = float(m.group(1)), float(m.group(2))
+    if m.group(4) is not None:  # [n] evenly spaced
+        n = int(m.group(4))
+        if n < 1 or n > MAX_AXIS_VALUES:
+            raise ValueError(f"{field}: [{n}] in {item!r} must be between 1 and {MAX_AXIS_VALUES}")
+        return [a] if n == 1 else [a + (b - a) * i / (n - 1) for i in range(n)]
+    step = float(m.group(3).replace(" ", "")) if m.group(3) else (1.0 if b >= a else -1.0)
+    if step == 0 or (b - a) * step < 0:
+        raise ValueError(f"{field}: step {step:g} in {item!r} never reaches {b:g} from {a:g}")
+    count = int((b - a) / step + 1e-9) + 1
+    if count > MAX_AXIS_VALUES:
+        raise ValueError(f"{field}: {item!r} expands to {count} values; at most {MAX_AXIS_VALUES} per axis")
+    return [a + i * step for i in range(count)]
+
+
+def parse_axis(field: str, text: str) -> list[Any]:
+    """The values of one axis; raises ValueError naming the field, the bad item and what is allowed."""
+    if field not in SWEEPABLE:
+        raise ValueError(f"axis field={field!r} is not sweepable; allowed: {list(SWEEPABLE)}")
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"{field}: no values given (e.g. '1-10', '1-10 (+2)', 'euler, heun')")
+    values: list[Any] = []
+    for item in items:
+        if field in CHOICE_FIELDS:
+            allowed = CHOICE_FIELDS[field]()
+            if item not in allowed:
+                raise ValueError(f"{field}: {item!r} is not one of {list(allowed)}")
+            values.append(item)
+            continue
+        nums = _expand_range(field, item)
+        if nums is None:
+            nums = [_number(field, item)]
+        for v in nums:
+            if field in INT_FIELDS:
+                if abs(v - round(v)) > 1e-9:
+                    raise ValueError(f"{field}: {v:g} (from {item!r}) must be an integer")
+                values.append(int(round(v)))
+            else:
+                values.append(round(v, 10))
+    if len(values) > MAX_AXIS_VALUES:
+        raise ValueError(f"{field}: {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
+    return list(dict.fromkeys(values))  # de-duplicated, order kept
+
+
+@dataclass(frozen=True)
+class Axis:
+    field: str
+    values: tuple[Any, ...]
+
+
+def expand(base: RunSpec, axes: Sequence[Axis]) -> list[RunSpec]:
+    """Every combination of the axes applied to ``base`` (X fastest), validated as RunSpecs."""
+    fields = [a.field for a in axes]
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"axes {fields} repeat a field; each axis must sweep a different field")
+    total = 1
+    for a in axes:
+        total *= len(a.values)
+    if total > MAX_SWEEP_RUNS:
+        raise ValueError(f"sweep has {total} runs; at most {MAX_SWEEP_RUNS} (narrow an axis)")
+    specs = []
+    for combo in itertools.product(*[a.values for a in reversed(axes)]):
+        changes = dict(zip(reversed(fields), combo))
+        if changes.get("student") is not None:
+            changes["sampler"] = "student"
+        elif "solver" in changes:
+            changes.update(sampler="solver", student=None)
+        specs.append(base.replace(**changes))
+    return specs

@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("Experiments")
+st.info("This page reads the store, which is not on main yet.")

@@ -1,0 +1,62 @@
+"""Budget calculator and Explore's live bill, through Streamlit's AppTest (no workers, no store)."""
+
+import pathlib
+
+from streamlit.testing.v1 import AppTest
+
+APP = pathlib.Path(__file__).resolve().parents[1] / "app"
+
+
+def metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+def test_budget_calculator_seed_cycle_and_verdicts():
+    at = AppTest.from_file(str(APP / "views" / "budget_calculator.py"), default_timeout=30).run()
+    assert not at.exception
+    m = metrics(at)
+    assert m["per planning cycle (x P·R)"] == "1,920" and m["per rollout (x H)"] == "48"
+    errors = " ".join(e.value for e in at.error)
+    assert "In-the-loop planning at 10 Hz: FAIL" in errors and "19.2 s" in errors and "192.0x over" in errors
+    # The seed's vanilla plan, typed in: 1000 x 2 x 20 x 40.
+    at.number_input(key="bc.S").set_value(1000)
+    at.number_input(key="bc.C").set_value(2.0)
+    at.number_input(key="bc.H").set_value(20)
+    at.run()
+    assert metrics(at)["per planning cycle (x P·R)"] == "1,600,000"
+    # One step, short horizon, 8 futures on 8 lanes fits the 100 ms budget.
+    for key, v in [("bc.S", 1), ("bc.C", 1.0), ("bc.H", 8), ("bc.P", 4), ("bc.R", 2), ("bc.lanes", 8)]:
+        at.number_input(key=key).set_value(v)
+    at.run()
+    ok = " ".join(s.value for s in at.success)
+    assert "In-the-loop planning at 10 Hz: PASS" in ok and "80 ms" in ok
+    assert at.query_params["S"] == ["1"] or at.query_params["S"] == "1"
+
+
+def test_explore_bill_updates_live_and_regime_sets_defaults():
+    at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
+    assert not at.exception
+    assert metrics(at)["S x C per frame"] == "20"  # offline default: dpmpp_2m, 20 steps, no CFG
+    at.number_input(key="ex.guidance_scale").set_value(3.0)
+    at.run()
+    assert metrics(at)["S x C per frame"] == "40"  # CFG doubles it
+    at.selectbox(key="ex.regime").set_value("planning")
+    at.run()
+    m = metrics(at)
+    # The preset: 4 steps, no CFG (scale reset to 1), H 12, 10 plans x 4 futures.
+    assert m["per planning cycle (x P·R)"] == f"{4 * 1 * 12 * 40:,}"
+    text = " ".join(e.value for e in at.error)
+    assert "In-the-loop planning at 10 Hz" in text and "latency FAIL" in text
+    at.selectbox(key="ex.solver").set_value("heun")
+    at.run()
+    assert metrics(at)["S x C per frame"] == "7"  # Heun: 2n - 1 evaluations
+
+
+def test_explore_rejects_bad_interval_with_field_named():
+    at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
+    at.number_input(key="ex.guidance_scale").set_value(2.0)
+    at.checkbox(key="ex.interval_on").check()
+    at.run()
+    at.number_input(key="ex.interval_lo").set_value(6.0)
+    at.run()
+    assert any("guidance_interval" in e.value and "sigma_lo < sigma_hi" in e.value for e in at.error)

@@ -1,0 +1,193 @@
+"""The NFE bill, waterfall, latency projection and verdicts, against the seed's own numbers."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastdiff_core import budget, catalog
+from fastdiff_core.budget import NFEBill, ProductionModel
+from fastdiff_core.spec import RunSpec
+
+
+def test_seed_vanilla_rollout_and_plan():
+    one = RunSpec(solver="ddpm", steps=1000, guidance_scale=3.0, horizon=20)
+    assert budget.bill_for(one).per_cycle == 40_000
+    plan = one.replace(plans=10, futures=4)
+    bill = budget.bill_for(plan)
+    assert bill.per_cycle == 1_600_000
+    assert bill.formula() == "1,000 x 2 x 20 x 40 = 1,600,000"
+    assert bill.per_frame == 2000 and bill.per_rollout == 40_000
+
+
+def test_seed_optimised_plan_and_planning_cycle():
+    assert NFEBill(S=4, C=1, H=12, P=8, R=1).per_cycle == 384
+    # Seed section 11 writes "12 x 4 x 1 x (10·4) = 19,200"; the product is 1,920. 19,200 is the same
+    # cycle at P·R = 400 (10 plans x 40 futures). The bill multiplies; it does not copy the typo.
+    cycle = RunSpec(solver="euler", steps=4, guidance_scale=1.0, horizon=12, plans=10, futures=4)
+    assert budget.bill_for(cycle).per_cycle == 1_920
+    assert budget.bill_for(cycle.replace(futures=40)).per_cycle == 19_200
+
+
+def test_per_run_multiplies_cycles():
+    spec = RunSpec(solver="heun", steps=10, guidance_scale=2.0, horizon=3, plans=2, futures=5, samples=7)
+    bill = budget.bill_for(spec)
+    assert bill.S == 19  # Heun: 2n - 1
+    assert bill.per_run == 19 * 2 * 3 * 10 * 7
+
+
+@pytest.mark.parametrize("scale, C", [(0.0, 1.0), (1.0, 1.0), (1.5, 2.0), (7.5, 2.0)])
+def test_guidance_passes(scale, C):
+    assert budget.bill_for(RunSpec(guidance_scale=scale)).C == C
+
+
+def test_seed_waterfall():
+    target = NFEBill(S=4, C=1, H=12, P=8, R=1)
+    stages = budget.waterfall(target, distilled=True)
+    nfe = [s.bill.per_cycle for s in stages]
+    assert nfe == [1_600_000, 32_000, 16_000, 9_600, 1_920, 384]
+    assert [s.lever for s in stages][1:] == ["solver", "guidance distillation", "shorter horizon",
+                                             "smarter proposals (P·R)", "few-step distillation"]
+    assert stages[1].factor == 50 and stages[-1].factor == 5
+    total = 1.0
+    for s in stages:
+        total *= s.factor
+    assert total == pytest.approx(1_600_000 / 384)
+
+
+def test_waterfall_for_a_solver_spec_has_no_distillation_step():
+    bill = budget.bill_for(RunSpec(solver="dpmpp_2m", steps=15, guidance_scale=4.0, horizon=20, plans=10, futures=4))
+    stages = budget.waterfall(bill, distilled=False)
+    assert stages[1].bill.S == 15 and stages[-1].factor == 1.0
+    assert stages[-1].bill.per_cycle == bill.per_cycle
+
+
+def test_guidance_interval_fraction_from_custom_grid():
+    sig = [10.0, 5.0, 2.0, 1.0, 0.5]
+    spec = RunSpec(solver="euler", steps=5, grid="custom", grid_options={"sigmas": sig},
+                   guidance_scale=3.0, guidance_interval=(0.8, 6.0))
+    bill = budget.bill_for(spec)
+    assert bill.C == pytest.approx(1 + 3 / 5) and bill.exact  # 5, 2, 1 inside [0.8, 6]
+    # Heun evaluates at sigma_0..sigma_4 and again at sigma_1..sigma_4: 9 evaluations, 3 + 3 inside.
+    heun = spec.replace(solver="heun")
+    assert budget.bill_for(heun).C == pytest.approx(1 + 6 / 9)
+    assert budget.bill_for(heun).per_frame == pytest.approx(9 + 6)
+
+
+def test_guidance_interval_needs_sigmas_or_fraction():
+    spec = RunSpec(guidance_scale=3.0, guidance_interval=(0.5, 2.0))
+    with pytest.raises(ValueError, match="guided_fraction"):
+        budget.bill_for(spec)
+    bill = budget.bill_for(spec, guided_fraction=0.25)
+    assert bill.C == 1.25 and not bill.exact
+    with pytest.raises(ValueError, match="guided_fraction=1.5"):
+        budget.bill_for(spec, guided_fraction=1.5)
+
+
+def test_adaptive_solver_bills_its_cap_as_upper_bound():
+    bill = budget.bill_for(RunSpec(solver="adaptive", solver_options={"max_nfe": 300}))
+    assert bill.S == 300 and not bill.exact
+
+
+def test_seed_latency_projection_five_times_over():
+    bill = NFEBill(S=4, C=1, H=12, P=1, R=1)
+    lat = budget.project_latency(bill, ProductionModel(per_nfe_s=0.010, parallelism=1))
+    assert lat.per_frame_s == pytest.approx(0.040)
+    assert lat.per_cycle_s == pytest.approx(0.480)
+    assert not lat.fits and lat.over_budget == pytest.approx(4.8)
+
+
+def test_latency_with_parallel_fan_out():
+    bill = NFEBill(S=4, C=1, H=12, P=10, R=4)
+    serial = budget.project_latency(bill, ProductionModel(parallelism=1))
+    wide = budget.project_latency(bill, ProductionModel(parallelism=40))
+    assert serial.per_cycle_s == pytest.approx(1_920 * 0.010)
+    assert wide.per_cycle_s == pytest.approx(wide.floor_cycle_s) == pytest.approx(0.480)
+    half = budget.project_latency(bill, ProductionModel(parallelism=16))  # ceil(40/16) = 3 waves
+    assert half.per_cycle_s == pytest.approx(48 * 3 * 0.010)
+
+
+def test_one_step_short_horizon_fits():
+    lat = budget.project_latency(NFEBill(S=1, C=1, H=8, P=4, R=2), ProductionModel(parallelism=8))
+    assert lat.fits and lat.per_cycle_s == pytest.approx(0.080)
+
+
+def test_cost_per_1000_scenarios():
+    usd, sec = budget.cost_per_1000_scenarios(NFEBill(S=30, C=1, H=20, P=1, R=1),
+                                               ProductionModel(parallelism=8, usd_per_hour=2.0))
+    assert sec == pytest.approx(1000 * 600 * 0.010 / 8) and usd == pytest.approx(sec / 3600 * 2.0)
+
+
+def test_regimes_agree_with_catalog():
+    assert set(budget.REGIME_BUDGETS) == set(catalog.REGIMES)
+
+
+def test_planning_verdict_names_latency_and_numbers():
+    spec = RunSpec(solver="euler", steps=4, horizon=12, regime="planning")
+    v = budget.judge_spec(spec)
+    assert v.status == "fail" and v.binding == "latency"
+    assert "latency FAIL" in v.sentence and "480 ms" in v.sentence and "4.8x over" in v.sentence
+    assert "100 ms" in v.sentence
+    ok = budget.judge_spec(spec.replace(steps=1, horizon=8), model=ProductionModel(parallelism=8))
+    assert ok.status == "pass" and "80 ms" in ok.sentence
+
+
+HIST_OK = [
+    {"label": "common", "count": 960, "n": 1000, "rate": 0.96, "lo": 0.946, "hi": 0.971, "truth": 0.96},
+    {"label": "rare", "count": 40, "n": 1000, "rate": 0.04, "lo": 0.029, "hi": 0.054, "truth": 0.04},
+]
+HIST_DROPPED = [
+    {"label": "common", "count": 1000, "n": 1000, "rate": 1.0, "lo": 0.996, "hi": 1.0, "truth": 0.96},
+    {"label": "rare", "count": 0, "n": 1000, "rate": 0.0, "lo": 0.0, "hi": 0.0038, "truth": 0.04},
+]
+
+
+def test_offline_verdict_is_the_coverage_gate():
+    spec = RunSpec(steps=20, regime="offline")
+    assert budget.judge_spec(spec).status == "unmeasured"
+    good = budget.judge_spec(spec, histograms=HIST_OK)
+    assert good.passed and "coverage PASS" in good.sentence and "'rare' generated 4.0%" in good.sentence
+    bad = budget.judge_spec(spec, histograms=HIST_DROPPED)
+    assert bad.status == "fail" and "2 of 2 branches" in bad.sentence and "'rare' generated 0.0%" in bad.sentence
+
+
+def test_closed_loop_verdict_is_cost_then_coverage():
+    spec = RunSpec(steps=6, horizon=20, regime="closed_loop")
+    prod = ProductionModel(parallelism=8)
+    v = budget.judge_spec(spec, model=prod, histograms=HIST_OK)
+    assert v.passed and v.binding == "cost" and "$0.083" in v.sentence
+    solver30 = budget.judge_spec(spec.replace(steps=30), model=prod, histograms=HIST_OK)
+    assert solver30.status == "fail" and "cost FAIL" in solver30.sentence
+    dropped = budget.judge_spec(spec, model=prod, histograms=HIST_DROPPED)
+    assert dropped.status == "fail" and "cost PASS" in dropped.sentence and "coverage FAIL" in dropped.sentence
+
+
+def test_run_guard_refuses_hours():
+    bill = budget.bill_for(RunSpec(solver="ddpm", steps=1000, guidance_scale=3, horizon=20, plans=10, futures=4,
+                                   samples=100))
+    reason = budget.run_guard(bill, seconds_per_nfe=1e-4)
+    assert reason is not None and "h (limit 30 min)" in reason
+    assert budget.run_guard(budget.bill_for(RunSpec()), seconds_per_nfe=1e-4) is None
+    with pytest.raises(ValueError, match="seconds_per_nfe"):
+        budget.run_guard(bill, seconds_per_nfe=0)
+
+
+@pytest.mark.parametrize("field, value", [("S", 0), ("C", 2.5), ("H", 0), ("P", 1.5), ("cycles", -1)])
+def test_bill_validation_names_field(field, value):
+    kw = dict(S=1, C=1, H=1, P=1, R=1)
+    kw[field] = value
+    with pytest.raises(ValueError, match=f"^{field}="):
+        NFEBill(**kw)
+
+
+@given(st.integers(1, 50), st.sampled_from(sorted(catalog.SOLVERS)), st.integers(1, 30), st.integers(1, 8),
+       st.integers(1, 8), st.floats(0, 10))
+def test_bill_is_the_product(steps, solver, H, P, R, scale):
+    if solver == "adaptive":
+        return
+    spec = RunSpec(solver=solver, steps=steps, horizon=H, plans=P, futures=R, guidance_scale=scale)
+    bill = budget.bill_for(spec)
+    S = catalog.SOLVERS[solver].nfe(steps, dict(spec.solver_options))
+    C = 1 if scale in (0.0, 1.0) else 2
+    assert bill.per_cycle == S * C * H * P * R
+    lat = budget.project_latency(bill, ProductionModel(parallelism=10_000))
+    assert lat.per_cycle_s == pytest.approx(bill.S * H * 0.010)
