@@ -13,6 +13,10 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("fastdiff_core.commands.run", "run one RunSpec and print its RunResult as a table"),
     ("bench", "solvers"): ("fastdiff_core.bench.solvers", "every solver x grid x NFE on the mixture world, vs peers"),
+    ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
+    ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),
+    ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
+    ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
 }
 
 

@@ -1,0 +1,436 @@
+"""``Store``: experiments, runs and their results on disk, read through DuckDB as polars frames.
+
+Write path (no process ever holds a lock another one waits for):
+
+    app      create_experiment / rename / delete -> experiments/<exp_id>.json, runs/<run_id>.json
+    collector record_result (first writer wins)   -> results/<run_id>.json
+    collector compact (one owner, flock)          -> db/work.duckdb -> copy -> db/gen-N.duckdb, db/CURRENT
+
+Read path: open the newest immutable generation read-only (any number of processes may), then add
+the few records written since it was published, straight from their JSON files. A generation is
+never modified after it is published, so DuckDB's single-writer rule is never in play for readers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import pathlib
+import shutil
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+import duckdb
+import polars as pl
+
+from fastdiff_core.spec import RunResult, RunSpec
+from store import files, records, schema
+
+KEEP_GENERATIONS = 3
+GENERATION_GRACE_S = 60.0
+
+
+def default_root() -> pathlib.Path:
+    """``$FASTDIFF_HOME/store`` (default ``./var/store``)."""
+    return pathlib.Path(os.environ.get("FASTDIFF_HOME", "var")).resolve() / "store"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def as_specs(specs: RunSpec | Mapping[str, Any] | str | Sequence[Any]) -> list[RunSpec]:
+    """Validate one spec or a list of specs; errors name the spec's position and the field."""
+    one = isinstance(specs, (RunSpec, Mapping, str))
+    items = [specs] if one else list(specs)
+    if not items:
+        raise ValueError("specs=[] is empty; give at least one RunSpec")
+    out = []
+    for i, s in enumerate(items):
+        try:
+            out.append(s if isinstance(s, RunSpec) else
+                       RunSpec.from_json(s) if isinstance(s, str) else RunSpec.from_dict(s))
+        except ValueError as e:
+            raise ValueError(str(e) if one else f"specs[{i}]: {e}") from None
+    return out
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ValueError(f"name={name!r} must be a non-empty string of at most 200 characters")
+    return name.strip()
+
+
+def _status(counts: Mapping[str, int], n_runs: int) -> str:
+    finished = sum(counts.get(s, 0) for s in records.FINAL_STATUSES)
+    if n_runs == 0:
+        return "empty"
+    if finished == 0:
+        return "queued"
+    if finished < n_runs:
+        return "running"
+    if counts.get("failed", 0):
+        return "failed"
+    if counts.get("cancelled", 0):
+        return "cancelled"
+    return "done"
+
+
+class _Generation:
+    """One published, immutable compacted database, opened read-only."""
+
+    def __init__(self, path: pathlib.Path):
+        self.name = path.name
+        self.con = duckdb.connect(str(path), read_only=True)
+        rows = self.con.execute("SELECT run_id, status FROM runs").fetchall()
+        self.status: dict[str, str] = dict(rows)
+        version = self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if version > schema.SCHEMA_VERSION:
+            raise ValueError(f"store generation {path.name} has schema_version={version}; "
+                             f"this build reads <= {schema.SCHEMA_VERSION}")
+
+    def query(self, table: str, sql: str, params: list[Any]) -> pl.DataFrame:
+        df = pl.from_arrow(self.con.cursor().sql(sql, params=params).to_arrow_table())
+        return df.select([pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
+
+
+class Store:
+    """The experiment store rooted at ``root`` (default ``$FASTDIFF_HOME/store``). Safe to use from
+    many processes and threads at once; see the module docstring for who writes what."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = pathlib.Path(root).resolve() if root is not None else default_root()
+        self.experiments_dir = self.root / "experiments"
+        self.runs_dir = self.root / "runs"
+        self.results_dir = self.root / "results"
+        self.db_dir = self.root / "db"
+        for d in (self.experiments_dir, self.runs_dir, self.results_dir, self.db_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._gen: _Generation | None = None
+        self._exp_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
+        self._compacted_digest: str | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # writes: experiments (app side)
+    # ----------------------------------------------------------------------------------------
+
+    def create_experiment(self, name: str, specs: Any, sweep: Mapping[str, Sequence[Any]] | None = None) -> str:
+        """Record an experiment and its runs (status 'queued'); returns its id. See ``new_experiment``."""
+        return self.new_experiment(name, specs, sweep)[0]
+
+    def new_experiment(self, name: str, specs: Any,
+                       sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
+        """Record an experiment: ``specs`` (RunSpec, dict, JSON, or a list of them) are validated first.
+        ``sweep`` is the grid's axes ({field: [values]}) when the specs came from one. Returns
+        (exp_id, run_ids) with run_ids in the order of ``specs``."""
+        name = _check_name(name)
+        specs = as_specs(specs)
+        exp_id = new_id("e")
+        run_ids = [new_id("r") for _ in specs]
+        submitted = records.now_iso()
+        for idx, (run_id, spec) in enumerate(zip(run_ids, specs)):
+            files.publish_once(self.runs_dir, run_id, {
+                "format": 1, "run_id": run_id, "exp_id": exp_id, "idx": idx,
+                "spec": spec.to_dict(), "submitted": submitted})
+        exp = {"format": 1, "exp_id": exp_id, "name": name, "created": submitted, "run_ids": run_ids,
+               "spec": specs[0].to_dict(), "imported_from": None,
+               "sweep": ({"sweep_id": new_id("s"), "axes": {k: list(v) for k, v in sweep.items()}}
+                         if sweep else None)}
+        # The experiment file is published last: readers show an experiment only once all its runs exist.
+        files.publish_replace(self.experiments_dir, exp_id, exp)
+        return exp_id, run_ids
+
+    def rename_experiment(self, exp_id: str, name: str) -> None:
+        exp = self._experiment_record(exp_id)
+        exp["name"] = _check_name(name)
+        files.publish_replace(self.experiments_dir, exp_id, exp)
+
+    def delete_experiment(self, exp_id: str) -> None:
+        """Delete an experiment, its runs and their results (the experiment disappears first)."""
+        exp = self._experiment_record(exp_id)
+        files.remove(self.experiments_dir, exp_id)
+        for run_id in exp.get("run_ids", ()):
+            files.remove(self.results_dir, run_id)
+            files.remove(self.runs_dir, run_id)
+
+    def _experiment_record(self, exp_id: str) -> dict[str, Any]:
+        exp = files.read(self.experiments_dir, exp_id) if isinstance(exp_id, str) else None
+        if exp is None:
+            raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
+        return exp
+
+    # ----------------------------------------------------------------------------------------
+    # writes: results (the collector)
+    # ----------------------------------------------------------------------------------------
+
+    def record_result(self, run_id: str, status: str, result: RunResult | Mapping[str, Any] | None = None,
+                      error: str | None = None, worker: str | None = None) -> bool:
+        """Store a run's outcome once. Returns False (and changes nothing) if the run already has one,
+        so a redelivered or duplicated result is never stored twice."""
+        if status not in records.FINAL_STATUSES:
+            raise ValueError(f"status={status!r} is not one of {list(records.FINAL_STATUSES)}")
+        if status == "done" and result is None:
+            raise ValueError("result=None with status='done'; a done run carries its RunResult")
+        if isinstance(result, RunResult):
+            result = result.to_dict()
+        elif result is not None:
+            result = RunResult.from_dict(result).to_dict()  # validate what arrives from the queue
+        return files.publish_once(self.results_dir, run_id, {
+            "format": 1, "run_id": run_id, "status": status, "result": result, "error": error,
+            "worker": worker, "finished": records.now_iso()})
+
+    # ----------------------------------------------------------------------------------------
+    # compaction (one owner at a time; the others skip)
+    # ----------------------------------------------------------------------------------------
+
+    def compact(self) -> int | None:
+        """Fold new records into the compacted database and publish a new generation.
+
+        Returns the number of runs changed (a rename alone publishes a generation with 0 runs
+        changed), or None when another process is compacting right now."""
+        with open(self.db_dir / "compact.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return self._compact_locked()
+
+    def _compact_locked(self) -> int:
+        exps = self._experiment_records(use_cache=False)
+        digest = json.dumps(exps, sort_keys=True)
+        work = self.db_dir / "work.duckdb"
+        con = duckdb.connect(str(work))
+        try:
+            schema.migrate(con)
+            known = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+            on_disk = files.keys(self.runs_dir)
+            with_result = files.keys(self.results_dir)
+            vanished = set(known) - on_disk
+            fresh = (on_disk - set(known)) | {r for r in with_result & on_disk if known.get(r) == "queued"}
+            have_gen = self._current_name() is not None
+            if not vanished and not fresh and digest == self._compacted_digest and have_gen:
+                return 0
+            frames = self._run_frames(fresh, with_result)
+            changed = sorted(vanished | fresh)
+            con.execute("BEGIN TRANSACTION")
+            for table in schema.PER_RUN_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [changed])
+                con.register("incoming", frames[table])
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                con.unregister("incoming")
+            for table, row_fn in (("experiments", records.experiment_row), ("sweeps", records.sweep_row)):
+                rows = [r for r in (row_fn(e) for e in exps.values()) if r is not None]
+                con.execute(f"DELETE FROM {table}")
+                con.register("incoming", schema.frame(table, rows))
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                con.unregister("incoming")
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        self._publish_generation(work)
+        self._compacted_digest = digest
+        self._drop_orphan_results()
+        return len(changed)
+
+    def _publish_generation(self, work: pathlib.Path) -> None:
+        gens = sorted(self.db_dir.glob("gen-*.duckdb"))
+        n = int(gens[-1].name[4:12]) + 1 if gens else 1
+        name = f"gen-{n:08d}.duckdb"
+        tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
+        shutil.copyfile(work, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, self.db_dir / name)
+        tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.write_text(name)
+        os.replace(tmp, self.db_dir / "CURRENT")
+        # Old generations stay a while for readers that opened them just before the switch.
+        now = time.time()
+        for old in sorted(self.db_dir.glob("gen-*.duckdb"))[:-KEEP_GENERATIONS]:
+            if now - old.stat().st_mtime > GENERATION_GRACE_S:
+                old.unlink(missing_ok=True)
+
+    def _drop_orphan_results(self) -> None:
+        # A result that arrived for a run of an experiment deleted meanwhile.
+        now = time.time()
+        for run_id in files.keys(self.results_dir) - files.keys(self.runs_dir):
+            try:
+                if now - (self.results_dir / f"{run_id}.json").stat().st_mtime > GENERATION_GRACE_S:
+                    files.remove(self.results_dir, run_id)
+            except FileNotFoundError:
+                pass
+
+    # ----------------------------------------------------------------------------------------
+    # reads
+    # ----------------------------------------------------------------------------------------
+
+    def _current_name(self) -> str | None:
+        try:
+            return (self.db_dir / "CURRENT").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _generation(self) -> _Generation | None:
+        for _ in range(10):
+            name = self._current_name()
+            if name is None:
+                return None
+            with self._lock:
+                if self._gen is not None and self._gen.name == name:
+                    return self._gen
+                try:
+                    self._gen = _Generation(self.db_dir / name)
+                    return self._gen
+                except (duckdb.IOException, FileNotFoundError):
+                    time.sleep(0.01)  # pruned between reading CURRENT and opening it: read CURRENT again
+        raise RuntimeError(f"store at {self.root}: could not open the current generation")
+
+    def _experiment_records(self, use_cache: bool = True) -> dict[str, dict[str, Any]]:
+        stamp = os.stat(self.experiments_dir).st_mtime_ns
+        cache = self._exp_cache
+        if use_cache and cache is not None and cache[0] == stamp:
+            return cache[1]
+        exps = dict(files.read_many(self.experiments_dir, files.keys(self.experiments_dir)))
+        self._exp_cache = (stamp, exps)
+        return exps
+
+    def _run_frames(self, run_ids: Iterable[str], with_result: set[str]) -> dict[str, pl.DataFrame]:
+        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.PER_RUN_TABLES}
+        for run_id, sub in files.read_many(self.runs_dir, set(run_ids)):
+            res = files.read(self.results_dir, run_id) if run_id in with_result else None
+            rows["runs"].append(records.run_row(sub, res))
+            for table, fn in records.ROWS_FOR.items():
+                rows[table].extend(fn(run_id, res))
+        return {t: schema.frame(t, r) for t, r in rows.items()}
+
+    def _fresh(self, gen: _Generation | None) -> set[str]:
+        """Run ids whose submission or result is newer than the generation."""
+        known = gen.status if gen is not None else {}
+        on_disk = files.keys(self.runs_dir)
+        with_result = files.keys(self.results_dir)
+        return (on_disk - set(known)) | {r for r in with_result if known.get(r) == "queued"}
+
+    def runs(self, exp_id: str | None = None, run_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """One row per run (all, one experiment's, or the given ids), ordered by submission.
+
+        Columns: run_id, exp_id, idx, name, world, scene, sampler, solver, student, grid, steps,
+        guidance_scale, horizon, plans, futures, samples, seed, dtype, regime, spec (JSON), submitted,
+        status (queued|done|failed|cancelled), finished, device, worker, wall_s, nfe_counted,
+        nfe_formula, verdict (JSON), error."""
+        gen = self._generation()
+        fresh = self._fresh(gen)
+        if run_ids is not None:
+            fresh &= set(run_ids)
+        delta = self._run_frames(fresh, files.keys(self.results_dir))["runs"]
+        if exp_id is not None:
+            delta = delta.filter(pl.col("exp_id") == exp_id)
+        if gen is None:
+            old = schema.empty_frame("runs")
+        elif run_ids is not None:
+            old = gen.query("runs", "SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                            [list(run_ids)])
+        elif exp_id is not None:
+            old = gen.query("runs", "SELECT * FROM runs WHERE exp_id = ?", [exp_id])
+        else:
+            old = gen.query("runs", "SELECT * FROM runs", [])
+        live = list(self._experiment_records())
+        out = pl.concat([old.filter(~pl.col("run_id").is_in(list(fresh))), delta])
+        return out.filter(pl.col("exp_id").is_in(live)).sort(["submitted", "exp_id", "idx"])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,
+        status, result (RunResult dict incl. samples, or None), error, worker, finished}."""
+        sub = files.read(self.runs_dir, run_id) if isinstance(run_id, str) else None
+        if sub is None or files.read(self.experiments_dir, sub["exp_id"]) is None:
+            return None
+        res = files.read(self.results_dir, run_id)
+        return {"run_id": run_id, "exp_id": sub["exp_id"], "idx": sub["idx"], "spec": sub["spec"],
+                "submitted": sub["submitted"], "status": res["status"] if res else "queued",
+                "result": res.get("result") if res else None, "error": res.get("error") if res else None,
+                "worker": res.get("worker") if res else None, "finished": res.get("finished") if res else None}
+
+    def _per_run(self, table: str, run_ids: Sequence[str]) -> pl.DataFrame:
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        gen = self._generation()
+        status = gen.status if gen is not None else {}
+        compacted = [r for r in ids if status.get(r) in records.FINAL_STATUSES]
+        old = (gen.query(table, f"SELECT * FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                                "ORDER BY rowid", [compacted]) if compacted else schema.empty_frame(table))
+        rest = set(ids) - set(compacted)
+        rows = list(itertools.chain.from_iterable(
+            records.ROWS_FOR[table](run_id, res) for run_id, res in files.read_many(self.results_dir, rest)))
+        out = pl.concat([old, schema.frame(table, rows)])
+        # In the order of run_ids, each run's rows in the order its result listed them (stable sort).
+        position = {r: i for i, r in enumerate(dict.fromkeys(ids))}
+        return out.sort(pl.col("run_id").replace_strict(position, return_dtype=pl.Int64), maintain_order=True)
+
+    def metrics(self, run_ids: Sequence[str]) -> pl.DataFrame:
+        """Long format: run_id, name, value (one row per scalar metric of each finished run)."""
+        return self._per_run("metrics", run_ids)
+
+    def histograms(self, run_ids: Sequence[str]) -> pl.DataFrame:
+        """Branch histograms: run_id, group, label, count, n, rate, lo, hi (Wilson interval), truth."""
+        return self._per_run("histograms", run_ids)
+
+    def latency(self, run_ids: Sequence[str]) -> pl.DataFrame:
+        """Latency samples: run_id, what, seconds, batch, device."""
+        return self._per_run("latency", run_ids)
+
+    def experiment(self, exp_id: str) -> dict[str, Any] | None:
+        """The experiment record: {exp_id, name, created, run_ids, spec, sweep, imported_from} or None."""
+        return files.read(self.experiments_dir, exp_id) if isinstance(exp_id, str) else None
+
+    def experiments(self, search: str | None = None) -> pl.DataFrame:
+        """One row per experiment, newest first, optionally filtered by a case-insensitive substring of
+        the name (or an exact id). Columns: exp_id, name, created, spec (JSON), sweep_id, n_runs,
+        imported_from, status (empty|queued|running|done|failed|cancelled), n_done, n_failed,
+        n_cancelled, n_queued."""
+        exps = self._experiment_records()
+        rows = [records.experiment_row(e) for e in exps.values()]
+        if search:
+            s = search.lower()
+            rows = [r for r in rows if s in r["name"].lower() or r["exp_id"] == search]
+        df = schema.frame("experiments", rows)
+        runs = self.runs() if rows else schema.empty_frame("runs")
+        counts: dict[str, dict[str, int]] = {}
+        for e, st, n in runs.group_by(["exp_id", "status"]).len().iter_rows():
+            counts.setdefault(e, {})[st] = n
+        extra = {
+            "status": [_status(counts.get(e, {}), n) for e, n in zip(df["exp_id"], df["n_runs"])],
+            **{f"n_{s}": [counts.get(e, {}).get(s, 0) for e in df["exp_id"]]
+               for s in ("done", "failed", "cancelled", "queued")},
+        }
+        return df.with_columns([pl.Series(k, v, dtype=pl.String if k == "status" else pl.Int32)
+                                for k, v in extra.items()]).sort("created", descending=True)
+
+    def sweeps(self, exp_id: str | None = None) -> pl.DataFrame:
+        """Sweep definitions: sweep_id, exp_id, axes (JSON {field: [values]}), n_runs."""
+        exps = self._experiment_records()
+        rows = [r for r in (records.sweep_row(e) for e in exps.values() if exp_id in (None, e["exp_id"]))
+                if r is not None]
+        return schema.frame("sweeps", rows)
+
+    def pending(self) -> list[str]:
+        """Ids of runs still waiting for a result (status 'queued')."""
+        return self.runs().filter(pl.col("status") == "queued")["run_id"].to_list()
+
+    # ----------------------------------------------------------------------------------------
+    # bundles
+    # ----------------------------------------------------------------------------------------
+
+    def export_bundle(self, exp_id: str, path: str | os.PathLike[str]) -> pathlib.Path:
+        """Write the experiment as a zip bundle (experiment.json + Parquet tables); returns its path."""
+        from store import bundle
+
+        return bundle.export_bundle(self, exp_id, pathlib.Path(path))
+
+    def import_bundle(self, path: str | os.PathLike[str]) -> str:
+        """Import a bundle as a new experiment (fresh ids; ``imported_from`` keeps the original id)."""
+        from store import bundle
+
+        return bundle.import_bundle(self, pathlib.Path(path))

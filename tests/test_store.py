@@ -1,0 +1,192 @@
+"""The store: write-once results, compaction, reads identical before and after compaction, bundles,
+migrations, and many processes writing and reading at once without a lock error or a lost row."""
+
+import json
+import multiprocessing as mp
+import time
+import zipfile
+
+import duckdb
+import polars as pl
+import pytest
+
+from fastdiff_core.spec import RunResult, RunSpec
+from store import SCHEMA_VERSION, Store
+from store import schema as store_schema
+
+
+def result_for(spec: RunSpec, k: int = 0) -> RunResult:
+    """A RunResult as the store receives it (input data for the store; workers produce real ones)."""
+    n = spec.samples
+    return RunResult(
+        spec=spec, device="cpu", wall_s=0.01 * (k + 1), nfe_counted=float(spec.steps * n),
+        nfe_formula=float(spec.steps * n), metrics={"rmse": 0.1 * k, "tv": 0.5},
+        histograms=({"group": "mode", "label": "rare", "count": k, "n": n, "rate": k / n, "lo": 0.0,
+                     "hi": 0.2, "truth": 0.02}, {"group": "mode", "label": "main", "count": n - k, "n": n,
+                                                  "rate": 1 - k / n, "lo": 0.7, "hi": 1.0, "truth": 0.98}),
+        latency=({"what": "step", "seconds": 0.001, "batch": n, "device": "cpu"},),
+        samples=((0.0, 1.0), (1.0, 0.0)),
+    )
+
+
+def specs(n):
+    return [RunSpec(samples=64, steps=1 + i % 8, seed=i) for i in range(n)]
+
+
+def test_reads_are_the_same_before_and_after_compaction(tmp_path):
+    s = Store(tmp_path)
+    exp, run_ids = s.new_experiment("exp", specs(6), sweep={"seed": list(range(6))})
+    for k, rid in enumerate(run_ids[:4]):
+        assert s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), k))
+    assert s.record_result(run_ids[4], "failed", error="boom")
+
+    def snapshot():
+        return (s.runs(exp).drop("finished"), s.metrics(run_ids).sort(["run_id", "name"]),
+                s.histograms(run_ids).sort(["run_id", "label"]), s.latency(run_ids).sort("run_id"),
+                s.experiments().drop("created"))
+
+    before = snapshot()
+    assert s.compact() == 6
+    after = snapshot()
+    for a, b in zip(before, after):
+        assert a.equals(b), (a, b)
+    runs = after[0]
+    assert runs["status"].to_list() == ["done"] * 4 + ["failed", "queued"]
+    assert runs["idx"].to_list() == list(range(6))
+    assert after[1].height == 8 and after[2].height == 8 and after[3].height == 4
+    assert after[4]["status"].to_list() == ["running"] and after[4]["n_done"].to_list() == [4]
+    assert s.compact() == 0  # nothing new: no new generation
+    # a result arriving after compaction is visible at once, then compacted
+    assert s.record_result(run_ids[5], "cancelled")
+    assert s.runs(exp)["status"].to_list()[-1] == "cancelled"
+    assert s.experiments()["status"].to_list() == ["failed"]
+    assert s.compact() == 1 and s.runs(exp)["status"].to_list()[-1] == "cancelled"
+
+
+def test_a_result_is_stored_once(tmp_path):
+    s = Store(tmp_path)
+    _, (rid,) = s.new_experiment("once", specs(1))
+    spec = RunSpec.from_dict(s.run(rid)["spec"])
+    assert s.record_result(rid, "done", result_for(spec, 1), worker="a") is True
+    assert s.record_result(rid, "done", result_for(spec, 2), worker="b") is False
+    assert s.record_result(rid, "failed", error="late") is False
+    assert s.run(rid)["worker"] == "a" and s.run(rid)["result"]["wall_s"] == pytest.approx(0.02)
+    s.compact()
+    assert s.runs().height == 1 and s.metrics([rid]).height == 2
+
+
+def test_bad_input_names_the_field(tmp_path):
+    s = Store(tmp_path)
+    with pytest.raises(ValueError, match=r"specs\[1\]: steps=0"):
+        s.new_experiment("x", [RunSpec().to_dict(), dict(RunSpec().to_dict(), steps=0)])
+    with pytest.raises(ValueError, match="name=''"):
+        s.new_experiment("", specs(1))
+    with pytest.raises(ValueError, match="exp_id='nope'"):
+        s.rename_experiment("nope", "y")
+    _, (rid,) = s.new_experiment("x", specs(1))
+    with pytest.raises(ValueError, match="status='finished'"):
+        s.record_result(rid, "finished")
+    assert s.runs().height == 1  # the refused experiment wrote nothing
+
+
+def test_rename_delete_and_search(tmp_path):
+    s = Store(tmp_path)
+    a, _ = s.new_experiment("Alpha sweep", specs(2))
+    b, b_runs = s.new_experiment("beta", specs(3))
+    s.compact()
+    s.rename_experiment(a, "gamma")
+    assert s.experiments(search="GAM")["exp_id"].to_list() == [a]
+    s.delete_experiment(b)
+    assert s.experiments()["exp_id"].to_list() == [a]
+    assert s.runs().height == 2 and s.run(b_runs[0]) is None
+    s.compact()
+    assert s.runs().height == 2 and s.experiments()["name"].to_list() == ["gamma"]
+
+
+def test_bundle_round_trip(tmp_path):
+    s = Store(tmp_path / "a")
+    exp, run_ids = s.new_experiment("shared", specs(3), sweep={"seed": [0, 1, 2]})
+    for k, rid in enumerate(run_ids):
+        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), k))
+    path = s.export_bundle(exp, tmp_path / "shared.zip")
+    with zipfile.ZipFile(path) as z:
+        assert {"experiment.json", "runs.parquet", "metrics.parquet", "histograms.parquet",
+                "latency.parquet", "sweeps.parquet"} <= set(z.namelist())
+        assert pl.read_parquet(z.open("metrics.parquet")).height == 6
+    t = Store(tmp_path / "b")
+    new = t.import_bundle(path)
+    assert t.experiment(new)["imported_from"] == exp and t.experiments()["name"].to_list() == ["shared"]
+    cols = ["idx", "solver", "steps", "seed", "status", "nfe_counted", "wall_s"]
+    assert t.runs(new).select(cols).equals(s.runs(exp).select(cols))
+    new_ids = t.runs(new)["run_id"].to_list()
+    assert t.histograms(new_ids).drop("run_id").equals(s.histograms(run_ids).drop("run_id"))
+    assert t.run(new_ids[0])["result"]["samples"] == [[0.0, 1.0], [1.0, 0.0]]
+    assert json.loads(t.sweeps(new)["axes"][0]) == {"seed": [0, 1, 2]}
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a fastdiff bundle"):
+        t.import_bundle(bad)
+
+
+def test_schema_has_a_version_table_and_migrates(tmp_path):
+    s = Store(tmp_path)
+    s.new_experiment("v", specs(1))
+    s.compact()
+    gen = (tmp_path / "db" / (tmp_path / "db" / "CURRENT").read_text())
+    con = duckdb.connect(str(gen), read_only=True)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert set(store_schema.TABLES) <= {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    con.close()
+    fresh = duckdb.connect(str(tmp_path / "old.duckdb"))
+    assert store_schema.migrate(fresh) == 0 and store_schema.migrate(fresh) == SCHEMA_VERSION
+    fresh.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [SCHEMA_VERSION + 1])
+    with pytest.raises(ValueError, match="newer than this build"):
+        store_schema.migrate(fresh)
+
+
+# -- many processes at once ------------------------------------------------------------------------
+
+
+def _writer(root: str, k: int, n_exps: int, runs_per_exp: int) -> None:
+    s = Store(root)
+    for e in range(n_exps):
+        _, run_ids = s.new_experiment(f"w{k}-{e}", specs(runs_per_exp))
+        for i, rid in enumerate(run_ids):
+            spec = RunSpec.from_dict(s.run(rid)["spec"])
+            s.record_result(rid, "done", result_for(spec, i))
+            s.record_result(rid, "done", result_for(spec, i + 1))  # a duplicate delivery: ignored
+
+
+def _compactor(root: str, seconds: float) -> None:
+    s = Store(root)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s.compact()
+
+
+def test_reads_racing_writes_and_compaction_never_error(tmp_path):
+    ctx = mp.get_context("spawn")
+    root = str(tmp_path)
+    writers = [ctx.Process(target=_writer, args=(root, k, 6, 10)) for k in range(3)]
+    compactors = [ctx.Process(target=_compactor, args=(root, 6.0)) for _ in range(2)]  # one wins each time
+    for p in writers + compactors:
+        p.start()
+    s = Store(root)
+    reads = 0
+    while any(p.is_alive() for p in writers + compactors):
+        runs = s.runs()
+        done = runs.filter(pl.col("status") == "done")["run_id"].to_list()
+        assert s.metrics(done).height == 2 * len(done)
+        assert s.histograms(done).height == 2 * len(done)
+        s.experiments()
+        reads += 1
+    for p in writers + compactors:
+        p.join()
+        assert p.exitcode == 0
+    assert reads > 5
+    s.compact()
+    runs = s.runs()
+    assert runs.height == 180 and runs["run_id"].n_unique() == 180
+    assert runs["status"].to_list() == ["done"] * 180
+    assert s.metrics(runs["run_id"].to_list()).height == 360
+    assert s.experiments().height == 18

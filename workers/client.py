@@ -1,0 +1,147 @@
+"""Submitting runs, following them and cancelling them: what the dashboard calls. Imports no torch.
+
+    from workers.client import submit, progress, cancel, grid
+
+    exp_id, run_ids = submit(RunSpec(...), "my experiment")                      # one run
+    exp_id, run_ids = submit([spec_a, spec_b], "a vs b")                          # several
+    exp_id, run_ids = submit(base_spec, "steps sweep", sweep={"steps": [4, 8, 16],
+                                                              "solver": ["euler", "dpmpp_2m"]})
+    progress(run_id) -> {run_id, status: queued|running|collecting|done|failed|cancelled,
+                         done, total, nfe, eta_s, phase, device, worker, error}
+    cancel(run_id)   -> True if cancelled, False if it had already finished
+
+Every spec is validated before anything is queued or recorded: a malformed one raises ValueError
+naming the spec's position, the field, the value and what is allowed. Specs may be RunSpec objects,
+dicts or JSON strings. The module-level functions use ``$FASTDIFF_HOME`` and the configured (or
+embedded) broker; ``ServiceClient(broker_url, store_root)`` targets another pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import fields
+from typing import Any, Mapping, Sequence
+
+import redis
+from celery import Celery, group
+from celery.result import AsyncResult
+
+from fastdiff_core.spec import RunSpec
+from store import Store, as_specs
+from workers import outcomes
+from workers.celery_app import RUN_TASK, make_celery
+from workers.settings import load_settings, redis_py_url
+
+_SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.name != "schema_version")
+
+
+def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
+    """The cartesian product of ``axes`` ({field: [values]}) applied to ``base``, last axis fastest."""
+    base = as_specs(base)[0]
+    if not isinstance(axes, Mapping) or not axes:
+        raise ValueError(f"sweep={axes!r} must be a non-empty mapping {{field: [values, ...]}}")
+    for name, values in axes.items():
+        if name not in _SPEC_FIELDS:
+            raise ValueError(f"sweep field {name!r} is not a RunSpec field; allowed: {sorted(_SPEC_FIELDS)}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+            raise ValueError(f"sweep[{name!r}]={values!r} must be a non-empty list of values")
+    out = []
+    for combo in itertools.product(*axes.values()):
+        changes = dict(zip(axes, combo))
+        try:
+            out.append(base.replace(**changes))
+        except ValueError as e:
+            raise ValueError(f"sweep point {changes}: {e}") from None
+    return out
+
+
+class ServiceClient:
+    """Submission, progress and cancellation against one broker and one store."""
+
+    def __init__(self, broker_url: str | None = None, store_root: str | None = None):
+        settings = load_settings()
+        self.broker_url = broker_url or settings.resolved_broker_url()
+        self.store = Store(store_root if store_root is not None else settings.store_root)
+        self.celery: Celery = make_celery(settings, broker_url=self.broker_url)
+        self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10)
+
+    def submit(self, specs: Any, experiment: str, *,
+               sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
+        """Validate, record the experiment (runs 'queued'), then queue every run as one group.
+
+        Returns (exp_id, run_ids) in the order of the specs (of the grid, for a sweep)."""
+        if sweep is not None:
+            if not isinstance(specs, (RunSpec, Mapping, str)):
+                raise ValueError("sweep= takes one base spec, not a list of specs")
+            spec_list = grid(specs, sweep)
+        else:
+            spec_list = as_specs(specs)
+        exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
+        sigs = [self.celery.signature(RUN_TASK, args=(run_id, spec.to_json()), options={"task_id": run_id})
+                for run_id, spec in zip(run_ids, spec_list)]
+        try:
+            group(sigs).apply_async()
+        except Exception as e:  # broker unreachable: the runs are recorded as failed, not left queued forever
+            for run_id in run_ids:
+                self.store.record_result(run_id, "failed", error=f"not queued: {type(e).__name__}: {e}")
+            raise RuntimeError(f"broker at {self.broker_url} did not accept the runs: {e}") from e
+        return exp_id, run_ids
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """Where a run is: the store's status once it has one, else the live task state."""
+        run = self.store.run(run_id)
+        if run is None:
+            raise ValueError(f"run_id={run_id!r} is not a stored run")
+        out: dict[str, Any] = {"run_id": run_id, "status": run["status"], "done": None, "total": None,
+                               "nfe": None, "eta_s": None, "phase": None, "device": None,
+                               "worker": run["worker"], "error": run["error"]}
+        if run["status"] != "queued":
+            result = run["result"] or {}
+            return {**out, "device": result.get("device"), "nfe": result.get("nfe_counted"), "eta_s": 0.0}
+        try:
+            state = AsyncResult(run_id, app=self.celery)
+            name, info = state.state, state.info
+        except Exception as e:  # the broker is down: report what the store knows
+            return {**out, "error": f"broker unreachable: {e}"}
+        if name in ("STARTED", "PROGRESS") and isinstance(info, Mapping):
+            out.update(status="running", **{k: info.get(k) for k in ("done", "total", "nfe", "eta_s", "phase",
+                                                                       "device", "worker")})
+        elif name == "SUCCESS":
+            out["status"] = "collecting"  # pushed to the results channel; the collector is writing it
+        elif name in ("FAILURE", "REVOKED"):
+            out.update(status="failed" if name == "FAILURE" else "cancelled", error=repr(info))
+        return out
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a queued or running run (a running one is terminated). False if it already finished."""
+        if self.store.run(run_id) is None:
+            raise ValueError(f"run_id={run_id!r} is not a stored run")
+        cancelled = outcomes.request_cancel(self.redis, run_id)
+        if cancelled:
+            self.celery.control.revoke(run_id, terminate=True, signal="SIGTERM")
+        return cancelled
+
+    def close(self) -> None:
+        self.redis.close()
+        self.celery.close()
+
+
+@functools.cache
+def default_client() -> ServiceClient:
+    return ServiceClient()
+
+
+def submit(specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
+    """See ``ServiceClient.submit``."""
+    return default_client().submit(specs, experiment, sweep=sweep)
+
+
+def progress(run_id: str) -> dict[str, Any]:
+    """See ``ServiceClient.progress``."""
+    return default_client().progress(run_id)
+
+
+def cancel(run_id: str) -> bool:
+    """See ``ServiceClient.cancel``."""
+    return default_client().cancel(run_id)

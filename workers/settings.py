@@ -1,0 +1,111 @@
+"""Service settings: where data lives, which broker, how long a run may take. Torch-free.
+
+Read from the environment first, then ``$FASTDIFF_HOME/config.json``, then defaults:
+
+    FASTDIFF_HOME           data directory (default ./var): store/, broker/ (embedded Redis), logs/
+    FASTDIFF_BROKER_URL     redis://host:port/db or redis+socket:///path; unset -> the embedded broker
+    FASTDIFF_MAX_RUN_S      longest allowed run (soft time limit), default 3600
+    FASTDIFF_MAX_MEMORY_MB  a worker child is replaced after a task leaves it above this, default 4096
+
+The hard time limit and the broker's visibility timeout derive from the longest run, so a run is
+never redelivered while it may still legitimately be running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+EMBEDDED_SOCKET = "broker/redis.sock"
+MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    home: pathlib.Path
+    broker_url: str | None
+    max_run_s: float
+    max_memory_mb: int
+
+    @property
+    def soft_time_limit_s(self) -> float:
+        return self.max_run_s
+
+    @property
+    def hard_time_limit_s(self) -> float:
+        return self.max_run_s + max(2.0, 0.1 * self.max_run_s)
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Longer than the longest run (hard limit) with margin: redelivery means the worker is gone.
+        return int(2 * self.hard_time_limit_s) + 1
+
+    @property
+    def embedded_socket(self) -> pathlib.Path:
+        return self.home / EMBEDDED_SOCKET
+
+    @property
+    def store_root(self) -> pathlib.Path:
+        return self.home / "store"
+
+    def resolved_broker_url(self) -> str:
+        """The configured URL, else the embedded broker's socket under FASTDIFF_HOME."""
+        return self.broker_url or socket_url(self.embedded_socket)
+
+
+def socket_url(path: pathlib.Path) -> str:
+    if len(str(path)) > MAX_UNIX_SOCKET_PATH:
+        raise ValueError(f"FASTDIFF_HOME={str(path.parent.parent)!r} is too long for a Unix socket path "
+                         f"({len(str(path))} > {MAX_UNIX_SOCKET_PATH} characters); use a shorter data directory")
+    return f"redis+socket://{path}"
+
+
+def redis_py_url(url: str) -> str:
+    """Celery/kombu spell a Unix socket redis+socket:///path; redis-py spells it unix:///path."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url[len("redis+socket://"):]
+    return url
+
+
+def check_broker_url(url: str) -> str:
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
+        raise ValueError(f"broker_url={url!r} must be a Redis URL: redis://host:port/db, rediss://..., "
+                         "or redis+socket:///path/to/redis.sock")
+    return "redis+socket://" + url[len("unix://"):] if url.startswith("unix://") else url
+
+
+def _positive(name: str, value: Any, kind: type) -> Any:
+    try:
+        v = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a positive {kind.__name__}") from None
+    if not v > 0:
+        raise ValueError(f"{name}={value!r} must be a positive {kind.__name__}")
+    return v
+
+
+def load_settings(env: dict[str, str] | None = None) -> ServiceSettings:
+    env = dict(os.environ if env is None else env)
+    home = pathlib.Path(env.get("FASTDIFF_HOME", "var")).resolve()
+    config: dict[str, Any] = {}
+    cfg_path = home / "config.json"
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+        allowed = {"broker_url", "max_run_s", "max_memory_mb"}
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ValueError(f"{cfg_path} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    url = env.get("FASTDIFF_BROKER_URL") or config.get("broker_url") or None
+    return ServiceSettings(
+        home=home,
+        broker_url=check_broker_url(url) if url else None,
+        max_run_s=_positive("max_run_s", env.get("FASTDIFF_MAX_RUN_S", config.get("max_run_s", 3600)), float),
+        max_memory_mb=_positive("max_memory_mb",
+                                env.get("FASTDIFF_MAX_MEMORY_MB", config.get("max_memory_mb", 4096)), int),
+    )

@@ -1,0 +1,92 @@
+"""The one task: ``fastdiff.run(run_id, spec_json)`` -> execute the RunSpec, push its outcome once.
+
+Thin by design (STYLE rule 11): validation, device choice and sampling are ``fastdiff_core.run.execute``;
+this module adds what a queue needs — idempotency by run id, progress through the task state,
+cancellation, time limits — and hands the RunResult to the results channel (``workers.outcomes``),
+never to a disk: the worker may be on another machine than the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from workers import outcomes
+from workers.celery_app import RUN_TASK, make_celery
+from workers.settings import redis_py_url
+
+app = make_celery()
+
+PROGRESS_EVERY_S = 0.25
+
+
+class RunCancelled(Exception):
+    pass
+
+
+@functools.cache
+def _redis(pid: int) -> redis.Redis:  # keyed by pid: never share a connection across a fork
+    return redis.Redis.from_url(redis_py_url(app.conf.broker_url), socket_timeout=30,
+                                retry_on_timeout=True, health_check_interval=10)
+
+
+@functools.cache
+def _runtime() -> tuple[Callable[..., Any], Callable[[str], Any]]:
+    """Import torch and the core once per worker process, on its first run (not in the parent)."""
+    from fastdiff_core.run import execute, resolve_device
+
+    return execute, resolve_device
+
+
+def _summary(run_id: str, status: str, pushed: bool, **extra: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "status": status, "pushed": pushed, **extra}
+
+
+@app.task(name=RUN_TASK, bind=True)
+def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
+    r = _redis(os.getpid())
+    worker = self.request.hostname or "worker"
+    if outcomes.is_finished(r, run_id):
+        # A redelivery of a run whose outcome was already pushed: acknowledge, produce nothing.
+        return _summary(run_id, "duplicate", False)
+    if outcomes.is_cancelled(r, run_id):
+        return _summary(run_id, "cancelled", outcomes.finish(r, run_id, "cancelled", worker=worker))
+    execute, resolve_device = _runtime()
+    started = time.time()
+    last = [0.0]
+    device = "unknown"
+
+    def on_progress(p: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY_S and p.done < p.total:
+            return
+        last[0] = now
+        if outcomes.is_cancelled(r, run_id):
+            raise RunCancelled(run_id)
+        self.update_state(state="PROGRESS", meta={**p.to_dict(), "run_id": run_id, "device": device,
+                                                  "worker": worker, "started": started})
+
+    try:
+        from fastdiff_core.spec import RunSpec
+
+        spec = RunSpec.from_json(spec_json)
+        device = str(resolve_device(spec.device))
+        self.update_state(state="STARTED", meta={"run_id": run_id, "device": device, "worker": worker,
+                                                 "started": started})
+        result = execute(spec, on_progress)
+        status, payload, error = "done", result.to_dict(), None
+    except RunCancelled:
+        status, payload, error = "cancelled", None, "cancelled by user"
+    except SoftTimeLimitExceeded:
+        status, payload, error = "failed", None, f"time limit exceeded ({app.conf.task_soft_time_limit:.0f} s)"
+    except Exception as e:  # a run's failure is its result: store it, do not crash the worker
+        status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+    pushed = outcomes.finish(r, run_id, status, payload, error, worker)
+    return _summary(run_id, status, pushed, device=device, wall_s=time.time() - started,
+                    nfe=payload["nfe_counted"] if payload else None)

@@ -1,0 +1,56 @@
+"""``fastdiff worker``: join a broker (FASTDIFF_BROKER_URL, --broker, or this machine's embedded one) and run.
+
+Sized to the machine by default: one process per GPU when ``nvidia-smi`` lists any, else one per CPU
+core, each with its share of the cores for torch's threads. The parent imports no torch; each child
+imports it on its first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+
+from workers.settings import check_broker_url
+
+
+def gpu_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def default_concurrency() -> int:
+    return gpu_count() or max(1, os.cpu_count() or 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default=None, help="Redis URL (default: FASTDIFF_BROKER_URL or the embedded broker)")
+    parser.add_argument("--concurrency", "-c", type=int, default=None,
+                        help="worker processes (default: one per GPU, else one per CPU core)")
+    parser.add_argument("--name", default=None, help="worker node name (default: fastdiff-<pid>@<host>)")
+    parser.add_argument("--loglevel", default="INFO")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.broker:
+        os.environ["FASTDIFF_BROKER_URL"] = check_broker_url(args.broker)
+    concurrency = args.concurrency or default_concurrency()
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency!r} must be an integer >= 1")
+    threads = max(1, (os.cpu_count() or 1) // concurrency)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    from workers.celery_app import QUEUE
+    from workers.tasks import app
+
+    name = args.name or f"fastdiff-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency), "--queues", QUEUE,
+                     "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+    return 0
