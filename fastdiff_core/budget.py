@@ -527,16 +527,17 @@ def judge_spec(spec: RunSpec, *, model: ProductionModel = ProductionModel(), his
 MAX_RUN_S = 1800.0  # refuse a run projected to take more than 30 minutes on the workers
 
 
-def run_guard(bill: NFEBill, seconds_per_nfe: float, *, max_run_s: float = MAX_RUN_S) -> str | None:
-    """None when a run is short enough to queue, else the reason it is refused (with the numbers).
+def run_guard(nfe: float, seconds_per_nfe: float, *, max_run_s: float = MAX_RUN_S) -> str | None:
+    """None when work of ``nfe`` per-sample NFE (a run's ``per_run``, or a sweep's total) is short
+    enough to queue, else the reason it is refused, with the numbers.
 
     seconds_per_nfe: wall seconds per per-sample NFE on the workers (measured from stored runs of the
     same world when there are any).
     """
     if not (isinstance(seconds_per_nfe, (int, float)) and math.isfinite(seconds_per_nfe) and seconds_per_nfe > 0):
         raise ValueError(f"seconds_per_nfe={seconds_per_nfe!r} must be a finite number > 0")
-    est = bill.per_run * seconds_per_nfe
+    est = nfe * seconds_per_nfe
     if est <= max_run_s:
         return None
-    return (f"refused: {_num(bill.per_run)} NFE at {seconds_per_nfe:.2g} s per NFE would run for about "
+    return (f"refused: {_num(nfe)} NFE at {seconds_per_nfe:.2g} s per NFE would run for about "
             f"{est / 3600:.1f} h (limit {max_run_s / 60:.0f} min); lower steps, horizon, plans x futures or samples")

@@ -164,11 +164,11 @@ def test_closed_loop_verdict_is_cost_then_coverage():
 def test_run_guard_refuses_hours():
     bill = budget.bill_for(RunSpec(solver="ddpm", steps=1000, guidance_scale=3, horizon=20, plans=10, futures=4,
                                    samples=100))
-    reason = budget.run_guard(bill, seconds_per_nfe=1e-4)
+    reason = budget.run_guard(bill.per_run, seconds_per_nfe=1e-4)
     assert reason is not None and "h (limit 30 min)" in reason
-    assert budget.run_guard(budget.bill_for(RunSpec()), seconds_per_nfe=1e-4) is None
+    assert budget.run_guard(budget.bill_for(RunSpec()).per_run, seconds_per_nfe=1e-4) is None
     with pytest.raises(ValueError, match="seconds_per_nfe"):
-        budget.run_guard(bill, seconds_per_nfe=0)
+        budget.run_guard(bill.per_run, seconds_per_nfe=0)
 
 
 @pytest.mark.parametrize("field, value", [("S", 0), ("C", 2.5), ("H", 0), ("P", 1.5), ("cycles", -1)])

@@ -1,4 +1,123 @@
+"""Experiments: list, search, rename, delete, re-run from the saved specs, export/import a bundle, share.
+
+The search and the selected experiment live in the URL (``?q=…&sel=ID``) so a refresh keeps them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+
 import streamlit as st
 
+from app import connection, run_view, sweep_view
+from fastdiff_core.spec import RunSpec
+
 st.title("Experiments")
-st.info("This page reads the store, which is not on main yet.")
+s, why = connection.store()
+if s is None:
+    connection.empty_state(why)
+    st.stop()
+
+st.session_state.setdefault("xp.q", st.query_params.get("q", ""))
+c1, c2 = st.columns([3, 1])
+c1.text_input("Search (name or id)", key="xp.q", placeholder="e.g. dpmpp, sweep, e1a2…")
+q = st.session_state["xp.q"].strip()
+if q:
+    st.query_params["q"] = q
+elif "q" in st.query_params:
+    del st.query_params["q"]
+with c2.popover("Import a bundle", icon=":material/upload:"):
+    up = st.file_uploader("Bundle (.zip from Export)", type=["zip"], key="xp.import")
+    if up is not None and st.button("Import", key="xp.import.go"):
+        with tempfile.TemporaryDirectory() as d:
+            path = pathlib.Path(d) / up.name
+            path.write_bytes(up.getvalue())
+            try:
+                new_id = s.import_bundle(str(path))
+            except ValueError as e:
+                st.error(str(e))
+            else:
+                st.query_params["sel"] = new_id
+                st.rerun()
+
+exps = s.experiments(search=q or None)
+if exps.height == 0:
+    connection.empty_state("No experiments match." if q else
+                           "No experiments yet. Queue a run in Explore or a sweep in Sweep; they are listed here.")
+    st.stop()
+shown = exps.select([c for c in ("name", "exp_id", "created", "n_runs", "status", "n_done", "n_failed", "n_queued",
+                                 "imported_from") if c in exps.columns])
+event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="xp.table",
+                     column_config={"created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")})
+rows = event.selection.rows if event is not None else []
+sel = exps["exp_id"][rows[0]] if rows else st.query_params.get("sel")
+if not sel:
+    st.caption(f"{exps.height} experiment(s). Select one to open, rename, delete, re-run, export or share it.")
+    st.stop()
+st.query_params["sel"] = sel
+exp = s.experiment(sel)
+if exp is None:
+    st.warning(f"experiment {sel} is not in the store (deleted?)")
+    del st.query_params["sel"]
+    st.stop()
+
+st.divider()
+st.subheader(f"{exp['name'] or sel}  ·  `{sel}`")
+st.markdown(f"Share link (read-only): [`?exp={sel}`](/?exp={sel})")
+a1, a2, a3, a4 = st.columns(4)
+with a1.popover("Rename", icon=":material/edit:"):
+    new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")
+    if st.button("Save name", key=f"xp.rename.go.{sel}"):
+        try:
+            s.rename_experiment(sel, new_name)
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.rerun()
+with a2.popover("Delete", icon=":material/delete:"):
+    st.write(f"Delete **{exp['name']}** and its {len(exp['run_ids'])} run(s)? Share links to it stop working.")
+    if st.button("Delete for good", type="primary", key=f"xp.delete.{sel}"):
+        s.delete_experiment(sel)
+        del st.query_params["sel"]
+        st.rerun()
+if a3.button("Re-run", icon=":material/replay:", key=f"xp.rerun.{sel}",
+             help="Queue the saved specs again as a new experiment"):
+    cli, why = connection.client()
+    if cli is None:
+        st.error(why)
+    else:
+        axes = (exp.get("sweep") or {}).get("axes")
+        try:
+            if axes:  # the grid again: its first spec with every axis overwritten is the same grid
+                new_exp, _ = cli.submit(RunSpec.from_dict(exp["spec"]), f"{exp['name']} (re-run)", sweep=axes)
+            else:
+                specs = [RunSpec.from_json(t) for t in s.runs(exp_id=sel).sort("idx")["spec"].to_list()]
+                new_exp, _ = cli.submit(specs, f"{exp['name']} (re-run)")
+        except (ValueError, RuntimeError) as e:
+            st.error(str(e))
+        else:
+            st.query_params["sel"] = new_exp
+            st.rerun()
+with a4.popover("Export", icon=":material/download:"):
+    st.caption("A zip: the experiment record and its runs, metrics, histograms and latencies as Parquet.")
+    if st.button("Build bundle", key=f"xp.export.build.{sel}"):
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                path = s.export_bundle(sel, str(pathlib.Path(d) / f"fastdiff-{sel}.zip"))
+                st.session_state[f"xp.bundle.{sel}"] = pathlib.Path(path).read_bytes()
+            except (ValueError, OSError) as e:
+                st.error(str(e))
+    if st.session_state.get(f"xp.bundle.{sel}"):
+        st.download_button("Download bundle", st.session_state[f"xp.bundle.{sel}"], file_name=f"fastdiff-{sel}.zip",
+                           mime="application/zip", key=f"xp.export.{sel}")
+
+runs = s.runs(exp_id=sel)
+if len(exp["run_ids"]) == 1:
+    run = s.run(exp["run_ids"][0])
+    if run is not None and run["status"] not in connection.FINAL:
+        run_view.follow_runs([run["run_id"]], key=f"xp.follow.{sel}")
+    elif run is not None:
+        run_view.render_run(run, key="xp.run")
+else:
+    sweep_view.sweep_results(s, sel, key="xp.sweep")

@@ -1,4 +1,27 @@
+"""A shared experiment, read-only: what anyone with a ``?exp=ID`` link sees (no navigation, no actions)."""
+
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("Shared")
-st.info("This page reads the store, which is not on main yet.")
+from app import connection, run_view, sweep_view
+
+exp_id = st.query_params.get("exp", "")
+s, why = connection.store()
+if s is None:
+    connection.empty_state(why)
+    st.stop()
+exp = s.experiment(exp_id)
+if exp is None:
+    st.title("Experiment not found")
+    st.error(f"exp={exp_id!r} is not in this dashboard's store (deleted, or a link from another installation).")
+    st.stop()
+st.title(exp["name"] or exp_id)
+st.caption(f"Shared experiment `{exp_id}` · created {exp['created']} · {len(exp['run_ids'])} run(s) · read-only · "
+           "[open the dashboard](/)")
+if len(exp["run_ids"]) == 1:
+    run = s.run(exp["run_ids"][0])
+    if run is not None:
+        run_view.render_run(run, key="shared.run")
+else:
+    sweep_view.sweep_results(s, exp_id, key="shared.sweep", read_only=True)

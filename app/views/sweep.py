@@ -1,4 +1,124 @@
+"""Sweep: an X/Y/Z grid over RunSpec fields with range syntax, the total NFE before queueing, then
+results as a grid and a Pareto frontier; clicking a point opens its run.
+
+The sweep's experiment id lives in the URL (``?sweep=ID``) so a refresh keeps it.
+"""
+
+from __future__ import annotations
+
 import streamlit as st
 
+from app import bill_view, connection, sweep_axes, sweep_view
+from app.spec_form import spec_form, spec_summary
+from fastdiff_core import budget
+
 st.title("Sweep")
-st.info("This page reads the store, which is not on main yet.")
+st.caption("X/Y/Z over any RunSpec field. Values: `euler, heun` · `1-10` · `1-10 (+2)` · `10-1 (-3)` · `1-2 [5]`.")
+
+AXIS_DEFAULTS = [("solver", "euler, heun, dpmpp_2m, unipc"), ("steps", "4-16 (+4)"), ("", "")]
+for i, (f, v) in enumerate(AXIS_DEFAULTS):
+    st.session_state.setdefault(f"sw.axis{i}.field", st.query_params.get(f"ax{i}", f))
+    st.session_state.setdefault(f"sw.axis{i}.values", st.query_params.get(f"av{i}", v))
+
+form_col, axes_col = st.columns([2, 3], gap="large")
+with form_col:
+    with st.expander("Base configuration", expanded=False):
+        form = spec_form("sw")
+with axes_col:
+    axes: dict[str, list] = {}
+    problems = []
+    for i, name in enumerate(("X", "Y", "Z")):
+        c1, c2 = st.columns([1, 3])
+        c1.selectbox(f"{name} field", [""] + list(sweep_axes.SWEEPABLE), key=f"sw.axis{i}.field",
+                     format_func=lambda f: f or "(none)")
+        c2.text_input(f"{name} values", key=f"sw.axis{i}.values")
+        field = st.session_state[f"sw.axis{i}.field"]
+        text = st.session_state[f"sw.axis{i}.values"]
+        st.query_params[f"ax{i}"], st.query_params[f"av{i}"] = field, text
+        if not field:
+            continue
+        try:
+            values = sweep_axes.parse_axis(field, text)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        if field in axes:
+            problems.append(f"{name}: field {field!r} is already an axis")
+            continue
+        axes[field] = values
+        c2.caption(f"{len(values)} value(s): {', '.join(map(str, values[:12]))}{' …' if len(values) > 12 else ''}")
+
+    for p in problems:
+        st.error(p)
+    specs = []
+    if form.spec is None:
+        st.error(f"Base configuration: {form.error}")
+    elif axes and not problems:
+        try:
+            from workers.client import grid
+
+            total_runs = 1
+            for v in axes.values():
+                total_runs *= len(v)
+            if total_runs > sweep_axes.MAX_SWEEP_RUNS:
+                raise ValueError(f"sweep has {total_runs} runs; at most {sweep_axes.MAX_SWEEP_RUNS} (narrow an axis)")
+            specs = grid(form.spec, axes)
+        except ImportError as e:
+            st.error(f"The service's submission client is not installed: {e}")
+        except ValueError as e:
+            st.error(str(e))
+    if specs:
+        bills = []
+        for sp in specs:
+            try:
+                bills.append(budget.bill_for(sp, guided_fraction=form.guided_fraction))
+            except ValueError as e:
+                st.error(str(e))
+                st.stop()
+        total = sum(b.per_run for b in bills)
+        rate, rate_source = connection.seconds_per_nfe(form.spec.world)
+        est = total * rate
+        c = st.columns(3)
+        c[0].metric("runs", f"{len(specs):,}")
+        c[1].metric("total NFE", f"{total:,.0f}")
+        c[2].metric("estimated time", bill_view.fmt_s(est), help=f"{rate:.2g} s/NFE, {rate_source}")
+        refusal = budget.run_guard(total, rate)
+        if refusal:
+            st.error(refusal, icon=":material/block:")
+        name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.name")
+        if st.button("Queue sweep", type="primary", disabled=refusal is not None, key="sw.queue",
+                     icon=":material/play_arrow:"):
+            cli, why = connection.client()
+            if cli is None:
+                st.error(why)
+            else:
+                try:
+                    # Z slowest, X fastest: X becomes the grid's columns.
+                    exp_id, run_ids = cli.submit(form.spec, name, sweep=dict(reversed(list(axes.items()))))
+                except (ValueError, RuntimeError) as e:
+                    st.error(str(e))
+                else:
+                    st.session_state["sw.exp"] = exp_id
+                    st.session_state["sw.exp.finished"] = False
+
+exp_id = st.session_state.get("sw.exp") or st.query_params.get("sweep")
+st.divider()
+if not exp_id:
+    connection.empty_state("No sweep yet: set the axes and queue it; its results appear here as a grid and a "
+                           "Pareto frontier.")
+    st.stop()
+st.session_state["sw.exp"] = exp_id
+st.query_params["sweep"] = exp_id
+s, why = connection.store()
+if s is None:
+    connection.empty_state(why)
+    st.stop()
+
+
+exp = s.experiment(exp_id)
+if exp is None:
+    st.warning(f"experiment {exp_id} is not in the store")
+    st.stop()
+st.subheader(f"{exp['name']}  ·  `{exp_id}`")
+st.markdown(f"Share: [`?exp={exp_id}`](/?exp={exp_id})")
+sweep_view.sweep_results(s, exp_id, key="sw.res")

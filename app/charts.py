@@ -1,0 +1,135 @@
+"""Plotly figures for run results: branch histograms with intervals, samples, Pareto frontiers."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+GENERATED_COLOR = "#1f77b4"
+REFERENCE_COLOR = "#9467bd"
+TRUTH_COLOR = "#111111"
+TAIL_COLOR = "#d62728"
+
+
+def generated_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The sampler's branch rows (a world may also report its reference solve's rows, group 'reference')."""
+    return [r for r in rows if r.get("group") != "reference"]
+
+
+def tail_label(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The rare branch: the smallest nonzero true rate."""
+    with_truth = [r for r in rows if r.get("truth") is not None and float(r["truth"]) > 0]
+    return min(with_truth, key=lambda r: float(r["truth"]))["label"] if with_truth else None
+
+
+def histogram_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "Branch rates: generated vs truth",
+                     log_y: bool = False) -> go.Figure:
+    """Grouped bars per group with Wilson intervals, the truth as markers, the tail branch highlighted."""
+    fig = go.Figure()
+    groups = list(dict.fromkeys(r.get("group") or "generated" for r in rows))
+    labels = list(dict.fromkeys(str(r["label"]) for r in rows))
+    tail = tail_label(generated_rows(rows))
+    for g in groups:
+        gr = {str(r["label"]): r for r in rows if (r.get("group") or "generated") == g}
+        ys = [float(gr[lab]["rate"]) if lab in gr else None for lab in labels]
+        plus = [float(gr[lab]["hi"]) - float(gr[lab]["rate"]) if lab in gr else 0 for lab in labels]
+        minus = [float(gr[lab]["rate"]) - float(gr[lab]["lo"]) if lab in gr else 0 for lab in labels]
+        color = REFERENCE_COLOR if g == "reference" else GENERATED_COLOR
+        fig.add_trace(go.Bar(
+            name=f"{g} (95% Wilson)", x=labels, y=ys, marker_color=color,
+            marker_line_color=[TAIL_COLOR if lab == tail else color for lab in labels],
+            marker_line_width=[3 if lab == tail else 0 for lab in labels],
+            error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, color="#333"),
+            customdata=[[gr[lab]["count"], gr[lab]["n"], gr[lab]["lo"], gr[lab]["hi"]] if lab in gr else [0, 0, 0, 0]
+                        for lab in labels],
+            hovertemplate="%{x}: %{y:.2%} (%{customdata[0]}/%{customdata[1]}) "
+                          "[%{customdata[2]:.2%}, %{customdata[3]:.2%}]<extra>" + str(g) + "</extra>"))
+    truth = {str(r["label"]): r.get("truth") for r in rows if r.get("truth") is not None}
+    if truth:
+        fig.add_trace(go.Scatter(name="truth", x=labels, y=[truth.get(lab) for lab in labels], mode="markers",
+                                 marker=dict(symbol="line-ew-open", size=34, line=dict(width=3, color=TRUTH_COLOR)),
+                                 hovertemplate="%{x}: truth %{y:.2%}<extra></extra>"))
+    if tail is not None:
+        fig.add_annotation(x=tail, y=float(truth.get(tail) or 0), text="tail", showarrow=True, arrowcolor=TAIL_COLOR,
+                           font=dict(color=TAIL_COLOR), ay=-40)
+    fig.update_layout(barmode="group", height=340, title=title, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.15))
+    fig.update_yaxes(tickformat=".1%", type="log" if log_y else "linear", title="rate")
+    return fig
+
+
+def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | None,
+                   labels: Sequence[str] | None = None, tail: str | None = None) -> go.Figure | None:
+    """Sampled points (first two coordinates), each joined to its exact reference solution when the
+    world reports one; the tail branch in red. Rollout worlds report (t, x, y) rows per trajectory."""
+    if not samples:
+        return None
+    cols = list(columns or [])
+    idx = {c: i for i, c in enumerate(cols)}
+    fig = go.Figure()
+    if {"x0", "x1"} <= set(idx):
+        xs = [r[idx["x0"]] for r in samples]
+        ys = [r[idx["x1"]] for r in samples]
+        modes = [int(r[idx["mode"]]) for r in samples] if "mode" in idx else None
+        is_tail = [labels is not None and tail is not None and m < len(labels) and labels[m] == tail
+                   for m in modes] if modes else [False] * len(xs)
+        if {"ref_x0", "ref_x1"} <= set(idx):
+            lx, ly = [], []
+            for r in samples:
+                lx += [r[idx["ref_x0"]], r[idx["x0"]], None]
+                ly += [r[idx["ref_x1"]], r[idx["x1"]], None]
+            fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color="#bbbbbb", width=1),
+                                     name="exact ODE solution -> sample", hoverinfo="skip"))
+        for flag, name, color in ((False, "samples", GENERATED_COLOR), (True, f"tail ({tail})", TAIL_COLOR)):
+            sel = [i for i, t in enumerate(is_tail) if t == flag]
+            if sel:
+                fig.add_trace(go.Scatter(x=[xs[i] for i in sel], y=[ys[i] for i in sel], mode="markers", name=name,
+                                         marker=dict(color=color, size=5 if not flag else 8)))
+        fig.update_layout(title="Samples (lines: from the exact solution of the same noise)")
+    elif {"traj", "t", "x"} <= set(idx):
+        by: dict[Any, list[Sequence[float]]] = {}
+        for r in samples:
+            by.setdefault(r[idx["traj"]], []).append(r)
+        y_col = "y" if "y" in idx else "x"
+        for k, rs in list(by.items())[:200]:
+            fig.add_trace(go.Scatter(x=[r[idx["x"]] for r in rs], y=[r[idx[y_col]] for r in rs], mode="lines",
+                                     line=dict(width=1), showlegend=False))
+        fig.update_layout(title="Sampled trajectories")
+    else:
+        return None
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = False) -> list[int]:
+    """Indices of non-dominated points (lower x better; lower y better unless maximize_y), by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1] if maximize_y else points[i][1]))
+    front, best = [], None
+    for i in order:
+        y = points[i][1]
+        if best is None or (y > best if maximize_y else y < best):
+            front.append(i)
+            best = y
+    return front
+
+
+def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], hover: Sequence[str], *,
+                  x_title: str, y_title: str, maximize_y: bool = False, log_x: bool = True) -> go.Figure:
+    front = pareto_front(list(zip(xs, ys)), maximize_y=maximize_y)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="runs", customdata=list(ids), text=list(hover),
+                             marker=dict(size=9, color=GENERATED_COLOR, opacity=0.7),
+                             hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>" + y_title + " %{y:.4g}"
+                                           "<extra>click to open</extra>"))
+    fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines+markers",
+                             name="Pareto frontier", customdata=[ids[i] for i in front],
+                             text=[hover[i] for i in front], line=dict(color=TAIL_COLOR, shape="hv"),
+                             marker=dict(size=11, color=TAIL_COLOR),
+                             hovertemplate="%{text}<extra>frontier</extra>"))
+    fig.update_xaxes(type="log" if log_x else "linear", title=x_title)
+    fig.update_yaxes(title=y_title)
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.15),
+                      clickmode="event+select")
+    return fig

@@ -1,0 +1,183 @@
+"""One stored run on screen: verdict card, latency against budget, NFE counted vs formula, branch
+histograms with intervals (tail highlighted), precision/recall and other metrics, sampled points.
+
+Also the progress panel (a polling ``st.fragment``) that follows queued runs without blocking the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import bill_view, charts, connection
+from app.spec_form import spec_json, spec_summary
+from fastdiff_core import budget
+from fastdiff_core.spec import RunResult, RunSpec
+
+POLL_S = 1.0
+
+
+def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], None] | None = None,
+                allow_cancel: bool = True) -> None:
+    """A progress bar per run (aggregate for many), polled every second inside a fragment, with cancel.
+
+    The page around it stays interactive; when every run is final the whole page reruns once to
+    draw the results.
+    """
+    finished_key = f"{key}.finished"
+
+    @st.fragment(run_every=POLL_S)
+    def panel() -> None:
+        cli, why = connection.client()
+        if cli is None:
+            st.warning(why)
+            return
+        states = []
+        for rid in run_ids:
+            try:
+                states.append(cli.progress(rid))
+            except Exception as e:  # noqa: BLE001 - a transient broker error is shown, polling continues
+                states.append({"run_id": rid, "status": "unknown", "error": str(e)})
+        final = [s for s in states if s["status"] in connection.FINAL]
+        if len(run_ids) == 1:
+            s = states[0]
+            done, total = s.get("done"), s.get("total")
+            frac = 1.0 if s["status"] in connection.FINAL else (done / total if done and total else 0.0)
+            eta = f" · ETA {s['eta_s']:.0f} s" if s.get("eta_s") else ""
+            nfe = f" · {s['nfe']:,.0f} NFE counted" if s.get("nfe") else ""
+            st.progress(min(max(frac, 0.0), 1.0),
+                        text=f"{s['status']}{' · ' + s['phase'] if s.get('phase') else ''}{nfe}{eta}")
+        else:
+            counts: dict[str, int] = {}
+            for s in states:
+                counts[s["status"]] = counts.get(s["status"], 0) + 1
+            st.progress(len(final) / len(run_ids),
+                        text=f"{len(final)}/{len(run_ids)} finished · " + " · ".join(
+                            f"{v} {k}" for k, v in sorted(counts.items())))
+        errors = [s for s in states if s["status"] == "failed" and s.get("error")]
+        for s in errors[:3]:
+            st.error(f"run {s['run_id']} failed: {s['error']}")
+        if len(final) == len(run_ids):
+            if not st.session_state.get(finished_key):
+                st.session_state[finished_key] = True
+                if on_finished:
+                    on_finished()
+                st.rerun()
+            return
+        st.session_state[finished_key] = False
+        if allow_cancel and st.button("Cancel", key=f"{key}.cancel", icon=":material/cancel:"):
+            n = sum(bool(cli.cancel(s["run_id"])) for s in states if s["status"] not in connection.FINAL)
+            st.toast(f"cancelled {n} run(s)")
+
+    panel()
+
+
+def measured_latency_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure | None:
+    if not rows:
+        return None
+    fig = go.Figure(go.Bar(
+        y=[f"{r['what']} (batch {r.get('batch')})" for r in rows], x=[float(r["seconds"]) * 1000 for r in rows],
+        orientation="h", text=[bill_view.fmt_s(float(r["seconds"])) + f" on {r.get('device')}" for r in rows],
+        textposition="auto", marker_color="#17becf"))
+    fig.update_xaxes(type="log", title="ms (measured)")
+    fig.update_layout(height=60 + 40 * len(rows), margin=dict(l=10, r=10, t=30, b=10),
+                      title="Measured on the worker")
+    return fig
+
+
+def dashboard_bill(spec: RunSpec, info: Mapping[str, Any]) -> budget.NFEBill | None:
+    """The dashboard's own bill for a stored spec, exact when the run reports its grid's sigmas."""
+    try:
+        return budget.bill_for(spec, sigmas=info.get("sigmas"))
+    except ValueError:
+        return None
+
+
+def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionModel | None = None) -> None:
+    """Everything one run measured. ``run`` is ``Store.run(run_id)``."""
+    spec = RunSpec.from_dict(run["spec"])
+    st.markdown(f"**{spec.name or spec_summary(spec)}** · run `{run['run_id']}` · status **{run['status']}**")
+    if run["status"] != "done" or not run.get("result"):
+        if run.get("error"):
+            st.error(f"{run['status']}: {run['error']}")
+        else:
+            connection.empty_state(f"No results yet (status: {run['status']}).")
+        return
+    res = RunResult.from_dict(run["result"])
+    regime = spec.regime or "offline"
+    rb = budget.regime_budget(regime)
+    model = model or budget.ProductionModel(parallelism=rb.lanes)
+    hist = [dict(r) for r in res.histograms]
+    gen = charts.generated_rows(hist)
+    bill = dashboard_bill(spec, res.info)
+
+    # -- verdict --------------------------------------------------------------------------------
+    if bill is not None:
+        lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
+        usd, _ = budget.cost_per_1000_scenarios(bill, model)
+        v = budget.verdict(regime, bill, latency_s=lat.per_cycle_s,
+                           latency_source=f"projected for a {model.name} at {model.describe()}",
+                           cost_usd=usd, histograms=gen, budget=rb)
+        bill_view.verdict_card(v, heading=f"Verdict — {regime}")
+    worker_verdict = bill_view.verdict_from_dict(res.verdict)
+    if worker_verdict is not None:
+        bill_view.verdict_card(worker_verdict, heading="Worker's verdict (measured latency)")
+
+    # -- NFE and latency ------------------------------------------------------------------------
+    c = st.columns(5)
+    c[0].metric("NFE counted / sample", bill_view.fmt_nfe(res.nfe_counted))
+    c[1].metric("formula (worker)", bill_view.fmt_nfe(res.nfe_formula))
+    if bill is not None:
+        match = abs(bill.per_cycle - res.nfe_counted) <= 1e-9 * max(1.0, bill.per_cycle)
+        c[2].metric("formula (dashboard)", bill_view.fmt_nfe(bill.per_cycle),
+                    delta="= counted" if match else f"{res.nfe_counted - bill.per_cycle:+,.2f} vs counted",
+                    delta_color="normal" if match else "inverse")
+    c[3].metric("wall clock", bill_view.fmt_s(res.wall_s))
+    c[4].metric("device", res.device)
+    if bill is not None:
+        st.caption(f"NFE = {bill.formula()} per planning cycle; x {spec.samples:,} rollouts = "
+                   f"{bill.per_run:,.0f} per run.")
+    l1, l2 = st.columns(2)
+    if bill is not None:
+        l1.plotly_chart(bill_view.latency_figure(lat), key=f"{key}.proj", config={"displayModeBar": False})
+    mfig = measured_latency_figure(res.latency)
+    if mfig is not None:
+        l2.plotly_chart(mfig, key=f"{key}.meas", config={"displayModeBar": False})
+
+    # -- coverage ---------------------------------------------------------------------------------
+    if hist:
+        h1, h2 = st.columns([3, 2])
+        h1.plotly_chart(charts.histogram_figure(hist), key=f"{key}.hist", config={"displayModeBar": False})
+        tail = charts.tail_label(gen)
+        h2.dataframe(
+            [{"group": r.get("group"), "branch": r["label"] + (" (tail)" if r["label"] == tail else ""),
+              "count": int(r["count"]), "n": int(r["n"]), "rate": f"{float(r['rate']):.2%}",
+              "95% interval": f"[{float(r['lo']):.2%}, {float(r['hi']):.2%}]",
+              "truth": f"{float(r['truth']):.2%}" if r.get("truth") is not None else "",
+              "inside": "yes" if r.get("truth") is None or float(r["lo"]) <= float(r["truth"]) <= float(r["hi"])
+              else "NO"} for r in hist],
+            hide_index=True, key=f"{key}.histtable")
+    else:
+        connection.empty_state("This run reported no branch histogram.")
+
+    # -- metrics: precision/recall first ------------------------------------------------------------
+    metrics = dict(res.metrics)
+    pr = {k: v for k, v in metrics.items() if any(w in k for w in ("precision", "recall", "density", "coverage"))}
+    if pr:
+        cols = st.columns(min(len(pr), 5))
+        for col, (k, v) in zip(cols * 10, pr.items()):
+            col.metric(k, f"{v:.3f}")
+    else:
+        st.caption("Precision / recall: not reported by this world (it reports per-branch rates above).")
+    with st.expander("All metrics", expanded=not pr):
+        st.dataframe([{"metric": k, "value": v} for k, v in sorted(metrics.items())], hide_index=True,
+                     key=f"{key}.metrics")
+
+    fig = charts.samples_figure(res.samples, res.info.get("samples_columns"), res.info.get("labels"),
+                                charts.tail_label(gen))
+    if fig is not None:
+        st.plotly_chart(fig, key=f"{key}.samples", config={"displayModeBar": False})
+    with st.expander("Spec (JSON)"):
+        st.code(spec_json(spec), language="json")
