@@ -25,15 +25,13 @@ def fmt_s(seconds: float) -> str:
 
 def bill_table(bill: NFEBill) -> None:
     """The seed's table: per frame, per rollout, per planning cycle, per run."""
-    c = st.columns(5)
-    c[0].metric("S x C per frame", fmt_nfe(bill.per_frame), help=f"S = {fmt_nfe(bill.S)}, C = {bill.C:g}")
-    c[1].metric("per rollout (x H)", fmt_nfe(bill.per_rollout), help=f"H = {bill.H}")
-    c[2].metric("per planning cycle (x P·R)", fmt_nfe(bill.per_cycle), help=f"P·R = {bill.P} x {bill.R}")
-    c[3].metric("per run (x rollouts)", fmt_nfe(bill.per_run), help=f"{bill.cycles:,} planning cycles")
-    c[4].metric("formula", "exact" if bill.exact else "estimate")
-    st.code(f"NFE = S x C x H x P·R = {bill.formula()}  (per planning cycle)", language=None)
-    for note in bill.notes:
-        st.caption(note)
+    c = st.columns(4)
+    c[0].metric("per frame", fmt_nfe(bill.per_frame), help=f"S x C: S = {fmt_nfe(bill.S)}, C = {bill.C:g}")
+    c[1].metric("per rollout", fmt_nfe(bill.per_rollout), help=f"x H = {bill.H} frames")
+    c[2].metric("per cycle", fmt_nfe(bill.per_cycle), help=f"planning cycle: x P·R = {bill.P} x {bill.R}")
+    c[3].metric("per run", fmt_nfe(bill.per_run), help=f"x {bill.cycles:,} planning cycles (rollouts)")
+    st.code(f"NFE = S x C x H x P·R = {bill.formula()}", language=None)
+    st.caption(" · ".join(["exact" if bill.exact else "estimate", *bill.notes]))
 
 
 def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
@@ -56,7 +54,7 @@ def latency_figure(lat: budget.LatencyProjection) -> go.Figure:
     rows = [("one frame", lat.per_frame_s), ("one rollout", lat.per_rollout_s),
             ("planning cycle", lat.per_cycle_s), ("cycle, unlimited lanes", lat.floor_cycle_s)]
     fig = go.Figure(go.Bar(y=[r[0] for r in rows], x=[r[1] * 1000 for r in rows], orientation="h",
-                           text=[fmt_s(r[1]) for r in rows], textposition="auto",
+                           text=[fmt_s(r[1]) for r in rows], textposition="auto", showlegend=False,
                            marker_color=["#1f77b4", "#1f77b4", "#2ca02c" if lat.fits else "#d62728", "#9edae5"]))
     # The budget as a trace, not a shape: shapes on a log axis take log10 coordinates.
     fig.add_trace(go.Scatter(x=[lat.budget_s * 1000] * 2, y=[rows[0][0], rows[-1][0]], mode="lines+text",
@@ -90,11 +88,10 @@ def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, dist
     bill_table(bill)
     lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
     usd, acc_s = budget.cost_per_1000_scenarios(bill, model)
-    c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf",
+    st.plotly_chart(waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf",
                     config={"displayModeBar": False})
-    c2.plotly_chart(latency_figure(lat), key=f"{key}.lat", config={"displayModeBar": False})
-    c2.markdown(
+    st.plotly_chart(latency_figure(lat), key=f"{key}.lat", config={"displayModeBar": False})
+    st.markdown(
         f"Planning cycle **{fmt_s(lat.per_cycle_s)}** vs {fmt_s(lat.budget_s)} budget "
         f"(**{lat.over_budget:,.2f}x**) · {lat.sequential_waves:,.0f} sequential waves · "
         f"1,000 scenarios: **${usd:,.3f}** ({fmt_s(acc_s)} accelerator time)")

@@ -101,7 +101,10 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
     st.markdown(f"**{spec.name or spec_summary(spec)}** · run `{run['run_id']}` · status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
         if run.get("error"):
-            st.error(f"{run['status']}: {run['error']}")
+            lines = [ln for ln in str(run["error"]).strip().splitlines() if ln.strip()]
+            st.error(f"{run['status']}: {lines[-1] if lines else run['error']}")
+            with st.expander("Full error"):
+                st.code(run["error"], language=None)
         else:
             connection.empty_state(f"No results yet (status: {run['status']}).")
         return
@@ -148,17 +151,15 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
 
     # -- coverage ---------------------------------------------------------------------------------
     if hist:
-        h1, h2 = st.columns([3, 2])
-        h1.plotly_chart(charts.histogram_figure(hist), key=f"{key}.hist", config={"displayModeBar": False})
+        st.plotly_chart(charts.histogram_figure(hist), key=f"{key}.hist", config={"displayModeBar": False})
         tail = charts.tail_label(gen)
-        h2.dataframe(
+        st.table(
             [{"group": r.get("group"), "branch": r["label"] + (" (tail)" if r["label"] == tail else ""),
               "count": int(r["count"]), "n": int(r["n"]), "rate": f"{float(r['rate']):.2%}",
               "95% interval": f"[{float(r['lo']):.2%}, {float(r['hi']):.2%}]",
               "truth": f"{float(r['truth']):.2%}" if r.get("truth") is not None else "",
               "inside": "yes" if r.get("truth") is None or float(r["lo"]) <= float(r["truth"]) <= float(r["hi"])
-              else "NO"} for r in hist],
-            hide_index=True, key=f"{key}.histtable")
+              else "NO"} for r in hist])
     else:
         connection.empty_state("This run reported no branch histogram.")
 

@@ -15,7 +15,7 @@ def test_budget_calculator_seed_cycle_and_verdicts():
     at = AppTest.from_file(str(APP / "views" / "budget_calculator.py"), default_timeout=30).run()
     assert not at.exception
     m = metrics(at)
-    assert m["per planning cycle (x P·R)"] == "1,920" and m["per rollout (x H)"] == "48"
+    assert m["per cycle"] == "1,920" and m["per rollout"] == "48"
     errors = " ".join(e.value for e in at.error)
     assert "In-the-loop planning at 10 Hz: FAIL" in errors and "19.2 s" in errors and "192.0x over" in errors
     # The seed's vanilla plan, typed in: 1000 x 2 x 20 x 40.
@@ -23,7 +23,7 @@ def test_budget_calculator_seed_cycle_and_verdicts():
     at.number_input(key="bc.C").set_value(2.0)
     at.number_input(key="bc.H").set_value(20)
     at.run()
-    assert metrics(at)["per planning cycle (x P·R)"] == "1,600,000"
+    assert metrics(at)["per cycle"] == "1,600,000"
     # One step, short horizon, 8 futures on 8 lanes fits the 100 ms budget.
     for key, v in [("bc.S", 1), ("bc.C", 1.0), ("bc.H", 8), ("bc.P", 4), ("bc.R", 2), ("bc.lanes", 8)]:
         at.number_input(key=key).set_value(v)
@@ -36,20 +36,20 @@ def test_budget_calculator_seed_cycle_and_verdicts():
 def test_explore_bill_updates_live_and_regime_sets_defaults():
     at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
     assert not at.exception
-    assert metrics(at)["S x C per frame"] == "20"  # offline default: dpmpp_2m, 20 steps, no CFG
+    assert metrics(at)["per frame"] == "20"  # offline default: dpmpp_2m, 20 steps, no CFG
     at.number_input(key="ex.guidance_scale").set_value(3.0)
     at.run()
-    assert metrics(at)["S x C per frame"] == "40"  # CFG doubles it
+    assert metrics(at)["per frame"] == "40"  # CFG doubles it
     at.selectbox(key="ex.regime").set_value("planning")
     at.run()
     m = metrics(at)
     # The preset: 4 steps, no CFG (scale reset to 1), H 12, 10 plans x 4 futures.
-    assert m["per planning cycle (x P·R)"] == f"{4 * 1 * 12 * 40:,}"
+    assert m["per cycle"] == f"{4 * 1 * 12 * 40:,}"
     text = " ".join(e.value for e in at.error)
     assert "In-the-loop planning at 10 Hz" in text and "latency FAIL" in text
     at.selectbox(key="ex.solver").set_value("heun")
     at.run()
-    assert metrics(at)["S x C per frame"] == "7"  # Heun: 2n - 1 evaluations
+    assert metrics(at)["per frame"] == "7"  # Heun: 2n - 1 evaluations
 
 
 def test_explore_rejects_bad_interval_with_field_named():

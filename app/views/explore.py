@@ -13,7 +13,7 @@ from app.spec_form import spec_form, spec_summary
 from fastdiff_core import budget
 
 st.title("Explore")
-left, right = st.columns([2, 3], gap="large")
+left, right = st.columns([1, 2], gap="large")
 with left:
     form = spec_form("ex")
 with right:

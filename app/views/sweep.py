@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import bill_view, connection, sweep_axes, sweep_view
-from app.spec_form import spec_form, spec_summary
+from app.spec_form import spec_form
 from fastdiff_core import budget
 
 st.title("Sweep")
@@ -20,7 +20,7 @@ for i, (f, v) in enumerate(AXIS_DEFAULTS):
     st.session_state.setdefault(f"sw.axis{i}.field", st.query_params.get(f"ax{i}", f))
     st.session_state.setdefault(f"sw.axis{i}.values", st.query_params.get(f"av{i}", v))
 
-form_col, axes_col = st.columns([2, 3], gap="large")
+form_col, axes_col = st.columns([1, 2], gap="large")
 with form_col:
     with st.expander("Base configuration", expanded=False):
         form = spec_form("sw")
@@ -85,7 +85,7 @@ with axes_col:
         refusal = budget.run_guard(total, rate)
         if refusal:
             st.error(refusal, icon=":material/block:")
-        name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.name")
+        name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.exp_name")
         if st.button("Queue sweep", type="primary", disabled=refusal is not None, key="sw.queue",
                      icon=":material/play_arrow:"):
             cli, why = connection.client()
