@@ -1,0 +1,13 @@
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest installs the page script as ``__main__``; restore the real one so that a later
+    test spawning processes (multiprocessing 'spawn' re-imports ``__main__``) does not run a page."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
