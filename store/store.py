@@ -31,7 +31,7 @@ from fastdiff_core.spec import RunResult, RunSpec
 from store import files, records, schema
 
 KEEP_GENERATIONS = 3
-GENERATION_GRACE_S = 60.0
+GENERATION_GRACE_S = 10.0  # a reader opens a generation within ms of reading CURRENT
 
 
 def default_root() -> pathlib.Path:

@@ -106,7 +106,8 @@ class ServiceClient:
             return {**out, "error": f"broker unreachable: {e}"}
         if name in ("STARTED", "PROGRESS") and isinstance(info, Mapping):
             out.update(status="running", **{k: info.get(k) for k in ("done", "total", "nfe", "eta_s", "phase",
-                                                                       "device", "worker")})
+                                                                       "device")})
+            out["worker"] = info.get("worker") or info.get("hostname")  # Celery's own STARTED meta has hostname
         elif name == "SUCCESS":
             out["status"] = "collecting"  # pushed to the results channel; the collector is writing it
         elif name in ("FAILURE", "REVOKED"):

@@ -41,7 +41,7 @@ class ServiceSettings:
     @property
     def visibility_timeout_s(self) -> int:
         # Longer than the longest run (hard limit) with margin: redelivery means the worker is gone.
-        return int(2 * self.hard_time_limit_s) + 1
+        return int(1.5 * self.hard_time_limit_s) + 1
 
     @property
     def embedded_socket(self) -> pathlib.Path:

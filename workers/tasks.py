@@ -15,7 +15,8 @@ import traceback
 from typing import Any, Callable
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery
@@ -48,8 +49,30 @@ def _summary(run_id: str, status: str, pushed: bool, **extra: Any) -> dict[str, 
     return {"run_id": run_id, "status": status, "pushed": pushed, **extra}
 
 
-@app.task(name=RUN_TASK, bind=True)
+class RunTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[override]
+        # Called in the worker's main process when the hard time limit killed the child: the run
+        # produced nothing, so its failure is its outcome (otherwise it would stay 'queued' forever).
+        if isinstance(exc, TimeLimitExceeded) and args:
+            outcomes.finish(_redis(os.getpid()), args[0], "failed",
+                            error=f"hard time limit exceeded ({app.conf.task_time_limit:.0f} s)",
+                            worker=self.request.hostname if self.request else None)
+
+
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+@app.task(name=RUN_TASK, bind=True, base=RunTask)
 def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
+    try:
+        return _run(self, run_id, spec_json)
+    except BROKER_ERRORS as e:
+        # The broker went away around this run: hand the message back (or, if even that fails, the
+        # visibility timeout does); the run id makes the redelivery produce at most one result.
+        raise Reject(f"broker unreachable: {e}", requeue=True) from e
+
+
+def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
     r = _redis(os.getpid())
     worker = self.request.hostname or "worker"
     if outcomes.is_finished(r, run_id):
@@ -67,18 +90,25 @@ def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
         if now - last[0] < PROGRESS_EVERY_S and p.done < p.total:
             return
         last[0] = now
-        if outcomes.is_cancelled(r, run_id):
+        try:  # progress is best effort: a broker blip must not fail the run
+            cancelled = outcomes.is_cancelled(r, run_id)
+            self.update_state(state="PROGRESS", meta={**p.to_dict(), "run_id": run_id, "device": device,
+                                                      "worker": worker, "started": started})
+        except BROKER_ERRORS:
+            return
+        if cancelled:
             raise RunCancelled(run_id)
-        self.update_state(state="PROGRESS", meta={**p.to_dict(), "run_id": run_id, "device": device,
-                                                  "worker": worker, "started": started})
 
     try:
         from fastdiff_core.spec import RunSpec
 
         spec = RunSpec.from_json(spec_json)
         device = str(resolve_device(spec.device))
-        self.update_state(state="STARTED", meta={"run_id": run_id, "device": device, "worker": worker,
-                                                 "started": started})
+        try:
+            self.update_state(state="STARTED", meta={"run_id": run_id, "device": device, "worker": worker,
+                                                     "started": started})
+        except BROKER_ERRORS:
+            pass
         result = execute(spec, on_progress)
         status, payload, error = "done", result.to_dict(), None
     except RunCancelled:
@@ -87,6 +117,7 @@ def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
         status, payload, error = "failed", None, f"time limit exceeded ({app.conf.task_soft_time_limit:.0f} s)"
     except Exception as e:  # a run's failure is its result: store it, do not crash the worker
         status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+    # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
     pushed = outcomes.finish(r, run_id, status, payload, error, worker)
     return _summary(run_id, status, pushed, device=device, wall_s=time.time() - started,
                     nfe=payload["nfe_counted"] if payload else None)
