@@ -20,6 +20,14 @@ st.set_page_config(page_title="fastdiff", page_icon="⏱", layout="wide")
 
 VIEWS = pathlib.Path(__file__).parent / "views"
 
+# Streamlit drops a widget's state when a page without that widget runs; re-assigning it here keeps
+# the forms of Explore, Sweep and the Budget calculator across page switches (buttons excluded).
+_KEEP_PREFIXES = ("ex.", "sw.", "bc.")
+_BUTTONS = {"ex.run", "sw.queue"}
+for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(_KEEP_PREFIXES)]:
+    if _key not in _BUTTONS and not _key.endswith((".cancel", ".open")) and ".res." not in _key:
+        st.session_state[_key] = st.session_state[_key]
+
 if st.query_params.get("exp"):
     page = st.navigation([st.Page(VIEWS / "shared.py", title="Shared experiment", url_path="shared")],
                          position="hidden")

@@ -1,4 +1,5 @@
-"""X/Y/Z sweep axes: A1111-style range syntax over RunSpec fields, expanded into RunSpecs.
+"""X/Y/Z sweep axes: A1111-style range syntax over RunSpec fields (the grid itself is the service's
+``workers.client.grid``).
 
 Syntax (comma-separated items, each one of):
     ``euler, heun``        literal values
@@ -10,13 +11,10 @@ Syntax (comma-separated items, each one of):
 
 from __future__ import annotations
 
-import itertools
 import re
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from fastdiff_core import catalog
-from fastdiff_core.spec import RunSpec
 
 INT_FIELDS = ("steps", "horizon", "plans", "futures", "samples", "seed")
 FLOAT_FIELDS = ("guidance_scale",)
@@ -90,30 +88,3 @@ def parse_axis(field: str, text: str) -> list[Any]:
     if len(values) > MAX_AXIS_VALUES:
         raise ValueError(f"{field}: {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
     return list(dict.fromkeys(values))  # de-duplicated, order kept
-
-
-@dataclass(frozen=True)
-class Axis:
-    field: str
-    values: tuple[Any, ...]
-
-
-def expand(base: RunSpec, axes: Sequence[Axis]) -> list[RunSpec]:
-    """Every combination of the axes applied to ``base`` (X fastest), validated as RunSpecs."""
-    fields = [a.field for a in axes]
-    if len(set(fields)) != len(fields):
-        raise ValueError(f"axes {fields} repeat a field; each axis must sweep a different field")
-    total = 1
-    for a in axes:
-        total *= len(a.values)
-    if total > MAX_SWEEP_RUNS:
-        raise ValueError(f"sweep has {total} runs; at most {MAX_SWEEP_RUNS} (narrow an axis)")
-    specs = []
-    for combo in itertools.product(*[a.values for a in reversed(axes)]):
-        changes = dict(zip(reversed(fields), combo))
-        if changes.get("student") is not None:
-            changes["sampler"] = "student"
-        elif "solver" in changes:
-            changes.update(sampler="solver", student=None)
-        specs.append(base.replace(**changes))
-    return specs

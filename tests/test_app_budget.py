@@ -60,3 +60,21 @@ def test_explore_rejects_bad_interval_with_field_named():
     at.number_input(key="ex.interval_lo").set_value(6.0)
     at.run()
     assert any("guidance_interval" in e.value and "sigma_lo < sigma_hi" in e.value for e in at.error)
+
+
+def test_form_survives_a_page_switch():
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=30).run()
+    assert not at.exception
+    at.number_input(key="ex.steps").set_value(7).run()
+    at.switch_page("views/budget_calculator.py").run()
+    assert not at.exception and metrics(at)["per cycle"] == "1,920"
+    at.switch_page("views/explore.py").run()
+    assert at.number_input(key="ex.steps").value == 7
+    assert metrics(at)["per frame"] == "7"
+
+
+def test_share_link_hides_navigation():
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=30)
+    at.query_params["exp"] = "e000000000000"
+    at.run()
+    assert any("Experiment not found" in t.value for t in at.title)
