@@ -48,7 +48,8 @@ def histogram_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "Branch 
     truth = {str(r["label"]): r.get("truth") for r in rows if r.get("truth") is not None}
     if truth:
         fig.add_trace(go.Scatter(name="truth", x=labels, y=[truth.get(lab) for lab in labels], mode="markers",
-                                 marker=dict(symbol="line-ew-open", size=34, line=dict(width=3, color=TRUTH_COLOR)),
+                                 marker=dict(symbol="line-ew-open", size=34, color=TRUTH_COLOR,
+                                             line=dict(width=3, color=TRUTH_COLOR)),
                                  hovertemplate="%{x}: truth %{y:.2%}<extra></extra>"))
     if tail is not None:
         fig.add_annotation(x=tail, y=float(truth.get(tail) or 0), text="tail", showarrow=True, arrowcolor=TAIL_COLOR,

@@ -181,7 +181,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         c2.caption(f"{world.title}: no scenes. {world.doc}")
     world_opts = {}
     if world.options:
-        cols = st.columns(len(world.options))
+        cols = st.columns(2) * ((len(world.options) + 1) // 2)
         for col, (name, opt) in zip(cols, world.options.items()):
             if opt.choices is not None:
                 if s.get(k(name)) not in opt.choices:

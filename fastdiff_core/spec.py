@@ -182,7 +182,13 @@ class RunSpec:
         return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> "RunSpec":
+        """A validated copy with ``changes``. Switching solver, grid or world drops the previous entry's
+        options (they belong to it) unless the change gives new ones, so a sweep over grids or solvers
+        starts each point from that entry's defaults."""
         d = self.to_dict()
+        for entry, options in (("solver", "solver_options"), ("grid", "grid_options"), ("world", "world_options")):
+            if entry in changes and changes[entry] != d[entry] and options not in changes:
+                d[options] = {}
         d.update(changes)
         return RunSpec.from_dict(d)
 

@@ -87,3 +87,12 @@ def test_result_round_trip():
                   metrics={"rmse": 0.1}, histograms=({"group": "all", "label": "rare", "count": 3},),
                   samples=((0.1, 0.2),))
     assert RunResult.from_json(r.to_json()).to_dict() == r.to_dict()
+
+
+def test_replace_switching_entry_drops_its_options():
+    s = RunSpec(solver="unipc", solver_options={"variant": "bh1"}, grid="karras", grid_options={"rho": 5.0})
+    t = s.replace(solver="euler", grid="uniform_logsnr")
+    assert dict(t.solver_options) == {} and "rho" not in t.grid_options
+    assert s.replace(steps=4).grid_options["rho"] == 5.0  # untouched entries keep their options
+    assert s.replace(solver="unipc").solver_options["variant"] == "bh1"
+    assert s.replace(grid="karras", grid_options={"rho": 3.0}).grid_options["rho"] == 3.0

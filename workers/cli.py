@@ -16,6 +16,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
     ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),
     ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
+    ("bench", "dashboard"): ("workers.bench_dashboard", "render time of every dashboard page over 1,000 stored runs"),
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
 }
 

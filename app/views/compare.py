@@ -72,7 +72,8 @@ if hist.height:
                                           arrayminus=[a - b for a, b in zip(rate, lo)])))
     truth = hist.group_by("label", maintain_order=True).agg(pl.col("truth").first())
     fig.add_trace(go.Scatter(name="truth", x=truth["label"].to_list(), y=truth["truth"].to_list(), mode="markers",
-                             marker=dict(symbol="line-ew-open", size=40, line=dict(width=3, color=charts.TRUTH_COLOR))))
+                             marker=dict(symbol="line-ew-open", size=40, color=charts.TRUTH_COLOR,
+                                         line=dict(width=3, color=charts.TRUTH_COLOR))))
     tail = charts.tail_label(hist.to_dicts())
     fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10),
                       title=f"Generated rates with 95% Wilson intervals (tail: {tail})")

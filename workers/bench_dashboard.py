@@ -1,0 +1,202 @@
+"""``fastdiff bench dashboard``: how long each dashboard page takes to render over N stored runs.
+
+Fills a fresh store (a temporary FASTDIFF_HOME unless ``--home`` is given) with N real runs — the
+mixture world through ``fastdiff_core.run.execute``, a solver x grid x steps x seed grid recorded as
+one sweep experiment plus a few single-run experiments, exactly as the collector records them —
+then renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
+and, when Debian's chromium is present, in a real headless browser (navigation to an idle page).
+Prints the median and max seconds per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VIEWS = REPO / "app" / "views"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=int, default=1000, help="stored runs to render over (default 1000)")
+    parser.add_argument("--samples", type=int, default=64, help="samples per filled run (default 64)")
+    parser.add_argument("--repeat", type=int, default=5, help="renders per page (default 5)")
+    parser.add_argument("--home", default=None, help="reuse this FASTDIFF_HOME (filled once, kept)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium timing")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def fill(store, n: int, samples: int) -> tuple[str, str]:
+    """Record n real mixture runs: one sweep experiment of n - 4 runs, then 4 single-run experiments."""
+    from fastdiff_core import catalog
+    from fastdiff_core.run import execute
+    from fastdiff_core.spec import RunSpec
+
+    solvers = [s for s, info in catalog.SOLVERS.items() if not info.adaptive]
+    grids = [g for g in catalog.GRIDS if g != "custom"]
+    base = RunSpec(samples=samples, regime="offline", device="cpu")
+    combos = itertools.product(range(1000), grids, (3, 5, 8, 12, 20), solvers)
+    axes_seen: dict[str, list] = {"seed": [], "grid": [], "steps": [], "solver": []}
+    specs = []
+    for seed, grid, steps, solver in itertools.islice(combos, max(n - 4, 1)):
+        specs.append(base.replace(solver=solver, grid=grid, steps=steps, seed=seed))
+        for k, v in (("seed", seed), ("grid", grid), ("steps", steps), ("solver", solver)):
+            if v not in axes_seen[k]:
+                axes_seen[k].append(v)
+    sweep_exp, run_ids = store.new_experiment(f"bench sweep ({len(specs)} runs)", specs, axes_seen)
+    t0 = time.perf_counter()
+    for i, (rid, spec) in enumerate(zip(run_ids, specs)):
+        store.record_result(rid, "done", execute(spec), worker="bench")
+        if (i + 1) % 100 == 0:
+            print(f"  filled {i + 1}/{len(specs)} runs ({time.perf_counter() - t0:.0f} s)", flush=True)
+    single = None
+    for k in range(min(4, n - len(specs))):
+        spec = base.replace(solver="dpmpp_2m", steps=10 + k, name=f"single {k}")
+        single, (rid,) = store.new_experiment(f"single {k}", spec)
+        store.record_result(rid, "done", execute(spec), worker="bench")
+    store.compact()
+    return sweep_exp, single or sweep_exp
+
+
+def time_pages(sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[float]]:
+    from streamlit.testing.v1 import AppTest
+
+    from app import connection
+    from store import Store
+
+    s = Store()
+    single_run = s.experiment(single_exp)["run_ids"][0]
+    two = ",".join(s.experiment(sweep_exp)["run_ids"][:2])
+    pages = {
+        "Explore (a finished run)": ("explore", {"run": single_run}),
+        "Sweep (1 sweep, Pareto + grid)": ("sweep", {"sweep": sweep_exp}),
+        "Compare (2 runs)": ("compare", {"runs": two}),
+        "Experiments (list)": ("experiments", {}),
+        "Experiments (the sweep selected)": ("experiments", {"sel": sweep_exp}),
+        "Budget calculator": ("budget_calculator", {}),
+        "Shared link (?exp=sweep)": ("shared", {"exp": sweep_exp}),
+    }
+    out: dict[str, list[float]] = {}
+    main = sys.modules.get("__main__")
+    for label, (view, params) in pages.items():
+        times = []
+        for _ in range(repeat + 1):  # the first render warms imports and caches; not counted
+            connection._store.clear()
+            at = AppTest.from_file(str(VIEWS / f"{view}.py"), default_timeout=120)
+            for k, v in params.items():
+                at.query_params[k] = v
+            t0 = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t0)
+            if at.exception:
+                raise RuntimeError(f"{label}: {at.exception[0].value}")
+        out[label] = times[1:]
+        if main is not None:
+            sys.modules["__main__"] = main
+    return out
+
+
+def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[float]]:
+    """Navigation to an idle page in headless Chromium against a real `streamlit run app/main.py`."""
+    import socket
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    from store import Store
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "FASTDIFF_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    run_id = Store().experiment(single_exp)["run_ids"][0]
+    urls = {"Explore (a finished run)": f"/?run={run_id}", "Sweep (1 sweep, Pareto + grid)": f"/sweep?sweep={sweep_exp}",
+            "Experiments (list)": "/experiments", "Budget calculator": "/budget",
+            "Shared link (?exp=sweep)": f"/?exp={sweep_exp}"}
+    out: dict[str, list[float]] = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    page.goto(base + "/budget", timeout=5000)
+                    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=30000)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            for label, path in urls.items():
+                times = []
+                for _ in range(repeat + 1):
+                    t0 = time.perf_counter()
+                    page.goto(base + path)
+                    page.wait_for_selector("[data-testid=stMain] h1", timeout=60000)
+                    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60000)
+                    times.append(time.perf_counter() - t0)
+                out[label] = times[1:]
+            browser.close()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+    return out
+
+
+def _report(title: str, figures: dict[str, list[float]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'page':<36} {'median s':>9} {'max s':>7}")
+    for label, times in figures.items():
+        print(f"  {label:<36} {statistics.median(times):>9.3f} {max(times):>7.3f}")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.runs < 5:
+        raise ValueError(f"runs={args.runs!r} must be >= 5")
+    home = pathlib.Path(args.home) if args.home else pathlib.Path(tempfile.mkdtemp(prefix="fdbench-", dir="/tmp"))
+    os.environ["FASTDIFF_HOME"] = str(home)
+    sys.path.insert(0, str(REPO))
+    from store import Store
+
+    s = Store()
+    marker = home / "bench_dashboard.json"
+    try:
+        if marker.exists():
+            ids = json.loads(marker.read_text())
+            sweep_exp, single_exp = ids["sweep"], ids["single"]
+        else:
+            print(f"filling {home} with {args.runs} real mixture runs ({args.samples} samples each) ...", flush=True)
+            t0 = time.perf_counter()
+            sweep_exp, single_exp = fill(s, args.runs, args.samples)
+            print(f"filled in {time.perf_counter() - t0:.0f} s", flush=True)
+            marker.write_text(json.dumps({"sweep": sweep_exp, "single": single_exp}))
+        n = s.runs().height
+        print(f"store: {n} runs in {s.experiments().height} experiments")
+        figures = {"stored_runs": n, "apptest": time_pages(sweep_exp, single_exp, args.repeat)}
+        _report(f"Server-side render (AppTest script run), {n} stored runs, {args.repeat} renders each",
+                figures["apptest"])
+        if not args.no_browser and os.path.exists("/usr/bin/chromium"):
+            figures["browser"] = time_browser(home, sweep_exp, single_exp, args.repeat)
+            _report("Headless Chromium: navigation until the page is idle", figures["browser"])
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
+    finally:
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+    return 0
