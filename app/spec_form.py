@@ -36,6 +36,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "preset": "rare2d",
     "path": "vp_linear",
     "prediction": "eps",
+    "condition": "none",
     "seed": 0,
     "samples": 2000,
     "per_nfe_ms": 10.0,
@@ -89,7 +90,7 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
                  "futures", "world", "scene", "seed", "samples", "name"):
         s[_key(prefix, name)] = getattr(spec, name)
     s[_key(prefix, "regime")] = spec.regime or "offline"
-    for name in ("preset", "path", "prediction"):
+    for name in ("preset", "path", "prediction", "condition"):
         if name in spec.world_options:
             s[_key(prefix, name)] = spec.world_options[name]
     if spec.guidance_interval is not None:

@@ -143,15 +143,32 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
+            idle = "[data-testid=stApp][data-test-script-state=notRunning]"
             for label, path in urls.items():
                 times = []
                 for _ in range(repeat + 1):
                     t0 = time.perf_counter()
                     page.goto(base + path)
                     page.wait_for_selector("[data-testid=stMain] h1", timeout=60000)
-                    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60000)
+                    page.wait_for_selector(idle, timeout=60000)
                     times.append(time.perf_counter() - t0)
-                out[label] = times[1:]
+                out[f"load {label}"] = times[1:]
+            # In-app navigation (what a user does most): the sidebar link, no page reload.
+            page.goto(base + "/experiments")
+            page.wait_for_selector(idle, timeout=60000)
+            for title in ("Sweep", "Compare", "Experiments", "Budget calculator", "Explore"):
+                times = []
+                for _ in range(repeat + 1):
+                    page.get_by_role("link", name="Budget calculator" if title != "Budget calculator" else "Explore",
+                                     exact=True).click()
+                    page.wait_for_selector(idle, timeout=60000)
+                    page.wait_for_timeout(200)
+                    t0 = time.perf_counter()
+                    page.get_by_role("link", name=title, exact=True).click()
+                    page.wait_for_selector(f"[data-testid=stMain] h1:has-text('{title}')", timeout=60000)
+                    page.wait_for_selector(idle, timeout=60000)
+                    times.append(time.perf_counter() - t0)
+                out[f"switch to {title}"] = times[1:]
             browser.close()
     finally:
         os.killpg(proc.pid, 15)
@@ -161,9 +178,9 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
 
 def _report(title: str, figures: dict[str, list[float]]) -> None:
     print(f"\n{title}")
-    print(f"  {'page':<36} {'median s':>9} {'max s':>7}")
+    print(f"  {'page':<44} {'median s':>9} {'max s':>7}")
     for label, times in figures.items():
-        print(f"  {label:<36} {statistics.median(times):>9.3f} {max(times):>7.3f}")
+        print(f"  {label:<44} {statistics.median(times):>9.3f} {max(times):>7.3f}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -187,13 +204,15 @@ def main(args: argparse.Namespace) -> int:
             print(f"filled in {time.perf_counter() - t0:.0f} s", flush=True)
             marker.write_text(json.dumps({"sweep": sweep_exp, "single": single_exp}))
         n = s.runs().height
-        print(f"store: {n} runs in {s.experiments().height} experiments")
-        figures = {"stored_runs": n, "apptest": time_pages(sweep_exp, single_exp, args.repeat)}
+        load = os.getloadavg()
+        print(f"store: {n} runs in {s.experiments().height} experiments; machine load average "
+              f"{load[0]:.1f} on {os.cpu_count()} CPUs (shared)")
+        figures = {"stored_runs": n, "load_average": load[0], "cpus": os.cpu_count(), "apptest": time_pages(sweep_exp, single_exp, args.repeat)}
         _report(f"Server-side render (AppTest script run), {n} stored runs, {args.repeat} renders each",
                 figures["apptest"])
         if not args.no_browser and os.path.exists("/usr/bin/chromium"):
             figures["browser"] = time_browser(home, sweep_exp, single_exp, args.repeat)
-            _report("Headless Chromium: navigation until the page is idle", figures["browser"])
+            _report("Headless Chromium (software rendering): until the page is idle", figures["browser"])
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
     finally:

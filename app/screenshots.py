@@ -1,0 +1,122 @@
+"""Refresh the dashboard screenshots in docs/: `python -m app.screenshots` (needs Debian's chromium).
+
+Starts `fastdiff up` on a free loopback port with a fresh data directory, drives the pages the way a
+user does (a guided run in Explore, a solver x steps sweep, a comparison), takes a screenshot of each
+page, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _idle(page) -> None:
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=300_000)
+    time.sleep(1.0)
+
+
+def _shoot(page, out: pathlib.Path) -> None:
+    # Streamlit scrolls inside its own container: size the viewport to the content, then shoot.
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 900), 4200)})
+    time.sleep(0.8)
+    page.screenshot(path=str(out))
+    print(f"wrote {out.relative_to(REPO)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__)
+    parser.add_argument("--out", default=str(REPO / "docs"), help="directory for the PNGs (default docs/)")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    home = pathlib.Path(tempfile.mkdtemp(prefix="fdshots-", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FASTDIFF_HOME": str(home)}
+    env.pop("FASTDIFF_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2", "--grace", "2"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(base + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Explore: DPM-Solver++(2M), 8 steps, guided towards the rare mode with CFG.
+            page.goto(f"{base}/?steps=8&samples=2000&guidance_scale=2.0&condition=rare&name=dpmpp_2m%208%20steps%2C%20w%3D2")
+            _idle(page)
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
+            _idle(page)
+            _shoot(page, out / "explore.png")
+            share = page.locator("a[href*='?exp=']").first.get_attribute("href") or ""
+            # Sweep: 4 solvers x 4 step counts.
+            page.goto(f"{base}/sweep?samples=1000")
+            _idle(page)
+            page.get_by_role("button", name="Queue sweep").click()
+            page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=600_000)
+            _idle(page)
+            chart = page.locator("[data-testid=stPlotlyChart]").first
+            chart.locator(".scatterlayer .trace").nth(1).locator("path.point").nth(1).click(force=True)
+            _idle(page)
+            _shoot(page, out / "sweep.png")
+            page.goto(f"{base}/compare")
+            _idle(page)
+            page.get_by_text("…or every run of experiments").wait_for()
+            page.locator("[data-testid=stMultiSelect]").nth(1).click()
+            page.get_by_role("option").first.click()
+            page.keyboard.press("Escape")
+            _idle(page)
+            _shoot(page, out / "compare.png")
+            page.goto(f"{base}/experiments")
+            _idle(page)
+            _shoot(page, out / "experiments.png")
+            page.goto(f"{base}/budget")
+            _idle(page)
+            _shoot(page, out / "budget.png")
+            fresh = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            fresh.goto(base + share[share.index("/?"):] if "/?" in share else f"{base}/{share}")
+            fresh.locator("[data-testid=stTable]").first.wait_for(timeout=60_000)
+            _idle(fresh)
+            _shoot(fresh, out / "shared.png")
+            browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
