@@ -162,9 +162,38 @@ class StudentInfo:
     paper: str
     steps: tuple[int, ...]
     guidance_passes: int = 1
+    fixed_steps: bool = True  # False: any step count works, ``steps`` lists the measured ones
+    guidance_input: bool = False  # the guidance scale is a network input (guidance distillation)
+    doc: str = ""
 
 
-STUDENTS: dict[str, StudentInfo] = {}
+STUDENTS: dict[str, StudentInfo] = {
+    s.name: s
+    for s in [
+        StudentInfo("guidance", "Guidance-distilled (w as input, one pass per step)",
+                    "Meng et al. 2023, On Distillation of Guided Diffusion Models", (16,), 1, fixed_steps=False,
+                    guidance_input=True, doc="CFG baked in for w in [1, 6]: C 2 -> 1 with any solver and step count"),
+        StudentInfo("progressive", "Progressive distillation 8 -> 4 -> 2 -> 1",
+                    "Salimans & Ho 2022, Progressive Distillation for Fast Sampling", (8, 4, 2, 1), 1,
+                    doc="each halving learns two DDIM steps of the previous student in one"),
+        StudentInfo("consistency", "Consistency distillation (1-4 steps)",
+                    "Song et al. 2023, Consistency Models", (1, 2, 4), 1,
+                    doc="one jump from noise to data; multistep re-noises and jumps again"),
+        StudentInfo("dmd", "Distribution matching (DMD, one step)",
+                    "Yin et al. 2024, One-step Diffusion with Distribution Matching Distillation", (1,), 1,
+                    doc="reverse-KL score-difference gradient with a fake-score critic: mode-seeking"),
+        StudentInfo("rcm", "Consistency + DMD regulariser (rCM-style hybrid)",
+                    "Zheng et al. 2025, Large Scale Diffusion Distillation via Score-Regularized "
+                    "Continuous-Time Consistency", (1, 2, 4), 1,
+                    doc="mode-covering consistency objective plus a mode-seeking DMD term"),
+        StudentInfo("reflow", "Rectified-flow reflow (one round, Euler)",
+                    "Liu, Gong & Liu 2022, Flow Straight and Fast", (1, 2, 4, 8), 1, fixed_steps=False,
+                    doc="flow matching on teacher ODE couplings; straighter paths, few Euler steps"),
+        StudentInfo("shortcut", "Shortcut model (step size as input)",
+                    "Frans et al. 2024, One Step Diffusion via Shortcut Models", (1, 2, 4, 8), 1,
+                    doc="one network for every step count by self-consistency of step sizes"),
+    ]
+}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
     ("bench", "dashboard"): ("workers.bench_dashboard", "render time of every dashboard page over 1,000 stored runs"),
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
+    ("train", "student"): ("fastdiff_core.students.train_command",
+                           "distil one student from the shipped driving teacher, write weights + model card"),
+    ("bench", "students"): ("fastdiff_core.students.bench",
+                            "every distilled student vs the teacher: NFE, wall clock at equal TV, tail, gates"),
 }
 
 

@@ -1,0 +1,117 @@
+"""Measuring a driving student for its model card, side by side with the teacher it came from.
+
+Protocol (``StudentProtocol``): every named scene under one action, H-frame rollouts from fresh noise
+(seeded), n per scene. Per scene: branch counts against the exact probabilities, TV, the tail rate
+with its Wilson interval, the implausible (blurred) share. Over all scenes: the coverage gate against
+the ground truth (``metrics.gate.RELEASE_GATE``) and against the teacher's own measured rates (the
+rates on the teacher's card: its accurate solver at guidance 1), sample-level metrics (k-NN
+precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted) and wall-clock
+per rollout. Everything is sampled here, in this call: nothing is read back from a previous run
+except the teacher's reference rates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from fastdiff_core.denoiser import Guidance, NFECounter
+from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate
+from fastdiff_core.worlds.driving.evaluation import sample_metrics, scene_coverage
+from fastdiff_core.worlds.driving.sampling import rollout, sample_frame
+from fastdiff_core.worlds.driving.scenes import DEFAULT_HORIZON, SCENES, get_scene
+
+
+@dataclass(frozen=True)
+class StudentProtocol:
+    """How students (and the teacher settings they are compared with) are measured."""
+
+    action: str = "keep"
+    horizon: int = DEFAULT_HORIZON
+    n: int = 2000
+    seed: int = 0
+    batch: int = 4096
+    scenes: tuple[str, ...] = tuple(SCENES)
+    sample_metric_scenes: tuple[str, ...] = ("hesitant_no_signal", "child_at_curb")
+    gate: GateConfig = field(default_factory=lambda: RELEASE_GATE)
+
+
+def sample_scene(net: torch.nn.Module | None, scene_name: str, protocol: StudentProtocol, *,
+                 frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
+                 guidance: Guidance = Guidance(), counter: NFECounter | None = None) -> torch.Tensor:
+    """protocol.n rollouts of one scene (CPU float32), batches seeded ``seed * 1000 + scene index + b``."""
+    scene = get_scene(scene_name)
+    out = []
+    base = protocol.seed * 1000 + 100 * list(SCENES).index(scene_name)
+    for b, start in enumerate(range(0, protocol.n, protocol.batch)):
+        size = min(protocol.batch, protocol.n - start)
+        gen = torch.Generator().manual_seed(base + b)
+        with torch.no_grad():
+            r = rollout(net, scene, protocol.action, size, protocol.horizon, solver=solver, sigmas=sigmas,
+                        guidance=guidance, generator=gen, counter=counter, frame_sampler=frame_sampler)
+        out.append(r.to(torch.float32).cpu())
+    return torch.cat(out)
+
+
+def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rates: Mapping[str, Mapping[str, float]],
+            *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
+            guidance: Guidance = Guidance(), truth_override: Mapping[str, Mapping[str, float]] | None = None
+            ) -> dict[str, Any]:
+    """Sample every scene and score it; ``teacher_rates[scene][label]`` is the second gate's reference.
+    ``truth_override`` replaces the ground truth (e.g. the CFG teacher's rates for w != 1)."""
+    counter = NFECounter()
+    scenes, metrics = {}, {}
+    seconds = 0.0
+    for name in protocol.scenes:
+        t0 = time.perf_counter()
+        r = sample_scene(net, name, protocol, frame_sampler=frame_sampler, solver=solver, sigmas=sigmas,
+                         guidance=guidance, counter=counter)
+        seconds += time.perf_counter() - t0
+        cov = scene_coverage(r, get_scene(name), protocol.action)
+        scenes[name] = cov
+        if name in protocol.sample_metric_scenes:
+            metrics[name] = sample_metrics(r, get_scene(name), protocol.action, seed=protocol.seed)
+    truth = {s: dict(truth_override[s]) if truth_override else dict(c.truth) for s, c in scenes.items()}
+    counts = {s: dict(c.counts) for s, c in scenes.items()}
+    gate_truth = coverage_gate(counts, truth, protocol.gate)
+    gate_teacher = coverage_gate(counts, {s: dict(teacher_rates[s]) for s in scenes}, protocol.gate)
+    rollouts = protocol.n * len(protocol.scenes)
+    per_scene = {}
+    for s, c in scenes.items():
+        d = c.to_dict()
+        d["tv_teacher"] = 0.5 * sum(abs(c.counts[k] / c.n - float(teacher_rates[s].get(k, 0.0))) for k in c.counts)
+        per_scene[s] = d
+    return {
+        "scenes": per_scene,
+        "mean_tv": sum(c.tv for c in scenes.values()) / len(scenes),
+        "max_tv": max(c.tv for c in scenes.values()),
+        "mean_tv_teacher": sum(d["tv_teacher"] for d in per_scene.values()) / len(per_scene),
+        "tail_rate": sum(c.counts["darts"] for c in scenes.values()) / rollouts,
+        "tail_truth": sum(c.truth["darts"] for c in scenes.values()) / len(scenes),
+        "implausible_rate": sum(c.counts["implausible"] for c in scenes.values()) / rollouts,
+        "gate_truth": _gate(gate_truth),
+        "gate_teacher": _gate(gate_teacher),
+        "sample_metrics": metrics,
+        "nfe_per_frame": counter.rows / (rollouts * protocol.horizon),  # per-sample evaluations per frame
+        "seconds_per_rollout": seconds / rollouts,
+        "sampling_seconds": round(seconds, 2),
+        "n_per_scene": protocol.n,
+        "protocol": {**asdict(protocol), "gate": asdict(protocol.gate)},
+    }
+
+
+def _gate(g: Any) -> dict[str, Any]:
+    return {"passed": bool(g.passed), "tv_limit": g.tv_limit, "confidence": g.confidence,
+            "failures": [dict(f) for f in g.failures]}
+
+
+def teacher_reference_rates(meta: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The teacher's own per-scene label rates from its card's measurement (``models.teacher`` sidecar)."""
+    out = {}
+    for s, c in meta["measured"]["scenes"].items():
+        n = sum(c["counts"].values())
+        out[s] = {k: v / n for k, v in c["counts"].items()}
+    return out

@@ -1,0 +1,105 @@
+"""The students of the driving world model: the teacher bundle, training rows, shipped checkpoints,
+and a frame sampler with ``sampling.sample_frame``'s signature so ``sampling.rollout`` runs a student
+exactly where it runs the teacher (H frames, batched, NFE counted per sample).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
+from fastdiff_core.students.distill import Pairs, Teacher, sample_student
+from fastdiff_core.students.network import StudentNet, load_student
+from fastdiff_core.worlds.driving import encoding
+from fastdiff_core.worlds.driving.sampling import PATH
+from fastdiff_core.worlds.driving.scenes import Scene
+
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
+
+
+def driving_teacher(prediction: str = "flow", device: torch.device | str = "cpu") -> Teacher:
+    """The shipped driving teacher as a distillation teacher (null condition: scene/action dropped)."""
+    from fastdiff_core.models.teacher import load_teacher
+
+    net = load_teacher(prediction, device)
+    return Teacher(net, PATH, net.prediction, encoding.drop_condition)
+
+
+def driving_pairs(seed: int, rollouts_per_condition: int = 1500, horizon: int = 8) -> Pairs:
+    """Training rows (next-frame x0, condition) cut from fresh simulator rollouts of every scene x action —
+    the teacher's own training distribution (``models.teacher.transition_pool``), drawn once."""
+    from fastdiff_core.models.teacher import transition_pool
+
+    pool = transition_pool(rollouts_per_condition, horizon, torch.Generator().manual_seed(seed))
+
+    def pairs(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(pool.x0.shape[0], (n,), generator=generator)
+        return pool.x0[idx], pool.cond[idx]
+
+    return pairs
+
+
+def checkpoint_file(name: str, steps: int | None = None) -> pathlib.Path:
+    """Where a shipped student lives: ``weights/<name>.safetensors`` (progressive: one per step count)."""
+    return WEIGHTS_DIR / (f"{name}_{steps}.safetensors" if steps is not None else f"{name}.safetensors")
+
+
+@functools.lru_cache(maxsize=32)
+def _load(file: str, device: str) -> tuple[StudentNet, dict[str, Any]]:
+    return load_student(pathlib.Path(file), device)
+
+
+def load_shipped(name: str, steps: int, device: torch.device | str = "cpu") -> tuple[StudentNet, dict[str, Any]]:
+    """The shipped student ``name`` for ``steps`` steps (cached per process and device)."""
+    from fastdiff_core import catalog
+
+    info = catalog.STUDENTS.get(name)
+    if info is None:
+        raise ValueError(f"student={name!r} is not one of {sorted(catalog.STUDENTS)}")
+    if info.fixed_steps and steps not in info.steps:
+        raise ValueError(f"steps={steps!r} is not available for student={name!r}; allowed: {list(info.steps)}")
+    per_steps = checkpoint_file(name, steps)
+    file = per_steps if per_steps.exists() else checkpoint_file(name)
+    return _load(str(file), str(device))
+
+
+def student_frame_sampler(student: StudentNet, facts: Mapping[str, Any], steps: int, *,
+                          guidance_scale: float = 1.0, solver: Callable | None = None,
+                          sigmas: Sequence[float] | None = None) -> Callable[..., torch.Tensor]:
+    """A ``sample_frame``-compatible function that draws the next frame from ``student``.
+
+    Students with their own sampler (progressive, consistency, DMD, rCM, reflow, shortcut) run it on
+    their uniform grid with ``steps`` evaluations. A guidance-distilled student is a network with w
+    bound: given ``solver``/``sigmas`` it runs through the x0-denoiser like the teacher (any solver,
+    C = 1), else on the uniform DDIM grid.
+    """
+    kind = facts["sampler"]
+    ode_solver, ode_sigmas = solver, sigmas
+    if "guidance" not in student.inputs and guidance_scale != 1.0:
+        raise ValueError(f"guidance_scale={guidance_scale!r}: student {facts['recipe']!r} was distilled at "
+                         "guidance 1; only the guidance-distilled student takes another scale")
+
+    def sample_frame(net: Any, prev: torch.Tensor, scene: Scene, action: str, *, solver: Any = None,
+                     sigmas: Any = None, guidance: Guidance = Guidance(), generator: torch.Generator | None = None,
+                     counter: NFECounter | None = None, **_: Any) -> torch.Tensor:
+        # net / solver / sigmas / guidance are the teacher's (what ``rollout`` passes); the student ignores them
+        cond = encoding.condition(prev, scene, action).to(next(student.parameters()).dtype)
+        noise = torch.randn(prev.shape[0], encoding.FRAME_DIM, generator=generator, device=prev.device,
+                            dtype=cond.dtype)
+        with torch.no_grad():
+            if "guidance" in student.inputs and ode_solver is not None:
+                w = torch.full((prev.shape[0], 1), float(guidance_scale), dtype=cond.dtype, device=cond.device)
+                den = Denoiser(lambda x, t, c: student(x, t, c, w), PATH, facts["prediction"], cond=cond,
+                               counter=counter)
+                x0 = ode_solver(den, noise * float(ode_sigmas[0]), ode_sigmas, generator=generator)
+            else:
+                x0 = sample_student(student, kind, PATH, facts["prediction"], cond, noise, steps,
+                                    t_max=float(facts["t_max"]), guidance=guidance_scale, generator=generator,
+                                    counter=counter)
+        return encoding.decode_frame(x0, prev)
+
+    return sample_frame

@@ -1,0 +1,106 @@
+"""``fastdiff train student NAME``: distil one student from the shipped driving teacher, write its
+safetensors weights (``fastdiff_core/students/weights``) and, unless ``--no-card``, measure it and
+write its model card (the same code path as ``fastdiff bench students``).
+
+    fastdiff train student guidance
+    fastdiff train student progressive          # writes progressive_8/4/2/1
+    fastdiff train student reflow --no-card
+
+The configs below are what the shipped students were trained with (sized for a few minutes on the
+shared 2-core CPU); ``--scale`` multiplies every optimiser step count (0.1 for a quick try).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import platform
+import time
+from typing import Any
+
+import torch
+
+from fastdiff_core.students import get_recipe, recipes
+from fastdiff_core.students.driving import WEIGHTS_DIR, driving_pairs, driving_teacher
+from fastdiff_core.students.network import save_student
+
+# The shipped students' training configs on the driving teacher.
+DRIVING_CONFIGS: dict[str, dict[str, Any]] = {
+    "guidance": {"steps": 1200, "batch": 512, "lr": 3e-4, "w_min": 1.0, "w_max": 6.0},
+    "progressive": {"start_steps": 8, "final_steps": 1, "steps_per_round": 500, "batch": 512, "lr": 2e-4,
+                    "teacher_substeps": 2},
+    "consistency": {"steps": 1200, "batch": 512, "lr": 2e-4, "intervals": 24, "target_ema": 0.95},
+    "dmd": {"steps": 500, "batch": 512, "lr": 5e-5, "critic_lr": 4e-4, "critic_updates": 3},
+    "rcm": {"steps": 900, "batch": 512, "lr": 2e-4, "intervals": 24, "lambda_dmd": 0.1, "critic_updates": 1},
+    "reflow": {"couplings": 60000, "coupling_substeps": 12, "steps": 1200, "batch": 512, "lr": 2e-4},
+    "shortcut": {"steps": 1400, "batch": 512, "lr": 2e-4, "levels": 6},
+}
+_STEP_FIELDS = ("steps", "steps_per_round")
+
+
+def driving_config(name: str, scale: float = 1.0) -> Any:
+    recipe = get_recipe(name)
+    values = dict(DRIVING_CONFIGS[name])
+    for f in _STEP_FIELDS:
+        if f in values:
+            values[f] = max(1, int(round(values[f] * scale)))
+    return recipe.config(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=sorted(DRIVING_CONFIGS), help="which student")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply optimiser steps (quick tries)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=pathlib.Path, default=WEIGHTS_DIR)
+    parser.add_argument("--no-card", action="store_true", help="train and save only; measure later with bench")
+
+
+def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Path = WEIGHTS_DIR,
+                   log=print) -> list[pathlib.Path]:
+    """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns the files."""
+    recipe = get_recipe(name)
+    config = driving_config(name, scale)
+    teacher = driving_teacher("flow")
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    pairs = driving_pairs(seed)
+    data_seconds = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(seed)
+
+    def on_step(step: int, loss: float) -> None:
+        if step % 100 == 0:
+            log(f"  step {step:5d}  loss {loss:.5f}  {time.perf_counter() - t0:7.1f}s")
+
+    result = recipe.train(teacher, pairs, config, gen, on_step)
+    command = f"fastdiff train student {name} --seed {seed}" + (f" --scale {scale}" if scale != 1.0 else "")
+    trained = result if recipe.per_steps else {None: result}
+    files = []
+    for steps, (student, stats) in trained.items():
+        facts = {
+            "recipe": name, "sampler": recipe.sampler, "prediction": teacher.prediction, "path": teacher.path.name,
+            "t_max": teacher.t_max, "steps": steps, "teacher": "driving_teacher_flow",
+            "config": dataclasses.asdict(config), "stats": {**stats, "data_seconds": round(data_seconds, 1)},
+            "total_train_seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(),
+            "host": f"{platform.machine()}, shared 2-core CPU", "command": command, "seed": seed,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        file = out / (f"{name}_{steps}.safetensors" if steps is not None else f"{name}.safetensors")
+        save_student(student, file, facts)
+        files.append(file)
+        log(f"wrote {file} ({stats['train_seconds']:.0f}s training)")
+    return files
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    if args.name not in recipes():
+        raise ValueError(f"student={args.name!r} is not one of {sorted(recipes())}")
+    print(f"training student {args.name} from driving_teacher_flow", flush=True)
+    train_and_save(args.name, args.seed, args.scale, args.out, log=lambda m: print(m, flush=True))
+    if not args.no_card:
+        from fastdiff_core.students import bench
+
+        bench.run_bench([args.name], write_readme=False)
+    return 0
