@@ -111,6 +111,10 @@ class RunSpec:
         else:
             if self.student not in catalog.STUDENTS:
                 raise ValueError(f"student={self.student!r} is not one of {sorted(catalog.STUDENTS)}")
+            sinfo = catalog.STUDENTS[self.student]
+            if sinfo.fixed_steps and self.steps not in sinfo.steps:
+                raise ValueError(f"steps={self.steps!r} is not available for student={self.student!r}; "
+                                 f"allowed: {list(sinfo.steps)}")
             object.__setattr__(self, "solver_options", _frozen(dict(self.solver_options)))
         ginfo = catalog.grid_info(self.grid)
         object.__setattr__(self, "grid_options",

@@ -227,3 +227,12 @@ def test_catalog_and_recipes_agree():
         assert info.guidance_input == (name == "guidance")
         assert all(isinstance(s, int) and s >= 1 for s in info.steps)
         assert dataclasses.is_dataclass(r.config())  # defaults are valid
+
+
+def test_runspec_checks_student_steps():
+    from fastdiff_core.spec import RunSpec
+
+    RunSpec(sampler="student", student="progressive", steps=4)
+    RunSpec(sampler="student", student="guidance", steps=13)  # any step count: it is sampled by a solver
+    with pytest.raises(ValueError, match=r"steps=3 is not available for student='progressive'; allowed: \[8, 4, 2, 1\]"):
+        RunSpec(sampler="student", student="progressive", steps=3)

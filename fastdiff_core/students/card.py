@@ -5,8 +5,9 @@ Protocol (``StudentProtocol``): every named scene under one action, H-frame roll
 with its Wilson interval, the implausible (blurred) share. Over all scenes: the coverage gate against
 the ground truth (``metrics.gate.RELEASE_GATE``) and against the teacher's own measured rates (the
 rates on the teacher's card: its accurate solver at guidance 1), sample-level metrics (k-NN
-precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted) and wall-clock
-per rollout. Everything is sampled here, in this call: nothing is read back from a previous run
+precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted), wall-clock
+per rollout and this process's CPU time per rollout (on a CPU shared with other jobs the wall clock
+carries their load; CPU time is what the speed-up ratios use). Everything is sampled here, in this call: nothing is read back from a previous run
 except the teacher's reference rates.
 """
 
@@ -64,12 +65,13 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rate
     ``truth_override`` replaces the ground truth (e.g. the CFG teacher's rates for w != 1)."""
     counter = NFECounter()
     scenes, metrics = {}, {}
-    seconds = 0.0
+    seconds = cpu_seconds = 0.0
     for name in protocol.scenes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = sample_scene(net, name, protocol, frame_sampler=frame_sampler, solver=solver, sigmas=sigmas,
                          guidance=guidance, counter=counter)
         seconds += time.perf_counter() - t0
+        cpu_seconds += time.process_time() - c0
         cov = scene_coverage(r, get_scene(name), protocol.action)
         scenes[name] = cov
         if name in protocol.sample_metric_scenes:
@@ -97,6 +99,7 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rate
         "sample_metrics": metrics,
         "nfe_per_frame": counter.rows / (rollouts * protocol.horizon),  # per-sample evaluations per frame
         "seconds_per_rollout": seconds / rollouts,
+        "cpu_seconds_per_rollout": cpu_seconds / rollouts,
         "sampling_seconds": round(seconds, 2),
         "n_per_scene": protocol.n,
         "protocol": {**asdict(protocol), "gate": asdict(protocol.gate)},

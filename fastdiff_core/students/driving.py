@@ -5,6 +5,7 @@ exactly where it runs the teacher (H frames, batched, NFE counted per sample).
 
 from __future__ import annotations
 
+import copy
 import functools
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
@@ -103,3 +104,45 @@ def student_frame_sampler(student: StudentNet, facts: Mapping[str, Any], steps: 
         return encoding.decode_frame(x0, prev)
 
     return sample_frame
+
+
+def spec_frame_sampler(spec: Any, device: torch.device | str = "cpu") -> tuple[Callable[..., torch.Tensor], dict]:
+    """The frame sampler a RunSpec with ``sampler="student"`` asks for, and facts for the RunResult.
+
+    NFE per frame is ``spec.steps`` for every student (C = 1), which is what the budget bills. The
+    guidance-distilled student runs through ``spec.solver`` on ``spec.grid`` (any solver whose NFE
+    for n steps is n) with ``spec.guidance_scale`` fed to the network; every other student was
+    distilled at guidance 1 and samples on its own grid.
+    """
+    from fastdiff_core import catalog
+
+    info = catalog.STUDENTS.get(spec.student)
+    if info is None:
+        raise ValueError(f"student={spec.student!r} is not one of {sorted(catalog.STUDENTS)}")
+    if info.fixed_steps and spec.steps not in info.steps:
+        raise ValueError(f"steps={spec.steps!r} is not available for student={spec.student!r}; "
+                         f"allowed: {list(info.steps)}")
+    student, facts = load_shipped(spec.student, spec.steps, device)
+    if spec.dtype == "float64":
+        student = copy.deepcopy(student).to(torch.float64)  # the cached float32 copy stays as it is
+    about = {"student": spec.student, "student_steps": spec.steps, "student_recipe": facts["recipe"],
+             "student_sampler": facts["sampler"], "student_train_seconds": facts["stats"]["train_seconds"]}
+    if info.guidance_input:
+        lo, hi = facts["config"]["w_min"], facts["config"]["w_max"]
+        if not lo <= spec.guidance_scale <= hi:
+            raise ValueError(f"guidance_scale={spec.guidance_scale!r} is outside the range the student "
+                             f"{spec.student!r} was distilled on: [{lo}, {hi}]")
+    else:
+        return student_frame_sampler(student, facts, spec.steps, guidance_scale=spec.guidance_scale), about
+    from fastdiff_core.worlds.driving.evaluation import solver_and_grid
+
+    solver_nfe = catalog.solver_info(spec.solver).nfe(spec.steps, dict(spec.solver_options))
+    if solver_nfe != spec.steps:
+        allowed = sorted(k for k, v in catalog.SOLVERS.items() if v.nfe(spec.steps, {}) == spec.steps)
+        raise ValueError(f"solver={spec.solver!r} takes {solver_nfe} evaluations for steps={spec.steps}; the "
+                         f"guidance-distilled student is billed `steps` per frame, use one of {allowed}")
+    solver, sigmas = solver_and_grid(spec.solver, spec.steps, grid=spec.grid, solver_options=spec.solver_options,
+                                     grid_options=spec.grid_options)
+    about["student_solver"] = spec.solver
+    return student_frame_sampler(student, facts, spec.steps, guidance_scale=spec.guidance_scale, solver=solver,
+                                 sigmas=sigmas), about
