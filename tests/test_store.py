@@ -190,3 +190,15 @@ def test_reads_racing_writes_and_compaction_never_error(tmp_path):
     assert runs["status"].to_list() == ["done"] * 180
     assert s.metrics(runs["run_id"].to_list()).height == 360
     assert s.experiments().height == 18
+
+
+def test_store_and_submission_client_import_no_torch():
+    # The dashboard imports both; neither may pull torch in, even transitively.
+    import pathlib
+    import subprocess
+    import sys
+
+    code = ("import sys; import store, workers.client, workers.collector, workers.up; "
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert 'workers.tasks' not in sys.modules, 'workers.tasks was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).resolve().parents[1])

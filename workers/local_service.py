@@ -26,19 +26,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class LocalService:
-    def __init__(self, root: str | os.PathLike[str], broker: str = "embedded", max_run_s: float | None = None):
+    def __init__(self, root: str | os.PathLike[str], broker: str = "embedded", max_run_s: float | None = None,
+                 fsync: str = "always"):
         if broker not in ("embedded", "redis"):
             raise ValueError(f"broker={broker!r} is not one of ['embedded', 'redis']")
         self.root = pathlib.Path(root).resolve()
         self.home = self.root / "home"
         self.max_run_s = max_run_s
         if broker == "embedded":
-            self.broker = RedisServer(self.root / "broker", unix_socket=self.root / "broker" / "redis.sock")
+            self.broker = RedisServer(self.root / "broker", unix_socket=self.root / "broker" / "redis.sock",
+                                      fsync=fsync)
         else:
             binary = system_binary()
             if binary is None:
                 raise RuntimeError("broker='redis' needs a redis-server on PATH (apt-get install redis-server)")
-            self.broker = RedisServer(self.root / "broker", binary=binary)
+            self.broker = RedisServer(self.root / "broker", binary=binary, fsync=fsync)
         self.broker.start()
         self.procs: dict[str, subprocess.Popen] = {}
         self.client = ServiceClient(self.broker.url, str(self.home / "store"))

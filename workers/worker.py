@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 
 from workers.settings import check_broker_url
 
@@ -47,6 +48,13 @@ def main(args: argparse.Namespace) -> int:
     threads = max(1, (os.cpu_count() or 1) // concurrency)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    from workers.settings import load_settings
+
+    settings = load_settings()
+    if settings.broker_url is None and not settings.embedded_socket.exists():
+        print(f"no broker configured (FASTDIFF_BROKER_URL, --broker) and no embedded broker at "
+              f"{settings.embedded_socket}: start `fastdiff up` on this machine or give a Redis URL; "
+              "retrying until one appears", file=sys.stderr, flush=True)
     from workers.celery_app import QUEUE
     from workers.tasks import app
 
