@@ -20,6 +20,9 @@ from workers.celery_app import QUEUE
 from workers.local_service import LocalService
 
 pytestmark = pytest.mark.service
+# The runs are real executes of the analytic mixture world ([core]); until that runner exists there
+# is nothing to run.
+pytest.importorskip("fastdiff_core.worlds.mixture", reason="the mixture world runner is not on this branch yet")
 
 # Soft limit 30 s, hard 33 s, visibility timeout 50 s: the first run of a fresh worker imports torch
 # and solves the mixture's reference ODE (up to ~20 s on a shared 2-core machine under load).
