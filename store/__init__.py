@@ -40,4 +40,4 @@ from store.records import FINAL_STATUSES, RUN_STATUSES
 from store.schema import SCHEMA_VERSION
 from store.store import Store, as_specs, default_root
 
-__all__ = ["Store", "as_specs", "default_root", "SCHEMA_VERSION", "RUN_STATUSES", "FINAL_STATUSES"]
+__all__ = ["FINAL_STATUSES", "RUN_STATUSES", "SCHEMA_VERSION", "Store", "as_specs", "default_root"]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 BUNDLE_FORMAT = 1
 
 
-def export_bundle(store: "Store", exp_id: str, path: pathlib.Path) -> pathlib.Path:
+def export_bundle(store: Store, exp_id: str, path: pathlib.Path) -> pathlib.Path:
     exp = store.experiment(exp_id)
     if exp is None:
         raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
@@ -63,7 +63,7 @@ def _load(path: pathlib.Path) -> dict[str, Any]:
     return doc
 
 
-def import_bundle(store: "Store", path: pathlib.Path) -> str:
+def import_bundle(store: Store, path: pathlib.Path) -> str:
     doc = _load(path)
     exp = doc["experiment"]
     # Validate everything before writing anything.

@@ -17,7 +17,8 @@ import json
 import os
 import pathlib
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 SUFFIX = ".json"
 

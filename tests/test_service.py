@@ -123,7 +123,7 @@ def test_kill_9_of_a_whole_worker_mid_run_redelivers_and_stores_once(service):
     assert runs["status"].to_list() == ["done"] and runs["worker"].to_list() == ["w2@local"]
     assert result_files(service.store) == [f"{run_id}.json"]
     assert service.client.redis.llen(outcomes.RESULTS) == 0
-    assert "fastdiff.run[%s] received" % run_id in (service.root / "w2.log").read_text()
+    assert f"fastdiff.run[{run_id}] received" in (service.root / "w2.log").read_text()
 
 
 @pytest.mark.parametrize("service", BROKERS[1:], indirect=True)
@@ -255,3 +255,10 @@ def test_a_run_the_broker_lost_is_queued_again_by_the_collector(service):
     service.worker("w1"), service.collector()
     runs = service.wait_finished([lost, kept])
     assert runs["status"].to_list() == ["done", "done"] and len(result_files(service.store)) == 2
+
+
+def test_each_worker_child_gets_its_own_gpu():
+    from workers.tasks import gpu_for_child
+
+    assert [gpu_for_child(i, "0,1") for i in range(1, 5)] == ["1", "0", "1", "0"]
+    assert gpu_for_child(1, "2, 3") == "3"

@@ -202,3 +202,19 @@ def test_store_and_submission_client_import_no_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'; "
             "assert 'workers.tasks' not in sys.modules, 'workers.tasks was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).resolve().parents[1])
+
+
+def test_the_compacted_database_is_a_cache_of_the_records(tmp_path):
+    import shutil
+
+    s = Store(tmp_path)
+    _, run_ids = s.new_experiment("cache", specs(4))
+    for k, rid in enumerate(run_ids[:3]):
+        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), k))
+    s.compact()
+    before = (s.runs().drop("finished"), s.histograms(run_ids))
+    shutil.rmtree(tmp_path / "db")  # lost or corrupt: rebuilt from the write-once records
+    t = Store(tmp_path)
+    assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])
+    assert t.compact() == 4
+    assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])

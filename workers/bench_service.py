@@ -18,7 +18,8 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastdiff_core.spec import RunSpec
 from workers.broker import system_binary

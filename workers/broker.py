@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Self
 
 import redis
 
@@ -80,7 +81,7 @@ class RedisServer:
         except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError, OSError):
             return False
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.fsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
@@ -122,7 +123,7 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> Self:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import redis
 from celery import Celery, group
@@ -102,7 +103,7 @@ class ServiceClient:
         try:
             state = AsyncResult(run_id, app=self.celery)
             name, info = state.state, state.info
-        except Exception as e:  # the broker is down: report what the store knows
+        except Exception as e:  # noqa: BLE001 - the broker is down: report what the store knows
             return {**out, "error": f"broker unreachable: {e}"}
         if name in ("STARTED", "PROGRESS") and isinstance(info, Mapping):
             out.update(status="running", **{k: info.get(k) for k in ("done", "total", "nfe", "eta_s", "phase",

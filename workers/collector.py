@@ -73,7 +73,7 @@ def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker
     cutoff = time.time() - (settings.visibility_timeout_s + 30 if older_than_s is None else older_than_s)
     runs = store.runs().filter(pl.col("status") == "queued")
     old = [(rid, spec) for rid, spec, sub in runs.select("run_id", "spec", "submitted").iter_rows()
-           if sub is not None and sub.replace(tzinfo=dt.timezone.utc).timestamp() < cutoff]
+           if sub is not None and sub.replace(tzinfo=dt.UTC).timestamp() < cutoff]
     if not old:
         return []
     known = _task_ids_known_to_broker(r)

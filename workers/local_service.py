@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Self
 
 import polars as pl
 
@@ -112,7 +113,7 @@ class LocalService:
         self.client.close()
         self.broker.kill()
 
-    def __enter__(self) -> "LocalService":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

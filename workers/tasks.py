@@ -12,11 +12,13 @@ import functools
 import os
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import worker_process_init
 
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery
@@ -29,6 +31,22 @@ PROGRESS_EVERY_S = 0.25
 
 class RunCancelled(Exception):
     pass
+
+
+def gpu_for_child(index: int, visible: str) -> str:
+    """One GPU per worker child: child ``index`` gets the index-th of the visible GPUs (round robin)."""
+    ids = [g for g in visible.split(",") if g.strip()]
+    return ids[index % len(ids)].strip()
+
+
+@worker_process_init.connect
+def _pin_gpu(**_: Any) -> None:
+    # Set by ``fastdiff worker`` when it sized itself to the GPUs; runs before the child imports torch.
+    visible = os.environ.get("FASTDIFF_WORKER_GPUS")
+    if visible:
+        from billiard.process import current_process
+
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for_child(current_process().index, visible)
 
 
 @functools.cache
@@ -115,7 +133,7 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
         status, payload, error = "cancelled", None, "cancelled by user"
     except SoftTimeLimitExceeded:
         status, payload, error = "failed", None, f"time limit exceeded ({app.conf.task_soft_time_limit:.0f} s)"
-    except Exception as e:  # a run's failure is its result: store it, do not crash the worker
+    except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
         status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
     pushed = outcomes.finish(r, run_id, status, payload, error, worker)

@@ -21,14 +21,10 @@ def gpu_count() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def default_concurrency() -> int:
-    return gpu_count() or max(1, os.cpu_count() or 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.broker:
         os.environ["FASTDIFF_BROKER_URL"] = check_broker_url(args.broker)
-    concurrency = args.concurrency or default_concurrency()
+    gpus = gpu_count()
+    concurrency = args.concurrency or gpus or max(1, os.cpu_count() or 1)
+    if gpus:  # each child sees one GPU (round robin), so "auto" spreads the children over the GPUs
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
+        os.environ["FASTDIFF_WORKER_GPUS"] = visible
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency!r} must be an integer >= 1")
     threads = max(1, (os.cpu_count() or 1) // concurrency)
