@@ -541,3 +541,17 @@ def run_guard(nfe: float, seconds_per_nfe: float, *, max_run_s: float = MAX_RUN_
         return None
     return (f"refused: {_num(nfe)} NFE at {seconds_per_nfe:.2g} s per NFE would run for about "
             f"{est / 3600:.1f} h (limit {max_run_s / 60:.0f} min); lower steps, horizon, plans x futures or samples")
+
+
+def judge_measured(spec: RunSpec, bill: NFEBill, *, cycle_latency_s: float, seconds_per_nfe: float, device: str,
+                   histograms: Iterable[Mapping[str, Any]] = (), usd_per_hour: float = ProductionModel().usd_per_hour,
+                   budget: RegimeBudget | None = None) -> Verdict:
+    """The verdict of a run that was measured (not projected): the planning-cycle latency it took on
+    ``device`` and the cost per 1,000 scenarios at its measured seconds per per-sample NFE (one lane,
+    as run), in the regime ``spec.regime`` ('offline' when unset)."""
+    regime = spec.regime or "offline"
+    measured = ProductionModel(per_nfe_s=seconds_per_nfe, parallelism=1, usd_per_hour=usd_per_hour,
+                               name=f"this run on {device}")
+    usd, _ = cost_per_1000_scenarios(bill, measured)
+    return verdict(regime, bill, latency_s=cycle_latency_s, latency_source=f"measured on {device}",
+                   cost_usd=usd, histograms=histograms, budget=budget)

@@ -221,3 +221,55 @@ def world_info(name: str) -> WorldInfo:
     if name not in WORLDS:
         raise ValueError(f"world={name!r} is not one of {sorted(WORLDS)}")
     return WORLDS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed-ups: each a RunSpec toggle with its option schema (implemented in fastdiff_core.speedups)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeedupInfo:
+    """A systems speed-up: its modes (the first is 'off'), paper and option schema."""
+
+    name: str
+    title: str
+    paper: str
+    modes: tuple[str, ...]
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+
+SPEEDUPS: dict[str, SpeedupInfo] = {
+    s.name: s
+    for s in [
+        SpeedupInfo("feature_cache", "Feature caching of deep-block outputs across adjacent steps",
+                    "Ma et al. 2024, DeepCache; Selvaraju et al. 2024, FORA; SoftCap (drift observer + PI control)",
+                    ("off", "fixed", "controlled"),
+                    {"interval": Option(int, 2, "fixed: refresh the deep blocks every n-th step", min=1, max=50),
+                     "budget": Option(float, 0.5, "controlled: target share of steps that run the deep blocks",
+                                      min=0.0, min_inclusive=False, max=1.0),
+                     "from_block": Option(int, 1, "blocks before this one always run; the rest are cached",
+                                          min=0, max=64),
+                     "kp": Option(float, 1.0, "controlled: proportional gain on log(threshold)", min=0.0, max=10.0),
+                     "ki": Option(float, 0.3, "controlled: integral gain on log(threshold)", min=0.0, max=10.0),
+                     "threshold": Option(float, 0.1, "controlled: initial threshold on accumulated drift",
+                                         min=0.0, min_inclusive=False, max=100.0)}),
+        SpeedupInfo("parallel", "Parallel sampling by Picard iteration over a sliding window",
+                    "Shih et al. 2023, ParaDiGMS", ("off", "picard"),
+                    {"window": Option(int, 8, "steps evaluated per batched round", min=1, max=1000),
+                     "tol": Option(float, 1e-2, "accept a state when its change is below tol x sigma", min=0.0,
+                                   max=10.0)}),
+        SpeedupInfo("precision", "Reduced-precision network", "bf16 weights/activations; dynamic int8 Linear (CPU)",
+                    ("float32", "bfloat16", "int8")),
+        SpeedupInfo("importance", "Importance sampling of the tail over planning futures",
+                    "Owen 2013 ch. 9 (self-normalised IS); Hesterberg 1995 (defensive mixtures)", ("off", "tail"),
+                    {"beta": Option(float, 0.5, "share of rollouts with one frame's noise shifted towards the tail",
+                                    min=0.0, max=0.95)}),
+    ]
+}
+
+
+def speedup_info(name: str) -> SpeedupInfo:
+    if name not in SPEEDUPS:
+        raise ValueError(f"speedup={name!r} is not one of {sorted(SPEEDUPS)}")
+    return SPEEDUPS[name]

@@ -84,6 +84,16 @@ class RunSpec:
     device: DeviceChoice = "auto"
     regime: str | None = None
     name: str = ""
+    # speed-ups, each a measured toggle (catalog.SPEEDUPS; fastdiff_core.speedups applies them)
+    feature_cache: str = "off"
+    cache_options: Mapping[str, Any] = field(default_factory=dict)
+    parallel: str = "off"
+    parallel_options: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "float32"
+    compile: bool = False
+    importance: str = "off"
+    importance_options: Mapping[str, Any] = field(default_factory=dict)
+    warm_start: bool = True
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -140,6 +150,32 @@ class RunSpec:
             _choice("regime", self.regime, tuple(catalog.REGIMES))
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise ValueError(f"name={self.name!r} must be a string of at most 200 characters")
+        self._check_speedups()
+
+    def _check_speedups(self) -> None:
+        for mode_field, opts_field, name in (("feature_cache", "cache_options", "feature_cache"),
+                                             ("parallel", "parallel_options", "parallel"),
+                                             ("precision", None, "precision"),
+                                             ("importance", "importance_options", "importance")):
+            info = catalog.speedup_info(name)
+            _choice(mode_field, getattr(self, mode_field), info.modes)
+            if opts_field is not None:
+                object.__setattr__(self, opts_field, _frozen(validate_options(
+                    opts_field, getattr(self, opts_field), info.options)))
+        for flag in ("compile", "warm_start"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}={getattr(self, flag)!r} must be true or false")
+        if self.parallel == "picard":
+            if self.sampler != "solver" or self.solver not in ("euler", "ddim", "dpmpp_2m") or (
+                    self.solver == "ddim" and self.solver_options.get("eta", 0.0) != 0.0):
+                raise ValueError(f"parallel='picard' with solver={self.solver!r}: Picard iteration needs a deterministic "
+                                 "one-evaluation-per-step solver; allowed: ['ddim' (eta=0), 'dpmpp_2m', 'euler']")
+            if self.feature_cache != "off":
+                raise ValueError(f"feature_cache={self.feature_cache!r} with parallel='picard': a window evaluates "
+                                 "several steps in one forward, so there is no previous step to reuse; allowed: 'off'")
+        if self.precision == "int8" and self.device == "cuda":
+            raise ValueError("precision='int8' (dynamic quantisation) runs on CPU only; device='cuda'; "
+                             "allowed: device 'cpu' or 'auto' without a GPU, or precision 'bfloat16'")
 
     # -- JSON ------------------------------------------------------------------------------------
 
