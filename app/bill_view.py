@@ -74,10 +74,14 @@ def verdict_card(v: Verdict, *, heading: str | None = None) -> None:
 
 
 def verdict_from_dict(d: Mapping[str, Any] | None) -> Verdict | None:
+    """A verdict a worker stored (``Verdict.to_dict``); None when absent or not in that shape."""
     if not d:
         return None
-    checks = tuple(budget.Check(**c) for c in d.get("checks", ()))
-    return Verdict(d["regime"], d["binding"], d["status"], d["sentence"], checks)
+    try:
+        checks = tuple(budget.Check(**c) for c in d.get("checks", ()))
+        return Verdict(d["regime"], d["binding"], d["status"], d["sentence"], checks)
+    except (KeyError, TypeError):
+        return None
 
 
 def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, distilled: bool,

@@ -95,6 +95,15 @@ def dashboard_bill(spec: RunSpec, info: Mapping[str, Any]) -> budget.NFEBill | N
         return None
 
 
+def counted_per_cycle(nfe_counted: float, nfe_formula: float, bill: budget.NFEBill | None) -> float:
+    """Counted NFE per planning cycle. Worlds report either per sample (the mixture) or per run (the
+    driving world: every row the counter saw); the worker's own formula tells which."""
+    if bill is None or bill.cycles == 1:
+        return nfe_counted
+    per_run = abs(nfe_formula - bill.per_run) <= 1e-6 * max(1.0, bill.per_run)
+    return nfe_counted / bill.cycles if per_run else nfe_counted
+
+
 def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionModel | None = None) -> None:
     """Everything one run measured. ``run`` is ``Store.run(run_id)``."""
     spec = RunSpec.from_dict(run["spec"])
@@ -129,13 +138,15 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
         bill_view.verdict_card(worker_verdict, heading="Worker's verdict (measured latency)")
 
     # -- NFE and latency ------------------------------------------------------------------------
+    counted = counted_per_cycle(res.nfe_counted, res.nfe_formula, bill)
+    scale = counted / res.nfe_counted if res.nfe_counted else 1.0
     c = st.columns(5)
-    c[0].metric("NFE counted / sample", bill_view.fmt_nfe(res.nfe_counted))
-    c[1].metric("formula (worker)", bill_view.fmt_nfe(res.nfe_formula))
+    c[0].metric("NFE counted / sample", bill_view.fmt_nfe(counted), help="per planning cycle, as the counter saw it")
+    c[1].metric("formula (worker)", bill_view.fmt_nfe(res.nfe_formula * scale))
     if bill is not None:
-        match = abs(bill.per_cycle - res.nfe_counted) <= 1e-9 * max(1.0, bill.per_cycle)
+        match = abs(bill.per_cycle - counted) <= 1e-9 * max(1.0, bill.per_cycle)
         c[2].metric("formula (dashboard)", bill_view.fmt_nfe(bill.per_cycle),
-                    delta="= counted" if match else f"{res.nfe_counted - bill.per_cycle:+,.2f} vs counted",
+                    delta="= counted" if match else f"{counted - bill.per_cycle:+,.2f} vs counted",
                     delta_color="normal" if match else "inverse")
     c[3].metric("wall clock", bill_view.fmt_s(res.wall_s))
     c[4].metric("device", res.device)

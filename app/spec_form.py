@@ -7,6 +7,7 @@ are cleared on page switch, session state carries the form across pages).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,9 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
     for name in ("preset", "path", "prediction", "condition"):
         if name in spec.world_options:
             s[_key(prefix, name)] = spec.world_options[name]
+    for name in [*getattr(catalog, "SPEEDUPS", {}), *_SPEEDUP_FLAGS]:
+        if hasattr(spec, name):
+            s[_key(prefix, name)] = getattr(spec, name)
     if spec.guidance_interval is not None:
         s[_key(prefix, "interval_on")] = True
         s[_key(prefix, "interval_lo")], s[_key(prefix, "interval_hi")] = spec.guidance_interval
@@ -145,6 +149,8 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
              help="A training-free solver on the teacher, or a distilled student with its own step count."
              + ("" if catalog.STUDENTS else " (No student checkpoints are registered yet.)"))
     if s[k("sampler")] == "student" and catalog.STUDENTS:
+        if s.get(k("student")) not in catalog.STUDENTS:
+            s[k("student")] = next(iter(catalog.STUDENTS))
         c2.selectbox("Student", list(catalog.STUDENTS), key=k("student"),
                      format_func=lambda n: catalog.STUDENTS[n].title)
     else:
@@ -153,7 +159,14 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
     c1, c2 = st.columns(2)
     c1.selectbox("Grid", [g for g in catalog.GRIDS if g != "custom"], key=k("grid"),
                  format_func=lambda n: catalog.GRIDS[n].title, help="Chosen independently of the solver.")
-    c2.number_input("Steps", min_value=1, max_value=1000, step=1, key=k("steps"))
+    student = catalog.STUDENTS.get(s.get(k("student")) or "") if s[k("sampler")] == "student" else None
+    if student is not None and getattr(student, "fixed_steps", True):
+        if s.get(k("steps")) not in student.steps:
+            s[k("steps")] = student.steps[0]
+        c2.selectbox("Steps", list(student.steps), key=k("steps"),
+                     help=f"{student.title} was distilled for these step counts.")
+    else:
+        c2.number_input("Steps", min_value=1, max_value=1000, step=1, key=k("steps"))
     c1, c2 = st.columns(2)
     c1.number_input("Guidance scale", min_value=0.0, max_value=50.0, step=0.5, key=k("guidance_scale"),
                     help="0 and 1 need one network pass; any other scale is CFG: two passes (C = 2).")
@@ -195,6 +208,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         c2.number_input("Rollouts (samples)", min_value=1, max_value=1_000_000, step=100, key=k("samples"),
                         help="Independent planning cycles; each draws S x C x H x P·R NFE.")
         st.text_input("Name (optional)", key=k("name"), max_chars=200)
+    speedups = _speedup_widgets(prefix)
     with st.expander("Production model for the latency projection"):
         c1, c2, c3 = st.columns(3)
         c1.number_input("Per-NFE latency (ms)", min_value=0.01, max_value=10_000.0, step=1.0, key=k("per_nfe_ms"),
@@ -215,6 +229,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         "seed": int(s[k("seed")]), "samples": int(s[k("samples")]), "regime": s[k("regime")],
         "name": s[k("name")] or "",
     }
+    fields.update(speedups)
     if fields["sampler"] == "student":
         fields["student"] = s[k("student")]
     else:
@@ -224,6 +239,35 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         return FormResult(RunSpec(**fields), None, model, frac)
     except ValueError as e:
         return FormResult(None, str(e), model, frac)
+
+
+_SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
+_SPEEDUP_FLAGS = {"compile": (False, "torch.compile the network"),
+                  "warm_start": (True, "start each planning cycle from the previous one")}
+
+
+def _speedup_widgets(prefix: str) -> dict[str, Any]:
+    """The systems speed-ups RunSpec has (catalog.SPEEDUPS), each a toggle measured by the run."""
+    infos = {n: i for n, i in getattr(catalog, "SPEEDUPS", {}).items() if n in _SPEC_FIELDS}
+    flags = {n: v for n, v in _SPEEDUP_FLAGS.items() if n in _SPEC_FIELDS}
+    if not infos and not flags:
+        return {}
+    out: dict[str, Any] = {}
+    s = st.session_state
+    with st.expander("Speed-ups (each one measured on NFE, wall clock and coverage)"):
+        cols = st.columns(2) * ((len(infos) + 1) // 2)
+        for col, (name, info) in zip(cols, infos.items()):
+            key = _key(prefix, name)
+            if s.get(key) not in info.modes:
+                s[key] = info.modes[0]
+            col.selectbox(info.title, list(info.modes), key=key, help=info.paper)
+            out[name] = s[key]
+        for name, (default, doc) in flags.items():
+            key = _key(prefix, name)
+            s.setdefault(key, default)
+            st.checkbox(name.replace("_", " "), key=key, help=doc)
+            out[name] = bool(s[key])
+    return out
 
 
 def spec_summary(spec: RunSpec) -> str:

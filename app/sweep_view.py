@@ -53,26 +53,26 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
         return
     c1, c2 = st.columns(2)
     y = c1.selectbox("Error / coverage metric", metric_names, key=f"{key}.y")
-    x_choice = c2.radio("Cost axis", ["NFE per sample (counted)", "projected cycle latency"], horizontal=True,
+    x_choice = c2.radio("Cost axis", ["NFE per planning cycle (counted)", "projected cycle latency"], horizontal=True,
                         key=f"{key}.x")
     table = table.filter(pl.col(y).is_not_null())
-    if x_choice.startswith("NFE"):
-        xs = table["nfe_counted"].to_list()
-    else:
-        lat = []
-        for spec_text in table["spec"].to_list():
-            sp = RunSpec.from_json(spec_text)
-            rb = budget.regime_budget(sp.regime or "offline")
-            b = budget.bill_for(sp, guided_fraction=1.0)
-            lat.append(budget.project_latency(b, budget.ProductionModel(parallelism=rb.lanes)).per_cycle_s * 1000)
-        xs = lat
+    xs = []
+    for spec_text, counted, formula in table.select("spec", "nfe_counted", "nfe_formula").iter_rows():
+        sp = RunSpec.from_json(spec_text)
+        # A guidance interval's share comes from the run's sigmas; without them, bill it as fully guided.
+        b = budget.bill_for(sp, guided_fraction=1.0)
+        if x_choice.startswith("NFE"):
+            xs.append(run_view.counted_per_cycle(counted, formula, b))
+        else:
+            lanes = budget.regime_budget(sp.regime or "offline").lanes
+            xs.append(budget.project_latency(b, budget.ProductionModel(parallelism=lanes)).per_cycle_s * 1000)
     ys = table[y].to_list()
     ids = table["run_id"].to_list()
     hover = [f"{r['solver'] if r['sampler'] == 'solver' else r['student']} · {r['grid']} · {r['steps']} steps · "
              f"w={r['guidance_scale']:g}" for r in table.select("solver", "student", "sampler", "grid", "steps",
                                                                 "guidance_scale").iter_rows(named=True)]
     maximize = y in ("recall", "precision", "coverage", "density")
-    fig = charts.pareto_figure(xs, ys, ids, hover, x_title="NFE per sample" if x_choice.startswith("NFE")
+    fig = charts.pareto_figure(xs, ys, ids, hover, x_title="NFE per planning cycle" if x_choice.startswith("NFE")
                                else "projected cycle latency (ms)", y_title=y, maximize_y=maximize)
     event = st.plotly_chart(fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points",
                             config={"displayModeBar": False})

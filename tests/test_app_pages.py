@@ -81,3 +81,19 @@ def test_shared_view_unknown_id_says_so(home):
     at.query_params["exp"] = "e000000000000"
     at.run()
     assert "Experiment not found" in texts(at)
+
+
+def test_edit_in_explore_loads_the_saved_spec(home):
+    from store import Store
+
+    s = Store()
+    exp = s.create_experiment("saved", RunSpec(solver="heun", steps=7, guidance_scale=2.5, samples=123))
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
+    at.switch_page("views/experiments.py")
+    at.query_params["sel"] = exp
+    at.run()
+    at.button(key=f"xp.edit.{exp}").click().run()
+    assert not at.exception
+    assert at.selectbox(key="ex.solver").value == "heun"
+    assert at.number_input(key="ex.steps").value == 7 and at.number_input(key="ex.samples").value == 123
+    assert {m.label: m.value for m in at.metric}["per frame"] == str((2 * 7 - 1) * 2)

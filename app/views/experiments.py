@@ -11,6 +11,7 @@ import tempfile
 import streamlit as st
 
 from app import connection, run_view, sweep_view
+from app.spec_form import load_spec
 from fastdiff_core.spec import RunSpec
 
 st.title("Experiments")
@@ -65,7 +66,7 @@ if exp is None:
 st.divider()
 st.subheader(f"{exp['name'] or sel}  ·  `{sel}`")
 st.markdown(f"Share link (read-only): [`?exp={sel}`](/?exp={sel})")
-a1, a2, a3, a4 = st.columns(4)
+a1, a2, a3, a4, a5 = st.columns(5)
 with a1.popover("Rename", icon=":material/edit:"):
     new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")
     if st.button("Save name", key=f"xp.rename.go.{sel}"):
@@ -112,7 +113,12 @@ with a4.popover("Export", icon=":material/download:"):
         st.download_button("Download bundle", st.session_state[f"xp.bundle.{sel}"], file_name=f"fastdiff-{sel}.zip",
                            mime="application/zip", key=f"xp.export.{sel}")
 
-runs = s.runs(exp_id=sel)
+if a5.button("Edit in Explore", icon=":material/tune:", key=f"xp.edit.{sel}",
+             help="Load the experiment's (first) spec into Explore's form"):
+    load_spec("ex", RunSpec.from_dict(exp["spec"]))
+    st.session_state.pop("ex.run_id", None)
+    st.switch_page("views/explore.py")
+
 if len(exp["run_ids"]) == 1:
     run = s.run(exp["run_ids"][0])
     if run is not None and run["status"] not in connection.FINAL:
