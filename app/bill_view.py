@@ -12,6 +12,11 @@ from fastdiff_core.budget import NFEBill, ProductionModel, RegimeBudget, Verdict
 
 
 def fmt_nfe(x: float) -> str:
+    """1,920 · 12.50 · 4.00 M · 1.60 G: full digits up to a million, then compact (metrics are narrow)."""
+    if x >= 1e9:
+        return f"{x / 1e9:,.2f} G"
+    if x >= 1e6:
+        return f"{x / 1e6:,.2f} M"
     return f"{x:,.0f}" if float(x).is_integer() or x >= 100 else f"{x:,.2f}"
 
 
@@ -29,7 +34,8 @@ def bill_table(bill: NFEBill) -> None:
     c[0].metric("per frame", fmt_nfe(bill.per_frame), help=f"S x C: S = {fmt_nfe(bill.S)}, C = {bill.C:g}")
     c[1].metric("per rollout", fmt_nfe(bill.per_rollout), help=f"x H = {bill.H} frames")
     c[2].metric("per cycle", fmt_nfe(bill.per_cycle), help=f"planning cycle: x P·R = {bill.P} x {bill.R}")
-    c[3].metric("per run", fmt_nfe(bill.per_run), help=f"x {bill.cycles:,} planning cycles (rollouts)")
+    c[3].metric("per run", fmt_nfe(bill.per_run),
+                help=f"x {bill.cycles:,} planning cycles (rollouts) = {bill.per_run:,.0f} NFE")
     st.code(f"NFE = S x C x H x P·R = {bill.formula()}", language=None)
     st.caption(" · ".join(["exact" if bill.exact else "estimate", *bill.notes]))
 
