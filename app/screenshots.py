@@ -35,7 +35,7 @@ def _shoot(page, out: pathlib.Path) -> None:
     page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 900), 4200)})
     time.sleep(0.8)
     page.screenshot(path=str(out))
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
