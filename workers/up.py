@@ -17,12 +17,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from workers.broker import RedisServer
 from workers.settings import load_settings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+MAX_RESTARTS = 5  # within RESTART_WINDOW_S: a child that cannot start (port taken, bad config) stops `up`
+RESTART_WINDOW_S = 60.0
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Child:
     env: dict[str, str]
     log: pathlib.Path
     proc: subprocess.Popen | None = None
-    restarts: int = field(default=0)
+    restart_times: list[float] = field(default_factory=list)
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ def main(args: argparse.Namespace) -> int:
                 "--browser.gatherUsageStats", "false"], env, logs / "dashboard.log"))
         else:
             print(f"dashboard: {dashboard} does not exist yet; not started")
+    status = 0
     try:
         for child in children:
             child.start()
@@ -126,9 +130,16 @@ def main(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             for child in children:
                 if not child.alive():
-                    child.restarts += 1
-                    print(f"{child.name} exited (code {child.proc.returncode}); restarting "
-                          f"(restart {child.restarts}, see {child.log})", flush=True)
+                    now = time.monotonic()
+                    child.restart_times = [t for t in child.restart_times if now - t < RESTART_WINDOW_S] + [now]
+                    if len(child.restart_times) > MAX_RESTARTS:
+                        print(f"{child.name} exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s "
+                              f"(last code {child.proc.returncode}); giving up. See {child.log}", flush=True)
+                        status = 1
+                        stop.set()
+                        break
+                    print(f"{child.name} exited (code {child.proc.returncode}); restarting, see {child.log}",
+                          flush=True)
                     child.start()
     finally:
         print("stopping ...", flush=True)
@@ -140,4 +151,4 @@ def main(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
             print("broker: stopped", flush=True)
-    return 0
+    return status
