@@ -169,7 +169,8 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
               "count": int(r["count"]), "n": int(r["n"]), "rate": f"{float(r['rate']):.2%}",
               "95% interval": f"[{float(r['lo']):.2%}, {float(r['hi']):.2%}]",
               "truth": f"{float(r['truth']):.2%}" if r.get("truth") is not None else "",
-              "inside": "yes" if r.get("truth") is None or float(r["lo"]) <= float(r["truth"]) <= float(r["hi"])
+              "inside": "yes" if r.get("truth") is None
+              or float(r["lo"]) - 1e-12 <= float(r["truth"]) <= float(r["hi"]) + 1e-12
               else "NO"} for r in hist])
     else:
         connection.empty_state("This run reported no branch histogram.")

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # Explore: DPM-Solver++(2M), 8 steps, guided towards the rare mode with CFG.
-            page.goto(f"{base}/?steps=8&samples=2000&guidance_scale=2.0&condition=rare&name=dpmpp_2m%208%20steps%2C%20w%3D2")
+            page.goto(f"{base}/?solver=euler&steps=6&samples=4000&name=euler%2C%206%20steps")
             _idle(page)
             page.get_by_role("button", name="Run", exact=True).click()
             page.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
@@ -88,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             chart.locator(".scatterlayer .trace").nth(1).locator("path.point").nth(1).click(force=True)
             _idle(page)
             _shoot(page, out / "sweep.png")
-            page.goto(f"{base}/compare")
-            _idle(page)
-            page.get_by_text("…or every run of experiments").wait_for()
-            page.locator("[data-testid=stMultiSelect]").nth(1).click()
-            page.get_by_role("option").first.click()
-            page.keyboard.press("Escape")
+            # Compare: the four solvers at 4 steps (only the solver differs).
+            from store import Store
+
+            runs = Store(home / "store").runs()
+            four = runs.filter((runs["steps"] == 4) & (runs["status"] == "done"))["run_id"].to_list()[:4]
+            page.goto(f"{base}/compare?runs={','.join(four)}")
             _idle(page)
             _shoot(page, out / "compare.png")
             page.goto(f"{base}/experiments")

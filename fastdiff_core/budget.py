@@ -437,7 +437,9 @@ def coverage_gate(rows: Iterable[Mapping[str, Any]]) -> Check:
     rows = [r for r in rows if r.get("truth") is not None]
     if not rows:
         return Check("coverage", "unmeasured", None, None, "coverage not measured yet (no branch histogram)")
-    failing = [r for r in rows if not (float(r["lo"]) <= float(r["truth"]) <= float(r["hi"]))]
+    # A 1e-12 slack: Wilson bounds of 0/n and n/n land within rounding of 0 and 1, where truths of
+    # exactly 0 or 1 (a conditioned world) must count as inside.
+    failing = [r for r in rows if not (float(r["lo"]) - 1e-12 <= float(r["truth"]) <= float(r["hi"]) + 1e-12)]
     tail = min(rows, key=lambda r: float(r["truth"]))
     shown = min(failing, key=lambda r: float(r["truth"])) if failing else tail
 

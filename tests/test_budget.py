@@ -150,6 +150,19 @@ def test_offline_verdict_is_the_coverage_gate():
     assert bad.status == "fail" and "2 of 2 branches" in bad.sentence and "'rare' generated 0.0%" in bad.sentence
 
 
+def test_coverage_gate_counts_exact_zero_and_one_truths_as_inside():
+    from fastdiff_core.metrics.intervals import wilson_interval
+
+    rows = []
+    for label, count, truth in (("other", 0, 0.0), ("target", 500, 1.0)):
+        lo, hi = wilson_interval(count, 500)
+        rows.append({"label": label, "count": count, "n": 500, "rate": count / 500, "lo": lo, "hi": hi, "truth": truth})
+    assert budget.coverage_gate(rows).status == "pass"
+    lo, hi = wilson_interval(1, 500)  # one sample leaked into a branch of probability zero
+    rows[0].update(count=1, rate=1 / 500, lo=lo, hi=hi)
+    assert budget.coverage_gate(rows).status == "fail"
+
+
 def test_closed_loop_verdict_is_cost_then_coverage():
     spec = RunSpec(steps=6, horizon=20, regime="closed_loop")
     prod = ProductionModel(parallelism=8)

@@ -58,6 +58,9 @@ if diff_rows:
 else:
     st.info("The specs are identical (a re-run): any difference below is run-to-run noise.")
 
+short = {r["run_id"]: f"{r['solver'] if r['sampler'] == 'solver' else r['student']} {r['grid']} "
+                     f"{r['steps']} steps ({r['run_id'][:7]})"
+         for r in sel.select("run_id", "sampler", "solver", "student", "grid", "steps").iter_rows(named=True)}
 st.subheader("Branch rates, overlaid")
 hist = s.histograms(selected).filter(pl.col("group") != "reference")
 if hist.height:
@@ -67,7 +70,7 @@ if hist.height:
         if h.height == 0:
             continue
         rate, lo, hi = h["rate"].to_list(), h["lo"].to_list(), h["hi"].to_list()
-        fig.add_trace(go.Bar(name=rid, x=h["label"].to_list(), y=rate,
+        fig.add_trace(go.Bar(name=short[rid], x=h["label"].to_list(), y=rate,
                              error_y=dict(type="data", array=[b - a for a, b in zip(rate, hi)],
                                           arrayminus=[a - b for a, b in zip(rate, lo)])))
     truth = hist.group_by("label", maintain_order=True).agg(pl.col("truth").first())

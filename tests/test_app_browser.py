@@ -1,0 +1,125 @@
+"""End to end in a real headless Chromium: `fastdiff up` (embedded broker, collector, one worker, the
+dashboard), run a small experiment from Explore, wait for its histogram, then open the share link in
+a fresh browser context and read the same numbers.
+
+Ports are picked here, everything listens on loopback, and the launcher's process group is stopped
+at the end (it stops its children in order).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+# The finished runs these tests read come from the mixture world's real runner.
+pytest.importorskip("fastdiff_core.worlds.mixture", reason="the mixture world runner is not on this branch yet")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.service]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def dashboard():
+    """A running `fastdiff up` on free loopback ports with its own data directory; yields the base URL."""
+    home = pathlib.Path(tempfile.mkdtemp(prefix="fdui-", dir="/tmp"))  # short: the broker's Unix socket
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home)}
+    env.pop("FASTDIFF_BROKER_URL", None)
+    log = open(home / "up.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
+        yield f"http://127.0.0.1:{port}", home
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def idle(page) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
+
+
+def histogram_rows(page) -> list[list[str]]:
+    table = page.locator("[data-testid=stTable] table").first
+    table.wait_for(timeout=180_000)
+    return [[c.inner_text().strip() for c in row.locator("td, th").all()] for row in table.locator("tbody tr").all()]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is installed by ./dev test")
+def test_run_then_share_link_shows_the_same_numbers(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    base, _home = dashboard
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            page.goto(f"{base}/?samples=400&steps=6&solver=euler&name=browser%20e2e")
+            idle(page)
+            page.get_by_role("button", name="Run", exact=True).click()
+            rows = histogram_rows(page)  # waits for the worker's result
+            idle(page)
+            assert rows and all(len(r) == len(rows[0]) for r in rows)
+            text = page.locator("[data-testid=stMain]").inner_text()
+            assert "NFE counted / sample" in text and "Verdict — offline" in text
+            counted = page.locator("[data-testid=stMetric]", has_text="NFE counted / sample")
+            assert counted.locator("[data-testid=stMetricValue]").inner_text().strip() == "6"
+            dashboard_formula = page.locator("[data-testid=stMetric]", has_text="formula (dashboard)")
+            assert "= counted" in dashboard_formula.inner_text()
+            link = page.locator("a[href*='?exp=']").first.get_attribute("href")
+            assert link and "exp=e" in link
+
+            # The share link, in a fresh context (no cookies, no session): read-only, same numbers.
+            other = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            other.goto(base + link[link.index("/?"):] if "/?" in link else base + "/" + link)
+            shared_rows = histogram_rows(other)
+            idle(other)
+            assert shared_rows == rows
+            shared_text = other.locator("[data-testid=stMain]").inner_text()
+            assert "browser e2e" in shared_text and "read-only" in shared_text
+            assert other.get_by_role("button", name="Run", exact=True).count() == 0
+            assert other.locator("[data-testid=stSidebarNav]").count() == 0
+        finally:
+            browser.close()
