@@ -1,1 +1,58 @@
-"""fastdiff_core/solvers."""
+"""Training-free solvers: one module per family, one plain function per solver, one registry.
+
+A solver is ``f(denoiser, x, sigmas, *, generator=None, callback=None, **options) -> x0`` over the
+x0-denoiser ``D(x, sigma)`` (see ``fastdiff_core.denoiser``) and a grid from ``fastdiff_core.grids``.
+``SOLVERS`` maps each name to ``(function, catalog info)``; the catalog (torch-free) holds the NFE
+rule, paper, order and option schema, and a test checks that both registries agree entry for entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import torch
+
+from fastdiff_core import catalog
+from fastdiff_core.registry import validate_options
+from fastdiff_core.solvers.adaptive import adaptive
+from fastdiff_core.solvers.ddim import ddim, ddpm
+from fastdiff_core.solvers.dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_2s, dpmpp_3m
+from fastdiff_core.solvers.edm import euler, heun
+from fastdiff_core.solvers.ipndm import ipndm
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser
+from fastdiff_core.solvers.unipc import unipc
+
+SolverFunction = Callable[..., torch.Tensor]
+
+
+class SolverEntry(NamedTuple):
+    function: SolverFunction
+    info: catalog.SolverInfo
+
+
+_FUNCTIONS: dict[str, SolverFunction] = {
+    "euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm,
+    "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "dpmpp_2m_sde": dpmpp_2m_sde, "dpmpp_2s": dpmpp_2s,
+    "unipc": unipc, "ipndm": ipndm, "adaptive": adaptive,
+}
+
+SOLVERS: dict[str, SolverEntry] = {name: SolverEntry(fn, catalog.SOLVERS[name]) for name, fn in _FUNCTIONS.items()}
+
+
+def get_solver(name: str) -> SolverEntry:
+    """The registry entry for ``name``; unknown names raise ValueError listing the allowed ones."""
+    if name not in SOLVERS:
+        raise ValueError(f"solver={name!r} is not one of {sorted(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def sample(name: str, denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
+           options: Mapping[str, Any] | None = None, generator: torch.Generator | None = None,
+           callback: StepCallback | None = None) -> torch.Tensor:
+    """Run solver ``name`` with validated options (defaults filled from the catalog)."""
+    entry = get_solver(name)
+    opts = validate_options("solver_options", dict(options or {}), entry.info.options)
+    return entry.function(denoiser, x, sigmas, generator=generator, callback=callback, **opts)
+
+
+__all__ = ["SOLVERS", "SolverEntry", "StepInfo", "get_solver", "sample"]

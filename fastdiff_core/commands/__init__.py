@@ -1,0 +1,1 @@
+"""Command-line front ends of core features (``fastdiff run``); thin over ``fastdiff_core.run``."""

@@ -1,0 +1,96 @@
+"""What every solver shares, once: the denoiser contract, the per-step record, input checks, lambda and phi.
+
+Coordinates: x in VE form (x = x_t / alpha), sigma = sigma_t / alpha, lambda = -log sigma
+(= logSNR / 2, DPM-Solver's lambda). A step from sigma_i to sigma_{i+1} has h = lambda_{i+1} - lambda_i
+= log(sigma_i / sigma_{i+1}) > 0; h = inf on the final step into sigma = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from fastdiff_core.grids import check_sigmas
+
+
+class X0Denoiser(Protocol):
+    """``D(x, sigma) -> x0_hat``: x of shape (B, ...) in VE coordinates, sigma a Python float > 0."""
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What a solver tells its callback after each step.
+
+    i: step index (0-based) of ``steps``; sigma -> sigma_next: the step just taken; x: the state at
+    sigma_next; denoised: the latest x0 estimate; nfe: denoiser calls made so far by this solver
+    (per sample, before guidance); eval_sigmas: the sigmas at which this step called the denoiser.
+    """
+
+    i: int
+    steps: int
+    sigma: float
+    sigma_next: float
+    x: torch.Tensor
+    denoised: torch.Tensor
+    nfe: int
+    eval_sigmas: tuple[float, ...]
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> list[float]:
+    """Validate where input enters a solver: x a finite floating tensor with a batch axis, sigmas a grid
+    (strictly decreasing, ending in 0). Returns the sigmas as plain floats."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise ValueError(f"x={type(x).__name__} must be a floating-point tensor of shape (B, ...)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x (the noise tensor) contains NaN or inf; allowed: finite values only")
+    if isinstance(sigmas, torch.Tensor):
+        sigmas = sigmas.tolist()
+    return check_sigmas(sigmas)
+
+
+def lambdas(sigmas: Sequence[float]) -> list[float]:
+    """lambda_i = -log sigma_i (inf at sigma = 0)."""
+    return [-math.log(s) if s > 0 else math.inf for s in sigmas]
+
+
+# phi functions of the exponential integrator (DPM-Solver++, eq. 9-10). With D(lambda) expanded around
+# lambda_i, a data-prediction step is exactly
+#   x_{i+1} = e^{-h} x_i + phi_1(h) D_i + phi_2(h) (h D') + phi_3(h) (h^2 D'') + ...
+# The series branch avoids cancellation for small h (NFE ~1000).
+
+
+def phi_1(h: float) -> float:
+    """1 - e^{-h}: the weight of D_i (1 on the final step, h = inf)."""
+    return -math.expm1(-h)
+
+
+def phi_2(h: float) -> float:
+    """1 - phi_1(h) / h  (-> h/2 as h -> 0, -> 1 as h -> inf)."""
+    if h < 1e-2:
+        return h / 2 - h**2 / 6 + h**3 / 24 - h**4 / 120
+    return 1.0 - phi_1(h) / h
+
+
+def phi_3(h: float) -> float:
+    """1/2 - phi_2(h) / h  (-> h/6 as h -> 0)."""
+    if h < 1e-2:
+        return h / 6 - h**2 / 24 + h**3 / 120 - h**4 / 720
+    return 0.5 - phi_2(h) / h
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Per-sample values of shape (B,) -> (B, 1, ..., 1) broadcastable against a tensor with ``ndim`` dims."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def fresh_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like x, from the solver's generator (deterministic under a seed)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

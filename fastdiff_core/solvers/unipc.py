@@ -1,0 +1,101 @@
+"""UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+Diffusion Models"), data prediction, variants B(h) = h (bh1) and B(h) = e^h - 1 (bh2).
+
+UniP-p (predictor, Alg. 2 of the paper) extrapolates D from the last p outputs; UniC (corrector,
+Alg. 1) re-does the step once D at the new point is known — that output is the one the next
+predictor needs anyway, so the corrector costs no evaluation. Orders warm up 1, 2, ..., p and come
+down at the end (min(order, i + 1, n - i)), so the step into sigma = 0 is first order and returns
+D(x, sigma_min); no corrector follows the last step (it would need an extra evaluation).
+
+All coefficients are plain floats built before the loop: each update is a linear combination of
+the previous state and the stored denoiser outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas
+
+
+def _uni_coefficients(lam: list[float], i: int, order: int, variant: str, corrector: bool) -> list[float]:
+    """Weights of [x_i, D_i, D_{i-1}, ..., D_{i-order+1}] (+ [D_{i+1}] for the corrector) in the update
+    from lambda_i to lambda_{i+1}: x_{i+1} = e^{-h} x_i + phi_1 D_i - B(h) sum_k rho_k (D_{i-k} - D_i) / r_k
+    (- B(h) rho_last (D_{i+1} - D_i) in the corrector)."""
+    h = lam[i + 1] - lam[i]
+    if math.isinf(h):  # the step into sigma = 0: first order, x_{i+1} = D_i
+        return [0.0, 1.0] + [0.0] * (order - 1) + ([0.0] if corrector else [])
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else h_phi_1
+    rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
+    # b_k = h phi_{k+1}(h) k! / B(h): the Taylor weights of the exponential integrator (paper eq. 7)
+    b, h_phi_k, fact = [], h_phi_1 / hh - 1.0, 1
+    for k in range(1, order + 1):
+        b.append(h_phi_k * fact / b_h)
+        fact *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / fact
+    R = np.array([[r ** (k - 1) for r in rks] for k in range(1, order + 1)], dtype=np.float64)
+    if corrector:
+        rhos = [0.5] if order == 1 else np.linalg.solve(R, np.array(b)).tolist()
+    elif order == 1:
+        rhos = []
+    else:
+        rhos = [0.5] if order == 2 else np.linalg.solve(R[:-1, :-1], np.array(b[:-1])).tolist()
+    w_x, w_0 = math.exp(hh), -h_phi_1
+    hist = []
+    for k in range(1, order):  # D1_k = (D_{i-k} - D_i) / r_k
+        c = -b_h * rhos[k - 1] / rks[k - 1]
+        hist.append(c)
+        w_0 -= c
+    out = [w_x, w_0] + hist
+    if corrector:
+        c = -b_h * rhos[-1]  # rho_last (D_{i+1} - D_i)
+        out[1] -= c
+        out.append(c)
+    return out
+
+
+def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, variant: str = "bh2",
+          order: int = 3, corrector: bool = True, generator: torch.Generator | None = None,
+          callback: StepCallback | None = None) -> torch.Tensor:
+    """UniPC with UniP-``order`` predictor and (optionally) the UniC corrector. NFE = n."""
+    sigmas = checked_inputs(x, sigmas)
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"variant={variant!r} is not one of ['bh1', 'bh2']")
+    if order not in (1, 2, 3):
+        raise ValueError(f"order={order!r} is not one of [1, 2, 3]")
+    n = len(sigmas) - 1
+    lam = lambdas(sigmas)
+    orders = [min(order, i + 1, n - i) for i in range(n)]
+    pred = [_uni_coefficients(lam, i, orders[i], variant, False) for i in range(n)]
+    # The corrector at the start of step i re-does step i-1 with D_i (at the order of step i-1); none
+    # before the last step, whose result D(x, sigma_min) does not depend on x.
+    corr = [None] + [_uni_coefficients(lam, i - 1, orders[i - 1], variant, True)
+                     if corrector and i < n - 1 else None for i in range(1, n)]
+    history: list[torch.Tensor] = []  # D_{i-1}, D_{i-2}, ... (newest first)
+    x_prev = x
+    for i in range(n):
+        denoised = denoiser(x, sigmas[i])
+        # UniC: x_i <- e^{-h} x_{i-1} + w_0 D_{i-1} + sum_k w_k D_{i-1-k} + w_new D_i
+        c = corr[i]
+        if c is not None:
+            x = torch.mul(x_prev, c[0]).add_(history[0], alpha=c[1])
+            for k, w in enumerate(c[2:-1], start=1):
+                x.add_(history[k], alpha=w)
+            x.add_(denoised, alpha=c[-1])
+        history.insert(0, denoised)
+        del history[3:]
+        # UniP: x_{i+1} = e^{-h} x_i + w_0 D_i + sum_k w_k D_{i-k}
+        p = pred[i]
+        x_prev = x
+        x = torch.mul(x, p[0]).add_(denoised, alpha=p[1])
+        for k, w in enumerate(p[2:], start=1):
+            x.add_(history[k], alpha=w)
+        if callback is not None:
+            callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
+    return x
