@@ -3,12 +3,11 @@
 Protocol (``StudentProtocol``): every named scene under one action, H-frame rollouts from fresh noise
 (seeded), n per scene. Per scene: branch counts against the exact probabilities, TV, the tail rate
 with its Wilson interval, the implausible (blurred) share. Over all scenes: the coverage gate against
-the ground truth (``metrics.gate.RELEASE_GATE``) and against the teacher's own measured rates (the
-rates on the teacher's card: its accurate solver at guidance 1), sample-level metrics (k-NN
+the ground truth (``metrics.gate.RELEASE_GATE``) and against the teacher's own rates (the teacher
+sampled on the same protocol with its card's accurate solver, Heun x 16, guidance 1), sample-level metrics (k-NN
 precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted), wall-clock
 per rollout and this process's CPU time per rollout (on a CPU shared with other jobs the wall clock
-carries their load; CPU time is what the speed-up ratios use). Everything is sampled here, in this call: nothing is read back from a previous run
-except the teacher's reference rates.
+carries their load; CPU time is what the speed-up ratios use). Everything is sampled in the call.
 """
 
 from __future__ import annotations
@@ -57,11 +56,12 @@ def sample_scene(net: torch.nn.Module | None, scene_name: str, protocol: Student
     return torch.cat(out)
 
 
-def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rates: Mapping[str, Mapping[str, float]],
-            *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
+def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
+            teacher_rates: Mapping[str, Mapping[str, float]] | None, *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
             guidance: Guidance = Guidance(), truth_override: Mapping[str, Mapping[str, float]] | None = None
             ) -> dict[str, Any]:
-    """Sample every scene and score it; ``teacher_rates[scene][label]`` is the second gate's reference.
+    """Sample every scene and score it; ``teacher_rates[scene][label]`` is the second gate's reference
+    (None: no second gate, as when measuring the teacher itself).
     ``truth_override`` replaces the ground truth (e.g. the CFG teacher's rates for w != 1)."""
     counter = NFECounter()
     scenes, metrics = {}, {}
@@ -79,12 +79,14 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rate
     truth = {s: dict(truth_override[s]) if truth_override else dict(c.truth) for s, c in scenes.items()}
     counts = {s: dict(c.counts) for s, c in scenes.items()}
     gate_truth = coverage_gate(counts, truth, protocol.gate)
-    gate_teacher = coverage_gate(counts, {s: dict(teacher_rates[s]) for s in scenes}, protocol.gate)
+    gate_teacher = (coverage_gate(counts, {s: dict(teacher_rates[s]) for s in scenes}, protocol.gate)
+                    if teacher_rates is not None else None)
     rollouts = protocol.n * len(protocol.scenes)
     per_scene = {}
     for s, c in scenes.items():
         d = c.to_dict()
-        d["tv_teacher"] = 0.5 * sum(abs(c.counts[k] / c.n - float(teacher_rates[s].get(k, 0.0))) for k in c.counts)
+        d["tv_teacher"] = (0.5 * sum(abs(c.counts[k] / c.n - float(teacher_rates[s].get(k, 0.0))) for k in c.counts)
+                           if teacher_rates is not None else 0.0)
         per_scene[s] = d
     return {
         "scenes": per_scene,
@@ -95,7 +97,7 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol, teacher_rate
         "tail_truth": sum(c.truth["darts"] for c in scenes.values()) / len(scenes),
         "implausible_rate": sum(c.counts["implausible"] for c in scenes.values()) / rollouts,
         "gate_truth": _gate(gate_truth),
-        "gate_teacher": _gate(gate_teacher),
+        "gate_teacher": _gate(gate_teacher) if gate_teacher is not None else None,
         "sample_metrics": metrics,
         "nfe_per_frame": counter.rows / (rollouts * protocol.horizon),  # per-sample evaluations per frame
         "seconds_per_rollout": seconds / rollouts,
@@ -111,10 +113,6 @@ def _gate(g: Any) -> dict[str, Any]:
             "failures": [dict(f) for f in g.failures]}
 
 
-def teacher_reference_rates(meta: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """The teacher's own per-scene label rates from its card's measurement (``models.teacher`` sidecar)."""
-    out = {}
-    for s, c in meta["measured"]["scenes"].items():
-        n = sum(c["counts"].values())
-        out[s] = {k: v / n for k, v in c["counts"].items()}
-    return out
+def rates_of(measured: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per-scene label rates of a ``measure`` result: the reference when it is the teacher's."""
+    return {s: {k: v / c["n"] for k, v in c["counts"].items()} for s, c in measured["scenes"].items()}

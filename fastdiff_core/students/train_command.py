@@ -31,7 +31,7 @@ DRIVING_CONFIGS: dict[str, dict[str, Any]] = {
     "progressive": {"start_steps": 8, "final_steps": 1, "steps_per_round": 300, "batch": 256, "lr": 2e-4,
                     "teacher_substeps": 2},
     "consistency": {"steps": 800, "batch": 256, "lr": 2e-4, "intervals": 24, "target_ema": 0.95},
-    "dmd": {"steps": 300, "batch": 256, "lr": 1e-4, "critic_lr": 4e-4, "critic_updates": 2},
+    "dmd": {"steps": 300, "batch": 256, "lr": 3e-4, "critic_lr": 6e-4, "critic_updates": 2},
     "rcm": {"steps": 600, "batch": 256, "lr": 2e-4, "intervals": 24, "lambda_dmd": 0.1, "critic_updates": 1},
     "reflow": {"couplings": 30000, "coupling_substeps": 10, "steps": 800, "batch": 256, "lr": 2e-4},
     "shortcut": {"steps": 900, "batch": 256, "lr": 2e-4, "levels": 6},
@@ -83,6 +83,7 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
         facts = {
             "recipe": name, "sampler": recipe.sampler, "prediction": teacher.prediction, "path": teacher.path.name,
             "t_max": teacher.t_max, "steps": steps, "teacher": "driving_teacher_flow",
+            "teacher_sha256": _teacher_digest(),
             "config": dataclasses.asdict(config), "stats": {**stats, "data_seconds": round(data_seconds, 1)},
             "total_train_seconds": round(time.perf_counter() - t0, 1),
             "cumulative_train_seconds": round(cumulative, 1) if recipe.per_steps else None,
@@ -95,6 +96,14 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
         files.append(file)
         log(f"wrote {file} ({stats['train_seconds']:.0f}s training)")
     return files
+
+
+def _teacher_digest() -> str:
+    import hashlib
+
+    from fastdiff_core.models.teacher import teacher_stem
+
+    return hashlib.sha256(teacher_stem("flow").with_suffix(".safetensors").read_bytes()).hexdigest()
 
 
 def main(args: argparse.Namespace) -> int:
