@@ -10,6 +10,11 @@ step sampler uses: pure noise at T (the one-step sample) and re-noised training 
 grid times, a cheap stand-in for rCM's backward simulation of the multistep sampler.
 
     loss = L_CD + lambda_dmd * L_DMD      (critic: ``critic_updates`` denoising steps per student step)
+
+lambda_dmd is set so the DMD term is a regulariser, about the size of the consistency loss: the
+DMD loss is O(0.1-1) (a normalised gradient) while the consistency loss of a teacher-initialised
+student is O(1e-3). At lambda = 0.1 on the driving teacher the DMD term dominated and the student
+blurred more than pure consistency distillation (measured: 1-step TV 0.44 vs 0.21).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class RCMConfig:
     warmup: int = 50
     intervals: int = 24
     target_ema: float = 0.95
-    lambda_dmd: float = 0.1
+    lambda_dmd: float = 0.003
     max_sampler_steps: int = 4
     t_lo: float = 0.02
     t_hi: float = 0.98

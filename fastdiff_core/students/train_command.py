@@ -32,7 +32,7 @@ DRIVING_CONFIGS: dict[str, dict[str, Any]] = {
                     "teacher_substeps": 2},
     "consistency": {"steps": 800, "batch": 256, "lr": 2e-4, "intervals": 24, "target_ema": 0.95},
     "dmd": {"steps": 300, "batch": 256, "lr": 3e-4, "critic_lr": 6e-4, "critic_updates": 2},
-    "rcm": {"steps": 600, "batch": 256, "lr": 2e-4, "intervals": 24, "lambda_dmd": 0.1, "critic_updates": 1},
+    "rcm": {"steps": 600, "batch": 256, "lr": 2e-4, "intervals": 24, "lambda_dmd": 0.003, "critic_updates": 1},
     "reflow": {"couplings": 30000, "coupling_substeps": 10, "steps": 800, "batch": 256, "lr": 2e-4},
     "shortcut": {"steps": 900, "batch": 256, "lr": 2e-4, "levels": 6},
 }
