@@ -63,7 +63,8 @@ def histogram_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "Branch 
 def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | None,
                    labels: Sequence[str] | None = None, tail: str | None = None) -> go.Figure | None:
     """Sampled points (first two coordinates), each joined to its exact reference solution when the
-    world reports one; the tail branch in red. Rollout worlds report (t, x, y) rows per trajectory."""
+    world reports one; the tail branch in red. Rollout worlds report rows (rollout, frame, ..., x, y,
+    branch): one line per sampled future."""
     if not samples:
         return None
     cols = list(columns or [])
@@ -88,15 +89,25 @@ def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | 
                 fig.add_trace(go.Scatter(x=[xs[i] for i in sel], y=[ys[i] for i in sel], mode="markers", name=name,
                                          marker=dict(color=color, size=5 if not flag else 8)))
         fig.update_layout(title="Samples (lines: from the exact solution of the same noise)")
-    elif {"traj", "t", "x"} <= set(idx):
+    elif {"rollout", "x", "y"} <= set(idx):
+        # Rollouts: one line per sampled future, in frame order, coloured by its branch (tail in red).
         by: dict[Any, list[Sequence[float]]] = {}
         for r in samples:
-            by.setdefault(r[idx["traj"]], []).append(r)
-        y_col = "y" if "y" in idx else "x"
+            by.setdefault(r[idx["rollout"]], []).append(r)
+        palette = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+        shown: set[str] = set()
+        order = [c for c in ("frame", "substep") if c in idx]
         for k, rs in list(by.items())[:200]:
-            fig.add_trace(go.Scatter(x=[r[idx["x"]] for r in rs], y=[r[idx[y_col]] for r in rs], mode="lines",
-                                     line=dict(width=1), showlegend=False))
-        fig.update_layout(title="Sampled trajectories")
+            rs = sorted(rs, key=lambda r: tuple(r[idx[c]] for c in order))
+            code = int(rs[0][idx["branch"]]) if "branch" in idx else -1
+            label = labels[code] if labels is not None and 0 <= code < len(labels) else "rollout"
+            color = TAIL_COLOR if label == tail else palette[code % len(palette)] if code >= 0 else GENERATED_COLOR
+            fig.add_trace(go.Scatter(x=[r[idx["x"]] for r in rs], y=[r[idx["y"]] for r in rs], mode="lines+markers",
+                                     line=dict(color=color, width=3 if label == tail else 1.5),
+                                     marker=dict(size=3), name=label, legendgroup=label,
+                                     showlegend=label not in shown))
+            shown.add(label)
+        fig.update_layout(title="Sampled rollouts (one line per future; tail branch in red)")
     else:
         return None
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))

@@ -188,8 +188,8 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
         st.dataframe([{"metric": k, "value": v} for k, v in sorted(metrics.items())], hide_index=True,
                      key=f"{key}.metrics")
 
-    fig = charts.samples_figure(res.samples, res.info.get("samples_columns"), res.info.get("labels"),
-                                charts.tail_label(gen))
+    fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
+                                res.info.get("labels") or res.info.get("branch_codes"), charts.tail_label(gen))
     if fig is not None:
         st.plotly_chart(fig, key=f"{key}.samples", config={"displayModeBar": False})
     with st.expander("Spec (JSON)"):

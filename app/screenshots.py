@@ -31,6 +31,8 @@ def _idle(page) -> None:
 
 def _shoot(page, out: pathlib.Path) -> None:
     # Streamlit scrolls inside its own container: size the viewport to the content, then shoot.
+    page.set_viewport_size({"width": 1400, "height": 900})
+    time.sleep(0.5)
     height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
     page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 900), 4200)})
     time.sleep(0.8)
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(f"{base}/compare?runs={','.join(four)}")
             _idle(page)
             _shoot(page, out / "compare.png")
-            page.goto(f"{base}/experiments")
+            sweep_exp = runs.filter(runs["steps"] == 4)["exp_id"][0]
+            page.goto(f"{base}/experiments?sel={sweep_exp}")
             _idle(page)
             _shoot(page, out / "experiments.png")
             page.goto(f"{base}/budget")
