@@ -40,12 +40,21 @@ def state_features(prev: torch.Tensor, curb_distance: torch.Tensor | float) -> t
     return torch.cat([rel, offset], 1)
 
 
-def condition(prev: torch.Tensor, scene: Scene, action: str) -> torch.Tensor:
-    """Full condition for a batch of previous frames of one scene under one action: (B, COND_DIM)."""
+def condition(prev: torch.Tensor, scene: Scene, action: str | torch.Tensor) -> torch.Tensor:
+    """Full condition for a batch of previous frames of one scene: (B, COND_DIM). ``action`` is one
+    action for every row, or a (B,) integer tensor of per-row indices into ``ACTIONS`` (a fan-out of
+    candidate plans in one batch)."""
     b = prev.shape[0]
     feats = torch.tensor(scene.features(), dtype=prev.dtype, device=prev.device).expand(b, -1)
     act = torch.zeros(b, len(ACTIONS), dtype=prev.dtype, device=prev.device)
-    act[:, action_index(action)] = 1.0
+    if isinstance(action, torch.Tensor):
+        if action.shape != (b,) or action.is_floating_point() or bool((action < 0).any()) \
+                or bool((action >= len(ACTIONS)).any()):
+            raise ValueError(f"action tensor of shape {tuple(action.shape)} must be ({b},) integer indices "
+                             f"into {list(ACTIONS)}")
+        act[torch.arange(b, device=prev.device), action.to(prev.device)] = 1.0
+    else:
+        act[:, action_index(action)] = 1.0
     flag = torch.ones(b, 1, dtype=prev.dtype, device=prev.device)
     return torch.cat([state_features(prev, scene.curb_distance), feats, act, flag], 1)
 

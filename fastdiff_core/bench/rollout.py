@@ -1,0 +1,284 @@
+"""``fastdiff bench rollout [--json PATH]``: the planning fan-out measured on the driving teacher.
+
+Prints, from one run on this machine:
+  1. batched fan-out vs a Python loop over candidates at P·R = 40 (throughput ratio);
+  2. sampler + rollout overhead as a share of network time, at fan-out batches >= 64;
+  3. shared context (condition path once per frame / per plan) vs the plain network;
+  4. a full planning cycle (H = 12, 4 NFE per frame, C = 1, P·R = 40): per-NFE, per-frame, per-rollout
+     and per-cycle latency (median and spread after warm-up, device named), its NFE bill (counted ==
+     formula) and its in-the-loop verdict; the same cycle projected for a 2B model at 10 ms/NFE;
+  5. importance sampling of the tail vs uniform futures at equal NFE: variance of the tail estimate;
+  6. warm start: what the next cycle reuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastdiff_core import budget
+from fastdiff_core.denoiser import NFECounter
+from fastdiff_core.grids import build_grid
+from fastdiff_core.latency import device_name, measure, measure_interleaved, synchronize
+from fastdiff_core.rollout import (
+    Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, first_move_frame, loop_over_candidates,
+    plan_branch_probabilities, weighted_rates,
+)
+from fastdiff_core.speedups import frame_sampler
+from fastdiff_core.worlds.driving import branches, encoding
+from fastdiff_core.worlds.driving.sampling import PATH
+from fastdiff_core.worlds.driving.scenes import LABELS, SCENES, TAIL
+from fastdiff_core.worlds.driving.simulator import waiting_frame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op CPU threads (default 1: on a shared CPU, OpenMP oversubscription can stall "
+                             "small ops ~100x; the device string records the count)")
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
+                        help="world-model checkpoint stem (default: the shipped driving teacher)")
+    parser.add_argument("--scene", default="child_at_curb", choices=sorted(SCENES))
+    parser.add_argument("--solver", default="dpmpp_2m")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (after warm-up)")
+    parser.add_argument("--is-reps", type=int, default=24, help="independent estimates per arm (IS vs uniform)")
+
+
+def load_network(checkpoint: pathlib.Path | None, device: torch.device) -> nn.Module:
+    """The shipped driving teacher, or a checkpoint saved by ``fastdiff train teacher``."""
+    from fastdiff_core.models import teacher
+
+    if checkpoint is not None:
+        return teacher.load_checkpoint(checkpoint, device)
+    return teacher.load_teacher(teacher.DEFAULT_TEACHER, device)
+
+
+class TimedNet(nn.Module):
+    """Accumulates the wall time spent inside the network (forward and context), synchronised."""
+
+    def __init__(self, net: SharedContextNet) -> None:
+        super().__init__()
+        self.net = net
+        self.seconds = 0.0
+
+    @property
+    def prediction(self) -> str:
+        return self.net.prediction
+
+    def context(self, cond: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self.net.context(cond)
+        synchronize(cond.device)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def forward(self, x_t, t, ctx):
+        t0 = time.perf_counter()
+        out = self.net(x_t, t, ctx)
+        synchronize(x_t.device)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def _fan_inputs(p: int, r: int, h: int, scene, device, seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    plans = candidate_plans(p, h)
+    noise = torch.randn(p * r, h, encoding.FRAME_DIM, generator=g).to(device)
+    ctx = waiting_frame(scene, 1, g)[0].to(device)
+    return plans, noise, ctx
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, args.threads))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev_name = device_name(device)
+    net = load_network(args.checkpoint, device)
+    shared = SharedContextNet(net)
+    scene = SCENES[args.scene]
+    out: dict[str, Any] = {"device": dev_name, "scene": scene.name, "solver": args.solver}
+    print(f"fastdiff bench rollout — device {dev_name}, scene {scene.name}, solver {args.solver}")
+
+    # -- 1. batched fan-out vs a loop over candidates, P·R = 40 -----------------------------------------
+    P, R, H, S = 10, 4, 12, 4
+    sigmas = build_grid("karras", S, PATH)
+    sampler = frame_sampler(args.solver)
+    plans, noise, ctx = _fan_inputs(P, R, H, scene, device)
+    ts = measure_interleaved(
+        {"fan": lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
+         "loop": lambda: loop_over_candidates(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
+                                              context=ctx)},
+        batch={"fan": P * R, "loop": 1}, device=device, warmup=1, repeats=max(3, args.repeats // 2),
+        nfe={"fan": S * H * P * R, "loop": S * H * P * R})
+    fan, loop = ts["fan"], ts["loop"]
+    ratio = loop.median_s / fan.median_s
+    print(f"\n1. fan-out vs loop at P·R = {P * R} (H = {H}, S = {S}, C = 1):")
+    print(f"   batched fan-out   {fan.median_s * 1000:9.1f} ms/cycle  (p10-p90 {fan.p10_s * 1000:.1f}-{fan.p90_s * 1000:.1f})")
+    print(f"   loop over P x R   {loop.median_s * 1000:9.1f} ms/cycle  (p10-p90 {loop.p10_s * 1000:.1f}-{loop.p90_s * 1000:.1f})")
+    print(f"   throughput ratio  {ratio:9.1f}x  (target >= 10x; timed interleaved)")
+    out["fan_out_vs_loop"] = {"P": P, "R": R, "H": H, "S": S, "batched": fan.row(), "loop": loop.row(),
+                              "throughput_ratio": ratio}
+
+    # -- 2. sampler + rollout overhead vs network time at batch >= 64 -----------------------------------
+    print("\n2. sampler + rollout overhead as a share of network time (H = 12, S = 4):")
+    overhead_rows = []
+    for rows in (64, 256, 1024):
+        p, r = rows // 4, 4
+        pl, nz, cx = _fan_inputs(p, r, H, scene, device, seed=rows)
+        timed = TimedNet(shared)
+        fan_out(timed, scene, pl, r, sampler=sampler, sigmas=sigmas, noise=nz, context=cx)  # warm-up
+        totals, nets = [], []
+        for _ in range(args.repeats):
+            timed.seconds = 0.0
+            synchronize(device)
+            t0 = time.perf_counter()
+            fan_out(timed, scene, pl, r, sampler=sampler, sigmas=sigmas, noise=nz, context=cx)
+            synchronize(device)
+            totals.append(time.perf_counter() - t0)
+            nets.append(timed.seconds)
+        overhead = [(t - n) / n for t, n in zip(totals, nets)]
+        med = sorted(overhead)[len(overhead) // 2]
+        overhead_rows.append({"batch": rows, "total_s": sorted(totals)[len(totals) // 2],
+                              "network_s": sorted(nets)[len(nets) // 2], "overhead": med})
+        print(f"   batch {rows:5d}: total {sorted(totals)[len(totals) // 2] * 1000:8.1f} ms, network "
+              f"{sorted(nets)[len(nets) // 2] * 1000:8.1f} ms, overhead {med:6.1%}  (target < 5%)")
+    out["overhead"] = overhead_rows
+
+    # -- 3. shared context vs the plain network ---------------------------------------------------------
+    ts = measure_interleaved(
+        {"shared": lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
+         "plain": lambda: fan_out(net, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)},
+        batch=P * R, device=device, warmup=1, repeats=args.repeats)
+    shared_t, plain = ts["shared"], ts["plain"]
+    print(f"\n3. shared context: {shared_t.median_s * 1000:.1f} ms vs plain network {plain.median_s * 1000:.1f} ms "
+          f"per cycle ({plain.median_s / shared_t.median_s:.2f}x, interleaved)")
+    out["shared_context"] = {"shared": shared_t.row(), "plain": plain.row(),
+                             "ratio": plain.median_s / shared_t.median_s}
+
+    # -- 4. the planning cycle: latency, bill, verdict, projection ----------------------------------------
+    counter = NFECounter()
+    fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx, counter=counter)
+    bill = budget.NFEBill(S=S, C=1.0, H=H, P=P, R=R)
+    x_t = torch.randn(P * R, encoding.FRAME_DIM, device=device)
+    cond = encoding.condition(waiting_frame(scene, P * R).to(device), scene, "keep")
+    c = shared.context(cond)
+    t = torch.full((P * R,), 0.5, device=device)
+    with torch.no_grad():
+        per_nfe = measure(lambda: shared(x_t, t, c), what="nfe", batch=P * R, device=device, warmup=3,
+                          repeats=max(11, args.repeats), nfe=1)
+    one = _fan_inputs(1, 1, H, scene, device, seed=7)
+    per_rollout = measure(lambda: fan_out(shared, scene, one[0], 1, sampler=sampler, sigmas=sigmas,
+                                          noise=one[1], context=one[2]),
+                          what="rollout (one, alone)", batch=1, device=device, warmup=1, repeats=args.repeats,
+                          nfe=S * H)
+    cycle = measure(lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
+                                    context=ctx), what="cycle", batch=P * R, device=device, warmup=1,
+                    repeats=max(7, args.repeats), nfe=bill.per_cycle)
+    per_frame_s = cycle.median_s / H
+    verdict = budget.verdict("planning", bill, latency_s=cycle.median_s, latency_source=f"measured on {dev_name}")
+    proj1 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=1))
+    proj40 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=P * R))
+    v1 = budget.verdict("planning", bill, latency_s=proj1.per_cycle_s,
+                        latency_source="projected, 2B latent DiT at 10 ms/NFE, no parallelism")
+    v40 = budget.verdict("planning", bill, latency_s=proj40.per_cycle_s,
+                         latency_source="projected, 2B latent DiT at 10 ms/NFE, 40 lanes in one batch")
+    print(f"\n4. planning cycle H = {H}, {S} NFE/frame, C = 1, P·R = {P * R} on {dev_name}:")
+    print(f"   NFE bill {bill.formula()}; counted {counter.rows:,.0f} ({'==' if counter.rows == bill.per_cycle else '!='} formula)")
+    print(f"   per NFE (batch {P * R}) {per_nfe.median_s * 1e3:.3f} ms (p10-p90 {per_nfe.p10_s * 1e3:.3f}-{per_nfe.p90_s * 1e3:.3f}); "
+          f"per frame {per_frame_s * 1e3:.2f} ms; one rollout alone {per_rollout.median_s * 1e3:.1f} ms; "
+          f"cycle {cycle.median_s * 1e3:.1f} ms (p10-p90 {cycle.p10_s * 1e3:.1f}-{cycle.p90_s * 1e3:.1f})")
+    print(f"   verdict: {verdict.sentence}")
+    print(f"   2B model at 10 ms/NFE: one rollout {proj1.per_rollout_s * 1e3:.0f} ms ({proj1.per_rollout_s / 0.1:.1f}x the "
+          f"100 ms budget); the cycle {proj1.per_cycle_s:.1f} s serial, {proj40.per_cycle_s * 1e3:.0f} ms with all 40 "
+          f"futures batched")
+    print(f"   verdict (serial): {v1.sentence}")
+    print(f"   verdict (batched): {v40.sentence}")
+    out["planning_cycle"] = {
+        "bill": bill.to_dict(), "nfe_counted": counter.rows, "nfe_formula": bill.per_cycle,
+        "latency": [per_nfe.row(), {"what": "frame", "seconds": per_frame_s, "batch": P * R, "device": dev_name},
+                    per_rollout.row(), cycle.row()],
+        "verdict": verdict.to_dict(),
+        "projection_2b_serial": proj1.to_dict() | {"model": proj1.model.describe()},
+        "projection_2b_batched": proj40.to_dict() | {"model": proj40.model.describe()},
+        "verdict_2b_serial": v1.to_dict(), "verdict_2b_batched": v40.to_dict(),
+    }
+
+    # -- 5. importance sampling of the tail vs uniform, equal NFE ------------------------------------------
+    out["importance"] = importance_vs_uniform(shared, scene, sampler, device, reps=args.is_reps)
+    imp = out["importance"]
+    print(f"\n5. tail estimate for plan {imp['plan']} ({imp['n']} futures per estimate, {imp['nfe_per_estimate']:,} NFE "
+          f"each, {imp['reps']} estimates per arm; true P(darts) {imp['truth']:.2%}):")
+    print(f"   uniform     mean {imp['uniform_mean']:.2%}  sd {imp['uniform_sd']:.3%}  tail rollouts/estimate {imp['uniform_tail_count']:.1f}")
+    print(f"   importance  mean {imp['is_mean']:.2%}  sd {imp['is_sd']:.3%}  tail rollouts/estimate {imp['is_tail_count']:.1f}  "
+          f"ESS {imp['is_ess']:.0f}")
+    print(f"   variance ratio uniform / IS = {imp['variance_ratio']:.1f}x at equal NFE")
+
+    # -- 6. warm start --------------------------------------------------------------------------------------
+    planner = Planner(shared, scene, plans=P, futures=R, horizon=H, sampler=sampler, sigmas=sigmas, importance=True)
+    g = torch.Generator().manual_seed(11)
+    first = planner.cycle(ctx, g)
+    second = planner.cycle(ctx, g)
+    print(f"\n6. warm start: cycle 2's candidate 0 = cycle 1's choice {first.chosen_plan()} shifted -> "
+          f"{second.plans[0].tolist()}; tail proposal refitted from cycle 1 "
+          f"({'yes' if planner.proposal is not None else 'no tail seen yet'}), no pilot NFE spent")
+    out["warm_start"] = {"first_choice": first.chosen_plan(), "second_candidate0": second.plans[0].tolist(),
+                         "proposal_reused": planner.proposal is not None}
+
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def importance_vs_uniform(net: nn.Module, scene, sampler, device: torch.device, *, reps: int = 24, n: int = 200,
+                          horizon: int = 6, steps: int = 8) -> dict[str, Any]:
+    """Variance of the P(darts) estimate of one plan: uniform futures vs the tail proposal, same n."""
+    sigmas = build_grid("karras", steps, PATH)
+    plan = candidate_plans(1, horizon)  # constant 'brake': the action that invites darting
+    truth = plan_branch_probabilities(scene, plan[0].tolist())[TAIL]
+    g = torch.Generator().manual_seed(123)
+    ctx = waiting_frame(scene, 1, g)[0].to(device)
+    tail_code = LABELS.index(TAIL)
+
+    def estimate(noise, log_w):
+        frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
+        flat = frames.reshape(n, *frames.shape[2:])
+        codes = branches.classify_codes(flat, scene)
+        rate = float(weighted_rates(codes[None].cpu(), None if log_w is None else log_w[None])[0, tail_code])
+        return rate, codes.cpu(), flat
+
+    # pilot (what the previous planning cycle provides under warm start)
+    pilot_noise = torch.randn(4 * n, horizon, encoding.FRAME_DIM, generator=g)
+    frames = fan_out(net, scene, plan, 4 * n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device), context=ctx)
+    flat = frames.reshape(4 * n, *frames.shape[2:])
+    codes = branches.classify_codes(flat, scene).cpu()
+    onset = first_move_frame(flat, scene).cpu()
+    proposal = TailProposal.fit(pilot_noise, onset, codes == tail_code, beta=0.5)
+    if proposal is None:
+        return {"plan": plan[0].tolist(), "truth": truth, "error": "no tail rollout in the pilot"}
+    uni, imp, uni_tail, imp_tail, ess = [], [], [], [], []
+    for _ in range(reps):
+        z = torch.randn(n, horizon, encoding.FRAME_DIM, generator=g)
+        rate, c, _ = estimate(z, None)
+        uni.append(rate)
+        uni_tail.append(int((c == tail_code).sum()))
+        zq = proposal.sample(n, horizon, generator=g)
+        lw = proposal.log_weights(zq)
+        rate, c, _ = estimate(zq, lw)
+        imp.append(rate)
+        imp_tail.append(int((c == tail_code).sum()))
+        w = torch.softmax(lw.double(), 0)
+        ess.append(float(1.0 / (w * w).sum()))
+    u, i = torch.tensor(uni, dtype=torch.float64), torch.tensor(imp, dtype=torch.float64)
+    return {"plan": plan[0].tolist(), "truth": truth, "n": n, "reps": reps, "nfe_per_estimate": steps * horizon * n,
+            "uniform_mean": float(u.mean()), "uniform_sd": float(u.std()), "is_mean": float(i.mean()),
+            "is_sd": float(i.std()), "variance_ratio": float(u.var() / i.var()) if float(i.var()) > 0 else math.inf,
+            "uniform_tail_count": sum(uni_tail) / reps, "is_tail_count": sum(imp_tail) / reps,
+            "is_ess": sum(ess) / reps, "proposal_shift_norm": float(proposal.mu.norm())}

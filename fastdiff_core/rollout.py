@@ -1,0 +1,568 @@
+"""H-frame autoregressive rollouts and the planning cycle: P candidate plans x R futures, batched.
+
+A planning cycle imagines R futures for each of P candidate action sequences (plans) over H frames.
+Every frame is ONE solve over all P·R rows together (each network forward carries every candidate
+and every future), so the cycle costs exactly
+
+    NFE = S (evaluations per frame) x C (guidance passes) x H (frames) x P·R (plans x futures)
+
+per-sample network evaluations — the counter's ``rows`` — whatever the solver, cache or precision.
+
+What makes the fan-out cheaper than P·R separate rollouts, without changing what is sampled:
+  * batching: one forward per solver step for the whole fan-out instead of P·R small ones;
+  * shared context: the condition path of the network (the part that depends only on the previous
+    frame, the scene and the action, ``SharedContextNet.context``) is computed once per frame rather
+    than once per solver step, and on frame 1 — where all R futures of a plan share the observed
+    context and the first action — once per plan, then shared by its R futures;
+  * warm start (``Planner``): the next cycle starts from the previous cycle's best plan (shifted one
+    frame) and reuses its tail proposal, so no pilot run is spent per cycle;
+  * importance sampling of the tail (``TailProposal``): the initial noise of every frame is drawn from
+    a defensive mixture q = (1 - beta) N(0, I) + beta N(mu, I) whose shift mu points to where the tail
+    branch came from in earlier cycles; each rollout carries the exact weight p(z) / q(z) and branch
+    probabilities are self-normalised weighted rates, so they stay (asymptotically) unbiased while the
+    tail gets many more samples (Owen 2013, ch. 9; Hesterberg 1995, defensive mixtures).
+
+The network contract is the world model's staged forward (``fastdiff_core.models.world_model``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
+from fastdiff_core.worlds.driving import branches, encoding
+from fastdiff_core.worlds.driving.scenes import ACTIONS, BRANCHES, LABELS, TAIL, Scene, frame_hazards
+from fastdiff_core.worlds.driving.sampling import PATH
+
+# x0 = sampler(denoiser, x_T, sigmas): a solver from the registry or Picard, options bound
+FrameSampler = Callable[[Denoiser, torch.Tensor, Sequence[float]], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared context: the network's condition path computed once per frame / per plan
+# ---------------------------------------------------------------------------------------------
+
+
+class SharedContextNet(nn.Module):
+    """The world model with its condition path split off: ``context(cond)`` once, then
+    ``net(x_t, t, ctx)`` per step. Equal to the wrapped network's forward up to float rounding:
+
+        embed(t, cond) = silu(time_mlp(t) + cond_mlp(cond))          -> cond_mlp(cond) is context
+        stem(x_t, cond) = W [x_t; cond] + b = W_x x_t + (W_c cond + b) -> W_c cond + b is context
+
+    ctx: (B, 2 * width). Exposes the staged API (embed / stem / run_blocks / head) for feature caching.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        fd = net.config.frame_dim
+        w = net.config.width
+        weight, bias = net.input.weight.detach(), net.input.bias.detach()
+        self.x_proj = nn.Linear(fd, w, bias=False)
+        self.c_proj = nn.Linear(weight.shape[1] - fd, w)
+        with torch.no_grad():
+            self.x_proj.weight.copy_(weight[:, :fd])
+            self.c_proj.weight.copy_(weight[:, fd:])
+            self.c_proj.bias.copy_(bias)
+        self.x_proj.to(weight.device)
+        self.c_proj.to(weight.device)
+        self.width = w
+        self.blocks = net.blocks
+        # follows .to(dtype) but not int8 quantisation (which keeps float activations)
+        self.register_buffer("dtype_probe", torch.zeros((), device=weight.device), persistent=False)
+
+    @property
+    def prediction(self) -> str:
+        return self.net.prediction
+
+    def context(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B, COND_DIM) condition -> (B, 2 * width) context, in the network's dtype."""
+        cond = cond.to(self.dtype_probe.dtype)
+        return torch.cat([self.net.cond_mlp(cond), self.c_proj(cond)], -1)
+
+    def embed(self, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        # the time features stay in float32 whatever the network's precision: t x 1000 in bf16 would
+        # be off by radians
+        freqs = self.net.freqs.float()
+        ang = t[:, None].float() * freqs[None, :]
+        tf = torch.cat([torch.sin(ang), torch.cos(ang)], -1).to(ctx.dtype)
+        return nn.functional.silu(self.net.time_mlp(tf) + ctx[:, : self.width])
+
+    def stem(self, x_t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        return self.x_proj(x_t.to(ctx.dtype)) + ctx[:, self.width:]
+
+    def run_blocks(self, h: torch.Tensor, emb: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.net.run_blocks(h, emb, start, stop)
+
+    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.net.head(h, emb)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(t, ctx)
+        return self.head(self.run_blocks(self.stem(x_t, ctx), emb), emb)
+
+
+def _context_owner(net: nn.Module) -> SharedContextNet | None:
+    """The SharedContextNet inside a (possibly cached) network stack; None for a plain network."""
+    seen = net
+    for _ in range(4):
+        if isinstance(seen, SharedContextNet):
+            return seen
+        seen = getattr(seen, "net", None)
+        if seen is None:
+            break
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans and their exact branch probabilities
+# ---------------------------------------------------------------------------------------------
+
+
+def candidate_plans(plans: int, horizon: int, previous: Sequence[int] | None = None) -> torch.Tensor:
+    """P candidate action sequences (P, H) of indices into ACTIONS: the three constant plans, then
+    'start with a, switch to b at frame k' plans. ``previous`` (a plan of the last cycle) warm-starts:
+    shifted by one frame (its last action repeated) it becomes candidate 0."""
+    for name, v in (("plans", plans), ("horizon", horizon)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be an integer >= 1")
+    rows = []
+    if previous is not None:
+        prev = [int(a) for a in previous]
+        if len(prev) != horizon or any(not 0 <= a < len(ACTIONS) for a in prev):
+            raise ValueError(f"previous plan={prev!r} must be {horizon} indices into {list(ACTIONS)}")
+        rows.append(prev[1:] + prev[-1:])
+    i = 0
+    while len(rows) < plans:
+        if i < len(ACTIONS):
+            plan = [i] * horizon
+        else:
+            j = i - len(ACTIONS)
+            a = j % 3
+            b = (a + 1 + (j // 3) % 2) % 3
+            k = 1 + (j // 6) % max(horizon - 1, 1)
+            plan = [a] * k + [b] * (horizon - k)
+        if plan not in rows or i >= 3 * (6 * horizon + 3):
+            rows.append(plan)
+        i += 1
+    return torch.tensor(rows[:plans], dtype=torch.long)
+
+
+def plan_branch_probabilities(scene: Scene, plan: Sequence[int]) -> dict[str, float]:
+    """Exact waits / crosses / darts probabilities under a plan whose action changes per frame:
+    P(waits) = prod_h w_h, P(b) = sum_h (prod_{j<h} w_j) p_b(h) (the simulator's hazard race)."""
+    alive, out = 1.0, {b: 0.0 for b in BRANCHES}
+    for a in plan:
+        pc, pd = frame_hazards(scene, ACTIONS[int(a)])
+        out["crosses"] += alive * pc
+        out["darts"] += alive * pd
+        alive *= 1.0 - pc - pd
+    out["waits"] = alive
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Importance sampling of the tail
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TailProposal:
+    """A defensive mixture over the H frames' initial noise z = (z_1 .. z_H) that shifts ONE frame:
+
+        q(z) = (1 - beta) p(z) + beta sum_h pi_h N(z_h; mu_h, I) prod_{j != h} N(z_j; 0, I)
+
+    with p = N(0, I). A branch begins in one frame (the pedestrian starts to run), so the proposal
+    moves the noise of one frame, chosen with probability pi_h, towards where the tail came from.
+    log p(z)/q(z) = -log((1 - beta) + beta sum_h pi_h exp(mu_h . z_h - |mu_h|^2 / 2)); the weight is
+    bounded by 1 / (1 - beta), so no single rollout can dominate an estimate.
+    mu: (H, D); pi: (H,) summing to 1.
+    """
+
+    mu: torch.Tensor
+    pi: torch.Tensor
+    beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, (int, float)) and 0.0 <= self.beta < 1.0):
+            raise ValueError(f"importance beta={self.beta!r} must be in [0, 1)")
+        if self.mu.ndim != 2 or self.pi.shape != (self.mu.shape[0],):
+            raise ValueError(f"mu shape={tuple(self.mu.shape)} must be (H, D) and pi shape={tuple(self.pi.shape)} (H,)")
+
+    @property
+    def horizon(self) -> int:
+        return self.mu.shape[0]
+
+    def sample(self, n: int, horizon: int, *, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(n, horizon, D) initial noise drawn from q."""
+        if horizon != self.horizon:
+            raise ValueError(f"horizon={horizon} but the proposal was fitted for horizon {self.horizon}")
+        d = self.mu.shape[1]
+        z = torch.randn(n, horizon, d, generator=generator, dtype=dtype)
+        shifted = torch.rand(n, generator=generator) < self.beta
+        frame = torch.multinomial(self.pi.double(), n, replacement=True, generator=generator)
+        rows = torch.nonzero(shifted).flatten()
+        z[rows, frame[rows]] += self.mu.to(dtype)[frame[rows]]
+        return z.to(device)
+
+    def log_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) / q(z) per rollout: (n,)."""
+        mu = self.mu.to(device=z.device, dtype=torch.float64)
+        a = (z.to(torch.float64) * mu).sum(-1) - 0.5 * (mu * mu).sum(-1)  # (n, H): log N(z_h; mu_h) - log N(z_h; 0)
+        if self.beta == 0.0:
+            return torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+        mix = torch.logsumexp(a + torch.log(self.pi.to(a)), -1)
+        return -torch.logaddexp(torch.full_like(mix, math.log1p(-self.beta)), mix + math.log(self.beta))
+
+    @staticmethod
+    def fit(noise: torch.Tensor, onset: torch.Tensor, is_tail: torch.Tensor, log_w: torch.Tensor | None = None,
+            *, beta: float = 0.5, smoothing: float = 0.5) -> "TailProposal | None":
+        """Cross-entropy step from earlier rollouts: mu_h = (weighted) mean noise of frame h over the tail
+        rollouts whose branch began in frame h (the pooled mean where none did); pi_h = their share
+        (smoothed). noise (n, H, D); onset (n,) frame index into H; is_tail (n,) bool. None when no
+        rollout reached the tail."""
+        idx = torch.nonzero(is_tail.cpu()).flatten()
+        if idx.numel() == 0:
+            return None
+        noise, onset = noise.cpu().to(torch.float64), onset.cpu()
+        h, d = noise.shape[1], noise.shape[2]
+        w = torch.ones(len(idx), dtype=torch.float64) if log_w is None else torch.softmax(log_w.cpu()[idx].double(), 0)
+        w = w / w.sum()
+        z = noise[idx, onset[idx]]
+        pooled = (w[:, None] * z).sum(0)
+        mu = pooled.expand(h, d).clone()
+        mass = torch.zeros(h, dtype=torch.float64)
+        for f in range(h):
+            sel = onset[idx] == f
+            if bool(sel.any()):
+                ws = w[sel]
+                mu[f] = (ws[:, None] * z[sel]).sum(0) / ws.sum()
+                mass[f] = ws.sum()
+        pi = (mass * len(idx) + smoothing) / (len(idx) + smoothing * h)
+        return TailProposal(mu.to(torch.float32), (pi / pi.sum()).to(torch.float32), beta)
+
+
+def weighted_rates(codes: torch.Tensor, log_w: torch.Tensor | None, labels: int = len(LABELS)) -> torch.Tensor:
+    """Self-normalised branch rates per group: codes (G, N) -> (G, labels); uniform when log_w is None."""
+    if log_w is None:
+        log_w = torch.zeros(codes.shape, dtype=torch.float64, device=codes.device)
+    w = torch.softmax(log_w.to(torch.float64), -1)
+    one_hot = nn.functional.one_hot(codes, labels).to(torch.float64)
+    return (w[..., None] * one_hot).sum(-2)
+
+
+def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
+    """Kish's ESS = (sum w)^2 / sum w^2 per group (last axis)."""
+    w = torch.softmax(log_w.to(torch.float64), -1)
+    return 1.0 / (w * w).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched fan-out
+# ---------------------------------------------------------------------------------------------
+
+
+def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *,
+            sampler: FrameSampler, sigmas: Sequence[float], noise: torch.Tensor, context: torch.Tensor,
+            guidance: Guidance = Guidance(), counter: NFECounter | None = None,
+            share_context: bool = True) -> torch.Tensor:
+    """R futures of each of P plans over H frames, every frame ONE batched solve over all P·R rows.
+
+    net: a SharedContextNet (or a cache wrapping one), or a plain world-model network (then the
+    condition path runs at every step: the baseline the shared context is measured against);
+    plans (P, H) action indices;
+    noise (P·R, H, FRAME_DIM) standard-normal (or proposal) initial noise, row p·R + r is plan p,
+    future r; context (SUBSTEPS, 2) the observed frame (or (P, SUBSTEPS, 2), one per plan).
+    Returns (P, R, H + 1, SUBSTEPS, 2), frame 0 the context. NFE: sampler's per frame x H x P·R rows
+    (``counter.rows``).
+    """
+    p, h = plans.shape
+    rows = p * futures
+    if noise.shape[:2] != (rows, h):
+        raise ValueError(f"noise shape={tuple(noise.shape)} must be ({rows}, {h}, FRAME_DIM) for P={p}, R={futures}")
+    owner = _context_owner(net)
+    # a plain network gets the raw condition (recomputing its condition path at every step)
+    encode = owner.context if owner is not None else (lambda c: c)
+    prediction = owner.prediction if owner is not None else net.prediction
+    dev, dtype = noise.device, noise.dtype
+    ctx0 = context.to(device=dev, dtype=dtype)
+    if ctx0.ndim == 2:
+        ctx0 = ctx0.expand(p, *ctx0.shape)
+    if ctx0.shape[0] != p:
+        raise ValueError(f"context shape={tuple(context.shape)} must be (SUBSTEPS, 2) or ({p}, SUBSTEPS, 2)")
+    plans = plans.to(dev)
+    prev = ctx0.repeat_interleave(futures, 0)  # (P·R, SUBSTEPS, 2)
+    frames = [prev]
+    counter = counter if counter is not None else NFECounter()
+    with torch.no_grad():
+        for k in range(h):
+            if k == 0 and share_context:
+                # all R futures of a plan share the observed frame and the first action: context once per plan
+                cond = encoding.condition(ctx0, scene, plans[:, 0])
+                ctx = encode(cond).repeat_interleave(futures, 0)
+                uctx = encode(encoding.drop_condition(cond)).repeat_interleave(futures, 0) \
+                    if guidance.scale != 1.0 else None
+            else:
+                cond = encoding.condition(prev, scene, plans[:, k].repeat_interleave(futures, 0))
+                ctx = encode(cond)
+                uctx = encode(encoding.drop_condition(cond)) if guidance.scale != 1.0 else None
+            # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32)
+            den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
+            x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
+            prev = encoding.decode_frame(x0.to(dtype), prev)
+            frames.append(prev)
+    return torch.stack(frames, 1).reshape(p, futures, h + 1, *prev.shape[1:])
+
+
+def loop_over_candidates(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
+                         sigmas: Sequence[float], noise: torch.Tensor, context: torch.Tensor,
+                         guidance: Guidance = Guidance(), counter: NFECounter | None = None) -> torch.Tensor:
+    """The baseline the fan-out replaces: one rollout at a time, a Python loop over plans and futures.
+    Same inputs, same outputs (up to float rounding) as ``fan_out``."""
+    p, _ = plans.shape
+    out = []
+    for i in range(p):
+        for r in range(futures):
+            row = i * futures + r
+            out.append(fan_out(net, scene, plans[i:i + 1], 1, sampler=sampler, sigmas=sigmas,
+                               noise=noise[row:row + 1], context=context if context.ndim == 2 else context[i],
+                               guidance=guidance, counter=counter, share_context=False))
+    return torch.cat(out, 1).reshape(p, futures, *out[0].shape[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The planning cycle and the planner
+# ---------------------------------------------------------------------------------------------
+
+# Planning objective (a demonstration of choosing, not a driving policy): a dart costs 10, a crossing
+# in front of the car 1, progress earns up to 1 (accelerate 1, keep 0.5, brake 0 per frame on average).
+RISK_COST = {"waits": 0.0, "crosses": 1.0, "darts": 10.0, "implausible": 1.0}
+ACTION_PROGRESS = (0.0, 0.5, 1.0)
+
+
+@dataclass
+class CycleResult:
+    """One planning cycle: rollouts, their labels and weights, per-plan branch estimates, the choice."""
+
+    plans: torch.Tensor  # (P, H)
+    frames: torch.Tensor  # (P, R, H + 1, SUBSTEPS, 2)
+    codes: torch.Tensor  # (P, R) label index into LABELS
+    log_w: torch.Tensor | None  # (P, R) log p/q, None for plain sampling
+    rates: torch.Tensor  # (P, len(LABELS)) self-normalised branch rates per plan
+    cost: torch.Tensor  # (P,)
+    chosen: int
+    nfe: float  # counted per-sample network evaluations (counter.rows)
+    forwards: int  # batched network forwards (sequential rounds)
+    seconds: float
+    noise: torch.Tensor = field(repr=False, default=None)  # (P·R, H, D)
+
+    def chosen_plan(self) -> list[int]:
+        return [int(a) for a in self.plans[self.chosen]]
+
+
+def first_move_frame(frames: torch.Tensor, scene: Scene) -> torch.Tensor:
+    """Index (into the H generated frames) of the first frame in which the pedestrian is not still;
+    H - 1 when never (rows: (N, H + 1, SUBSTEPS, 2))."""
+    modes = branches.frame_modes(frames, scene)[:, 1:]
+    moving = modes != branches.STILL
+    idx = moving.float().argmax(1)
+    return torch.where(moving.any(1), idx, torch.full_like(idx, modes.shape[1] - 1))
+
+
+def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
+                   sigmas: Sequence[float], context: torch.Tensor, guidance: Guidance = Guidance(),
+                   proposal: TailProposal | None = None, generator: torch.Generator | None = None,
+                   frame_dim: int = encoding.FRAME_DIM) -> CycleResult:
+    """P plans x R futures in batched forwards; per-plan branch rates (importance-weighted when a
+    proposal is given); the plan with the lowest expected cost is chosen."""
+    p, h = plans.shape
+    rows = p * futures
+    dev = context.device
+    if proposal is None:
+        noise = torch.randn(rows, h, frame_dim, generator=generator, device=dev)
+        log_w = None
+    else:
+        noise = proposal.sample(rows, h, generator=generator, device=dev)
+        log_w = proposal.log_weights(noise).reshape(p, futures)
+    counter = NFECounter()
+    t0 = time.perf_counter()
+    frames = fan_out(net, scene, plans, futures, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
+                     guidance=guidance, counter=counter)
+    seconds = time.perf_counter() - t0
+    codes = branches.classify_codes(frames.reshape(rows, *frames.shape[2:]), scene).reshape(p, futures)
+    rates = weighted_rates(codes, log_w)
+    risk = torch.tensor([RISK_COST[lab] for lab in LABELS], dtype=torch.float64)
+    progress = torch.tensor(ACTION_PROGRESS, dtype=torch.float64)[plans.cpu()].mean(1)
+    cost = rates.cpu() @ risk - progress
+    return CycleResult(plans.cpu(), frames, codes, log_w, rates, cost, int(cost.argmin()), float(counter.rows),
+                       counter.forwards, seconds, noise)
+
+
+class Planner:
+    """Runs planning cycles back to back with warm start: each cycle's candidate set starts from the
+    previous best plan shifted one frame, and (with ``importance``) its tail proposal is refitted on
+    the previous cycle's weighted rollouts — the first cycle samples uniformly and serves as the pilot."""
+
+    def __init__(self, net: nn.Module, scene: Scene, *, plans: int, futures: int, horizon: int,
+                 sampler: FrameSampler, sigmas: Sequence[float], guidance: Guidance = Guidance(),
+                 importance: bool = False, beta: float = 0.5, warm_start: bool = True) -> None:
+        self.net, self.scene, self.P, self.R, self.H = net, scene, plans, futures, horizon
+        self.sampler, self.sigmas, self.guidance = sampler, sigmas, guidance
+        self.importance, self.beta, self.warm_start = importance, beta, warm_start
+        self.previous: list[int] | None = None
+        self.proposal: TailProposal | None = None
+
+    def cycle(self, context: torch.Tensor, generator: torch.Generator | None = None) -> CycleResult:
+        plans = candidate_plans(self.P, self.H, self.previous if self.warm_start else None)
+        res = planning_cycle(self.net, self.scene, plans, self.R, sampler=self.sampler, sigmas=self.sigmas,
+                             context=context, guidance=self.guidance,
+                             proposal=self.proposal if self.importance else None, generator=generator)
+        self.previous = res.chosen_plan()
+        if self.importance:
+            flat_codes = res.codes.reshape(-1)
+            onset = first_move_frame(res.frames.reshape(-1, *res.frames.shape[2:]), self.scene)
+            tail = flat_codes == LABELS.index(TAIL)
+            fitted = TailProposal.fit(res.noise, onset, tail,
+                                      None if res.log_w is None else res.log_w.reshape(-1), beta=self.beta)
+            if fitted is not None:
+                self.proposal = fitted
+        return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The planning runner: execute(spec) for a driving spec with fan-out or speed-ups
+# ---------------------------------------------------------------------------------------------
+
+
+def needs_planning_runner(spec) -> bool:
+    """True when a driving solver spec asks for what ``run_planning`` owns: a fan-out (P·R > 1) or a speed-up."""
+    speedups = (spec.feature_cache != "off" or spec.parallel != "off" or spec.precision != "float32"
+                or spec.compile or spec.importance != "off")
+    return spec.sampler == "solver" and (spec.plans * spec.futures > 1 or speedups)
+
+
+def run_planning(spec, device: torch.device, on_progress: Callable | None = None, *, net: nn.Module | None = None):
+    """``spec.samples`` planning cycles of ``spec.plans`` x ``spec.futures`` rollouts of ``spec.horizon``
+    frames on the shipped teacher with every speed-up toggle of the spec, warm-started cycle to cycle.
+    With P·R = 1: ``spec.samples`` independent rollouts under world_options.action, batched.
+
+    Coverage: per candidate plan, the (importance-weighted) branch rates against the plan's exact
+    probabilities, with Wilson intervals at the effective sample size. NFE: counted rows == the budget
+    module's S x C x H x P·R x cycles. Latency: per NFE (batch P·R), frame, cycle (median, spread).
+    The verdict of ``spec.regime`` uses the measured cycle latency and cost on this device.
+    ``net``: the world-model network (default: the shipped teacher named by world_options.teacher).
+    """
+    from fastdiff_core import budget
+    from fastdiff_core.grids import build_grid
+    from fastdiff_core.latency import device_name
+    from fastdiff_core.metrics.intervals import wilson_interval
+    from fastdiff_core.models.teacher import load_teacher
+    from fastdiff_core.spec import Progress, RunResult
+    from fastdiff_core.speedups import from_spec
+    from fastdiff_core.worlds.driving.scenes import get_scene
+    from fastdiff_core.worlds.driving.simulator import waiting_frame
+
+    if spec.sampler != "solver":
+        raise ValueError(f"sampler={spec.sampler!r}: planning runs sample the teacher with a solver; allowed: 'solver'")
+    t_start = time.perf_counter()
+    scene = get_scene(spec.scene)
+    gen = torch.Generator().manual_seed(spec.seed)
+    teacher = net if net is not None else load_teacher(spec.world_options["teacher"], device)
+    net, sampler, guidance = from_spec(spec, teacher)
+    sigmas = build_grid(spec.grid, spec.steps, PATH, spec.grid_options)
+    bill = budget.bill_for(spec, sigmas=sigmas)
+    planner = Planner(net, scene, plans=spec.plans, futures=spec.futures, horizon=spec.horizon, sampler=sampler,
+                      sigmas=sigmas, guidance=guidance, importance=spec.importance == "tail",
+                      beta=float(spec.importance_options.get("beta", 0.5)), warm_start=spec.warm_start)
+    per_plan: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    cycle_s, nfe, forwards = [], 0.0, 0
+    if spec.plans * spec.futures == 1:
+        # no fan-out: spec.samples independent rollouts under the spec's action, batched like the world's
+        # runner, so a speed-up's coverage is measured on the same footing as the plain teacher
+        action = ACTIONS.index(spec.world_options["action"])
+        plan = torch.full((1, spec.horizon), action, dtype=torch.long)
+        batch = int(spec.world_options.get("batch", 4096))
+        done = 0
+        while done < spec.samples:
+            n = min(batch, spec.samples - done)
+            counter = NFECounter()
+            noise = torch.randn(n, spec.horizon, encoding.FRAME_DIM, generator=gen).to(device)
+            context = waiting_frame(scene, 1, gen)[0].to(device)
+            t0 = time.perf_counter()
+            frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
+                             guidance=guidance, counter=counter)
+            cycle_s.append(time.perf_counter() - t0)
+            nfe += counter.rows
+            forwards += counter.forwards
+            codes = branches.classify_codes(frames[0], scene).cpu()
+            per_plan.setdefault(tuple(plan[0].tolist()), []).append(
+                torch.stack([codes.double(), torch.zeros(n, dtype=torch.float64)], 1))
+            done += n
+            if on_progress is not None:
+                on_progress(Progress(done, spec.samples, nfe,
+                                     sum(cycle_s) / done * (spec.samples - done), "sampling"))
+    for c in range(spec.samples if spec.plans * spec.futures > 1 else 0):
+        context = waiting_frame(scene, 1, gen)[0].to(device)
+        res = planner.cycle(context, gen)
+        cycle_s.append(res.seconds)
+        nfe += res.nfe
+        forwards += res.forwards
+        lw = res.log_w if res.log_w is not None else torch.zeros(res.codes.shape, dtype=torch.float64)
+        for i, plan in enumerate(res.plans.tolist()):
+            per_plan.setdefault(tuple(plan), []).append(torch.stack([res.codes[i].cpu().double(), lw[i].cpu()], 1))
+        if on_progress is not None:
+            done = c + 1
+            on_progress(Progress(done, spec.samples, nfe, sum(cycle_s) / done * (spec.samples - done), "planning"))
+    rows, tails, tvs = [], [], []
+    for plan, chunks in per_plan.items():
+        data = torch.cat(chunks)
+        codes, log_w = data[:, 0].long(), data[:, 1]
+        rates = weighted_rates(codes[None], log_w[None])[0]
+        ess = float(effective_sample_size(log_w))
+        truth = plan_branch_probabilities(scene, plan)
+        name = "-".join(ACTIONS[a][0] for a in plan)
+        for k, label in enumerate(LABELS):
+            rate = float(rates[k])
+            lo, hi = wilson_interval(round(rate * ess), max(1, round(ess)), 0.95)
+            rows.append({"group": name, "label": label, "count": int((codes == k).sum()), "n": int(codes.numel()),
+                         "rate": rate, "lo": lo, "hi": hi, "truth": float(truth.get(label, 0.0)), "ess": ess})
+        tails.append((float(rates[LABELS.index(TAIL)]), truth[TAIL]))
+        tvs.append(0.5 * sum(abs(float(rates[k]) - truth.get(lab, 0.0)) for k, lab in enumerate(LABELS)))
+    ordered = sorted(cycle_s)
+    med = ordered[len(ordered) // 2]
+    q = lambda f: ordered[min(len(ordered) - 1, int(f * (len(ordered) - 1) + 0.5))]  # noqa: E731
+    dev = device_name(device)
+    fan = spec.plans * spec.futures
+    seconds_per_nfe = sum(cycle_s) / max(nfe, 1.0)
+    latency = (
+        {"what": "nfe", "seconds": sum(cycle_s) / max(forwards, 1), "batch": fan, "device": dev},
+        {"what": "frame", "seconds": med / spec.horizon, "batch": fan, "device": dev},
+        {"what": "cycle", "seconds": med, "p10_s": q(0.1), "p90_s": q(0.9), "batch": fan, "device": dev,
+         "repeats": len(cycle_s), "note": "the first cycle includes warm-up"},
+    )
+    stats = getattr(net, "stats", None)
+    metrics = {"mean_tv": sum(tvs) / len(tvs), "cycle_s": med, "cycles": float(spec.samples),
+               "tail_rate_mean": sum(t for t, _ in tails) / len(tails),
+               "tail_truth_mean": sum(t for _, t in tails) / len(tails),
+               "forwards_per_cycle": forwards / spec.samples}
+    if stats is not None:
+        metrics["deep_fraction"] = stats.deep_fraction
+    verdict = None
+    if spec.regime is not None:
+        verdict = budget.judge_measured(spec, bill, cycle_latency_s=med, seconds_per_nfe=seconds_per_nfe,
+                                        device=dev, histograms=rows).to_dict()
+    info = {"bill": bill.formula(), "sigmas": list(sigmas), "chosen_last": planner.previous,
+            "plans": ["-".join(ACTIONS[a][0] for a in p) for p in per_plan],
+            "importance": spec.importance, "proposal_shift": None if planner.proposal is None
+            else [float(v) for v in planner.proposal.mu]}
+    return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(nfe),
+                     nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
+                     verdict=verdict, info=info)
