@@ -302,6 +302,7 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
     prev = ctx0.repeat_interleave(futures, 0)  # (P·R, SUBSTEPS, 2)
     frames = [prev]
     counter = counter if counter is not None else NFECounter()
+    den: Denoiser | None = None
     with torch.no_grad():
         for k in range(h):
             if k == 0 and share_context:
@@ -314,8 +315,12 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
                 cond = encoding.condition(prev, scene, plans[:, k].repeat_interleave(futures, 0))
                 ctx = encode(cond)
                 uctx = encode(encoding.drop_condition(cond)) if guidance.scale != 1.0 else None
-            # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32)
-            den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
+            # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32).
+            # One denoiser for all frames (its per-sigma coefficient and time caches stay warm): only the
+            # conditions change from frame to frame.
+            if den is None:
+                den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
+            den.cond, den.uncond = ctx, uctx
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
             prev = encoding.decode_frame(x0.to(dtype), prev)
             frames.append(prev)
@@ -476,7 +481,7 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     scene = get_scene(spec.scene)
     gen = torch.Generator().manual_seed(spec.seed)
     teacher = net if net is not None else load_teacher(spec.world_options["teacher"], device)
-    net, sampler, guidance = from_spec(spec, teacher)
+    net, sampler, guidance = from_spec(spec, teacher, gen)
     sigmas = build_grid(spec.grid, spec.steps, PATH, spec.grid_options)
     bill = budget.bill_for(spec, sigmas=sigmas)
     planner = Planner(net, scene, plans=spec.plans, futures=spec.futures, horizon=spec.horizon, sampler=sampler,

@@ -197,6 +197,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"   2B model at 10 ms/NFE: one rollout {proj1.per_rollout_s * 1e3:.0f} ms ({proj1.per_rollout_s / 0.1:.1f}x the "
           f"100 ms budget); the cycle {proj1.per_cycle_s:.1f} s serial, {proj40.per_cycle_s * 1e3:.0f} ms with all 40 "
           f"futures batched")
+    stages = budget.waterfall(bill, distilled=True)
+    print("   waterfall to this cycle: " + "  ->  ".join(
+        f"{st.lever} {st.bill.per_cycle:,.0f}" + (f" (/{st.factor:.3g})" if st.factor != 1 else "") for st in stages))
     print(f"   verdict (serial): {v1.sentence}")
     print(f"   verdict (batched): {v40.sentence}")
     out["planning_cycle"] = {
@@ -207,6 +210,7 @@ def main(args: argparse.Namespace) -> int:
         "projection_2b_serial": proj1.to_dict() | {"model": proj1.model.describe()},
         "projection_2b_batched": proj40.to_dict() | {"model": proj40.model.describe()},
         "verdict_2b_serial": v1.to_dict(), "verdict_2b_batched": v40.to_dict(),
+        "waterfall": [st.to_dict() for st in stages],
     }
 
     # -- 5. importance sampling of the tail vs uniform, equal NFE ------------------------------------------
