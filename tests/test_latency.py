@@ -24,9 +24,9 @@ def test_measure_excludes_warmup_and_reports_spread():
 
 
 def test_interleaved_ratio_and_forward_timing():
-    ts = measure_interleaved({"fast": lambda: time.sleep(0.002), "slow": lambda: time.sleep(0.01)},
+    ts = measure_interleaved({"fast": lambda: time.sleep(0.01), "slow": lambda: time.sleep(0.06)},
                              batch=1, device="cpu", repeats=5)
-    assert ts["slow"].median_s / ts["fast"].median_s > 2.5
+    assert ts["slow"].median_s / ts["fast"].median_s > 2.0  # scheduler jitter on a loaded machine is ~ms
     net = torch.nn.Linear(4, 4)
     t = time_forward(lambda x, t, c: net(x), torch.randn(16, 4), torch.zeros(16), None, repeats=3)
     assert t.what == "nfe" and t.batch == 16 and t.median_s > 0
