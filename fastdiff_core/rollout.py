@@ -448,16 +448,17 @@ class Planner:
 
 
 def needs_planning_runner(spec) -> bool:
-    """True when a driving solver spec asks for what ``run_planning`` owns: a fan-out (P·R > 1) or a speed-up."""
+    """True when a driving solver spec asks for what ``run_planning`` owns: candidate plans (P > 1) or a
+    speed-up. (P = 1 with R futures is R rollouts of the spec's action: the world's own runner.)"""
     speedups = (spec.feature_cache != "off" or spec.parallel != "off" or spec.precision != "float32"
                 or spec.compile or spec.importance != "off")
-    return spec.sampler == "solver" and (spec.plans * spec.futures > 1 or speedups)
+    return spec.sampler == "solver" and (spec.plans > 1 or speedups)
 
 
 def run_planning(spec, device: torch.device, on_progress: Callable | None = None, *, net: nn.Module | None = None):
     """``spec.samples`` planning cycles of ``spec.plans`` x ``spec.futures`` rollouts of ``spec.horizon``
     frames on the shipped teacher with every speed-up toggle of the spec, warm-started cycle to cycle.
-    With P·R = 1: ``spec.samples`` independent rollouts under world_options.action, batched.
+    With P = 1: ``samples x futures`` independent rollouts under world_options.action, batched.
 
     Coverage: per candidate plan, the (importance-weighted) branch rates against the plan's exact
     probabilities, with Wilson intervals at the effective sample size. NFE: counted rows == the budget
@@ -489,15 +490,15 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
                       beta=float(spec.importance_options.get("beta", 0.5)), warm_start=spec.warm_start)
     per_plan: dict[tuple[int, ...], list[torch.Tensor]] = {}
     cycle_s, nfe, forwards = [], 0.0, 0
-    if spec.plans * spec.futures == 1:
-        # no fan-out: spec.samples independent rollouts under the spec's action, batched like the world's
-        # runner, so a speed-up's coverage is measured on the same footing as the plain teacher
+    if spec.plans == 1:
+        # one plan: samples x futures independent rollouts under the spec's action, batched like the
+        # world's runner, so a speed-up's coverage is measured on the same footing as the plain teacher
         action = ACTIONS.index(spec.world_options["action"])
         plan = torch.full((1, spec.horizon), action, dtype=torch.long)
         batch = int(spec.world_options.get("batch", 4096))
-        done = 0
-        while done < spec.samples:
-            n = min(batch, spec.samples - done)
+        done, total = 0, spec.samples * spec.futures
+        while done < total:
+            n = min(batch, total - done)
             counter = NFECounter()
             noise = torch.randn(n, spec.horizon, encoding.FRAME_DIM, generator=gen).to(device)
             context = waiting_frame(scene, 1, gen)[0].to(device)
@@ -512,9 +513,8 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
                 torch.stack([codes.double(), torch.zeros(n, dtype=torch.float64)], 1))
             done += n
             if on_progress is not None:
-                on_progress(Progress(done, spec.samples, nfe,
-                                     sum(cycle_s) / done * (spec.samples - done), "sampling"))
-    for c in range(spec.samples if spec.plans * spec.futures > 1 else 0):
+                on_progress(Progress(done, total, nfe, sum(cycle_s) / done * (total - done), "sampling"))
+    for c in range(spec.samples if spec.plans > 1 else 0):
         context = waiting_frame(scene, 1, gen)[0].to(device)
         res = planner.cycle(context, gen)
         cycle_s.append(res.seconds)

@@ -28,8 +28,8 @@ def one_thread():
     {"solver": "euler", "parallel": "picard", "parallel_options": {"window": 3, "tol": 0.0}, "precision": "bfloat16"},
 ])
 def test_planning_run_bills_counts_and_judges(changes):
-    spec = RunSpec(world="driving", scene="child_at_curb", solver="dpmpp_2m", steps=3, horizon=3, plans=4,
-                   futures=3, samples=2, regime="planning", **changes)
+    spec = RunSpec(**{"world": "driving", "scene": "child_at_curb", "solver": "dpmpp_2m", "steps": 3, "horizon": 3,
+                      "plans": 4, "futures": 3, "samples": 2, "regime": "planning", **changes})
     progress = []
     result = run_planning(spec, torch.device("cpu"), progress.append, net=random_net(width=32, depth=2))
     bill = budget.bill_for(spec, sigmas=result.info["sigmas"])
@@ -54,7 +54,8 @@ def test_planning_run_bills_counts_and_judges(changes):
 
 def test_rollouts_without_fan_out_use_the_spec_action_and_speedups():
     spec = RunSpec(world="driving", scene="commuter_late", world_options={"action": "brake", "batch": 5},
-                   solver="euler", steps=2, horizon=2, samples=12, feature_cache="fixed", regime="closed_loop")
+                   solver="euler", steps=2, horizon=2, samples=6, futures=2, feature_cache="fixed",
+                   regime="closed_loop")
     result = run_planning(spec, torch.device("cpu"), net=random_net(width=32, depth=2))
     assert result.nfe_counted == result.nfe_formula == 2 * 2 * 12
     assert {r["group"] for r in result.histograms} == {"b-b"}
