@@ -26,6 +26,7 @@ from fastdiff_core import catalog
 from fastdiff_core.denoiser import Guidance
 from fastdiff_core.students.card import StudentProtocol, measure, rates_of
 from fastdiff_core.students.driving import WEIGHTS_DIR, load_shipped, student_frame_sampler
+from fastdiff_core.students.train_command import TEACHER
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH_JSON = WEIGHTS_DIR / "students_bench.json"
@@ -46,7 +47,7 @@ def _solver(name: str, steps: int):
 def measure_teacher_curve(protocol: StudentProtocol, log=print) -> list[dict[str, Any]]:
     from fastdiff_core.models.teacher import load_teacher
 
-    net = load_teacher("flow")
+    net = load_teacher(TEACHER)
     rows = []
     for solver, steps in TEACHER_CURVE:
         fn, sigmas = _solver(solver, steps)
@@ -66,7 +67,7 @@ def measure_student(name: str, protocol: StudentProtocol, ref: dict, log=print) 
 
         solver, steps, w = GUIDED
         fn, sigmas = _solver(solver, steps)
-        cfg = measure(load_teacher("flow"), protocol, ref, solver=fn, sigmas=sigmas, guidance=Guidance(w))
+        cfg = measure(load_teacher(TEACHER), protocol, ref, solver=fn, sigmas=sigmas, guidance=Guidance(w))
         cfg_rates = rates_of(cfg)
         student, facts = load_shipped(name, steps)
         for scale in (1.0, w):
@@ -205,7 +206,7 @@ def render_card(name: str, data: dict) -> str:
     first = rows[0]
     lines = [
         f"# Student `{name}`: {info.title}", "",
-        f"{info.doc}. Paper: {info.paper}. Distilled from `driving_teacher_flow` (guidance passes per step: "
+        f"{info.doc}. Paper: {info.paper}. Distilled from `driving_teacher_{TEACHER}` (guidance passes per step: "
         f"{info.guidance_passes}).", "",
         "## Reproduce", "", "```bash", first["command"], f"fastdiff bench students --only {name}", "```", "",
         "## Training", "",

@@ -22,11 +22,12 @@ from fastdiff_core.worlds.driving.scenes import Scene
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 
 
-def driving_teacher(prediction: str = "flow", device: torch.device | str = "cpu") -> Teacher:
-    """The shipped driving teacher as a distillation teacher (null condition: scene/action dropped)."""
-    from fastdiff_core.models.teacher import load_teacher
+def driving_teacher(prediction: str | None = None, device: torch.device | str = "cpu") -> Teacher:
+    """The shipped driving teacher (default: ``models.teacher.DEFAULT_TEACHER``) as a distillation teacher
+    (null condition: scene/action dropped)."""
+    from fastdiff_core.models.teacher import DEFAULT_TEACHER, load_teacher
 
-    net = load_teacher(prediction, device)
+    net = load_teacher(prediction or DEFAULT_TEACHER, device)
     return Teacher(net, PATH, net.prediction, encoding.drop_condition)
 
 

@@ -27,16 +27,25 @@ from fastdiff_core.students.network import save_student
 
 # The shipped students' training configs on the driving teacher.
 DRIVING_CONFIGS: dict[str, dict[str, Any]] = {
-    "guidance": {"steps": 800, "batch": 256, "lr": 3e-4, "w_min": 1.0, "w_max": 6.0},
+    "guidance": {"steps": 800, "batch": 256, "lr": 3e-4, "w_min": 1.0, "w_max": 6.0, "at_w_min": 0.0},
     "progressive": {"start_steps": 8, "final_steps": 1, "steps_per_round": 300, "batch": 256, "lr": 2e-4,
                     "teacher_substeps": 2},
     "consistency": {"steps": 800, "batch": 256, "lr": 2e-4, "intervals": 24, "target_ema": 0.95},
-    "dmd": {"steps": 300, "batch": 256, "lr": 3e-4, "critic_lr": 6e-4, "critic_updates": 2},
+    "dmd": {"steps": 300, "batch": 256, "lr": 1e-4, "critic_lr": 4e-4, "critic_updates": 2},
     "rcm": {"steps": 600, "batch": 256, "lr": 2e-4, "intervals": 24, "lambda_dmd": 0.003, "critic_updates": 1},
     "reflow": {"couplings": 30000, "coupling_substeps": 10, "steps": 800, "batch": 256, "lr": 2e-4},
     "shortcut": {"steps": 900, "batch": 256, "lr": 2e-4, "levels": 6},
 }
 _STEP_FIELDS = ("steps", "steps_per_round")
+
+
+def _default_teacher() -> str:
+    from fastdiff_core.models.teacher import DEFAULT_TEACHER
+
+    return DEFAULT_TEACHER
+
+
+TEACHER = _default_teacher()  # students are distilled from the default shipped teacher
 
 
 def driving_config(name: str, scale: float = 1.0) -> Any:
@@ -62,7 +71,7 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
     """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns the files."""
     recipe = get_recipe(name)
     config = driving_config(name, scale)
-    teacher = driving_teacher("flow")
+    teacher = driving_teacher(TEACHER)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     pairs = driving_pairs(seed)
@@ -82,7 +91,7 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
         cumulative += stats["train_seconds"]
         facts = {
             "recipe": name, "sampler": recipe.sampler, "prediction": teacher.prediction, "path": teacher.path.name,
-            "t_max": teacher.t_max, "steps": steps, "teacher": "driving_teacher_flow",
+            "t_max": teacher.t_max, "steps": steps, "teacher": f"driving_teacher_{TEACHER}",
             "teacher_sha256": _teacher_digest(),
             "config": dataclasses.asdict(config), "stats": {**stats, "data_seconds": round(data_seconds, 1)},
             "total_train_seconds": round(time.perf_counter() - t0, 1),
@@ -103,14 +112,14 @@ def _teacher_digest() -> str:
 
     from fastdiff_core.models.teacher import teacher_stem
 
-    return hashlib.sha256(teacher_stem("flow").with_suffix(".safetensors").read_bytes()).hexdigest()
+    return hashlib.sha256(teacher_stem(TEACHER).with_suffix(".safetensors").read_bytes()).hexdigest()
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.name not in recipes():
         raise ValueError(f"student={args.name!r} is not one of {sorted(recipes())}")
-    print(f"training student {args.name} from driving_teacher_flow", flush=True)
+    print(f"training student {args.name} from driving_teacher_{TEACHER}", flush=True)
     train_and_save(args.name, args.seed, args.scale, args.out, log=lambda m: print(m, flush=True))
     if not args.no_card:
         from fastdiff_core.students import bench
