@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import time
 
 _ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run app/main.py` puts app/ first, not the repository
@@ -40,4 +41,8 @@ else:
         st.Page(VIEWS / "budget_calculator.py", title="Budget calculator", icon=":material/calculate:",
                 url_path="budget"),
     ])
-page.run()
+_t0 = time.perf_counter()
+try:
+    page.run()
+finally:  # what the page cost the server (not shown when a page ends early with st.stop())
+    st.caption(f"Rendered on the server in {time.perf_counter() - _t0:.2f} s.")

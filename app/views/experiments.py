@@ -53,77 +53,84 @@ event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="
                      column_config={"created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")})
 rows = event.selection.rows if event is not None else []
 sel = exps["exp_id"][rows[0]] if rows else st.query_params.get("sel")
+
+
+def show_experiment(sel: str) -> None:
+    """The selected experiment: its actions, then its run or its sweep."""
+    st.query_params["sel"] = sel
+    exp = s.experiment(sel)
+    if exp is None:
+        st.warning(f"experiment {sel} is not in the store (deleted?)")
+        del st.query_params["sel"]
+        return
+
+    st.divider()
+    st.subheader(f"{exp['name'] or sel}  ·  `{sel}`")
+    st.markdown(f"Share link (read-only): [`?exp={sel}`](/?exp={sel})")
+    a1, a2, a3, a4, a5 = st.columns(5)
+    with a1.popover("Rename", icon=":material/edit:"):
+        new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")
+        if st.button("Save name", key=f"xp.rename.go.{sel}"):
+            try:
+                s.rename_experiment(sel, new_name)
+            except ValueError as e:
+                st.error(str(e))
+            else:
+                st.rerun()
+    with a2.popover("Delete", icon=":material/delete:"):
+        st.write(f"Delete **{exp['name']}** and its {len(exp['run_ids'])} run(s)? Share links to it stop working.")
+        if st.button("Delete for good", type="primary", key=f"xp.delete.{sel}"):
+            s.delete_experiment(sel)
+            del st.query_params["sel"]
+            st.rerun()
+    if a3.button("Re-run", icon=":material/replay:", key=f"xp.rerun.{sel}",
+                 help="Queue the saved specs again as a new experiment"):
+        cli, why = connection.client()
+        if cli is None:
+            st.error(why)
+        else:
+            axes = (exp.get("sweep") or {}).get("axes")
+            try:
+                if axes:  # the grid again: its first spec with every axis overwritten is the same grid
+                    new_exp, _ = cli.submit(RunSpec.from_dict(exp["spec"]), f"{exp['name']} (re-run)", sweep=axes)
+                else:
+                    specs = [RunSpec.from_json(t) for t in s.runs(exp_id=sel).sort("idx")["spec"].to_list()]
+                    new_exp, _ = cli.submit(specs, f"{exp['name']} (re-run)")
+            except (ValueError, RuntimeError) as e:
+                st.error(str(e))
+            else:
+                st.query_params["sel"] = new_exp
+                st.rerun()
+    with a4.popover("Export", icon=":material/download:"):
+        st.caption("A zip: the experiment record and its runs, metrics, histograms and latencies as Parquet.")
+        if st.button("Build bundle", key=f"xp.export.build.{sel}"):
+            with tempfile.TemporaryDirectory() as d:
+                try:
+                    path = s.export_bundle(sel, str(pathlib.Path(d) / f"fastdiff-{sel}.zip"))
+                    st.session_state[f"xp.bundle.{sel}"] = pathlib.Path(path).read_bytes()
+                except (ValueError, OSError) as e:
+                    st.error(str(e))
+        if st.session_state.get(f"xp.bundle.{sel}"):
+            st.download_button("Download bundle", st.session_state[f"xp.bundle.{sel}"], file_name=f"fastdiff-{sel}.zip",
+                               mime="application/zip", key=f"xp.export.{sel}")
+
+    if a5.button("Edit in Explore", icon=":material/tune:", key=f"xp.edit.{sel}",
+                 help="Load the experiment's (first) spec into Explore's form"):
+        load_spec("ex", RunSpec.from_dict(exp["spec"]))
+        st.session_state.pop("ex.run_id", None)
+        st.switch_page("views/explore.py")
+
+    if len(exp["run_ids"]) == 1:
+        run = s.run(exp["run_ids"][0])
+        if run is not None and run["status"] not in connection.FINAL:
+            run_view.follow_runs([run["run_id"]], key=f"xp.follow.{sel}")
+        elif run is not None:
+            run_view.render_run(run, key="xp.run")
+    else:
+        sweep_view.sweep_results(s, sel, key="xp.sweep")
+
+
 if not sel:
     st.caption(f"{exps.height} experiment(s). Select one to open, rename, delete, re-run, export or share it.")
-    st.stop()
-st.query_params["sel"] = sel
-exp = s.experiment(sel)
-if exp is None:
-    st.warning(f"experiment {sel} is not in the store (deleted?)")
-    del st.query_params["sel"]
-    st.stop()
-
-st.divider()
-st.subheader(f"{exp['name'] or sel}  ·  `{sel}`")
-st.markdown(f"Share link (read-only): [`?exp={sel}`](/?exp={sel})")
-a1, a2, a3, a4, a5 = st.columns(5)
-with a1.popover("Rename", icon=":material/edit:"):
-    new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")
-    if st.button("Save name", key=f"xp.rename.go.{sel}"):
-        try:
-            s.rename_experiment(sel, new_name)
-        except ValueError as e:
-            st.error(str(e))
-        else:
-            st.rerun()
-with a2.popover("Delete", icon=":material/delete:"):
-    st.write(f"Delete **{exp['name']}** and its {len(exp['run_ids'])} run(s)? Share links to it stop working.")
-    if st.button("Delete for good", type="primary", key=f"xp.delete.{sel}"):
-        s.delete_experiment(sel)
-        del st.query_params["sel"]
-        st.rerun()
-if a3.button("Re-run", icon=":material/replay:", key=f"xp.rerun.{sel}",
-             help="Queue the saved specs again as a new experiment"):
-    cli, why = connection.client()
-    if cli is None:
-        st.error(why)
-    else:
-        axes = (exp.get("sweep") or {}).get("axes")
-        try:
-            if axes:  # the grid again: its first spec with every axis overwritten is the same grid
-                new_exp, _ = cli.submit(RunSpec.from_dict(exp["spec"]), f"{exp['name']} (re-run)", sweep=axes)
-            else:
-                specs = [RunSpec.from_json(t) for t in s.runs(exp_id=sel).sort("idx")["spec"].to_list()]
-                new_exp, _ = cli.submit(specs, f"{exp['name']} (re-run)")
-        except (ValueError, RuntimeError) as e:
-            st.error(str(e))
-        else:
-            st.query_params["sel"] = new_exp
-            st.rerun()
-with a4.popover("Export", icon=":material/download:"):
-    st.caption("A zip: the experiment record and its runs, metrics, histograms and latencies as Parquet.")
-    if st.button("Build bundle", key=f"xp.export.build.{sel}"):
-        with tempfile.TemporaryDirectory() as d:
-            try:
-                path = s.export_bundle(sel, str(pathlib.Path(d) / f"fastdiff-{sel}.zip"))
-                st.session_state[f"xp.bundle.{sel}"] = pathlib.Path(path).read_bytes()
-            except (ValueError, OSError) as e:
-                st.error(str(e))
-    if st.session_state.get(f"xp.bundle.{sel}"):
-        st.download_button("Download bundle", st.session_state[f"xp.bundle.{sel}"], file_name=f"fastdiff-{sel}.zip",
-                           mime="application/zip", key=f"xp.export.{sel}")
-
-if a5.button("Edit in Explore", icon=":material/tune:", key=f"xp.edit.{sel}",
-             help="Load the experiment's (first) spec into Explore's form"):
-    load_spec("ex", RunSpec.from_dict(exp["spec"]))
-    st.session_state.pop("ex.run_id", None)
-    st.switch_page("views/explore.py")
-
-if len(exp["run_ids"]) == 1:
-    run = s.run(exp["run_ids"][0])
-    if run is not None and run["status"] not in connection.FINAL:
-        run_view.follow_runs([run["run_id"]], key=f"xp.follow.{sel}")
-    elif run is not None:
-        run_view.render_run(run, key="xp.run")
 else:
-    sweep_view.sweep_results(s, sel, key="xp.sweep")
+    show_experiment(sel)
