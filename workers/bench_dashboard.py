@@ -181,7 +181,9 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
                     page.wait_for_selector(f"[data-testid=stMain] h1:has-text('{title}')", timeout=60000)
                     page.wait_for_selector(idle, timeout=60000)
                     times.append(time.perf_counter() - t0)
-                    server.append(server_seconds([page.get_by_text(RENDERED).first.inner_text()]))
+                    caption = page.get_by_text(RENDERED)  # absent on a page that ended in an empty state
+                    if caption.count():
+                        server.append(server_seconds([caption.first.inner_text()]))
                 out[f"switch to {title}"] = times[1:]
             browser.close()
         out["(server render inside those, all pages)"] = server
