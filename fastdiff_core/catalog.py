@@ -133,13 +133,15 @@ def grid_info(name: str) -> GridInfo:
 
 @dataclass(frozen=True)
 class WorldInfo:
-    """A world with ground truth. ``scenes`` is empty for worlds without named scenes."""
+    """A world with ground truth. ``scenes`` is empty for worlds without named scenes; ``rollouts`` is
+    False for a world whose samples are single draws (its runner takes horizon = plans = futures = 1)."""
 
     name: str
     title: str
     doc: str
     options: Mapping[str, Option] = field(default_factory=dict)
     scenes: tuple[str, ...] = ()
+    rollouts: bool = True
 
 
 WORLDS: dict[str, WorldInfo] = {
@@ -154,6 +156,7 @@ WORLDS: dict[str, WorldInfo] = {
             "condition": Option(str, "none", "class the conditional model is given (needed for guidance != 1)",
                                 choices=("none", "rare", "major")),
         },
+        rollouts=False,
     ),
 }
 

@@ -79,3 +79,11 @@ def test_share_link_hides_navigation():
     at.query_params["exp"] = "e000000000000"
     at.run()
     assert any("Experiment not found" in t.value for t in at.title)
+
+
+def test_explore_refuses_a_fan_out_the_world_cannot_run():
+    at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
+    assert not at.button(key="ex.run").disabled
+    at.selectbox(key="ex.regime").set_value("planning").run()  # preset: H 12, 10 plans x 4 futures
+    assert at.button(key="ex.run").disabled
+    assert any("draws single samples, no rollouts" in e.value for e in at.error)

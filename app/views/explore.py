@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import bill_view, connection, run_view
-from app.spec_form import spec_form, spec_summary
+from app.spec_form import spec_form, spec_summary, world_refusal
 from fastdiff_core import budget
 
 st.title("Explore")
@@ -32,7 +32,7 @@ with right:
     bill_view.verdict_card(preview, heading="Projected verdict")
 
     rate, rate_source = connection.seconds_per_nfe(spec.world)
-    refusal = budget.run_guard(bill.per_run, rate)
+    refusal = world_refusal(spec) or budget.run_guard(bill.per_run, rate)
     est = bill.per_run * rate
     st.caption(f"Estimated run time on the workers: {bill_view.fmt_s(est)} "
                f"({bill.per_run:,.0f} NFE x {rate:.2g} s/NFE, {rate_source}).")
