@@ -72,6 +72,21 @@ def x0_from_prediction(
     return (ds * x_t - s * out) / (ds * a - s * da)
 
 
+def x0_coefficients(prediction: Prediction, a: float, s: float, da: float = 0.0, ds: float = 0.0) -> tuple[float, float]:
+    """(c_x, c_out) with x0 = c_x * x + c_out * out in VE coordinates (x = x_t / a): the conversions
+    above with the path's floats folded in, so the denoiser converts with one fused op per call."""
+    _check_prediction(prediction)
+    if prediction == "x0":
+        return 0.0, 1.0
+    if prediction == "eps":
+        return 1.0, -s / a
+    if prediction == "v":
+        den = a * a + s * s
+        return a * a / den, -s / den
+    den = ds * a - s * da
+    return ds * a / den, -s / den
+
+
 def prediction_from_x0_eps(
     prediction: Prediction, x0: torch.Tensor, eps: torch.Tensor,
     a: float | torch.Tensor, s: float | torch.Tensor, da: float | torch.Tensor = 0.0, ds: float | torch.Tensor = 0.0,
@@ -174,6 +189,7 @@ class Denoiser:
         self.counter = counter if counter is not None else NFECounter()
         self.time_scale, self.net_dtype = time_scale, net_dtype
         self._coeffs: dict[float, tuple[float, float, float, float, float]] = {}
+        self._x0_coeffs: dict[float, tuple[float, float]] = {}
         self._t_cache: dict[tuple[float, int, torch.device], torch.Tensor] = {}
 
     def coefficients(self, sigma: float) -> tuple[float, float, float, float, float]:
@@ -199,23 +215,28 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma = float(sigma)
         t, a, s, da, ds = self.coefficients(sigma)
+        c_x, c_out = self._x0_coeffs.get(sigma) or self._x0_coeffs.setdefault(
+            sigma, x0_coefficients(self.prediction, a, s, da, ds))
         net_dtype = self.net_dtype or x.dtype
         x_t = (x * a).to(net_dtype)
         batch = x.shape[0]
         passes = self.guidance.passes(sigma)
         w = self.guidance.scale
         if passes == 2:
-            # cond and uncond in one batched forward
-            x_in = torch.cat([x_t, x_t])
-            c_in = torch.cat([self.cond, self.uncond])
-            out = self.net(x_in, self._t(t, 2 * batch, x.device, net_dtype), c_in)
-            x0 = x0_from_prediction(self.prediction, out, x_in, a, s, da, ds).to(x.dtype)
-            x0_c, x0_u = x0[:batch], x0[batch:]
-            result = x0_u + w * (x0_c - x0_u)  # CFG, applied to x0 (same as eps-space at fixed x, sigma)
+            # cond and uncond in one batched forward; CFG on the raw output: x0 is affine in it at
+            # fixed (x, sigma), so out_u + w (out_c - out_u) gives exactly x0_u + w (x0_c - x0_u)
+            out = self.net(torch.cat([x_t, x_t]), self._t(t, 2 * batch, x.device, net_dtype),
+                           torch.cat([self.cond, self.uncond]))
+            out = torch.lerp(out[batch:], out[:batch], w)
         else:
             c_in = self.uncond if w == 0.0 else self.cond
             out = self.net(x_t, self._t(t, batch, x.device, net_dtype), c_in)
-            result = x0_from_prediction(self.prediction, out, x_t, a, s, da, ds).to(x.dtype)
+        # x0 = c_x x + c_out out (x0_coefficients: the conversions with the path's floats folded in)
+        if c_x == 0.0:
+            result = out if c_out == 1.0 else out * c_out
+        else:
+            result = torch.add(x if c_x == 1.0 else x * c_x, out, alpha=c_out)
+        result = result.to(x.dtype)
         cnt = self.counter
         cnt.nfe += passes
         cnt.calls += 1

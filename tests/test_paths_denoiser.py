@@ -100,3 +100,18 @@ def test_bad_guidance_scale(bad):
 def test_guidance_without_uncond_is_refused():
     with pytest.raises(ValueError, match="uncond"):
         Denoiser(Recorder(), get_path("vp_linear"), "x0", cond=torch.ones(1, 1), guidance=Guidance(2.0))
+
+
+@pytest.mark.parametrize("name", sorted(PATHS))
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_folded_x0_coefficients_equal_the_conversions(name, prediction):
+    from fastdiff_core.denoiser import x0_coefficients
+
+    p = get_path(name)
+    g = torch.Generator().manual_seed(1)
+    x, out = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    for t in TS:
+        a, s, da, ds = p.alpha(t), p.sigma(t), p.d_alpha(t), p.d_sigma(t)
+        c_x, c_out = x0_coefficients(prediction, a, s, da, ds)
+        assert torch.allclose(c_x * x + c_out * out, x0_from_prediction(prediction, out, x * a, a, s, da, ds),
+                              atol=1e-10, rtol=1e-10)

@@ -300,6 +300,14 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
         if getattr(spec, field_name) != 1:
             raise ValueError(f"{field_name}={getattr(spec, field_name)!r} is not supported by world='mixture' "
                              "(a mixture has no rollout); allowed: 1")
+    # The exact mixture network is a formula, not a neural net: caching, reduced precision, compiling,
+    # Picard windows and tail importance sampling have nothing to act on here, so they are refused.
+    for field_name, off in (("feature_cache", "off"), ("parallel", "off"), ("precision", "float32"),
+                            ("compile", False), ("importance", "off")):
+        value = getattr(spec, field_name, off)
+        if value != off:
+            raise ValueError(f"{field_name}={value!r} is not supported by world='mixture' (an exact formula, no "
+                             f"network to speed up); allowed: {off!r}")
     if spec.sampler != "solver":
         raise ValueError(f"sampler={spec.sampler!r} is not supported by world='mixture'; allowed: 'solver'")
     opts = spec.world_options
