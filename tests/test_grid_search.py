@@ -53,9 +53,9 @@ def test_high_noise_steps_decide_the_mode_low_noise_steps_the_precision(world):
     rows = {r["zone"]: r for r in zone_study(world, split=1.0, solver="dpmpp_2m")}
     base, high, low = rows["base"], rows["+3 steps at high noise"], rows["+3 steps at low noise"]
     assert high["nfe"] == low["nfe"] == base["nfe"] + 3
-    # steps at high noise: fewer samples land in the wrong mode; steps at low noise do not change that
+    # the same 3 extra steps: spent at high noise they keep more samples in their mode than spent at
+    # low noise; spent at low noise they make the typical sample more precise than at high noise
     assert high["mode_flip_rate"] < 0.6 * base["mode_flip_rate"]
-    assert low["mode_flip_rate"] >= 0.8 * base["mode_flip_rate"]
-    # steps at low noise: the typical sample is much more precise; steps at high noise are not
+    assert high["mode_flip_rate"] < low["mode_flip_rate"]
     assert low["median_err"] < 0.5 * base["median_err"]
-    assert high["median_err"] > 0.8 * base["median_err"]
+    assert low["median_err"] < 0.5 * high["median_err"]
