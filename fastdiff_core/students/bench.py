@@ -208,7 +208,7 @@ def render_card(name: str, data: dict) -> str:
         f"# Student `{name}`: {info.title}", "",
         f"{info.doc}. Paper: {info.paper}. Distilled from `driving_teacher_{TEACHER}` (guidance passes per step: "
         f"{info.guidance_passes}).", "",
-        "## Reproduce", "", "```bash", first["command"], f"fastdiff bench students --only {name}", "```", "",
+        "## Reproduce", "", "```bash", first["command"], f"fastdiff bench students --only {name} --n {data['n']}", "```", "",
         "## Training", "",
         f"- config: `{json.dumps(first['config'], sort_keys=True)}`",
         f"- training time: {first['train_seconds'] / 60:.1f} min of optimisation"
@@ -216,7 +216,7 @@ def render_card(name: str, data: dict) -> str:
            if first.get("cumulative_train_seconds") else "")
         + (f", {first['total_train_seconds'] / 60:.1f} min end to end (data, couplings, all rounds)"
            if first.get("total_train_seconds") else "")
-        + " on the shared 2-core CPU (other engineers' jobs running; budget 2-6 min per student, the issue allows 15)",
+        + " on the shared 2-core CPU (other engineers' jobs running; the issue allows 15 min)",
         "", "## Measured (fresh samples, `fastdiff bench students`)", "",
         render_table({"n": data["n"], "teacher": [], "students": {name: rows}}).split("\n", 2)[2], "",
     ]
