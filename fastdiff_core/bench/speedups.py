@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev_name = device_name(device)
     teacher = load_network(args.checkpoint, device)
-    base_spec = RunSpec(world="mixture", solver=args.solver, steps=args.steps, grid="karras", horizon=1)
+    base_spec = RunSpec(world="driving", scene=SCENE_SET[0], world_options={"action": args.action},
+                        solver=args.solver, steps=args.steps, grid="karras", horizon=args.horizon, samples=args.n)
     action = ACTIONS.index(args.action)
     plan = torch.full((1, args.horizon), action, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
