@@ -71,6 +71,9 @@ def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
             p2, p3 = phi_2(hi), phi_3(hi)
             # D1_0 = (D_i - D_{i-1}) / r0, D1_1 = (D_{i-1} - D_{i-2}) / r1
             # D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1) ~ h D',  D2 = (D1_0 - D1_1) / (r0 + r1) ~ h^2 D''
+            # The D'' term of the exact step is int_0^h e^{-(h-u)} u^2/2 du D'' = h^2 phi_3(h) D'' and D2
+            # estimates h^2 D'' / 2 (Taylor: D1_0 - D1_1 = (r0 + r1) h^2 D'' / 2), so D2 needs weight
+            # 2 phi_3. The widely copied form uses phi_3, which makes the method formally 2nd order.
             p3 = 2.0 * p3
             a = p2 * (1.0 + r0 / (r0 + r1)) + p3 / (r0 + r1)  # weight of D1_0
             b = -p2 * r0 / (r0 + r1) - p3 / (r0 + r1)  # weight of D1_1
