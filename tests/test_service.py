@@ -20,9 +20,6 @@ from workers.celery_app import QUEUE
 from workers.local_service import LocalService
 
 pytestmark = pytest.mark.service
-# The runs are real executes of the analytic mixture world ([core]); until that runner exists there
-# is nothing to run.
-pytest.importorskip("fastdiff_core.worlds.mixture", reason="the mixture world runner is not on this branch yet")
 
 # Soft limit 30 s, hard 33 s, visibility timeout 50 s: the first run of a fresh worker imports torch
 # and solves the mixture's reference ODE (up to ~20 s on a shared 2-core machine under load).
@@ -39,7 +36,7 @@ def tiny(i: int = 0) -> RunSpec:
     return RunSpec(samples=64, steps=4, seed=i)
 
 
-def slow(seed: int, samples: int = 256) -> RunSpec:
+def slow(seed: int, samples: int) -> RunSpec:
     """A run that takes seconds: a fresh seed makes the worker solve a new reference ODE first."""
     return RunSpec(samples=samples, steps=4, seed=seed)
 
@@ -113,7 +110,7 @@ def wait_running(service: LocalService, run_id: str, timeout: float = 60) -> dic
 def test_kill_9_of_a_whole_worker_mid_run_redelivers_and_stores_once(service):
     service.worker("w1"), service.collector()
     service.wait_workers(["w1"])
-    _, (run_id,) = service.client.submit(slow(1001), "kill me")
+    _, (run_id,) = service.client.submit(slow(1001, samples=64), "kill me")
     p = wait_running(service, run_id)
     assert p["worker"] == "w1@local" and p["device"] == "cpu"
     service.kill("w1")  # SIGKILL to the worker's whole process group: parent and child, mid-run
@@ -130,12 +127,14 @@ def test_kill_9_of_a_whole_worker_mid_run_redelivers_and_stores_once(service):
 def test_broker_restart_mid_sweep_loses_no_accepted_run(service):
     service.worker("w1"), service.worker("w2"), service.collector()
     service.wait_workers(["w1", "w2"])
-    exp_id, run_ids = service.client.submit(tiny(), "restart", sweep=SWEEP)
-    deadline = time.monotonic() + 60
-    while (service.store.runs(exp_id)["status"] != "queued").sum() < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Two seeds (each worker solves a reference ODE per seed), so the sweep lasts long enough to be cut.
+    exp_id, run_ids = service.client.submit(tiny(), "restart", sweep={"seed": [100, 101], "solver": ["euler", "ddim"],
+                                                                      "steps": [2, 3, 4, 6, 8]})
+    deadline = time.monotonic() + 90
+    while (service.store.runs(exp_id)["status"] != "queued").sum() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     finished_before = int((service.store.runs(exp_id)["status"] != "queued").sum())
-    assert 3 <= finished_before < 20, "the sweep finished before the broker could be restarted; make runs longer"
+    assert 2 <= finished_before < 20, f"{finished_before} runs finished before the broker was killed"
     service.broker.kill()  # kill -9: only what the append-only file holds survives
     time.sleep(1.0)
     service.broker.start()

@@ -40,6 +40,7 @@ def make_celery(settings: ServiceSettings | None = None, broker_url: str | None 
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
         worker_max_memory_per_child=settings.max_memory_mb * 1024,  # KiB
+        worker_proc_alive_timeout=120,  # a new child imports torch before it reports ready
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,

@@ -40,13 +40,17 @@ def gpu_for_child(index: int, visible: str) -> str:
 
 
 @worker_process_init.connect
-def _pin_gpu(**_: Any) -> None:
-    # Set by ``fastdiff worker`` when it sized itself to the GPUs; runs before the child imports torch.
+def _init_child(**_: Any) -> None:
+    # FASTDIFF_WORKER_GPUS is set by ``fastdiff worker`` when it sized itself to the GPUs; it must
+    # reach CUDA_VISIBLE_DEVICES before torch is imported.
     visible = os.environ.get("FASTDIFF_WORKER_GPUS")
     if visible:
         from billiard.process import current_process
 
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for_child(current_process().index, visible)
+    # Import torch now rather than inside the first run, so that run's time limit and latency do
+    # not include the import.
+    _runtime()
 
 
 @functools.cache
@@ -57,7 +61,10 @@ def _redis(pid: int) -> redis.Redis:  # keyed by pid: never share a connection a
 
 @functools.cache
 def _runtime() -> tuple[Callable[..., Any], Callable[[str], Any]]:
-    """Import torch and the core once per worker process, on its first run (not in the parent)."""
+    """Import torch and the core once per worker process (in the child, never in the parent).
+
+    Models and world data are loaded by the core lazily, on the first run that needs them, and kept
+    for the life of the process."""
     from fastdiff_core.run import execute, resolve_device
 
     return execute, resolve_device
