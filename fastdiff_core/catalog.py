@@ -159,6 +159,20 @@ WORLDS: dict[str, WorldInfo] = {
         },
         rollouts=False,
     ),
+    "driving": WorldInfo(
+        "driving", "Driving scene: pedestrian near a crossing",
+        "trained flow-matching world model (H autoregressive frames) vs a simulator with exact branch "
+        "probabilities: waits / crosses / darts out (the tail) / implausible",
+        {
+            "action": Option(str, "keep", "ego action", choices=("brake", "keep", "accelerate")),
+            "teacher": Option(str, "flow", "shipped teacher: velocity ('flow') or clean-x0 prediction",
+                              choices=("flow", "x0")),
+            "k": Option(int, 5, "k of the k-NN precision/recall/density/coverage", min=1, max=50),
+            "batch": Option(int, 4096, "rollouts per batched forward", min=1, max=1_000_000),
+        },
+        scenes=("quiet_far_back", "walk_signal", "red_light_jaywalker", "hesitant_no_signal", "commuter_late",
+                "child_at_curb", "school_zone_slow", "night_far_car"),
+    ),
 }
 
 

@@ -12,6 +12,12 @@ import sys
 
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("fastdiff_core.commands.run", "run one RunSpec and print its RunResult as a table"),
+    ("world", "scenes"): ("fastdiff_core.worlds.driving.scene_table",
+                          "the driving scenes' exact branch probabilities per ego action"),
+    ("train", "teacher"): ("fastdiff_core.models.teacher_command",
+                           "train the driving world-model teacher, measure it, write weights + card"),
+    ("bench", "coverage"): ("fastdiff_core.bench.coverage",
+                            "solvers x NFE x guidance on the driving teacher: TV, tail rate, P/R, gate"),
     ("bench", "solvers"): ("fastdiff_core.bench.solvers", "every solver x grid x NFE on the mixture world, vs peers"),
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
     ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),

@@ -57,7 +57,7 @@ class TrainConfig:
     train_horizon: int = 8
     pool_steps: int = 250
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "warmup", "rollouts_per_condition", "train_horizon", "pool_steps", "threads"):

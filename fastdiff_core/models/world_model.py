@@ -30,7 +30,7 @@ class WorldModelConfig:
 
     frame_dim: int = 8
     cond_dim: int = 20
-    width: int = 192
+    width: int = 160
     depth: int = 4
     mlp_ratio: int = 2
     time_features: int = 32

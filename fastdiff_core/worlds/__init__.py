@@ -11,6 +11,7 @@ from typing import Callable
 
 RUNNERS: dict[str, str] = {
     "mixture": "fastdiff_core.worlds.mixture:run",
+    "driving": "fastdiff_core.worlds.driving.runner:run",
 }
 
 

@@ -1,0 +1,131 @@
+"""``fastdiff bench coverage``: what solver, step count and guidance cost in coverage on the driving teacher.
+
+Two sweeps, every configuration sampled on every scene (action ``keep``, H = 6) from the same seeds:
+
+1. solver families x NFE per frame (guidance 1): branch TV, pooled and per-scene tail rate with its
+   interval, implausible rate (blur), k-NN precision/recall on two multimodal scenes, the release gate;
+2. guidance scale {1, 1.5, 3, 5} x {always, interval}: the same columns.
+
+Prints tables; ``--json PATH`` writes every row. Numbers in the README come from this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import torch
+
+from fastdiff_core import catalog
+from fastdiff_core.denoiser import Guidance, NFECounter
+from fastdiff_core.metrics.gate import RELEASE_GATE, coverage_gate
+from fastdiff_core.metrics.intervals import wilson_interval
+from fastdiff_core.models.teacher import load_teacher
+from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
+from fastdiff_core.worlds.driving.scenes import SCENES, get_scene
+
+PR_SCENES = ("hesitant_no_signal", "child_at_curb")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", choices=("flow", "x0"), default="flow")
+    parser.add_argument("--solvers", default="euler,heun,dpmpp_2m,unipc,dpmpp_2m_sde")
+    parser.add_argument("--nfe", default="4,8,16,32,50", help="NFE per frame (before guidance)")
+    parser.add_argument("--guidance", default="1,1.5,3,5")
+    parser.add_argument("--interval", default="0.3,5.0", help="guidance interval [sigma_lo, sigma_hi] (VE sigma)")
+    parser.add_argument("--guidance-solver", default="dpmpp_2m")
+    parser.add_argument("--guidance-nfe", type=int, default=16)
+    parser.add_argument("--n", type=int, default=1000, help="rollouts per scene per configuration")
+    parser.add_argument("--horizon", type=int, default=6)
+    parser.add_argument("--action", default="keep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-pr", action="store_true", help="skip k-NN precision/recall")
+    parser.add_argument("--json", type=pathlib.Path, default=None)
+
+
+def measure(net, solver_name: str, steps: int, guidance: Guidance, args) -> dict:
+    solver, sigmas = solver_and_grid(solver_name, steps)
+    counter = NFECounter()
+    t0 = time.perf_counter()
+    covs, pr = {}, {}
+    for name in SCENES:
+        scene = get_scene(name)
+        r = sample_rollouts(net, scene, args.action, args.n, args.horizon, solver=solver, sigmas=sigmas,
+                            guidance=guidance, seed=args.seed, counter=counter)
+        covs[name] = scene_coverage(r, scene, args.action)
+        if name in PR_SCENES and not args.no_pr:
+            pr[name] = sample_metrics(r, scene, args.action, max_n=min(args.n, 1000))
+    seconds = time.perf_counter() - t0
+    gate = coverage_gate({s: c.counts for s, c in covs.items()}, {s: c.truth for s, c in covs.items()}, RELEASE_GATE)
+    tail_count = sum(c.counts["darts"] for c in covs.values())
+    n_total = sum(c.n for c in covs.values())
+    tail_truth = sum(c.truth["darts"] * c.n for c in covs.values()) / n_total
+    lo, hi = wilson_interval(tail_count, n_total)
+    row = {
+        "solver": solver_name, "steps": steps, "guidance": guidance.scale,
+        "interval": list(guidance.interval) if guidance.interval else None,
+        "nfe_per_frame": counter.nfe / (len(SCENES) * args.horizon),
+        "mean_tv": sum(c.tv for c in covs.values()) / len(covs), "max_tv": max(c.tv for c in covs.values()),
+        "tail_rate": tail_count / n_total, "tail_lo": lo, "tail_hi": hi, "tail_truth": tail_truth,
+        "implausible_rate": sum(c.counts["implausible"] for c in covs.values()) / n_total,
+        "gate_pass": gate.passed, "gate_failures": len(gate.failures),
+        "scenes": {s: c.to_dict() for s, c in covs.items()}, "seconds": round(seconds, 1),
+    }
+    if pr:
+        row["precision"] = sum(v["precision"] for v in pr.values()) / len(pr)
+        row["recall"] = sum(v["recall"] for v in pr.values()) / len(pr)
+        row["sample_metrics"] = pr
+    return row
+
+
+def _fmt(row: dict) -> str:
+    gi = "-" if row["interval"] is None else f"[{row['interval'][0]:g},{row['interval'][1]:g}]"
+    pr = (f"{row['precision']:.3f} {row['recall']:.3f}" if "precision" in row else "   -     -  ")
+    return (f"{row['solver']:<13} {row['steps']:>5} {row['nfe_per_frame']:>6.1f} {row['guidance']:>4g} {gi:>10} "
+            f"{row['mean_tv']:>7.4f} {row['max_tv']:>7.4f} {row['tail_rate']:>7.4f} "
+            f"[{row['tail_lo']:.4f},{row['tail_hi']:.4f}] {row['tail_truth']:>7.4f} {row['implausible_rate']:>7.4f} "
+            f"{pr} {'PASS' if row['gate_pass'] else 'fail':>5}")
+
+
+HEADER = (f"{'solver':<13} {'steps':>5} {'NFE/f':>6} {'cfg':>4} {'interval':>10} {'meanTV':>7} {'maxTV':>7} "
+          f"{'tail':>7} {'[95% CI]':>17} {'true':>7} {'implaus':>7} {'prec':>5} {'rec':>5} {'gate':>5}")
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    net = load_teacher(args.teacher)
+    rows = []
+    print(f"teacher={args.teacher}  n={args.n}/scene x {len(SCENES)} scenes  H={args.horizon}  action={args.action}")
+    print("\n== solver x NFE (guidance 1) ==")
+    print(HEADER)
+    for solver in args.solvers.split(","):
+        info = catalog.solver_info(solver)
+        done = set()
+        for nfe in (int(v) for v in args.nfe.split(",")):
+            steps = info.steps_for_nfe(nfe)
+            if steps is None or steps in done:
+                continue
+            done.add(steps)
+            row = measure(net, solver, steps, Guidance(), args)
+            row["sweep"] = "solver"
+            rows.append(row)
+            print(_fmt(row), flush=True)
+    print(f"\n== guidance ({args.guidance_solver}, {args.guidance_nfe} NFE/frame before guidance) ==")
+    print(HEADER)
+    lo, hi = (float(v) for v in args.interval.split(","))
+    steps = catalog.solver_info(args.guidance_solver).steps_for_nfe(args.guidance_nfe)
+    for scale in (float(v) for v in args.guidance.split(",")):
+        for interval in (None, (lo, hi)):
+            if scale == 1.0 and interval is not None:
+                continue
+            row = measure(net, args.guidance_solver, steps, Guidance(scale, interval), args)
+            row["sweep"] = "guidance"
+            rows.append(row)
+            print(_fmt(row), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,101 @@
+"""``run(spec, device, on_progress) -> RunResult`` for the driving world.
+
+Samples ``samples x plans x futures`` rollouts of ``horizon`` frames of the shipped teacher in the
+spec's scene under its action (every rollout here takes the same action; the rollout module owns
+proper P x R fan-out), labels their branches, and measures coverage against the exact branch
+probabilities: the histogram with Wilson intervals, TV, the tail rate, the implausible rate,
+sample-level metrics against simulator rollouts, and the coverage gate on this scene.
+NFE: ``nfe_counted`` is every per-sample network evaluation the NFE counter saw; ``nfe_formula``
+is the budget module's S x C x H x P x R x samples for the same spec.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from fastdiff_core import budget
+from fastdiff_core.denoiser import Guidance, NFECounter
+from fastdiff_core.metrics.coverage import branch_histogram
+from fastdiff_core.metrics.gate import RELEASE_GATE, coverage_gate
+from fastdiff_core.models.teacher import load_teacher
+from fastdiff_core.spec import Progress, RunResult, RunSpec
+from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
+from fastdiff_core.worlds.driving.scenes import LABELS, get_scene
+
+PREVIEW_ROLLOUTS = 12
+_CODES = {label: i for i, label in enumerate(LABELS)}
+
+
+def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+    if spec.sampler != "solver":
+        raise ValueError(f"sampler={spec.sampler!r}: the driving runner samples the teacher with a solver; "
+                         "students register their own sampling")
+    t_start = time.perf_counter()
+    opts = spec.world_options
+    scene, action = get_scene(spec.scene), opts["action"]
+    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+    net = load_teacher(opts["teacher"], device).to(dtype)
+    solver, sigmas = solver_and_grid(spec.solver, spec.steps, grid=spec.grid,
+                                     solver_options=spec.solver_options, grid_options=spec.grid_options)
+    guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
+    bill = budget.bill_for(spec, sigmas=sigmas)
+    n = spec.samples * spec.plans * spec.futures
+    counter = NFECounter()
+    t0 = time.perf_counter()
+
+    def frame_done(done: int, total: int) -> None:
+        if on_progress is not None:
+            elapsed = time.perf_counter() - t0
+            on_progress(Progress(done, total, counter.rows, elapsed / done * (total - done), "sampling"))
+
+    with torch.no_grad():
+        rollouts = sample_rollouts(net, scene, action, n, spec.horizon, solver=solver, sigmas=sigmas,
+                                   guidance=guidance, seed=spec.seed, counter=counter, device=device,
+                                   batch=int(opts["batch"]), on_frame=frame_done)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sampling_s = time.perf_counter() - t0
+    rollouts = rollouts.to(torch.float32)
+    if on_progress is not None:
+        on_progress(Progress(1, 1, counter.rows, 0.0, "metrics"))
+
+    cov = scene_coverage(rollouts, scene, action)
+    rows = branch_histogram(cov.counts, cov.truth, group=scene.name)
+    gate = coverage_gate({scene.name: cov.counts}, {scene.name: cov.truth}, RELEASE_GATE)
+    tail, tail_lo, tail_hi = cov.tail()
+    metrics = {"tv": cov.tv, "tail_rate": tail, "tail_lo": tail_lo, "tail_hi": tail_hi,
+               "tail_truth": cov.truth["darts"], "implausible_rate": cov.implausible_rate,
+               "gate_pass": float(gate.passed), "gate_tv_limit": gate.tv_limit,
+               "nfe_per_frame": counter.nfe / spec.horizon if n else 0.0}
+    k = int(opts["k"])
+    if n > k + 1:
+        metrics.update(sample_metrics(rollouts, scene, action, k=k, seed=spec.seed))
+
+    codes = torch.tensor([_CODES[lab] for lab in _labels(rollouts[:PREVIEW_ROLLOUTS], scene)])
+    preview = tuple(
+        (float(i), float(f), float(s), float(rollouts[i, f, s, 0]), float(rollouts[i, f, s, 1]), float(codes[i]))
+        for i in range(min(PREVIEW_ROLLOUTS, n)) for f in range(rollouts.shape[1]) for s in range(rollouts.shape[2])
+    )
+    dev = str(device)
+    latency = (
+        {"what": "run_sampling", "seconds": sampling_s, "batch": min(n, int(opts["batch"])), "device": dev},
+        {"what": "frame", "seconds": sampling_s / max(1, spec.horizon * -(-n // int(opts["batch"]))),
+         "batch": min(n, int(opts["batch"])), "device": dev},
+        {"what": "forward", "seconds": sampling_s / max(1, counter.forwards), "batch": min(n, int(opts["batch"])),
+         "device": dev},
+    )
+    info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
+            "bill": bill.formula(), "sigmas": list(sigmas), "gate_failures": [dict(f) for f in gate.failures],
+            "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS)}
+    return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
+                     nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
+                     samples=preview, info=info)
+
+
+def _labels(rollouts: torch.Tensor, scene) -> list[str]:
+    from fastdiff_core.worlds.driving.branches import classify
+
+    return classify(rollouts, scene)

@@ -1,0 +1,34 @@
+"""The shipped teacher passes the release gate (every CI run), and its card states what it measured."""
+
+import json
+
+import pytest
+import torch
+
+from fastdiff_core.models.card import CI_PROTOCOL, measure_teacher
+from fastdiff_core.models.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher, teacher_stem
+
+
+@pytest.mark.parametrize("prediction", TEACHERS)
+def test_shipped_weights_have_a_card_with_command_time_and_metrics(prediction):
+    stem = teacher_stem(prediction)
+    assert stem.with_suffix(".safetensors").stat().st_size < 8_000_000  # small
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert meta["command"].startswith("fastdiff train teacher")
+    assert meta["stats"]["train_seconds"] <= 20 * 60
+    assert set(meta["measured"]["scenes"]) and "passed" in meta["measured"]["gate"]
+    card = stem.with_suffix(".md").read_text()
+    assert meta["command"] in card and "Release gate" in card
+    assert load_teacher(prediction).prediction == prediction
+
+
+@pytest.mark.slow
+def test_shipped_teacher_passes_the_release_gate():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m = measure_teacher(load_teacher(DEFAULT_TEACHER), CI_PROTOCOL)
+    finally:
+        torch.set_num_threads(threads)
+    assert m["gate"]["passed"], m["gate"]["failures"]
+    assert m["max_tv"] <= m["gate"]["tv_limit"]
