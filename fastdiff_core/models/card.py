@@ -23,11 +23,11 @@ class CardProtocol:
     ``n_per_seed`` rollouts per scene for each of ``seeds``, pooled."""
 
     solver: str = "heun"
-    steps: int = 16
+    steps: int = 24
     grid: str = "karras"
     action: str = "keep"
     horizon: int = DEFAULT_HORIZON
-    n_per_seed: int = 2000
+    n_per_seed: int = 1000
     seeds: tuple[int, ...] = (0, 1)
     scenes: tuple[str, ...] = tuple(SCENES)
     sample_metric_scenes: tuple[str, ...] = ("hesitant_no_signal", "child_at_curb")

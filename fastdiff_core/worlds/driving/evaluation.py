@@ -18,7 +18,7 @@ from fastdiff_core.metrics.coverage import (
     vendi_score,
 )
 from fastdiff_core.worlds.driving.branches import branch_counts
-from fastdiff_core.worlds.driving.sampling import PATH, Solver, rollout
+from fastdiff_core.worlds.driving.sampling import PATH, FrameSampler, Solver, rollout, sample_frame
 from fastdiff_core.worlds.driving.scenes import IMPLAUSIBLE, LABELS, TAIL, Scene, branch_probabilities
 from fastdiff_core.worlds.driving.simulator import simulate
 
@@ -76,7 +76,8 @@ def scene_coverage(rollouts: torch.Tensor, scene: Scene, action: str) -> SceneCo
 def sample_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, horizon: int, *, solver: Solver,
                     sigmas: Sequence[float], guidance: Guidance = Guidance(), seed: int = 0,
                     counter: NFECounter | None = None, device: torch.device | str = "cpu", batch: int = 4096,
-                    on_frame: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                    on_frame: Callable[[int, int], None] | None = None,
+                    frame_sampler: FrameSampler = sample_frame, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """n model rollouts in batches of at most ``batch`` (CPU tensor (n, horizon + 1, SUBSTEPS, 2)).
 
     Each batch b uses generator seed ``seed + b`` so results do not depend on the batch split
@@ -89,7 +90,8 @@ def sample_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, hor
         gen = torch.Generator(device=device).manual_seed(seed + b)
         cb = None if on_frame is None else (lambda h, _f, b=b: on_frame(b * horizon + h + 1, total))
         r = rollout(net, scene, action, size, horizon, solver=solver, sigmas=sigmas, guidance=guidance,
-                    generator=gen, counter=counter, device=device, on_frame=cb)
+                    generator=gen, counter=counter, device=device, on_frame=cb, frame_sampler=frame_sampler,
+                    dtype=dtype)
         out.append(r.cpu())
     return torch.cat(out)
 

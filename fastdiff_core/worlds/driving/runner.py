@@ -1,6 +1,7 @@
 """``run(spec, device, on_progress) -> RunResult`` for the driving world.
 
-Samples ``samples x plans x futures`` rollouts of ``horizon`` frames of the shipped teacher in the
+Samples ``samples x plans x futures`` rollouts of ``horizon`` frames of the shipped teacher (with a
+solver) or of a shipped student (``sampler="student"``, via ``students.driving.spec_frame_sampler``) in the
 spec's scene under its action (every rollout here takes the same action; the rollout module owns
 proper P x R fan-out), labels their branches, and measures coverage against the exact branch
 probabilities: the histogram with Wilson intervals, TV, the tail rate, the implausible rate,
@@ -11,6 +12,7 @@ is the budget module's S x C x H x P x R x samples for the same spec.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -23,6 +25,7 @@ from fastdiff_core.metrics.gate import RELEASE_GATE, coverage_gate
 from fastdiff_core.models.teacher import load_teacher
 from fastdiff_core.spec import Progress, RunResult, RunSpec
 from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
+from fastdiff_core.worlds.driving.sampling import sample_frame
 from fastdiff_core.worlds.driving.scenes import LABELS, get_scene
 
 PREVIEW_ROLLOUTS = 12
@@ -30,16 +33,23 @@ _CODES = {label: i for i, label in enumerate(LABELS)}
 
 
 def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], None] | None = None) -> RunResult:
-    if spec.sampler != "solver":
-        raise ValueError(f"sampler={spec.sampler!r}: the driving runner samples the teacher with a solver; "
-                         "students register their own sampling")
     t_start = time.perf_counter()
     opts = spec.world_options
     scene, action = get_scene(spec.scene), opts["action"]
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    net = load_teacher(opts["teacher"], device).to(dtype)
-    solver, sigmas = solver_and_grid(spec.solver, spec.steps, grid=spec.grid,
-                                     solver_options=spec.solver_options, grid_options=spec.grid_options)
+    about: dict = {}
+    if spec.sampler == "student":
+        from fastdiff_core.students.driving import spec_frame_sampler
+
+        frame_sampler, about = spec_frame_sampler(spec, device)
+        net, solver, sigmas = None, None, None
+    else:
+        frame_sampler = sample_frame
+        net = load_teacher(opts["teacher"], device)
+        if dtype != torch.float32:
+            net = copy.deepcopy(net).to(dtype)  # the cached float32 teacher stays as it is
+        solver, sigmas = solver_and_grid(spec.solver, spec.steps, grid=spec.grid,
+                                         solver_options=spec.solver_options, grid_options=spec.grid_options)
     guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
     bill = budget.bill_for(spec, sigmas=sigmas)
     n = spec.samples * spec.plans * spec.futures
@@ -54,7 +64,8 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     with torch.no_grad():
         rollouts = sample_rollouts(net, scene, action, n, spec.horizon, solver=solver, sigmas=sigmas,
                                    guidance=guidance, seed=spec.seed, counter=counter, device=device,
-                                   batch=int(opts["batch"]), on_frame=frame_done)
+                                   batch=int(opts["batch"]), on_frame=frame_done, frame_sampler=frame_sampler,
+                                   dtype=dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
     sampling_s = time.perf_counter() - t0
@@ -88,7 +99,7 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
          "device": dev},
     )
     info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
-            "bill": bill.formula(), "sigmas": list(sigmas), "gate_failures": [dict(f) for f in gate.failures],
+            "bill": bill.formula(), "sigmas": list(sigmas or ()), **about, "gate_failures": [dict(f) for f in gate.failures],
             "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS)}
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,

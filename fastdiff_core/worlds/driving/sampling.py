@@ -57,18 +57,20 @@ def rollout(net: torch.nn.Module, scene: Scene, action: str, n: int, horizon: in
             sigmas: Sequence[float], guidance: Guidance = Guidance(), generator: torch.Generator | None = None,
             counter: NFECounter | None = None, solver_options: Mapping[str, Any] | None = None,
             context: torch.Tensor | None = None, device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32,
             frame_sampler: FrameSampler = sample_frame,
             on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """n autoregressive rollouts of ``horizon`` frames: (n, horizon + 1, SUBSTEPS, 2), frame 0 the context.
 
-    ``context`` (n, SUBSTEPS, 2) defaults to a simulator waiting frame drawn with ``generator``.
+    ``context`` (n, SUBSTEPS, 2) defaults to a simulator waiting frame drawn with ``generator`` (in ``dtype``,
+    which must match the network's).
     ``frame_sampler`` has ``sample_frame``'s signature (override it to add caching, fan-out, ...).
     """
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"horizon={horizon!r} must be an integer >= 1")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be an integer >= 1")
-    prev = context if context is not None else waiting_frame(scene, n, generator, device)
+    prev = context if context is not None else waiting_frame(scene, n, generator, device).to(dtype)
     if prev.shape != (n, *prev.shape[1:]):
         raise ValueError(f"context shape={tuple(prev.shape)} must have n={n} rows")
     frames = [prev]
