@@ -165,8 +165,8 @@ WORLDS: dict[str, WorldInfo] = {
         "probabilities: waits / crosses / darts out (the tail) / implausible",
         {
             "action": Option(str, "keep", "ego action", choices=("brake", "keep", "accelerate")),
-            "teacher": Option(str, "flow", "shipped teacher: velocity ('flow') or clean-x0 prediction",
-                              choices=("flow", "x0")),
+            "teacher": Option(str, "x0", "shipped teacher: clean-x0 (default, measured better) or velocity "
+                              "('flow') prediction", choices=("x0", "flow")),
             "k": Option(int, 5, "k of the k-NN precision/recall/density/coverage", min=1, max=50),
             "batch": Option(int, 4096, "rollouts per batched forward", min=1, max=1_000_000),
         },

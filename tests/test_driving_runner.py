@@ -5,7 +5,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.denoiser import Guidance, NFECounter
-from fastdiff_core.models.teacher import load_teacher
+from fastdiff_core.models.teacher import DEFAULT_TEACHER, load_teacher
 from fastdiff_core.run import execute
 from fastdiff_core.spec import RunResult, RunSpec
 from fastdiff_core.worlds.driving.evaluation import solver_and_grid
@@ -71,3 +71,11 @@ def test_bad_driving_spec_names_the_field():
         RunSpec(world="driving", scene="mars")
     with pytest.raises(ValueError, match="action"):
         RunSpec(world="driving", scene="walk_signal", world_options={"action": "swerve"})
+
+
+def test_float64_run_leaves_the_cached_float32_teacher_alone():
+    spec = RunSpec(world="driving", scene="walk_signal", solver="euler", steps=3, samples=16, horizon=2,
+                   dtype="float64", world_options={"k": 3})
+    res = execute(spec)
+    assert res.nfe_counted == res.nfe_formula
+    assert next(load_teacher(DEFAULT_TEACHER).parameters()).dtype == torch.float32

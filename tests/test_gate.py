@@ -89,3 +89,13 @@ def test_gate_config_and_input_validation():
         GateConfig(tail_tolerance=1.5)
     with pytest.raises(ValueError, match="scenes"):
         coverage_gate({"a": {"waits": 1}}, TRUTH)
+
+
+def test_release_gate_tolerances_still_catch_a_halved_tail():
+    from fastdiff_core.metrics.gate import RELEASE_GATE
+
+    rng = np.random.default_rng(4)
+    results = [coverage_gate(draw(rng, halve_tail(TRUTH)), TRUTH, RELEASE_GATE) for _ in range(20)]
+    assert not any(r.passed for r in results)
+    rng = np.random.default_rng(5)
+    assert sum(coverage_gate(draw(rng, TRUTH), TRUTH, RELEASE_GATE).passed for _ in range(50)) == 50

@@ -22,7 +22,7 @@ from fastdiff_core import catalog
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.gate import RELEASE_GATE, coverage_gate
 from fastdiff_core.metrics.intervals import wilson_interval
-from fastdiff_core.models.teacher import load_teacher
+from fastdiff_core.models.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher
 from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
 from fastdiff_core.worlds.driving.scenes import SCENES, get_scene
 
@@ -30,7 +30,7 @@ PR_SCENES = ("hesitant_no_signal", "child_at_curb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", choices=("flow", "x0"), default="flow")
+    parser.add_argument("--teacher", choices=TEACHERS, default=DEFAULT_TEACHER)
     parser.add_argument("--solvers", default="euler,heun,dpmpp_2m,unipc,dpmpp_2m_sde")
     parser.add_argument("--nfe", default="4,8,16,32,50", help="NFE per frame (before guidance)")
     parser.add_argument("--guidance", default="1,1.5,3,5")

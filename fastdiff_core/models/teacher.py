@@ -205,7 +205,7 @@ def load_checkpoint(stem: pathlib.Path, device: torch.device | str = "cpu") -> W
 
 
 TEACHERS = ("flow", "x0")
-DEFAULT_TEACHER = "flow"
+DEFAULT_TEACHER = "x0"
 
 
 def teacher_stem(prediction: str) -> pathlib.Path:
