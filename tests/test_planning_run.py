@@ -61,3 +61,18 @@ def test_rollouts_without_fan_out_use_the_spec_action_and_speedups():
     assert {r["group"] for r in result.histograms} == {"b-b"}
     assert sum(r["count"] for r in result.histograms) == 12
     assert result.verdict["binding"] == "cost" and "1,000 scenarios cost" in result.verdict["sentence"]
+
+
+def test_execute_on_the_driving_world_carries_a_verdict_and_routes_fan_outs():
+    from fastdiff_core.run import execute
+
+    plain = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=2, horizon=2, samples=8,
+                    world_options={"k": 3}, regime="closed_loop")
+    res = execute(plain)
+    assert res.verdict["regime"] == "closed_loop" and res.verdict["binding"] == "cost"
+    assert res.nfe_counted == res.nfe_formula
+    fan = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=2, horizon=2, samples=1, plans=3,
+                  futures=2, regime="planning")
+    res = execute(fan)  # P > 1: the rollout module's planning runner on the shipped teacher
+    assert res.nfe_counted == res.nfe_formula == 2 * 2 * 3 * 2
+    assert res.verdict["binding"] == "latency" and any(r["what"] == "cycle" for r in res.latency)

@@ -33,6 +33,10 @@ _CODES = {label: i for i, label in enumerate(LABELS)}
 
 
 def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+    from fastdiff_core.rollout import needs_planning_runner, run_planning
+
+    if needs_planning_runner(spec):  # a P x R fan-out or a speed-up toggle: the rollout module's runner
+        return run_planning(spec, device, on_progress)
     t_start = time.perf_counter()
     opts = spec.world_options
     scene, action = get_scene(spec.scene), opts["action"]
@@ -101,9 +105,16 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
             "bill": bill.formula(), "sigmas": list(sigmas or ()), **about, "gate_failures": [dict(f) for f in gate.failures],
             "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS)}
+    verdict = None
+    if spec.regime is not None:
+        # one rollout's wall time when batched (every rollout of a batch runs concurrently)
+        batches = max(1, -(-n // int(opts["batch"])))
+        verdict = budget.judge_measured(spec, bill, cycle_latency_s=sampling_s / batches,
+                                        seconds_per_nfe=sampling_s / max(counter.rows, 1.0), device=dev,
+                                        histograms=rows).to_dict()
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
-                     samples=preview, info=info)
+                     samples=preview, info=info, verdict=verdict)
 
 
 def _labels(rollouts: torch.Tensor, scene) -> list[str]:
