@@ -111,10 +111,20 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
         batches = max(1, -(-n // int(opts["batch"])))
         verdict = budget.judge_measured(spec, bill, cycle_latency_s=sampling_s / batches,
                                         seconds_per_nfe=sampling_s / max(counter.rows, 1.0), device=dev,
-                                        histograms=rows).to_dict()
+                                        histograms=rows, gate=_gate_summary(gate)).to_dict()
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
                      samples=preview, info=info, verdict=verdict)
+
+
+def _gate_summary(gate) -> dict:
+    """The release gate's outcome as the verdict quotes it."""
+    failures = gate.failures
+    text = (f"release coverage gate ({len(gate.checks)} family-wise checks, TV limit {gate.tv_limit:.3f}) "
+            + ("passes" if gate.passed else
+               f"fails {len(failures)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip()
+                                                       for f in failures[:3])))
+    return {"passed": bool(gate.passed), "text": text}
 
 
 def _labels(rollouts: torch.Tensor, scene) -> list[str]:
