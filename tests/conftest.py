@@ -11,3 +11,16 @@ def _keep_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path))
+    monkeypatch.delenv("FASTDIFF_BROKER_URL", raising=False)
+    from app import connection
+
+    connection._store.clear()
+    connection._client.clear()
+    yield tmp_path
+    connection._store.clear()
+    connection._client.clear()

@@ -6,8 +6,6 @@ sample counts) and recorded the way the collector records them.
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 
 # The finished runs these tests read come from the mixture world's real runner.
@@ -15,35 +13,7 @@ pytest.importorskip("fastdiff_core.worlds.mixture", reason="the mixture world ru
 from streamlit.testing.v1 import AppTest
 
 from fastdiff_core.spec import RunSpec
-
-APP = pathlib.Path(__file__).resolve().parents[1] / "app"
-VIEWS = APP / "views"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path))
-    monkeypatch.delenv("FASTDIFF_BROKER_URL", raising=False)
-    from app import connection
-
-    connection._store.clear()
-    connection._client.clear()
-    yield tmp_path
-    connection._store.clear()
-    connection._client.clear()
-
-
-def page(name: str, **params) -> AppTest:
-    at = AppTest.from_file(str(VIEWS / f"{name}.py"), default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at
-
-
-def texts(at) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "error", "warning", "success", "title", "subheader")
-             for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts)
+from tests.apptest_support import VIEWS, page, texts
 
 
 def record_done(store, exp_name: str, specs: list[RunSpec], sweep=None) -> tuple[str, list[str]]:

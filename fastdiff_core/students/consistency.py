@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from fastdiff_core.students.distill import (
-    Clock, Optimiser, Pairs, Teacher, check_config, noised, teacher_ode, uniform_times, x0_of,
+    Clock, Optimiser, Pairs, Teacher, check_config, ema_update, noised, teacher_ode, uniform_times, x0_of,
 )
 from fastdiff_core.students.network import StudentNet
 
@@ -70,9 +70,7 @@ def train_consistency(teacher: Teacher, pairs: Pairs, config: ConsistencyConfig,
         x0, cond = pairs(config.batch, generator)
         loss = consistency_loss(student, target, teacher, x0, cond, config.intervals, generator)
         opt.step(loss)
-        with torch.no_grad():
-            for pt, p in zip(target.parameters(), student.parameters()):
-                pt.lerp_(p, 1 - config.target_ema)
+        ema_update(target, student, config.target_ema)
         clock.record(loss)
         if on_step is not None:
             on_step(step, clock.loss)

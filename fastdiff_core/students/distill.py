@@ -223,6 +223,13 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
 
 
+@torch.no_grad()
+def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current, parameter by parameter (EMA / target network)."""
+    for pa, p in zip(average.parameters(), current.parameters()):
+        pa.lerp_(p, 1 - decay)
+
+
 class Optimiser:
     """AdamW with the shared schedule and gradient clipping; optionally keeps an EMA copy."""
 
@@ -244,9 +251,7 @@ class Optimiser:
         self.opt.step()
         self.step_count += 1
         if self.ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(self.ema.parameters(), self.module.parameters()):
-                    pe.lerp_(p, 1 - self.ema_decay)
+            ema_update(self.ema, self.module, self.ema_decay)
 
     def result(self) -> nn.Module:
         """The EMA weights when kept, else the trained ones, in eval mode without gradients."""

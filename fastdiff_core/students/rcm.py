@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from fastdiff_core.students.consistency import consistency_loss
-from fastdiff_core.students.distill import Clock, Optimiser, Pairs, Teacher, check_config, noised
+from fastdiff_core.students.distill import Clock, Optimiser, Pairs, Teacher, check_config, ema_update, noised
 from fastdiff_core.students.dmd import critic_loss, dmd_loss, generate
 from fastdiff_core.students.network import StudentNet
 
@@ -94,9 +94,7 @@ def train_rcm(teacher: Teacher, pairs: Pairs, config: RCMConfig, generator: torc
             x0_gen = generate(student, teacher, x_in, t_in, cond_b)
             loss = loss + config.lambda_dmd * dmd_loss(x0_gen, critic, teacher, cond_b, t_range, generator)
         opt.step(loss)
-        with torch.no_grad():
-            for pt, p in zip(target.parameters(), student.parameters()):
-                pt.lerp_(p, 1 - config.target_ema)
+        ema_update(target, student, config.target_ema)
         clock.record(loss)
         if on_step is not None:
             on_step(step, clock.loss)
