@@ -6,10 +6,7 @@ sample counts) and recorded the way the collector records them.
 
 from __future__ import annotations
 
-import pytest
 
-# The finished runs these tests read come from the mixture world's real runner.
-pytest.importorskip("fastdiff_core.worlds.mixture", reason="the mixture world runner is not on this branch yet")
 from streamlit.testing.v1 import AppTest
 
 from fastdiff_core.spec import RunSpec

@@ -4,13 +4,11 @@
 import pytest
 import torch
 
-from fastdiff_core import budget, catalog
+from fastdiff_core import budget
 from fastdiff_core.rollout import run_planning
 from fastdiff_core.spec import RunResult, RunSpec
 from tests.test_rollout import random_net
 
-pytestmark = pytest.mark.skipif("driving" not in catalog.WORLDS,
-                                reason="the driving world's catalog entry is not on this branch yet")
 
 
 @pytest.fixture(autouse=True, scope="module")
