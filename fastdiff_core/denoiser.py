@@ -185,12 +185,23 @@ class Denoiser:
         if guidance.scale == 0.0 and uncond is None:
             raise ValueError("guidance scale=0 means the unconditional model; uncond is None")
         self.net, self.path, self.prediction = net, path, prediction
-        self.cond, self.uncond, self.guidance = cond, uncond, guidance
+        self.cond, self.uncond = cond, uncond
         self.counter = counter if counter is not None else NFECounter()
         self.time_scale, self.net_dtype = time_scale, net_dtype
         self._coeffs: dict[float, tuple[float, float, float, float, float]] = {}
-        self._x0_coeffs: dict[float, tuple[float, float]] = {}
+        self._x0_coeffs: dict[float, tuple[float, float, float, float, int]] = {}
         self._t_cache: dict[tuple[float, int, torch.device], torch.Tensor] = {}
+        self.guidance = guidance
+
+    @property
+    def guidance(self) -> Guidance:
+        return self._guidance
+
+    @guidance.setter
+    def guidance(self, value: Guidance) -> None:
+        # the per-sigma constants include the guidance passes: a new guidance starts them afresh
+        self._guidance = value
+        self._x0_coeffs.clear()
 
     def coefficients(self, sigma: float) -> tuple[float, float, float, float, float]:
         """(t, alpha, sigma_t, d_alpha, d_sigma) of the path at VE noise level ``sigma`` (cached)."""
@@ -212,15 +223,23 @@ class Denoiser:
             self._t_cache[key] = tt
         return tt
 
+    def _step_constants(self, sigma: float) -> tuple[float, float, float, float, int]:
+        """(t, alpha, c_x, c_out, passes) at ``sigma``: everything a call needs as plain floats (cached)."""
+        c = self._x0_coeffs.get(sigma)
+        if c is None:
+            t, a, s, da, ds = self.coefficients(sigma)
+            c_x, c_out = x0_coefficients(self.prediction, a, s, da, ds)
+            c = self._x0_coeffs[sigma] = (t, a, c_x, c_out, self.guidance.passes(sigma))
+        return c
+
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma = float(sigma)
-        t, a, s, da, ds = self.coefficients(sigma)
-        c_x, c_out = self._x0_coeffs.get(sigma) or self._x0_coeffs.setdefault(
-            sigma, x0_coefficients(self.prediction, a, s, da, ds))
+        t, a, c_x, c_out, passes = self._step_constants(sigma)
         net_dtype = self.net_dtype or x.dtype
-        x_t = (x * a).to(net_dtype)
+        x_t = x * a
+        if net_dtype != x.dtype:
+            x_t = x_t.to(net_dtype)
         batch = x.shape[0]
-        passes = self.guidance.passes(sigma)
         w = self.guidance.scale
         if passes == 2:
             # cond and uncond in one batched forward; CFG on the raw output: x0 is affine in it at
@@ -236,7 +255,8 @@ class Denoiser:
             result = out if c_out == 1.0 else out * c_out
         else:
             result = torch.add(x if c_x == 1.0 else x * c_x, out, alpha=c_out)
-        result = result.to(x.dtype)
+        if result.dtype != x.dtype:
+            result = result.to(x.dtype)
         cnt = self.counter
         cnt.nfe += passes
         cnt.calls += 1

@@ -109,11 +109,13 @@ class SharedContextNet(nn.Module):
         return self.head(self.run_blocks(self.stem(x_t, ctx), emb), emb)
 
 
-def _context_owner(net: nn.Module) -> SharedContextNet | None:
-    """The SharedContextNet inside a (possibly cached) network stack; None for a plain network."""
+def _context_owner(net: nn.Module) -> nn.Module | None:
+    """What computes the context in a (possibly cached or instrumented) network stack: the first
+    module down the ``.net`` chain that defines ``context`` (a SharedContextNet, or a wrapper that
+    times or records it); None for a plain network."""
     seen = net
     for _ in range(4):
-        if isinstance(seen, SharedContextNet):
+        if isinstance(seen, SharedContextNet) or callable(getattr(type(seen), "context", None)):
             return seen
         seen = getattr(seen, "net", None)
         if seen is None:
@@ -303,16 +305,20 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
     frames = [prev]
     counter = counter if counter is not None else NFECounter()
     den: Denoiser | None = None
-    with torch.no_grad():
+    # the condition's scene/action/flag columns for every plan and frame, built once per cycle
+    static = encoding.static_condition(scene, plans, dtype=dtype, device=dev)  # (P, H, STATIC_DIM)
+    static_rows = static.repeat_interleave(futures, 0)  # (P·R, H, STATIC_DIM)
+    curb = scene.curb_distance
+    with torch.inference_mode():  # no autograd bookkeeping on the ~10 small ops per step
         for k in range(h):
             if k == 0 and share_context:
                 # all R futures of a plan share the observed frame and the first action: context once per plan
-                cond = encoding.condition(ctx0, scene, plans[:, 0])
+                cond = encoding.condition_from_static(ctx0, curb, static[:, 0])
                 ctx = encode(cond).repeat_interleave(futures, 0)
                 uctx = encode(encoding.drop_condition(cond)).repeat_interleave(futures, 0) \
                     if guidance.scale != 1.0 else None
             else:
-                cond = encoding.condition(prev, scene, plans[:, k].repeat_interleave(futures, 0))
+                cond = encoding.condition_from_static(prev, curb, static_rows[:, k])
                 ctx = encode(cond)
                 uctx = encode(encoding.drop_condition(cond)) if guidance.scale != 1.0 else None
             # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32).
@@ -322,7 +328,7 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
                 den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
             den.cond, den.uncond = ctx, uctx
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
-            prev = encoding.decode_frame(x0.to(dtype), prev)
+            prev = encoding.decode_frame(x0, prev)
             frames.append(prev)
     return torch.stack(frames, 1).reshape(p, futures, h + 1, *prev.shape[1:])
 

@@ -120,3 +120,27 @@ def test_bad_input_names_field_value_and_allowed():
         Scene("x", "x", 1.0, 1.3, "amber", 10.0, 40.0, 0.0)
     with pytest.raises(ValueError, match="hurry=2"):
         Scene("x", "x", 1.0, 1.3, "none", 10.0, 40.0, 2)
+
+
+def test_condition_columns_match_their_definition():
+    """The condition, built from its precomputed static columns, is the documented layout: the frame
+    relative to its last state, tanh((last - waiting spot) / OFFSET_SCALE), scene features, action
+    one-hot, flag — checked against a direct computation, for a float and a per-row curb distance."""
+    scene = get_scene("child_at_curb")
+    r = simulate(scene, "keep", 32, 3, generator=torch.Generator().manual_seed(5))
+    prev = r[:, 2]
+    actions = torch.tensor([i % 3 for i in range(32)])
+    c = encoding.condition(prev, scene, actions)
+    last = prev[:, -1]
+    spot = torch.tensor([-scene.curb_distance, 0.0])
+    want = torch.cat([(prev[:, :-1] - last[:, None]).reshape(32, -1), torch.tanh((last - spot) / encoding.OFFSET_SCALE),
+                      torch.tensor(scene.features()).expand(32, -1),
+                      torch.eye(3)[actions], torch.ones(32, 1)], 1)
+    assert torch.allclose(c, want, atol=1e-6)
+    static = encoding.static_condition(scene, actions[:, None].expand(32, 5))  # per frame of a plan
+    assert static.shape == (32, 5, encoding.STATIC_DIM)
+    assert torch.equal(encoding.condition_from_static(prev, scene.curb_distance, static[:, 3]), c)
+    per_row = encoding.state_features(prev, torch.full((32,), scene.curb_distance))
+    assert torch.allclose(per_row, c[:, :8], atol=1e-6)
+    with pytest.raises(ValueError, match="integer indices"):
+        encoding.static_condition(scene, torch.tensor([0, 3]))

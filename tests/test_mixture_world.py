@@ -201,3 +201,20 @@ def test_fastdiff_run_command_prints_a_table_and_json():
     assert json.loads(js)["nfe_counted"] == 5
     bad = subprocess.run(cmd[:-4] + ["--steps", "0"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "steps=0" in bad.stderr
+
+
+def test_validated_grids_are_cached_without_letting_bad_grids_through():
+    """checked_inputs caches a validated all-float grid (a rollout re-solves on it every frame): the
+    cache hands back a fresh list, and a bad grid, or a grid of bools, is still refused afterwards."""
+    good = [2.0, 1.0, 0.0]
+    out = sample("euler", _d, torch.ones(2, 2), good)
+    assert torch.isfinite(out).all()
+    from fastdiff_core.solvers.primitives import checked_inputs
+
+    first = checked_inputs(torch.ones(2, 2), good)
+    first.append(99.0)  # a caller mutating what it got back does not poison the cache
+    assert checked_inputs(torch.ones(2, 2), good) == good
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        checked_inputs(torch.ones(2, 2), [1.0, 2.0, 0.0])
+    with pytest.raises(ValueError, match="finite number"):
+        checked_inputs(torch.ones(2, 2), [True, 0])

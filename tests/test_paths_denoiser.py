@@ -84,6 +84,21 @@ def test_guidance_interval_gives_single_pass_outside():
     assert c.nfe == 6
 
 
+def test_changing_guidance_on_a_denoiser_takes_effect_at_once():
+    """The per-sigma constants are cached (passes included); a new guidance must not reuse them."""
+    net = Recorder()
+    cond, uncond = torch.ones(4, 1), torch.zeros(4, 1)
+    c = NFECounter()
+    d = Denoiser(net, get_path("vp_linear"), "x0", cond=cond, uncond=uncond, guidance=Guidance(2.0), counter=c)
+    d(torch.zeros(4, 1), 1.0)
+    d.guidance = Guidance(1.0)
+    out = d(torch.zeros(4, 1), 1.0)
+    d.guidance = Guidance(2.0, interval=(2.0, 5.0))
+    d(torch.zeros(4, 1), 1.0)
+    assert net.batches == [8, 4, 4] and c.nfe == 4
+    assert torch.allclose(out, torch.ones(4, 1))  # the conditional model alone
+
+
 def test_negative_conditioning_replaces_uncond():
     net = Recorder()
     cond, negative = torch.ones(3, 1), torch.full((3, 1), -1.0)

@@ -190,3 +190,30 @@ def test_planner_warm_starts_from_the_previous_best_plan():
     assert second.plans[0].tolist() == best[1:] + best[-1:]
     assert first.nfe == 2 * 3 * 5 * 2 and first.forwards == 2 * 3
     assert torch.allclose(first.rates.sum(1), torch.ones(5, dtype=torch.float64))
+
+
+def test_fan_out_uses_a_wrappers_own_context_and_replays_from_stored_outputs():
+    """A wrapper that defines ``context`` (the bench's RecordedNet) is asked for the context instead of
+    being bypassed; replaying its stored outputs gives the real fan-out exactly, with every network
+    call recorded once (H contexts and S x H forwards)."""
+    from fastdiff_core.bench.rollout import RecordedNet
+
+    net = SharedContextNet(random_net(seed=3))
+    P, R, H, S = 2, 3, 4, 3
+    sigmas = build_grid("karras", S, PATH)
+    plans = candidate_plans(P, H)
+    noise = torch.randn(P * R, H, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(8))
+    ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(9))[0]
+    sampler = frame_sampler("dpmpp_2m")
+    real = fan_out(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    rec = RecordedNet(net)
+    recorded = fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    kinds = [k for k, _, _ in rec.calls]
+    assert kinds.count("context") == H and kinds.count("forward") == S * H
+    rec.mode = "stored"
+    stored = fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    assert torch.equal(recorded, real) and torch.equal(stored, real)
+    rec.calls.reverse()  # out of order: refused, not silently wrong
+    rec._i = 0
+    with pytest.raises(RuntimeError, match="out of order"):
+        fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)

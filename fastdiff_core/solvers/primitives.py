@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -53,7 +54,14 @@ def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> list[float]:
         raise ValueError("x (the noise tensor) contains NaN or inf; allowed: finite values only")
     if isinstance(sigmas, torch.Tensor):
         sigmas = sigmas.tolist()
+    if isinstance(sigmas, (list, tuple)) and all(type(s) is float for s in sigmas):
+        return list(_checked_floats(tuple(sigmas)))  # a rollout solves every frame on the same grid
     return check_sigmas(sigmas)
+
+
+@lru_cache(maxsize=256)
+def _checked_floats(sigmas: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(check_sigmas(sigmas))
 
 
 def lambdas(sigmas: Sequence[float]) -> list[float]:

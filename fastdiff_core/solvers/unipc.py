@@ -14,6 +14,7 @@ the previous state and the stored denoiser outputs.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -70,13 +71,7 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
     if order not in (1, 2, 3):
         raise ValueError(f"order={order!r} is not one of [1, 2, 3]")
     n = len(sigmas) - 1
-    lam = lambdas(sigmas)
-    orders = [min(order, i + 1, n - i) for i in range(n)]
-    pred = [_uni_coefficients(lam, i, orders[i], variant, False) for i in range(n)]
-    # The corrector at the start of step i re-does step i-1 with D_i (at the order of step i-1); none
-    # before the last step, whose result D(x, sigma_min) does not depend on x.
-    corr = [None] + [_uni_coefficients(lam, i - 1, orders[i - 1], variant, True)
-                     if corrector and i < n - 1 else None for i in range(1, n)]
+    pred, corr = _tables(tuple(sigmas), variant, order, corrector)
     history: list[torch.Tensor] = []  # D_{i-1}, D_{i-2}, ... (newest first)
     x_prev = x
     for i in range(n):
@@ -99,3 +94,18 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x
+
+
+@lru_cache(maxsize=64)
+def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool) -> tuple[tuple, tuple]:
+    """Predictor and corrector weights for every step of a grid. Cached: a rollout samples every frame on
+    the same grid, and building them (two small linear solves per step) costs more than the update."""
+    n = len(sigmas) - 1
+    lam = lambdas(sigmas)
+    orders = [min(order, i + 1, n - i) for i in range(n)]
+    pred = tuple(tuple(_uni_coefficients(lam, i, orders[i], variant, False)) for i in range(n))
+    # The corrector at the start of step i re-does step i-1 with D_i (at the order of step i-1); none
+    # before the last step, whose result D(x, sigma_min) does not depend on x.
+    corr = (None,) + tuple(tuple(_uni_coefficients(lam, i - 1, orders[i - 1], variant, True))
+                           if corrector and i < n - 1 else None for i in range(1, n))
+    return pred, corr
