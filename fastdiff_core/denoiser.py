@@ -213,13 +213,14 @@ class Denoiser:
             self._coeffs[sigma] = c
         return c
 
-    def _t(self, t: float, rows: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        key = (t, rows, device)
+    def _t(self, t: float, x: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+        """The network's time input for ``rows`` rows (cached per time, rows, dtype and device of x)."""
+        key = (t, rows, dtype, x.get_device())  # get_device: an int, cheaper to hash than a torch.device
         tt = self._t_cache.get(key)
         if tt is None:
             if len(self._t_cache) > 4096:
                 self._t_cache.clear()
-            tt = torch.full((rows,), t * self.time_scale, device=device, dtype=dtype)
+            tt = torch.full((rows,), t * self.time_scale, device=x.device, dtype=dtype)
             self._t_cache[key] = tt
         return tt
 
@@ -234,29 +235,29 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma = float(sigma)
-        t, a, c_x, c_out, passes = self._step_constants(sigma)
-        net_dtype = self.net_dtype or x.dtype
+        t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
+        x_dtype = x.dtype
+        net_dtype = self.net_dtype or x_dtype
         x_t = x * a
-        if net_dtype != x.dtype:
+        if net_dtype != x_dtype:
             x_t = x_t.to(net_dtype)
         batch = x.shape[0]
-        w = self.guidance.scale
         if passes == 2:
             # cond and uncond in one batched forward; CFG on the raw output: x0 is affine in it at
             # fixed (x, sigma), so out_u + w (out_c - out_u) gives exactly x0_u + w (x0_c - x0_u)
-            out = self.net(torch.cat([x_t, x_t]), self._t(t, 2 * batch, x.device, net_dtype),
+            out = self.net(torch.cat([x_t, x_t]), self._t(t, x, 2 * batch, net_dtype),
                            torch.cat([self.cond, self.uncond]))
-            out = torch.lerp(out[batch:], out[:batch], w)
+            out = torch.lerp(out[batch:], out[:batch], self._guidance.scale)
         else:
-            c_in = self.uncond if w == 0.0 else self.cond
-            out = self.net(x_t, self._t(t, batch, x.device, net_dtype), c_in)
+            c_in = self.uncond if self._guidance.scale == 0.0 else self.cond
+            out = self.net(x_t, self._t(t, x, batch, net_dtype), c_in)
         # x0 = c_x x + c_out out (x0_coefficients: the conversions with the path's floats folded in)
         if c_x == 0.0:
             result = out if c_out == 1.0 else out * c_out
         else:
             result = torch.add(x if c_x == 1.0 else x * c_x, out, alpha=c_out)
-        if result.dtype != x.dtype:
-            result = result.to(x.dtype)
+        if result.dtype != x_dtype:
+            result = result.to(x_dtype)
         cnt = self.counter
         cnt.nfe += passes
         cnt.calls += 1

@@ -39,7 +39,8 @@ from fastdiff_core.worlds.mixture import Mixture, get_mixture
 NFES = (4, 6, 8, 10, 15, 20, 50)
 COMPARE_NFES = (6, 8, 10, 15, 20)
 GRIDS = ("karras", "uniform_logsnr", "uniform_t", "quadratic")
-OPTIMISED = ("dpmpp_2m", "unipc", "ipndm")  # solvers whose grid the bench optimises per NFE
+OPTIMISED = ("dpmpp_2m", "unipc", "ipndm")
+STOCHASTIC = ("ddpm", "dpmpp_2m_sde")  # solvers that draw fresh noise at every step  # solvers whose grid the bench optimises per NFE
 F64 = torch.float64
 
 # Our solver -> the k-diffusion sampler that implements the same method (for the overhead ratio).
@@ -386,7 +387,23 @@ def overhead_rows(kd: types.ModuleType | None, path: Any, dim: int, batches: tup
                     getattr(kd, kname)(null_k, x, ksig, disable=True, **extra)
                     return kcalls[0]
 
-                row["overhead_us"], row["k_diffusion_overhead_us"] = _per_call_us([ours, theirs], repeats)
+                if name in STOCHASTIC:
+                    # both draw the same standard-normal tensor per noisy step (torch.randn, CPU: mt19937);
+                    # timed alone, so the rest of each sampler's overhead can be compared without it
+                    gen = torch.Generator().manual_seed(2)
+                    noisy_steps = sum(1 for s in sig[1:] if s > 0.0)
+
+                    def draw() -> int:
+                        for _ in range(noisy_steps):
+                            torch.randn(x.shape, generator=gen, dtype=x.dtype)
+                        return steps
+
+                    mine, kd_us, noise_us = _per_call_us([ours, theirs, draw], repeats)
+                    row["noise_draw_us"] = noise_us
+                    row["ratio_vs_k_diffusion_excluding_noise"] = (mine - noise_us) / (kd_us - noise_us)
+                else:
+                    mine, kd_us = _per_call_us([ours, theirs], repeats)
+                row["overhead_us"], row["k_diffusion_overhead_us"] = mine, kd_us
                 row["k_diffusion_sampler"] = kname
                 row["ratio_vs_k_diffusion"] = row["overhead_us"] / row["k_diffusion_overhead_us"]
             else:
@@ -452,7 +469,7 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
         def null_net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
             return stored
 
-        for name in ("euler", "dpmpp_2m", "dpmpp_3m", "unipc", "heun"):
+        for name in [n for n, info in catalog.SOLVERS.items() if not info.adaptive]:
             sig = build_grid("karras", steps, path)
             counter = NFECounter()
             den = Denoiser(net, path, "eps", counter=counter)
@@ -461,7 +478,7 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
             def run(d: Denoiser) -> Callable[[], int]:
                 def go() -> int:
                     counter.reset()
-                    sample(name, d, x, sig)
+                    sample(name, d, x, sig, generator=torch.Generator().manual_seed(0))
                     return int(counter.nfe)
                 return go
 
@@ -573,7 +590,7 @@ def main(args: argparse.Namespace) -> int:
 
     log("overhead ...")
     over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if quick else 15)
-    mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if quick else 15)
+    mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if quick else 40)
     zones = zone_study(setup, split=1.0, solver="dpmpp_2m")
     for r in over:
         r["section"] = "overhead"
@@ -649,7 +666,9 @@ def main(args: argparse.Namespace) -> int:
         pr = peer_over.get((r["solver"], r["batch"]))
         print(f"{r['solver']:<14}{r['batch']:>6}{r['overhead_us']:>10.1f}"
               + (f"{kdv:>13.1f}{r['ratio_vs_k_diffusion']:>7.2f}" if kdv else f"{'-':>13}{'-':>7}")
-              + (f"   {pr['peer']} {pr['peer_overhead_us']:.1f}" if pr else ""))
+              + (f"   {pr['peer']} {pr['peer_overhead_us']:.1f}" if pr else "")
+              + (f"   of which the noise draw {r['noise_draw_us']:.1f} in both; without it "
+                 f"{r['ratio_vs_k_diffusion_excluding_noise']:.2f}" if "noise_draw_us" in r else ""))
     print(f"\nWhole fastdiff path (Denoiser + solver) around a {mlp[0]['mlp_params']}-parameter MLP, batch 256:")
     print("  (overhead timed with the MLP swapped for a stored output; the last column is the noisy cross-check")
     print("   'real MLP in the solver minus the MLP alone')")

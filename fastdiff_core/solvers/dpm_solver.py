@@ -13,6 +13,7 @@ Step coefficients are plain floats computed before the loop.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -54,7 +55,27 @@ def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
     prediction). Orders ramp 1, 2, 3, ...; the step into 0 is first order. NFE = n."""
     sigmas = checked_inputs(x, sigmas)
     n = len(sigmas) - 1
-    h = _step_sizes(sigmas)
+    coef = _coefficients_3m(tuple(sigmas))
+    d1 = d2 = None
+    for i in range(n):
+        denoised = denoiser(x, sigmas[i])
+        cx, c0, c1, c2 = coef[i]
+        x = torch.mul(x, cx).add_(denoised, alpha=c0)
+        if c1 != 0.0:
+            x.add_(d1, alpha=c1)
+        if c2 != 0.0:
+            x.add_(d2, alpha=c2)
+        d1, d2 = denoised, d1
+        if callback is not None:
+            callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
+    return x
+
+
+@lru_cache(maxsize=64)
+def _coefficients_3m(sigmas: tuple[float, ...]) -> tuple[tuple[float, float, float, float], ...]:
+    """DPM-Solver++(3M) step weights for a grid (cached: a rollout re-solves on one grid every frame)."""
+    n = len(sigmas) - 1
+    h = _step_sizes(list(sigmas))
     # Per step: x_{i+1} = e^{-h} x_i + c0 D_i + c1 D_{i-1} + c2 D_{i-2}
     coef: list[tuple[float, float, float, float]] = []
     for i in range(n):
@@ -78,19 +99,7 @@ def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
             a = p2 * (1.0 + r0 / (r0 + r1)) + p3 / (r0 + r1)  # weight of D1_0
             b = -p2 * r0 / (r0 + r1) - p3 / (r0 + r1)  # weight of D1_1
             coef.append((math.exp(-hi), phi_1(hi) + a / r0, -a / r0 + b / r1, -b / r1))
-    d1 = d2 = None
-    for i in range(n):
-        denoised = denoiser(x, sigmas[i])
-        cx, c0, c1, c2 = coef[i]
-        x = torch.mul(x, cx).add_(denoised, alpha=c0)
-        if c1 != 0.0:
-            x.add_(d1, alpha=c1)
-        if c2 != 0.0:
-            x.add_(d2, alpha=c2)
-        d1, d2 = denoised, d1
-        if callback is not None:
-            callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
-    return x
+    return tuple(coef)
 
 
 def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, eta: float = 1.0,

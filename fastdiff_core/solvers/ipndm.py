@@ -25,17 +25,20 @@ def ipndm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, max
     if max_order not in (1, 2, 3, 4):
         raise ValueError(f"max_order={max_order!r} is not one of [1, 2, 3, 4]")
     n = len(sigmas) - 1
-    weights = [[w * (sigmas[i + 1] - sigmas[i]) for w in _AB[min(i + 1, max_order) - 1]] for i in range(n)]
-    ds: list[torch.Tensor] = []  # d_i, d_{i-1}, ... (newest first)
+    # d_k = (x_k - D_k) / sigma_k; the 1 / sigma_k is folded into the weights, so the history holds
+    # e_k = x_k - D_k and one subtraction per step builds it
+    weights = [[w * (sigmas[i + 1] - sigmas[i]) / sigmas[i - k] for k, w in enumerate(_AB[min(i + 1, max_order) - 1])]
+               for i in range(n)]
+    es: list[torch.Tensor] = []  # e_i, e_{i-1}, ... (newest first)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
-        ds.insert(0, (x - denoised).div_(sigmas[i]))
-        del ds[max_order:]
+        es.insert(0, torch.sub(x, denoised))
+        del es[max_order:]
         # x_{i+1} = x_i + (s_{i+1} - s_i) sum_k AB_k d_{i-k}
         w = weights[i]
-        x = x.add(ds[0], alpha=w[0])
+        x = x.add(es[0], alpha=w[0])
         for k in range(1, len(w)):
-            x.add_(ds[k], alpha=w[k])
+            x.add_(es[k], alpha=w[k])
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x

@@ -71,41 +71,50 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
     if order not in (1, 2, 3):
         raise ValueError(f"order={order!r} is not one of [1, 2, 3]")
     n = len(sigmas) - 1
-    pred, corr = _tables(tuple(sigmas), variant, order, corrector)
-    history: list[torch.Tensor] = []  # D_{i-1}, D_{i-2}, ... (newest first)
-    x_prev = x
+    steps = _tables(tuple(sigmas), variant, order, corrector)
+    history: list[torch.Tensor] = []  # D_i, D_{i-1}, ... (newest first)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
-        # UniC: x_i <- e^{-h} x_{i-1} + w_0 D_{i-1} + sum_k w_k D_{i-1-k} + w_new D_i
-        c = corr[i]
-        if c is not None:
-            x = torch.mul(x_prev, c[0]).add_(history[0], alpha=c[1])
-            for k, w in enumerate(c[2:-1], start=1):
-                x.add_(history[k], alpha=w)
-            x.add_(denoised, alpha=c[-1])
         history.insert(0, denoised)
-        del history[3:]
-        # UniP: x_{i+1} = e^{-h} x_i + w_0 D_i + sum_k w_k D_{i-k}
-        p = pred[i]
-        x_prev = x
-        x = torch.mul(x, p[0]).add_(denoised, alpha=p[1])
-        for k, w in enumerate(p[2:], start=1):
-            x.add_(history[k], alpha=w)
+        del history[4:]
+        # UniC on step i-1 and UniP for step i in one combination (see _tables):
+        # x_{i+1} = e^{-h_i} x_i^pred + sum_k w_k D_{i-k}
+        w_x, w = steps[i]
+        x = torch.mul(x, w_x).add_(denoised, alpha=w[0])
+        for k in range(1, len(w)):
+            x.add_(history[k], alpha=w[k])
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x
 
 
 @lru_cache(maxsize=64)
-def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool) -> tuple[tuple, tuple]:
-    """Predictor and corrector weights for every step of a grid. Cached: a rollout samples every frame on
-    the same grid, and building them (two small linear solves per step) costs more than the update."""
+def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool
+            ) -> tuple[tuple[float, tuple[float, ...]], ...]:
+    """Per step i: (weight of x_i^pred, weights of D_i, D_{i-1}, ...) of the merged update.
+
+    UniC re-does step i-1 once D_i is known; predictor and corrector share the e^{-h} x_{i-1} term, so
+    x_i^corr = x_i^pred + sum_k (w^c_k - w^p_k) D_{i-1-k} + w^c_new D_i. The corrected state is needed only
+    by the next predictor, x_{i+1} = e^{-h_i} x_i^corr + sum_k p_k D_{i-k}; substituting gives one linear
+    combination of x_i^pred and D_i ... D_{i-3} per step — the corrector costs neither an evaluation nor
+    a pass over the state. Cached: a rollout samples every frame on the same grid, and building the
+    weights (two small linear solves per step) costs more than the update."""
     n = len(sigmas) - 1
     lam = lambdas(sigmas)
     orders = [min(order, i + 1, n - i) for i in range(n)]
-    pred = tuple(tuple(_uni_coefficients(lam, i, orders[i], variant, False)) for i in range(n))
-    # The corrector at the start of step i re-does step i-1 with D_i (at the order of step i-1); none
-    # before the last step, whose result D(x, sigma_min) does not depend on x.
-    corr = (None,) + tuple(tuple(_uni_coefficients(lam, i - 1, orders[i - 1], variant, True))
-                           if corrector and i < n - 1 else None for i in range(1, n))
-    return pred, corr
+    pred = [_uni_coefficients(lam, i, orders[i], variant, False) for i in range(n)]
+    out = []
+    for i in range(n):
+        p = pred[i]
+        w = list(p[1:])  # lags 0, 1, ..., orders[i] - 1
+        # the corrector of step i-1 (at its order); none before the last step, whose result
+        # D(x, sigma_min) does not depend on x
+        if corrector and 1 <= i < n - 1:
+            c, q = _uni_coefficients(lam, i - 1, orders[i - 1], variant, True), pred[i - 1]
+            delta = [c[j] - q[j] for j in range(1, len(q))]  # on D_{i-1}, D_{i-2}, ...
+            w += [0.0] * (len(delta) + 1 - len(w))
+            w[0] += p[0] * c[-1]
+            for k, d in enumerate(delta, start=1):
+                w[k] += p[0] * d
+        out.append((p[0], tuple(w)))
+    return tuple(out)
