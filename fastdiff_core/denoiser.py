@@ -23,6 +23,7 @@ from typing import Literal, Protocol, Sequence
 import torch
 
 from fastdiff_core.paths import NoisePath, t_from_sigma_ve
+from fastdiff_core.scalars import scalar
 
 Prediction = Literal["eps", "x0", "v", "flow"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "flow")
@@ -238,7 +239,7 @@ class Denoiser:
         t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
         x_dtype = x.dtype
         net_dtype = self.net_dtype or x_dtype
-        x_t = x * a
+        x_t = torch.mul(x, scalar(a, x_dtype))
         if net_dtype != x_dtype:
             x_t = x_t.to(net_dtype)
         batch = x.shape[0]
@@ -253,9 +254,9 @@ class Denoiser:
             out = self.net(x_t, self._t(t, x, batch, net_dtype), c_in)
         # x0 = c_x x + c_out out (x0_coefficients: the conversions with the path's floats folded in)
         if c_x == 0.0:
-            result = out if c_out == 1.0 else out * c_out
+            result = out if c_out == 1.0 else torch.mul(out, scalar(c_out, out.dtype))
         else:
-            result = torch.add(x if c_x == 1.0 else x * c_x, out, alpha=c_out)
+            result = torch.add(x if c_x == 1.0 else torch.mul(x, scalar(c_x, x_dtype)), out, alpha=c_out)
         if result.dtype != x_dtype:
             result = result.to(x_dtype)
         cnt = self.counter

@@ -7,7 +7,7 @@ import torch
 
 from fastdiff_core.metrics.intervals import wilson_interval
 from fastdiff_core.worlds.driving import encoding
-from fastdiff_core.worlds.driving.branches import branch_counts, classify, classify_codes
+from fastdiff_core.worlds.driving.branches import branch_counts, classify_codes
 from fastdiff_core.worlds.driving.scenes import (
     ACTIONS, BRANCHES, SCENES, Scene, branch_probabilities, frame_hazards, get_scene,
 )

@@ -248,3 +248,21 @@ def test_unipc_merged_update_equals_explicit_predictor_corrector(variant, order)
         a = unipc(den, noise * sig[0], sig, variant=variant, order=order)
         b = explicit(noise * sig[0], sig)
         assert float((a - b).abs().max()) <= 1e-9 * (1.0 + float(b.abs().max())), steps
+
+
+def test_finiteness_check_and_scaled_noise_draw():
+    """all_finite (one min/max reduction) catches every NaN and inf wherever it sits and in any float
+    dtype; fresh_noise(x, g, std) is std times the generator's standard normals, bit for bit."""
+    from fastdiff_core.solvers.primitives import all_finite, fresh_noise
+
+    x = torch.randn(64, 3, 5, generator=torch.Generator().manual_seed(0))
+    assert all_finite(x) and all_finite(x[:0])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            y = x.clone().to(dtype)
+            y[63, 2, 4] = bad
+            assert not all_finite(y), (bad, dtype)
+            assert not all_finite(y[:, :, 3:]), (bad, dtype)
+    z = fresh_noise(x, torch.Generator().manual_seed(5), 0.25)
+    ref = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)) * 0.25
+    assert z.shape == x.shape and z.dtype == x.dtype and torch.equal(z, ref)

@@ -462,35 +462,42 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
     batch = 256
     x = torch.randn(batch, dim) * 80.0
     t_in = torch.full((batch,), 0.5)
-    rows = []
+    names = [n for n, info in catalog.SOLVERS.items() if not info.adaptive]
+    sig = build_grid("karras", steps, path)
+    counter = NFECounter()
     with torch.inference_mode():
         stored = net(x, t_in, None)
 
         def null_net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
             return stored
 
-        for name in [n for n, info in catalog.SOLVERS.items() if not info.adaptive]:
-            sig = build_grid("karras", steps, path)
-            counter = NFECounter()
-            den = Denoiser(net, path, "eps", counter=counter)
-            den_null = Denoiser(null_net, path, "eps", counter=counter)
+        def run(name: str, d: Denoiser) -> Callable[[], int]:
+            def go() -> int:
+                counter.reset()
+                sample(name, d, x, sig, generator=torch.Generator().manual_seed(0))
+                return int(counter.nfe)
+            return go
 
-            def run(d: Denoiser) -> Callable[[], int]:
-                def go() -> int:
-                    counter.reset()
-                    sample(name, d, x, sig, generator=torch.Generator().manual_seed(0))
-                    return int(counter.nfe)
-                return go
+        def network_only() -> int:
+            for _ in range(steps):
+                net(x, t_in, None)
+            return steps
 
-            def network_only() -> int:
-                for _ in range(steps):
-                    net(x, t_in, None)
-                return steps
-
-            overhead, per_call_net, per_call_full = _per_call_us([run(den_null), network_only, run(den)], repeats)
-            rows.append({"solver": name, "batch": batch, "mlp_params": params, "network_us": per_call_net,
-                         "overhead_us": overhead, "overhead_fraction": overhead / per_call_net,
-                         "total_us": per_call_full, "total_minus_network_us": per_call_full - per_call_net})
+        # every solver, with the stored output and with the MLP, and the MLP alone, interleaved round by
+        # round: a slow phase of a shared machine then slows all of them alike, and the minimum over rounds
+        # keeps the undisturbed time
+        fns = [network_only]
+        for name in names:
+            fns += [run(name, Denoiser(null_net, path, "eps", counter=counter)),
+                    run(name, Denoiser(net, path, "eps", counter=counter))]
+        times = _per_call_us(fns, repeats)
+    per_call_net = times[0]
+    rows = []
+    for j, name in enumerate(names):
+        overhead, per_call_full = times[1 + 2 * j], times[2 + 2 * j]
+        rows.append({"solver": name, "batch": batch, "mlp_params": params, "network_us": per_call_net,
+                     "overhead_us": overhead, "overhead_fraction": overhead / per_call_net,
+                     "total_us": per_call_full, "total_minus_network_us": per_call_full - per_call_net})
     return rows
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, fresh_noise
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, fresh_noise, scalar
 
 
 def ddim(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, eta: float = 0.0,
@@ -67,9 +67,10 @@ def ddpm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, vari
         std.append(math.sqrt(var / a_prev) if sigmas[i + 1] > 0 else 0.0)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
-        x = torch.mul(x, coef_x[i]).add_(denoised, alpha=coef_d[i])
-        if std[i] > 0.0:
-            x = x.add_(fresh_noise(x, generator), alpha=std[i])
+        if std[i] > 0.0:  # s z + c_x x + c_d D, starting from the scaled draw
+            x = fresh_noise(x, generator, std[i]).add_(x, alpha=coef_x[i]).add_(denoised, alpha=coef_d[i])
+        else:
+            x = torch.mul(x, scalar(coef_x[i], x.dtype)).add_(denoised, alpha=coef_d[i])
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x

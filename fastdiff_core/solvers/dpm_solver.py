@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from fastdiff_core.solvers.primitives import (
-    StepCallback, StepInfo, X0Denoiser, checked_inputs, fresh_noise, lambdas, phi_1, phi_2, phi_3,
+    StepCallback, StepInfo, X0Denoiser, checked_inputs, fresh_noise, lambdas, phi_1, phi_2, phi_3, scalar,
 )
 
 
@@ -60,7 +60,7 @@ def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
         cx, c0, c1, c2 = coef[i]
-        x = torch.mul(x, cx).add_(denoised, alpha=c0)
+        x = torch.mul(x, scalar(cx, x.dtype)).add_(denoised, alpha=c0)
         if c1 != 0.0:
             x.add_(d1, alpha=c1)
         if c2 != 0.0:
@@ -126,9 +126,10 @@ def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
         d_hat = denoised if w_prev[i] == 0.0 else torch.lerp(denoised, denoised_prev, w_prev[i])
-        x = torch.mul(x, decay[i]).add_(d_hat, alpha=w_d[i])
-        if std[i] > 0.0:
-            x.add_(fresh_noise(x, generator), alpha=std[i])
+        if std[i] > 0.0:  # s z + decay x + w D_hat, starting from the scaled draw
+            x = fresh_noise(x, generator, std[i]).add_(x, alpha=decay[i]).add_(d_hat, alpha=w_d[i])
+        else:
+            x = torch.mul(x, scalar(decay[i], x.dtype)).add_(d_hat, alpha=w_d[i])
         denoised_prev = denoised
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))

@@ -15,6 +15,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from fastdiff_core.grids import check_sigmas
+from fastdiff_core.scalars import scalar  # noqa: F401  (re-exported for the solvers)
 
 
 class X0Denoiser(Protocol):
@@ -50,7 +51,7 @@ def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> list[float]:
     (strictly decreasing, ending in 0). Returns the sigmas as plain floats."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
         raise ValueError(f"x={type(x).__name__} must be a floating-point tensor of shape (B, ...)")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError("x (the noise tensor) contains NaN or inf; allowed: finite values only")
     if isinstance(sigmas, torch.Tensor):
         sigmas = sigmas.tolist()
@@ -62,6 +63,16 @@ def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> list[float]:
 @lru_cache(maxsize=256)
 def _checked_floats(sigmas: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(check_sigmas(sigmas))
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when x holds no NaN or inf. One min/max reduction (NaN propagates through both; an inf is an
+    extreme) and two scalar reads: ~5x cheaper than ``isfinite(x).all()``, which at batch 256 cost more
+    than a solver step."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    return math.isfinite(lo.item()) and math.isfinite(hi.item())
 
 
 def lambdas(sigmas: Sequence[float]) -> list[float]:
@@ -99,6 +110,11 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
-def fresh_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, from the solver's generator (deterministic under a seed)."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def fresh_noise(x: torch.Tensor, generator: torch.Generator | None, std: float = 1.0) -> torch.Tensor:
+    """Normal noise with standard deviation ``std`` shaped like x, from the solver's generator
+    (deterministic under a seed). The scaling happens inside the draw: a solver that starts its update
+    from the noise (``fresh_noise(x, g, s).add_(x, alpha=a).add_(d, alpha=b)``) makes one pass fewer
+    over the state than ``a x + b d + s z``."""
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    return out.normal_(0.0, std, generator=generator)
+

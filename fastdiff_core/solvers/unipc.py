@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas, scalar
 
 
 def _uni_coefficients(lam: list[float], i: int, order: int, variant: str, corrector: bool) -> list[float]:
@@ -80,7 +80,7 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
         # UniC on step i-1 and UniP for step i in one combination (see _tables):
         # x_{i+1} = e^{-h_i} x_i^pred + sum_k w_k D_{i-k}
         w_x, w = steps[i]
-        x = torch.mul(x, w_x).add_(denoised, alpha=w[0])
+        x = torch.mul(x, scalar(w_x, x.dtype)).add_(denoised, alpha=w[0])
         for k in range(1, len(w)):
             x.add_(history[k], alpha=w[k])
         if callback is not None:
