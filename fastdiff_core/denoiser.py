@@ -192,6 +192,7 @@ class Denoiser:
         self._coeffs: dict[float, tuple[float, float, float, float, float]] = {}
         self._x0_coeffs: dict[float, tuple[float, float, float, float, int]] = {}
         self._t_cache: dict[tuple[float, int, torch.device], torch.Tensor] = {}
+        self._call_cache: dict[tuple, tuple] = {}
         self.guidance = guidance
 
     @property
@@ -203,6 +204,7 @@ class Denoiser:
         # the per-sigma constants include the guidance passes: a new guidance starts them afresh
         self._guidance = value
         self._x0_coeffs.clear()
+        self._call_cache.clear()
 
     def coefficients(self, sigma: float) -> tuple[float, float, float, float, float]:
         """(t, alpha, sigma_t, d_alpha, d_sigma) of the path at VE noise level ``sigma`` (cached)."""
@@ -234,29 +236,40 @@ class Denoiser:
             c = self._x0_coeffs[sigma] = (t, a, c_x, c_out, self.guidance.passes(sigma))
         return c
 
+    def _call_constants(self, sigma: float, x: torch.Tensor) -> tuple:
+        """Everything one call at ``sigma`` needs for inputs like ``x``, looked up once: the scale alpha as a
+        0-dim tensor, the time input for one and two passes, the x0 coefficients and the passes."""
+        t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
+        net_dtype = self.net_dtype or x.dtype
+        batch = x.shape[0]
+        c = (scalar(a, x.dtype), net_dtype, self._t(t, x, passes * batch, net_dtype), c_x, c_out, passes,
+             None if c_x in (0.0, 1.0) else scalar(c_x, x.dtype))
+        if len(self._call_cache) > 4096:
+            self._call_cache.clear()
+        self._call_cache[(sigma, x.dtype, batch, x.get_device())] = c
+        return c
+
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma = float(sigma)
-        t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
         x_dtype = x.dtype
-        net_dtype = self.net_dtype or x_dtype
-        x_t = torch.mul(x, scalar(a, x_dtype))
+        batch = x.shape[0]
+        a, net_dtype, t_in, c_x, c_out, passes, c_x_t = (self._call_cache.get((sigma, x_dtype, batch, x.get_device()))
+                                                          or self._call_constants(sigma, x))
+        x_t = torch.mul(x, a)
         if net_dtype != x_dtype:
             x_t = x_t.to(net_dtype)
-        batch = x.shape[0]
         if passes == 2:
             # cond and uncond in one batched forward; CFG on the raw output: x0 is affine in it at
             # fixed (x, sigma), so out_u + w (out_c - out_u) gives exactly x0_u + w (x0_c - x0_u)
-            out = self.net(torch.cat([x_t, x_t]), self._t(t, x, 2 * batch, net_dtype),
-                           torch.cat([self.cond, self.uncond]))
+            out = self.net(torch.cat([x_t, x_t]), t_in, torch.cat([self.cond, self.uncond]))
             out = torch.lerp(out[batch:], out[:batch], self._guidance.scale)
         else:
-            c_in = self.uncond if self._guidance.scale == 0.0 else self.cond
-            out = self.net(x_t, self._t(t, x, batch, net_dtype), c_in)
+            out = self.net(x_t, t_in, self.uncond if self._guidance.scale == 0.0 else self.cond)
         # x0 = c_x x + c_out out (x0_coefficients: the conversions with the path's floats folded in)
         if c_x == 0.0:
             result = out if c_out == 1.0 else torch.mul(out, scalar(c_out, out.dtype))
         else:
-            result = torch.add(x if c_x == 1.0 else torch.mul(x, scalar(c_x, x_dtype)), out, alpha=c_out)
+            result = torch.add(x if c_x_t is None else torch.mul(x, c_x_t), out, alpha=c_out)
         if result.dtype != x_dtype:
             result = result.to(x_dtype)
         cnt = self.counter
