@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import math
+import statistics
 import sys
 import time
 import types
@@ -334,19 +335,24 @@ def run_diffusers(setup: Setup, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _per_call_us(fns: list[Callable[[], int]], repeats: int) -> list[float]:
-    """Microseconds per network call of each function (each returns its call count): the minimum over
-    ``repeats`` interleaved rounds, so a busy machine slows every contender alike and the minimum
-    keeps the undisturbed time."""
+def _per_round_us(fns: list[Callable[[], int]], repeats: int) -> list[list[float]]:
+    """Microseconds per network call of each function (each returns its call count) in each of
+    ``repeats`` interleaved rounds: ``out[j][r]`` is function j in round r."""
     for fn in fns:
         fn()  # warm-up
-    best = [math.inf] * len(fns)
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for j, fn in enumerate(fns):
             t0 = time.perf_counter()
             calls = fn()
-            best[j] = min(best[j], (time.perf_counter() - t0) / calls * 1e6)
-    return best
+            out[j].append((time.perf_counter() - t0) / calls * 1e6)
+    return out
+
+
+def _per_call_us(fns: list[Callable[[], int]], repeats: int) -> list[float]:
+    """The minimum over interleaved rounds of ``_per_round_us``: a busy machine slows every contender
+    alike and the minimum keeps the undisturbed time."""
+    return [min(ts) for ts in _per_round_us(fns, repeats)]
 
 
 def overhead_rows(kd: types.ModuleType | None, path: Any, dim: int, batches: tuple[int, ...], steps: int,
@@ -490,14 +496,20 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
         for name in names:
             fns += [run(name, Denoiser(null_net, path, "eps", counter=counter)),
                     run(name, Denoiser(net, path, "eps", counter=counter))]
-        times = _per_call_us(fns, repeats)
-    per_call_net = times[0]
+        rounds = _per_round_us(fns, repeats)
+    # the fraction is taken round by round (overhead and network timed moments apart) and its median
+    # reported: this machine's speed drifts by 20% over tens of seconds, which a ratio of two minima
+    # taken at different moments would carry
+    net_rounds = rounds[0]
+    per_call_net = statistics.median(net_rounds)
     rows = []
     for j, name in enumerate(names):
-        overhead, per_call_full = times[1 + 2 * j], times[2 + 2 * j]
+        own, full = rounds[1 + 2 * j], rounds[2 + 2 * j]
+        fraction = statistics.median(o / n for o, n in zip(own, net_rounds))
         rows.append({"solver": name, "batch": batch, "mlp_params": params, "network_us": per_call_net,
-                     "overhead_us": overhead, "overhead_fraction": overhead / per_call_net,
-                     "total_us": per_call_full, "total_minus_network_us": per_call_full - per_call_net})
+                     "overhead_us": statistics.median(own), "overhead_fraction": fraction,
+                     "total_us": statistics.median(full),
+                     "total_minus_network_us": statistics.median(f - n for f, n in zip(full, net_rounds))})
     return rows
 
 
@@ -677,8 +689,8 @@ def main(args: argparse.Namespace) -> int:
               + (f"   of which the noise draw {r['noise_draw_us']:.1f} in both; without it "
                  f"{r['ratio_vs_k_diffusion_excluding_noise']:.2f}" if "noise_draw_us" in r else ""))
     print(f"\nWhole fastdiff path (Denoiser + solver) around a {mlp[0]['mlp_params']}-parameter MLP, batch 256:")
-    print("  (overhead timed with the MLP swapped for a stored output; the last column is the noisy cross-check")
-    print("   'real MLP in the solver minus the MLP alone')")
+    print("  (overhead timed with the MLP swapped for a stored output, medians over interleaved rounds, the share")
+    print("   taken round by round; the last column is the noisy cross-check 'real MLP in the solver minus the MLP alone')")
     for r in mlp:
         print(f"  {r['solver']:<10} network {r['network_us']:8.1f} us/call   overhead {r['overhead_us']:7.1f} us "
               f"= {100 * r['overhead_fraction']:.1f}% of network time   (subtraction: {r['total_minus_network_us']:+.1f} us)")

@@ -8,6 +8,7 @@ step (d is finite there), not a plain denoise. NFE = n.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -25,20 +26,31 @@ def ipndm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, max
     if max_order not in (1, 2, 3, 4):
         raise ValueError(f"max_order={max_order!r} is not one of [1, 2, 3, 4]")
     n = len(sigmas) - 1
-    # d_k = (x_k - D_k) / sigma_k; the 1 / sigma_k is folded into the weights, so the history holds
-    # e_k = x_k - D_k and one subtraction per step builds it
-    weights = [[w * (sigmas[i + 1] - sigmas[i]) / sigmas[i - k] for k, w in enumerate(_AB[min(i + 1, max_order) - 1])]
-               for i in range(n)]
-    es: list[torch.Tensor] = []  # e_i, e_{i-1}, ... (newest first)
+    weights = _weights(tuple(sigmas), max_order)
+    e1 = e2 = e3 = x  # e_{i-1}, e_{i-2}, e_{i-3} (placeholders until filled; unused until then)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
-        es.insert(0, torch.sub(x, denoised))
-        del es[max_order:]
+        e0 = torch.sub(x, denoised)
         # x_{i+1} = x_i + (s_{i+1} - s_i) sum_k AB_k d_{i-k}
         w = weights[i]
-        x = x.add(es[0], alpha=w[0])
-        for k in range(1, len(w)):
-            x.add_(es[k], alpha=w[k])
+        x = x.add(e0, alpha=w[0])
+        terms = len(w)
+        if terms > 1:
+            x.add_(e1, alpha=w[1])
+            if terms > 2:
+                x.add_(e2, alpha=w[2])
+                if terms > 3:
+                    x.add_(e3, alpha=w[3])
+        e1, e2, e3 = e0, e1, e2
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x
+
+
+@lru_cache(maxsize=64)
+def _weights(sigmas: tuple[float, ...], max_order: int) -> tuple[tuple[float, ...], ...]:
+    """Per step, the weights of e_i, e_{i-1}, ...: d_k = (x_k - D_k) / sigma_k with the 1 / sigma_k folded
+    in, so the history holds e_k = x_k - D_k and one subtraction per step builds it. Cached per grid."""
+    n = len(sigmas) - 1
+    return tuple(tuple(w * (sigmas[i + 1] - sigmas[i]) / sigmas[i - k] for k, w in enumerate(_AB[min(i + 1, max_order) - 1]))
+                 for i in range(n))

@@ -72,17 +72,22 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
         raise ValueError(f"order={order!r} is not one of [1, 2, 3]")
     n = len(sigmas) - 1
     steps = _tables(tuple(sigmas), variant, order, corrector)
-    history: list[torch.Tensor] = []  # D_i, D_{i-1}, ... (newest first)
+    decay = [scalar(w_x, x.dtype) for w_x, _ in steps]
+    d1 = d2 = d3 = x  # D_{i-1}, D_{i-2}, D_{i-3} (placeholders until filled; their weights are 0 until then)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
-        history.insert(0, denoised)
-        del history[4:]
         # UniC on step i-1 and UniP for step i in one combination (see _tables):
         # x_{i+1} = e^{-h_i} x_i^pred + sum_k w_k D_{i-k}
-        w_x, w = steps[i]
-        x = torch.mul(x, scalar(w_x, x.dtype)).add_(denoised, alpha=w[0])
-        for k in range(1, len(w)):
-            x.add_(history[k], alpha=w[k])
+        w = steps[i][1]
+        x = torch.mul(x, decay[i]).add_(denoised, alpha=w[0])
+        lags = len(w)
+        if lags > 1:
+            x.add_(d1, alpha=w[1])
+            if lags > 2:
+                x.add_(d2, alpha=w[2])
+                if lags > 3:
+                    x.add_(d3, alpha=w[3])
+        d1, d2, d3 = denoised, d1, d2
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
     return x
