@@ -45,6 +45,15 @@ def random_net(seed=0, width=48, depth=3):
 SCENE = SCENES["child_at_curb"]
 
 
+def fan_setup(P, R, H, S, seed):
+    """Grid, candidate plans, initial noise, observed frame and sampler for a P x R fan-out of H frames."""
+    sigmas = build_grid("karras", S, PATH)
+    plans = candidate_plans(P, H)
+    noise = torch.randn(P * R, H, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(seed))
+    ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(seed + 1))[0]
+    return sigmas, plans, noise, ctx, frame_sampler("dpmpp_2m")
+
+
 def test_shared_context_net_equals_the_network():
     net = random_net()
     shared = SharedContextNet(net)
@@ -70,11 +79,7 @@ def test_per_row_actions_match_single_action_conditions():
 def test_fan_out_equals_loop_and_counts_the_bill(guidance):
     net = SharedContextNet(random_net())
     P, R, H, S = 3, 2, 3, 5
-    sigmas = build_grid("karras", S, PATH)
-    plans = candidate_plans(P, H)
-    noise = torch.randn(P * R, H, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(3))
-    ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(4))[0]
-    sampler = frame_sampler("dpmpp_2m")
+    sigmas, plans, noise, ctx, sampler = fan_setup(P, R, H, S, seed=3)
     c_fan, c_loop = NFECounter(), NFECounter()
     a = fan_out(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
                 guidance=guidance, counter=c_fan)
@@ -200,11 +205,7 @@ def test_fan_out_uses_a_wrappers_own_context_and_replays_from_stored_outputs():
 
     net = SharedContextNet(random_net(seed=3))
     P, R, H, S = 2, 3, 4, 3
-    sigmas = build_grid("karras", S, PATH)
-    plans = candidate_plans(P, H)
-    noise = torch.randn(P * R, H, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(8))
-    ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(9))[0]
-    sampler = frame_sampler("dpmpp_2m")
+    sigmas, plans, noise, ctx, sampler = fan_setup(P, R, H, S, seed=8)
     real = fan_out(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
     rec = RecordedNet(net)
     recorded = fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs
 
 # Adams-Bashforth weights of d_i, d_{i-1}, d_{i-2}, d_{i-3} for orders 1-4.
 _AB = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -33,14 +33,7 @@ def ipndm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, max
         e0 = torch.sub(x, denoised)
         # x_{i+1} = x_i + (s_{i+1} - s_i) sum_k AB_k d_{i-k}
         w = weights[i]
-        x = x.add(e0, alpha=w[0])
-        terms = len(w)
-        if terms > 1:
-            x.add_(e1, alpha=w[1])
-            if terms > 2:
-                x.add_(e2, alpha=w[2])
-                if terms > 3:
-                    x.add_(e3, alpha=w[3])
+        x = add_lags(x.add(e0, alpha=w[0]), w, e1, e2, e3)
         e1, e2, e3 = e0, e1, e2
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))

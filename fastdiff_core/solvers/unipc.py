@@ -20,7 +20,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas, scalar
+from fastdiff_core.solvers.primitives import (
+    StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs, lambdas, scalar,
+)
 
 
 def _uni_coefficients(lam: list[float], i: int, order: int, variant: str, corrector: bool) -> list[float]:
@@ -79,14 +81,7 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
         # UniC on step i-1 and UniP for step i in one combination (see _tables):
         # x_{i+1} = e^{-h_i} x_i^pred + sum_k w_k D_{i-k}
         w = steps[i][1]
-        x = torch.mul(x, decay[i]).add_(denoised, alpha=w[0])
-        lags = len(w)
-        if lags > 1:
-            x.add_(d1, alpha=w[1])
-            if lags > 2:
-                x.add_(d2, alpha=w[2])
-                if lags > 3:
-                    x.add_(d3, alpha=w[3])
+        x = add_lags(torch.mul(x, decay[i]).add_(denoised, alpha=w[0]), w, d1, d2, d3)
         d1, d2, d3 = denoised, d1, d2
         if callback is not None:
             callback(StepInfo(i, n, sigmas[i], sigmas[i + 1], x, denoised, i + 1, (sigmas[i],)))
