@@ -58,3 +58,30 @@ def test_sweep_compare_and_pareto(home):
     assert not cmp.exception
     diff = cmp.dataframe[0].value
     assert set(diff["field"]) == {"solver"}  # euler vs heun at 3 steps: only the solver differs
+
+
+def test_driving_run_renders_branches_bill_and_rollouts(home):
+    """A run of the driving world (real teacher, real rollouts) on the run page: the NFE the counter
+    saw equals the dashboard's S x C x H x P·R, the branch table lists every branch with the tail
+    marked and its truth, and the sampled rollouts are drawn."""
+    from store import Store
+
+    from fastdiff_core.worlds.driving.scenes import LABELS, TAIL
+
+    s = Store()
+    spec = RunSpec(world="driving", scene="child_at_curb", solver="dpmpp_2m", steps=4, samples=24, horizon=3,
+                   plans=1, futures=2, guidance_scale=2.0, guidance_interval=(0.3, 5.0), regime="closed_loop",
+                   world_options={"action": "brake"}, name="driving tiny")
+    _, (rid,) = record_done(s, "driving", [spec])
+    at = page("explore", run=rid).run()
+    assert not at.exception
+    m = {x.label: x.value for x in at.metric}
+    assert m["NFE counted / sample"] == m["formula (dashboard)"] == m["formula (worker)"]
+    assert float(m["NFE counted / sample"].replace(",", "")) > 4 * 3 * 2  # the guidance interval: 1 < C < 2
+    body = texts(at)
+    assert "Verdict — closed_loop" in body
+    rows = at.table[0].value
+    branches = [str(b) for b in rows["branch"]]
+    assert f"{TAIL} (tail)" in branches and all(any(b.startswith(lab) for b in branches) for lab in LABELS)
+    assert (rows["truth"] != "").any()
+    assert len(at.get("plotly_chart")) >= 3  # latency, branch histogram, sampled rollouts
