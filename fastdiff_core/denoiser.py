@@ -237,8 +237,9 @@ class Denoiser:
         return c
 
     def _call_constants(self, sigma: float, x: torch.Tensor) -> tuple:
-        """Everything one call at ``sigma`` needs for inputs like ``x``, looked up once: the scale alpha as a
-        0-dim tensor, the time input for one and two passes, the x0 coefficients and the passes."""
+        """Everything one call at ``sigma`` needs for inputs like ``x`` (dtype, batch, device), built once and
+        cached: alpha and c_x as 0-dim tensors of x's dtype, the network dtype, the time input for all the
+        call's passes, the x0 coefficients and the number of passes."""
         t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
         net_dtype = self.net_dtype or x.dtype
         batch = x.shape[0]
