@@ -356,8 +356,9 @@ def _per_call_us(fns: list[Callable[[], int]], repeats: int) -> list[float]:
 
 
 def overhead_rows(kd: types.ModuleType | None, path: Any, dim: int, batches: tuple[int, ...], steps: int,
-                  repeats: int) -> list[dict[str, Any]]:
-    """Solver time per network call with a network that costs nothing (returns a stored tensor)."""
+                  repeats: int, *, diffusers_peer: bool = True) -> list[dict[str, Any]]:
+    """Solver time per network call with a network that costs nothing (returns a stored tensor); beside
+    k-diffusion's same sampler when ``kd`` is given, and diffusers' schedulers when ``diffusers_peer``."""
     rows = []
     for batch in batches:
         x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(0)) * 80.0
@@ -415,7 +416,8 @@ def overhead_rows(kd: types.ModuleType | None, path: Any, dim: int, batches: tup
             else:
                 row["overhead_us"] = _per_call_us([ours], repeats)[0]
             rows.append(row)
-        rows += _diffusers_overhead(batch, dim, steps, repeats)
+        if diffusers_peer:
+            rows += _diffusers_overhead(batch, dim, steps, repeats)
     return rows
 
 
@@ -608,7 +610,8 @@ def main(args: argparse.Namespace) -> int:
         r["world"] = mixture.name
 
     log("overhead ...")
-    over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if quick else 15)
+    over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if quick else 15,
+                         diffusers_peer=not args.no_peers)
     mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if quick else 40)
     zones = zone_study(setup, split=1.0, solver="dpmpp_2m")
     for r in over:

@@ -1,0 +1,57 @@
+"""`fastdiff bench solvers` end to end at CI size (no peers): the JSON rows carry the fields the core
+issue names, by those names, and what they hold is consistent with the registry and the world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from fastdiff_core import catalog
+from fastdiff_core.bench import solvers as bench
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "solvers.json"
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(parser.parse_args(["--quick", "--no-peers", "--samples", "60", "--json", str(path)])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads(path.read_text())
+
+
+def test_rows_carry_the_named_fields_and_counted_nfe_follows_the_registry(payload):
+    rows = [r for r in payload["rows"] if r["impl"] == "fastdiff" and r["nfe_target"] is not None]
+    assert {r["nfe_target"] for r in rows} == {4, 8, 20}
+    for r in rows:
+        for field in ("nfe", "rmse", "median_err", "rare_rate", "rare_rate_truth", "rare_rate_ref",
+                      "overhead_us_batch1", "overhead_us_batch1024"):
+            assert field in r, (r["solver"], field)
+        name = r["solver"].split("(")[0]
+        opts = {"eta": 1.0} if name == "dpmpp_2m_sde" else {}
+        assert r["nfe"] == catalog.SOLVERS[name].nfe(r["steps"], opts) <= r["nfe_target"]
+        assert r["rmse"] >= r["median_err"] * 0.5 and 0.0 <= r["rare_rate"] <= 1.0
+        assert r["rare_rate_truth"] == pytest.approx(0.02)
+    adaptive = [r for r in payload["rows"] if r["grid"] == "adaptive"]
+    assert adaptive and all(r["nfe"] > 0 for r in adaptive)
+    # more evaluations buy accuracy: the best 20-NFE setting beats the best 4-NFE setting
+    best = {v: min(r["rmse"] for r in rows if r["nfe_target"] == v) for v in (4, 20)}
+    assert best[20] < 0.5 * best[4]
+
+
+def test_overhead_rows_cover_every_solver_at_both_batches(payload):
+    solvers = [n for n, info in catalog.SOLVERS.items() if not info.adaptive]
+    got = {(r["solver"], r["batch"]) for r in payload["overhead"] if "overhead_us" in r}
+    assert got == {(n, b) for n in solvers for b in (1, 1024)}
+    assert all(r["overhead_us"] > 0 for r in payload["overhead"] if "overhead_us" in r)
+    mlp = {r["solver"]: r for r in payload["mlp_overhead"]}
+    assert set(mlp) == set(solvers)
+    assert all(90_000 < r["mlp_params"] < 110_000 and 0 < r["overhead_fraction"] < 1 for r in mlp.values())
+    assert payload["peers_missing"] == []  # --no-peers: nothing was looked for, nothing reported missing
+    assert not any("peer" in r for r in payload["overhead"])  # --no-peers reaches the overhead section too
