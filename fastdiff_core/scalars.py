@@ -10,8 +10,8 @@ _SCALARS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
 def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
     """``value`` as a cached 0-dim CPU tensor of ``dtype``, for ``torch.mul(x, scalar(c, x.dtype))``.
 
-    PyTorch wraps a Python float into a fresh tensor on every ``x * c``; multiplying by a 0-dim tensor
-    of x's dtype gives bitwise the same result ~1.5 us sooner (CPU, batch 256) — at 2-4 multiplies per
+    PyTorch wraps a Python float into a fresh tensor on every ``x * c``; multiplying by a cached 0-dim
+    tensor gives bitwise the same result ~1.5 us sooner (CPU, batch 256) — at 2-4 multiplies per
     step, a visible share of a small network's time. A CPU 0-dim tensor is a scalar to CUDA kernels too.
     """
     key = (value, dtype)
@@ -19,5 +19,10 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
     if t is None:
         if len(_SCALARS) > 65536:
             _SCALARS.clear()
-        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+        # half-precision states get a float32 constant: a 0-dim tensor of their own dtype would round the
+        # constant itself to 8-11 bits; float32 gives exactly what a Python float gives (tested)
+        t = _SCALARS[key] = torch.tensor(value, dtype=torch.float32 if dtype in _HALF else dtype)
     return t
+
+
+_HALF = (torch.float16, torch.bfloat16)

@@ -266,3 +266,14 @@ def test_finiteness_check_and_scaled_noise_draw():
     z = fresh_noise(x, torch.Generator().manual_seed(5), 0.25)
     ref = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)) * 0.25
     assert z.shape == x.shape and z.dtype == x.dtype and torch.equal(z, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_cached_scalars_multiply_exactly_like_python_floats(dtype):
+    """Solvers and the denoiser multiply by cached 0-dim tensors for speed; the product must be the
+    one a Python float gives, bit for bit, in every dtype (a bf16 constant would not be)."""
+    from fastdiff_core.scalars import scalar
+
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for c in (0.12345, 0.7548, 1e-3, -2.5, 157.4):
+        assert torch.equal(torch.mul(x, scalar(c, dtype)), torch.mul(x, c)), (dtype, c)
