@@ -95,6 +95,13 @@ SOLVERS: dict[str, SolverInfo] = {
                             "atol": Option(float, 1e-4, "absolute tolerance", min=1e-12, max=1.0),
                             "max_nfe": Option(int, 2000, "hard cap on evaluations", min=3, max=100000)},
                    adaptive=True),
+        SolverInfo("dpm_adaptive", "Adaptive DPM-Solver++ (DDIM / 2S embedded pair, error-controlled)",
+                   "Lu et al. 2022, DPM-Solver (sec. 4.4, DPM-Solver-12) in DPM-Solver++ data prediction",
+                   2, lambda n, o: None,
+                   options={"rtol": Option(float, 1e-3, "relative tolerance", min=1e-10, max=1.0),
+                            "atol": Option(float, 1e-4, "absolute tolerance", min=1e-12, max=1.0),
+                            "max_nfe": Option(int, 2000, "hard cap on evaluations", min=3, max=100000)},
+                   adaptive=True),
     ]
 }
 

@@ -83,8 +83,9 @@ def test_guidance_interval_needs_sigmas_or_fraction():
         budget.bill_for(spec, guided_fraction=1.5)
 
 
-def test_adaptive_solver_bills_its_cap_as_upper_bound():
-    bill = budget.bill_for(RunSpec(solver="adaptive", solver_options={"max_nfe": 300}))
+@pytest.mark.parametrize("solver", ["adaptive", "dpm_adaptive"])
+def test_adaptive_solver_bills_its_cap_as_upper_bound(solver):
+    bill = budget.bill_for(RunSpec(solver=solver, solver_options={"max_nfe": 300}))
     assert bill.S == 300 and not bill.exact
 
 
@@ -200,7 +201,7 @@ def test_bill_validation_names_field(field, value):
 @given(st.integers(1, 50), st.sampled_from(sorted(catalog.SOLVERS)), st.integers(1, 30), st.integers(1, 8),
        st.integers(1, 8), st.floats(0, 10))
 def test_bill_is_the_product(steps, solver, H, P, R, scale):
-    if solver == "adaptive":
+    if catalog.SOLVERS[solver].adaptive:  # the tolerance sets S: billed at its cap (test above)
         return
     spec = RunSpec(solver=solver, steps=steps, horizon=H, plans=P, futures=R, guidance_scale=scale)
     bill = budget.bill_for(spec)

@@ -120,7 +120,7 @@ def test_execute_with_guidance_counts_two_passes_and_interval_fewer():
     assert ri.nfe_counted == ri.nfe_formula and 8 < ri.nfe_counted < 16
 
 
-@pytest.mark.parametrize("solver", ["heun", "dpmpp_2s", "adaptive", "unipc"])
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2s", "adaptive", "dpm_adaptive", "unipc"])
 def test_execute_nfe_counted_equals_formula(solver):
     r = execute(RunSpec(solver=solver, steps=6, samples=100, dtype="float64"))
     assert r.nfe_counted == r.nfe_formula

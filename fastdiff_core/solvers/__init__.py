@@ -14,7 +14,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.registry import validate_options
-from fastdiff_core.solvers.adaptive import adaptive
+from fastdiff_core.solvers.adaptive import adaptive, dpm_adaptive
 from fastdiff_core.solvers.ddim import ddim, ddpm
 from fastdiff_core.solvers.dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_2s, dpmpp_3m
 from fastdiff_core.solvers.edm import euler, heun
@@ -33,7 +33,7 @@ class SolverEntry(NamedTuple):
 _FUNCTIONS: dict[str, SolverFunction] = {
     "euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm,
     "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "dpmpp_2m_sde": dpmpp_2m_sde, "dpmpp_2s": dpmpp_2s,
-    "unipc": unipc, "ipndm": ipndm, "adaptive": adaptive,
+    "unipc": unipc, "ipndm": ipndm, "adaptive": adaptive, "dpm_adaptive": dpm_adaptive,
 }
 
 SOLVERS: dict[str, SolverEntry] = {name: SolverEntry(fn, catalog.SOLVERS[name]) for name, fn in _FUNCTIONS.items()}
