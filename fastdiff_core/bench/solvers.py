@@ -676,8 +676,10 @@ def main(args: argparse.Namespace) -> int:
             c = [r["rmse"] for r in ok if r["impl"] == "fastdiff" and r["solver"] == name and r["nfe_target"] == v]
             cells.append(f"{min(c):>11.2e}" if c else f"{'-':>11}")
         print(f"{name:<26}" + "".join(cells))
+    print("\nAdaptive solvers (the tolerance sets the NFE): rmse, and the rare mode against the reference's rate:")
     for r in [r for r in ok if r["grid"] == "adaptive"]:
-        print(f"{r['solver']:<26} nfe {r['nfe']:>4}  rmse {r['rmse']:.2e}")
+        print(f"{r['solver']:<26} nfe {r['nfe']:>4}  rmse {r['rmse']:.2e}  rare {r['rare_rate']:.4f} "
+              f"[{r['rare_lo']:.4f}, {r['rare_hi']:.4f}] vs {r['rare_rate_ref']:.4f}")
 
     print("\nOverhead per network call, network excluded (us; min of repeats), same run:")
     print(f"{'solver':<14}{'batch':>6}{'fastdiff':>10}{'k-diffusion':>13}{'ratio':>7}   peer (diffusers)")
