@@ -190,7 +190,6 @@ class Denoiser:
         self.counter = counter if counter is not None else NFECounter()
         self.time_scale, self.net_dtype = time_scale, net_dtype
         self._coeffs: dict[float, tuple[float, float, float, float, float]] = {}
-        self._x0_coeffs: dict[float, tuple[float, float, float, float, int]] = {}
         self._t_cache: dict[tuple[float, int, torch.device], torch.Tensor] = {}
         self._call_cache: dict[tuple, tuple] = {}
         self.guidance = guidance
@@ -203,7 +202,6 @@ class Denoiser:
     def guidance(self, value: Guidance) -> None:
         # the per-sigma constants include the guidance passes: a new guidance starts them afresh
         self._guidance = value
-        self._x0_coeffs.clear()
         self._call_cache.clear()
 
     def coefficients(self, sigma: float) -> tuple[float, float, float, float, float]:
@@ -227,20 +225,13 @@ class Denoiser:
             self._t_cache[key] = tt
         return tt
 
-    def _step_constants(self, sigma: float) -> tuple[float, float, float, float, int]:
-        """(t, alpha, c_x, c_out, passes) at ``sigma``: everything a call needs as plain floats (cached)."""
-        c = self._x0_coeffs.get(sigma)
-        if c is None:
-            t, a, s, da, ds = self.coefficients(sigma)
-            c_x, c_out = x0_coefficients(self.prediction, a, s, da, ds)
-            c = self._x0_coeffs[sigma] = (t, a, c_x, c_out, self.guidance.passes(sigma))
-        return c
-
     def _call_constants(self, sigma: float, x: torch.Tensor) -> tuple:
-        """Everything one call at ``sigma`` needs for inputs like ``x`` (dtype, batch, device), built once and
-        cached: alpha and c_x as 0-dim tensors of x's dtype, the network dtype, the time input for all the
-        call's passes, the x0 coefficients and the number of passes."""
-        t, a, c_x, c_out, passes = self._x0_coeffs.get(sigma) or self._step_constants(sigma)
+        """Everything one call at ``sigma`` needs for inputs like ``x`` (dtype, batch, device), built once
+        and cached: alpha and c_x as cached scalars (``scalars.scalar``), the network dtype, the time input
+        for all the call's passes, the x0 coefficients and the number of passes."""
+        t, a, s, da, ds = self.coefficients(sigma)
+        c_x, c_out = x0_coefficients(self.prediction, a, s, da, ds)
+        passes = self._guidance.passes(sigma)
         net_dtype = self.net_dtype or x.dtype
         batch = x.shape[0]
         c = (scalar(a, x.dtype), net_dtype, self._t(t, x, passes * batch, net_dtype), c_x, c_out, passes,

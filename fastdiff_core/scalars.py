@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 _SCALARS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
@@ -24,5 +25,3 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
         t = _SCALARS[key] = torch.tensor(value, dtype=torch.float32 if dtype in _HALF else dtype)
     return t
 
-
-_HALF = (torch.float16, torch.bfloat16)

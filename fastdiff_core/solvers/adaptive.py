@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from fastdiff_core.solvers.dpm_solver import midpoint_step
 from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, checked_inputs
 
 
@@ -107,14 +108,11 @@ def dpm_adaptive(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
             h = lam_end - lam
         lam_new = lam_end if forced or lam + h >= lam_end else lam + h
         s, s_next = math.exp(-lam), math.exp(-lam_new)
-        s_mid = math.sqrt(s * s_next)
-        u = torch.lerp(denoised, x, s_mid / s)
-        d_mid = denoiser(u, s_mid)
+        x_new, d_mid, s_mid = midpoint_step(denoiser, x, denoised, s, s_next)  # the higher-order x2
         nfe += 1
         evals.append(s_mid)
         # error = x2 - x1 = (1 - e^{-h}) (D_mid - D)
         err = torch.sub(d_mid, denoised).mul_(1.0 - s_next / s)
-        x_new = torch.lerp(d_mid, x, s_next / s)
         scale = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
         e = float(err.div_(scale).square_().reshape(err.shape[0], -1).mean(dim=1).max().sqrt())
         if not math.isfinite(e):

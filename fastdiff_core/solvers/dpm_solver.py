@@ -136,6 +136,19 @@ def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
     return x
 
 
+def midpoint_step(denoiser: X0Denoiser, x: torch.Tensor, denoised: torch.Tensor, s: float,
+                  s_next: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One DPM-Solver++(2S) step from s to s_next > 0, given D(x, s): evaluate D at the midpoint in lambda,
+    sigma_mid = sqrt(s s_next), and take the exponential-integrator step with it. Returns (x_next,
+    D(u, sigma_mid), sigma_mid). One evaluation.
+
+        u = (s_mid / s) x - (e^{-h/2} - 1) D(x, s);  x_next = (s_next / s) x - (e^{-h} - 1) D(u, s_mid)
+    """
+    s_mid = math.sqrt(s * s_next)
+    d_mid = denoiser(torch.lerp(denoised, x, s_mid / s), s_mid)
+    return torch.lerp(d_mid, x, s_next / s), d_mid, s_mid
+
+
 def dpmpp_2s(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
              generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(2S), Algorithm 1 with r = 1/2: an intermediate evaluation at lambda_i + h/2
@@ -150,12 +163,8 @@ def dpmpp_2s(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
         if s_next == 0.0:
             x, evals = denoised, (s,)
         else:
-            s_mid = math.sqrt(s * s_next)
-            # u = (s_mid / s) x - (e^{-h/2} - 1) D_i ;  x_{i+1} = (s' / s) x - (e^{-h} - 1) D(u, s_mid)
-            u = torch.lerp(denoised, x, s_mid / s)
-            denoised = denoiser(u, s_mid)
+            x, denoised, s_mid = midpoint_step(denoiser, x, denoised, s, s_next)
             nfe += 1
-            x = torch.lerp(denoised, x, s_next / s)
             evals = (s, s_mid)
         if callback is not None:
             callback(StepInfo(i, n, s, s_next, x, denoised, nfe, evals))

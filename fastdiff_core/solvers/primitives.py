@@ -131,4 +131,3 @@ def fresh_noise(x: torch.Tensor, generator: torch.Generator | None, std: float =
     over the state than ``a x + b d + s z``."""
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     return out.normal_(0.0, std, generator=generator)
-
