@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 _SCALARS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
-_HALF = (torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
@@ -22,6 +22,6 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
             _SCALARS.clear()
         # half-precision states get a float32 constant: a 0-dim tensor of their own dtype would round the
         # constant itself to 8-11 bits; float32 gives exactly what a Python float gives (tested)
-        t = _SCALARS[key] = torch.tensor(value, dtype=torch.float32 if dtype in _HALF else dtype)
+        t = _SCALARS[key] = torch.tensor(value, dtype=torch.float32 if dtype in HALF_DTYPES else dtype)
     return t
 

@@ -154,6 +154,7 @@ def _d(x, s):
         (lambda: sample("nope", _d, torch.ones(2, 2), [1.0, 0.0]), "solver"),
         (lambda: sample("ddim", _d, torch.ones(2, 2), [1.0, 0.0], options={"eta": float("nan")}), "solver_options.eta"),
         (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options={"order": 5}), "solver_options.order"),
+        (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options={"ordr": 2}), r"unknown option.*'ordr'"),
         (lambda: RunSpec(steps=0), "steps"),
         (lambda: RunSpec(guidance_scale=float("nan")), "guidance_scale"),
         (lambda: RunSpec(guidance_scale=-2.0), "guidance_scale"),
@@ -166,6 +167,23 @@ def _d(x, s):
 def test_bad_input_raises_value_error_naming_the_field(call, field):
     with pytest.raises(ValueError, match=field):
         call()
+
+
+def test_a_call_without_options_runs_the_catalog_defaults():
+    """sample() skips validation when no options are given (it runs right after the network, when cold
+    Python is slow): that path must be the catalog's defaults, exactly, and stay so after use."""
+    from fastdiff_core import catalog
+
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(3), dtype=F64) * 10.0
+    sig = [10.0, 3.0, 1.0, 0.3, 0.0]
+    for name in ("unipc", "ipndm", "ddim", "dpmpp_2m_sde"):
+        defaults = {k: opt.default for k, opt in catalog.SOLVERS[name].options.items()}
+        plain = sample(name, _d, x, sig, generator=torch.Generator().manual_seed(1))
+        given = sample(name, _d, x, sig, options=defaults, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(plain, given), name
+    other = sample("unipc", _d, x, sig, options={"order": 1})  # options given: validated and used
+    assert not torch.equal(other, sample("unipc", _d, x, sig))
+    assert torch.equal(sample("unipc", _d, x, sig, options={}), sample("unipc", _d, x, sig))
 
 
 # -- golden values (regressions) ------------------------------------------------------------------
@@ -205,15 +223,17 @@ def test_fastdiff_run_command_prints_a_table_and_json():
 
 def test_validated_grids_are_cached_without_letting_bad_grids_through():
     """checked_inputs caches a validated all-float grid (a rollout re-solves on it every frame): the
-    cache hands back a fresh list, and a bad grid, or a grid of bools, is still refused afterwards."""
+    cache hands back a tuple (nothing can alter it), and a bad grid, or a grid of bools, is still refused
+    afterwards."""
     good = [2.0, 1.0, 0.0]
     out = sample("euler", _d, torch.ones(2, 2), good)
     assert torch.isfinite(out).all()
     from fastdiff_core.solvers.primitives import checked_inputs
 
     first = checked_inputs(torch.ones(2, 2), good)
-    first.append(99.0)  # a caller mutating what it got back does not poison the cache
-    assert checked_inputs(torch.ones(2, 2), good) == good
+    assert first == tuple(good) and isinstance(first, tuple)
+    good.append(-1.0)  # the caller's list changing afterwards does not reach the cached grid
+    assert checked_inputs(torch.ones(2, 2), [2.0, 1.0, 0.0]) == first == (2.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="strictly decreasing"):
         checked_inputs(torch.ones(2, 2), [1.0, 2.0, 0.0])
     with pytest.raises(ValueError, match="finite number"):

@@ -277,21 +277,34 @@ def test_unipc_merged_update_equals_explicit_predictor_corrector(variant, order)
 
 
 def test_finiteness_check_and_scaled_noise_draw():
-    """all_finite (one min/max reduction) catches every NaN and inf wherever it sits and in any float
-    dtype; fresh_noise(x, g, std) is std times the generator's standard normals, bit for bit."""
+    """all_finite (a sum, with the exact min/max check behind it) catches every NaN and inf wherever it
+    sits and in any float dtype, and does not mistake finite values whose sum overflows for bad ones;
+    fresh_noise(x, g, std) is std times the generator's standard normals, bit for bit, whatever x's
+    memory layout."""
     from fastdiff_core.solvers.primitives import all_finite, fresh_noise
 
     x = torch.randn(64, 3, 5, generator=torch.Generator().manual_seed(0))
     assert all_finite(x) and all_finite(x[:0])
     for bad in (float("nan"), float("inf"), -float("inf")):
-        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             y = x.clone().to(dtype)
             y[63, 2, 4] = bad
             assert not all_finite(y), (bad, dtype)
             assert not all_finite(y[:, :, 3:]), (bad, dtype)
+    both = x.clone()
+    both[0, 0, 0], both[1, 1, 1] = float("inf"), -float("inf")  # their sum is NaN, not inf: still caught
+    assert not all_finite(both)
+    for dtype, big in ((torch.float32, 3e38), (torch.float64, 1.7e308)):
+        huge = torch.full((8, 4), big, dtype=dtype)
+        assert not math.isfinite(float(huge.sum())), dtype  # the fast path's sum overflows ...
+        assert all_finite(huge), dtype  # ... and the exact check behind it still finds every value finite
+    assert all_finite(torch.full((8, 4), 6e4, dtype=torch.float16))  # half precision sums in float32
     z = fresh_noise(x, torch.Generator().manual_seed(5), 0.25)
     ref = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)) * 0.25
     assert z.shape == x.shape and z.dtype == x.dtype and torch.equal(z, ref)
+    zt = fresh_noise(x.transpose(0, 2), torch.Generator().manual_seed(5), 0.25)  # a non-contiguous state
+    assert zt.shape == (5, 3, 64) and zt.is_contiguous()
+    assert torch.equal(zt, (torch.randn(5, 3, 64, generator=torch.Generator().manual_seed(5)) * 0.25))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])

@@ -481,9 +481,11 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
             return stored
 
         def run(name: str, d: Denoiser) -> Callable[[], int]:
+            gen = torch.Generator().manual_seed(0)  # the caller's, made once: not the solver's work
+
             def go() -> int:
                 counter.reset()
-                sample(name, d, x, sig, generator=torch.Generator().manual_seed(0))
+                sample(name, d, x, sig, generator=gen)
                 return int(counter.nfe)
             return go
 
