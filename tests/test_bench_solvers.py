@@ -53,5 +53,11 @@ def test_overhead_rows_cover_every_solver_at_both_batches(payload):
     mlp = {r["solver"]: r for r in payload["mlp_overhead"]}
     assert set(mlp) == set(solvers)
     assert all(90_000 < r["mlp_params"] < 110_000 and 0 < r["overhead_fraction"] < 1 for r in mlp.values())
+    # the stochastic samplers carry their noise draw's share (timed alone, same rounds); the others do not
+    for name, r in mlp.items():
+        assert ("noise_draw_us" in r) == (name in bench.STOCHASTIC), name
+        if name in bench.STOCHASTIC:
+            assert r["noise_draw_us"] > 0 and 0 < r["noise_draw_fraction"] < 1
+            assert abs(r["overhead_excluding_noise_fraction"]) < 1
     assert payload["peers_missing"] == []  # --no-peers: nothing was looked for, nothing reported missing
     assert not any("peer" in r for r in payload["overhead"])  # --no-peers reaches the overhead section too

@@ -40,8 +40,8 @@ from fastdiff_core.worlds.mixture import Mixture, get_mixture
 NFES = (4, 6, 8, 10, 15, 20, 50)
 COMPARE_NFES = (6, 8, 10, 15, 20)
 GRIDS = ("karras", "uniform_logsnr", "uniform_t", "quadratic")
-OPTIMISED = ("dpmpp_2m", "unipc", "ipndm")
-STOCHASTIC = ("ddpm", "dpmpp_2m_sde")  # solvers that draw fresh noise at every step  # solvers whose grid the bench optimises per NFE
+OPTIMISED = ("dpmpp_2m", "unipc", "ipndm")  # solvers whose grid the bench optimises per NFE
+STOCHASTIC = ("ddpm", "dpmpp_2m_sde")  # solvers that draw fresh noise at every step
 F64 = torch.float64
 
 # Our solver -> the k-diffusion sampler that implements the same method (for the overhead ratio).
@@ -497,7 +497,15 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
         # every solver, with the stored output and with the MLP, and the MLP alone, interleaved round by
         # round: a slow phase of a shared machine then slows all of them alike, and the minimum over rounds
         # keeps the undisturbed time
-        fns = [network_only]
+        gen = torch.Generator().manual_seed(2)
+        noisy_steps = sum(1 for s in sig[1:] if s > 0.0)
+
+        def draw() -> int:  # what a stochastic sampler's noise costs alone (one draw per noisy step)
+            for _ in range(noisy_steps):
+                torch.randn(x.shape, generator=gen, dtype=x.dtype)
+            return steps
+
+        fns = [network_only, draw]
         for name in names:
             fns += [run(name, Denoiser(null_net, path, "eps", counter=counter)),
                     run(name, Denoiser(net, path, "eps", counter=counter))]
@@ -505,16 +513,22 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
     # the fraction is taken round by round (overhead and network timed moments apart) and its median
     # reported: this machine's speed drifts by 20% over tens of seconds, which a ratio of two minima
     # taken at different moments would carry
-    net_rounds = rounds[0]
+    net_rounds, draw_rounds = rounds[0], rounds[1]
     per_call_net = statistics.median(net_rounds)
     rows = []
     for j, name in enumerate(names):
-        own, full = rounds[1 + 2 * j], rounds[2 + 2 * j]
+        own, full = rounds[2 + 2 * j], rounds[3 + 2 * j]
         fraction = statistics.median(o / n for o, n in zip(own, net_rounds))
-        rows.append({"solver": name, "batch": batch, "mlp_params": params, "network_us": per_call_net,
-                     "overhead_us": statistics.median(own), "overhead_fraction": fraction,
-                     "total_us": statistics.median(full),
-                     "total_minus_network_us": statistics.median(f - n for f, n in zip(full, net_rounds))})
+        row = {"solver": name, "batch": batch, "mlp_params": params, "network_us": per_call_net,
+               "overhead_us": statistics.median(own), "overhead_fraction": fraction,
+               "total_us": statistics.median(full),
+               "total_minus_network_us": statistics.median(f - n for f, n in zip(full, net_rounds))}
+        if name in STOCHASTIC:  # the same torch.randn k-diffusion and diffusers call, per noisy step
+            row["noise_draw_us"] = statistics.median(draw_rounds)
+            row["noise_draw_fraction"] = statistics.median(d / n for d, n in zip(draw_rounds, net_rounds))
+            row["overhead_excluding_noise_fraction"] = statistics.median(
+                (o - d) / n for o, d, n in zip(own, draw_rounds, net_rounds))
+        rows.append(row)
     return rows
 
 
@@ -700,8 +714,11 @@ def main(args: argparse.Namespace) -> int:
     print("  (overhead timed with the MLP swapped for a stored output, medians over interleaved rounds, the share")
     print("   taken round by round; the last column is the noisy cross-check 'real MLP in the solver minus the MLP alone')")
     for r in mlp:
-        print(f"  {r['solver']:<10} network {r['network_us']:8.1f} us/call   overhead {r['overhead_us']:7.1f} us "
-              f"= {100 * r['overhead_fraction']:.1f}% of network time   (subtraction: {r['total_minus_network_us']:+.1f} us)")
+        print(f"  {r['solver']:<12} network {r['network_us']:8.1f} us/call   overhead {r['overhead_us']:7.1f} us "
+              f"= {100 * r['overhead_fraction']:.1f}% of network time   (subtraction: {r['total_minus_network_us']:+.1f} us)"
+              + (f"\n  {'':<12} of which the noise draw {r['noise_draw_us']:.1f} us = "
+                 f"{100 * r['noise_draw_fraction']:.1f}%; without it {100 * r['overhead_excluding_noise_fraction']:.1f}%"
+                 if "noise_draw_us" in r else ""))
     print(f"\nWhere the steps go ({zones[0]['solver']}, geometric halves split at sigma = {zones[0]['split_sigma']}):")
     for r in zones:
         print(f"  {r['zone']:<26} nfe {r['nfe']:>3}  mode flips {r['mode_flip_rate']:.4f}  "
