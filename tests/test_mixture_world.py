@@ -155,6 +155,8 @@ def _d(x, s):
         (lambda: sample("ddim", _d, torch.ones(2, 2), [1.0, 0.0], options={"eta": float("nan")}), "solver_options.eta"),
         (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options={"order": 5}), "solver_options.order"),
         (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options={"ordr": 2}), r"unknown option.*'ordr'"),
+        (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options=[("order", 2)]), "solver_options="),
+        (lambda: sample("unipc", _d, torch.ones(2, 2), [1.0, 0.0], options=[]), "solver_options="),
         (lambda: RunSpec(steps=0), "steps"),
         (lambda: RunSpec(guidance_scale=float("nan")), "guidance_scale"),
         (lambda: RunSpec(guidance_scale=-2.0), "guidance_scale"),

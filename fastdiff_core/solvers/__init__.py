@@ -56,7 +56,10 @@ def sample(name: str, denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[fl
            callback: StepCallback | None = None) -> torch.Tensor:
     """Run solver ``name`` with validated options (defaults filled from the catalog)."""
     entry = get_solver(name)
-    opts = _DEFAULTS[name] if not options else validate_options("solver_options", dict(options), entry.info.options)
+    if options is None or options == {}:
+        opts = _DEFAULTS[name]
+    else:  # validate_options refuses anything that is not a mapping, naming the field
+        opts = validate_options("solver_options", options, entry.info.options)
     return entry.function(denoiser, x, sigmas, generator=generator, callback=callback, **opts)
 
 
