@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,30 @@ def init_state(prefix: str) -> None:
                 st.session_state[_key(prefix, name)] = _parse(name, raw)
             except (ValueError, TypeError):
                 pass  # a hand-edited URL value that does not parse keeps the default
+    solver = st.session_state[_key(prefix, "solver")]
+    options = catalog.SOLVERS[solver].options if solver in catalog.SOLVERS else {}
+    for name, raw in st.query_params.items():
+        opt = options.get(name[len(_OPT):]) if name.startswith(_OPT) else None
+        if opt is not None:
+            try:
+                st.session_state[_option_key(prefix, solver, name[len(_OPT):])] = opt.check(name, _parse_option(opt, raw))
+            except (ValueError, TypeError):
+                pass
     st.session_state[flag] = True
+
+
+_OPT = "opt."  # query parameters of the chosen solver's options: opt.eta=0.5
+
+
+def _option_key(prefix: str, solver: str, name: str) -> str:
+    """Each solver keeps its own option values, so switching solvers and back keeps them."""
+    return _key(prefix, f"{_OPT}{solver}.{name}")
+
+
+def _parse_option(opt: Any, raw: str) -> Any:
+    if opt.type is bool:
+        return raw in ("1", "true", "True")
+    return opt.type(raw)
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -91,6 +115,9 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
                  "futures", "world", "scene", "seed", "samples", "name"):
         s[_key(prefix, name)] = getattr(spec, name)
     s[_key(prefix, "regime")] = spec.regime or "offline"
+    if spec.solver in catalog.SOLVERS:
+        for name, opt in catalog.SOLVERS[spec.solver].options.items():
+            s[_option_key(prefix, spec.solver, name)] = spec.solver_options.get(name, opt.default)
     for name in ("preset", "path", "prediction", "condition"):
         if name in spec.world_options:
             s[_key(prefix, name)] = spec.world_options[name]
@@ -109,7 +136,14 @@ def sync_query_params(prefix: str) -> None:
         v = st.session_state.get(_key(prefix, name), default)
         if v != default:
             wanted[name] = "" if v is None else (("1" if v else "0") if isinstance(v, bool) else str(v))
-    current = {k: v for k, v in st.query_params.items() if k in FORM_DEFAULTS}
+    s = st.session_state
+    solver = s.get(_key(prefix, "solver"))
+    if s.get(_key(prefix, "sampler")) == "solver" and solver in catalog.SOLVERS:
+        for name, opt in catalog.SOLVERS[solver].options.items():
+            v = s.get(_option_key(prefix, solver, name), opt.default)
+            if v != opt.default:
+                wanted[_OPT + name] = ("1" if v else "0") if isinstance(v, bool) else str(v)
+    current = {k: v for k, v in st.query_params.items() if k in FORM_DEFAULTS or k.startswith(_OPT)}
     if current != wanted:
         for k in set(current) - set(wanted):
             del st.query_params[k]
@@ -156,6 +190,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
     else:
         c2.selectbox("Solver", list(catalog.SOLVERS), key=k("solver"),
                      format_func=lambda n: f"{n} — {catalog.SOLVERS[n].title}")
+    solver_options = _solver_option_widgets(prefix, s[k("solver")]) if s[k("sampler")] == "solver" else {}
     c1, c2 = st.columns(2)
     c1.selectbox("Grid", [g for g in catalog.GRIDS if g != "custom"], key=k("grid"),
                  format_func=lambda n: catalog.GRIDS[n].title, help="Chosen independently of the solver.")
@@ -234,11 +269,50 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         fields["student"] = s[k("student")]
     else:
         fields["solver"] = s[k("solver")]
+        fields["solver_options"] = solver_options
     frac = float(s[k("guided_fraction")]) if s[k("interval_on")] else None
     try:
         return FormResult(RunSpec(**fields), None, model, frac)
     except ValueError as e:
         return FormResult(None, str(e), model, frac)
+
+
+def _solver_option_widgets(prefix: str, solver: str) -> dict[str, Any]:
+    """The solver's own options from the catalog (DDIM's eta, UniPC's order, the adaptive solvers'
+    tolerances, ...), each with the catalog's choices or range; returns the ones not at their default,
+    which is what the RunSpec records."""
+    s = st.session_state
+    # Streamlit drops the state of widgets a run does not draw; re-assigning keeps every solver's values
+    # while another solver's widgets are shown (main.py does this across pages for the whole form)
+    for key in [k for k in s if isinstance(k, str) and k.startswith(_key(prefix, _OPT))]:
+        s[key] = s[key]
+    options = catalog.SOLVERS[solver].options
+    if not options:
+        return {}
+    keys = {name: _option_key(prefix, solver, name) for name in options}
+    for name, opt in options.items():
+        s.setdefault(keys[name], opt.default)
+    changed = {name: s[keys[name]] for name, opt in options.items() if s[keys[name]] != opt.default}
+    label = f"{solver} options" + (f" ({', '.join(f'{n}={v}' for n, v in changed.items())})" if changed else "")
+    with st.expander(label, expanded=bool(changed)):
+        cols = st.columns(min(len(options), 3))
+        for i, (name, opt) in enumerate(options.items()):
+            col, key = cols[i % len(cols)], keys[name]
+            if opt.choices is not None:
+                col.selectbox(name, list(opt.choices), key=key, help=opt.doc)
+            elif opt.type is bool:
+                col.checkbox(name, key=key, help=opt.doc)
+            elif opt.type is int:
+                col.number_input(name, min_value=None if opt.min is None else int(opt.min),
+                                 max_value=None if opt.max is None else int(opt.max), step=1, key=key, help=opt.doc)
+            else:
+                lo = opt.min if opt.min is not None and opt.min_inclusive else None
+                small = 0 < opt.default < 0.1  # a tolerance: step by its own decade (1e-3 -> 1e-3)
+                col.number_input(name, min_value=None if lo is None else float(lo),
+                                 max_value=None if opt.max is None else float(opt.max),
+                                 step=10.0 ** math.floor(math.log10(opt.default)) if small else 0.05,
+                                 format="%g", key=key, help=opt.doc)
+    return {name: s[keys[name]] for name, opt in options.items() if s[keys[name]] != opt.default}
 
 
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
@@ -283,6 +357,8 @@ def world_refusal(spec: RunSpec) -> str | None:
 def spec_summary(spec: RunSpec) -> str:
     """One line naming a spec: sampler, grid, steps, guidance, fan-out."""
     who = spec.student if spec.sampler == "student" else spec.solver
+    if spec.sampler == "solver" and spec.solver_options:
+        who += "(" + ", ".join(f"{k}={v}" for k, v in sorted(spec.solver_options.items())) + ")"
     gi = f" [{spec.guidance_interval[0]:g}, {spec.guidance_interval[1]:g}]" if spec.guidance_interval else ""
     return (f"{who} · {spec.grid} · {spec.steps} steps · w={spec.guidance_scale:g}{gi} · "
             f"H={spec.horizon} · P·R={spec.plans}x{spec.futures} · n={spec.samples}")

@@ -87,3 +87,31 @@ def test_explore_refuses_a_fan_out_the_world_cannot_run():
     at.selectbox(key="ex.regime").set_value("planning").run()  # preset: H 12, 10 plans x 4 futures
     assert at.button(key="ex.run").disabled
     assert any("draws single samples, no rollouts" in e.value for e in at.error)
+
+
+def test_explore_solver_options_reach_the_bill_the_spec_and_the_link():
+    """Each solver's catalog options are widgets (choices, ranges); a changed one enters the RunSpec, the
+    bill and the URL, a refresh restores it, and a hand-edited out-of-range value keeps the default."""
+    at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
+    at.selectbox(key="ex.solver").set_value("adaptive").run()
+    assert not at.exception
+    assert metrics(at)["per frame"] == "2,000"  # an adaptive solver is billed at its cap, max_nfe
+    at.number_input(key="ex.opt.adaptive.max_nfe").set_value(300).run()
+    assert metrics(at)["per frame"] == "300"
+    assert at.query_params["opt.max_nfe"] in ("300", ["300"])
+    at.selectbox(key="ex.solver").set_value("unipc").run()
+    assert at.selectbox(key="ex.opt.unipc.order").options == ["1", "2", "3"]
+    assert "opt.max_nfe" not in at.query_params  # only the chosen solver's options are in the link
+    at.selectbox(key="ex.solver").set_value("adaptive").run()
+    assert at.number_input(key="ex.opt.adaptive.max_nfe").value == 300  # kept per solver
+
+    fresh = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30)
+    fresh.query_params["solver"] = "ddim"
+    fresh.query_params["opt.eta"] = "0.25"
+    fresh.run()
+    assert not fresh.exception and fresh.number_input(key="ex.opt.ddim.eta").value == 0.25
+    bad = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30)
+    bad.query_params["solver"] = "ddim"
+    bad.query_params["opt.eta"] = "7"  # outside [0, 1]
+    bad.run()
+    assert not bad.exception and bad.number_input(key="ex.opt.ddim.eta").value == 0.0
