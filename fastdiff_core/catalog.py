@@ -57,6 +57,8 @@ class GridInfo:
 
 _ETA = Option(float, 0.0, "stochasticity: 0 = deterministic ODE step, 1 = ancestral (DDPM-like)", min=0.0, max=1.0)
 _S_NOISE = Option(float, 1.0, "scale of the fresh noise in stochastic steps", min=0.0, max=2.0)
+_NOISE = Option(str, "iid", "iid: a fresh draw per step; brownian: increments of one Brownian motion per seed, so "
+                "more steps converge to one SDE solution (~10 extra draws per step)", choices=("iid", "brownian"))
 
 SOLVERS: dict[str, SolverInfo] = {
     s.name: s
@@ -66,17 +68,17 @@ SOLVERS: dict[str, SolverInfo] = {
         SolverInfo("heun", "Heun (2nd order, Euler on the last step to sigma=0)", "Karras et al. 2022, EDM Alg. 1", 2,
                    lambda n, o: 2 * n - 1),
         SolverInfo("ddim", "DDIM", "Song, Meng & Ermon 2021, DDIM", 1, lambda n, o: n,
-                   options={"eta": _ETA}, stochastic=True),
+                   options={"eta": _ETA, "noise": _NOISE}, stochastic=True),
         SolverInfo("ddpm", "DDPM ancestral sampling", "Ho, Jain & Abbeel 2020, DDPM", 1, lambda n, o: n,
                    options={"variance": Option(str, "posterior", "posterior (= DDIM eta=1) or beta (more noise)",
-                                               choices=("posterior", "beta"))},
+                                               choices=("posterior", "beta")), "noise": _NOISE},
                    stochastic=True),
         SolverInfo("dpmpp_2m", "DPM-Solver++(2M)", "Lu et al. 2022, DPM-Solver++ (Alg. 2)", 2, lambda n, o: n),
         SolverInfo("dpmpp_3m", "DPM-Solver++(3M)", "Lu et al. 2022, DPM-Solver++ (3rd-order multistep)", 3,
                    lambda n, o: n),
         SolverInfo("dpmpp_2m_sde", "DPM-Solver++(2M) SDE", "Lu et al. 2022, DPM-Solver++ (SDE variant)", 2,
                    lambda n, o: n, options={"eta": Option(float, 1.0, "SDE noise level", min=0.0, max=1.0),
-                                            "s_noise": _S_NOISE}, stochastic=True),
+                                            "s_noise": _S_NOISE, "noise": _NOISE}, stochastic=True),
         SolverInfo("dpmpp_2s", "DPM-Solver++(2S) single-step", "Lu et al. 2022, DPM-Solver++ (Alg. 1)", 2,
                    lambda n, o: 2 * n - 1),
         SolverInfo("unipc", "UniPC (predictor + UniC corrector)", "Zhao et al. 2023, UniPC", 3, lambda n, o: n,

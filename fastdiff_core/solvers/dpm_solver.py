@@ -18,8 +18,9 @@ from typing import Sequence
 
 import torch
 
+from fastdiff_core.solvers.brownian import noise_source
 from fastdiff_core.solvers.primitives import (
-    StepCallback, StepInfo, X0Denoiser, checked_inputs, fresh_noise, lambdas, phi_1, phi_2, phi_3, scalar,
+    StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas, phi_1, phi_2, phi_3, scalar,
 )
 
 
@@ -103,13 +104,17 @@ def _coefficients_3m(sigmas: tuple[float, ...]) -> tuple[tuple[float, float, flo
 
 
 def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, eta: float = 1.0,
-                 s_noise: float = 1.0, generator: torch.Generator | None = None,
+                 s_noise: float = 1.0, noise: str = "iid", generator: torch.Generator | None = None,
                  callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) SDE (the paper's SDE solver, midpoint form). eta = 0 is DPM-Solver++(2M). NFE = n.
 
     x_{i+1} = (s'/s) e^{-eta h} x_i + (1 - e^{-(1+eta) h}) (D_i + (D_i - D_{i-1}) / (2r)) + s' sqrt(1 - e^{-2 eta h}) z
+
+    ``noise``: "iid" (a fresh z per step) or "brownian" (z from one Brownian motion per seed, so step
+    counts converge to one SDE solution; see ``solvers.brownian``).
     """
     sigmas = checked_inputs(x, sigmas)
+    draw = noise_source(noise, x, sigmas, generator)
     n = len(sigmas) - 1
     h = _step_sizes(sigmas)
     decay, w_d, w_prev, std = [], [], [], []
@@ -127,7 +132,7 @@ def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
         denoised = denoiser(x, sigmas[i])
         d_hat = denoised if w_prev[i] == 0.0 else torch.lerp(denoised, denoised_prev, w_prev[i])
         if std[i] > 0.0:  # s z + decay x + w D_hat, starting from the scaled draw
-            x = fresh_noise(x, generator, std[i]).add_(x, alpha=decay[i]).add_(d_hat, alpha=w_d[i])
+            x = draw(i, std[i]).add_(x, alpha=decay[i]).add_(d_hat, alpha=w_d[i])
         else:
             x = torch.mul(x, scalar(decay[i], x.dtype)).add_(d_hat, alpha=w_d[i])
         denoised_prev = denoised
