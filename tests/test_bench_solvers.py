@@ -61,3 +61,14 @@ def test_overhead_rows_cover_every_solver_at_both_batches(payload):
             assert abs(r["overhead_excluding_noise_fraction"]) < 1
     assert payload["peers_missing"] == []  # --no-peers: nothing was looked for, nothing reported missing
     assert not any("peer" in r for r in payload["overhead"])  # --no-peers reaches the overhead section too
+
+
+def test_stochastic_samplers_section_shows_brownian_noise_converging(payload):
+    rows = payload["sde_convergence"]
+    assert {(r["solver"], r["noise"]) for r in rows} == {(n, k) for n in bench.STOCHASTIC for k in ("iid", "brownian")}
+    for name in bench.STOCHASTIC:
+        b = {r["nfe"]: r["rmse_vs_fine"] for r in rows if r["solver"] == name and r["noise"] == "brownian"}
+        i = {r["nfe"]: r["rmse_vs_fine"] for r in rows if r["solver"] == name and r["noise"] == "iid"}
+        assert sorted(b) == [8, 20] and b[20] < b[8], (name, b)  # one motion per seed: more steps, closer
+        assert b[20] < i[20], (name, b, i)  # iid noise: another path at every step count
+        assert all(0.0 <= r["rare_rate"] <= 1.0 and r["rare_lo"] <= r["rare_rate"] <= r["rare_hi"] for r in rows)

@@ -23,7 +23,7 @@ import sys
 import time
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -35,6 +35,7 @@ from fastdiff_core.metrics.intervals import wilson_interval
 from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
+from fastdiff_core.solvers.brownian import NOISE_KINDS
 from fastdiff_core.worlds.mixture import Mixture, get_mixture
 
 NFES = (4, 6, 8, 10, 15, 20, 50)
@@ -559,6 +560,30 @@ def zone_study(setup: Setup, split: float, solver: str) -> list[dict[str, Any]]:
     return rows
 
 
+def sde_convergence(setup: Setup, path: Any, nfes: Sequence[int], ref_steps: int, seed: int) -> list[dict[str, Any]]:
+    """The stochastic samplers against the same sampler at ``ref_steps`` from the same noise and seed:
+    with noise="brownian" (one Brownian motion per seed) the error falls as steps grow, with "iid" each
+    grid samples another path of the SDE and it does not. The rare mode is scored against the truth."""
+    m = setup.mixture
+    rows = []
+    for name in STOCHASTIC:
+        for kind in NOISE_KINDS:
+            def run(steps: int) -> torch.Tensor:
+                return sample(name, CountingDenoiser(m), setup.x_start, build_grid("karras", steps, path),
+                              options={"noise": kind}, generator=torch.Generator().manual_seed(seed))
+
+            ref = run(ref_steps)
+            for nfe in nfes:
+                out = run(nfe)
+                rare = int((m.assign(out) == m.rare).sum())
+                lo, hi = wilson_interval(rare, out.shape[0])
+                rows.append({"solver": name, "noise": kind, "nfe": nfe, "ref_steps": ref_steps,
+                             "rmse_vs_fine": terminal_rmse(out, ref), "median_err_vs_fine": median_error(out, ref),
+                             "rare_rate": rare / out.shape[0], "rare_lo": lo, "rare_hi": hi,
+                             "rare_rate_truth": float(m.weights[m.rare])})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------
@@ -631,12 +656,16 @@ def main(args: argparse.Namespace) -> int:
                          diffusers_peer=not args.no_peers)
     mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if quick else 40)
     zones = zone_study(setup, split=1.0, solver="dpmpp_2m")
+    log("stochastic samplers, brownian vs iid noise ...")
+    sde = sde_convergence(setup, path, (8, 20) if quick else (10, 20, 50, 100), 100 if quick else 500, args.seed)
     for r in over:
         r["section"] = "overhead"
     for r in mlp:
         r["section"] = "mlp_overhead"
     for r in zones:
         r["section"] = "zones"
+    for r in sde:
+        r["section"] = "sde_convergence"
     over_by = {(r["solver"], r["batch"]): r for r in over if "overhead_us" in r}
     for r in rows:
         if r["impl"] == "fastdiff":
@@ -719,6 +748,15 @@ def main(args: argparse.Namespace) -> int:
               + (f"\n  {'':<12} of which the noise draw {r['noise_draw_us']:.1f} us = "
                  f"{100 * r['noise_draw_fraction']:.1f}%; without it {100 * r['overhead_excluding_noise_fraction']:.1f}%"
                  if "noise_draw_us" in r else ""))
+    print(f"\nStochastic samplers: RMSE against the same sampler at {sde[0]['ref_steps']} steps, same noise and seed"
+          " (brownian: one Brownian motion per seed; iid: a fresh draw per step), and the rare mode vs the truth:")
+    print(f"{'solver':<14}{'noise':<10}" + "".join(f"{'NFE ' + str(r['nfe']):>12}" for r in sde
+                                                 if r["solver"] == sde[0]["solver"] and r["noise"] == sde[0]["noise"]))
+    for name in STOCHASTIC:
+        for kind in NOISE_KINDS:
+            cells = [r for r in sde if r["solver"] == name and r["noise"] == kind]
+            print(f"{name:<14}{kind:<10}" + "".join(f"{r['rmse_vs_fine']:>12.3e}" for r in cells)
+                  + "   rare " + " ".join(f"{r['rare_rate']:.3f}" for r in cells) + f" (truth {cells[0]['rare_rate_truth']:.3f})")
     print(f"\nWhere the steps go ({zones[0]['solver']}, geometric halves split at sigma = {zones[0]['split_sigma']}):")
     for r in zones:
         print(f"  {r['zone']:<26} nfe {r['nfe']:>3}  mode flips {r['mode_flip_rate']:.4f}  "
@@ -729,7 +767,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nwall {wall:.0f}s")
     if args.json:
         payload = {"world": mixture.name, "samples": n, "nfes": list(nfes), "summary": summary, "rows": rows,
-                   "overhead": over, "mlp_overhead": mlp, "zones": zones, "peers_missing": peers_note,
+                   "overhead": over, "mlp_overhead": mlp, "zones": zones, "sde_convergence": sde,
+                   "peers_missing": peers_note,
                    "wall_s": wall}
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=1, default=str)
