@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # Explore: DPM-Solver++(2M), 8 steps, guided towards the rare mode with CFG.
-            page.goto(f"{base}/?solver=euler&steps=6&samples=4000&name=euler%2C%206%20steps")
+            # Explore: DDIM half-way to ancestral (eta 0.5: its options open under the solver), 6 steps.
+            page.goto(f"{base}/?solver=ddim&opt.eta=0.5&steps=6&samples=4000&name=ddim%20eta%200.5%2C%206%20steps")
             _idle(page)
             page.get_by_role("button", name="Run", exact=True).click()
             page.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
