@@ -52,33 +52,28 @@ def test_shared_view_unknown_id_says_so(home):
     assert "Experiment not found" in texts(at)
 
 
-def test_edit_in_explore_loads_the_saved_spec(home):
+def _edit_in_explore(spec: RunSpec) -> AppTest:
+    """Save ``spec`` as an experiment and press its Edit-in-Explore button; the app is then on Explore."""
     from store import Store
 
-    s = Store()
-    exp = s.create_experiment("saved", RunSpec(solver="heun", steps=7, guidance_scale=2.5, samples=123))
+    exp = Store().create_experiment("saved", spec)
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
     at.switch_page("views/experiments.py")
     at.query_params["sel"] = exp
     at.run()
     at.button(key=f"xp.edit.{exp}").click().run()
     assert not at.exception
+    return at
+
+
+def test_edit_in_explore_loads_the_saved_spec(home):
+    at = _edit_in_explore(RunSpec(solver="heun", steps=7, guidance_scale=2.5, samples=123))
     assert at.selectbox(key="ex.solver").value == "heun"
     assert at.number_input(key="ex.steps").value == 7 and at.number_input(key="ex.samples").value == 123
     assert {m.label: m.value for m in at.metric}["per frame"] == str((2 * 7 - 1) * 2)
 
 
 def test_edit_in_explore_loads_the_saved_solver_options(home):
-    from store import Store
-
-    s = Store()
-    exp = s.create_experiment("eta", RunSpec(solver="ddim", solver_options={"eta": 0.3}, steps=9))
-    assert s.experiment(exp)["name"] == "eta"
-    at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
-    at.switch_page("views/experiments.py")
-    at.query_params["sel"] = exp
-    at.run()
-    at.button(key=f"xp.edit.{exp}").click().run()
-    assert not at.exception
+    at = _edit_in_explore(RunSpec(solver="ddim", solver_options={"eta": 0.3}, steps=9))
     assert at.selectbox(key="ex.solver").value == "ddim" and at.number_input(key="ex.opt.ddim.eta").value == 0.3
     assert at.query_params["opt.eta"] in ("0.3", ["0.3"])
