@@ -27,6 +27,7 @@ CHOICE_FIELDS = {
     "dtype": lambda: ("float32", "float64"),
 }
 SWEEPABLE = (*CHOICE_FIELDS, *INT_FIELDS, *FLOAT_FIELDS)
+OPTION_PREFIX = "solver_options."  # an axis over one of the base solver's options: solver_options.eta
 MAX_AXIS_VALUES = 200
 MAX_SWEEP_RUNS = 500
 
@@ -60,11 +61,62 @@ def _expand_range(field: str, item: str) -> list[float] | None:
     return [a + i * step for i in range(count)]
 
 
-def parse_axis(field: str, text: str) -> list[Any]:
-    """The values of one axis; raises ValueError naming the field, the bad item and what is allowed."""
-    if field not in SWEEPABLE:
-        raise ValueError(f"axis field={field!r} is not sweepable; allowed: {list(SWEEPABLE)}")
+def sweepable(solver: str | None = None) -> tuple[str, ...]:
+    """The fields an axis can take: the RunSpec fields above, and the options of ``solver`` (the base
+    configuration's solver) as ``solver_options.<name>``."""
+    info = catalog.SOLVERS.get(solver or "")
+    return SWEEPABLE + tuple(OPTION_PREFIX + name for name in (info.options if info else {}))
+
+
+def spec_value(spec: dict[str, Any], field: str) -> Any:
+    """A field's value in a spec's JSON dict; ``solver_options.<name>`` reads inside the options."""
+    if field.startswith(OPTION_PREFIX):
+        return (spec.get("solver_options") or {}).get(field[len(OPTION_PREFIX):])
+    return spec.get(field)
+
+
+def _parse_option_axis(field: str, items: list[str], solver: str | None) -> list[Any]:
+    info = catalog.SOLVERS.get(solver or "")
+    name = field[len(OPTION_PREFIX):]
+    if info is None or name not in info.options:
+        allowed = sorted(info.options) if info else []
+        raise ValueError(f"axis field={field!r} is not an option of solver={solver!r}; its options: {allowed}")
+    opt = info.options[name]
+    values: list[Any] = []
+    for item in items:
+        if opt.type is bool:
+            if item.lower() not in ("true", "false"):
+                raise ValueError(f"{field}: {item!r} is not one of ['true', 'false']")
+            values.append(item.lower() == "true")
+            continue
+        if opt.type is str:
+            raw = [item]
+        else:
+            raw = _expand_range(field, item) or [_number(field, item)]
+        for v in raw:
+            if opt.type is int:
+                if abs(v - round(v)) > 1e-9:
+                    raise ValueError(f"{field}: {v:g} (from {item!r}) must be an integer")
+                v = int(round(v))
+            elif opt.type is float:
+                v = round(v, 12)
+            values.append(opt.check(field, v))  # the option's own choices and range, field named
+    return values
+
+
+def parse_axis(field: str, text: str, solver: str | None = None) -> list[Any]:
+    """The values of one axis; raises ValueError naming the field, the bad item and what is allowed.
+    ``solver``: the base configuration's solver, whose options ``solver_options.<name>`` axes sweep."""
     items = [s.strip() for s in text.split(",") if s.strip()]
+    if field.startswith(OPTION_PREFIX):
+        if not items:
+            raise ValueError(f"{field}: no values given (e.g. '0-1 [5]' or 'iid, brownian')")
+        values = _parse_option_axis(field, items, solver)
+        if len(values) > MAX_AXIS_VALUES:
+            raise ValueError(f"{field}: {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
+        return list(dict.fromkeys(values))
+    if field not in SWEEPABLE:
+        raise ValueError(f"axis field={field!r} is not sweepable; allowed: {list(sweepable(solver))}")
     if not items:
         raise ValueError(f"{field}: no values given (e.g. '1-10', '1-10 (+2)', 'euler, heun')")
     values: list[Any] = []

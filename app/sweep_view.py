@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import charts, connection, run_view
+from app import charts, connection, run_view, sweep_axes
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
 
@@ -19,8 +19,8 @@ def axis_order(runs: pl.DataFrame, fields: list[str]) -> list[str]:
         return fields
 
     def stride(f: str) -> int:
-        first = specs[0].get(f)
-        return next((i for i, sp in enumerate(specs) if sp.get(f) != first), len(specs))
+        first = sweep_axes.spec_value(specs[0], f)
+        return next((i for i, sp in enumerate(specs) if sweep_axes.spec_value(sp, f) != first), len(specs))
 
     return sorted(fields, key=stride, reverse=True)
 
@@ -84,7 +84,7 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     # The grid: X across, Y down (Z as tabs), the chosen metric in the cells.
     for f in axis_fields:
         if f not in table.columns:
-            table = table.with_columns(pl.Series(f, [str((connection.parse_json(t) or {}).get(f))
+            table = table.with_columns(pl.Series(f, [str(sweep_axes.spec_value(connection.parse_json(t) or {}, f))
                                                      for t in table["spec"].to_list()]))
     if axis_fields:
         xf = axis_fields[-1]

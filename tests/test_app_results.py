@@ -60,6 +60,31 @@ def test_sweep_compare_and_pareto(home):
     assert set(diff["field"]) == {"solver"}  # euler vs heun at 3 steps: only the solver differs
 
 
+def test_sweep_over_a_solver_option_plans_runs_and_shows_its_grid(home):
+    """The Sweep page offers the base solver's options as axes (solver_options.eta for DDIM); the runs are
+    planned before queueing, and a finished option sweep lays its grid out by the option's values."""
+    from store import Store
+
+    at = page("sweep").run()
+    assert "solver_options.eta" not in at.selectbox(key="sw.axis0.field").options  # base: dpmpp_2m
+    at.selectbox(key="sw.solver").set_value("ddim").run()
+    at.selectbox(key="sw.axis0.field").set_value("solver_options.eta").run()
+    at.text_input(key="sw.axis0.values").set_value("0-1 [3]").run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["runs"] == "12"  # eta 3 values x steps 4-16 (+4)
+    at.selectbox(key="sw.solver").set_value("euler").run()  # an option of a solver no longer chosen
+    assert at.selectbox(key="sw.axis0.field").value == ""
+
+    s = Store()
+    base = RunSpec(solver="ddim", samples=200, regime="offline")
+    specs = [base.replace(steps=steps, solver_options={"eta": eta}) for steps in (3, 6) for eta in (0.0, 1.0)]
+    exp_id, _ = record_done(s, "eta", specs, sweep={"steps": [3, 6], "solver_options.eta": [0.0, 1.0]})
+    done = page("sweep", sweep=exp_id).run()
+    assert not done.exception
+    grid = done.dataframe[0].value  # X = eta across, Y = steps down
+    assert {"0.0", "1.0"} <= set(grid.columns) and sorted(grid["steps"].to_list()) == [3, 6]
+
+
 def test_driving_run_renders_branches_bill_and_rollouts(home):
     """A run of the driving world (real teacher, real rollouts) on the run page: the NFE the counter
     saw equals the dashboard's S x C x H x P·R, the branch table lists every branch with the tail

@@ -35,6 +35,7 @@ from workers.celery_app import RUN_TASK, make_celery
 from workers.settings import load_settings, redis_py_url
 
 _SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.name != "schema_version")
+_OPTION = "solver_options."  # a sweep axis over one solver option: {"solver_options.eta": [0.0, 0.5, 1.0]}
 
 
 def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
@@ -43,17 +44,23 @@ def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -
     if not isinstance(axes, Mapping) or not axes:
         raise ValueError(f"sweep={axes!r} must be a non-empty mapping {{field: [values, ...]}}")
     for name, values in axes.items():
-        if name not in _SPEC_FIELDS:
-            raise ValueError(f"sweep field {name!r} is not a RunSpec field; allowed: {sorted(_SPEC_FIELDS)}")
+        if name not in _SPEC_FIELDS and not (name.startswith(_OPTION) and len(name) > len(_OPTION)):
+            raise ValueError(f"sweep field {name!r} is not a RunSpec field or {_OPTION}<name>; "
+                             f"allowed: {sorted(_SPEC_FIELDS)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
             raise ValueError(f"sweep[{name!r}]={values!r} must be a non-empty list of values")
     out = []
     for combo in itertools.product(*axes.values()):
-        changes = dict(zip(axes, combo))
+        point = dict(zip(axes, combo))
+        changes = {k: v for k, v in point.items() if not k.startswith(_OPTION)}
+        options = {k[len(_OPTION):]: v for k, v in point.items() if k.startswith(_OPTION)}
+        if options:  # over the base's options, unless this point also changes the solver
+            kept = base.solver_options if changes.get("solver", base.solver) == base.solver else {}
+            changes["solver_options"] = {**kept, **changes.get("solver_options", {}), **options}
         try:
             out.append(base.replace(**changes))
         except ValueError as e:
-            raise ValueError(f"sweep point {changes}: {e}") from None
+            raise ValueError(f"sweep point {point}: {e}") from None
     return out
 
 

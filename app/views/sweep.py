@@ -27,10 +27,13 @@ with form_col:
 with axes_col:
     axes: dict[str, list] = {}
     problems = []
+    base_solver = st.session_state.get("sw.solver") if st.session_state.get("sw.sampler") == "solver" else None
+    fields = [""] + list(sweep_axes.sweepable(base_solver))
     for i, name in enumerate(("X", "Y", "Z")):
         c1, c2 = st.columns([1, 3])
-        c1.selectbox(f"{name} field", [""] + list(sweep_axes.SWEEPABLE), key=f"sw.axis{i}.field",
-                     format_func=lambda f: f or "(none)")
+        if st.session_state.get(f"sw.axis{i}.field") not in fields:  # an option of a solver no longer chosen
+            st.session_state[f"sw.axis{i}.field"] = ""
+        c1.selectbox(f"{name} field", fields, key=f"sw.axis{i}.field", format_func=lambda f: f or "(none)")
         c2.text_input(f"{name} values", key=f"sw.axis{i}.values")
         field = st.session_state[f"sw.axis{i}.field"]
         text = st.session_state[f"sw.axis{i}.values"]
@@ -38,7 +41,7 @@ with axes_col:
         if not field:
             continue
         try:
-            values = sweep_axes.parse_axis(field, text)
+            values = sweep_axes.parse_axis(field, text, base_solver)
         except ValueError as e:
             problems.append(str(e))
             continue
