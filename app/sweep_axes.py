@@ -12,7 +12,7 @@ Syntax (comma-separated items, each one of):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from fastdiff_core import catalog
 
@@ -75,68 +75,64 @@ def spec_value(spec: dict[str, Any], field: str) -> Any:
     return spec.get(field)
 
 
-def _parse_option_axis(field: str, items: list[str], solver: str | None) -> list[Any]:
+def _numbers(field: str, item: str, integer: bool) -> list[float]:
+    """An item's numbers (a literal or a range); whole numbers as ints when ``integer``."""
+    out: list[float] = []
+    for v in _expand_range(field, item) or [_number(field, item)]:
+        if integer:
+            if abs(v - round(v)) > 1e-9:
+                raise ValueError(f"{field}: {v:g} (from {item!r}) must be an integer")
+            v = int(round(v))
+        out.append(v)
+    return out
+
+
+def _option_parser(field: str, solver: str | None) -> Callable[[str], list[Any]]:
+    """Values of one item of a ``solver_options.<name>`` axis, checked against the option's own choices
+    and range (the field named in the error)."""
     info = catalog.SOLVERS.get(solver or "")
     name = field[len(OPTION_PREFIX):]
     if info is None or name not in info.options:
         allowed = sorted(info.options) if info else []
         raise ValueError(f"axis field={field!r} is not an option of solver={solver!r}; its options: {allowed}")
     opt = info.options[name]
-    values: list[Any] = []
-    for item in items:
+
+    def values(item: str) -> list[Any]:
         if opt.type is bool:
             if item.lower() not in ("true", "false"):
                 raise ValueError(f"{field}: {item!r} is not one of ['true', 'false']")
-            values.append(item.lower() == "true")
-            continue
-        if opt.type is str:
-            raw = [item]
-        else:
-            raw = _expand_range(field, item) or [_number(field, item)]
-        for v in raw:
-            if opt.type is int:
-                if abs(v - round(v)) > 1e-9:
-                    raise ValueError(f"{field}: {v:g} (from {item!r}) must be an integer")
-                v = int(round(v))
-            elif opt.type is float:
-                v = round(v, 12)
-            values.append(opt.check(field, v))  # the option's own choices and range, field named
+            return [item.lower() == "true"]
+        raw = [item] if opt.type is str else _numbers(field, item, opt.type is int)
+        return [opt.check(field, round(v, 12) if opt.type is float else v) for v in raw]
+    return values
+
+
+def _field_parser(field: str) -> Callable[[str], list[Any]]:
+    """Values of one item of an axis over a RunSpec field."""
+    def values(item: str) -> list[Any]:
+        if field in CHOICE_FIELDS:
+            allowed = CHOICE_FIELDS[field]()
+            if item not in allowed:
+                raise ValueError(f"{field}: {item!r} is not one of {list(allowed)}")
+            return [item]
+        integer = field in INT_FIELDS
+        return [v if integer else round(v, 10) for v in _numbers(field, item, integer)]
     return values
 
 
 def parse_axis(field: str, text: str, solver: str | None = None) -> list[Any]:
     """The values of one axis; raises ValueError naming the field, the bad item and what is allowed.
     ``solver``: the base configuration's solver, whose options ``solver_options.<name>`` axes sweep."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
     if field.startswith(OPTION_PREFIX):
-        if not items:
-            raise ValueError(f"{field}: no values given (e.g. '0-1 [5]' or 'iid, brownian')")
-        values = _parse_option_axis(field, items, solver)
-        if len(values) > MAX_AXIS_VALUES:
-            raise ValueError(f"{field}: {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
-        return list(dict.fromkeys(values))
-    if field not in SWEEPABLE:
+        parse, example = _option_parser(field, solver), "'0-1 [5]' or 'iid, brownian'"
+    elif field in SWEEPABLE:
+        parse, example = _field_parser(field), "'1-10', '1-10 (+2)', 'euler, heun'"
+    else:
         raise ValueError(f"axis field={field!r} is not sweepable; allowed: {list(sweepable(solver))}")
+    items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
-        raise ValueError(f"{field}: no values given (e.g. '1-10', '1-10 (+2)', 'euler, heun')")
-    values: list[Any] = []
-    for item in items:
-        if field in CHOICE_FIELDS:
-            allowed = CHOICE_FIELDS[field]()
-            if item not in allowed:
-                raise ValueError(f"{field}: {item!r} is not one of {list(allowed)}")
-            values.append(item)
-            continue
-        nums = _expand_range(field, item)
-        if nums is None:
-            nums = [_number(field, item)]
-        for v in nums:
-            if field in INT_FIELDS:
-                if abs(v - round(v)) > 1e-9:
-                    raise ValueError(f"{field}: {v:g} (from {item!r}) must be an integer")
-                values.append(int(round(v)))
-            else:
-                values.append(round(v, 10))
+        raise ValueError(f"{field}: no values given (e.g. {example})")
+    values = [v for item in items for v in parse(item)]
     if len(values) > MAX_AXIS_VALUES:
         raise ValueError(f"{field}: {len(values)} values; at most {MAX_AXIS_VALUES} per axis")
     return list(dict.fromkeys(values))  # de-duplicated, order kept
