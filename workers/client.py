@@ -52,13 +52,11 @@ def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -
     out = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
-        changes = {k: v for k, v in point.items() if not k.startswith(_OPTION)}
         options = {k[len(_OPTION):]: v for k, v in point.items() if k.startswith(_OPTION)}
-        if options:  # over the base's options, unless this point also changes the solver
-            kept = base.solver_options if changes.get("solver", base.solver) == base.solver else {}
-            changes["solver_options"] = {**kept, **changes.get("solver_options", {}), **options}
         try:
-            out.append(base.replace(**changes))
+            # replace() decides which options survive a change of solver; the option axes go on top
+            spec = base.replace(**{k: v for k, v in point.items() if not k.startswith(_OPTION)})
+            out.append(spec.replace(solver_options={**spec.solver_options, **options}) if options else spec)
         except ValueError as e:
             raise ValueError(f"sweep point {point}: {e}") from None
     return out
