@@ -72,7 +72,7 @@ def init_state(prefix: str) -> None:
         opt = options.get(name[len(_OPT):]) if name.startswith(_OPT) else None
         if opt is not None:
             try:
-                st.session_state[_option_key(prefix, solver, name[len(_OPT):])] = opt.check(name, _parse_option(opt, raw))
+                st.session_state[_option_key(prefix, solver, name[len(_OPT):])] = opt.check(name, _from_url(opt.type, raw))
             except (ValueError, TypeError):
                 pass
     st.session_state[flag] = True
@@ -86,23 +86,21 @@ def _option_key(prefix: str, solver: str, name: str) -> str:
     return _key(prefix, f"{_OPT}{solver}.{name}")
 
 
-def _parse_option(opt: Any, raw: str) -> Any:
-    if opt.type is bool:
-        return raw in ("1", "true", "True")
-    return opt.type(raw)
-
-
 def _parse(name: str, raw: str) -> Any:
     t = _TYPES.get(name)
     if raw == "" and FORM_DEFAULTS[name] is None:
         return None
-    if t is bool:
-        return raw in ("1", "true", "True")
-    if t is int:
-        return int(raw)
-    if t is float:
-        return float(raw)
-    return raw
+    return _from_url(t, raw) if t in (bool, int, float) else raw
+
+
+def _to_url(v: Any) -> str:
+    """A form value as a query parameter: None -> '', booleans -> '1' / '0'."""
+    return "" if v is None else (("1" if v else "0") if isinstance(v, bool) else str(v))
+
+
+def _from_url(t: type, raw: str) -> Any:
+    """The inverse of ``_to_url`` for a value of type ``t`` (booleans also from 'true' / 'True')."""
+    return raw in ("1", "true", "True") if t is bool else t(raw)
 
 
 def load_spec(prefix: str, spec: RunSpec) -> None:
@@ -135,14 +133,14 @@ def sync_query_params(prefix: str) -> None:
     for name, default in FORM_DEFAULTS.items():
         v = st.session_state.get(_key(prefix, name), default)
         if v != default:
-            wanted[name] = "" if v is None else (("1" if v else "0") if isinstance(v, bool) else str(v))
+            wanted[name] = _to_url(v)
     s = st.session_state
     solver = s.get(_key(prefix, "solver"))
     if s.get(_key(prefix, "sampler")) == "solver" and solver in catalog.SOLVERS:
         for name, opt in catalog.SOLVERS[solver].options.items():
             v = s.get(_option_key(prefix, solver, name), opt.default)
             if v != opt.default:
-                wanted[_OPT + name] = ("1" if v else "0") if isinstance(v, bool) else str(v)
+                wanted[_OPT + name] = _to_url(v)
     current = {k: v for k, v in st.query_params.items() if k in FORM_DEFAULTS or k.startswith(_OPT)}
     if current != wanted:
         for k in set(current) - set(wanted):
@@ -282,10 +280,6 @@ def _solver_option_widgets(prefix: str, solver: str) -> dict[str, Any]:
     tolerances, ...), each with the catalog's choices or range; returns the ones not at their default,
     which is what the RunSpec records."""
     s = st.session_state
-    # Streamlit drops the state of widgets a run does not draw; re-assigning keeps every solver's values
-    # while another solver's widgets are shown (main.py does this across pages for the whole form)
-    for key in [k for k in s if isinstance(k, str) and k.startswith(_key(prefix, _OPT))]:
-        s[key] = s[key]
     options = catalog.SOLVERS[solver].options
     if not options:
         return {}
@@ -312,7 +306,7 @@ def _solver_option_widgets(prefix: str, solver: str) -> dict[str, Any]:
                                  max_value=None if opt.max is None else float(opt.max),
                                  step=10.0 ** math.floor(math.log10(opt.default)) if small else 0.05,
                                  format="%g", key=key, help=opt.doc)
-    return {name: s[keys[name]] for name, opt in options.items() if s[keys[name]] != opt.default}
+    return changed  # a widget's value is in session state before the run that draws it
 
 
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}

@@ -91,8 +91,9 @@ def test_explore_refuses_a_fan_out_the_world_cannot_run():
 
 def test_explore_solver_options_reach_the_bill_the_spec_and_the_link():
     """Each solver's catalog options are widgets (choices, ranges); a changed one enters the RunSpec, the
-    bill and the URL, a refresh restores it, and a hand-edited out-of-range value keeps the default."""
-    at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
+    bill and the URL, a refresh restores it, and a hand-edited out-of-range value keeps the default.
+    Through main.py, which keeps the form's state across runs that do not draw every widget."""
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=30).run()
     at.selectbox(key="ex.solver").set_value("adaptive").run()
     assert not at.exception
     assert metrics(at)["per frame"] == "2,000"  # an adaptive solver is billed at its cap, max_nfe
