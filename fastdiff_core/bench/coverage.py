@@ -6,7 +6,7 @@ Two sweeps, every configuration sampled on every scene (action ``keep``, H = 6) 
    interval, implausible rate (blur), k-NN precision/recall on two multimodal scenes, the release gate;
 2. guidance scale {1, 1.5, 3, 5} x {always, interval}: the same columns.
 
-Prints tables; ``--json PATH`` writes every row. Numbers in the README come from this command.
+Prints tables; ``--json PATH`` writes every row. The figures in docs/bench-coverage.md come from this command.
 """
 
 from __future__ import annotations

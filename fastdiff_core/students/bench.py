@@ -6,7 +6,7 @@ Vendi diversity, and the coverage gate against the ground truth and against the 
 The teacher is measured on the same protocol with the DPM-Solver++(2M) and Heun settings below, so
 each student is also compared with the cheapest teacher setting that reaches its TV ("wall-clock at
 equal branch TV"). Writes ``weights/students_bench.json``, one model card ``weights/<name>.md`` per
-student, and the table between the README's ``students-table`` markers.
+student, and the table between the ``students-table`` markers of docs/bench-students.md.
 
     fastdiff bench students                  # everything (about 10-20 min on the shared 2-core CPU)
     fastdiff bench students --only dmd rcm   # re-measure some students, keep the other rows
@@ -30,7 +30,7 @@ from fastdiff_core.students.train_command import TEACHER
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH_JSON = WEIGHTS_DIR / "students_bench.json"
-README = ROOT / "README.md"
+TABLE_PAGE = ROOT / "docs" / "bench-students.md"  # the table between the students-table markers
 # Teacher settings on the same protocol: (solver, steps). Heun 16 is the teacher card's accurate
 # setting and the last entry is the reference ("the teacher's own rates") of every student's second gate.
 TEACHER_CURVE = (("dpmpp_2m", 4), ("dpmpp_2m", 8), ("dpmpp_2m", 16), ("heun", 16))
@@ -117,7 +117,7 @@ def equal_tv(row: dict, curve: list[dict]) -> dict[str, Any]:
 
 def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool = True, teacher: bool | None = None,
               log=print) -> dict[str, Any]:
-    """Measure (some) students, merge into the bench JSON, rewrite the cards and (optionally) the README."""
+    """Measure (some) students, merge into the bench JSON, rewrite the cards and (optionally) the docs/bench-students.md table."""
     protocol = StudentProtocol(n=n)
     data = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     if teacher or (teacher is None and (not data.get("teacher") or data.get("n") != n)):
@@ -139,7 +139,7 @@ def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool =
     for name in names:
         (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
     if write_readme:
-        write_table(README, render_table(data))
+        write_table(TABLE_PAGE, render_table(data))
     log(render_table(data))
     return data
 
@@ -269,7 +269,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (2 spin-wait on a loaded 2-core CPU)")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the cards and the README table from the bench JSON without sampling")
+                        help="rewrite the cards and the docs/bench-students.md table from the bench JSON without sampling")
 
 
 def render_only(write_readme: bool = True) -> None:
@@ -277,7 +277,7 @@ def render_only(write_readme: bool = True) -> None:
     for name in data["students"]:
         (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
     if write_readme:
-        write_table(README, render_table(data))
+        write_table(TABLE_PAGE, render_table(data))
 
 
 def main(args: argparse.Namespace) -> int:
