@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from fastdiff_core import catalog
-from fastdiff_core.metrics.intervals import wilson_interval
+from fastdiff_core.metrics.intervals import rate_interval
 from fastdiff_core.spec import RunSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ class Verdict:
 
 
 def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, leak_tolerance: float = 0.02) -> Check:
-    """Family-wise branch test on histogram rows {label, count, n, rate, truth}: every branch's true
+    """Family-wise branch test on histogram rows {label, n, rate, truth, n_eff?}: every branch's true
     rate must lie inside the Wilson interval of its generated rate at confidence 1 - alpha / m
     (Bonferroni over the m branches judged), and a branch that cannot happen (truth 0, e.g. blur)
     may carry at most ``leak_tolerance`` (judged on its corrected lower bound).
@@ -446,7 +446,8 @@ def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, lea
     confidence = 1.0 - alpha / len(rows)
 
     def interval(r: Mapping[str, Any]) -> tuple[float, float]:
-        return wilson_interval(int(r["count"]), int(r["n"]), confidence)
+        # the row's own estimate: its (weighted) rate at its effective sample size (n for plain sampling)
+        return rate_interval(float(r["rate"]), float(r.get("n_eff") or r["n"]), confidence)
 
     def ok(r: Mapping[str, Any]) -> bool:
         lo, hi = interval(r)

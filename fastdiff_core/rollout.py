@@ -267,6 +267,34 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
     return 1.0 / (w * w).sum(-1)
 
 
+def weighted_histogram(codes: torch.Tensor, log_w: torch.Tensor | None, truth: dict[str, float], *, group: str,
+                       labels: Sequence[str] = LABELS, confidence: float = 0.95) -> list[dict]:
+    """Histogram rows of one group of N rollouts (codes (N,) label indices, log_w (N,) log p/q or None):
+    {group, label, count, n, rate, n_eff, var, lo, hi, truth}.
+
+    rate: the self-normalised weighted rate; n_eff: Kish's effective sample size; var: its delta-method
+    variance sum_i w_i^2 (1[code_i = k] - rate)^2 with normalised weights w (p(1-p)/n when unweighted);
+    lo/hi: the Wilson interval at (rate, n_eff), so every rate lies inside its own interval; count / n:
+    the raw rollouts drawn per label (not an estimate when weighted: judge rate and n_eff)."""
+    from fastdiff_core.metrics.intervals import rate_interval
+
+    if log_w is None:
+        log_w = torch.zeros(codes.shape, dtype=torch.float64)
+    w = torch.softmax(log_w.to(torch.float64).cpu(), -1)
+    one_hot = nn.functional.one_hot(codes.cpu().long(), len(labels)).to(torch.float64)  # (N, K)
+    rates = w @ one_hot
+    var = (w[:, None] ** 2 * (one_hot - rates) ** 2).sum(0)
+    n_eff = float(1.0 / (w * w).sum())
+    rows = []
+    for k, label in enumerate(labels):
+        rate = min(1.0, max(0.0, float(rates[k])))
+        lo, hi = rate_interval(rate, n_eff, confidence)
+        rows.append({"group": group, "label": label, "count": int(one_hot[:, k].sum()), "n": int(codes.numel()),
+                     "rate": rate, "n_eff": n_eff, "var": float(var[k]), "lo": lo, "hi": hi,
+                     "truth": float(truth.get(label, 0.0))})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # The batched fan-out
 # ---------------------------------------------------------------------------------------------
@@ -475,7 +503,6 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     from fastdiff_core import budget
     from fastdiff_core.grids import build_grid
     from fastdiff_core.latency import device_name
-    from fastdiff_core.metrics.intervals import wilson_interval
     from fastdiff_core.models.teacher import load_teacher
     from fastdiff_core.spec import Progress, RunResult
     from fastdiff_core.speedups import from_spec
@@ -536,17 +563,12 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     for plan, chunks in per_plan.items():
         data = torch.cat(chunks)
         codes, log_w = data[:, 0].long(), data[:, 1]
-        rates = weighted_rates(codes[None], log_w[None])[0]
-        ess = float(effective_sample_size(log_w))
         truth = plan_branch_probabilities(scene, plan)
-        name = "-".join(ACTIONS[a][0] for a in plan)
-        for k, label in enumerate(LABELS):
-            rate = float(rates[k])
-            lo, hi = wilson_interval(round(rate * ess), max(1, round(ess)), 0.95)
-            rows.append({"group": name, "label": label, "count": int((codes == k).sum()), "n": int(codes.numel()),
-                         "rate": rate, "lo": lo, "hi": hi, "truth": float(truth.get(label, 0.0)), "ess": ess})
-        tails.append((float(rates[LABELS.index(TAIL)]), truth[TAIL]))
-        tvs.append(0.5 * sum(abs(float(rates[k]) - truth.get(lab, 0.0)) for k, lab in enumerate(LABELS)))
+        group = weighted_histogram(codes, log_w, truth, group="-".join(ACTIONS[a][0] for a in plan))
+        rows.extend(group)
+        rates = {r["label"]: r["rate"] for r in group}
+        tails.append((rates[TAIL], truth[TAIL]))
+        tvs.append(0.5 * sum(abs(rates[lab] - truth.get(lab, 0.0)) for lab in LABELS))
     ordered = sorted(cycle_s)
     med = ordered[len(ordered) // 2]
     q = lambda f: ordered[min(len(ordered) - 1, int(f * (len(ordered) - 1) + 0.5))]  # noqa: E731
@@ -572,8 +594,10 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
                                         device=dev, histograms=rows).to_dict()
     info = {"bill": bill.formula(), "sigmas": list(sigmas), "chosen_last": planner.previous,
             "plans": ["-".join(ACTIONS[a][0] for a in p) for p in per_plan],
-            "importance": spec.importance, "proposal_shift": None if planner.proposal is None
-            else [float(v) for v in planner.proposal.mu]}
+            "importance": spec.importance,
+            # the last fitted proposal: mu (H, D) and the frame shares pi (H,)
+            "proposal_shift": None if planner.proposal is None else planner.proposal.mu.tolist(),
+            "proposal_frames": None if planner.proposal is None else planner.proposal.pi.tolist()}
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(nfe),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
                      verdict=verdict, info=info)

@@ -74,3 +74,38 @@ def test_execute_on_the_driving_world_carries_a_verdict_and_routes_fan_outs():
     res = execute(fan)  # P > 1: the rollout module's planning runner on the shipped teacher
     assert res.nfe_counted == res.nfe_formula == 2 * 2 * 3 * 2
     assert res.verdict["binding"] == "latency" and any(r["what"] == "cycle" for r in res.latency)
+
+
+def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_their_intervals():
+    """importance='tail' on the shipped teacher, which darts in child_at_curb: the proposal is fitted
+    after the pilot cycle and used by the next ones (this crashed once a proposal existed). Every row's
+    rate is the weighted estimate, inside its own interval at its Kish n_eff, and the verdict's coverage
+    check judges (rate, n_eff), never the raw count / n."""
+    import re
+
+    from fastdiff_core.metrics.intervals import rate_interval
+    from fastdiff_core.run import execute
+
+    spec = RunSpec(world="driving", scene="child_at_curb", solver="dpmpp_2m", steps=6, horizon=3, plans=3,
+                   futures=40, samples=4, importance="tail", regime="offline", seed=0)
+    res = execute(spec)
+    assert res.nfe_counted == res.nfe_formula == 6 * 3 * 3 * 40 * 4  # the pilot cycle is billed like the rest
+    shift = res.info["proposal_shift"]
+    assert len(shift) == 3 and all(len(row) == 8 for row in shift)  # a fitted proposal: (H, D)
+    darts = [r for r in res.histograms if r["label"] == "darts"]
+    assert sum(r["count"] for r in darts) > 0  # the network does dart
+    weighted = [r for r in res.histograms if r["n_eff"] < r["n"] - 1e-9]
+    assert weighted, "no group was sampled from the proposal"
+    # weighted rates differ from the raw count / n: the rows judge the former
+    assert any(abs(r["rate"] - r["count"] / r["n"]) > 1e-3 for r in weighted)
+    for r in res.histograms:
+        assert r["lo"] <= r["rate"] <= r["hi"]
+        assert (r["lo"], r["hi"]) == pytest.approx(rate_interval(r["rate"], r["n_eff"]))
+    sentence = res.verdict["sentence"]
+    quoted = re.findall(r"generated ([\d.]+)% \[([\d.]+)%, ([\d.]+)%\]", sentence)
+    assert quoted, sentence
+    for rate, lo, hi in quoted:
+        assert float(lo) <= float(rate) <= float(hi)
+    # the raw counts play no part in the coverage check
+    stripped = [{k: v for k, v in r.items() if k != "count"} for r in res.histograms]
+    assert budget.coverage_gate(stripped) == budget.coverage_gate(res.histograms)
