@@ -1,9 +1,16 @@
-"""Binomial confidence intervals, shared by every histogram fastdiff draws (torch-free)."""
+"""Binomial confidence intervals, shared by every histogram fastdiff draws (torch-free).
+
+Wilson for display; Clopper-Pearson (exact, one look) and a beta-binomial confidence sequence
+(anytime-valid, any number of looks) for the coverage gate's decisions (``metrics.gate``).
+"""
 
 from __future__ import annotations
 
 import math
 from statistics import NormalDist
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 
 def z_for(confidence: float) -> float:
@@ -40,3 +47,79 @@ def rate_interval(rate: float, n_eff: float, confidence: float = 0.95) -> tuple[
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def clopper_pearson(successes: ArrayLike, n: ArrayLike, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-sided (1 - alpha) binomial interval (Clopper & Pearson 1934), elementwise.
+
+    Fixed-n: valid for one look at a sample size chosen in advance. ``successes`` may be fractional
+    (an importance-weighted effective count rate * n_eff); the beta quantiles are then those of the
+    continuous extension, which is the usual effective-sample-size approximation.
+    """
+    s, m = _checked_counts(successes, n)
+    _check_alpha(alpha)
+    from scipy.stats import beta
+
+    lo = np.where(s > 0, beta.ppf(alpha / 2, np.maximum(s, 1e-12), m - s + 1), 0.0)
+    hi = np.where(s < m, beta.ppf(1 - alpha / 2, s + 1, np.maximum(m - s, 1e-12)), 1.0)
+    return lo, hi
+
+
+def beta_binomial_cs(successes: ArrayLike, n: ArrayLike, alpha: float, prior: tuple[float, float] = (0.5, 0.5),
+                     iterations: int = 34) -> tuple[np.ndarray, np.ndarray]:
+    """Anytime-valid (1 - alpha) confidence sequence for a Bernoulli rate, elementwise.
+
+    The beta-binomial conjugate mixture martingale (Robbins 1970; Howard, Ramdas, McAuliffe & Sekhon
+    2021, "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist., section 3
+    and Table 2; Waudby-Smith & Ramdas 2020):
+
+        M_n(p) = B(a + S, b + n - S) / B(a, b) / (p^S (1 - p)^(n - S))
+
+    is a nonnegative martingale with M_0 = 1 under rate p, so by Ville's inequality
+    P(exists n: M_n(p) >= 1/alpha) <= alpha, and {p : M_n(p) < 1/alpha} covers p at every n at once:
+    a run may look after every batch and stop whenever it likes. log M_n is convex in p with its
+    minimum at S/n (where M_n <= 1), so the set is an interval around S/n; each end is found by
+    bisection (``iterations`` halvings of [0, S/n] and [S/n, 1]). ``prior`` = (a, b): Jeffreys by
+    default. Intersecting the intervals over time (``SequentialGate`` does) stays valid.
+    """
+    s, m = _checked_counts(successes, n)
+    _check_alpha(alpha)
+    from scipy.special import betaln, xlog1py, xlogy
+
+    a, b = prior
+    if not (a > 0 and b > 0):
+        raise ValueError(f"prior={prior!r} must be two positive numbers")
+    # log of the mixture's marginal likelihood minus log(1/alpha): M_n(p) < 1/alpha  <=>  excess(p) > 0
+    excess = betaln(a + s, b + m - s) - betaln(a, b) + math.log(alpha)
+
+    def inside(p: np.ndarray) -> np.ndarray:
+        return xlogy(s, p) + xlog1py(m - s, -p) > excess  # p^S (1-p)^(n-S) > B(..)/B(a,b) * alpha
+
+    centre = np.divide(s, m, out=np.full_like(s, 0.5), where=m > 0)
+    lo_out, lo_in = np.zeros_like(centre), centre.copy()  # lo_out excluded (or 0), lo_in included
+    hi_in, hi_out = centre.copy(), np.ones_like(centre)
+    lo_zero, hi_one = inside(np.zeros_like(centre)), inside(np.ones_like(centre))
+    for _ in range(iterations):
+        mid = 0.5 * (lo_out + lo_in)
+        ok = inside(mid)
+        lo_in, lo_out = np.where(ok, mid, lo_in), np.where(ok, lo_out, mid)
+        mid = 0.5 * (hi_in + hi_out)
+        ok = inside(mid)
+        hi_in, hi_out = np.where(ok, mid, hi_in), np.where(ok, hi_out, mid)
+    # report the outer ends of the bracket: conservative by at most 2^-iterations
+    return np.where(lo_zero, 0.0, lo_out), np.where(hi_one, 1.0, hi_out)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
+
+
+def _checked_counts(successes: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s, m = np.broadcast_arrays(np.asarray(successes, dtype=float), np.asarray(n, dtype=float))
+    if np.any(~np.isfinite(m)) or np.any(m < 0):
+        raise ValueError(f"n={m[(~np.isfinite(m)) | (m < 0)].ravel()[:3].tolist()} must be finite and >= 0")
+    bad = ~np.isfinite(s) | (s < 0) | (s > m)
+    if np.any(bad):
+        raise ValueError(f"successes={s[bad].ravel()[:3].tolist()} must be in [0, n]")
+    return s.astype(float), m.astype(float)

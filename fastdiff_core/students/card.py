@@ -109,8 +109,7 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
 
 
 def _gate(g: Any) -> dict[str, Any]:
-    return {"passed": bool(g.passed), "tv_limit": g.tv_limit, "confidence": g.confidence,
-            "failures": [dict(f) for f in g.failures]}
+    return g.summary()
 
 
 def rates_of(measured: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -119,12 +119,13 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
 
 def _gate_summary(gate) -> dict:
     """The release gate's outcome as the verdict quotes it."""
-    failures = gate.failures
-    text = (f"release coverage gate ({len(gate.checks)} family-wise checks, TV limit {gate.tv_limit:.3f}) "
-            + ("passes" if gate.passed else
-               f"fails {len(failures)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip()
-                                                       for f in failures[:3])))
-    return {"passed": bool(gate.passed), "text": text}
+    shown = gate.failures if gate.outcome == "FAIL" else gate.undecided
+    text = (f"release coverage gate ({len(gate.checks)} checks, family-wise alpha {gate.alpha:g}) {gate.outcome}"
+            + ("" if gate.outcome == "PASS" else
+               f" on {len(shown)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip() for f in shown[:3])
+               + ("" if gate.outcome == "FAIL" else
+                  f" (rollouts per scene likely to decide: {max((v or 0) for v in gate.more_samples_needed.values()):,})")))
+    return {"passed": bool(gate.passed), "outcome": gate.outcome, "text": text}
 
 
 def _labels(rollouts: torch.Tensor, scene) -> list[str]:

@@ -1,0 +1,262 @@
+"""``fastdiff bench gate``: the coverage gate's operating characteristics, by simulation.
+
+Samplers are simulated from the exact branch rates of the eight driving scenes (action ``keep``,
+H = 6; ``worlds.driving.scenes.branch_probabilities``), each scene's labels drawn multinomially:
+
+- ``perfect``: the exact rates;
+- ``tail x0.75`` / ``x0.5`` / ``x0``: the tail (darts) rate scaled, the other branches rescaled in
+  proportion so the rates sum to 1;
+- ``implausible 1%`` / ``3.5%`` / ``5%``: that share of rollouts moved to 'implausible', every branch
+  scaled by (1 - share);
+- ``teacher identical`` / ``teacher halved``: a student with the exact rates / with the tail halved,
+  gated by ``teacher_gate`` against a perfect teacher sampled at the same n (fixed mode) or in the
+  same batches (sequential mode).
+
+Fixed mode: Clopper-Pearson at n rollouts per scene. Sequential mode: batches whose sizes grow by
+``growth`` from ``first_batch`` (looks at n = 250, 312, 391, ... rollouts per scene), the confidence
+sequence intersected over looks, each scene sampled until its checks are all decided, all sampling
+stopping at the first FAIL, at most ``cap`` per scene. ``mean_rollouts`` is rollouts per scene
+(averaged over scenes, then trials); ``p95_rollouts`` its 95th percentile over trials.
+The core (``operating_characteristics``) returns rows; ``main`` prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, intervals
+from fastdiff_core.worlds.driving.scenes import (
+    BRANCHES,
+    IMPLAUSIBLE,
+    LABELS,
+    SCENES,
+    TAIL,
+    branch_probabilities,
+)
+
+FIXED_N: tuple[int, ...] = (300, 1000, 4000)
+SAMPLERS: tuple[str, ...] = ("perfect", "tail x0.75", "tail x0.5", "tail x0", "implausible 1%", "implausible 3.5%",
+                             "implausible 5%", "teacher identical", "teacher halved")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Sequential looks: the first batch, the growth factor of cumulative n, the cap per scene."""
+
+    first_batch: int = 250
+    growth: float = 1.25
+    cap: int = 32000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.first_batch, bool) or not isinstance(self.first_batch, int) or self.first_batch < 1:
+            raise ValueError(f"first_batch={self.first_batch!r} must be an integer >= 1")
+        if not (isinstance(self.growth, (int, float)) and 1.0 < self.growth <= 4.0):
+            raise ValueError(f"growth={self.growth!r} must be in (1, 4]")
+        if isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < self.first_batch:
+            raise ValueError(f"cap={self.cap!r} must be an integer >= first_batch={self.first_batch}")
+
+    def looks(self) -> np.ndarray:
+        out = [self.first_batch]
+        while out[-1] < self.cap:
+            out.append(min(self.cap, max(out[-1] + 1, round(out[-1] * self.growth))))
+        return np.array(out)
+
+
+def truth_table(action: str = "keep", horizon: int = 6) -> np.ndarray:
+    """(scenes, labels) exact rates, labels = waits, crosses, darts, implausible (0)."""
+    return np.array([[branch_probabilities(sc, action, horizon)[b] for b in BRANCHES] + [0.0]
+                     for sc in SCENES.values()])
+
+
+def sampler_rates(name: str, truth: np.ndarray) -> np.ndarray:
+    """The simulated sampler's (scenes, labels) rates (see the module doc)."""
+    tail = LABELS.index(TAIL)
+    if name in ("perfect", "teacher identical"):
+        return truth.copy()
+    if name.startswith("tail x") or name == "teacher halved":
+        factor = 0.5 if name == "teacher halved" else float(name.removeprefix("tail x"))
+        out = truth.copy()
+        others = [i for i, b in enumerate(BRANCHES) if i != tail]
+        out[:, tail] *= factor
+        rest = 1.0 - out[:, tail]
+        out[:, others] *= (rest / truth[:, others].sum(1))[:, None]
+        return out
+    if name.startswith("implausible "):
+        share = float(name.removeprefix("implausible ").rstrip("%")) / 100
+        out = truth * (1.0 - share)
+        out[:, LABELS.index(IMPLAUSIBLE)] = share
+        return out
+    raise ValueError(f"sampler={name!r} is not one of {list(SAMPLERS)}")
+
+
+def _layout(config: GateConfig, sampled: bool, truth: np.ndarray) -> GateLayout:
+    labels = {s: list(LABELS) for s in SCENES}
+    zero = {s: ({IMPLAUSIBLE} if not sampled else set()) | {b for j, b in enumerate(BRANCHES) if truth[i, j] == 0}
+            for i, s in enumerate(SCENES)}
+    return GateLayout.build(labels, zero, config, sampled)
+
+
+def _draw(rng: np.random.Generator, rates: np.ndarray, sizes: np.ndarray, trials: int) -> np.ndarray:
+    """Cumulative counts (trials, looks, scenes * labels) for batches of ``sizes`` per scene."""
+    out = np.stack([rng.multinomial(sizes, p, size=(trials, len(sizes))) for p in rates], 2)  # (T, K, S, L)
+    return np.cumsum(out, 1).reshape(trials, len(sizes), -1).astype(float)
+
+
+def _reference(layout: GateLayout, truth: np.ndarray, teacher_x: np.ndarray | None, n: np.ndarray, method: str):
+    keep = layout.reference_interval
+    if teacher_x is None:
+        p = np.where(keep, 0.0, truth.reshape(-1))  # exact truth (leaks 0)
+        return p, p
+    lo, hi = intervals(teacher_x, np.broadcast_to(n, teacher_x.shape), layout.alpha_per_interval, method)
+    return np.where(keep, lo, 0.0), np.where(keep, hi, 0.0)
+
+
+def simulate_fixed(sampler: str, n: int, trials: int, seed: int, config: GateConfig = RELEASE_GATE,
+                   truth: np.ndarray | None = None) -> np.ndarray:
+    """Gate codes (trials,) at n rollouts per scene: 1 PASS, -1 FAIL, 0 UNDECIDED."""
+    truth = truth_table() if truth is None else truth
+    rng = np.random.default_rng(seed)
+    sampled = sampler.startswith("teacher")
+    layout = _layout(config, sampled, truth)
+    sizes = np.array([n])
+    x = _draw(rng, sampler_rates(sampler, truth), sizes, trials)[:, 0]
+    teacher = _draw(rng, truth, sizes, trials)[:, 0] if sampled else None
+    ref_lo, ref_hi = _reference(layout, truth, teacher, np.array(float(n)), "fixed")
+    lo, hi = intervals(x, np.full_like(x, n), layout.alpha_per_interval, "fixed")
+    _, _, per_scene = layout.evaluate(lo, hi, ref_lo, ref_hi)
+    return np.where((per_scene == -1).any(1), -1, np.where((per_scene == 1).all(1), 1, 0))
+
+
+def simulate_sequential(sampler: str, schedule: Schedule, trials: int, seed: int, config: GateConfig = RELEASE_GATE,
+                        truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(gate codes (trials,), rollouts per scene averaged over scenes (trials,)) under ``schedule``."""
+    truth = truth_table() if truth is None else truth
+    rng = np.random.default_rng(seed)
+    sampled = sampler.startswith("teacher")
+    layout = _layout(config, sampled, truth)
+    looks = schedule.looks()
+    sizes = np.diff(looks, prepend=0)
+    n = looks.astype(float)[None, :, None]
+    x = _draw(rng, sampler_rates(sampler, truth), sizes, trials)
+    lo, hi = intervals(x, np.broadcast_to(n, x.shape), layout.alpha_per_interval, "sequential")
+    lo, hi = np.maximum.accumulate(lo, 1), np.minimum.accumulate(hi, 1)  # intersection over looks
+    if sampled:
+        ref_lo, ref_hi = _reference(layout, truth, _draw(rng, truth, sizes, trials), n, "sequential")
+        ref_lo, ref_hi = np.maximum.accumulate(ref_lo, 1), np.minimum.accumulate(ref_hi, 1)
+    else:
+        ref_lo, ref_hi = _reference(layout, truth, None, n, "sequential")
+    codes, tv, _ = layout.evaluate(lo, hi, ref_lo, ref_hi)  # (T, K, C), (T, K, S)
+    scenes = len(SCENES)
+    last = len(looks) - 1
+    stop = np.empty((trials, scenes), dtype=int)
+    fail_at = np.full((trials, scenes), np.iinfo(int).max)
+    final = np.empty((trials, scenes), dtype=int)
+    for s in range(scenes):
+        c = np.concatenate([codes[..., layout.scene_of == s], tv[..., s:s + 1]], -1)  # (T, K, checks of s)
+        decided = (c != 0).all(-1)
+        stop[:, s] = np.where(decided.any(1), decided.argmax(1), last)
+        failed = (c == -1).any(-1)
+        first_fail = np.where(failed.any(1), failed.argmax(1), np.iinfo(int).max)
+        fail_at[:, s] = np.where(first_fail <= stop[:, s], first_fail, np.iinfo(int).max)
+        at_stop = c[np.arange(trials), stop[:, s]]
+        final[:, s] = np.where((at_stop == 1).all(-1), 1, 0)
+    any_fail = fail_at.min(1)
+    end = np.minimum(any_fail, stop.max(1))  # all sampling stops at the first FAIL
+    outcome = np.where(any_fail < np.iinfo(int).max, -1, np.where((final == 1).all(1), 1, 0))
+    rollouts = looks[np.minimum(stop, end[:, None])].mean(1)
+    return outcome, rollouts
+
+
+def _row(mode: str, n: int | None, sampler: str, codes: np.ndarray, rollouts: np.ndarray) -> dict:
+    return {"mode": mode, "n": n, "sampler": sampler, "trials": int(codes.size),
+            "pass_rate": float((codes == 1).mean()), "fail_rate": float((codes == -1).mean()),
+            "undecided_rate": float((codes == 0).mean()), "mean_rollouts": float(rollouts.mean()),
+            "p95_rollouts": float(np.quantile(rollouts, 0.95))}
+
+
+def operating_characteristics(trials: int = 1000, seed: int = 0, ns: tuple[int, ...] = FIXED_N,
+                              schedule: Schedule = Schedule(), samplers: tuple[str, ...] = SAMPLERS,
+                              config: GateConfig = RELEASE_GATE) -> list[dict]:
+    """Pass / fail / undecided rates per (mode, n, sampler), and the rollouts drawn."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials={trials!r} must be an integer >= 1")
+    for s in samplers:
+        sampler_rates(s, truth_table())  # validates the name before any work
+    rows = []
+    for i, sampler in enumerate(samplers):
+        for j, n in enumerate(ns):
+            codes = simulate_fixed(sampler, n, trials, seed + 1000 * i + j, config)
+            rows.append(_row("fixed", n, sampler, codes, np.full(trials, float(n))))
+        codes, rollouts = simulate_sequential(sampler, schedule, trials, seed + 1000 * i + 999, config)
+        rows.append(_row("sequential", None, sampler, codes, rollouts))
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, default=1000, help="simulated gate runs per row (>= 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cap", type=int, default=Schedule.cap, help="sequential: rollouts per scene at most")
+    parser.add_argument("--json", type=pathlib.Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=pathlib.Path, default=None, help="write a PNG of the curves here")
+
+
+def main(args: argparse.Namespace) -> int:
+    schedule = Schedule(cap=args.cap)
+    t0 = time.perf_counter()
+    rows = operating_characteristics(args.trials, args.seed, schedule=schedule)
+    c = RELEASE_GATE
+    print(f"coverage gate operating characteristics: 8 driving scenes, {args.trials} trials per row, family alpha "
+          f"{c.alpha} (Bonferroni), tail ±{c.tail_tolerance:.0%} or ±{c.tail_tolerance_abs * 100:g} pt, branches "
+          f"±{c.branch_tolerance * 100:g} pt, implausible <= {c.leak_tolerance:.0%}, TV <= {c.tv_tolerance}; "
+          f"sequential: looks x{schedule.growth} from {schedule.first_batch}, cap {schedule.cap}/scene")
+    print(f"{'mode':<10} {'n':>6} {'sampler':<18} {'PASS':>6} {'FAIL':>6} {'UNDEC':>6} {'mean n':>8} {'p95 n':>8}")
+    for r in rows:
+        print(f"{r['mode']:<10} {r['n'] if r['n'] is not None else '-':>6} {r['sampler']:<18} {r['pass_rate']:>6.1%} "
+              f"{r['fail_rate']:>6.1%} {r['undecided_rate']:>6.1%} {r['mean_rollouts']:>8.0f} {r['p95_rollouts']:>8.0f}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"trials": args.trials, "seed": args.seed, "config": c.__dict__ | {
+            "leak_labels": list(c.leak_labels)}, "schedule": schedule.__dict__, "rows": rows}, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    """Stacked PASS / UNDECIDED / FAIL bars per sampler, one panel per mode (matplotlib, the docs extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [("fixed", n) for n in sorted({r["n"] for r in rows if r["mode"] == "fixed"})] + [("sequential", None)]
+    fig, axes = plt.subplots(1, len(modes), figsize=(4 * len(modes), 4.5), sharey=True)
+    for ax, (mode, n) in zip(np.atleast_1d(axes), modes):
+        sel = [r for r in rows if r["mode"] == mode and r["n"] == n]
+        names = [r["sampler"] for r in sel]
+        y = np.arange(len(sel))
+        left = np.zeros(len(sel))
+        for key, colour, label in (("pass_rate", "#2e7d32", "PASS"), ("undecided_rate", "#bdbdbd", "UNDECIDED"),
+                                   ("fail_rate", "#c62828", "FAIL")):
+            v = np.array([r[key] for r in sel])
+            ax.barh(y, v, left=left, color=colour, label=label)
+            left += v
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        title = f"fixed n = {n}" if mode == "fixed" else "sequential (mean n " + ", ".join(
+            f"{r['mean_rollouts']:.0f}" for r in sel[:1]) + " perfect)"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(0, 1)
+    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle("coverage gate: outcome rates per simulated sampler (8 driving scenes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
