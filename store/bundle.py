@@ -8,16 +8,17 @@ import io
 import json
 import pathlib
 import zipfile
+import zlib
 from typing import TYPE_CHECKING, Any
 
-from fastdiff_core.spec import RunResult, RunSpec
-from store import files, records
-from store.store import new_id
+from store import files, ids, records
 
 if TYPE_CHECKING:
     from store.store import Store
 
 BUNDLE_FORMAT = 1
+MAX_JSON_BYTES = 512 * 2**20  # experiment.json, uncompressed
+MAX_RUNS = 10_000
 
 
 def export_bundle(store: Store, exp_id: str, path: pathlib.Path) -> pathlib.Path:
@@ -50,45 +51,73 @@ def export_bundle(store: Store, exp_id: str, path: pathlib.Path) -> pathlib.Path
     return path
 
 
-def _load(path: pathlib.Path) -> dict[str, Any]:
+def _load(path: pathlib.Path) -> Any:
+    """The bundle's experiment.json, parsed; its declared and its actual size both bounded (no zip bomb)."""
     try:
         with zipfile.ZipFile(path) as z:
-            doc = json.loads(z.read("experiment.json"))
+            info = z.getinfo("experiment.json")
+            if info.file_size > MAX_JSON_BYTES:
+                raise ValueError(f"experiment.json is {info.file_size:,} bytes; at most {MAX_JSON_BYTES:,}")
+            with z.open(info) as f:
+                data = f.read(MAX_JSON_BYTES + 1)
+            if len(data) > MAX_JSON_BYTES:
+                raise ValueError(f"experiment.json is over {MAX_JSON_BYTES:,} bytes")
+            return json.loads(data)
     except FileNotFoundError:
         raise ValueError(f"bundle path={str(path)!r} does not exist") from None
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"bundle path={str(path)!r} is not a fastdiff bundle ({e})") from None
-    if doc.get("bundle_format") != BUNDLE_FORMAT:
-        raise ValueError(f"bundle_format={doc.get('bundle_format')!r} is not readable; expected {BUNDLE_FORMAT}")
-    return doc
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, NotImplementedError, EOFError, zlib.error,
+            OSError) as e:
+        raise ValueError(f"bundle {path.name!r} is not a fastdiff bundle ({type(e).__name__}: {e})") from None
+
+
+def check_bundle(doc: Any) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, Any] | None]]]:
+    """The bundle's experiment and its runs [(submission, outcome or None)], every record checked
+    (``store.records.check_*``: types, ranges, sizes). ValueError names the record and the field."""
+    if not isinstance(doc, dict):
+        raise ValueError("bundle: experiment.json must hold an object")  # noqa: TRY004 - bad input is ValueError here
+    fmt = doc.get("bundle_format")
+    if type(fmt) is not int or fmt != BUNDLE_FORMAT:
+        raise ValueError(f"bundle_format={ids.shown(fmt)} is not readable; expected {BUNDLE_FORMAT}")
+    exp = records.check_experiment(doc.get("experiment"), "experiment")
+    runs = doc.get("runs")
+    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_RUNS:
+        raise ValueError(f"runs={ids.shown(runs)} must be a list of 1 to {MAX_RUNS:,} runs")
+    checked = []
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict):
+            raise ValueError(f"runs[{i}]={ids.shown(r)} must be an object {{run, result}}")  # noqa: TRY004
+        sub = records.check_submission(r.get("run"), len(runs), f"runs[{i}].run")
+        res = r.get("result")
+        checked.append((sub, None if res is None else records.check_outcome(res, f"runs[{i}].result")))
+    idx = sorted(sub["idx"] for sub, _ in checked)
+    if idx != list(range(len(checked))):
+        raise ValueError(f"runs[].idx={ids.shown(idx)} must number the runs 0..{len(checked) - 1}, each once")
+    return exp, checked
 
 
 def import_bundle(store: Store, path: pathlib.Path) -> str:
-    doc = _load(path)
-    exp = doc["experiment"]
-    # Validate everything before writing anything.
-    for i, r in enumerate(doc["runs"]):
-        try:
-            RunSpec.from_dict(r["run"]["spec"])
-            res = r.get("result")
+    """Import a bundle as a new experiment with fresh ids; returns its exp_id.
+
+    Every record is checked before anything is written; then the runs and results are written and
+    the experiment record last, so readers see the whole experiment or none of it. A write that
+    fails half way (a full disk) removes what it wrote."""
+    exp, checked = check_bundle(_load(path))
+    exp_id = ids.new_id("e")
+    run_ids = [ids.new_id("r") for _ in checked]
+    written: list[tuple[pathlib.Path, str]] = []
+    try:
+        for run_id, (sub, res) in zip(run_ids, checked):
+            files.publish_once(store.runs_dir, run_id, dict(sub, run_id=run_id, exp_id=exp_id))
+            written.append((store.runs_dir, run_id))
             if res is not None:
-                if res["status"] not in records.FINAL_STATUSES:
-                    raise ValueError(f"status={res['status']!r} is not one of {list(records.FINAL_STATUSES)}")
-                if res.get("result") is not None:
-                    RunResult.from_dict(res["result"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"bundle runs[{i}]: {e}") from None
-    exp_id = new_id("e")
-    run_ids = []
-    for r in doc["runs"]:
-        run_id = new_id("r")
-        run_ids.append(run_id)
-        sub = dict(r["run"], run_id=run_id, exp_id=exp_id)
-        files.publish_once(store.runs_dir, run_id, sub)
-        if r.get("result") is not None:
-            files.publish_once(store.results_dir, run_id, dict(r["result"], run_id=run_id))
-    sweep = exp.get("sweep")
-    new_exp = dict(exp, exp_id=exp_id, run_ids=run_ids, imported_from=exp["exp_id"],
-                   sweep=dict(sweep, sweep_id=new_id("s")) if sweep else None)
-    files.publish_replace(store.experiments_dir, exp_id, new_exp)
+                files.publish_once(store.results_dir, run_id, dict(res, format=1, run_id=run_id))
+                written.append((store.results_dir, run_id))
+        sweep = exp["sweep"]
+        files.publish_replace(store.experiments_dir, exp_id, dict(
+            exp, exp_id=exp_id, run_ids=run_ids, imported_from=exp["exp_id"],
+            sweep=dict(sweep, sweep_id=ids.new_id("s")) if sweep else None))
+    except BaseException:
+        for directory, key in reversed(written):
+            files.remove(directory, key)
+        raise
     return exp_id

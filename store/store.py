@@ -29,7 +29,7 @@ import duckdb
 import polars as pl
 
 from fastdiff_core.spec import RunResult, RunSpec
-from store import files, records, schema
+from store import files, ids, records, schema
 
 KEEP_GENERATIONS = 3
 GENERATION_GRACE_S = 10.0  # a reader opens a generation within ms of reading CURRENT
@@ -38,10 +38,6 @@ GENERATION_GRACE_S = 10.0  # a reader opens a generation within ms of reading CU
 def default_root() -> pathlib.Path:
     """``$FASTDIFF_HOME/store`` (default ``./var/store``)."""
     return pathlib.Path(os.environ.get("FASTDIFF_HOME", "var")).resolve() / "store"
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
 def as_specs(specs: RunSpec | Mapping[str, Any] | str | Sequence[Any]) -> list[RunSpec]:
@@ -58,12 +54,6 @@ def as_specs(specs: RunSpec | Mapping[str, Any] | str | Sequence[Any]) -> list[R
         except ValueError as e:
             raise ValueError(str(e) if one else f"specs[{i}]: {e}") from None
     return out
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ValueError(f"name={name!r} must be a non-empty string of at most 200 characters")
-    return name.strip()
 
 
 def _status(counts: Mapping[str, int], n_runs: int) -> str:
@@ -109,8 +99,8 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.results_dir = self.root / "results"
         self.db_dir = self.root / "db"
-        for d in (self.experiments_dir, self.runs_dir, self.results_dir, self.db_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.experiments_dir, self.runs_dir, self.results_dir, self.db_dir):
+            files.private_dir(d)
         self._lock = threading.Lock()
         self._gen: _Generation | None = None
         self._exp_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
@@ -129,10 +119,11 @@ class Store:
         """Record an experiment: ``specs`` (RunSpec, dict, JSON, or a list of them) are validated first.
         ``sweep`` is the grid's axes ({field: [values]}) when the specs came from one. Returns
         (exp_id, run_ids) with run_ids in the order of ``specs``."""
-        name = _check_name(name)
+        name = records.check_name(name)
         specs = as_specs(specs)
-        exp_id = new_id("e")
-        run_ids = [new_id("r") for _ in specs]
+        axes = records.check_axes({k: list(v) for k, v in sweep.items()}, "sweep") if sweep else None
+        exp_id = ids.new_id("e")
+        run_ids = [ids.new_id("r") for _ in specs]
         submitted = records.now_iso()
         for idx, (run_id, spec) in enumerate(zip(run_ids, specs)):
             files.publish_once(self.runs_dir, run_id, {
@@ -140,15 +131,14 @@ class Store:
                 "spec": spec.to_dict(), "submitted": submitted})
         exp = {"format": 1, "exp_id": exp_id, "name": name, "created": submitted, "run_ids": run_ids,
                "spec": specs[0].to_dict(), "imported_from": None,
-               "sweep": ({"sweep_id": new_id("s"), "axes": {k: list(v) for k, v in sweep.items()}}
-                         if sweep else None)}
+               "sweep": {"sweep_id": ids.new_id("s"), "axes": axes} if axes else None}
         # The experiment file is published last: readers show an experiment only once all its runs exist.
         files.publish_replace(self.experiments_dir, exp_id, exp)
         return exp_id, run_ids
 
     def rename_experiment(self, exp_id: str, name: str) -> None:
         exp = self._experiment_record(exp_id)
-        exp["name"] = _check_name(name)
+        exp["name"] = records.check_name(name)
         files.publish_replace(self.experiments_dir, exp_id, exp)
 
     def delete_experiment(self, exp_id: str) -> None:
@@ -156,11 +146,13 @@ class Store:
         exp = self._experiment_record(exp_id)
         files.remove(self.experiments_dir, exp_id)
         for run_id in exp.get("run_ids", ()):
+            if not ids.is_id(run_id, "run_id"):
+                continue  # a record edited by hand: its entry names no file of this store
             files.remove(self.results_dir, run_id)
             files.remove(self.runs_dir, run_id)
 
     def _experiment_record(self, exp_id: str) -> dict[str, Any]:
-        exp = files.read(self.experiments_dir, exp_id) if isinstance(exp_id, str) else None
+        exp = files.read(self.experiments_dir, ids.check(exp_id, "exp_id"))
         if exp is None:
             raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
         return exp
@@ -172,15 +164,19 @@ class Store:
     def record_result(self, run_id: str, status: str, result: RunResult | Mapping[str, Any] | None = None,
                       error: str | None = None, worker: str | None = None) -> bool:
         """Store a run's outcome once. Returns False (and changes nothing) if the run already has one,
-        so a redelivered or duplicated result is never stored twice."""
+        so a redelivered or duplicated result is never stored twice. Everything is checked first
+        (``records.check_result``): ValueError naming the field, and nothing written."""
+        ids.check(run_id, "run_id")
         if status not in records.FINAL_STATUSES:
-            raise ValueError(f"status={status!r} is not one of {list(records.FINAL_STATUSES)}")
+            raise ValueError(f"status={ids.shown(status)} is not one of {list(records.FINAL_STATUSES)}")
         if status == "done" and result is None:
             raise ValueError("result=None with status='done'; a done run carries its RunResult")
         if isinstance(result, RunResult):
             result = result.to_dict()
         elif result is not None:
-            result = RunResult.from_dict(result).to_dict()  # validate what arrives from the queue
+            result = records.check_result(result)  # what arrives from the queue
+        error = records.check_text(error, "error", records.MAX_ERROR)
+        worker = records.check_text(worker, "worker")
         return files.publish_once(self.results_dir, run_id, {
             "format": 1, "run_id": run_id, "status": status, "result": result, "error": error,
             "worker": worker, "finished": records.now_iso()})
@@ -195,6 +191,7 @@ class Store:
         Returns the number of runs changed (a rename alone publishes a generation with 0 runs
         changed), or None when another process is compacting right now."""
         with open(self.db_dir / "compact.lock", "a") as lock:
+            os.chmod(lock.fileno(), files.FILE_MODE)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -206,6 +203,7 @@ class Store:
         digest = json.dumps(exps, sort_keys=True)
         work = self.db_dir / "work.duckdb"
         con = duckdb.connect(str(work))
+        os.chmod(work, files.FILE_MODE)
         try:
             schema.migrate(con)
             known = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
@@ -244,11 +242,13 @@ class Store:
         name = f"gen-{n:08d}.duckdb"
         tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
         shutil.copyfile(work, tmp)
+        os.chmod(tmp, files.FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.rename(tmp, self.db_dir / name)
         tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.write_text(name)
+        os.chmod(tmp, files.FILE_MODE)
         os.replace(tmp, self.db_dir / "CURRENT")
         # Old generations stay a while for readers that opened them just before the switch.
         now = time.time()
@@ -323,6 +323,10 @@ class Store:
         guidance_scale, horizon, plans, futures, samples, seed, dtype, regime, spec (JSON), submitted,
         status (queued|done|failed|cancelled), finished, device, worker, wall_s, nfe_counted,
         nfe_formula, verdict (JSON), error."""
+        if exp_id is not None:
+            ids.check(exp_id, "exp_id")
+        if run_ids is not None:
+            run_ids = ids.check_many(run_ids, "run_id")
         gen = self._generation()
         fresh = self._fresh(gen)
         if run_ids is not None:
@@ -346,7 +350,7 @@ class Store:
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,
         status, result (RunResult dict incl. samples, or None), error, worker, finished}."""
-        sub = files.read(self.runs_dir, run_id) if isinstance(run_id, str) else None
+        sub = files.read(self.runs_dir, ids.check(run_id, "run_id"))
         if sub is None or files.read(self.experiments_dir, sub["exp_id"]) is None:
             return None
         res = files.read(self.results_dir, run_id)
@@ -356,18 +360,18 @@ class Store:
                 "worker": res.get("worker") if res else None, "finished": res.get("finished") if res else None}
 
     def _per_run(self, table: str, run_ids: Sequence[str]) -> pl.DataFrame:
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        ids_ = [ids.check(run_ids, "run_id")] if isinstance(run_ids, str) else ids.check_many(run_ids, "run_id")
         gen = self._generation()
         status = gen.status if gen is not None else {}
-        compacted = [r for r in ids if status.get(r) in records.FINAL_STATUSES]
+        compacted = [r for r in ids_ if status.get(r) in records.FINAL_STATUSES]
         old = (gen.query(table, f"SELECT * FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
                                 "ORDER BY rowid", [compacted]) if compacted else schema.empty_frame(table))
-        rest = set(ids) - set(compacted)
+        rest = set(ids_) - set(compacted)
         rows = list(itertools.chain.from_iterable(
             records.ROWS_FOR[table](run_id, res) for run_id, res in files.read_many(self.results_dir, rest)))
         out = pl.concat([old, schema.frame(table, rows)])
         # In the order of run_ids, each run's rows in the order its result listed them (stable sort).
-        position = {r: i for i, r in enumerate(dict.fromkeys(ids))}
+        position = {r: i for i, r in enumerate(dict.fromkeys(ids_))}
         return out.sort(pl.col("run_id").replace_strict(position, return_dtype=pl.Int64), maintain_order=True)
 
     def metrics(self, run_ids: Sequence[str]) -> pl.DataFrame:
@@ -384,7 +388,7 @@ class Store:
 
     def experiment(self, exp_id: str) -> dict[str, Any] | None:
         """The experiment record: {exp_id, name, created, run_ids, spec, sweep, imported_from} or None."""
-        return files.read(self.experiments_dir, exp_id) if isinstance(exp_id, str) else None
+        return files.read(self.experiments_dir, ids.check(exp_id, "exp_id"))
 
     def experiments(self, search: str | None = None) -> pl.DataFrame:
         """One row per experiment, newest first, optionally filtered by a case-insensitive substring of
@@ -411,6 +415,8 @@ class Store:
 
     def sweeps(self, exp_id: str | None = None) -> pl.DataFrame:
         """Sweep definitions: sweep_id, exp_id, axes (JSON {field: [values]}), n_runs."""
+        if exp_id is not None:
+            ids.check(exp_id, "exp_id")
         exps = self._experiment_records()
         rows = [r for r in (records.sweep_row(e) for e in exps.values() if exp_id in (None, e["exp_id"]))
                 if r is not None]
@@ -428,7 +434,7 @@ class Store:
         """Write the experiment as a zip bundle (experiment.json + Parquet tables); returns its path."""
         from store import bundle
 
-        return bundle.export_bundle(self, exp_id, pathlib.Path(path))
+        return bundle.export_bundle(self, ids.check(exp_id, "exp_id"), pathlib.Path(path))
 
     def import_bundle(self, path: str | os.PathLike[str]) -> str:
         """Import a bundle as a new experiment (fresh ids; ``imported_from`` keeps the original id)."""

@@ -1,7 +1,9 @@
 """``fastdiff collector``: the store's single writer of results, on the machine that holds the store.
 
 Drains the results channel (``workers.outcomes``) into ``Store.record_result`` and compacts the store
-about once a second. Started by ``fastdiff up``; survives broker restarts (it reconnects and goes
+about once a second. An item it cannot store (not JSON, no valid run id, an outcome that fails the
+store's checks) is quarantined — moved to the dead-letter list ``fastdiff:results:dead`` with the
+reason, and stored as a 'failed' run when its run id is valid — so one bad message never stops it. Started by ``fastdiff up``; survives broker restarts (it reconnects and goes
 on where it stopped), and a kill -9 loses nothing (an item is removed from the processing list only
 after the store has it, and storing is idempotent by run id).
 """
@@ -15,12 +17,14 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+import traceback
+import uuid
+from dataclasses import dataclass
 
 import polars as pl
 import redis
 
-from store import Store
+from store import Store, ids
 from workers import outcomes
 from workers.celery_app import QUEUE, RUN_TASK, make_celery
 from workers.settings import ServiceSettings, load_settings, redis_py_url
@@ -28,19 +32,58 @@ from workers.settings import ServiceSettings, load_settings, redis_py_url
 COMPACT_EVERY_S = 1.0
 
 
-def store_item(store: Store, raw: bytes) -> bool:
-    """Write one channel item to the store; a malformed item is stored as a failed run, never dropped."""
+@dataclass(frozen=True)
+class Stored:
+    """What ``store_item`` did with one channel item: 'stored', 'duplicate' (the run already had an
+    outcome) or 'quarantined' (it could not be stored as sent; ``reason`` says why)."""
+
+    status: str
+    run_id: str | None = None
+    reason: str | None = None
+
+
+def store_item(store: Store, raw: bytes) -> Stored:
+    """Write one channel item to the store. Never raises for what the item contains.
+
+    An item that cannot be stored as sent is quarantined: when its run id is valid the run gets a
+    'failed' outcome carrying the reason (unless it already has an outcome, which is never changed);
+    an item without a valid run id writes nothing. The caller moves quarantined items to the
+    dead-letter list. Only the store's own failures (OSError: a full disk) propagate, to be retried."""
     try:
-        item: dict[str, Any] = json.loads(raw)
-        run_id = item["run_id"]
-    except (ValueError, KeyError, TypeError):
-        print(f"collector: dropping unreadable item {raw[:200]!r}", file=sys.stderr)
-        return False
+        item = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # not JSON (UnicodeDecodeError is a ValueError)
+        return Stored("quarantined", reason=f"not a JSON object: {type(e).__name__}: {str(e)[:200]}")
+    if not isinstance(item, dict):
+        return Stored("quarantined", reason=f"not a JSON object: {ids.shown(item)}")
+    run_id = item.get("run_id")
+    if not ids.is_id(run_id, "run_id"):
+        return Stored("quarantined", reason=f"run_id={ids.shown(run_id)} is not a valid run id")
     try:
-        return store.record_result(run_id, item["status"], item.get("result"), item.get("error"), item.get("worker"))
-    except (ValueError, KeyError, TypeError) as e:
-        return store.record_result(run_id, "failed", error=f"invalid result from worker: {e}",
-                                   worker=item.get("worker"))
+        stored = store.record_result(run_id, item.get("status"), item.get("result"), item.get("error"),
+                                     item.get("worker"))
+        return Stored("stored" if stored else "duplicate", run_id)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        reason = f"invalid outcome from worker: {type(e).__name__}: {str(e)[:2000]}"
+    worker = item.get("worker")
+    store.record_result(run_id, "failed", error=f"quarantined: {reason}",
+                        worker=worker if isinstance(worker, str) and len(worker) <= 200 else None)
+    return Stored("quarantined", run_id, reason)
+
+
+def _take(store: Store, r: redis.Redis, raw: bytes) -> None:
+    """Store one item held in the processing list, then remove it (to the dead-letter list if quarantined)."""
+    try:
+        outcome = store_item(store, raw)
+    except OSError:
+        raise  # the store's disk: keep the item in the processing list and retry
+    except Exception as e:  # noqa: BLE001 - a bug must not crash-loop the collector on one item
+        error_id = _log_error("storing an item")
+        outcome = Stored("quarantined", reason=f"collector error {error_id}: {type(e).__name__}")
+    if outcome.status == "quarantined":
+        print(f"collector: quarantined an item ({outcome.reason})", file=sys.stderr, flush=True)
+        outcomes.dead_letter(r, raw, outcome.reason or "", processing=outcomes.PROCESSING)
+    else:
+        r.lrem(outcomes.PROCESSING, 1, raw)
 
 
 def _task_ids_known_to_broker(r: redis.Redis) -> set[str]:
@@ -101,14 +144,12 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
         try:
             if not recovered:  # items a previous collector took but did not finish
                 for raw in r.lrange(outcomes.PROCESSING, 0, -1):
-                    store_item(store, raw)
-                    r.lrem(outcomes.PROCESSING, 1, raw)
+                    _take(store, r, raw)
                     dirty = True
                 recovered = True
             raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
             if raw is not None:
-                store_item(store, raw)
-                r.lrem(outcomes.PROCESSING, 1, raw)
+                _take(store, r, raw)
                 dirty = True
             if time.monotonic() - last_reconcile > reconcile_every:
                 last_reconcile = time.monotonic()
@@ -118,15 +159,29 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             recovered = False  # the broker restarted or is restarting: try again shortly
             stop.wait(0.5)
+        except Exception:  # noqa: BLE001 - log it and go on: a restart would meet the same state
+            _log_error("in the collector loop")
+            recovered = False
+            stop.wait(1.0)
         now = time.monotonic()
         if dirty and now - last_compact >= interval:
-            if store.compact() is not None:
-                dirty = False
+            try:
+                if store.compact() is not None:
+                    dirty = False
+            except Exception:  # noqa: BLE001 - the records stay on disk; the next compaction takes them
+                _log_error("compacting the store")
             took = time.monotonic() - now
             # Compaction copies the database: as it grows, compact less often (at most ~10% of the time).
             interval = max(compact_every_s, 10 * took)
             last_compact = now
     store.compact()
+
+
+def _log_error(doing: str) -> str:
+    """Print the current exception's traceback under a short error id (to the collector's log); return the id."""
+    error_id = uuid.uuid4().hex[:8]
+    print(f"collector: error {error_id} {doing}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    return error_id
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

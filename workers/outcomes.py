@@ -4,19 +4,28 @@ A worker pushes its outcome (status + RunResult JSON) onto the Redis list ``fast
 the same Lua call that sets the run's ``finished`` marker, so a run's outcome is pushed at most once
 however often its task is redelivered, and never lost between "marked" and "pushed". The collector
 moves each item to ``fastdiff:results:processing`` (BLMOVE), writes it to the store, then removes
-it: a collector killed in between finds it there on restart (the store write is idempotent).
+it: a collector killed in between finds it there on restart (the store write is idempotent). An item
+the collector cannot store moves, in one transaction, from the processing list to the dead-letter
+list ``fastdiff:results:dead`` (newest first, the last ``DEAD_LETTER_KEEP`` kept) with the reason.
+
+Run ids are checked (``store.ids``) before they become Redis keys.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 from typing import Any
 
 import redis
 
+from store import ids
+
 RESULTS = "fastdiff:results"
 PROCESSING = "fastdiff:results:processing"
+DEAD = "fastdiff:results:dead"
+DEAD_LETTER_KEEP = 10_000
 MARKER_TTL_S = 30 * 24 * 3600
 
 _FINISH = """
@@ -29,11 +38,29 @@ return 0
 
 
 def finished_key(run_id: str) -> str:
-    return f"fastdiff:finished:{run_id}"
+    return f"fastdiff:finished:{ids.check(run_id, 'run_id')}"
 
 
 def cancelled_key(run_id: str) -> str:
-    return f"fastdiff:cancelled:{run_id}"
+    return f"fastdiff:cancelled:{ids.check(run_id, 'run_id')}"
+
+
+def dead_letter(r: redis.Redis, raw: bytes, reason: str, processing: str | None = None) -> None:
+    """Quarantine ``raw`` with ``reason`` on the dead-letter list (removing it from ``processing`` in
+    the same transaction)."""
+    entry = json.dumps({"reason": reason, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        "item": raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)})
+    with r.pipeline(transaction=True) as p:
+        p.lpush(DEAD, entry)
+        p.ltrim(DEAD, 0, DEAD_LETTER_KEEP - 1)
+        if processing is not None:
+            p.lrem(processing, 1, raw)
+        p.execute()
+
+
+def dead_letters(r: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
+    """The newest ``n`` quarantined items: {reason, at, item}."""
+    return [json.loads(x) for x in r.lrange(DEAD, 0, n - 1)]
 
 
 def finish(r: redis.Redis, run_id: str, status: str, result: dict[str, Any] | None = None,
