@@ -230,25 +230,47 @@ class TailProposal:
         """Cross-entropy step from earlier rollouts: mu_h = (weighted) mean noise of frame h over the tail
         rollouts whose branch began in frame h (the pooled mean where none did); pi_h = their share
         (smoothed). noise (n, H, D); onset (n,) frame index into H; is_tail (n,) bool. None when no
-        rollout reached the tail."""
+        rollout reached the tail. (``TailFit`` is the same step fed chunk by chunk.)"""
+        fit = TailFit(noise.shape[1], noise.shape[2])
+        fit.add(noise, onset, is_tail, log_w)
+        return fit.proposal(beta=beta, smoothing=smoothing)
+
+
+class TailFit:
+    """The sufficient statistics of ``TailProposal.fit``, accumulated over chunks of rollouts: per frame
+    h the number of tail rollouts whose branch began in h, their summed weight and their weighted
+    summed noise of frame h. Weights are w = p/q = exp(log_w) <= 1 / (1 - beta), so the raw sums stay
+    finite; the fit only uses ratios of them, so any split into chunks gives the same proposal."""
+
+    def __init__(self, horizon: int, dim: int) -> None:
+        self.count = torch.zeros(horizon, dtype=torch.long)
+        self.weight = torch.zeros(horizon, dtype=torch.float64)
+        self.weighted_noise = torch.zeros(horizon, dim, dtype=torch.float64)
+
+    def add(self, noise: torch.Tensor, onset: torch.Tensor, is_tail: torch.Tensor,
+            log_w: torch.Tensor | None = None) -> None:
         idx = torch.nonzero(is_tail.cpu()).flatten()
         if idx.numel() == 0:
+            return
+        frame = onset.cpu()[idx]
+        w = torch.ones(len(idx), dtype=torch.float64) if log_w is None else log_w.cpu()[idx].double().exp()
+        z = noise.cpu().to(torch.float64)[idx, frame]  # (n_tail, D): the noise of each rollout's onset frame
+        self.count.index_add_(0, frame, torch.ones_like(frame))
+        self.weight.index_add_(0, frame, w)
+        self.weighted_noise.index_add_(0, frame, w[:, None] * z)
+
+    def proposal(self, *, beta: float = 0.5, smoothing: float = 0.5) -> TailProposal | None:
+        n = int(self.count.sum())
+        if n == 0:
             return None
-        noise, onset = noise.cpu().to(torch.float64), onset.cpu()
-        h, d = noise.shape[1], noise.shape[2]
-        w = torch.ones(len(idx), dtype=torch.float64) if log_w is None else torch.softmax(log_w.cpu()[idx].double(), 0)
-        w = w / w.sum()
-        z = noise[idx, onset[idx]]
-        pooled = (w[:, None] * z).sum(0)
+        total = float(self.weight.sum())
+        h, d = self.weighted_noise.shape
+        pooled = self.weighted_noise.sum(0) / total
         mu = pooled.expand(h, d).clone()
-        mass = torch.zeros(h, dtype=torch.float64)
-        for f in range(h):
-            sel = onset[idx] == f
-            if bool(sel.any()):
-                ws = w[sel]
-                mu[f] = (ws[:, None] * z[sel]).sum(0) / ws.sum()
-                mass[f] = ws.sum()
-        pi = (mass * len(idx) + smoothing) / (len(idx) + smoothing * h)
+        seen = self.count > 0
+        mu[seen] = self.weighted_noise[seen] / self.weight[seen, None]
+        mass = self.weight / total
+        pi = (mass * n + smoothing) / (n + smoothing * h)
         return TailProposal(mu.to(torch.float32), (pi / pi.sum()).to(torch.float32), beta)
 
 
@@ -267,32 +289,78 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
     return 1.0 / (w * w).sum(-1)
 
 
-def weighted_histogram(codes: torch.Tensor, log_w: torch.Tensor | None, truth: dict[str, float], *, group: str,
-                       labels: Sequence[str] = LABELS, confidence: float = 0.95) -> list[dict]:
-    """Histogram rows of one group of N rollouts (codes (N,) label indices, log_w (N,) log p/q or None):
-    {group, label, count, n, rate, n_eff, var, lo, hi, truth}.
+class BranchTally:
+    """Self-normalised (importance-weighted) branch rates of one group of rollouts, accumulated chunk by
+    chunk from sufficient statistics: per label the raw count, sum w and sum w^2, with w = p/q =
+    exp(log_w) (1 for plain sampling; <= 1 / (1 - beta) under a tail proposal, so the sums stay finite).
 
-    rate: the self-normalised weighted rate; n_eff: Kish's effective sample size; var: its delta-method
-    variance sum_i w_i^2 (1[code_i = k] - rate)^2 with normalised weights w (p(1-p)/n when unweighted);
-    lo/hi: the Wilson interval at (rate, n_eff), so every rate lies inside its own interval; count / n:
-    the raw rollouts drawn per label (not an estimate when weighted: judge rate and n_eff)."""
-    from fastdiff_core.metrics.intervals import rate_interval
+        rate_k = S_k / S          n_eff = S^2 / Q (Kish)
+        var_k  = [(1 - rate_k)^2 Q_k + rate_k^2 (Q - Q_k)] / S^2   (delta method; p(1-p)/n unweighted)
 
-    if log_w is None:
-        log_w = torch.zeros(codes.shape, dtype=torch.float64)
-    w = torch.softmax(log_w.to(torch.float64).cpu(), -1)
-    one_hot = nn.functional.one_hot(codes.cpu().long(), len(labels)).to(torch.float64)  # (N, K)
-    rates = w @ one_hot
-    var = (w[:, None] ** 2 * (one_hot - rates) ** 2).sum(0)
-    n_eff = float(1.0 / (w * w).sum())
-    rows = []
-    for k, label in enumerate(labels):
-        rate = min(1.0, max(0.0, float(rates[k])))
-        lo, hi = rate_interval(rate, n_eff, confidence)
-        rows.append({"group": group, "label": label, "count": int(one_hot[:, k].sum()), "n": int(codes.numel()),
-                     "rate": rate, "n_eff": n_eff, "var": float(var[k]), "lo": lo, "hi": hi,
-                     "truth": float(truth.get(label, 0.0))})
-    return rows
+    with S_k = sum of w over label k, Q_k = sum of w^2 over label k, S and Q over all rollouts."""
+
+    def __init__(self, labels: int = len(LABELS)) -> None:
+        self.count = torch.zeros(labels, dtype=torch.long)
+        self.weight = torch.zeros(labels, dtype=torch.float64)
+        self.weight_sq = torch.zeros(labels, dtype=torch.float64)
+
+    def add(self, codes: torch.Tensor, log_w: torch.Tensor | None = None) -> "BranchTally":
+        """codes (N,) label indices; log_w (N,) log p/q or None."""
+        codes = codes.cpu().long().reshape(-1)
+        w = torch.ones(codes.shape, dtype=torch.float64) if log_w is None else log_w.cpu().double().reshape(-1).exp()
+        self.count += torch.bincount(codes, minlength=len(self.count))
+        self.weight.index_add_(0, codes, w)
+        self.weight_sq.index_add_(0, codes, w * w)
+        return self
+
+    def merge(self, other: "BranchTally") -> "BranchTally":
+        self.count += other.count
+        self.weight += other.weight
+        self.weight_sq += other.weight_sq
+        return self
+
+    @property
+    def n(self) -> int:
+        return int(self.count.sum())
+
+    @property
+    def n_eff(self) -> float:
+        s, q = float(self.weight.sum()), float(self.weight_sq.sum())
+        return s * s / q if q > 0 else 0.0
+
+    @property
+    def rates(self) -> torch.Tensor:
+        """(labels,) self-normalised rates (zeros while empty)."""
+        s = float(self.weight.sum())
+        return self.weight / s if s > 0 else torch.zeros_like(self.weight)
+
+    @property
+    def variances(self) -> torch.Tensor:
+        s, q = float(self.weight.sum()), float(self.weight_sq.sum())
+        if s <= 0:
+            return torch.zeros_like(self.weight)
+        r = self.rates
+        return ((1 - r) ** 2 * self.weight_sq + r * r * (q - self.weight_sq)) / (s * s)
+
+    def rows(self, truth: dict[str, float], *, group: str, labels: Sequence[str] = LABELS,
+             confidence: float = 0.95) -> list[dict]:
+        """Histogram rows {group, label, count, n, rate, n_eff, var, lo, hi, truth}: lo/hi the Wilson
+        interval at (rate, n_eff), so every rate lies inside its own interval; count / n the raw rollouts
+        drawn per label (not an estimate when weighted: judge rate and n_eff)."""
+        from fastdiff_core.metrics.intervals import rate_interval
+
+        n, n_eff = self.n, self.n_eff
+        if n == 0:
+            raise ValueError(f"group={group!r} has no rollouts to tabulate")
+        rates, var = self.rates, self.variances
+        rows = []
+        for k, label in enumerate(labels):
+            rate = min(1.0, max(0.0, float(rates[k])))
+            lo, hi = rate_interval(rate, n_eff, confidence)
+            rows.append({"group": group, "label": label, "count": int(self.count[k]), "n": n, "rate": rate,
+                         "n_eff": n_eff, "var": float(var[k]), "lo": lo, "hi": hi,
+                         "truth": float(truth.get(label, 0.0))})
+        return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +371,7 @@ def weighted_histogram(codes: torch.Tensor, log_w: torch.Tensor | None, truth: d
 def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *,
             sampler: FrameSampler, sigmas: Sequence[float], noise: torch.Tensor, context: torch.Tensor,
             guidance: Guidance = Guidance(), counter: NFECounter | None = None,
-            share_context: bool = True) -> torch.Tensor:
+            share_context: bool = True, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """R futures of each of P plans over H frames, every frame ONE batched solve over all P·R rows.
 
     net: a SharedContextNet (or a cache wrapping one), or a plain world-model network (then the
@@ -313,11 +381,16 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
     future r; context (SUBSTEPS, 2) the observed frame (or (P, SUBSTEPS, 2), one per plan).
     Returns (P, R, H + 1, SUBSTEPS, 2), frame 0 the context. NFE: sampler's per frame x H x P·R rows
     (``counter.rows``).
+    rows=(lo, hi): only rows lo..hi-1 of the fan-out (a chunk; noise (hi - lo, H, FRAME_DIM)); returns
+    (hi - lo, H + 1, SUBSTEPS, 2). NFE: the sampler's per frame x H x (hi - lo).
     """
     p, h = plans.shape
-    rows = p * futures
-    if noise.shape[:2] != (rows, h):
-        raise ValueError(f"noise shape={tuple(noise.shape)} must be ({rows}, {h}, FRAME_DIM) for P={p}, R={futures}")
+    lo, hi = (0, p * futures) if rows is None else rows
+    if not 0 <= lo < hi <= p * futures:
+        raise ValueError(f"rows=({lo}, {hi}) must satisfy 0 <= lo < hi <= P·R = {p * futures}")
+    if noise.shape[:2] != (hi - lo, h):
+        raise ValueError(f"noise shape={tuple(noise.shape)} must be ({hi - lo}, {h}, FRAME_DIM) for P={p}, "
+                         f"R={futures}, rows {lo}..{hi - 1}")
     owner = _context_owner(net)
     # a plain network gets the raw condition (recomputing its condition path at every step)
     encode = owner.context if owner is not None else (lambda c: c)
@@ -328,22 +401,25 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
         ctx0 = ctx0.expand(p, *ctx0.shape)
     if ctx0.shape[0] != p:
         raise ValueError(f"context shape={tuple(context.shape)} must be (SUBSTEPS, 2) or ({p}, SUBSTEPS, 2)")
-    plans = plans.to(dev)
-    prev = ctx0.repeat_interleave(futures, 0)  # (P·R, SUBSTEPS, 2)
+    # the plans this chunk touches, and the chunk's rows within their P'·R rows
+    p0, p1 = lo // futures, (hi - 1) // futures + 1
+    plans, ctx0 = plans[p0:p1].to(dev), ctx0[p0:p1]
+    take = slice(lo - p0 * futures, hi - p0 * futures)
+    prev = ctx0.repeat_interleave(futures, 0)[take]  # (rows, SUBSTEPS, 2)
     frames = [prev]
     counter = counter if counter is not None else NFECounter()
     den: Denoiser | None = None
     # the condition's scene/action/flag columns for every plan and frame, built once per cycle
-    static = encoding.static_condition(scene, plans, dtype=dtype, device=dev)  # (P, H, STATIC_DIM)
-    static_rows = static.repeat_interleave(futures, 0)  # (P·R, H, STATIC_DIM)
+    static = encoding.static_condition(scene, plans, dtype=dtype, device=dev)  # (P', H, STATIC_DIM)
+    static_rows = static.repeat_interleave(futures, 0)[take]  # (rows, H, STATIC_DIM)
     curb = scene.curb_distance
     with torch.inference_mode():  # no autograd bookkeeping on the ~10 small ops per step
         for k in range(h):
             if k == 0 and share_context:
                 # all R futures of a plan share the observed frame and the first action: context once per plan
                 cond = encoding.condition_from_static(ctx0, curb, static[:, 0])
-                ctx = encode(cond).repeat_interleave(futures, 0)
-                uctx = encode(encoding.drop_condition(cond)).repeat_interleave(futures, 0) \
+                ctx = encode(cond).repeat_interleave(futures, 0)[take]
+                uctx = encode(encoding.drop_condition(cond)).repeat_interleave(futures, 0)[take] \
                     if guidance.scale != 1.0 else None
             else:
                 cond = encoding.condition_from_static(prev, curb, static_rows[:, k])
@@ -358,7 +434,8 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
             prev = encoding.decode_frame(x0, prev)
             frames.append(prev)
-    return torch.stack(frames, 1).reshape(p, futures, h + 1, *prev.shape[1:])
+    out = torch.stack(frames, 1)
+    return out if rows is not None else out.reshape(p, futures, h + 1, *prev.shape[1:])
 
 
 def loop_over_candidates(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
@@ -387,21 +464,86 @@ RISK_COST = {"waits": 0.0, "crosses": 1.0, "darts": 10.0, "implausible": 1.0}
 ACTION_PROGRESS = (0.0, 0.5, 1.0)
 
 
+# Rollouts per fan-out chunk: the cycle's P·R rows run in chunks of at most this many, so the peak memory
+# of a cycle is bounded by it whatever P·R is (read once per cycle, from FASTDIFF_CHUNK_ROLLOUTS).
+CHUNK_ROLLOUTS_ENV = "FASTDIFF_CHUNK_ROLLOUTS"
+DEFAULT_CHUNK_ROLLOUTS = 16384
+# Rows per noise draw: the cycle's noise is drawn in blocks of this many rows in row order, so every
+# row gets the same noise whatever the chunk size (and a cycle of at most this many rows draws exactly
+# what one draw of all its rows would).
+NOISE_BLOCK = 4096
+
+
+def chunk_rollouts() -> int:
+    """The fan-out chunk size from the environment (default ``DEFAULT_CHUNK_ROLLOUTS``)."""
+    import os
+
+    raw = os.environ.get(CHUNK_ROLLOUTS_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_CHUNK_ROLLOUTS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{CHUNK_ROLLOUTS_ENV}={raw!r} must be an integer >= 1 (rollouts per fan-out chunk)")
+    return value
+
+
+class NoiseStream:
+    """A cycle's initial noise (and its log p/q under a proposal), handed out in row order chunk by chunk.
+    Drawn in blocks of ``NOISE_BLOCK`` rows from the cycle's generator, so the rows' noise does not depend
+    on the chunk size; at most one block beyond the chunk is held."""
+
+    def __init__(self, rows: int, horizon: int, dim: int, *, proposal: TailProposal | None,
+                 generator: torch.Generator | None, device: torch.device | str) -> None:
+        self.left, self.horizon, self.dim = rows, horizon, dim
+        self.proposal, self.generator, self.device = proposal, generator, device
+        self._noise: list[torch.Tensor] = []
+        self._log_w: list[torch.Tensor] = []
+        self._held = 0
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next n rows: noise (n, H, D) on the device, log p/q (n,) float64 or None."""
+        while self._held < n:
+            m = min(NOISE_BLOCK, self.left)
+            if m <= 0:
+                raise ValueError(f"asked for {n} rows of noise but only {self._held} are left")
+            if self.proposal is None:
+                z = torch.randn(m, self.horizon, self.dim, generator=self.generator, device=self.device)
+            else:
+                z = self.proposal.sample(m, self.horizon, generator=self.generator, device=self.device)
+                self._log_w.append(self.proposal.log_weights(z).cpu())
+            self._noise.append(z)
+            self._held += m
+            self.left -= m
+        noise = torch.cat(self._noise) if len(self._noise) > 1 else self._noise[0]
+        self._noise = [noise[n:]] if n < noise.shape[0] else []
+        log_w = None
+        if self.proposal is not None:
+            lw = torch.cat(self._log_w) if len(self._log_w) > 1 else self._log_w[0]
+            self._log_w = [lw[n:]] if n < lw.shape[0] else []
+            log_w = lw[:n]
+        self._held -= n
+        return noise[:n], log_w
+
+
 @dataclass
 class CycleResult:
-    """One planning cycle: rollouts, their labels and weights, per-plan branch estimates, the choice."""
+    """One planning cycle: per-plan branch tallies and estimates, the choice, its NFE and time, and
+    (when asked) the statistics that refit the tail proposal. Rollouts themselves are not kept: a
+    cycle runs in chunks and keeps only what its estimates need."""
 
     plans: torch.Tensor  # (P, H)
-    frames: torch.Tensor  # (P, R, H + 1, SUBSTEPS, 2)
-    codes: torch.Tensor  # (P, R) label index into LABELS
-    log_w: torch.Tensor | None  # (P, R) log p/q, None for plain sampling
+    tallies: list[BranchTally]  # one per plan
     rates: torch.Tensor  # (P, len(LABELS)) self-normalised branch rates per plan
     cost: torch.Tensor  # (P,)
     chosen: int
     nfe: float  # counted per-sample network evaluations (counter.rows)
     forwards: int  # batched network forwards (sequential rounds)
-    seconds: float
-    noise: torch.Tensor = field(repr=False, default=None)  # (P·R, H, D)
+    seconds: float  # time in the fan-out (network and solver), chunks summed
+    chunks: int = 1
+    tail_fit: TailFit | None = field(repr=False, default=None)
 
     def chosen_plan(self) -> list[int]:
         return [int(a) for a in self.plans[self.chosen]]
@@ -419,43 +561,61 @@ def first_move_frame(frames: torch.Tensor, scene: Scene) -> torch.Tensor:
 def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
                    sigmas: Sequence[float], context: torch.Tensor, guidance: Guidance = Guidance(),
                    proposal: TailProposal | None = None, generator: torch.Generator | None = None,
-                   frame_dim: int = encoding.FRAME_DIM) -> CycleResult:
-    """P plans x R futures in batched forwards; per-plan branch rates (importance-weighted when a
-    proposal is given); the plan with the lowest expected cost is chosen."""
+                   frame_dim: int = encoding.FRAME_DIM, fit_tail: bool = False,
+                   chunk: int | None = None) -> CycleResult:
+    """P plans x R futures in batched forwards, in chunks of at most ``chunk`` rollouts (default: the
+    FASTDIFF_CHUNK_ROLLOUTS setting); per-plan branch rates (importance-weighted when a proposal is
+    given); the plan with the lowest expected cost is chosen. ``fit_tail``: also gather the statistics
+    that refit the tail proposal. The noise of every row, the rates, the choice and the NFE do not
+    depend on the chunk size (up to float rounding of a batch's arithmetic)."""
     p, h = plans.shape
     rows = p * futures
-    dev = context.device
-    if proposal is None:
-        noise = torch.randn(rows, h, frame_dim, generator=generator, device=dev)
-        log_w = None
-    else:
-        noise = proposal.sample(rows, h, generator=generator, device=dev)
-        log_w = proposal.log_weights(noise).reshape(p, futures)
+    chunk = chunk_rollouts() if chunk is None else chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk={chunk!r} must be an integer >= 1 (rollouts per fan-out chunk)")
+    stream = NoiseStream(rows, h, frame_dim, proposal=proposal, generator=generator, device=context.device)
+    tallies = [BranchTally() for _ in range(p)]
+    tail_fit = TailFit(h, frame_dim) if fit_tail else None
+    tail_code = LABELS.index(TAIL)
     counter = NFECounter()
-    t0 = time.perf_counter()
-    frames = fan_out(net, scene, plans, futures, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
-                     guidance=guidance, counter=counter)
-    seconds = time.perf_counter() - t0
-    codes = branches.classify_codes(frames.reshape(rows, *frames.shape[2:]), scene).reshape(p, futures)
-    rates = weighted_rates(codes, log_w)
+    seconds, chunks = 0.0, 0
+    for lo in range(0, rows, chunk):
+        hi = min(rows, lo + chunk)
+        noise, log_w = stream.take(hi - lo)
+        t0 = time.perf_counter()
+        frames = fan_out(net, scene, plans, futures, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
+                         guidance=guidance, counter=counter, rows=(lo, hi))
+        seconds += time.perf_counter() - t0
+        chunks += 1
+        codes = branches.classify_codes(frames, scene).cpu()
+        plan_of_row = torch.arange(lo, hi) // futures
+        for i in range(int(plan_of_row[0]), int(plan_of_row[-1]) + 1):
+            mine = plan_of_row == i
+            tallies[i].add(codes[mine], None if log_w is None else log_w[mine])
+        if tail_fit is not None:
+            tail_fit.add(noise, first_move_frame(frames, scene).cpu(), codes == tail_code, log_w)
+    rates = torch.stack([t.rates for t in tallies])
     risk = torch.tensor([RISK_COST[lab] for lab in LABELS], dtype=torch.float64)
     progress = torch.tensor(ACTION_PROGRESS, dtype=torch.float64)[plans.cpu()].mean(1)
-    cost = rates.cpu() @ risk - progress
-    return CycleResult(plans.cpu(), frames, codes, log_w, rates, cost, int(cost.argmin()), float(counter.rows),
-                       counter.forwards, seconds, noise)
+    cost = rates @ risk - progress
+    return CycleResult(plans.cpu(), tallies, rates, cost, int(cost.argmin()), float(counter.rows), counter.forwards,
+                       seconds, chunks, tail_fit)
 
 
 class Planner:
     """Runs planning cycles back to back with warm start: each cycle's candidate set starts from the
     previous best plan shifted one frame, and (with ``importance``) its tail proposal is refitted on
-    the previous cycle's weighted rollouts — the first cycle samples uniformly and serves as the pilot."""
+    the previous cycle's weighted rollouts — the first cycle samples uniformly and serves as the pilot
+    (its NFE is billed like every other cycle's)."""
 
     def __init__(self, net: nn.Module, scene: Scene, *, plans: int, futures: int, horizon: int,
                  sampler: FrameSampler, sigmas: Sequence[float], guidance: Guidance = Guidance(),
-                 importance: bool = False, beta: float = 0.5, warm_start: bool = True) -> None:
+                 importance: bool = False, beta: float = 0.5, warm_start: bool = True,
+                 chunk: int | None = None) -> None:
         self.net, self.scene, self.P, self.R, self.H = net, scene, plans, futures, horizon
         self.sampler, self.sigmas, self.guidance = sampler, sigmas, guidance
         self.importance, self.beta, self.warm_start = importance, beta, warm_start
+        self.chunk = chunk
         self.previous: list[int] | None = None
         self.proposal: TailProposal | None = None
 
@@ -463,14 +623,11 @@ class Planner:
         plans = candidate_plans(self.P, self.H, self.previous if self.warm_start else None)
         res = planning_cycle(self.net, self.scene, plans, self.R, sampler=self.sampler, sigmas=self.sigmas,
                              context=context, guidance=self.guidance,
-                             proposal=self.proposal if self.importance else None, generator=generator)
+                             proposal=self.proposal if self.importance else None, generator=generator,
+                             fit_tail=self.importance, chunk=self.chunk)
         self.previous = res.chosen_plan()
-        if self.importance:
-            flat_codes = res.codes.reshape(-1)
-            onset = first_move_frame(res.frames.reshape(-1, *res.frames.shape[2:]), self.scene)
-            tail = flat_codes == LABELS.index(TAIL)
-            fitted = TailProposal.fit(res.noise, onset, tail,
-                                      None if res.log_w is None else res.log_w.reshape(-1), beta=self.beta)
+        if res.tail_fit is not None:
+            fitted = res.tail_fit.proposal(beta=self.beta)
             if fitted is not None:
                 self.proposal = fitted
         return res
@@ -518,16 +675,19 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     net, sampler, guidance = from_spec(spec, teacher, gen)
     sigmas = build_grid(spec.grid, spec.steps, PATH, spec.grid_options)
     bill = budget.bill_for(spec, sigmas=sigmas)
+    chunk = chunk_rollouts()
     planner = Planner(net, scene, plans=spec.plans, futures=spec.futures, horizon=spec.horizon, sampler=sampler,
                       sigmas=sigmas, guidance=guidance, importance=spec.importance == "tail",
-                      beta=float(spec.importance_options.get("beta", 0.5)), warm_start=spec.warm_start)
-    per_plan: dict[tuple[int, ...], list[torch.Tensor]] = {}
+                      beta=float(spec.importance_options.get("beta", 0.5)), warm_start=spec.warm_start,
+                      chunk=chunk)
+    per_plan: dict[tuple[int, ...], BranchTally] = {}
     cycle_s, nfe, forwards = [], 0.0, 0
     if spec.plans == 1:
         # one plan: samples x futures independent rollouts under the spec's action, batched like the
         # world's runner, so a speed-up's coverage is measured on the same footing as the plain teacher
         action = ACTIONS.index(spec.world_options["action"])
         plan = torch.full((1, spec.horizon), action, dtype=torch.long)
+        tally = per_plan.setdefault(tuple(plan[0].tolist()), BranchTally())
         batch = int(spec.world_options.get("batch", 4096))
         done, total = 0, spec.samples * spec.futures
         while done < total:
@@ -535,15 +695,17 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
             counter = NFECounter()
             noise = torch.randn(n, spec.horizon, encoding.FRAME_DIM, generator=gen).to(device)
             context = waiting_frame(scene, 1, gen)[0].to(device)
-            t0 = time.perf_counter()
-            frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
-                             guidance=guidance, counter=counter)
-            cycle_s.append(time.perf_counter() - t0)
+            seconds = 0.0
+            for lo in range(0, n, chunk):
+                hi = min(n, lo + chunk)
+                t0 = time.perf_counter()
+                frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise[lo:hi],
+                                 context=context, guidance=guidance, counter=counter, rows=(lo, hi))
+                seconds += time.perf_counter() - t0
+                tally.add(branches.classify_codes(frames, scene))
+            cycle_s.append(seconds)
             nfe += counter.rows
             forwards += counter.forwards
-            codes = branches.classify_codes(frames[0], scene).cpu()
-            per_plan.setdefault(tuple(plan[0].tolist()), []).append(
-                torch.stack([codes.double(), torch.zeros(n, dtype=torch.float64)], 1))
             done += n
             if on_progress is not None:
                 on_progress(Progress(done, total, nfe, sum(cycle_s) / done * (total - done), "sampling"))
@@ -553,18 +715,15 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
         cycle_s.append(res.seconds)
         nfe += res.nfe
         forwards += res.forwards
-        lw = res.log_w if res.log_w is not None else torch.zeros(res.codes.shape, dtype=torch.float64)
-        for i, plan in enumerate(res.plans.tolist()):
-            per_plan.setdefault(tuple(plan), []).append(torch.stack([res.codes[i].cpu().double(), lw[i].cpu()], 1))
+        for plan, tally in zip(res.plans.tolist(), res.tallies):
+            per_plan.setdefault(tuple(plan), BranchTally()).merge(tally)
         if on_progress is not None:
             done = c + 1
             on_progress(Progress(done, spec.samples, nfe, sum(cycle_s) / done * (spec.samples - done), "planning"))
     rows, tails, tvs = [], [], []
-    for plan, chunks in per_plan.items():
-        data = torch.cat(chunks)
-        codes, log_w = data[:, 0].long(), data[:, 1]
+    for plan, tally in per_plan.items():
         truth = plan_branch_probabilities(scene, plan)
-        group = weighted_histogram(codes, log_w, truth, group="-".join(ACTIONS[a][0] for a in plan))
+        group = tally.rows(truth, group="-".join(ACTIONS[a][0] for a in plan))
         rows.extend(group)
         rates = {r["label"]: r["rate"] for r in group}
         tails.append((rates[TAIL], truth[TAIL]))

@@ -29,7 +29,7 @@ from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import device_name, measure, measure_interleaved
 from fastdiff_core.rollout import (
     Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, first_move_frame, loop_over_candidates,
-    plan_branch_probabilities, weighted_rates,
+    effective_sample_size, plan_branch_probabilities, weighted_rates,
 )
 from fastdiff_core.speedups import frame_sampler
 from fastdiff_core.worlds.driving import branches, encoding
@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene", default="child_at_curb", choices=sorted(SCENES))
     parser.add_argument("--solver", default="dpmpp_2m")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (after warm-up)")
-    parser.add_argument("--is-reps", type=int, default=24, help="independent estimates per arm (IS vs uniform)")
+    parser.add_argument("--is-reps", type=int, default=100, help="independent estimates per arm (IS vs uniform)")
+    parser.add_argument("--is-seeds", type=int, default=3, help="independent repetitions of the IS comparison")
+    parser.add_argument("--only-importance", action="store_true", help="measure only section 5 (IS vs uniform)")
 
 
 def load_network(checkpoint: pathlib.Path | None, device: torch.device) -> nn.Module:
@@ -126,6 +128,9 @@ def main(args: argparse.Namespace) -> int:
     sigmas = build_grid("karras", S, PATH)
     sampler = frame_sampler(args.solver)
     plans, noise, ctx = _fan_inputs(P, R, H, scene, device)
+    if args.only_importance:
+        _importance_section(args, shared, scene, sampler, device, out)
+        return _write_json(args, out)
     ts = measure_interleaved(
         {"fan": lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
          "loop": lambda: loop_over_candidates(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
@@ -238,15 +243,8 @@ def main(args: argparse.Namespace) -> int:
         "waterfall": [st.to_dict() for st in stages],
     }
 
-    # -- 5. importance sampling of the tail vs uniform, equal NFE ------------------------------------------
-    out["importance"] = importance_vs_uniform(shared, scene, sampler, device, reps=args.is_reps)
-    imp = out["importance"]
-    print(f"\n5. tail estimate for plan {imp['plan']} ({imp['n']} futures per estimate, {imp['nfe_per_estimate']:,} NFE "
-          f"each, {imp['reps']} estimates per arm; true P(darts) {imp['truth']:.2%}):")
-    print(f"   uniform     mean {imp['uniform_mean']:.2%}  sd {imp['uniform_sd']:.3%}  tail rollouts/estimate {imp['uniform_tail_count']:.1f}")
-    print(f"   importance  mean {imp['is_mean']:.2%}  sd {imp['is_sd']:.3%}  tail rollouts/estimate {imp['is_tail_count']:.1f}  "
-          f"ESS {imp['is_ess']:.0f}")
-    print(f"   variance ratio uniform / IS = {imp['variance_ratio']:.1f}x at equal NFE")
+    # -- 5. importance sampling of the tail vs uniform, equal NFE (pilot included) ---------------------------
+    _importance_section(args, shared, scene, sampler, device, out)
 
     # -- 6. warm start --------------------------------------------------------------------------------------
     planner = Planner(shared, scene, plans=P, futures=R, horizon=H, sampler=sampler, sigmas=sigmas, importance=True)
@@ -259,6 +257,10 @@ def main(args: argparse.Namespace) -> int:
     out["warm_start"] = {"first_choice": first.chosen_plan(), "second_candidate0": second.plans[0].tolist(),
                          "proposal_reused": planner.proposal is not None}
 
+    return _write_json(args, out)
+
+
+def _write_json(args: argparse.Namespace, out: dict[str, Any]) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
@@ -266,48 +268,85 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _importance_section(args: argparse.Namespace, net: nn.Module, scene, sampler, device: torch.device,
+                        out: dict[str, Any]) -> None:
+    out["importance"] = [importance_vs_uniform(net, scene, sampler, device, reps=args.is_reps, seed=123 + k)
+                         for k in range(args.is_seeds)]
+    print_importance(out["importance"])
+
+
+def print_importance(rows: list[dict[str, Any]]) -> None:
+    first = rows[0]
+    print(f"\n5. tail estimate for plan {first['plan']}, true P(darts) {first['truth']:.2%}; per seed: a uniform pilot "
+          f"of {first.get('pilot_rollouts', 0)} rollouts, then {first.get('reps')} estimates per arm at equal NFE "
+          f"(pilot included): importance {first.get('n')} futures, uniform {first.get('n_uniform')}:")
+    for imp in rows:
+        if "error" in imp:
+            print(f"   seed {imp['seed']}: {imp['error']}")
+            continue
+        print(f"   seed {imp['seed']}: uniform mean {imp['uniform_mean']:.2%} sd {imp['uniform_sd']:.3%} "
+              f"({imp['uniform_tail_count']:.1f} tail rollouts/estimate); importance mean {imp['is_mean']:.2%} "
+              f"sd {imp['is_sd']:.3%} ({imp['is_tail_count']:.1f}, ESS {imp['is_ess']:.0f}); variance ratio "
+              f"uniform / IS {imp['variance_ratio']:.2f}x, 95% F-interval [{imp['variance_ratio_lo']:.2f}, "
+              f"{imp['variance_ratio_hi']:.2f}]; NFE per arm {imp['nfe_per_arm']:,} vs {imp['nfe_importance_arm']:,}")
+
+
 def importance_vs_uniform(net: nn.Module, scene, sampler, device: torch.device, *, reps: int = 24, n: int = 200,
-                          horizon: int = 6, steps: int = 8) -> dict[str, Any]:
-    """Variance of the P(darts) estimate of one plan: uniform futures vs the tail proposal, same n."""
+                          horizon: int = 6, steps: int = 8, seed: int = 123, confidence: float = 0.95) -> dict[str, Any]:
+    """Variance of the P(darts) estimate of one plan: uniform futures vs the tail proposal at equal NFE,
+    the pilot included. The proposal is fitted on a uniform pilot of 4n rollouts; the importance arm
+    spends reps x n rollouts after it, so the uniform arm gets n + ceil(4n / reps) rollouts per
+    estimate: both arms draw the same total. The variance ratio carries its F-interval (the estimates
+    of each arm are independent and close to normal at these n)."""
+    from scipy.stats import f as f_dist
+
     sigmas = build_grid("karras", steps, PATH)
     plan = candidate_plans(1, horizon)  # constant 'brake': the action that invites darting
     truth = plan_branch_probabilities(scene, plan[0].tolist())[TAIL]
-    g = torch.Generator().manual_seed(123)
+    g = torch.Generator().manual_seed(seed)
     ctx = waiting_frame(scene, 1, g)[0].to(device)
     tail_code = LABELS.index(TAIL)
+    pilot_n = 4 * n
+    n_uniform = n + -(-pilot_n // reps)
 
     def estimate(noise, log_w):
-        frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
-        flat = frames.reshape(n, *frames.shape[2:])
-        codes = branches.classify_codes(flat, scene)
+        m = noise.shape[0]
+        frames = fan_out(net, scene, plan, m, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
+        codes = branches.classify_codes(frames.reshape(m, *frames.shape[2:]), scene)
         rate = float(weighted_rates(codes[None].cpu(), None if log_w is None else log_w[None])[0, tail_code])
-        return rate, codes.cpu(), flat
+        return rate, codes.cpu()
 
-    # pilot (what the previous planning cycle provides under warm start)
-    pilot_noise = torch.randn(4 * n, horizon, encoding.FRAME_DIM, generator=g)
-    frames = fan_out(net, scene, plan, 4 * n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device), context=ctx)
-    flat = frames.reshape(4 * n, *frames.shape[2:])
+    # the pilot: under warm start the previous planning cycle; here it is drawn and billed to the IS arm
+    pilot_noise = torch.randn(pilot_n, horizon, encoding.FRAME_DIM, generator=g)
+    frames = fan_out(net, scene, plan, pilot_n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device),
+                     context=ctx)
+    flat = frames.reshape(pilot_n, *frames.shape[2:])
     codes = branches.classify_codes(flat, scene).cpu()
     onset = first_move_frame(flat, scene).cpu()
     proposal = TailProposal.fit(pilot_noise, onset, codes == tail_code, beta=0.5)
     if proposal is None:
-        return {"plan": plan[0].tolist(), "truth": truth, "error": "no tail rollout in the pilot"}
+        return {"plan": plan[0].tolist(), "truth": truth, "seed": seed, "error": "no tail rollout in the pilot"}
     uni, imp, uni_tail, imp_tail, ess = [], [], [], [], []
     for _ in range(reps):
-        z = torch.randn(n, horizon, encoding.FRAME_DIM, generator=g)
-        rate, c, _ = estimate(z, None)
+        rate, c = estimate(torch.randn(n_uniform, horizon, encoding.FRAME_DIM, generator=g), None)
         uni.append(rate)
         uni_tail.append(int((c == tail_code).sum()))
         zq = proposal.sample(n, horizon, generator=g)
         lw = proposal.log_weights(zq)
-        rate, c, _ = estimate(zq, lw)
+        rate, c = estimate(zq, lw)
         imp.append(rate)
         imp_tail.append(int((c == tail_code).sum()))
-        w = torch.softmax(lw.double(), 0)
-        ess.append(float(1.0 / (w * w).sum()))
+        ess.append(float(effective_sample_size(lw)))
     u, i = torch.tensor(uni, dtype=torch.float64), torch.tensor(imp, dtype=torch.float64)
-    return {"plan": plan[0].tolist(), "truth": truth, "n": n, "reps": reps, "nfe_per_estimate": steps * horizon * n,
+    ratio = float(u.var() / i.var()) if float(i.var()) > 0 else math.inf
+    # var_u / var_i over its true value ~ F(reps - 1, reps - 1)
+    lo_q, hi_q = f_dist.ppf([(1 - confidence) / 2, (1 + confidence) / 2], reps - 1, reps - 1)
+    per_step = steps * horizon
+    return {"plan": plan[0].tolist(), "truth": truth, "seed": seed, "n": n, "n_uniform": n_uniform, "reps": reps,
+            "pilot_rollouts": pilot_n, "nfe_per_arm": per_step * n_uniform * reps,
+            "nfe_importance_arm": per_step * (pilot_n + n * reps),
             "uniform_mean": float(u.mean()), "uniform_sd": float(u.std()), "is_mean": float(i.mean()),
-            "is_sd": float(i.std()), "variance_ratio": float(u.var() / i.var()) if float(i.var()) > 0 else math.inf,
+            "is_sd": float(i.std()), "variance_ratio": ratio,
+            "variance_ratio_lo": ratio / float(hi_q), "variance_ratio_hi": ratio / float(lo_q),
             "uniform_tail_count": sum(uni_tail) / reps, "is_tail_count": sum(imp_tail) / reps,
             "is_ess": sum(ess) / reps, "proposal_shift_norm": float(proposal.mu.norm())}
