@@ -90,7 +90,7 @@ def _mapping(value: Any, field: str) -> Mapping[str, Any]:
 
 
 def _label(value: Any, field: str) -> Any:
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+    if value is None or isinstance(value, (int, float)):
         return value
     return check_text(value, field)
 
@@ -112,13 +112,13 @@ def check_result(result: Any) -> dict[str, Any]:
         _number(r.get(f), f"result.{f}", minimum=0, optional=False)
     for k, v in _mapping(r.get("metrics", {}), "result.metrics").items():
         check_text(k, "result.metrics key")
-        _number(v, f"result.metrics[{ids.shown(k)}]")
+        _label(v, f"result.metrics[{ids.shown(k)}]")  # a number, or a short note the tables skip
     for i, h in enumerate(_rows(r.get("histograms", []), "result.histograms")):
         h = _mapping(h, f"result.histograms[{i}]")
         for f in ("group", "label"):
             _label(h.get(f), f"result.histograms[{i}].{f}")
-        for f in ("count", "n"):
-            _number(h.get(f), f"result.histograms[{i}].{f}", integer=True, minimum=0)
+        for f in ("count", "n"):  # weighted runs report effective (fractional) counts
+            _number(h.get(f), f"result.histograms[{i}].{f}", minimum=0)
         for f in ("rate", "lo", "hi", "truth"):
             _number(h.get(f), f"result.histograms[{i}].{f}")
     for i, row in enumerate(_rows(r.get("latency", []), "result.latency")):
@@ -126,7 +126,7 @@ def check_result(result: Any) -> dict[str, Any]:
         for f in ("what", "device"):
             check_text(row.get(f), f"result.latency[{i}].{f}")
         _number(row.get("seconds"), f"result.latency[{i}].seconds")
-        _number(row.get("batch"), f"result.latency[{i}].batch", integer=True, minimum=0)
+        _number(row.get("batch"), f"result.latency[{i}].batch", minimum=0)
     for i, row in enumerate(_rows(r.get("samples", []), "result.samples")):
         for v in _rows(row, f"result.samples[{i}]", 1_000):
             _number(v, f"result.samples[{i}][]", optional=False)

@@ -87,7 +87,7 @@ def test_a_tampered_record_cannot_lead_the_store_outside_its_root(stored):
 
 
 def test_store_files_are_private(stored):
-    s, exp, rid = stored
+    s, _, rid = stored
     s.record_result(rid, "failed", error="x")
     s.compact()
     for p in [s.root, *s.root.rglob("*")]:

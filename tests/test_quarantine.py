@@ -278,7 +278,7 @@ def test_fuzz_bundle_import(drawn, bundle_doc):
     with tempfile.TemporaryDirectory(dir=SHM) as d:
         base = pathlib.Path(d)
         s = Store(base / "store")
-        victim, (vrun,) = s.new_experiment("victim", SPEC)
+        _, (vrun,) = s.new_experiment("victim", SPEC)
         s.record_result(vrun, "done", result_dict())
         path = base / "in.zip"
         write_bundle(path, drawn, bundle_doc)
