@@ -1,5 +1,5 @@
-"""X/Y/Z sweep axes: A1111-style range syntax over RunSpec fields (the grid itself is the service's
-``workers.client.grid``).
+"""X/Y/Z sweep axes: A1111-style range syntax over RunSpec fields (the grid itself is
+``fastdiff_core.sweep.grid``, which the service's client expands too).
 
 Syntax (comma-separated items, each one of):
     ``euler, heun``        literal values

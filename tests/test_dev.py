@@ -36,7 +36,8 @@ def run_dev_apt_get(tmp_path, hold_s: float, wait_s: int) -> tuple[subprocess.Co
     t.start()
     try:
         out = subprocess.run([str(ROOT / "dev"), "apt-get", "-o", f"Dir::State::status={status}", "check"],
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "FASTDIFF_APT_WAIT_S": str(wait_s)})
+                             check=False, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "FASTDIFF_APT_WAIT_S": str(wait_s)})
     finally:
         still_held = not lock.closed
         released.set()

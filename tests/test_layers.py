@@ -1,58 +1,171 @@
-"""STYLE.md rule 10, checked: fastdiff_core imports nothing from app/workers/store; store and app
-import no torch; workers are the only place where core and store meet."""
+"""STYLE.md rule 10, checked by a test that cannot skip a rule: fastdiff_core imports nothing from
+app/workers/store; store and app import no torch; the app talks to workers only through the client;
+workers never import the app; the Sweep page expands its axes without Celery.
+
+Every rule names modules that must exist (a package or module of this tree, or an installed
+distribution's top-level module): a renamed or misspelt module fails the test instead of silently
+disabling its rule. Rules may name dotted modules (``fastdiff_core.run``) on either side."""
 
 import ast
+import importlib.util
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = ("fastdiff_core", "workers", "store", "app")
 
-
-def imported_roots(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args:
-            arg = node.args[0]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                roots.add(arg.value.split(".")[0])
-    return roots
-
-
-def files(package: str) -> list[pathlib.Path]:
-    return sorted((ROOT / package).rglob("*.py"))
-
-
+# source (package or module) -> modules it must not import, anywhere in its files (function-level too).
 RULES = {
     "fastdiff_core": {"app", "workers", "store", "streamlit", "celery", "duckdb", "polars"},
     "store": {"torch", "app", "workers", "fastdiff_core.run"},
-    "app": {"torch", "workers.tasks"},
+    "app": {"torch", "celery", "workers.tasks", "workers.celery_app", "workers.worker", "workers.collector",
+            "workers.up", "workers.local_service", "workers.outcomes", "workers.broker"},
+    "workers": {"app"},
+}
+# The few files allowed to break a rule, with the reason. An exception no file needs any more fails.
+EXCEPTIONS = {
+    ("workers/bench_dashboard.py", "app"): "`fastdiff bench dashboard` renders the pages: the app is what it measures",
+}
+# source -> modules it must not load when imported (followed through this tree's module-level imports).
+IMPORT_TIME_RULES = {
+    "app": {"torch"},
+    "app.views.sweep": {"celery", "workers.client"},  # the Sweep page expands axes with fastdiff_core.sweep
+    "fastdiff_core.spec": {"torch"},
+    "fastdiff_core.catalog": {"torch"},
+    "fastdiff_core.registry": {"torch"},
+    "fastdiff_core.budget": {"torch"},
+    "fastdiff_core.sweep": {"torch", "celery"},
 }
 
 
-@pytest.mark.parametrize("package", sorted(RULES))
-def test_layer_rules(package):
-    banned = {b.split(".")[0] for b in RULES[package] if "." not in b}
+def module_of(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_of(f): f for p in PACKAGES for f in sorted((ROOT / p).rglob("*.py"))}
+
+
+def imported(path: pathlib.Path, import_time_only: bool = False) -> set[str]:
+    """Dotted names a file imports (``from a import b`` gives ``a`` and ``a.b``; relative imports resolved).
+    With ``import_time_only``, imports inside function bodies (run later, if ever) are left out."""
+    me = module_of(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if import_time_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    return names
+
+
+def under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def files_of(source: str) -> list[pathlib.Path]:
+    return [f for m, f in MODULES.items() if under(m, source)]
+
+
+def known(name: str) -> bool:
+    if name.split(".")[0] in PACKAGES:
+        return name in MODULES
+    return importlib.util.find_spec(name.split(".")[0]) is not None
+
+
+def load_closure(module: str) -> set[str]:
+    """Every name imported while importing ``module``: its import-time imports, followed through this
+    tree's modules and their parent packages."""
+    seen, todo, names = set(), [module], set()
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in MODULES:
+            continue
+        seen.add(m)
+        for name in imported(MODULES[m], import_time_only=True):
+            names.add(name)
+            parts = name.split(".")
+            todo.extend(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return names
+
+
+def test_every_rule_names_modules_that_exist():
+    unknown = []
+    for source, banned in [*RULES.items(), *IMPORT_TIME_RULES.items()]:
+        if not files_of(source):
+            unknown.append(f"rule source {source!r} has no file in this tree")
+        unknown += [f"{source} -> {b!r} is neither a module here nor an installed one" for b in banned if not known(b)]
+    for file, _banned in EXCEPTIONS:
+        if not (ROOT / file).exists():
+            unknown.append(f"exception for {file}, which does not exist")
+    assert not unknown, "\n".join(unknown)
+
+
+@pytest.mark.parametrize("source", sorted(RULES))
+def test_layer_rules(source):
+    offenders, used = [], set()
+    for f in files_of(source):
+        rel = str(f.relative_to(ROOT))
+        names = imported(f)
+        for banned in sorted(RULES[source]):
+            hits = sorted(n for n in names if under(n, banned))
+            if not hits:
+                continue
+            if (rel, banned) in EXCEPTIONS:
+                used.add((rel, banned))
+            else:
+                offenders.append(f"{rel} imports {hits} ({source} must not import {banned})")
+    stale = [k for k in EXCEPTIONS if k not in used and any(k[0] == str(f.relative_to(ROOT)) for f in files_of(source))]
+    assert not offenders, "\n".join(offenders)
+    assert not stale, f"exceptions no file needs any more (remove them): {stale}"
+
+
+@pytest.mark.parametrize("source", sorted(IMPORT_TIME_RULES))
+def test_import_time_rules(source):
     offenders = []
-    for f in files(package):
-        bad = imported_roots(f) & banned
-        if bad:
-            offenders.append(f"{f.relative_to(ROOT)} imports {sorted(bad)}")
+    for f in files_of(source):
+        names = load_closure(module_of(f))
+        for banned in sorted(IMPORT_TIME_RULES[source]):
+            hits = sorted(n for n in names if under(n, banned))
+            if hits:
+                offenders.append(f"importing {module_of(f)} loads {hits} ({source} must not load {banned})")
     assert not offenders, "\n".join(offenders)
 
 
-def test_torch_free_core_modules_stay_torch_free():
-    # The dashboard reads these without torch.
-    import subprocess
-    import sys
+def test_the_checker_sees_what_it_must():
+    # The rules above are only as good as the import reader: it must see function-level, relative and
+    # import_module imports, and leave function bodies out of what loads at import time.
+    probe = ROOT / "app" / "views" / "sweep.py"
+    assert "fastdiff_core.sweep.grid" in imported(probe) and "fastdiff_core.sweep" in load_closure("app.views.sweep")
+    assert any(under(n, "workers.client") for n in imported(MODULES["app.connection"]))  # inside a function
+    assert not any(under(n, "workers.client") for n in imported(MODULES["app.connection"], import_time_only=True))
+    assert "workers.tasks" in imported(MODULES["workers.worker"])
 
+
+def test_torch_free_modules_load_no_torch_at_run_time():
+    # The dashboard reads these without torch; the Sweep page expands axes without Celery.
     code = (
-        "import sys; import fastdiff_core.spec, fastdiff_core.catalog, fastdiff_core.registry, fastdiff_core.budget; "
-        "assert 'torch' not in sys.modules, 'torch was imported'"
+        "import sys; import fastdiff_core.spec, fastdiff_core.catalog, fastdiff_core.registry, fastdiff_core.budget, "
+        "fastdiff_core.sweep, app.sweep_axes; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; assert 'celery' not in sys.modules, 'celery was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

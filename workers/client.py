@@ -19,9 +19,7 @@ embedded) broker; ``ServiceClient(broker_url, store_root)`` targets another pair
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 import redis
@@ -29,37 +27,11 @@ from celery import Celery, group
 from celery.result import AsyncResult
 
 from fastdiff_core.spec import RunSpec
+from fastdiff_core.sweep import grid  # also the service's public sweep expansion: workers.client.grid
 from store import Store, as_specs
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery
 from workers.settings import load_settings, redis_py_url
-
-_SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.name != "schema_version")
-_OPTION = "solver_options."  # a sweep axis over one solver option: {"solver_options.eta": [0.0, 0.5, 1.0]}
-
-
-def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
-    """The cartesian product of ``axes`` ({field: [values]}) applied to ``base``, last axis fastest."""
-    base = as_specs(base)[0]
-    if not isinstance(axes, Mapping) or not axes:
-        raise ValueError(f"sweep={axes!r} must be a non-empty mapping {{field: [values, ...]}}")
-    for name, values in axes.items():
-        if name not in _SPEC_FIELDS and not (name.startswith(_OPTION) and len(name) > len(_OPTION)):
-            raise ValueError(f"sweep field {name!r} is not a RunSpec field or {_OPTION}<name>; "
-                             f"allowed: {sorted(_SPEC_FIELDS)}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-            raise ValueError(f"sweep[{name!r}]={values!r} must be a non-empty list of values")
-    out = []
-    for combo in itertools.product(*axes.values()):
-        point = dict(zip(axes, combo))
-        options = {k[len(_OPTION):]: v for k, v in point.items() if k.startswith(_OPTION)}
-        try:
-            # replace() decides which options survive a change of solver; the option axes go on top
-            spec = base.replace(**{k: v for k, v in point.items() if not k.startswith(_OPTION)})
-            out.append(spec.replace(solver_options={**spec.solver_options, **options}) if options else spec)
-        except ValueError as e:
-            raise ValueError(f"sweep point {point}: {e}") from None
-    return out
 
 
 class ServiceClient:

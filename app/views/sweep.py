@@ -11,6 +11,7 @@ import streamlit as st
 from app import bill_view, connection, sweep_axes, sweep_view
 from app.spec_form import spec_form, world_refusal
 from fastdiff_core import budget
+from fastdiff_core.sweep import grid
 
 st.title("Sweep")
 st.caption("X/Y/Z over any RunSpec field. Values: `euler, heun` · `1-10` · `1-10 (+2)` · `10-1 (-3)` · `1-2 [5]`.")
@@ -58,16 +59,12 @@ with axes_col:
         st.error(f"Base configuration: {form.error}")
     elif axes and not problems:
         try:
-            from workers.client import grid
-
             total_runs = 1
             for v in axes.values():
                 total_runs *= len(v)
             if total_runs > sweep_axes.MAX_SWEEP_RUNS:
                 raise ValueError(f"sweep has {total_runs} runs; at most {sweep_axes.MAX_SWEEP_RUNS} (narrow an axis)")
             specs = grid(form.spec, axes)
-        except ImportError as e:
-            st.error(f"The service's submission client is not installed: {e}")
         except ValueError as e:
             st.error(str(e))
     if specs:
