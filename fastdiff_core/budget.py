@@ -16,11 +16,12 @@ DiT on a datacenter GPU); measured latencies come from runs and carry their devi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from fastdiff_core import catalog
-from fastdiff_core.metrics.intervals import rate_interval
+from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
+from fastdiff_core.metrics.gate import coverage_gate as _gate
 from fastdiff_core.spec import RunSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -430,47 +431,53 @@ class Verdict:
 
 
 def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, leak_tolerance: float = 0.02) -> Check:
-    """Family-wise branch test on histogram rows {label, n, rate, truth, n_eff?}: every branch's true
-    rate must lie inside the Wilson interval of its generated rate at confidence 1 - alpha / m
-    (Bonferroni over the m branches judged), and a branch that cannot happen (truth 0, e.g. blur)
-    may carry at most ``leak_tolerance`` (judged on its corrected lower bound).
+    """The coverage check of a verdict from histogram rows {group, label, n, rate, truth, n_eff?}: the one
+    gate of ``metrics.gate`` (three outcomes, family-wise ``alpha``), judged on each row's own estimate
+    (its possibly weighted rate at its effective sample size; raw counts play no part).
 
-    A naive per-branch 95% test is failed by a perfect sampler most of the time once there are
-    dozens of branches; the correction keeps a perfect sampler passing with probability >= 1 - alpha.
-    Runners that compute the full release gate (``metrics.gate``: TV limit from perfect-sampler
-    noise, stated model-error tolerances) pass it to ``verdict(gate=...)``, which then takes precedence.
+    Groups are the gate's scenes. The tail is 'darts' where present, else the label with the smallest
+    positive truth (a world's rare mode); labels with truth 0 are leaks (at most ``leak_tolerance``).
+    PASS -> 'pass', FAIL -> 'fail', UNDECIDED -> 'unmeasured' with the rollouts per group likely to decide.
     """
     rows = [r for r in rows if r.get("truth") is not None and r.get("n")]
     if not rows:
         return Check("coverage", "unmeasured", None, None, "coverage not measured yet (no branch histogram)")
-    confidence = 1.0 - alpha / len(rows)
+    labels = {r["label"] for r in rows}
+    tail = RELEASE_GATE.tail if RELEASE_GATE.tail in labels else min(
+        (r for r in rows if float(r["truth"]) > 0) or rows, key=lambda r: float(r["truth"]))["label"]
+    config = replace(RELEASE_GATE, alpha=alpha, leak_tolerance=leak_tolerance, tail=tail,
+                     leak_labels=tuple(k for k in RELEASE_GATE.leak_labels if k != tail and k in labels))
+    estimates: dict[str, dict[str, Estimate]] = {}
+    truth: dict[str, dict[str, float]] = {}
+    for r in rows:
+        group = str(r.get("group", ""))
+        estimates.setdefault(group, {})[r["label"]] = Estimate(float(r["rate"]), float(r.get("n_eff") or r["n"]))
+        truth.setdefault(group, {})[r["label"]] = float(r["truth"])
+    result = _gate(estimates, truth, config)
+    branches = [c for c in result.checks if c["check"] != "tv"]
 
-    def interval(r: Mapping[str, Any]) -> tuple[float, float]:
-        # the row's own estimate: its (weighted) rate at its effective sample size (n for plain sampling)
-        return rate_interval(float(r["rate"]), float(r.get("n_eff") or r["n"]), confidence)
+    def describe(c: Mapping[str, Any]) -> str:
+        return (f"'{c['label']}' generated {c['rate']:.1%} [{c['lo']:.1%}, {c['hi']:.1%}] vs {c['truth']:.1%} true, "
+                f"band [{c['band_lo']:.1%}, {c['band_hi']:.1%}]")
 
-    def ok(r: Mapping[str, Any]) -> bool:
-        lo, hi = interval(r)
-        truth = float(r["truth"])
-        if truth == 0.0:  # an impossible branch may leak a little (e.g. a stray blurred sample)
-            return lo <= leak_tolerance
-        if truth == 1.0:  # ... and a certain one lose that little
-            return hi >= 1.0 - leak_tolerance
-        return lo <= truth <= hi
-
-    failing = [r for r in rows if not ok(r)]
-    tail = min((r for r in rows if float(r["truth"]) > 0) or rows, key=lambda r: float(r["truth"]))
-    shown = min(failing, key=lambda r: float(r["truth"])) if failing else tail
-
-    def describe(r: Mapping[str, Any]) -> str:
-        lo, hi = interval(r)
-        return f"'{r.get('label')}' generated {float(r['rate']):.1%} [{lo:.1%}, {hi:.1%}] vs {float(r['truth']):.1%} true"
-
-    scope = f"{len(rows)} branches, family-wise {confidence:.2%} intervals"
-    if failing:
+    scope = f"{len(branches)} branches, family-wise alpha {alpha:g}"
+    tails = [c for c in branches if c["check"] == "tail"]
+    if result.outcome == "FAIL":
+        failing = [c for c in branches if c["outcome"] == "FAIL"] or result.failures
+        shown = min(failing, key=lambda c: c["truth"])
         return Check("coverage", "fail", float(len(failing)), 0.0,
-                     f"{len(failing)} of {scope} miss ({describe(shown)})")
-    return Check("coverage", "pass", 0.0, 0.0, f"all {scope} hold (tail {describe(tail)})")
+                     f"{len([c for c in branches if c['outcome'] == 'FAIL'])} of {scope} FAIL ({describe(shown)})")
+    if result.outcome == "PASS":
+        return Check("coverage", "pass", 0.0, 0.0, f"all {scope} PASS (tail {describe(min(tails, key=lambda c: c['truth']))})"
+                     if tails else f"all {scope} PASS")
+    open_ = [c for c in branches if c["outcome"] == "UNDECIDED"]
+    shown = min(open_ or result.undecided, key=lambda c: c["truth"])
+    needed = [v for v in result.more_samples_needed.values() if v is not None]
+    more = (f"~{max(needed):,} rollouts per group likely to decide" if needed else "")
+    if any(v is None for v in result.more_samples_needed.values()):
+        more += ("; " if more else "") + "an estimate on a band edge may stay undecided at any n"
+    return Check("coverage", "unmeasured", float(len(open_)), 0.0,
+                 f"UNDECIDED on {len(open_)} of {scope} ({describe(shown) if shown['check'] != 'tv' else 'TV'}); {more}")
 
 
 def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, latency_source: str = "projected",
@@ -505,7 +512,9 @@ def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, laten
             checks.append(Check("cost", "pass" if ok else "fail", cost_usd, budget.cost_budget_usd,
                                 f"1,000 scenarios cost ${cost_usd:,.3f} ({_num(1000 * bill.per_cycle)} NFE) "
                                 f"against a ${budget.cost_budget_usd:,.2f} budget"))
-    cov_check = (Check("coverage", "pass" if gate["passed"] else "fail", None, None, str(gate["text"]))
+    gate_status = {"PASS": "pass", "FAIL": "fail", "UNDECIDED": "unmeasured"}.get(
+        str((gate or {}).get("outcome")), "pass" if (gate or {}).get("passed") else "fail")
+    cov_check = (Check("coverage", gate_status, None, None, str(gate["text"]))
                  if gate is not None else coverage_gate(histograms))
     if budget.coverage_gate:
         checks.append(cov_check)

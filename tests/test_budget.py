@@ -132,9 +132,10 @@ def test_planning_verdict_names_latency_and_numbers():
     assert ok.status == "pass" and "80 ms" in ok.sentence
 
 
+# 20,000 samples: enough for the gate to show the rare mode inside +-25% and the common one inside +-2 points
 HIST_OK = [
-    {"label": "common", "count": 960, "n": 1000, "rate": 0.96, "lo": 0.946, "hi": 0.971, "truth": 0.96},
-    {"label": "rare", "count": 40, "n": 1000, "rate": 0.04, "lo": 0.029, "hi": 0.054, "truth": 0.04},
+    {"label": "common", "count": 19200, "n": 20000, "rate": 0.96, "lo": 0.957, "hi": 0.963, "truth": 0.96},
+    {"label": "rare", "count": 800, "n": 20000, "rate": 0.04, "lo": 0.037, "hi": 0.043, "truth": 0.04},
 ]
 HIST_DROPPED = [
     {"label": "common", "count": 1000, "n": 1000, "rate": 1.0, "lo": 0.996, "hi": 1.0, "truth": 0.96},

@@ -272,10 +272,11 @@ def _labels(counts: Mapping[str, Mapping], reference: Mapping[str, Mapping], con
 
 def _n_to_decide(layout: GateLayout, x, n, ref_lo, ref_hi, codes, tv_codes, method: Method, sampled_ref=None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per check and per scene TV: the smallest n (grid steps of 10%) at which the current estimates
-    would decide; -1 where no n up to 20,000x would (the estimate sits on a band edge). A sampled
-    reference ``(x_ref, n_ref)`` is assumed to grow by the same factor as the sample."""
-    factors = 1.1 ** np.arange(1, 105)[:, None]  # up to ~20,000x the current n
+    """Per check and per scene TV: the smallest n (grid steps of 15%) at which the current estimates
+    would decide; -1 where no n up to 20,000x would (the estimate sits on a band edge, where more
+    samples decide either way with about even odds). A sampled reference ``(x_ref, n_ref)`` is
+    assumed to grow by the same factor as the sample."""
+    factors = 1.15 ** np.arange(1, 72)[:, None]  # up to ~20,000x the current n
     big_n = n * factors
     lo, hi = intervals(np.clip(x / n, 0, 1) * big_n, big_n, layout.alpha_per_interval, method)
     if sampled_ref is not None:
@@ -299,7 +300,11 @@ def _n_to_decide(layout: GateLayout, x, n, ref_lo, ref_hi, codes, tv_codes, meth
 def _result(layout: GateLayout, x, n, ref, ref_lo, ref_hi, lo, hi, method: Method, sampled_ref=None) -> GateResult:
     config = layout.config
     codes, tv_codes, _ = layout.evaluate(lo, hi, ref_lo, ref_hi)
-    need_check, need_tv = _n_to_decide(layout, x, n, ref_lo, ref_hi, codes, tv_codes, method, sampled_ref)
+    outcome = OUTCOMES[int(combine(np.concatenate([codes, tv_codes])))]
+    if outcome == "UNDECIDED":
+        need_check, need_tv = _n_to_decide(layout, x, n, ref_lo, ref_hi, codes, tv_codes, method, sampled_ref)
+    else:  # a decided gate asks for nothing more
+        need_check, need_tv = np.zeros(len(codes)), np.zeros(len(tv_codes))
     lower_pass, _ = band_edges(ref_hi, layout.rel, layout.tol_abs)
     _, upper_pass = band_edges(ref_lo, layout.rel, layout.tol_abs)
     lower_fail, _ = band_edges(ref_lo, layout.rel, layout.tol_abs)
@@ -323,7 +328,6 @@ def _result(layout: GateLayout, x, n, ref, ref_lo, ref_hi, lo, hi, method: Metho
                      "fail_above": config.tv_tolerance, "tolerance": config.tolerance_text("tv"),
                      "outcome": OUTCOMES[int(tv_codes[j])], "passed": bool(tv_codes[j] == 1),
                      "n_to_decide": _need(need_tv[j])})
-    outcome = OUTCOMES[int(combine(np.concatenate([codes, tv_codes])))]
     more: dict[str, int | None] = {}
     if outcome == "UNDECIDED":
         for r in rows:
