@@ -444,7 +444,7 @@ def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, lea
         return Check("coverage", "unmeasured", None, None, "coverage not measured yet (no branch histogram)")
     labels = {r["label"] for r in rows}
     tail = RELEASE_GATE.tail if RELEASE_GATE.tail in labels else min(
-        (r for r in rows if float(r["truth"]) > 0) or rows, key=lambda r: float(r["truth"]))["label"]
+        [r for r in rows if float(r["truth"]) > 0] or rows, key=lambda r: float(r["truth"]))["label"]
     config = replace(RELEASE_GATE, alpha=alpha, leak_tolerance=leak_tolerance, tail=tail,
                      leak_labels=tuple(k for k in RELEASE_GATE.leak_labels if k != tail and k in labels))
     estimates: dict[str, dict[str, Estimate]] = {}
