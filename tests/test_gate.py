@@ -237,3 +237,20 @@ def test_input_errors_name_the_field():
         SequentialGate(TRUTH, cap=100).update({"walk_signal": {"blurred": 1}})
     with pytest.raises(ValueError, match="growth=1"):
         Schedule(growth=1)
+
+
+def test_bench_gate_command_writes_the_rows_the_issue_names(tmp_path, capsys):
+    import json
+
+    from workers.cli import main
+
+    out = tmp_path / "gate.json"
+    assert main(["bench", "gate", "--trials", "20", "--n", "300", "--cap", "2000", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["mode"], r["n"]) for r in rows} == {("fixed", 300), ("sequential", None)}
+    assert {r["sampler"] for r in rows} == {"perfect", "tail x0.75", "tail x0.5", "tail x0", "implausible 1%",
+                                           "implausible 3.5%", "implausible 5%", "teacher identical", "teacher halved"}
+    for r in rows:
+        assert r["pass_rate"] + r["fail_rate"] + r["undecided_rate"] == pytest.approx(1.0)
+        assert r["mean_rollouts"] <= 2000 and "p95_rollouts" in r
+    assert "tail x0.5" in capsys.readouterr().out

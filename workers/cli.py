@@ -18,6 +18,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                            "train the driving world-model teacher, measure it, write weights + card"),
     ("bench", "coverage"): ("fastdiff_core.bench.coverage",
                             "solvers x NFE x guidance on the driving teacher: TV, tail rate, P/R, gate"),
+    ("bench", "gate"): ("fastdiff_core.bench.gate",
+                        "the coverage gate's pass/fail/undecided rates by simulation, fixed n and sequential"),
     ("bench", "solvers"): ("fastdiff_core.bench.solvers", "every solver x grid x NFE on the mixture world, vs peers"),
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
     ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),

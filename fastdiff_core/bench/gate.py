@@ -200,6 +200,7 @@ def operating_characteristics(trials: int = 1000, seed: int = 0, ns: tuple[int, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=1000, help="simulated gate runs per row (>= 1)")
+    parser.add_argument("--n", default=",".join(map(str, FIXED_N)), help="fixed-n modes: rollouts per scene, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cap", type=int, default=Schedule.cap, help="sequential: rollouts per scene at most")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the rows as JSON here")
@@ -207,9 +208,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        ns = tuple(int(v) for v in str(args.n).split(","))
+    except ValueError:
+        ns = ()
+    if not ns or min(ns) < 1:
+        raise SystemExit(f"--n={args.n!r} must be comma-separated integers >= 1")
     schedule = Schedule(cap=args.cap)
     t0 = time.perf_counter()
-    rows = operating_characteristics(args.trials, args.seed, schedule=schedule)
+    rows = operating_characteristics(args.trials, args.seed, ns=ns, schedule=schedule)
     c = RELEASE_GATE
     print(f"coverage gate operating characteristics: 8 driving scenes, {args.trials} trials per row, family alpha "
           f"{c.alpha} (Bonferroni), tail ±{c.tail_tolerance:.0%} or ±{c.tail_tolerance_abs * 100:g} pt, branches "
@@ -251,12 +258,16 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
             left += v
         ax.set_yticks(y, names)
         ax.invert_yaxis()
-        title = f"fixed n = {n}" if mode == "fixed" else "sequential (mean n " + ", ".join(
-            f"{r['mean_rollouts']:.0f}" for r in sel[:1]) + " perfect)"
-        ax.set_title(title, fontsize=10)
+        if mode == "sequential":
+            for k, r in enumerate(sel):
+                ax.text(0.02, k, f"mean n {r['mean_rollouts']:,.0f}", va="center", fontsize=7)
+        ax.set_title(f"fixed n = {n:,} per scene" if mode == "fixed" else "sequential (confidence sequence)",
+                     fontsize=10)
         ax.set_xlim(0, 1)
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
-    fig.suptitle("coverage gate: outcome rates per simulated sampler (8 driving scenes)")
-    fig.tight_layout()
+        ax.set_xlabel("share of trials")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9)
+    fig.suptitle("coverage gate: outcome rates per simulated sampler (8 driving scenes, family alpha 0.05)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
