@@ -19,6 +19,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+import numpy as np
+
 from fastdiff_core import catalog
 from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
 from fastdiff_core.metrics.gate import coverage_gate as _gate
@@ -357,7 +359,9 @@ def cost_per_1000_scenarios(bill: NFEBill, model: ProductionModel = ProductionMo
 # ---------------------------------------------------------------------------------------------
 
 Binding = Literal["coverage", "cost", "latency"]
-Status = Literal["pass", "fail", "unmeasured"]
+# Three outcomes of a decision plus "unmeasured" (nothing to decide on yet, e.g. coverage before a run).
+Status = Literal["pass", "fail", "undecided", "unmeasured"]
+Basis = Literal["projected", "measured"]
 
 
 @dataclass(frozen=True)
@@ -365,10 +369,9 @@ class RegimeBudget:
     """A regime's binding constraint and thresholds (the dashboard lets users edit them).
 
     latency_budget_s: per planning cycle, None where latency is irrelevant. cost_budget_usd: per
-    1,000 simulated scenarios, None where cost does not bind. coverage_gate: whether every
-    ground-truth branch's true rate must lie inside the interval of its generated rate.
-    nfe_per_frame: the seed's typical target band (advice, not a gate). lanes: the parallel lanes the
-    regime's production projection assumes by default (closed-loop sim batches; planning is serial).
+    1,000 simulated scenarios, None where cost does not bind. coverage_gate: whether the coverage gate
+    is part of the verdict. nfe_per_frame: the seed's typical target band (advice, not a gate). lanes:
+    the parallel lanes the regime's production model assumes (closed-loop sim batches; planning is serial).
     """
 
     regime: str
@@ -400,50 +403,103 @@ def regime_budget(name: str) -> RegimeBudget:
     return REGIME_BUDGETS[name]
 
 
+def production_model(regime: str) -> ProductionModel:
+    """The production model a regime's verdicts are stated at: the seed's 2B latent DiT at 10 ms/NFE and
+    $2/h, with the regime's lanes. The worker's verdict, the result page, compare and every link use
+    this one, so a run's cost is one number wherever it is shown."""
+    return ProductionModel(parallelism=regime_budget(regime).lanes)
+
+
 @dataclass(frozen=True)
 class Check:
-    """One threshold checked: what, its status, the measured or projected value and the limit."""
+    """One threshold checked: what, its status, the value and the limit, how the value was obtained
+    (``basis``: projected from a stated model, or measured by a run), and its interval when measured."""
 
     name: Binding
     status: Status
     value: float | None
     limit: float | None
     text: str
+    basis: str = "projected"
+    lo: float | None = None
+    hi: float | None = None
+
+
+def overall_status(statuses: Iterable[Status]) -> Status:
+    """FAIL if any check fails, PASS only if every check passes, else UNDECIDED (a decision that the
+    data could not make) or, when nothing is undecided, UNMEASURED (a check still waiting for a run)."""
+    s = list(statuses)
+    if "fail" in s:
+        return "fail"
+    if all(x == "pass" for x in s):
+        return "pass"
+    return "undecided" if "undecided" in s else "unmeasured"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The regime's verdict: the binding constraint, pass/fail, the numbers, one quotable sentence."""
+    """The regime's verdict: the binding constraint, its status, the numbers, one quotable sentence.
+
+    basis: 'projected' (before a run: the spec's bill at the regime's production model, coverage
+    unmeasured) or 'measured' (after it: the counted NFE, the run's branch rates and its measured
+    latency). tail: the world's declared rare branch. rates: the branch rows the coverage check
+    judged, exactly as the run reported them (the pages show these rows, never a recomputation).
+    """
 
     regime: str
     binding: Binding
     status: Status
     sentence: str
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    basis: Basis = "projected"
+    tail: str | None = None
+    model: str = ""
+    rates: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.status == "pass"
 
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"regime": self.regime, "binding": self.binding, "status": self.status,
-                "sentence": self.sentence, "checks": [asdict(c) for c in self.checks]}
+        return {"regime": self.regime, "binding": self.binding, "status": self.status, "sentence": self.sentence,
+                "checks": [asdict(c) for c in self.checks], "basis": self.basis, "tail": self.tail,
+                "model": self.model, "rates": [dict(r) for r in self.rates]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
+        """The inverse of ``to_dict`` (a verdict a worker stored); ValueError naming what is missing."""
+        try:
+            checks = tuple(Check(**c) for c in d.get("checks", ()))
+            return cls(d["regime"], d["binding"], d["status"], d["sentence"], checks, d.get("basis", "measured"),
+                       d.get("tail"), d.get("model", ""), tuple(d.get("rates", ())))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"verdict={dict(d)!r} is not a stored Verdict ({type(e).__name__}: {e})") from None
 
 
-def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, leak_tolerance: float = 0.02) -> Check:
+def world_tail(world: str) -> str | None:
+    """The world's declared rare branch (the one label every page and verdict calls the tail)."""
+    return catalog.world_info(world).tail
+
+
+def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, leak_tolerance: float = 0.02,
+                  tail: str | None = None) -> Check:
     """The coverage check of a verdict from histogram rows {group, label, n, rate, truth, n_eff?}: the one
     gate of ``metrics.gate`` (three outcomes, family-wise ``alpha``), judged on each row's own estimate
     (its possibly weighted rate at its effective sample size; raw counts play no part).
 
-    Groups are the gate's scenes. The tail is 'darts' where present, else the label with the smallest
-    positive truth (a world's rare mode); labels with truth 0 are leaks (at most ``leak_tolerance``).
-    PASS -> 'pass', FAIL -> 'fail', UNDECIDED -> 'unmeasured' with the rollouts per group likely to decide.
+    Groups are the gate's scenes. The tail is ``tail`` (the world's declared one, ``world_tail``) where
+    present, else 'darts' where present, else the label with the smallest positive truth; labels with
+    truth 0 are leaks (at most ``leak_tolerance``). PASS -> 'pass', FAIL -> 'fail', UNDECIDED ->
+    'undecided' with the rollouts per group likely to decide.
     """
     rows = [r for r in rows if r.get("truth") is not None and r.get("n")]
     if not rows:
         return Check("coverage", "unmeasured", None, None, "coverage not measured yet (no branch histogram)")
     labels = {r["label"] for r in rows}
-    tail = RELEASE_GATE.tail if RELEASE_GATE.tail in labels else min(
+    tail = tail if tail in labels else RELEASE_GATE.tail if RELEASE_GATE.tail in labels else min(
         [r for r in rows if float(r["truth"]) > 0] or rows, key=lambda r: float(r["truth"]))["label"]
     config = replace(RELEASE_GATE, alpha=alpha, leak_tolerance=leak_tolerance, tail=tail,
                      leak_labels=tuple(k for k in RELEASE_GATE.leak_labels if k != tail and k in labels))
@@ -466,124 +522,354 @@ def coverage_gate(rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.05, lea
         failing = [c for c in branches if c["outcome"] == "FAIL"] or result.failures
         shown = min(failing, key=lambda c: c["truth"])
         return Check("coverage", "fail", float(len(failing)), 0.0,
-                     f"{len([c for c in branches if c['outcome'] == 'FAIL'])} of {scope} FAIL ({describe(shown)})")
+                     f"{len([c for c in branches if c['outcome'] == 'FAIL'])} of {scope} FAIL ({describe(shown)})",
+                     "measured")
     if result.outcome == "PASS":
         return Check("coverage", "pass", 0.0, 0.0, f"all {scope} PASS (tail {describe(min(tails, key=lambda c: c['truth']))})"
-                     if tails else f"all {scope} PASS")
+                     if tails else f"all {scope} PASS", "measured")
     open_ = [c for c in branches if c["outcome"] == "UNDECIDED"]
     shown = min(open_ or result.undecided, key=lambda c: c["truth"])
     needed = [v for v in result.more_samples_needed.values() if v is not None]
     more = (f"~{max(needed):,} rollouts per group likely to decide" if needed else "")
     if any(v is None for v in result.more_samples_needed.values()):
         more += ("; " if more else "") + "an estimate on a band edge may stay undecided at any n"
-    return Check("coverage", "unmeasured", float(len(open_)), 0.0,
-                 f"UNDECIDED on {len(open_)} of {scope} ({describe(shown) if shown['check'] != 'tv' else 'TV'}); {more}")
+    return Check("coverage", "undecided", float(len(open_)), 0.0,
+                 f"UNDECIDED on {len(open_)} of {scope} ({describe(shown) if shown['check'] != 'tv' else 'TV'}); {more}",
+                 "measured")
 
 
-def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, latency_source: str = "projected",
+@dataclass(frozen=True)
+class LatencySample:
+    """A measured latency: the median of ``repeats`` timings with a distribution-free interval for the
+    median at ``confidence`` (None when too few timings), where it ran, with how many threads and at
+    what machine load (1-minute load average), so a figure from a shared machine says so."""
+
+    median_s: float
+    lo_s: float | None
+    hi_s: float | None
+    confidence: float | None
+    repeats: int
+    device: str
+    threads: int | None = None
+    load: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def latency_check(budget_s: float, bill: NFEBill, *, projected_s: float | None = None,
+                  measured: LatencySample | None = None, source: str = "") -> Check:
+    """The latency check, projected (a point from a stated model: PASS or FAIL) or measured (repeated
+    timings): PASS when the interval for the median lies at or under the budget, FAIL when it lies
+    above, UNDECIDED when it straddles the budget or when there is no interval (one timing)."""
+    if measured is None and projected_s is None:
+        return Check("latency", "unmeasured", None, budget_s, "latency not measured")
+    if measured is None:
+        ratio = projected_s / budget_s
+        ok = projected_s <= budget_s
+        rel = f"{ratio:.1f}x over" if not ok else f"{ratio:.0%} of"
+        return Check("latency", "pass" if ok else "fail", projected_s, budget_s,
+                     f"the planning cycle takes {_ms(projected_s)} (projected {source}; {bill.formula()} NFE), "
+                     f"{rel} the {_ms(budget_s)} budget", "projected")
+    m = measured
+    where = f"measured on {m.device}" + (f", {m.threads} threads" if m.threads else "") + (
+        f", load {m.load:.1f}" if m.load is not None else "")
+    if m.lo_s is None or m.hi_s is None:
+        return Check("latency", "undecided", m.median_s, budget_s,
+                     f"the planning cycle took {_ms(m.median_s)} ({where}; {m.repeats} timing(s), no interval): "
+                     f"undecided against the {_ms(budget_s)} budget; time >= 6 cycles for a 95% interval",
+                     "measured")
+    status: Status = "pass" if m.hi_s <= budget_s else ("fail" if m.lo_s > budget_s else "undecided")
+    word = {"pass": "within", "fail": "over", "undecided": "straddling"}[status]
+    more = "; measure again on a quieter machine or with more cycles" if status == "undecided" else ""
+    return Check("latency", status, m.median_s, budget_s,
+                 f"the planning cycle takes {_ms(m.median_s)} median [{_ms(m.lo_s)}, {_ms(m.hi_s)}] "
+                 f"({m.confidence:.0%} interval of the median over {m.repeats} cycles; {where}), {word} the "
+                 f"{_ms(budget_s)} budget{more}", "measured", m.lo_s, m.hi_s)
+
+
+def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, latency_source: str = "",
             cost_usd: float | None = None, histograms: Iterable[Mapping[str, Any]] = (),
-            budget: RegimeBudget | None = None, gate: Mapping[str, Any] | None = None) -> Verdict:
+            budget: RegimeBudget | None = None, gate: Mapping[str, Any] | None = None,
+            latency: LatencySample | None = None, basis: Basis = "projected", tail: str | None = None,
+            model: str = "", nfe_per_cycle: float | None = None) -> Verdict:
     """Judge a configuration in its regime; the sentence names the binding constraint and the numbers.
 
-    latency_s: planning-cycle latency (projected or measured; say which in ``latency_source``).
-    cost_usd: per 1,000 scenarios. histograms: branch rows for the coverage gate. A check without
-    its number is 'unmeasured'; the verdict fails if any required check fails, passes if all
-    required checks pass, and is otherwise unmeasured. gate: {passed, text} of a runner's full release
-    gate (metrics.gate); when given it replaces the histogram-only coverage check.
+    latency_s: projected planning-cycle latency; ``latency``: a measured one (repeated, with its
+    interval), which takes precedence. cost_usd: per 1,000 scenarios (at ``nfe_per_cycle``, default
+    the bill's). histograms: branch rows for the coverage check. gate: {outcome: pass|fail|undecided,
+    text} of a runner's full release gate (metrics.gate; a legacy {passed, text} is read as pass/fail);
+    when given it replaces the histogram-only check. The overall status is ``overall_status`` of the
+    regime's checks.
     """
     budget = budget or regime_budget(regime)
     title = catalog.REGIMES[regime].title if regime in catalog.REGIMES else regime
+    nfe = bill.per_cycle if nfe_per_cycle is None else nfe_per_cycle
+    hist = tuple(dict(r) for r in histograms)
     checks: list[Check] = []
     if budget.latency_budget_s is not None:
-        if latency_s is None:
-            checks.append(Check("latency", "unmeasured", None, budget.latency_budget_s, "latency not measured"))
-        else:
-            ratio = latency_s / budget.latency_budget_s
-            ok = latency_s <= budget.latency_budget_s
-            rel = (f"{ratio:.1f}x over" if not ok else f"{ratio:.0%} of")
-            checks.append(Check("latency", "pass" if ok else "fail", latency_s, budget.latency_budget_s,
-                                f"the planning cycle takes {_ms(latency_s)} ({latency_source}; "
-                                f"{bill.formula()} NFE), {rel} the {_ms(budget.latency_budget_s)} budget"))
+        checks.append(latency_check(budget.latency_budget_s, bill, projected_s=latency_s, measured=latency,
+                                    source=latency_source))
     if budget.cost_budget_usd is not None:
         if cost_usd is None:
             checks.append(Check("cost", "unmeasured", None, budget.cost_budget_usd, "cost not projected"))
         else:
             ok = cost_usd <= budget.cost_budget_usd
             checks.append(Check("cost", "pass" if ok else "fail", cost_usd, budget.cost_budget_usd,
-                                f"1,000 scenarios cost ${cost_usd:,.3f} ({_num(1000 * bill.per_cycle)} NFE) "
-                                f"against a ${budget.cost_budget_usd:,.2f} budget"))
-    gate_status = {"PASS": "pass", "FAIL": "fail", "UNDECIDED": "unmeasured"}.get(
-        str((gate or {}).get("outcome")), "pass" if (gate or {}).get("passed") else "fail")
-    cov_check = (Check("coverage", gate_status, None, None, str(gate["text"]))
-                 if gate is not None else coverage_gate(histograms))
+                                f"1,000 scenarios cost ${cost_usd:,.3f} ({_num(1000 * nfe)} NFE "
+                                f"{'counted' if basis == 'measured' else 'billed'}, at {model or 'the stated model'}) "
+                                f"against a ${budget.cost_budget_usd:,.2f} budget", basis))
+    if gate is not None:
+        outcome = str(gate["outcome"]).lower() if "outcome" in gate else ("pass" if gate["passed"] else "fail")
+        if outcome not in ("pass", "fail", "undecided"):
+            raise ValueError(f"gate outcome={outcome!r} is not one of ['pass', 'fail', 'undecided']")
+        cov_check = Check("coverage", outcome, None, None, str(gate["text"]), "measured")
+    else:
+        cov_check = coverage_gate(hist, tail=tail)
     if budget.coverage_gate:
         checks.append(cov_check)
 
-    statuses = [c.status for c in checks]
-    status: Status = "fail" if "fail" in statuses else ("unmeasured" if "unmeasured" in statuses else "pass")
+    status = overall_status(c.status for c in checks)
     binding_check = next(c for c in checks if c.name == budget.binding)
     others = [c for c in checks if c is not binding_check and c.status != "pass"]
     sentence = (f"{title}: binding constraint {budget.binding} {binding_check.status.upper()} — "
                 f"{binding_check.text}")
     if others:
         sentence += "; also " + "; ".join(f"{c.name} {c.status.upper()}: {c.text}" for c in others)
-    if budget.binding != "coverage" and not budget.coverage_gate:
-        cov = cov_check
-        if cov.status != "unmeasured":
-            sentence += f"; coverage (not gated here) {cov.status}: {cov.text}"
-    return Verdict(regime, budget.binding, status, sentence + ".", tuple(checks))
+    if budget.binding != "coverage" and not budget.coverage_gate and cov_check.status != "unmeasured":
+        sentence += f"; coverage (not gated here) {cov_check.status}: {cov_check.text}"
+    rates = tuple({k: r.get(k) for k in ("group", "label", "count", "n", "rate", "lo", "hi", "truth")} for r in hist)
+    return Verdict(regime, budget.binding, status, sentence + ".", tuple(checks), basis, tail, model, rates)
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def judge_spec(spec: RunSpec, *, model: ProductionModel = ProductionModel(), histograms: Iterable[Mapping[str, Any]] = (),
+# ---------------------------------------------------------------------------------------------
+# One verdict, projected or measured
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured that its verdict uses; everything else comes from the spec.
+
+    nfe_per_cycle: the NFE the counter saw per planning cycle. histograms: the sampler's branch rows
+    (no reference rows). gate: the world's release-gate outcome {outcome, text}, or None to judge the
+    rows with ``coverage_gate``. latency: one planning cycle timed repeatedly, or None (then the
+    latency stays a projection, from the counted NFE).
+    """
+
+    nfe_per_cycle: float
+    histograms: tuple[Mapping[str, Any], ...] = ()
+    gate: Mapping[str, Any] | None = None
+    latency: LatencySample | None = None
+
+
+def judge(spec: RunSpec, measured: Measured | None = None, *, model: ProductionModel | None = None,
+          budget: RegimeBudget | None = None, sigmas: Sequence[float] | None = None,
+          guided_fraction: float | None = None) -> Verdict:
+    """THE verdict of a spec in its regime (spec.regime, 'offline' when unset), before a run
+    (``measured=None``: projected) or after it (measured): one function over one set of inputs — the
+    spec, the regime's production model (``production_model``; pass ``model`` only for a what-if) and
+    what the run measured. Cost is always the production model's cost of the NFE per cycle (billed
+    before, counted after), so projected and measured cost agree whenever the counter agrees with the bill.
+    """
+    regime = spec.regime or "offline"
+    budget = budget or regime_budget(regime)
+    model = model or production_model(regime)
+    bill = bill_for(spec, sigmas=sigmas, guided_fraction=guided_fraction)
+    nfe = bill.per_cycle if measured is None else float(measured.nfe_per_cycle)
+    lat = project_latency(bill, model, budget.latency_budget_s or PLANNING_BUDGET_S)
+    usd = 1000 * nfe * model.per_nfe_s / model.parallelism / 3600.0 * model.usd_per_hour
+    about = f"a {model.name} at {model.describe()}, ${model.usd_per_hour:g}/h"
+    return verdict(regime, bill, latency_s=lat.per_cycle_s * nfe / bill.per_cycle,
+                   latency_source=f"for {about}", cost_usd=usd,
+                   histograms=measured.histograms if measured else (), budget=budget,
+                   gate=measured.gate if measured else None, latency=measured.latency if measured else None,
+                   basis="measured" if measured else "projected", tail=world_tail(spec.world),
+                   model=about, nfe_per_cycle=nfe)
+
+
+def judge_spec(spec: RunSpec, *, model: ProductionModel | None = None, histograms: Iterable[Mapping[str, Any]] = (),
                budget: RegimeBudget | None = None, sigmas: Sequence[float] | None = None,
                guided_fraction: float | None = None) -> Verdict:
-    """The verdict for a spec in its regime (spec.regime, 'offline' when unset) at a production model."""
-    regime = spec.regime or "offline"
-    bill = bill_for(spec, sigmas=sigmas, guided_fraction=guided_fraction)
-    budget = budget or regime_budget(regime)
-    lat = project_latency(bill, model, budget.latency_budget_s or PLANNING_BUDGET_S)
-    usd, _ = cost_per_1000_scenarios(bill, model)
-    return verdict(regime, bill, latency_s=lat.per_cycle_s,
-                   latency_source=f"projected for a {model.name} at {model.describe()}",
-                   cost_usd=usd, histograms=histograms, budget=budget)
+    """The projected verdict of a spec (``judge`` without a run); ``histograms`` judges given branch
+    rows at the billed NFE (a what-if for tests and the budget calculator)."""
+    if histograms:
+        bill = bill_for(spec, sigmas=sigmas, guided_fraction=guided_fraction)
+        return judge(spec, Measured(bill.per_cycle, tuple(histograms)), model=model, budget=budget, sigmas=sigmas,
+                     guided_fraction=guided_fraction)
+    return judge(spec, model=model, budget=budget, sigmas=sigmas, guided_fraction=guided_fraction)
+
+
+def counted_per_cycle(spec: RunSpec, nfe_counted: float, nfe_formula: float) -> float:
+    """Counted NFE per planning cycle. Worlds report NFE either per sample (the mixture) or per run
+    (the driving world: every row the counter saw); the worker's own formula tells which: it is the
+    bill per run or per cycle, whichever it is closer to."""
+    if spec.samples == 1 or nfe_formula <= 0:
+        return nfe_counted
+    try:
+        bill = bill_for(spec, guided_fraction=0.5)  # the unit only: a guided share of 0.5 cannot flip it
+    except ValueError:
+        return nfe_counted
+    per_run = abs(math.log(nfe_formula / bill.per_run)) < abs(math.log(nfe_formula / bill.per_cycle))
+    return nfe_counted / spec.samples if per_run else nfe_counted
+
+
+def run_verdicts(spec: RunSpec, measured: Measured, *, sigmas: Sequence[float] | None = None) -> dict[str, Any]:
+    """What a worker stores as a run's verdict: {'projected': ..., 'measured': ...}, both from ``judge``
+    over the same spec, grid and production model, so the pages render them and never recompute."""
+    try:
+        return {"projected": judge(spec, sigmas=sigmas).to_dict(),
+                "measured": judge(spec, measured, sigmas=sigmas).to_dict()}
+    except ValueError:  # a guidance interval whose evaluation sigmas are not known torch-free (students)
+        frac = min(max(measured.nfe_per_cycle / bill_for(spec, guided_fraction=0.0).per_cycle - 1.0, 0.0), 1.0)
+        return {"projected": judge(spec, guided_fraction=frac).to_dict(),
+                "measured": judge(spec, measured, guided_fraction=frac).to_dict()}
+
+
+def stored_verdicts(verdict: Mapping[str, Any] | None) -> tuple[Verdict | None, Verdict | None]:
+    """(projected, measured) from a stored run's ``verdict`` (a worker's ``run_verdicts``); (None, None)
+    when the run stored none, or a pre-``run_verdicts`` single verdict as (None, measured)."""
+    if not verdict:
+        return None, None
+    if "measured" in verdict:
+        p = verdict.get("projected")
+        return (Verdict.from_dict(p) if p else None), Verdict.from_dict(verdict["measured"])
+    return None, Verdict.from_dict(verdict)
 
 
 # ---------------------------------------------------------------------------------------------
-# The run guard
+# Run time: a cost model fitted on measured runs, and the run guard
 # ---------------------------------------------------------------------------------------------
 
-MAX_RUN_S = 1800.0  # refuse a run projected to take more than 30 minutes on the workers
+MAX_RUN_S = 1800.0  # refuse a run estimated to take more than 30 minutes on the workers
+RUNTIME_COVER = 0.80  # the run-time interval's nominal coverage
+_Z80 = 1.2816  # two-sided normal quantile of RUNTIME_COVER
 
 
-def run_guard(nfe: float, seconds_per_nfe: float, *, max_run_s: float = MAX_RUN_S) -> str | None:
-    """None when work of ``nfe`` per-sample NFE (a run's ``per_run``, or a sweep's total) is short
-    enough to queue, else the reason it is refused, with the numbers.
+@dataclass(frozen=True)
+class RuntimeEstimate:
+    """A run's estimated wall time on the workers with an interval, and where the estimate comes from."""
 
-    seconds_per_nfe: wall seconds per per-sample NFE on the workers (measured from stored runs of the
-    same world when there are any).
+    seconds: float
+    lo: float
+    hi: float
+    source: str
+    prior: bool
+
+    def describe(self) -> str:
+        from_what = "a conservative prior (no run of this kind measured yet)" if self.prior else self.source
+        return (f"about {_dur(self.seconds)} ({_dur(self.lo)} to {_dur(self.hi)}, "
+                f"{RUNTIME_COVER:.0%} interval; {from_what})")
+
+
+@dataclass(frozen=True)
+class RuntimeModel:
+    """seconds = a + b x NFE + c x rollouts for one kind of run (world, network, device, threads).
+
+    NFE is per run (every per-sample network evaluation); rollouts = samples x plans x futures carries
+    what scales with the number of rollouts but not with NFE (the mixture's reference ODE solve, the
+    driving world's branch classification and sample metrics). ``log_sd`` is the spread of
+    log(measured / fitted) on the runs it was fitted to, inflated for few runs.
     """
-    if not (isinstance(seconds_per_nfe, (int, float)) and math.isfinite(seconds_per_nfe) and seconds_per_nfe > 0):
-        raise ValueError(f"seconds_per_nfe={seconds_per_nfe!r} must be a finite number > 0")
-    est = nfe * seconds_per_nfe
-    if est <= max_run_s:
+
+    a: float
+    b: float
+    c: float
+    log_sd: float
+    n_runs: int
+    kind: str
+    prior: bool = False
+
+    def estimate(self, nfe: float, rollouts: float) -> RuntimeEstimate:
+        mid = self.a + self.b * nfe + self.c * rollouts
+        k = 3 - [self.a, self.b, self.c].count(0.0)
+        half = _Z80 * self.log_sd * math.sqrt(1.0 + k / max(self.n_runs, 1))
+        src = f"fitted on {self.n_runs} measured run(s) of {self.kind}"
+        return RuntimeEstimate(mid, mid * math.exp(-half), mid * math.exp(half), src, self.prior)
+
+
+# Before any run of a kind: deliberately slow (these worlds on one busy CPU core measured 2-5x faster,
+# docs/verdicts.md), with a wide spread, so the guard errs on the side of refusing.
+RUNTIME_PRIORS: dict[str, RuntimeModel] = {
+    "mixture": RuntimeModel(a=15.0, b=2e-4, c=0.05, log_sd=math.log(4.0), n_runs=0, kind="mixture", prior=True),
+    "driving": RuntimeModel(a=15.0, b=3e-3, c=0.05, log_sd=math.log(4.0), n_runs=0, kind="driving", prior=True),
+}
+_MIN_LOG_SD = math.log(1.3)  # run-to-run noise on a shared machine: never claim a tighter spread
+_ONE_RUN_LOG_SD = math.log(3.0)  # one run fixes the scale, not the shape: a factor of 3 either way
+
+
+def fit_runtime(runs: Sequence[tuple[float, float, float]], kind: str) -> RuntimeModel:
+    """Fit seconds = a + b NFE + c rollouts (all >= 0) to measured runs (nfe, rollouts, seconds).
+
+    Least squares on relative error (each run counts by its ratio, so one long run does not decide
+    a short one's estimate), over every subset of the three terms with coefficients >= 0 (an exact
+    non-negative least squares for three unknowns), choosing the subset by AIC on the log residuals;
+    runs that sit a factor of 3 off a first fit of >= 5 runs are left out as outliers (a run slowed
+    by a neighbour). One run: seconds proportional to NFE, spread a factor of 3.
+    """
+    rows = [(float(n), float(r), float(s)) for n, r, s in runs if n > 0 and r > 0 and s > 0]
+    if not rows:
+        raise ValueError(f"runs={list(runs)!r}: need at least one run with nfe, rollouts and seconds > 0")
+    if len(rows) == 1:
+        n, _, s = rows[0]
+        return RuntimeModel(0.0, s / n, 0.0, _ONE_RUN_LOG_SD, 1, kind)
+    fit = _fit_subsets(rows)
+    if len(rows) >= 5:
+        keep = [r for r in rows if abs(math.log(r[2] / _predict(fit, r))) <= math.log(3.0)]
+        if len(keep) >= 3 and len(keep) < len(rows):
+            rows, fit = keep, _fit_subsets(keep)
+    k = sum(1 for v in fit if v > 0)
+    logs = [math.log(s / _predict(fit, (n, r, s))) for n, r, s in rows]
+    dof = len(rows) - k
+    sd = math.sqrt(sum(e * e for e in logs) / dof) if dof > 0 else _ONE_RUN_LOG_SD
+    return RuntimeModel(*fit, log_sd=max(sd, _MIN_LOG_SD), n_runs=len(rows), kind=kind)
+
+
+def _predict(coef: tuple[float, float, float], row: tuple[float, float, float]) -> float:
+    return max(coef[0] + coef[1] * row[0] + coef[2] * row[1], 1e-9)
+
+
+def _fit_subsets(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    X = np.array([[1.0, n, r] for n, r, _ in rows])
+    y = np.array([s for _, _, s in rows])
+    best, best_score = (0.0, float(np.median(y / X[:, 1])), 0.0), math.inf
+    for cols in ((1,), (0, 1), (1, 2), (2,), (0, 2), (0, 1, 2), (0,)):
+        if len(cols) >= len(rows):
+            continue
+        A = X[:, cols] / y[:, None]  # relative residuals: (A @ coef) / y - 1
+        coef, *_ = np.linalg.lstsq(A, np.ones(len(rows)), rcond=None)
+        if (coef < 0).any():
+            continue
+        full = [0.0, 0.0, 0.0]
+        for c, v in zip(cols, coef):
+            full[c] = float(v)
+        pred = X @ np.array(full)
+        if (pred <= 0).any():
+            continue
+        rss = float(np.sum(np.log(y / pred) ** 2))
+        score = len(rows) * math.log(rss / len(rows) + 1e-4) + 2 * len(cols)
+        if score < best_score - 1e-9:
+            best, best_score = (full[0], full[1], full[2]), score
+    return best
+
+
+def run_guard(estimate: RuntimeEstimate, *, max_run_s: float = MAX_RUN_S) -> str | None:
+    """None when work estimated at ``estimate`` (a run, or a sweep's total) is short enough to queue,
+    else the reason it is refused, with the numbers. Refuses on the estimate's middle; the interval is
+    quoted so a near miss reads as one."""
+    if not (math.isfinite(estimate.seconds) and estimate.seconds > 0):
+        raise ValueError(f"estimate.seconds={estimate.seconds!r} must be a finite number > 0")
+    if estimate.seconds <= max_run_s:
         return None
-    return (f"refused: {_num(nfe)} NFE at {seconds_per_nfe:.2g} s per NFE would run for about "
-            f"{est / 3600:.1f} h (limit {max_run_s / 60:.0f} min); lower steps, horizon, plans x futures or samples")
+    return (f"refused: this would run for {estimate.describe()}, over the {max_run_s / 60:.0f} min limit; "
+            "lower steps, horizon, plans x futures or samples")
 
 
-def judge_measured(spec: RunSpec, bill: NFEBill, *, cycle_latency_s: float, seconds_per_nfe: float, device: str,
-                   histograms: Iterable[Mapping[str, Any]] = (), usd_per_hour: float = ProductionModel().usd_per_hour,
-                   budget: RegimeBudget | None = None, gate: Mapping[str, Any] | None = None) -> Verdict:
-    """The verdict of a run that was measured (not projected): the planning-cycle latency it took on
-    ``device`` and the cost per 1,000 scenarios at its measured seconds per per-sample NFE (one lane,
-    as run), in the regime ``spec.regime`` ('offline' when unset)."""
-    regime = spec.regime or "offline"
-    measured = ProductionModel(per_nfe_s=seconds_per_nfe, parallelism=1, usd_per_hour=usd_per_hour,
-                               name=f"this run on {device}")
-    usd, _ = cost_per_1000_scenarios(bill, measured)
-    return verdict(regime, bill, latency_s=cycle_latency_s, latency_source=f"measured on {device}",
-                   cost_usd=usd, histograms=histograms, budget=budget, gate=gate)
+def _dur(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.1f} s" if seconds >= 1 else f"{seconds * 1000:,.0f} ms"
+    return f"{seconds / 60:,.1f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"

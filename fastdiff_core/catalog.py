@@ -152,6 +152,7 @@ class WorldInfo:
     options: Mapping[str, Option] = field(default_factory=dict)
     scenes: tuple[str, ...] = ()
     rollouts: bool = True
+    tail: str | None = None  # the rare branch every verdict and page calls "the tail"
 
 
 WORLDS: dict[str, WorldInfo] = {
@@ -167,6 +168,7 @@ WORLDS: dict[str, WorldInfo] = {
                                 choices=("none", "rare", "major")),
         },
         rollouts=False,
+        tail="rare",
     ),
     "driving": WorldInfo(
         "driving", "Driving scene: pedestrian near a crossing",
@@ -181,6 +183,7 @@ WORLDS: dict[str, WorldInfo] = {
         },
         scenes=("quiet_far_back", "walk_signal", "red_light_jaywalker", "hesitant_no_signal", "commuter_late",
                 "child_at_curb", "school_zone_slow", "night_far_car"),
+        tail="darts",
     ),
 }
 

@@ -4,7 +4,10 @@ Every figure the product quotes about time comes from ``measure``: the callable 
 untimed (allocator, caches, lazy init, torch.compile), then ``repeats`` times timed, each timing
 closed by ``torch.cuda.synchronize`` on CUDA so GPU work is not mistaken for free. A ``Timing`` is
 what was measured (``what``: nfe | frame | rollout | cycle | forward ...), at which batch size (rows
-through the network per forward), on which device, as median and 10th / 90th percentiles.
+through the network per forward), on which device, as median, 10th / 90th percentiles and a
+distribution-free interval for the median, with the thread count and the machine's load average
+recorded beside it: on a shared machine the same call can take 10x longer a minute later, and a
+verdict on one timing is a coin toss (``budget.latency_check`` says UNDECIDED unless the interval decides).
 The projection to production-size models lives in ``fastdiff_core.budget`` (torch-free).
 """
 
@@ -18,6 +21,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
+
+from fastdiff_core.budget import LatencySample
+from fastdiff_core.metrics.intervals import median_interval
+
+MEDIAN_CONFIDENCE = 0.95
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -55,6 +63,11 @@ class Timing:
     repeats: int
     device: str
     nfe: float = 0.0  # per-sample NFE inside one timed call (0 when not a sampling call)
+    lo_s: float | None = None  # interval for the median (``median_interval``), None for one timing
+    hi_s: float | None = None
+    confidence: float | None = None
+    threads: int | None = None  # torch intra-op threads while timing
+    load: float | None = None  # 1-minute load average after timing (cores busy on the machine)
 
     @property
     def spread(self) -> float:
@@ -66,6 +79,31 @@ class Timing:
         d = asdict(self)
         d["seconds"] = self.median_s
         return d
+
+    def sample(self) -> LatencySample:
+        """The timing as a verdict reads it."""
+        return LatencySample(self.median_s, self.lo_s, self.hi_s, self.confidence, self.repeats, self.device,
+                             self.threads, self.load)
+
+
+def timing_from(values: list[float], *, what: str, batch: int, device: torch.device | str, nfe: float = 0.0) -> Timing:
+    """A Timing from raw timings in seconds (sorted here): median, percentiles, the median's interval,
+    threads and machine load."""
+    ts = sorted(float(v) for v in values)
+    if not ts:
+        raise ValueError("values=[] must hold at least one timing")
+    ci = median_interval(ts, MEDIAN_CONFIDENCE)
+    return Timing(what, int(batch), statistics.median(ts), _quantile(ts, 0.1), _quantile(ts, 0.9), len(ts),
+                  device_name(device), float(nfe), *(ci if ci else (None, None, None)), torch.get_num_threads(),
+                  machine_load())
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average (runnable processes), None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -91,9 +129,7 @@ def measure(fn: Callable[[], Any], *, what: str, batch: int, device: torch.devic
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return Timing(what, int(batch), statistics.median(times), _quantile(times, 0.1), _quantile(times, 0.9),
-                  repeats, device_name(device), float(nfe))
+    return timing_from(times, what=what, batch=batch, device=device, nfe=nfe)
 
 
 def time_forward(net: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, *,
@@ -125,11 +161,5 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, batch: dict[str, i
             fn()
             synchronize(device)
             times[k].append(time.perf_counter() - t0)
-    name = device_name(device)
-    out = {}
-    for k, ts in times.items():
-        ts.sort()
-        b = batch[k] if isinstance(batch, dict) else batch
-        out[k] = Timing(k, int(b), statistics.median(ts), _quantile(ts, 0.1), _quantile(ts, 0.9), repeats, name,
-                        float((nfe or {}).get(k, 0.0)))
-    return out
+    return {k: timing_from(ts, what=k, batch=batch[k] if isinstance(batch, dict) else batch, device=device,
+                           nfe=float((nfe or {}).get(k, 0.0))) for k, ts in times.items()}

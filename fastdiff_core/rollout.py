@@ -654,12 +654,12 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     Coverage: per candidate plan, the (importance-weighted) branch rates against the plan's exact
     probabilities, with Wilson intervals at the effective sample size. NFE: counted rows == the budget
     module's S x C x H x P·R x cycles. Latency: per NFE (batch P·R), frame, cycle (median, spread).
-    The verdict of ``spec.regime`` uses the measured cycle latency and cost on this device.
+    The run's verdicts (fastdiff_core.run.judged) read the repeated cycle timing and its interval.
     ``net``: the world-model network (default: the shipped teacher named by world_options.teacher).
     """
     from fastdiff_core import budget
     from fastdiff_core.grids import build_grid
-    from fastdiff_core.latency import device_name
+    from fastdiff_core.latency import timing_from
     from fastdiff_core.models.teacher import load_teacher
     from fastdiff_core.spec import Progress, RunResult
     from fastdiff_core.speedups import from_spec
@@ -728,17 +728,19 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
         rates = {r["label"]: r["rate"] for r in group}
         tails.append((rates[TAIL], truth[TAIL]))
         tvs.append(0.5 * sum(abs(rates[lab] - truth.get(lab, 0.0)) for lab in LABELS))
-    ordered = sorted(cycle_s)
-    med = ordered[len(ordered) // 2]
-    q = lambda f: ordered[min(len(ordered) - 1, int(f * (len(ordered) - 1) + 0.5))]  # noqa: E731
-    dev = device_name(device)
+    # the first cycle includes warm-up (allocator, lazy init): it is timed but left out of the cycle's
+    # latency when there are others; the median's interval comes from the remaining repeats
+    timed = cycle_s[1:] if len(cycle_s) > 1 else cycle_s
+    cycle = timing_from(timed, what="cycle", batch=spec.plans * spec.futures, device=device,
+                        nfe=nfe / max(spec.samples, 1))
+    dev = cycle.device
     fan = spec.plans * spec.futures
-    seconds_per_nfe = sum(cycle_s) / max(nfe, 1.0)
+    med = cycle.median_s
     latency = (
         {"what": "nfe", "seconds": sum(cycle_s) / max(forwards, 1), "batch": fan, "device": dev},
         {"what": "frame", "seconds": med / spec.horizon, "batch": fan, "device": dev},
-        {"what": "cycle", "seconds": med, "p10_s": q(0.1), "p90_s": q(0.9), "batch": fan, "device": dev,
-         "repeats": len(cycle_s), "note": "the first cycle includes warm-up"},
+        {**cycle.row(), "note": "median over the cycles after the first (warm-up)" if len(cycle_s) > 1 else
+         "one cycle: no interval"},
     )
     stats = getattr(net, "stats", None)
     metrics = {"mean_tv": sum(tvs) / len(tvs), "cycle_s": med, "cycles": float(spec.samples),
@@ -747,10 +749,6 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
                "forwards_per_cycle": forwards / spec.samples}
     if stats is not None:
         metrics["deep_fraction"] = stats.deep_fraction
-    verdict = None
-    if spec.regime is not None:
-        verdict = budget.judge_measured(spec, bill, cycle_latency_s=med, seconds_per_nfe=seconds_per_nfe,
-                                        device=dev, histograms=rows).to_dict()
     info = {"bill": bill.formula(), "sigmas": list(sigmas), "chosen_last": planner.previous,
             "plans": ["-".join(ACTIONS[a][0] for a in p) for p in per_plan],
             "importance": spec.importance,
@@ -759,4 +757,4 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
             "proposal_frames": None if planner.proposal is None else planner.proposal.pi.tolist()}
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(nfe),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
-                     verdict=verdict, info=info)
+                     info=info)

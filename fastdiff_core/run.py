@@ -2,15 +2,20 @@
 
 Validates the spec (a RunSpec, its dict or its JSON), picks the device (CUDA when present unless the
 spec pins one), and hands the run to the world's runner. The runner owns sampling and metrics; this
-function owns nothing else, so every caller — worker, CLI, tests — gets the same behaviour.
+function then judges the run once, for every world (``budget.run_verdicts``: the projected and the
+measured verdict from one function), so every caller — worker, CLI, tests — gets the same behaviour
+and the pages render what was judged here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import torch
 
+from fastdiff_core import budget
+from fastdiff_core.latency import machine_load
 from fastdiff_core.spec import ProgressCallback, RunResult, RunSpec
 from fastdiff_core.worlds import runner_for
 
@@ -36,4 +41,25 @@ def execute(spec: RunSpec | Mapping[str, Any] | str, on_progress: ProgressCallba
     """Run one spec to completion and return everything it measured."""
     spec = as_spec(spec)
     device = resolve_device(spec.device)
-    return runner_for(spec.world)(spec, device, on_progress)
+    result = runner_for(spec.world)(spec, device, on_progress)
+    return judged(result)
+
+
+def judged(result: RunResult) -> RunResult:
+    """The result with its verdicts ({'projected', 'measured'}) and the threads and machine load it ran
+    with (``metrics``: the run-time model keys its fits by threads). The measured verdict takes the
+    counted NFE, the sampler's branch rows, the world's release-gate outcome (``info['gate']``) and a
+    repeated cycle timing (the ``latency`` row ``what='cycle'``) when the runner reported them."""
+    spec = result.spec
+    cycle = next((r for r in result.latency if r.get("what") == "cycle" and r.get("repeats")), None)
+    sample = None if cycle is None else budget.LatencySample(
+        float(cycle["seconds"]), cycle.get("lo_s"), cycle.get("hi_s"), cycle.get("confidence"),
+        int(cycle["repeats"]), str(cycle.get("device", result.device)), cycle.get("threads"), cycle.get("load"))
+    measured = budget.Measured(
+        budget.counted_per_cycle(spec, result.nfe_counted, result.nfe_formula),
+        tuple(r for r in result.histograms if r.get("group") != "reference"), result.info.get("gate"), sample)
+    sigmas = result.info.get("sigmas") or None
+    load = machine_load()
+    metrics = {**result.metrics, "threads": float(torch.get_num_threads()),
+               **({"load_1m": load} if load is not None else {})}
+    return dataclasses.replace(result, verdict=budget.run_verdicts(spec, measured, sigmas=sigmas), metrics=metrics)

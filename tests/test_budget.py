@@ -184,11 +184,97 @@ def test_closed_loop_verdict_is_cost_then_coverage():
 def test_run_guard_refuses_hours():
     bill = budget.bill_for(RunSpec(solver="ddpm", steps=1000, guidance_scale=3, horizon=20, plans=10, futures=4,
                                    samples=100))
-    reason = budget.run_guard(bill.per_run, seconds_per_nfe=1e-4)
-    assert reason is not None and "h (limit 30 min)" in reason
-    assert budget.run_guard(budget.bill_for(RunSpec()).per_run, seconds_per_nfe=1e-4) is None
-    with pytest.raises(ValueError, match="seconds_per_nfe"):
-        budget.run_guard(bill.per_run, seconds_per_nfe=0)
+    model = budget.fit_runtime([(1e4, 100, 1.0), (1e5, 100, 10.0)], "test")
+    reason = budget.run_guard(model.estimate(bill.per_run, 100))
+    assert reason is not None and "h (" in reason and "over the 30 min limit" in reason
+    small = budget.bill_for(RunSpec())
+    assert budget.run_guard(model.estimate(small.per_run, 1000)) is None
+    with pytest.raises(ValueError, match="estimate.seconds"):
+        budget.run_guard(budget.RuntimeEstimate(0.0, 0.0, 0.0, "x", False))
+
+
+def test_runtime_fit_recovers_overhead_and_per_nfe_cost_and_ignores_a_slowed_run():
+    """seconds = 2 + 1e-4 NFE + 0.01 rollouts, with +-10% noise and one run slowed 5x by a neighbour."""
+    import random
+
+    rng = random.Random(0)
+    runs = []
+    for nfe, rollouts in ((1e4, 100), (4e4, 100), (1e4, 800), (2e5, 400), (8e4, 1600), (3e5, 200), (5e4, 50)):
+        runs.append((nfe, rollouts, (2 + 1e-4 * nfe + 0.01 * rollouts) * rng.uniform(0.9, 1.1)))
+    runs.append((1e5, 300, 5 * (2 + 1e-4 * 1e5 + 3)))
+    m = budget.fit_runtime(runs, "synthetic")
+    assert m.n_runs == len(runs) - 1  # the slowed run is left out
+    for nfe, rollouts in ((2e4, 200), (1e6, 1000)):
+        truth = 2 + 1e-4 * nfe + 0.01 * rollouts
+        est = m.estimate(nfe, rollouts)
+        assert 0.8 < est.seconds / truth < 1.25 and est.lo < truth < est.hi
+    one = budget.fit_runtime([(1e4, 100, 3.0)], "one run")
+    assert one.estimate(2e4, 200).seconds == pytest.approx(6.0)  # proportional to NFE
+    e = one.estimate(2e4, 200)
+    assert e.hi / e.seconds == pytest.approx(e.seconds / e.lo) and e.hi / e.seconds > 3  # a factor-3 spread, widened
+    assert "fitted on 1 measured run" in e.describe()
+    prior = budget.RUNTIME_PRIORS["driving"].estimate(1e5, 100)
+    assert prior.prior and "conservative prior" in prior.describe()
+    with pytest.raises(ValueError, match="runs="):
+        budget.fit_runtime([], "none")
+
+
+def test_latency_verdict_is_undecided_when_the_median_interval_straddles_the_budget():
+    """The decision rule on synthetic timings: the interval for the median (order statistics) decides."""
+    from fastdiff_core.metrics.intervals import median_interval
+
+    bill = budget.NFEBill(S=4, C=1, H=12, P=10, R=4)
+
+    def check(times):
+        lo, hi, conf = median_interval(times)
+        sample = budget.LatencySample(sorted(times)[len(times) // 2], lo, hi, conf, len(times), "cpu:test", 2, 1.5)
+        return budget.verdict("planning", bill, latency=sample, basis="measured")
+
+    under = check([0.060, 0.062, 0.065, 0.070, 0.071, 0.074, 0.080, 0.090, 0.095])
+    over = check([0.120, 0.130, 0.135, 0.140, 0.150, 0.160, 0.170, 0.200, 0.671])
+    # one shared machine: the same cycle at 76 ms and at 672 ms, as issue 12 saw
+    straddle = check([0.076, 0.080, 0.085, 0.090, 0.110, 0.150, 0.300, 0.500, 0.672])
+    assert (under.status, over.status, straddle.status) == ("pass", "fail", "undecided")
+    assert "straddling the 100 ms budget" in straddle.sentence and "2 threads" in straddle.sentence
+    c = straddle.check("latency")
+    assert c.basis == "measured" and c.lo < 0.100 < c.hi
+    once = budget.verdict("planning", bill, latency=budget.LatencySample(0.05, None, None, None, 1, "cpu"),
+                          basis="measured")
+    assert once.status == "undecided" and "no interval" in once.sentence
+    # the overall verdict: FAIL if any FAIL, PASS only if all PASS, else UNDECIDED
+    assert budget.overall_status(["pass", "undecided"]) == "undecided"
+    assert budget.overall_status(["fail", "undecided"]) == "fail"
+    assert budget.overall_status(["pass", "pass"]) == "pass"
+    assert budget.overall_status(["pass", "unmeasured"]) == "unmeasured"
+
+
+def test_projected_and_measured_verdicts_come_from_one_function_and_agree_on_cost():
+    spec = RunSpec(steps=6, horizon=20, regime="closed_loop")
+    bill = budget.bill_for(spec)
+    before = budget.judge(spec)
+    after = budget.judge(spec, budget.Measured(bill.per_cycle, tuple(HIST_OK)))
+    assert (before.basis, after.basis) == ("projected", "measured")
+    assert before.check("cost").value == after.check("cost").value == pytest.approx(0.0833, abs=1e-4)
+    assert before.check("coverage").status == "unmeasured" and after.check("coverage").status == "pass"
+    assert before.tail == after.tail == "rare" and after.rates[1]["rate"] == 0.04
+    # a gate that cannot decide carries UNDECIDED through to the regime's verdict
+    undecided = budget.judge(spec, budget.Measured(bill.per_cycle, tuple(HIST_OK),
+                                                   gate={"outcome": "undecided", "text": "needs ~900 more"}))
+    assert undecided.status == "undecided" and "coverage UNDECIDED" in undecided.sentence
+    # round trip through the store's JSON
+    stored = budget.run_verdicts(spec, budget.Measured(bill.per_cycle, tuple(HIST_OK)))
+    p, m = budget.stored_verdicts(stored)
+    assert p == before and m == after
+
+
+def test_each_world_declares_its_tail_once():
+    from fastdiff_core.worlds import mixture
+    from fastdiff_core.worlds.driving.scenes import TAIL
+
+    assert budget.world_tail("driving") == TAIL
+    for make in mixture.PRESETS.values():
+        mix = make()
+        assert mix.labels[mix.rare] == budget.world_tail("mixture")
 
 
 @pytest.mark.parametrize("field, value", [("S", 0), ("C", 2.5), ("H", 0), ("P", 1.5), ("cycles", -1)])

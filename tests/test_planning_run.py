@@ -6,6 +6,7 @@ import torch
 
 from fastdiff_core import budget
 from fastdiff_core.rollout import run_planning
+from fastdiff_core.run import judged
 from fastdiff_core.spec import RunResult, RunSpec
 from tests.test_rollout import random_net
 
@@ -29,15 +30,18 @@ def test_planning_run_bills_counts_and_judges(changes):
     spec = RunSpec(**{"world": "driving", "scene": "child_at_curb", "solver": "dpmpp_2m", "steps": 3, "horizon": 3,
                       "plans": 4, "futures": 3, "samples": 2, "regime": "planning", **changes})
     progress = []
-    result = run_planning(spec, torch.device("cpu"), progress.append, net=random_net(width=32, depth=2))
+    result = judged(run_planning(spec, torch.device("cpu"), progress.append, net=random_net(width=32, depth=2)))
     bill = budget.bill_for(spec, sigmas=result.info["sigmas"])
     if spec.parallel == "off":
         assert result.nfe_counted == result.nfe_formula == bill.per_run
     else:  # Picard spends more compute than the sequential formula: both are recorded
         assert result.nfe_counted >= result.nfe_formula == bill.per_run
     assert [p.done for p in progress] == [1, 2]
-    assert result.verdict["regime"] == "planning" and result.verdict["binding"] == "latency"
-    assert "measured on cpu" in result.verdict["sentence"]
+    projected, measured = budget.stored_verdicts(result.verdict)
+    assert measured.regime == projected.regime == "planning" and measured.binding == "latency"
+    assert "measured on cpu" in measured.sentence and "projected for a 2B latent DiT" in projected.sentence
+    cycle = measured.check("latency")
+    assert cycle.basis == "measured" and cycle.status in ("pass", "fail", "undecided")
     assert {row["what"] for row in result.latency} == {"nfe", "frame", "cycle"}
     assert all(row["device"].startswith("cpu") for row in result.latency)
     groups = {row["group"] for row in result.histograms}
@@ -54,11 +58,13 @@ def test_rollouts_without_fan_out_use_the_spec_action_and_speedups():
     spec = RunSpec(world="driving", scene="commuter_late", world_options={"action": "brake", "batch": 5},
                    solver="euler", steps=2, horizon=2, samples=6, futures=2, feature_cache="fixed",
                    regime="closed_loop")
-    result = run_planning(spec, torch.device("cpu"), net=random_net(width=32, depth=2))
+    result = judged(run_planning(spec, torch.device("cpu"), net=random_net(width=32, depth=2)))
     assert result.nfe_counted == result.nfe_formula == 2 * 2 * 12
     assert {r["group"] for r in result.histograms} == {"b-b"}
     assert sum(r["count"] for r in result.histograms) == 12
-    assert result.verdict["binding"] == "cost" and "1,000 scenarios cost" in result.verdict["sentence"]
+    projected, measured = budget.stored_verdicts(result.verdict)
+    assert measured.binding == "cost" and "1,000 scenarios cost" in measured.sentence
+    assert measured.check("cost").value == projected.check("cost").value  # counted == billed: one cost
 
 
 def test_execute_on_the_driving_world_carries_a_verdict_and_routes_fan_outs():
@@ -67,13 +73,14 @@ def test_execute_on_the_driving_world_carries_a_verdict_and_routes_fan_outs():
     plain = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=2, horizon=2, samples=8,
                     world_options={"k": 3}, regime="closed_loop")
     res = execute(plain)
-    assert res.verdict["regime"] == "closed_loop" and res.verdict["binding"] == "cost"
+    assert res.verdict["measured"]["regime"] == "closed_loop" and res.verdict["measured"]["binding"] == "cost"
+    assert res.verdict["measured"]["tail"] == res.verdict["projected"]["tail"] == "darts"
     assert res.nfe_counted == res.nfe_formula
     fan = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=2, horizon=2, samples=1, plans=3,
                   futures=2, regime="planning")
     res = execute(fan)  # P > 1: the rollout module's planning runner on the shipped teacher
     assert res.nfe_counted == res.nfe_formula == 2 * 2 * 3 * 2
-    assert res.verdict["binding"] == "latency" and any(r["what"] == "cycle" for r in res.latency)
+    assert res.verdict["measured"]["binding"] == "latency" and any(r["what"] == "cycle" for r in res.latency)
 
 
 def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_their_intervals():
@@ -101,7 +108,7 @@ def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_thei
     for r in res.histograms:
         assert r["lo"] <= r["rate"] <= r["hi"]
         assert (r["lo"], r["hi"]) == pytest.approx(rate_interval(r["rate"], r["n_eff"]))
-    sentence = res.verdict["sentence"]
+    sentence = res.verdict["measured"]["sentence"]
     quoted = re.findall(r"generated ([\d.]+)% \[([\d.]+)%, ([\d.]+)%\]", sentence)
     assert quoted, sentence
     for rate, lo, hi in quoted:

@@ -123,3 +123,26 @@ def _checked_counts(successes: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.
     if np.any(bad):
         raise ValueError(f"successes={s[bad].ravel()[:3].tolist()} must be in [0, n]")
     return s.astype(float), m.astype(float)
+
+
+def median_interval(values: list[float] | tuple[float, ...], confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """Distribution-free interval for the median of repeated timings: order statistics (x_(k), x_(n+1-k))
+    with the largest k whose binomial(n, 1/2) coverage is still >= ``confidence`` (Hahn & Meeker,
+    Statistical Intervals, sec. 5.2). Timings on a shared machine are skewed and jumpy, so no normal
+    approximation. Returns (lo, hi, achieved confidence); with fewer timings than the level allows
+    (n < 6 at 95%) the widest interval (min, max) and its lower confidence; None for n < 2.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    if n < 2:
+        return None
+
+    def coverage(k: int) -> float:  # P(x_(k) <= median <= x_(n+1-k)) = 1 - 2 P(Bin(n, 1/2) < k)
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+
+    k = 1
+    while k + 1 <= n // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)

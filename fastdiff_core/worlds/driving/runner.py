@@ -104,28 +104,22 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     )
     info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
             "bill": bill.formula(), "sigmas": list(sigmas or ()), **about, "gate_failures": [dict(f) for f in gate.failures],
-            "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS)}
-    verdict = None
-    if spec.regime is not None:
-        # one rollout's wall time when batched (every rollout of a batch runs concurrently)
-        batches = max(1, -(-n // int(opts["batch"])))
-        verdict = budget.judge_measured(spec, bill, cycle_latency_s=sampling_s / batches,
-                                        seconds_per_nfe=sampling_s / max(counter.rows, 1.0), device=dev,
-                                        histograms=rows, gate=_gate_summary(gate)).to_dict()
+            "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS),
+            "gate": _gate_summary(gate)}
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
                      nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
-                     samples=preview, info=info, verdict=verdict)
+                     samples=preview, info=info)
 
 
 def _gate_summary(gate) -> dict:
-    """The release gate's outcome as the verdict quotes it."""
+    """The release gate's outcome as the verdict quotes it ({outcome: pass|fail|undecided, text})."""
     shown = gate.failures if gate.outcome == "FAIL" else gate.undecided
     text = (f"release coverage gate ({len(gate.checks)} checks, family-wise alpha {gate.alpha:g}) {gate.outcome}"
             + ("" if gate.outcome == "PASS" else
                f" on {len(shown)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip() for f in shown[:3])
                + ("" if gate.outcome == "FAIL" else
                   f" (rollouts per scene likely to decide: {max((v or 0) for v in gate.more_samples_needed.values()):,})")))
-    return {"passed": bool(gate.passed), "outcome": gate.outcome, "text": text}
+    return {"outcome": gate.outcome.lower(), "text": text}
 
 
 def _labels(rollouts: torch.Tensor, scene) -> list[str]:
