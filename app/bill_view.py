@@ -72,28 +72,11 @@ def latency_figure(lat: budget.LatencyProjection) -> go.Figure:
     return fig
 
 
-def verdict_card(v: Verdict, *, heading: str | None = None) -> None:
-    """Pass / fail / unmeasured, the binding constraint, the quotable sentence and each check."""
-    box = {"pass": st.success, "fail": st.error, "unmeasured": st.info}[v.status]
-    label = {"pass": "PASS", "fail": "FAIL", "unmeasured": "NOT YET MEASURED"}[v.status]
-    box(f"**{heading or v.regime}: {label}** — binding constraint: **{v.binding}**\n\n{v.sentence}")
-
-
-def verdict_from_dict(d: Mapping[str, Any] | None) -> Verdict | None:
-    """A verdict a worker stored (``Verdict.to_dict``); None when absent or not in that shape."""
-    if not d:
-        return None
-    try:
-        checks = tuple(budget.Check(**c) for c in d.get("checks", ()))
-        return Verdict(d["regime"], d["binding"], d["status"], d["sentence"], checks)
-    except (KeyError, TypeError):
-        return None
-
-
 def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, distilled: bool,
                      histograms: Iterable[Mapping[str, Any]] = (), regime_budget: RegimeBudget | None = None,
                      key: str = "proj") -> Verdict:
-    """Bill + waterfall + latency + cost + the regime's verdict (coverage only from a run)."""
+    """Bill + waterfall + latency + cost at ``model`` + the regime's verdict at that model (a what-if:
+    a run's verdicts are stated at ``budget.production_model``)."""
     rb = regime_budget or budget.regime_budget(regime)
     bill_table(bill)
     lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
@@ -105,7 +88,5 @@ def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, dist
         f"Planning cycle **{fmt_s(lat.per_cycle_s)}** vs {fmt_s(lat.budget_s)} budget "
         f"(**{lat.over_budget:,.2f}x**) · {lat.sequential_waves:,.0f} sequential waves · "
         f"1,000 scenarios: **${usd:,.3f}** ({fmt_s(acc_s)} accelerator time)")
-    v = budget.verdict(regime, bill, latency_s=lat.per_cycle_s,
-                       latency_source=f"projected at {model.describe()}",
-                       cost_usd=usd, histograms=histograms, budget=rb)
-    return v
+    return budget.verdict(regime, bill, latency_s=lat.per_cycle_s, latency_source=f"at {model.describe()}",
+                          cost_usd=usd, histograms=histograms, budget=rb, model=model.describe())

@@ -17,19 +17,13 @@ def generated_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return [r for r in rows if r.get("group") != "reference"]
 
 
-def tail_label(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The rare branch: the smallest nonzero true rate."""
-    with_truth = [r for r in rows if r.get("truth") is not None and float(r["truth"]) > 0]
-    return min(with_truth, key=lambda r: float(r["truth"]))["label"] if with_truth else None
-
-
-def histogram_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "Branch rates: generated vs truth",
-                     log_y: bool = False) -> go.Figure:
-    """Grouped bars per group with Wilson intervals, the truth as markers, the tail branch highlighted."""
+def histogram_figure(rows: Sequence[Mapping[str, Any]], *, tail: str | None,
+                     title: str = "Branch rates: generated vs truth", log_y: bool = False) -> go.Figure:
+    """Grouped bars per group with Wilson intervals, the truth as markers, the tail branch (the world's
+    declared one, ``budget.world_tail``) highlighted."""
     fig = go.Figure()
     groups = list(dict.fromkeys(r.get("group") or "generated" for r in rows))
     labels = list(dict.fromkeys(str(r["label"]) for r in rows))
-    tail = tail_label(generated_rows(rows))
     for g in groups:
         gr = {str(r["label"]): r for r in rows if (r.get("group") or "generated") == g}
         ys = [float(gr[lab]["rate"]) if lab in gr else None for lab in labels]

@@ -8,11 +8,13 @@ and pages show that reason as an empty state instead of failing.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import polars as pl
 import streamlit as st
+
+from fastdiff_core import budget
+from fastdiff_core.spec import RunSpec
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -52,30 +54,80 @@ def empty_state(message: str) -> None:
     st.info(message, icon=":material/inbox:")
 
 
-def seconds_per_nfe(world: str) -> tuple[float, str]:
-    """Wall seconds per per-sample NFE on these workers: the median of done runs of this world.
+def runtime_kind(spec: RunSpec) -> tuple[str, str]:
+    """(world, network) of a run: what its per-NFE cost depends on besides the machine. The network is
+    the student, else the world's shipped network option (driving teacher, mixture preset)."""
+    if spec.sampler == "student":
+        return spec.world, f"student {spec.student}"
+    opts = spec.world_options
+    return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.world)
 
-    Falls back to an assumption (stated as such) when nothing has been measured yet.
-    """
-    s, _ = store()
-    if s is not None:
+
+def runtime_rows(runs: pl.DataFrame, threads: dict[str, float]) -> list[dict[str, Any]]:
+    """Done runs as the run-time model reads them: kind (world, network), device, threads, NFE per run,
+    rollouts and wall seconds, newest last. ``threads``: run_id -> the threads metric it ran with."""
+    out = []
+    for r in runs.iter_rows(named=True):
+        if r["status"] != "done" or not r["wall_s"] or not r["nfe_counted"]:
+            continue
         try:
-            runs = s.runs()
-            done = runs.filter((pl.col("status") == "done") & (pl.col("world") == world)
-                               & (pl.col("nfe_counted") > 0) & (pl.col("wall_s") > 0))
-            if done.height:
-                per = done.select((pl.col("wall_s") / (pl.col("nfe_counted") * pl.col("samples"))).median()).item()
-                if per is not None and math.isfinite(per) and per > 0:
-                    return float(per), f"measured: median of {done.height} done {world} run(s)"
-        except Exception:  # noqa: BLE001 - the guard then uses the stated assumption
-            pass
-    return DEFAULT_SECONDS_PER_NFE, "assumed (no run of this world measured yet)"
+            spec = RunSpec.from_json(r["spec"])
+        except ValueError:
+            continue
+        per_cycle = budget.counted_per_cycle(spec, float(r["nfe_counted"]), float(r["nfe_formula"] or 0.0))
+        out.append({"kind": runtime_kind(spec), "device": r["device"], "threads": threads.get(r["run_id"]),
+                    "nfe": per_cycle * spec.samples, "rollouts": spec.samples * spec.plans * spec.futures,
+                    "seconds": float(r["wall_s"])})
+    return out
 
 
-# Until a run of the world has been measured: a 2,000-sample, 8-step mixture run took 28 s on this
-# 2-CPU machine (1.8e-3 s per per-sample NFE, the exact reference solve dominating). Replaced by the
-# median of stored runs as soon as there is one.
-DEFAULT_SECONDS_PER_NFE = 1e-3
+MAX_FIT_RUNS = 40  # the newest runs of a kind: the machine's load drifts, old runs say less
+
+
+def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBill) -> budget.RuntimeEstimate:
+    """The run time of ``spec`` from stored runs of its kind on the device and threads of the newest
+    such run (the workers' current machine), else the world's conservative prior."""
+    kind = runtime_kind(spec)
+    same = [r for r in rows if r["kind"] == kind]
+    nfe, rollouts = bill.per_run, spec.samples * spec.plans * spec.futures
+    if not same:
+        return budget.RUNTIME_PRIORS[spec.world].estimate(nfe, rollouts)
+    device, threads = same[-1]["device"], same[-1]["threads"]
+    fit = [r for r in same if r["device"] == device and r["threads"] == threads][-MAX_FIT_RUNS:]
+    where = f"{kind[0]} · {kind[1]} on {device}" + (f", {threads:g} threads" if threads else "")
+    model = budget.fit_runtime([(r["nfe"], r["rollouts"], r["seconds"]) for r in fit], where)
+    return model.estimate(nfe, rollouts)
+
+
+def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
+    """``runtime_rows`` of the store's done runs of ``world`` (empty when the store is unavailable)."""
+    s, _ = store()
+    if s is None:
+        return []
+    try:
+        runs = s.runs().filter((pl.col("status") == "done") & (pl.col("world") == world))
+        if runs.height == 0:
+            return []
+        m = s.metrics(runs["run_id"].to_list()).filter(pl.col("name") == "threads")
+        return runtime_rows(runs, dict(zip(m["run_id"].to_list(), m["value"].to_list())))
+    except Exception:  # noqa: BLE001 - an unreadable store leaves the conservative prior, said so
+        return []
+
+
+def runtime_estimate(spec: RunSpec, bill: budget.NFEBill,
+                     rows: list[dict[str, Any]] | None = None) -> budget.RuntimeEstimate:
+    """The estimate Explore and Sweep show and the run guard uses: ``estimate_from`` over the store's
+    runs of the spec's world (``rows``: already read, for a sweep's many specs)."""
+    return estimate_from(stored_runtime_rows(spec.world) if rows is None else rows, spec, bill)
+
+
+def sum_estimates(estimates: list[budget.RuntimeEstimate]) -> budget.RuntimeEstimate:
+    """A sweep's total: the sum of its runs' estimates and of their interval ends (runs queue one after
+    another on one worker; summing the ends is the conservative interval)."""
+    prior = any(e.prior for e in estimates)
+    sources = sorted({e.source for e in estimates})
+    return budget.RuntimeEstimate(sum(e.seconds for e in estimates), sum(e.lo for e in estimates),
+                                  sum(e.hi for e in estimates), "; ".join(sources), prior)
 
 
 def parse_json(text: str | None) -> Any:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import bill_view, charts, connection
+from app import bill_view, charts, connection, verdict_view
 from app.spec_form import spec_json, spec_summary
 from fastdiff_core import budget
 from fastdiff_core.spec import RunResult, RunSpec
@@ -95,17 +95,10 @@ def dashboard_bill(spec: RunSpec, info: Mapping[str, Any]) -> budget.NFEBill | N
         return None
 
 
-def counted_per_cycle(nfe_counted: float, nfe_formula: float, bill: budget.NFEBill | None) -> float:
-    """Counted NFE per planning cycle. Worlds report either per sample (the mixture) or per run (the
-    driving world: every row the counter saw); the worker's own formula tells which."""
-    if bill is None or bill.cycles == 1:
-        return nfe_counted
-    per_run = abs(nfe_formula - bill.per_run) <= 1e-6 * max(1.0, bill.per_run)
-    return nfe_counted / bill.cycles if per_run else nfe_counted
-
-
-def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionModel | None = None) -> None:
-    """Everything one run measured. ``run`` is ``Store.run(run_id)``."""
+def render_run(run: Mapping[str, Any], *, key: str) -> None:
+    """Everything one run measured. ``run`` is ``Store.run(run_id)``. The verdicts are the ones the
+    worker stored (``verdict_view.verdicts_of``); every projection here is at the regime's production
+    model, the one those verdicts were judged at, so no number on this page contradicts another."""
     spec = RunSpec.from_dict(run["spec"])
     st.markdown(f"**{spec.name or spec_summary(spec)}** · run `{run['run_id']}` · status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
@@ -120,25 +113,17 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
     res = RunResult.from_dict(run["result"])
     regime = spec.regime or "offline"
     rb = budget.regime_budget(regime)
-    model = model or budget.ProductionModel(parallelism=rb.lanes)
+    model = budget.production_model(regime)
     hist = [dict(r) for r in res.histograms]
-    gen = charts.generated_rows(hist)
     bill = dashboard_bill(spec, res.info)
 
     # -- verdict --------------------------------------------------------------------------------
-    if bill is not None:
-        lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
-        usd, _ = budget.cost_per_1000_scenarios(bill, model)
-        v = budget.verdict(regime, bill, latency_s=lat.per_cycle_s,
-                           latency_source=f"projected for a {model.name} at {model.describe()}",
-                           cost_usd=usd, histograms=gen, budget=rb)
-        bill_view.verdict_card(v, heading=f"Verdict — {regime}")
-    worker_verdict = bill_view.verdict_from_dict(res.verdict)
-    if worker_verdict is not None:
-        bill_view.verdict_card(worker_verdict, heading="Worker's verdict (measured latency)")
+    projected, measured = verdict_view.verdicts_of(run["result"])
+    verdict_view.render(projected, measured, key=key)
+    tail = (measured or projected).tail if (measured or projected) else budget.world_tail(spec.world)
 
     # -- NFE and latency ------------------------------------------------------------------------
-    counted = counted_per_cycle(res.nfe_counted, res.nfe_formula, bill)
+    counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula)
     scale = counted / res.nfe_counted if res.nfe_counted else 1.0
     c = st.columns(5)
     c[0].metric("NFE counted / sample", bill_view.fmt_nfe(counted), help="per planning cycle, as the counter saw it")
@@ -155,6 +140,7 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
                    f"{bill.per_run:,.0f} per run.")
     l1, l2 = st.columns(2)
     if bill is not None:
+        lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
         l1.plotly_chart(bill_view.latency_figure(lat), key=f"{key}.proj", config={"displayModeBar": False})
     mfig = measured_latency_figure(res.latency)
     if mfig is not None:
@@ -162,16 +148,8 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
 
     # -- coverage ---------------------------------------------------------------------------------
     if hist:
-        st.plotly_chart(charts.histogram_figure(hist), key=f"{key}.hist", config={"displayModeBar": False})
-        tail = charts.tail_label(gen)
-        st.table(
-            [{"group": r.get("group"), "branch": r["label"] + (" (tail)" if r["label"] == tail else ""),
-              "count": int(r["count"]), "n": int(r["n"]), "rate": f"{float(r['rate']):.2%}",
-              "95% interval": f"[{float(r['lo']):.2%}, {float(r['hi']):.2%}]",
-              "truth": f"{float(r['truth']):.2%}" if r.get("truth") is not None else "",
-              "inside": "yes" if r.get("truth") is None
-              or float(r["lo"]) - 1e-12 <= float(r["truth"]) <= float(r["hi"]) + 1e-12
-              else "NO"} for r in hist])
+        st.plotly_chart(charts.histogram_figure(hist, tail=tail), key=f"{key}.hist", config={"displayModeBar": False})
+        st.table(verdict_view.branch_rows(hist, tail))
     else:
         connection.empty_state("This run reported no branch histogram.")
 
@@ -189,7 +167,7 @@ def render_run(run: Mapping[str, Any], *, key: str, model: budget.ProductionMode
                      key=f"{key}.metrics")
 
     fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
-                                res.info.get("labels") or res.info.get("branch_codes"), charts.tail_label(gen))
+                                res.info.get("labels") or res.info.get("branch_codes"), tail)
     if fig is not None:
         st.plotly_chart(fig, key=f"{key}.samples", config={"displayModeBar": False})
     with st.expander("Spec (JSON)"):

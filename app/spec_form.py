@@ -66,6 +66,8 @@ def init_state(prefix: str) -> None:
                 st.session_state[_key(prefix, name)] = _parse(name, raw)
             except (ValueError, TypeError):
                 pass  # a hand-edited URL value that does not parse keeps the default
+    if "parallelism" not in st.query_params:  # the regime's production model, as its verdicts state it
+        st.session_state[_key(prefix, "parallelism")] = _lanes(st.session_state[_key(prefix, "regime")])
     solver = st.session_state[_key(prefix, "solver")]
     options = catalog.SOLVERS[solver].options if solver in catalog.SOLVERS else {}
     for name, raw in st.query_params.items():
@@ -103,8 +105,14 @@ def _from_url(t: type, raw: str) -> Any:
     return raw in ("1", "true", "True") if t is bool else t(raw)
 
 
+def _lanes(regime: str) -> int:
+    """The parallel lanes of the regime's production model (``budget.production_model``)."""
+    return budget.production_model(regime if regime in budget.REGIME_BUDGETS else "offline").parallelism
+
+
 def load_spec(prefix: str, spec: RunSpec) -> None:
-    """Put a stored spec into the form (re-run, open-in-Explore)."""
+    """Put a stored spec into the form (re-run, open-in-Explore, a ``?run=`` link), with the production
+    model its verdicts were stated at."""
     s = st.session_state
     s[_key(prefix, "_init")] = True
     for name, value in FORM_DEFAULTS.items():
@@ -113,6 +121,7 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
                  "futures", "world", "scene", "seed", "samples", "name"):
         s[_key(prefix, name)] = getattr(spec, name)
     s[_key(prefix, "regime")] = spec.regime or "offline"
+    s[_key(prefix, "parallelism")] = _lanes(spec.regime or "offline")
     if spec.solver in catalog.SOLVERS:
         for name, opt in catalog.SOLVERS[spec.solver].options.items():
             s[_option_key(prefix, spec.solver, name)] = spec.solver_options.get(name, opt.default)
@@ -131,6 +140,8 @@ def sync_query_params(prefix: str) -> None:
     """Mirror non-default form values into the URL so that a refresh restores them."""
     wanted = {}
     for name, default in FORM_DEFAULTS.items():
+        if name == "parallelism":
+            default = _lanes(st.session_state.get(_key(prefix, "regime"), "offline"))
         v = st.session_state.get(_key(prefix, name), default)
         if v != default:
             wanted[name] = _to_url(v)
@@ -152,7 +163,7 @@ def _apply_regime(prefix: str) -> None:
     regime = st.session_state[_key(prefix, "regime")]
     defaults = {n: FORM_DEFAULTS[n] for n in ("horizon", "plans", "futures")}
     defaults.update(catalog.REGIMES[regime].defaults)
-    defaults["parallelism"] = budget.regime_budget(regime).lanes
+    defaults["parallelism"] = _lanes(regime)
     for name, value in defaults.items():
         if name in FORM_DEFAULTS:
             st.session_state[_key(prefix, name)] = value

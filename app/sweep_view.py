@@ -62,10 +62,9 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
         # A guidance interval's share comes from the run's sigmas; without them, bill it as fully guided.
         b = budget.bill_for(sp, guided_fraction=1.0)
         if x_choice.startswith("NFE"):
-            xs.append(run_view.counted_per_cycle(counted, formula, b))
+            xs.append(budget.counted_per_cycle(sp, counted, formula))
         else:
-            lanes = budget.regime_budget(sp.regime or "offline").lanes
-            xs.append(budget.project_latency(b, budget.ProductionModel(parallelism=lanes)).per_cycle_s * 1000)
+            xs.append(budget.project_latency(b, budget.production_model(sp.regime or "offline")).per_cycle_s * 1000)
     ys = table[y].to_list()
     ids = table["run_id"].to_list()
     hover = [f"{r['solver'] if r['sampler'] == 'solver' else r['student']} · {r['grid']} · {r['steps']} steps · "

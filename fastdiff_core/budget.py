@@ -24,7 +24,7 @@ import numpy as np
 from fastdiff_core import catalog
 from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
 from fastdiff_core.metrics.gate import coverage_gate as _gate
-from fastdiff_core.spec import RunSpec
+from fastdiff_core.spec import RunResult, RunSpec
 
 # ---------------------------------------------------------------------------------------------
 # The bill
@@ -728,6 +728,24 @@ def run_verdicts(spec: RunSpec, measured: Measured, *, sigmas: Sequence[float] |
         frac = min(max(measured.nfe_per_cycle / bill_for(spec, guided_fraction=0.0).per_cycle - 1.0, 0.0), 1.0)
         return {"projected": judge(spec, guided_fraction=frac).to_dict(),
                 "measured": judge(spec, measured, guided_fraction=frac).to_dict()}
+
+
+def measured_from(result: RunResult) -> Measured:
+    """What a run's result says its verdict measured: the counted NFE per cycle, the sampler's branch
+    rows (not the reference's), the world's release-gate outcome (``info['gate']``) and the repeated
+    cycle timing (the ``latency`` row ``what='cycle'`` with its repeats and interval) when reported."""
+    cycle = next((r for r in result.latency if r.get("what") == "cycle" and r.get("repeats")), None)
+    sample = None if cycle is None else LatencySample(
+        float(cycle["seconds"]), cycle.get("lo_s"), cycle.get("hi_s"), cycle.get("confidence"),
+        int(cycle["repeats"]), str(cycle.get("device", result.device)), cycle.get("threads"), cycle.get("load"))
+    return Measured(counted_per_cycle(result.spec, result.nfe_counted, result.nfe_formula),
+                    tuple(r for r in result.histograms if r.get("group") != "reference"), result.info.get("gate"),
+                    sample)
+
+
+def result_verdicts(result: RunResult) -> dict[str, Any]:
+    """``run_verdicts`` of a finished run's result (what ``fastdiff_core.run.execute`` stores)."""
+    return run_verdicts(result.spec, measured_from(result), sigmas=result.info.get("sigmas") or None)
 
 
 def stored_verdicts(verdict: Mapping[str, Any] | None) -> tuple[Verdict | None, Verdict | None]:

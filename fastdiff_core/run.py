@@ -50,16 +50,7 @@ def judged(result: RunResult) -> RunResult:
     with (``metrics``: the run-time model keys its fits by threads). The measured verdict takes the
     counted NFE, the sampler's branch rows, the world's release-gate outcome (``info['gate']``) and a
     repeated cycle timing (the ``latency`` row ``what='cycle'``) when the runner reported them."""
-    spec = result.spec
-    cycle = next((r for r in result.latency if r.get("what") == "cycle" and r.get("repeats")), None)
-    sample = None if cycle is None else budget.LatencySample(
-        float(cycle["seconds"]), cycle.get("lo_s"), cycle.get("hi_s"), cycle.get("confidence"),
-        int(cycle["repeats"]), str(cycle.get("device", result.device)), cycle.get("threads"), cycle.get("load"))
-    measured = budget.Measured(
-        budget.counted_per_cycle(spec, result.nfe_counted, result.nfe_formula),
-        tuple(r for r in result.histograms if r.get("group") != "reference"), result.info.get("gate"), sample)
-    sigmas = result.info.get("sigmas") or None
     load = machine_load()
     metrics = {**result.metrics, "threads": float(torch.get_num_threads()),
                **({"load_1m": load} if load is not None else {})}
-    return dataclasses.replace(result, verdict=budget.run_verdicts(spec, measured, sigmas=sigmas), metrics=metrics)
+    return dataclasses.replace(result, verdict=budget.result_verdicts(result), metrics=metrics)

@@ -101,7 +101,7 @@ def test_run_then_share_link_shows_the_same_numbers(dashboard):
             idle(page)
             assert rows and all(len(r) == len(rows[0]) for r in rows)
             text = page.locator("[data-testid=stMain]").inner_text()
-            assert "NFE counted / sample" in text and "Verdict — offline" in text
+            assert "NFE counted / sample" in text and "Measured verdict — offline" in text
             counted = page.locator("[data-testid=stMetric]", has_text="NFE counted / sample")
             assert counted.locator("[data-testid=stMetricValue]").inner_text().strip() == "6"
             dashboard_formula = page.locator("[data-testid=stMetric]", has_text="formula (dashboard)")

@@ -10,15 +10,14 @@ def test_pareto_front_minimise_and_maximise():
     assert [rec[i] for i in charts.pareto_front(rec, maximize_y=True)] == [(4, 0.5), (8, 0.7), (32, 0.9)]
 
 
-def test_histogram_highlights_the_tail_and_skips_reference_for_it():
+def test_histogram_highlights_the_declared_tail():
     rows = [{"group": "solver", "label": "common", "count": 95, "n": 100, "rate": 0.95, "lo": 0.89, "hi": 0.98,
              "truth": 0.97},
             {"group": "solver", "label": "rare", "count": 5, "n": 100, "rate": 0.05, "lo": 0.02, "hi": 0.11,
              "truth": 0.03},
             {"group": "reference", "label": "rare", "count": 3, "n": 100, "rate": 0.03, "lo": 0.01, "hi": 0.08,
              "truth": 0.03}]
-    assert charts.tail_label(charts.generated_rows(rows)) == "rare"
-    fig = charts.histogram_figure(rows)
+    fig = charts.histogram_figure(rows, tail="rare")
     bars = [t for t in fig.data if t.type == "bar"]
     assert [b.name for b in bars] == ["solver (95% Wilson)", "reference (95% Wilson)"]
     assert list(bars[0].marker.line.width) == [0, 3]  # the tail is outlined

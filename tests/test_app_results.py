@@ -34,7 +34,7 @@ def test_done_run_renders_verdict_nfe_and_histogram(home):
     m = {x.label: x.value for x in at.metric}
     assert m["NFE counted / sample"] == "6" and m["formula (dashboard)"] == "6"
     body = texts(at)
-    assert "Verdict — offline" in body and "coverage" in body
+    assert "Measured verdict — offline" in body and "coverage" in body
     assert len(at.table) == 1
     shared = AppTest.from_file(str(VIEWS / "shared.py"), default_timeout=60)
     shared.query_params["exp"] = exp_id
@@ -104,7 +104,7 @@ def test_driving_run_renders_branches_bill_and_rollouts(home):
     assert m["NFE counted / sample"] == m["formula (dashboard)"] == m["formula (worker)"]
     assert float(m["NFE counted / sample"].replace(",", "")) > 4 * 3 * 2  # the guidance interval: 1 < C < 2
     body = texts(at)
-    assert "Verdict — closed_loop" in body
+    assert "Measured verdict — closed_loop" in body
     rows = at.table[0].value
     branches = [str(b) for b in rows["branch"]]
     assert f"{TAIL} (tail)" in branches and all(any(b.startswith(lab) for b in branches) for lab in LABELS)

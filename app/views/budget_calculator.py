@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.bill_view import fmt_nfe, fmt_s, projection_panel, verdict_card
+from app.bill_view import fmt_nfe, fmt_s, projection_panel
+from app.verdict_view import card as verdict_card
 from fastdiff_core import budget, catalog
 
 st.title("Budget calculator")
@@ -58,8 +59,8 @@ for name, rb in verdicts:
     lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
     usd, _ = budget.cost_per_1000_scenarios(bill, model)
     verdict_card(budget.verdict(name, bill, latency_s=lat.per_cycle_s,
-                                latency_source=f"projected at {model.describe()}",
-                                cost_usd=usd, budget=rb), heading=catalog.REGIMES[name].title)
+                                latency_source=f"at {model.describe()}",
+                                cost_usd=usd, budget=rb, model=model.describe()), heading=catalog.REGIMES[name].title)
 st.caption("Coverage is measured by runs (Explore), never projected: offline generation and closed-loop "
            "simulation stay 'not yet measured' here.")
 

@@ -1,4 +1,5 @@
-"""Compare: runs side by side — the spec diff (only what differs), overlaid histograms, a metric table.
+"""Compare: runs side by side — the spec diff (only what differs), each run's verdicts as stored,
+overlaid histograms with each run's own truth, a metric table.
 
 The selection lives in the URL (``?runs=ID,ID``) so a refresh keeps it.
 """
@@ -11,7 +12,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from app import charts, connection
+from app import charts, connection, verdict_view
 
 st.title("Compare")
 s, why = connection.store()
@@ -61,25 +62,32 @@ else:
 short = {r["run_id"]: f"{r['solver'] if r['sampler'] == 'solver' else r['student']} {r['grid']} "
                      f"{r['steps']} steps ({r['run_id'][:7]})"
          for r in sel.select("run_id", "sampler", "solver", "student", "grid", "steps").iter_rows(named=True)}
+st.subheader("Verdicts (as each run's worker judged it)")
+verdicts = {rid: verdict_view.verdicts_of((s.run(rid) or {}).get("result")) for rid in selected}
+st.dataframe([{"run": short[rid], **verdict_view.summary(*verdicts[rid])} for rid in selected if rid in short],
+             hide_index=True, key="cmp.verdicts")
+
 st.subheader("Branch rates, overlaid")
 hist = s.histograms(selected).filter(pl.col("group") != "reference")
 if hist.height:
     fig = go.Figure()
-    for rid in selected:
+    for i, rid in enumerate(r for r in selected if r in short):
         h = hist.filter(pl.col("run_id") == rid)
         if h.height == 0:
             continue
         rate, lo, hi = h["rate"].to_list(), h["lo"].to_list(), h["hi"].to_list()
-        fig.add_trace(go.Bar(name=short[rid], x=h["label"].to_list(), y=rate,
+        fig.add_trace(go.Bar(name=short[rid], x=h["label"].to_list(), y=rate, offsetgroup=str(i),
                              error_y=dict(type="data", array=[b - a for a, b in zip(rate, hi)],
                                           arrayminus=[a - b for a, b in zip(rate, lo)])))
-    truth = hist.group_by("label", maintain_order=True).agg(pl.col("truth").first())
-    fig.add_trace(go.Scatter(name="truth", x=truth["label"].to_list(), y=truth["truth"].to_list(), mode="markers",
-                             marker=dict(symbol="line-ew-open", size=40, color=charts.TRUTH_COLOR,
-                                         line=dict(width=3, color=charts.TRUTH_COLOR))))
-    tail = charts.tail_label(hist.to_dicts())
-    fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10),
-                      title=f"Generated rates with 95% Wilson intervals (tail: {tail})")
+        # each run's own truth, over its own bar: runs of different scenes or horizons have different truths
+        fig.add_trace(go.Scatter(name="truth (each run's own)", x=h["label"].to_list(), y=h["truth"].to_list(),
+                                 mode="markers", offsetgroup=str(i), legendgroup="truth", showlegend=i == 0,
+                                 marker=dict(symbol="line-ew-open", size=22, color=charts.TRUTH_COLOR,
+                                             line=dict(width=3, color=charts.TRUTH_COLOR)),
+                                 hovertemplate=f"{short[rid]}<br>%{{x}}: truth %{{y:.2%}}<extra></extra>"))
+    tails = sorted({v.tail for p, m in verdicts.values() for v in (m or p,) if v is not None and v.tail})
+    fig.update_layout(barmode="group", scattermode="group", height=380, margin=dict(l=10, r=10, t=30, b=10),
+                      title=f"Generated rates with 95% Wilson intervals (tail: {', '.join(tails) or 'none'})")
     fig.update_yaxes(tickformat=".1%")
     st.plotly_chart(fig, config={"displayModeBar": False})
 else:

@@ -1,18 +1,27 @@
 """Explore: one configuration — its NFE bill and projection live, then queue it and read its results.
 
 The current run's id lives in the URL (``?run=ID``) so a refresh keeps it; the form's non-default
-values are in the URL too.
+values are in the URL too. A ``?run=`` link opened in a new session loads that run's own spec into
+the form, so the form above a result always shows the run below it.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import bill_view, connection, run_view
-from app.spec_form import spec_form, spec_summary, world_refusal
+from app import bill_view, connection, run_view, verdict_view
+from app.spec_form import load_spec, spec_form, spec_summary, world_refusal
 from fastdiff_core import budget
+from fastdiff_core.spec import RunSpec
 
 st.title("Explore")
+_linked = st.query_params.get("run")
+if _linked and st.session_state.get("ex.loaded_run") != _linked:
+    _store, _ = connection.store()
+    _run = _store.run(_linked) if _store is not None else None
+    if _run is not None:
+        load_spec("ex", RunSpec.from_dict(_run["spec"]))
+    st.session_state["ex.loaded_run"] = _linked
 left, right = st.columns([1, 2], gap="large")
 with left:
     form = spec_form("ex")
@@ -27,15 +36,18 @@ with right:
         st.error(str(e))
         st.stop()
     st.subheader("NFE bill (before anything runs)")
-    preview = bill_view.projection_panel(bill, form.model, spec.regime or "offline",
-                                         distilled=spec.sampler == "student", key="ex")
-    bill_view.verdict_card(preview, heading="Projected verdict")
+    regime = spec.regime or "offline"
+    bill_view.projection_panel(bill, form.model, regime, distilled=spec.sampler == "student", key="ex")
+    stated = budget.production_model(regime)
+    if form.model != stated:
+        st.caption(f"The charts above are a what-if at your production model ({form.model.describe()}); "
+                   f"verdicts are stated at the regime's ({stated.describe()}, ${stated.usd_per_hour:g}/h).")
+    verdict_view.card(budget.judge(spec, guided_fraction=form.guided_fraction),
+                      heading="Projected verdict (before the run)")
 
-    rate, rate_source = connection.seconds_per_nfe(spec.world)
-    refusal = world_refusal(spec) or budget.run_guard(bill.per_run, rate)
-    est = bill.per_run * rate
-    st.caption(f"Estimated run time on the workers: {bill_view.fmt_s(est)} "
-               f"({bill.per_run:,.0f} NFE x {rate:.2g} s/NFE, {rate_source}).")
+    estimate = connection.runtime_estimate(spec, bill)
+    refusal = world_refusal(spec) or budget.run_guard(estimate)
+    st.caption(f"Estimated run time on the workers: {estimate.describe()}.")
     if refusal:
         st.error(refusal, icon=":material/block:")
     if st.button("Run", type="primary", disabled=refusal is not None, icon=":material/play_arrow:", key="ex.run"):
@@ -49,6 +61,7 @@ with right:
                 st.error(str(e))
             else:
                 st.session_state["ex.run_id"] = run_ids[0]
+                st.session_state["ex.loaded_run"] = run_ids[0]  # the form already shows its spec
                 st.query_params["run"] = run_ids[0]
                 st.session_state["ex.run_id.finished"] = False
 
@@ -71,4 +84,4 @@ if run_id:
         if run["status"] not in connection.FINAL:
             run_view.follow_runs([run_id], key="ex.run_id")
         else:
-            run_view.render_run(run, key="ex.result", model=form.model)
+            run_view.render_run(run, key="ex.result")

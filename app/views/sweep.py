@@ -76,13 +76,14 @@ with axes_col:
                 st.error(str(e))
                 st.stop()
         total = sum(b.per_run for b in bills)
-        rate, rate_source = connection.seconds_per_nfe(form.spec.world)
-        est = total * rate
+        stored = {w: connection.stored_runtime_rows(w) for w in {sp.world for sp in specs}}
+        est = connection.sum_estimates([connection.runtime_estimate(sp, b, stored[sp.world])
+                                        for sp, b in zip(specs, bills)])
         c = st.columns(3)
         c[0].metric("runs", f"{len(specs):,}")
         c[1].metric("total NFE", f"{total:,.0f}")
-        c[2].metric("estimated time", bill_view.fmt_s(est), help=f"{rate:.2g} s/NFE, {rate_source}")
-        refusal = next((r for r in map(world_refusal, specs) if r), None) or budget.run_guard(total, rate)
+        c[2].metric("estimated time", bill_view.fmt_s(est.seconds), help=est.describe())
+        refusal = next((r for r in map(world_refusal, specs) if r), None) or budget.run_guard(est)
         if refusal:
             st.error(refusal, icon=":material/block:")
         name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.exp_name")
