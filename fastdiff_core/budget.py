@@ -638,7 +638,8 @@ def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, laten
         sentence += "; also " + "; ".join(f"{c.name} {c.status.upper()}: {c.text}" for c in others)
     if budget.binding != "coverage" and not budget.coverage_gate and cov_check.status != "unmeasured":
         sentence += f"; coverage (not gated here) {cov_check.status}: {cov_check.text}"
-    rates = tuple({k: r.get(k) for k in ("group", "label", "count", "n", "rate", "lo", "hi", "truth")} for r in hist)
+    rates = tuple({k: r.get(k) for k in ("group", "label", "count", "n", "n_eff", "rate", "lo", "hi", "truth")}
+                  for r in hist)
     return Verdict(regime, budget.binding, status, sentence + ".", tuple(checks), basis, tail, model, rates)
 
 
