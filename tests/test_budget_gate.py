@@ -24,7 +24,7 @@ HALVED = {"waits": 0.57, "crosses": 0.41, "darts": 0.02, "implausible": 0.0}
 def test_perfect_sampler_over_eight_groups_never_fails_and_passes_given_enough_rollouts():
     rng = np.random.default_rng(0)
     statuses = [budget.coverage_gate(draw(rng, 1000, TRUTH)).status for _ in range(40)]
-    assert "fail" not in statuses and statuses.count("unmeasured") >= 35  # +-2 points cannot be shown at 1,000
+    assert "fail" not in statuses and statuses.count("undecided") >= 35  # +-2 points cannot be shown at 1,000
     # at 40,000 an estimate must stray 4 sd from the truth to leave a +-2 point check undecided
     statuses = [budget.coverage_gate(draw(rng, 40000, TRUTH)).status for _ in range(10)]
     assert statuses == ["pass"] * 10
@@ -39,7 +39,7 @@ def test_halved_tail_fails_and_never_passes():
 
 def test_undecided_says_how_many_rollouts_would_likely_decide():
     check = budget.coverage_gate(draw(np.random.default_rng(2), 1000, TRUTH))
-    assert check.status == "unmeasured" and "UNDECIDED" in check.text and "rollouts per group likely to decide" in check.text
+    assert check.status == "undecided" and "UNDECIDED" in check.text and "rollouts per group likely to decide" in check.text
 
 
 def test_runner_gate_takes_precedence_in_the_verdict_and_undecided_is_not_fail():
@@ -51,4 +51,4 @@ def test_runner_gate_takes_precedence_in_the_verdict_and_undecided_is_not_fail()
     assert v.status == "fail" and "release coverage gate FAIL" in v.sentence
     v = budget.verdict("offline", bill, histograms=hist,
                        gate={"passed": False, "outcome": "UNDECIDED", "text": "release coverage gate UNDECIDED"})
-    assert v.status == "unmeasured"
+    assert v.status == "undecided"  # carried through: not FAIL, not PASS
