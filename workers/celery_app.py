@@ -15,6 +15,12 @@ RUN_TASK = "fastdiff.run"
 QUEUE = "fastdiff"
 
 
+def run_options(settings: ServiceSettings, run_id: str) -> dict[str, object]:
+    """Options of a run's task message: its id, and the submitter's time limits, which travel in the
+    message so that every worker, whatever its own settings, applies the same ones."""
+    return {"task_id": run_id, "soft_time_limit": settings.soft_time_limit_s, "time_limit": settings.hard_time_limit_s}
+
+
 def make_celery(settings: ServiceSettings | None = None, broker_url: str | None = None) -> Celery:
     settings = settings or load_settings()
     url = broker_url or settings.resolved_broker_url()

@@ -26,6 +26,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
     ("bench", "dashboard"): ("workers.bench_dashboard", "render time of every dashboard page over 1,000 stored runs"),
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
+    ("bench", "faults"): ("workers.faults", "kill -9 each part of `fastdiff up` mid-sweep (and Ctrl-C): runs "
+                                             "stored, duplicated, lost, recovery seconds"),
     ("train", "student"): ("fastdiff_core.students.train_command",
                            "distil one student from the shipped driving teacher, write weights + model card"),
     ("bench", "students"): ("fastdiff_core.students.bench",

@@ -10,6 +10,12 @@
                          done, total, nfe, eta_s, phase, device, worker, error}
     cancel(run_id)   -> True if cancelled, False if it had already finished
 
+A submit whose broker fails part-way is reconciled, never recorded failed by guess: once the broker
+answers again (within ``reconcile_s``), each run it does not hold and that has no outcome is sent
+again (the run id keeps it to one result); runs still unsent after that stay 'queued' in the store,
+and the collector sends them when the broker is back. A broker that does not answer at all refuses
+the submission before anything is recorded.
+
 Every spec is validated before anything is queued or recorded: a malformed one raises ValueError
 naming the spec's position, the field, the value and what is allowed. Specs may be RunSpec objects,
 dicts or JSON strings. The module-level functions use ``$FASTDIFF_HOME`` and the configured (or
@@ -19,30 +25,35 @@ embedded) broker; ``ServiceClient(broker_url, store_root)`` targets another pair
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
-from celery import Celery, group
+from celery import Celery
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from fastdiff_core.spec import RunSpec
 from fastdiff_core.sweep import grid  # also the service's public sweep expansion: workers.client.grid
 from store import Store, as_specs
 from workers import outcomes
-from workers.celery_app import RUN_TASK, make_celery
+from workers.celery_app import RUN_TASK, make_celery, run_options
 from workers.settings import load_settings, redis_py_url
+from workers.supervision import held_run_ids
 
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
 
 class ServiceClient:
     """Submission, progress and cancellation against one broker and one store."""
 
-    def __init__(self, broker_url: str | None = None, store_root: str | None = None):
-        settings = load_settings()
-        self.broker_url = broker_url or settings.resolved_broker_url()
-        self.store = Store(store_root if store_root is not None else settings.store_root)
-        self.celery: Celery = make_celery(settings, broker_url=self.broker_url)
-        self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10)
+    def __init__(self, broker_url: str | None = None, store_root: str | None = None, reconcile_s: float = 20.0):
+        self.settings = load_settings()
+        self.broker_url = broker_url or self.settings.resolved_broker_url()
+        self.store = Store(store_root if store_root is not None else self.settings.store_root)
+        self.celery: Celery = make_celery(self.settings, broker_url=self.broker_url)
+        self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10, socket_connect_timeout=5)
+        self.reconcile_s = reconcile_s
 
     def submit(self, specs: Any, experiment: str, *,
                sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
@@ -55,16 +66,40 @@ class ServiceClient:
             spec_list = grid(specs, sweep)
         else:
             spec_list = as_specs(specs)
-        exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
-        sigs = [self.celery.signature(RUN_TASK, args=(run_id, spec.to_json()), options={"task_id": run_id})
-                for run_id, spec in zip(run_ids, spec_list)]
         try:
-            group(sigs).apply_async()
-        except Exception as e:  # broker unreachable: the runs are recorded as failed, not left queued forever
-            for run_id in run_ids:
-                self.store.record_result(run_id, "failed", error=f"not queued: {type(e).__name__}: {e}")
-            raise RuntimeError(f"broker at {self.broker_url} did not accept the runs: {e}") from e
+            self.redis.ping()
+        except BROKER_ERRORS as e:
+            raise RuntimeError(f"broker at {self.broker_url} is unreachable ({e}); nothing was submitted") from e
+        exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
+        self._send([(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)])
         return exp_id, run_ids
+
+    def _send(self, runs: list[tuple[str, str]]) -> None:
+        """Queue (run_id, spec_json) pairs; if the broker fails part-way, wait for it (``reconcile_s``) and
+        send again exactly the runs it does not hold and that have no outcome."""
+        deadline = time.monotonic() + self.reconcile_s
+        unsent, retry = runs, False
+        while True:
+            try:
+                if retry:  # the broker may have kept (or even run) some of those whose sending failed
+                    held = held_run_ids(self.redis)
+                    unsent = [(rid, spec) for rid, spec in unsent
+                              if rid not in held and not outcomes.is_finished(self.redis, rid)]
+                with self.celery.producer_or_acquire() as producer:
+                    while unsent:
+                        rid, spec = unsent[0]
+                        self.celery.send_task(RUN_TASK, args=(rid, spec), producer=producer, retry=False,
+                                              **run_options(self.settings, rid))
+                        unsent = unsent[1:]
+                return
+            except BROKER_ERRORS as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"broker at {self.broker_url} failed while queueing ({e}); {len(unsent)} of {len(runs)} "
+                        "runs are recorded 'queued' but may not be in the broker: the collector sends them "
+                        "again once the broker is back") from e
+                retry = True
+                time.sleep(0.5)
 
     def progress(self, run_id: str) -> dict[str, Any]:
         """Where a run is: the store's status once it has one, else the live task state."""

@@ -26,10 +26,13 @@ import redis
 
 from store import Store, ids
 from workers import outcomes
-from workers.celery_app import QUEUE, RUN_TASK, make_celery
+from workers.celery_app import RUN_TASK, make_celery, run_options
 from workers.settings import ServiceSettings, load_settings, redis_py_url
+from workers.supervision import held_run_ids
 
 COMPACT_EVERY_S = 1.0
+LOST_AFTER_S = 60.0  # a 'queued' run the broker does not hold this long after submission is sent again
+RECONCILE_EVERY_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -86,45 +89,27 @@ def _take(store: Store, r: redis.Redis, raw: bytes) -> None:
         r.lrem(outcomes.PROCESSING, 1, raw)
 
 
-def _task_ids_known_to_broker(r: redis.Redis) -> set[str]:
-    """Run ids of messages waiting in a queue or delivered and not yet acknowledged."""
-    ids = set()
-
-    def add(raw: bytes, unacked: bool) -> None:
-        try:
-            msg = json.loads(raw)
-            ids.add((msg[0] if unacked else msg)["headers"]["id"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            pass
-
-    for key in r.scan_iter(match=f"{QUEUE}*", _type="list"):
-        for raw in r.lrange(key, 0, -1):
-            add(raw, False)
-    for raw in r.hvals("unacked"):
-        add(raw, True)
-    return ids
-
-
 def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker_url: str,
                  older_than_s: float | None = None) -> list[str]:
     """Send again every run still 'queued' in the store long after submission that the broker no longer
     holds anywhere (not queued, not delivered, no outcome): e.g. lost in the instant between a worker's
     BRPOP and its unacked bookkeeping when the broker died. The run id keeps it to one result.
 
-    Only runs older than ``older_than_s`` (default: the visibility timeout + 30 s) are considered,
-    so a run the broker is about to redeliver is left to it."""
-    cutoff = time.time() - (settings.visibility_timeout_s + 30 if older_than_s is None else older_than_s)
+    Only runs submitted more than ``older_than_s`` ago (default ``LOST_AFTER_S``) are considered, so a
+    submission still being sent is left to its client. (A message is always in the queue or in the
+    unacknowledged hash while a node holds it: ``workers.supervision`` requeues a dead node's.)"""
+    cutoff = time.time() - (LOST_AFTER_S if older_than_s is None else older_than_s)
     runs = store.runs().filter(pl.col("status") == "queued")
     old = [(rid, spec) for rid, spec, sub in runs.select("run_id", "spec", "submitted").iter_rows()
            if sub is not None and sub.replace(tzinfo=dt.UTC).timestamp() < cutoff]
     if not old:
         return []
-    known = _task_ids_known_to_broker(r)
+    known = held_run_ids(r)
     lost = [(rid, spec) for rid, spec in old if rid not in known and not outcomes.is_finished(r, rid)]
     if lost:
         app = make_celery(settings, broker_url=broker_url)
         for rid, spec in lost:
-            app.send_task(RUN_TASK, args=(rid, spec), task_id=rid)
+            app.send_task(RUN_TASK, args=(rid, spec), **run_options(settings, rid))
         app.close()
     return [rid for rid, _ in lost]
 
@@ -134,7 +119,7 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
     """Run until ``stop`` is set."""
     settings = settings or load_settings()
     r = redis.Redis.from_url(redis_py_url(broker_url), socket_timeout=10, retry_on_timeout=False)
-    reconcile_every = max(10.0, settings.visibility_timeout_s / 4)
+    reconcile_every = RECONCILE_EVERY_S
     last_reconcile = time.monotonic()
     last_compact = 0.0
     interval = compact_every_s

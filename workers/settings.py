@@ -6,9 +6,13 @@ Read from the environment first, then ``$FASTDIFF_HOME/config.json``, then defau
     FASTDIFF_BROKER_URL     redis://host:port/db or redis+socket:///path; unset -> the embedded broker
     FASTDIFF_MAX_RUN_S      longest allowed run (soft time limit), default 3600
     FASTDIFF_MAX_MEMORY_MB  a worker child is replaced after a task leaves it above this, default 4096
+    FASTDIFF_HEARTBEAT_S    how often a worker node says it is alive and which runs it holds, default 10
+    FASTDIFF_MAX_WORKER_DEATHS  a run whose worker process dies this many times is stored failed, default 2
 
-The hard time limit and the broker's visibility timeout derive from the longest run, so a run is
-never redelivered while it may still legitimately be running.
+The time limits are the submitting machine's: they travel in each task message, so every worker
+applies the same ones. A node that stops heartbeating for ``node_ttl_s`` (3 heartbeats) is dead:
+any live node requeues the runs it held (``workers.supervision``). The broker's visibility timeout,
+derived from the longest run, is only the backstop for a broker without heartbeating workers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ class ServiceSettings:
     broker_url: str | None
     max_run_s: float
     max_memory_mb: int
+    heartbeat_s: float = 10.0
+    max_worker_deaths: int = 2
+
+    @property
+    def node_ttl_s(self) -> float:
+        """A node silent this long is dead; its runs are requeued within this plus one heartbeat."""
+        return 3 * self.heartbeat_s
 
     @property
     def soft_time_limit_s(self) -> float:
@@ -97,7 +108,7 @@ def load_settings(env: dict[str, str] | None = None) -> ServiceSettings:
             config = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
-        allowed = {"broker_url", "max_run_s", "max_memory_mb"}
+        allowed = {"broker_url", "max_run_s", "max_memory_mb", "heartbeat_s", "max_worker_deaths"}
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise ValueError(f"{cfg_path} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -108,4 +119,7 @@ def load_settings(env: dict[str, str] | None = None) -> ServiceSettings:
         max_run_s=_positive("max_run_s", env.get("FASTDIFF_MAX_RUN_S", config.get("max_run_s", 3600)), float),
         max_memory_mb=_positive("max_memory_mb",
                                 env.get("FASTDIFF_MAX_MEMORY_MB", config.get("max_memory_mb", 4096)), int),
+        heartbeat_s=_positive("heartbeat_s", env.get("FASTDIFF_HEARTBEAT_S", config.get("heartbeat_s", 10)), float),
+        max_worker_deaths=_positive("max_worker_deaths", env.get("FASTDIFF_MAX_WORKER_DEATHS",
+                                                                 config.get("max_worker_deaths", 2)), int),
     )

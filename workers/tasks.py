@@ -2,7 +2,7 @@
 
 Thin by design (STYLE rule 11): validation, device choice and sampling are ``fastdiff_core.run.execute``;
 this module adds what a queue needs — idempotency by run id, progress through the task state,
-cancellation, time limits — and hands the RunResult to the results channel (``workers.outcomes``),
+cancellation, the time limits the message carries, the redelivery limit, the node heartbeat — and hands the RunResult to the results channel (``workers.outcomes``),
 never to a disk: the worker may be on another machine than the store.
 """
 
@@ -18,13 +18,14 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from workers import outcomes
+from workers import outcomes, supervision
 from workers.celery_app import RUN_TASK, make_celery
-from workers.settings import redis_py_url
+from workers.settings import load_settings, redis_py_url
 
-app = make_celery()
+settings = load_settings()
+app = make_celery(settings)
 
 PROGRESS_EVERY_S = 0.25
 
@@ -53,6 +54,35 @@ def _init_child(**_: Any) -> None:
     _runtime()
 
 
+def _held_tags() -> set[str]:
+    """Delivery tags of the messages this node holds (reserved or running), read in its main process."""
+    from celery.worker import state
+
+    while True:
+        try:
+            return {req.message.delivery_tag for req in list(state.requests.values())}
+        except RuntimeError:  # the dict changed while we copied it: copy again
+            continue
+
+
+_heartbeat: list[supervision.Heartbeat] = []
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    beat = supervision.Heartbeat(redis_py_url(app.conf.broker_url), sender.hostname, _held_tags,
+                                 settings.heartbeat_s, settings.node_ttl_s, log=lambda m: print(m, flush=True))
+    beat.start()
+    _heartbeat.append(beat)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    # Sent after the pool has stopped: this node holds nothing any more.
+    for beat in _heartbeat:
+        beat.stop()
+
+
 @functools.cache
 def _redis(pid: int) -> redis.Redis:  # keyed by pid: never share a connection across a fork
     return redis.Redis.from_url(redis_py_url(app.conf.broker_url), socket_timeout=30,
@@ -79,8 +109,8 @@ class RunTask(Task):
         # Called in the worker's main process when the hard time limit killed the child: the run
         # produced nothing, so its failure is its outcome (otherwise it would stay 'queued' forever).
         if isinstance(exc, TimeLimitExceeded) and args:
-            outcomes.finish(_redis(os.getpid()), args[0], "failed",
-                            error=f"hard time limit exceeded ({app.conf.task_time_limit:.0f} s)",
+            limit = f" ({float(exc.args[0]):.0f} s)" if exc.args and isinstance(exc.args[0], (int, float)) else ""
+            outcomes.finish(_redis(os.getpid()), args[0], "failed", error=f"hard time limit exceeded{limit}",
                             worker=self.request.hostname if self.request else None)
 
 
@@ -105,6 +135,19 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
         return _summary(run_id, "duplicate", False)
     if outcomes.is_cancelled(r, run_id):
         return _summary(run_id, "cancelled", outcomes.finish(r, run_id, "cancelled", worker=worker))
+    deaths = supervision.begin_attempt(r, run_id)
+    if deaths >= settings.max_worker_deaths:
+        # Every earlier attempt killed its worker process (memory, a crash, kill -9): do not try again.
+        error = (f"its worker process died {deaths} times while running it "
+                 f"(max_worker_deaths={settings.max_worker_deaths}); not retried")
+        return _summary(run_id, "failed", outcomes.finish(r, run_id, "failed", error=error, worker=worker))
+    try:
+        return _attempt(self, r, run_id, spec_json, worker)
+    finally:
+        supervision.end_attempt(r, run_id)
+
+
+def _attempt(self: Task, r: redis.Redis, run_id: str, spec_json: str, worker: str) -> dict[str, Any]:
     execute, resolve_device = _runtime()
     started = time.time()
     last = [0.0]
@@ -139,7 +182,8 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
     except RunCancelled:
         status, payload, error = "cancelled", None, "cancelled by user"
     except SoftTimeLimitExceeded:
-        status, payload, error = "failed", None, f"time limit exceeded ({app.conf.task_soft_time_limit:.0f} s)"
+        soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
+        status, payload, error = "failed", None, f"time limit exceeded ({soft:.0f} s)"
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
         status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.

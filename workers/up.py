@@ -3,14 +3,22 @@
 Starts, in order: the embedded broker (unless FASTDIFF_BROKER_URL or config.json names one), the
 collector (the store's single result writer), the workers (one node, sized to the machine), and the
 Streamlit dashboard (``app/main.py``). Every child runs in its own process group with its log in
-``$FASTDIFF_HOME/logs``; a child that dies is restarted. Shutdown runs in reverse: dashboard,
-workers (warm: running runs get ``--grace`` seconds, then they are stopped and requeued), collector
-(it drains and compacts), broker (its append-only file is complete).
+``$FASTDIFF_HOME/logs``; a child that dies is restarted, the embedded broker included. Shutdown runs
+in reverse: dashboard, workers (warm: SIGTERM to the Celery main process alone, so running runs get
+``--grace`` seconds; then SIGQUIT, which stops them and hands their messages back), collector (it
+drains and compacts), broker (its append-only file is complete).
+
+One ``up`` per FASTDIFF_HOME: it holds ``up.lock`` (flock, released by the kernel however ``up``
+ends) and lists its children in ``up.pids.json``. An ``up`` that finds that list left by one that
+was killed (kill -9 leaves its children running: each has its own session) stops those stale
+children — workers warmly, as above — before starting its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
 import pathlib
 import signal
@@ -26,6 +34,8 @@ from workers.settings import load_settings
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S: a child that cannot start (port taken, bad config) stops `up`
 RESTART_WINDOW_S = 60.0
+LOCK = "up.lock"
+PIDS = "up.pids.json"
 
 
 @dataclass
@@ -36,6 +46,8 @@ class Child:
     log: pathlib.Path
     proc: subprocess.Popen | None = None
     restart_times: list[float] = field(default_factory=list)
+    # Workers: SIGTERM is Celery's warm shutdown; then SIGQUIT (cold) stops the runs and requeues them.
+    second_signal: int = signal.SIGKILL
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -46,29 +58,80 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, grace_s: float, second_signal: int = signal.SIGKILL) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        _signal_group(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(self.proc.pid, second_signal)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            _signal_group(self.proc.pid, signal.SIGKILL)
+    def stop(self, grace_s: float) -> None:
+        if self.alive():
+            assert self.proc is not None
+            stop_process(self.proc.pid, process_start(self.proc.pid), grace_s, self.second_signal)
             self.proc.wait()
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), which tells it from a later one with its pid;
+    None if there is no such process or it has exited (a zombie)."""
     try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def stop_process(pid: int, start: int | None, grace_s: float, second_signal: int = signal.SIGKILL) -> None:
+    """SIGTERM to the process alone (a Celery main process lets its pool children finish their runs),
+    ``second_signal`` to it after ``grace_s``, SIGKILL to its whole group 5 s later."""
+    def alive() -> bool:
+        return start is not None and process_start(pid) == start
+
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (second_signal, 5.0)):
+        if not alive():
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if alive():
+        try:
+            os.killpg(pid, signal.SIGKILL)  # each child leads its own group: its pool children go too
+        except ProcessLookupError:
+            pass
+        while alive():
+            time.sleep(0.05)
+
+
+def stop_stale(home: pathlib.Path, grace_s: float) -> list[str]:
+    """Stop the children a killed ``up`` left running (listed in ``up.pids.json``); returns what it stopped."""
+    listing = home / PIDS
+    try:
+        stale = json.loads(listing.read_text())
+    except (OSError, ValueError):
+        return []
+    stopped = []
+    for name in ("dashboard", "workers", "collector", "broker"):
+        entry = stale.get(name)
+        if not isinstance(entry, dict) or process_start(entry.get("pid", 0)) != entry.get("start"):
+            continue
+        stop_process(entry["pid"], entry["start"], grace_s if name == "workers" else 10.0,
+                     signal.SIGQUIT if name == "workers" else signal.SIGKILL)
+        stopped.append(f"{name} (pid {entry['pid']})")
+    listing.unlink(missing_ok=True)
+    return stopped
+
+
+def write_pids(home: pathlib.Path, procs: dict[str, subprocess.Popen | None]) -> None:
+    listing = {name: {"pid": p.pid, "start": process_start(p.pid)} for name, p in procs.items() if p is not None}
+    tmp = home / (PIDS + ".tmp")
+    tmp.write_text(json.dumps(listing))
+    os.replace(tmp, home / PIDS)
+
+
+def too_often(times: list[float]) -> bool:
+    """Record a restart now; True if that makes more than MAX_RESTARTS within RESTART_WINDOW_S."""
+    now = time.monotonic()
+    times[:] = [t for t in times if now - t < RESTART_WINDOW_S] + [now]
+    return len(times) > MAX_RESTARTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,14 +146,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"workers={args.workers!r} must be an integer >= 0")
+    if args.grace < 0:
+        raise ValueError(f"grace={args.grace!r} must be a number of seconds >= 0")
     settings = load_settings()
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / LOCK, "a+")  # noqa: SIM115 - held (and released by the kernel) for the life of `up`
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        print(f"another `fastdiff up` (pid {lock.read().strip() or '?'}) is running with FASTDIFF_HOME={home}; "
+              "stop it first", file=sys.stderr, flush=True)
+        return 1
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    stale = stop_stale(home, args.grace)
+    if stale:
+        print(f"stopped what a previous `up` left running: {', '.join(stale)}", flush=True)
 
     broker = None
+    broker_restarts: list[float] = []
     if settings.broker_url is None:
         broker = RedisServer(home / "broker", unix_socket=settings.embedded_socket)
         if broker.ping():
@@ -98,7 +178,8 @@ def main(args: argparse.Namespace) -> int:
             broker = None
         else:
             broker.start()
-            print(f"broker: embedded Redis {broker.url} (append-only, fsync always): {broker.description}")
+            print(f"broker: embedded Redis {broker.url}, pid {broker.proc.pid} (append-only, fsync always): "
+                  f"{broker.description}")
     else:
         print(f"broker: {settings.broker_url}")
     url = settings.resolved_broker_url()
@@ -109,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
     children = [Child("collector", cli + ["collector"], env, logs / "collector.log")]
     if args.workers != 0:
         worker_argv = cli + ["worker"] + (["--concurrency", str(args.workers)] if args.workers else [])
-        children.append(Child("workers", worker_argv, env, logs / "workers.log"))
+        children.append(Child("workers", worker_argv, env, logs / "workers.log", second_signal=signal.SIGQUIT))
     dashboard = REPO / "app" / "main.py"
     if not args.no_dashboard:
         if dashboard.exists():
@@ -119,20 +200,36 @@ def main(args: argparse.Namespace) -> int:
                 "--browser.gatherUsageStats", "false"], env, logs / "dashboard.log"))
         else:
             print(f"dashboard: {dashboard} does not exist yet; not started")
+
+    def record() -> None:
+        write_pids(home, {"broker": broker.proc if broker else None, **{c.name: c.proc for c in children}})
+
     status = 0
     try:
         for child in children:
             child.start()
             print(f"{child.name}: pid {child.proc.pid}, log {child.log}")
+        record()
         if any(c.name == "dashboard" for c in children):
             print(f"\n  fastdiff dashboard: http://{args.host}:{args.port}\n")
         print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(0.5):
+            if broker is not None and broker.proc.poll() is not None:
+                if too_often(broker_restarts):
+                    print(f"broker exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s; giving up. "
+                          f"See {broker.data_dir / 'redis.log'}", flush=True)
+                    status = 1
+                    break
+                print(f"broker exited (code {broker.proc.returncode}); restarting", flush=True)
+                try:
+                    broker.start()
+                except RuntimeError as e:
+                    print(f"broker did not restart: {e}", flush=True)
+                    continue
+                record()
             for child in children:
                 if not child.alive():
-                    now = time.monotonic()
-                    child.restart_times = [t for t in child.restart_times if now - t < RESTART_WINDOW_S] + [now]
-                    if len(child.restart_times) > MAX_RESTARTS:
+                    if too_often(child.restart_times):
                         print(f"{child.name} exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s "
                               f"(last code {child.proc.returncode}); giving up. See {child.log}", flush=True)
                         status = 1
@@ -141,14 +238,14 @@ def main(args: argparse.Namespace) -> int:
                     print(f"{child.name} exited (code {child.proc.returncode}); restarting, see {child.log}",
                           flush=True)
                     child.start()
+                    record()
     finally:
         print("stopping ...", flush=True)
         for child in reversed(children):
-            # Workers: SIGTERM is Celery's warm shutdown; then SIGQUIT (cold) requeues what still runs.
-            child.stop(args.grace if child.name == "workers" else 10.0,
-                       signal.SIGQUIT if child.name == "workers" else signal.SIGKILL)
+            child.stop(args.grace if child.name == "workers" else 10.0)
             print(f"{child.name}: stopped", flush=True)
         if broker is not None:
             broker.stop()
             print("broker: stopped", flush=True)
+        (home / PIDS).unlink(missing_ok=True)
     return status

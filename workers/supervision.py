@@ -1,0 +1,155 @@
+"""Worker supervision through the broker: node heartbeats, requeueing a dead node's runs, and the death count.
+
+Kombu's Redis transport keeps every delivered, unacknowledged message in the hash ``unacked``
+(delivery tag -> [message, exchange, routing key]) with its delivery time in ``unacked_index``, and
+gives it back only after the visibility timeout — which must outlast the longest run (an hour), so a
+node that dies would hold its runs for that long. Instead each worker node's main process writes
+``fastdiff:node:<name>`` every ``heartbeat_s``: the delivery tags it holds (reserved or running),
+expiring after ``node_ttl_s`` (3 heartbeats). Any live node then requeues every unacknowledged
+message older than ``node_ttl_s`` that no live node claims: a dead node's runs are back in the queue
+within ``node_ttl_s`` + one heartbeat. A message requeued by mistake (a live node's claim racing its
+ack) is harmless: a run that already has an outcome is acknowledged without running again.
+
+A run whose worker *process* dies (a run that exhausts memory, a kill -9) is redelivered by Celery
+at once; ``begin_attempt`` counts the attempts that started and did not end, so the task stores it
+as failed after ``max_worker_deaths`` of them instead of redelivering it forever.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import redis
+
+from workers.celery_app import QUEUE
+
+NODE_PREFIX = "fastdiff:node:"
+UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> JSON [message, exchange, routing key]
+UNACKED_INDEX = "unacked_index"  # delivery tag -> delivery time (unix seconds)
+ATTEMPT_TTL_S = 30 * 24 * 3600
+
+
+def node_key(name: str) -> str:
+    return NODE_PREFIX + name
+
+
+def heartbeat(r: redis.Redis, name: str, tags: Iterable[str], ttl_s: float) -> None:
+    """Say that node ``name`` is alive and holds the messages ``tags``, for the next ``ttl_s``."""
+    r.set(node_key(name), json.dumps(sorted(tags)), px=int(ttl_s * 1000))
+
+
+def live_claims(r: redis.Redis) -> tuple[set[str], set[str]]:
+    """(names of live nodes, delivery tags they hold)."""
+    names, tags = set(), set()
+    for key in r.scan_iter(match=NODE_PREFIX + "*"):
+        raw = r.get(key)
+        if raw is None:  # expired between SCAN and GET
+            continue
+        names.add(key.decode()[len(NODE_PREFIX):])
+        try:
+            tags.update(json.loads(raw))
+        except ValueError:
+            pass
+    return names, tags
+
+
+def requeue_orphans(r: redis.Redis, older_than_s: float, now: float | None = None) -> list[str]:
+    """Put back in the queue every unacknowledged message older than ``older_than_s`` that no live
+    node holds; returns their run ids. Atomic per message (WATCH on the hash, as kombu's own restore),
+    so two nodes reaping at once requeue a message once."""
+    now = time.time() if now is None else now
+    _, claimed = live_claims(r)
+    requeued = []
+    for tag, since in r.zrange(UNACKED_INDEX, 0, now - older_than_s, byscore=True, withscores=True):
+        tag = tag.decode()
+        if tag in claimed:
+            continue
+        run_id: list[str] = []
+
+        def restore(pipe: redis.client.Pipeline, tag: str = tag, run_id: list[str] = run_id) -> None:
+            raw = pipe.hget(UNACKED, tag)
+            pipe.multi()
+            pipe.zrem(UNACKED_INDEX, tag)
+            pipe.hdel(UNACKED, tag)
+            if raw is None:  # acknowledged (or restored by another node) since we looked
+                return
+            message = json.loads(raw)[0]
+            message["headers"]["redelivered"] = True
+            message["properties"]["delivery_info"]["redelivered"] = True
+            run_id.append(message["headers"].get("id"))
+            pipe.rpush(QUEUE, json.dumps(message))  # kombu pops from the right: the next one served
+
+        r.transaction(restore, UNACKED)
+        requeued += run_id
+    return requeued
+
+
+class Heartbeat(threading.Thread):
+    """A worker node's heartbeat: every ``interval_s``, claim the node's messages and reap dead nodes'."""
+
+    def __init__(self, url: str, name: str, held_tags: Callable[[], set[str]], interval_s: float,
+                 ttl_s: float, log: Callable[[str], None]):
+        super().__init__(name="fastdiff-heartbeat", daemon=True)
+        self.r = redis.Redis.from_url(url, socket_timeout=max(1.0, interval_s))
+        self.node, self.held_tags, self.interval_s, self.ttl_s, self.log = name, held_tags, interval_s, ttl_s, log
+        self.stopped = threading.Event()
+
+    def beat(self) -> list[str]:
+        heartbeat(self.r, self.node, self.held_tags(), self.ttl_s)
+        return requeue_orphans(self.r, older_than_s=self.ttl_s)
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                for run_id in self.beat():
+                    self.log(f"requeued run {run_id}: its worker node stopped heartbeating")
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pass  # the broker is restarting; the next beat tries again
+            self.stopped.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.r.delete(node_key(self.node))
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass
+
+
+def held_run_ids(r: redis.Redis) -> set[str]:
+    """Run ids of messages the broker holds: waiting in the queue, or delivered and not yet acknowledged."""
+    ids = set()
+
+    def add(raw: bytes, unacked: bool) -> None:
+        try:
+            msg = json.loads(raw)
+            ids.add((msg[0] if unacked else msg)["headers"]["id"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass
+
+    for key in r.scan_iter(match=f"{QUEUE}*", _type="list"):
+        for raw in r.lrange(key, 0, -1):
+            add(raw, False)
+    for raw in r.hvals(UNACKED):
+        add(raw, True)
+    return ids
+
+
+def attempt_key(run_id: str) -> str:
+    return f"fastdiff:attempt:{run_id}"
+
+
+def begin_attempt(r: redis.Redis, run_id: str) -> int:
+    """Record that an attempt at ``run_id`` starts; returns how many earlier attempts started and never
+    ended (their worker process died)."""
+    pipe = r.pipeline()
+    pipe.incr(attempt_key(run_id))
+    pipe.expire(attempt_key(run_id), ATTEMPT_TTL_S)
+    return int(pipe.execute()[0]) - 1
+
+
+def end_attempt(r: redis.Redis, run_id: str) -> None:
+    """The attempt ended without its process dying (whatever the run's outcome)."""
+    r.decr(attempt_key(run_id))
