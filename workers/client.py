@@ -6,7 +6,7 @@
     exp_id, run_ids = submit([spec_a, spec_b], "a vs b")                          # several
     exp_id, run_ids = submit(base_spec, "steps sweep", sweep={"steps": [4, 8, 16],
                                                               "solver": ["euler", "dpmpp_2m"]})
-    progress(run_id) -> {run_id, status: queued|running|collecting|done|failed|cancelled,
+    progress(run_id) -> {run_id, status: queued|running|done|failed|cancelled,
                          done, total, nfe, eta_s, phase, device, worker, error}
     cancel(run_id)   -> True if cancelled, False if it had already finished
 
@@ -52,6 +52,9 @@ class ServiceClient:
         self.broker_url = broker_url or self.settings.resolved_broker_url()
         self.store = Store(store_root if store_root is not None else self.settings.store_root)
         self.celery: Celery = make_celery(self.settings, broker_url=self.broker_url)
+        # Fail fast on a dead broker instead of kombu's endless reconnecting: ``_send`` waits and reconciles.
+        self.celery.conf.broker_transport_options = {**self.celery.conf.broker_transport_options, "max_retries": 1,
+                                                     "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
         self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10, socket_connect_timeout=5)
         self.reconcile_s = reconcile_s
 
@@ -74,11 +77,11 @@ class ServiceClient:
         self._send([(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)])
         return exp_id, run_ids
 
-    def _send(self, runs: list[tuple[str, str]]) -> None:
+    def _send(self, runs: list[tuple[str, str]], reconcile: bool = False) -> None:
         """Queue (run_id, spec_json) pairs; if the broker fails part-way, wait for it (``reconcile_s``) and
-        send again exactly the runs it does not hold and that have no outcome."""
+        send again exactly the runs it does not hold and that have no outcome (at once if ``reconcile``)."""
         deadline = time.monotonic() + self.reconcile_s
-        unsent, retry = runs, False
+        unsent, retry = runs, reconcile
         while True:
             try:
                 if retry:  # the broker may have kept (or even run) some of those whose sending failed
@@ -88,8 +91,11 @@ class ServiceClient:
                 with self.celery.producer_or_acquire() as producer:
                     while unsent:
                         rid, spec = unsent[0]
+                        # ignore_result: no result subscription per run in this process (its reconnect loop
+                        # blocked a submit to a dead broker for 20 s); the task reports through update_state
+                        # and its outcome through the results channel.
                         self.celery.send_task(RUN_TASK, args=(rid, spec), producer=producer, retry=False,
-                                              **run_options(self.settings, rid))
+                                              ignore_result=True, **run_options(self.settings, rid))
                         unsent = unsent[1:]
                 return
             except BROKER_ERRORS as e:
@@ -121,8 +127,6 @@ class ServiceClient:
             out.update(status="running", **{k: info.get(k) for k in ("done", "total", "nfe", "eta_s", "phase",
                                                                        "device")})
             out["worker"] = info.get("worker") or info.get("hostname")  # Celery's own STARTED meta has hostname
-        elif name == "SUCCESS":
-            out["status"] = "collecting"  # pushed to the results channel; the collector is writing it
         elif name in ("FAILURE", "REVOKED"):
             out.update(status="failed" if name == "FAILURE" else "cancelled", error=repr(info))
         return out

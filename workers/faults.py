@@ -59,6 +59,7 @@ class FaultRow:
     lost: int
     failed: int
     recovery_s: float
+    stored_before_exit: int | None = None  # Ctrl-C rows: running runs stored before `up` exited
     note: str = ""
 
 
@@ -192,8 +193,9 @@ def _kill(pid: int, group: bool = False) -> None:
         pass
 
 
-def inject(svc: UpService, fault: str, running: list[str], grace_s: float) -> str:
-    """Apply one fault to the live service; returns a note."""
+def inject(svc: UpService, fault: str, running: list[str], grace_s: float) -> int | None:
+    """Apply one fault to the live service; for Ctrl-C, returns how many running runs were stored
+    before `up` exited."""
     pids = svc.pids()
     if fault == "pool_child":
         _kill(svc.pool_children()[0])
@@ -206,11 +208,11 @@ def inject(svc: UpService, fault: str, running: list[str], grace_s: float) -> st
         svc.proc.wait()
         svc.start(grace_s)
     elif fault in ("ctrl_c", "ctrl_c_grace"):
-        code = svc.stop()
+        if svc.stop() != 0:
+            raise RuntimeError(f"`up` did not exit cleanly after Ctrl-C:\n{svc.log.read_text()[-3000:]}")
         stored = sum(svc.client.store.run(r)["status"] != "queued" for r in running)
-        note = f"`up` exited {code}; {stored} of {len(running)} running run(s) stored before it exited"
         svc.start(grace_s)
-        return note
+        return stored
     elif fault == "deaths":
         key = supervision.attempt_key(running[0])
         for attempt in (1, 2):  # kill the pool process once the attempt has started (the counter says so)
@@ -220,7 +222,7 @@ def inject(svc: UpService, fault: str, running: list[str], grace_s: float) -> st
             _kill(svc.pool_children()[0])
     else:
         raise ValueError(f"fault={fault!r} is not one of {list(FAULTS)}")
-    return ""
+    return None
 
 
 def run_fault(svc: UpService, fault: str, seed0: int, n_runs: int = 3, grace_s: float = 1.0,
@@ -229,20 +231,25 @@ def run_fault(svc: UpService, fault: str, seed0: int, n_runs: int = 3, grace_s: 
     exp_id, run_ids = svc.client.submit(sweep(seed0, n_runs), f"fault {fault}")
     running = _running(svc, run_ids)
     t_fault = time.monotonic()
-    note = inject(svc, fault, running, grace_s)
+    stored_before_exit = inject(svc, fault, running, grace_s)
     seen = _wait_stored(svc, run_ids, timeout)
     runs = svc.client.store.runs(exp_id)
     stored_ids = [r for r, s in zip(runs["run_id"], runs["status"]) if s != "queued"]
     executions = _executions(svc)
     recovered = [seen[r] for r in running if r in seen]
     recovery = max(recovered) - t_fault if len(recovered) == len(running) else float("inf")
+    note = ""
     if fault == "deaths":
         note = str(svc.client.store.run(running[0])["error"]).splitlines()[0]
+    elif stored_before_exit is not None:
+        note = (f"grace {grace_s:.0f} s: {stored_before_exit} of {len(running)} running run(s) finished before "
+                "`up` exited" + ("" if stored_before_exit == len(running) else "; the rest requeued, done after restart"))
     return FaultRow(fault=fault, submitted=len(run_ids), stored=len(set(stored_ids)),
                     duplicated=len(stored_ids) - len(set(stored_ids)),
                     reexecuted=sum(executions.get(r, 0) > 1 for r in run_ids),
                     lost=len(set(run_ids) - set(stored_ids)),
-                    failed=int((runs["status"] == "failed").sum()), recovery_s=round(recovery, 1), note=note)
+                    failed=int((runs["status"] == "failed").sum()), recovery_s=round(recovery, 1),
+                    stored_before_exit=stored_before_exit, note=note)
 
 
 def table(rows: list[FaultRow]) -> str:

@@ -109,7 +109,7 @@ class RunTask(Task):
         # Called in the worker's main process when the hard time limit killed the child: the run
         # produced nothing, so its failure is its outcome (otherwise it would stay 'queued' forever).
         if isinstance(exc, TimeLimitExceeded) and args:
-            limit = f" ({float(exc.args[0]):.0f} s)" if exc.args and isinstance(exc.args[0], (int, float)) else ""
+            limit = f" ({float(exc.args[0]):g} s)" if exc.args and isinstance(exc.args[0], (int, float)) else ""
             outcomes.finish(_redis(os.getpid()), args[0], "failed", error=f"hard time limit exceeded{limit}",
                             worker=self.request.hostname if self.request else None)
 
@@ -183,7 +183,7 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec_json: str, worker: st
         status, payload, error = "cancelled", None, "cancelled by user"
     except SoftTimeLimitExceeded:
         soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
-        status, payload, error = "failed", None, f"time limit exceeded ({soft:.0f} s)"
+        status, payload, error = "failed", None, f"time limit exceeded ({soft:g} s)"
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
         status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
