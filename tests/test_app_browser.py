@@ -2,17 +2,17 @@
 dashboard), run a small experiment from Explore, wait for its histogram, then open the share link in
 a fresh browser context and read the same numbers.
 
-Ports are picked here, everything listens on loopback, and the launcher's process group is stopped
-at the end (it stops its children in order).
+The dashboard binds a port the system picks (--port 0) and `fastdiff up` prints it; everything listens
+on loopback, and the launcher's process group is stopped at the end (it stops its children in order).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,10 +30,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def reported_url(log: pathlib.Path, proc: subprocess.Popen, timeout: float) -> str:
+    """The dashboard URL `fastdiff up` prints once Streamlit listens on the port the system gave it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"fastdiff dashboard: (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"fastdiff up exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        time.sleep(0.2)
+    raise TimeoutError(f"fastdiff up reported no dashboard URL within {timeout} s:\n{log.read_text(errors='replace')}")
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -51,18 +58,18 @@ def wait_http(url: str, timeout: float) -> None:
 
 @pytest.fixture
 def dashboard():
-    """A running `fastdiff up` on free loopback ports with its own data directory; yields the base URL."""
+    """A running `fastdiff up` on a loopback port it binds itself, with its own data directory; yields the base URL."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdui-", dir="/tmp"))  # short: the broker's Unix socket
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home)}
     env.pop("FASTDIFF_BROKER_URL", None)
     log = open(home / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", "0",
                              "--workers", "1", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
-        yield f"http://127.0.0.1:{port}", home
+        base = reported_url(home / "up.log", proc, 120)
+        wait_http(f"{base}/_stcore/health", 90)
+        yield base, home
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

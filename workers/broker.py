@@ -76,6 +76,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not bind the TCP port picked for it."""
+
+
 class RedisServer:
     """One redis-server child process with append-only persistence in ``data_dir``.
 
@@ -91,6 +95,9 @@ class RedisServer:
         self.binary, self.description = (binary, f"redis-server {binary}") if binary else preferred_binary()
         self.unix_socket = pathlib.Path(unix_socket).resolve() if unix_socket is not None else None
         self.port = None if self.unix_socket is not None else (port or free_port())
+        # Redis cannot listen on port 0 and report the port, so a port picked here can be taken by
+        # another process before redis-server binds it: then the first start picks again.
+        self._repick = self.unix_socket is None and not port
         self.fsync = fsync
         self.proc: subprocess.Popen | None = None
 
@@ -112,6 +119,15 @@ class RedisServer:
             return False
 
     def start(self, timeout: float = 15.0) -> RedisServer:
+        repick, self._repick = self._repick, False  # a restart keeps the port its clients know
+        for _attempt in range(4 if repick else 0):
+            try:
+                return self._start(timeout, port_may_be_taken=True)
+            except PortTaken:
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float, port_may_be_taken: bool = False) -> RedisServer:
         # Queued specs and results are private to this user: the directory 700, and Redis's files
         # (append-only file, log, socket) 600 through the child's umask.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -125,20 +141,31 @@ class RedisServer:
             args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        log = self.data_dir / "redis.log"
+        log_start = log.stat().st_size if log.exists() else 0
         # Own process group: Ctrl-C in the launcher's terminal reaches the launcher, which stops us last.
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log = (self.data_dir / "redis.log")
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with code {self.proc.returncode}:\n{tail}")
-            if self.ping():
+                said = log.read_bytes()[log_start:].decode(errors="replace") if log.exists() else ""
+                if port_may_be_taken and "Address already in use" in said:
+                    raise PortTaken(self.port)
+                raise RuntimeError(f"redis-server exited with code {self.proc.returncode}:\n{said[-2000:]}")
+            if self.ping() and self._answering_is_ours():
                 return self
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"redis-server did not answer within {timeout} s")
+
+    def _answering_is_ours(self) -> bool:
+        """The server answering on our address is the process we started (not one that held the port)."""
+        try:
+            with self.client() as c:
+                return self.proc is not None and int(c.info("server")["process_id"]) == self.proc.pid
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Clean shutdown (the append-only file is already complete; SHUTDOWN flushes it once more)."""

@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,20 @@ class Child:
             assert self.proc is not None
             stop_process(self.proc.pid, process_start(self.proc.pid), grace_s, self.second_signal)
             self.proc.wait()
+
+
+def listening_port(child: Child, log_offset: int, timeout_s: float = 120.0) -> int:
+    """The port the dashboard listens on when it was started with port 0: Streamlit binds a port the
+    system picks and writes it to its log ("URL: http://host:port") once it listens."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.alive():
+        with open(child.log, "rb") as f:
+            f.seek(log_offset)
+            found = re.search(rb"URL: https?://[^\s:]+:(\d+)", f.read())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise RuntimeError(f"the dashboard did not report a listening port within {timeout_s:.0f} s; see {child.log}")
 
 
 def process_start(pid: int) -> int | None:
@@ -138,7 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes on this machine (default: one per GPU, else per CPU core; 0: none)")
     parser.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    parser.add_argument("--port", type=int, default=8501,
+                        help="dashboard port (default 8501; 0: one the system picks, printed once it listens)")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds running runs get at shutdown")
 
@@ -207,11 +223,13 @@ def main(args: argparse.Namespace) -> int:
     status = 0
     try:
         for child in children:
+            offset = child.log.stat().st_size if child.log.exists() else 0
             child.start()
             print(f"{child.name}: pid {child.proc.pid}, log {child.log}")
+            if child.name == "dashboard":
+                port = args.port or listening_port(child, offset)
+                print(f"\n  fastdiff dashboard: http://{args.host}:{port}\n")
         record()
-        if any(c.name == "dashboard" for c in children):
-            print(f"\n  fastdiff dashboard: http://{args.host}:{args.port}\n")
         print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(0.5):
             if broker is not None and broker.proc.poll() is not None:
