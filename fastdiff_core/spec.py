@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+import sys
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
 
 from fastdiff_core import catalog
+from fastdiff_core.limits import RunLimits, peak_memory_mb
 from fastdiff_core.registry import validate_options
 
 SCHEMA_VERSION = 1
@@ -57,6 +59,10 @@ class RunSpec:
     """One experiment run. Fields are grouped as: what world, what sampler, what fan-out, how run.
 
     NFE bill per run = NFE(solver, steps) x C(guidance) x horizon x plans x futures x samples.
+
+    A new spec must fit the run limits (``check_run_limits``: NFE, rollout frames, peak memory, from
+    the environment). ``enforce_limits=False`` is for records of runs that already happened (a stored
+    result read back under tighter limits); it is not a field and never travels in JSON.
     """
 
     # what world
@@ -95,8 +101,9 @@ class RunSpec:
     importance_options: Mapping[str, Any] = field(default_factory=dict)
     warm_start: bool = True
     schema_version: int = SCHEMA_VERSION
+    enforce_limits: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, enforce_limits: bool) -> None:
         _choice("world", self.world, ("mixture", "driving"))
         _choice("sampler", self.sampler, ("solver", "student"))
         _choice("dtype", self.dtype, ("float32", "float64"))
@@ -151,6 +158,8 @@ class RunSpec:
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise ValueError(f"name={self.name!r} must be a string of at most 200 characters")
         self._check_speedups()
+        if enforce_limits:
+            check_run_limits(self)
 
     def _check_speedups(self) -> None:
         for mode_field, opts_field, name in (("feature_cache", "cache_options", "feature_cache"),
@@ -194,7 +203,7 @@ class RunSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+    def from_dict(cls, d: Mapping[str, Any], *, enforce_limits: bool = True) -> "RunSpec":
         if not isinstance(d, Mapping):
             raise ValueError(f"spec must be a JSON object, got {type(d).__name__}")
         d = dict(d)
@@ -211,15 +220,11 @@ class RunSpec:
             raise ValueError(f"spec has unknown field(s) {unknown}; allowed: {sorted(known)}")
         if isinstance(d.get("guidance_interval"), list):
             d["guidance_interval"] = tuple(d["guidance_interval"])
-        return cls(**d)
+        return cls(**d, enforce_limits=enforce_limits)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"spec is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+    def from_json(cls, text: str, *, enforce_limits: bool = True) -> "RunSpec":
+        return cls.from_dict(parse_json_object(text, "spec"), enforce_limits=enforce_limits)
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A validated copy with ``changes``. Switching solver, grid or world drops the previous entry's
@@ -237,6 +242,57 @@ class RunSpec:
     @property
     def fan_out(self) -> int:
         return self.plans * self.futures
+
+
+# ---------------------------------------------------------------------------------------------
+# The server-side budget: what one run may cost (fastdiff_core.limits holds the settings)
+# ---------------------------------------------------------------------------------------------
+
+
+def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
+    """Refuse a spec whose NFE bill, rollout frames or estimated peak memory exceeds ``limits``
+    (default: ``RunLimits.from_env()``). The message names the fields, the product and the limit."""
+    from fastdiff_core.budget import bill_for  # budget imports this module
+
+    limits = RunLimits.from_env() if limits is None else limits
+    # a guidance interval on a built-in grid is billed as guided everywhere: an upper bound, torch-free
+    bill = bill_for(spec, guided_fraction=1.0)
+    if bill.per_run > limits.max_run_nfe:
+        raise ValueError(
+            f"NFE bill S x C x horizon x plans x futures x samples = {bill.S:g} x {bill.C:g} x {spec.horizon} x "
+            f"{spec.plans} x {spec.futures} x {spec.samples} = {bill.per_run:,.0f} (steps={spec.steps}, "
+            f"solver={spec.solver!r}, guidance_scale={spec.guidance_scale:g}) exceeds FASTDIFF_MAX_RUN_NFE="
+            f"{limits.max_run_nfe:,.0f}; lower a field or raise the limit")
+    rollouts = spec.samples * spec.plans * spec.futures
+    frames = rollouts * spec.horizon
+    if frames > limits.max_rollouts:
+        raise ValueError(
+            f"rollout frames samples x plans x futures x horizon = {spec.samples} x {spec.plans} x {spec.futures} x "
+            f"{spec.horizon} = {frames:,} exceeds FASTDIFF_MAX_ROLLOUTS={limits.max_rollouts:,}; "
+            "lower a field or raise the limit")
+    chunk = min(limits.chunk_rollouts, int(spec.world_options.get("batch", limits.chunk_rollouts)))
+    peak = peak_memory_mb(spec.world, rollouts=rollouts, horizon=spec.horizon, chunk=chunk,
+                          guidance_passes=bill.C, itemsize=8 if spec.dtype == "float64" else 4)
+    if peak > limits.max_peak_mb:
+        raise ValueError(
+            f"estimated peak memory {peak:,.0f} MiB for samples x plans x futures = {rollouts:,} rollouts of "
+            f"horizon={spec.horizon} frames (dtype={spec.dtype!r}, {chunk} rollouts per forward) exceeds "
+            f"FASTDIFF_MAX_PEAK_MB={limits.max_peak_mb:,.0f}; lower a field or raise the limit (docs/limits.md)")
+
+
+def parse_json_object(text: Any, what: str) -> Any:
+    """``json.loads`` whose every failure is a one-line ValueError naming ``what``."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be JSON text, got {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{what} nests too deeply to be a RunSpec (JSON objects and lists nested "
+                         f"more than about {sys.getrecursionlimit()} levels)") from None
 
 
 def _check_custom_sigmas(sigmas: Any) -> None:
@@ -322,7 +378,7 @@ class RunResult:
     def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
         d = dict(d)
         return cls(
-            spec=RunSpec.from_dict(d["spec"]),
+            spec=RunSpec.from_dict(d["spec"], enforce_limits=False),  # a record of a run that happened
             device=d["device"],
             wall_s=float(d["wall_s"]),
             nfe_counted=float(d["nfe_counted"]),

@@ -5,10 +5,12 @@ expands the same axes when it queues them (``workers.client.submit(..., sweep=..
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from fastdiff_core.limits import RunLimits
 from fastdiff_core.spec import RunSpec
 
 SPEC_FIELDS = tuple(f.name for f in fields(RunSpec) if f.name != "schema_version")
@@ -29,6 +31,8 @@ def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -
                              f"allowed: {sorted(SPEC_FIELDS)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
             raise ValueError(f"sweep[{name!r}]={values!r} must be a non-empty list of values")
+    check_run_count(math.prod(len(v) for v in axes.values()),
+                    "sweep " + " x ".join(f"{name} ({len(v)} values)" for name, v in axes.items()))
     out = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
@@ -40,3 +44,11 @@ def grid(base: RunSpec | Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -
         except ValueError as e:
             raise ValueError(f"sweep point {point}: {e}") from None
     return out
+
+
+def check_run_count(n: int, what: str) -> None:
+    """Refuse queueing more than FASTDIFF_MAX_SWEEP_RUNS runs at once (checked before a grid is built)."""
+    cap = RunLimits.from_env().max_sweep_runs
+    if n > cap:
+        raise ValueError(f"{what} = {n:,} runs exceeds FASTDIFF_MAX_SWEEP_RUNS={cap:,}; "
+                         "split the sweep or raise the limit")

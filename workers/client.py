@@ -34,8 +34,8 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from fastdiff_core.spec import RunSpec
-from fastdiff_core.sweep import grid  # also the service's public sweep expansion: workers.client.grid
+from fastdiff_core.spec import RunSpec, check_run_limits
+from fastdiff_core.sweep import check_run_count, grid  # grid is also the service's public sweep expansion
 from store import Store, as_specs
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery, run_options
@@ -69,6 +69,12 @@ class ServiceClient:
             spec_list = grid(specs, sweep)
         else:
             spec_list = as_specs(specs)
+            check_run_count(len(spec_list), "the list of specs")
+        for i, spec in enumerate(spec_list):  # a spec built with enforce_limits=False is checked here too
+            try:
+                check_run_limits(spec)
+            except ValueError as e:
+                raise ValueError(f"spec {i}: {e}") from None
         try:
             self.redis.ping()
         except BROKER_ERRORS as e:
