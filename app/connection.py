@@ -75,9 +75,13 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float]) -> list[dict[str
         except ValueError:
             continue
         per_cycle = budget.counted_per_cycle(spec, float(r["nfe_counted"]), float(r["nfe_formula"] or 0.0))
+        try:
+            billed = budget.work_of(spec, budget.bill_for(spec, guided_fraction=0.5))
+        except ValueError:
+            continue
+        work = budget.Work(per_cycle * spec.samples, billed.rollouts, billed.forwards)
         out.append({"kind": runtime_kind(spec), "device": r["device"], "threads": threads.get(r["run_id"]),
-                    "nfe": per_cycle * spec.samples, "rollouts": spec.samples * spec.plans * spec.futures,
-                    "seconds": float(r["wall_s"])})
+                    "work": work, "seconds": float(r["wall_s"])})
     return out
 
 
@@ -89,14 +93,14 @@ def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBil
     such run (the workers' current machine), else the world's conservative prior."""
     kind = runtime_kind(spec)
     same = [r for r in rows if r["kind"] == kind]
-    nfe, rollouts = bill.per_run, spec.samples * spec.plans * spec.futures
+    work = budget.work_of(spec, bill)
+    prior = budget.RUNTIME_PRIORS[spec.world]
     if not same:
-        return budget.RUNTIME_PRIORS[spec.world].estimate(nfe, rollouts)
+        return prior.estimate(work)
     device, threads = same[-1]["device"], same[-1]["threads"]
     fit = [r for r in same if r["device"] == device and r["threads"] == threads][-MAX_FIT_RUNS:]
     where = f"{kind[0]} · {kind[1]} on {device}" + (f", {threads:g} threads" if threads else "")
-    model = budget.fit_runtime([(r["nfe"], r["rollouts"], r["seconds"]) for r in fit], where)
-    return model.estimate(nfe, rollouts)
+    return budget.fit_runtime([(r["work"], r["seconds"]) for r in fit], where, prior).estimate(work)
 
 
 def stored_runtime_rows(world: str) -> list[dict[str, Any]]:

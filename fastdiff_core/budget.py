@@ -15,6 +15,7 @@ DiT on a datacenter GPU); measured latencies come from runs and carry their devi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -786,93 +787,126 @@ class RuntimeEstimate:
 
 
 @dataclass(frozen=True)
+class Work:
+    """What a run's wall time scales with: per-sample NFE (rows through the network), rollouts (the
+    mixture's reference ODE solve, the driving world's branch labels and sample metrics) and sequential
+    forwards (one batched network call each: on a CPU a call of 64 rows costs most of one of 320)."""
+
+    nfe: float
+    rollouts: float
+    forwards: float
+
+    def features(self) -> tuple[float, float, float, float]:
+        return (1.0, self.nfe, self.rollouts, self.forwards)
+
+
+def work_of(spec: RunSpec, bill: NFEBill) -> Work:
+    """The Work of a spec: its bill per run, its rollouts, and its sequential forwards — S x H per
+    batch of rollouts (a planning cycle's P x R fan-out is one batch; the world's ``batch`` option, or
+    all rollouts at once, otherwise)."""
+    rollouts = spec.samples * spec.plans * spec.futures
+    if spec.plans > 1:
+        batches = spec.samples
+    else:
+        batches = math.ceil(rollouts / int(spec.world_options.get("batch") or rollouts))
+    return Work(bill.per_run, float(rollouts), bill.S * bill.H * batches)
+
+
+@dataclass(frozen=True)
 class RuntimeModel:
-    """seconds = a + b x NFE + c x rollouts for one kind of run (world, network, device, threads).
+    """seconds = a + b NFE + c rollouts + d forwards (``coef``, all >= 0) for one kind of run (world,
+    network, device, threads). ``log_sd``: the spread of log(measured / fitted), inflated for few runs."""
 
-    NFE is per run (every per-sample network evaluation); rollouts = samples x plans x futures carries
-    what scales with the number of rollouts but not with NFE (the mixture's reference ODE solve, the
-    driving world's branch classification and sample metrics). ``log_sd`` is the spread of
-    log(measured / fitted) on the runs it was fitted to, inflated for few runs.
-    """
-
-    a: float
-    b: float
-    c: float
+    coef: tuple[float, float, float, float]
     log_sd: float
     n_runs: int
     kind: str
     prior: bool = False
+    params: int = 1  # free parameters fitted (1: the prior's shape rescaled)
 
-    def estimate(self, nfe: float, rollouts: float) -> RuntimeEstimate:
-        mid = self.a + self.b * nfe + self.c * rollouts
-        k = 3 - [self.a, self.b, self.c].count(0.0)
-        half = _Z80 * self.log_sd * math.sqrt(1.0 + k / max(self.n_runs, 1))
+    def seconds(self, work: Work) -> float:
+        return max(sum(c * x for c, x in zip(self.coef, work.features())), 1e-6)
+
+    def estimate(self, work: Work) -> RuntimeEstimate:
+        mid = self.seconds(work)
+        half = _Z80 * self.log_sd * math.sqrt(1.0 + self.params / max(self.n_runs, 1))
         src = f"fitted on {self.n_runs} measured run(s) of {self.kind}"
         return RuntimeEstimate(mid, mid * math.exp(-half), mid * math.exp(half), src, self.prior)
 
 
-# Before any run of a kind: deliberately slow (these worlds on one busy CPU core measured 2-5x faster,
-# docs/verdicts.md), with a wide spread, so the guard errs on the side of refusing.
+# Before any run of a kind: deliberately slow (measured on this 2-core machine at load 20, the worst
+# seen; docs/verdicts.md), with a wide spread, so the guard errs on the side of refusing. The shape
+# (how the terms weigh against each other) is also what a kind's first few runs rescale.
 RUNTIME_PRIORS: dict[str, RuntimeModel] = {
-    "mixture": RuntimeModel(a=15.0, b=2e-4, c=0.05, log_sd=math.log(4.0), n_runs=0, kind="mixture", prior=True),
-    "driving": RuntimeModel(a=15.0, b=3e-3, c=0.05, log_sd=math.log(4.0), n_runs=0, kind="driving", prior=True),
+    "mixture": RuntimeModel((10.0, 4e-4, 0.1, 0.02), math.log(4.0), 0, "mixture", prior=True),
+    "driving": RuntimeModel((10.0, 3e-3, 0.06, 1.0), math.log(4.0), 0, "driving", prior=True),
 }
 _MIN_LOG_SD = math.log(1.3)  # run-to-run noise on a shared machine: never claim a tighter spread
+_FEW_LOG_SD = math.log(1.5)  # ... and with fewer than four runs, a factor of 1.5 at least
 _ONE_RUN_LOG_SD = math.log(3.0)  # one run fixes the scale, not the shape: a factor of 3 either way
 
 
-def fit_runtime(runs: Sequence[tuple[float, float, float]], kind: str) -> RuntimeModel:
-    """Fit seconds = a + b NFE + c rollouts (all >= 0) to measured runs (nfe, rollouts, seconds).
+def fit_runtime(runs: Sequence[tuple[Work, float]], kind: str, prior: RuntimeModel) -> RuntimeModel:
+    """Fit a RuntimeModel to measured runs (work, seconds) of one kind.
 
-    Least squares on relative error (each run counts by its ratio, so one long run does not decide
-    a short one's estimate), over every subset of the three terms with coefficients >= 0 (an exact
-    non-negative least squares for three unknowns), choosing the subset by AIC on the log residuals;
-    runs that sit a factor of 3 off a first fit of >= 5 runs are left out as outliers (a run slowed
-    by a neighbour). One run: seconds proportional to NFE, spread a factor of 3.
+    Fewer than four runs: the prior's shape, rescaled by the geometric mean of measured / prior (one
+    scale parameter; the runs fix how fast this machine is, not how the terms weigh). Four or more:
+    least squares on relative error (each run counts by its ratio, so one long run does not decide a
+    short one's estimate) over every subset of the four terms with coefficients >= 0 (exact
+    non-negative least squares for four unknowns) and the rescaled prior, chosen by AIC on the log
+    residuals; from five runs, a run a factor of 3 off a first fit is left out (a run slowed by a
+    neighbour). Raises ValueError naming ``runs`` when none has positive work and seconds.
     """
-    rows = [(float(n), float(r), float(s)) for n, r, s in runs if n > 0 and r > 0 and s > 0]
+    rows = [(w, float(s)) for w, s in runs if w.nfe > 0 and w.rollouts > 0 and s > 0]
     if not rows:
         raise ValueError(f"runs={list(runs)!r}: need at least one run with nfe, rollouts and seconds > 0")
-    if len(rows) == 1:
-        n, _, s = rows[0]
-        return RuntimeModel(0.0, s / n, 0.0, _ONE_RUN_LOG_SD, 1, kind)
-    fit = _fit_subsets(rows)
+    coef, k = _fit(rows, prior)
     if len(rows) >= 5:
-        keep = [r for r in rows if abs(math.log(r[2] / _predict(fit, r))) <= math.log(3.0)]
-        if len(keep) >= 3 and len(keep) < len(rows):
-            rows, fit = keep, _fit_subsets(keep)
-    k = sum(1 for v in fit if v > 0)
-    logs = [math.log(s / _predict(fit, (n, r, s))) for n, r, s in rows]
-    dof = len(rows) - k
-    sd = math.sqrt(sum(e * e for e in logs) / dof) if dof > 0 else _ONE_RUN_LOG_SD
-    return RuntimeModel(*fit, log_sd=max(sd, _MIN_LOG_SD), n_runs=len(rows), kind=kind)
+        keep = [(w, s) for w, s in rows if abs(math.log(s / _seconds(coef, w))) <= math.log(3.0)]
+        if 4 <= len(keep) < len(rows):
+            rows = keep
+            coef, k = _fit(rows, prior)
+    logs = [math.log(s / _seconds(coef, w)) for w, s in rows]
+    if len(rows) == 1:
+        sd = _ONE_RUN_LOG_SD
+    else:
+        sd = math.sqrt(sum(e * e for e in logs) / max(len(rows) - k, 1))
+        sd = max(sd, _FEW_LOG_SD if len(rows) < 4 else _MIN_LOG_SD)
+    return RuntimeModel(coef, sd, len(rows), kind, params=k)
 
 
-def _predict(coef: tuple[float, float, float], row: tuple[float, float, float]) -> float:
-    return max(coef[0] + coef[1] * row[0] + coef[2] * row[1], 1e-9)
+def _seconds(coef: Sequence[float], work: Work) -> float:
+    return max(sum(c * x for c, x in zip(coef, work.features())), 1e-9)
 
 
-def _fit_subsets(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    X = np.array([[1.0, n, r] for n, r, _ in rows])
-    y = np.array([s for _, _, s in rows])
-    best, best_score = (0.0, float(np.median(y / X[:, 1])), 0.0), math.inf
-    for cols in ((1,), (0, 1), (1, 2), (2,), (0, 2), (0, 1, 2), (0,)):
-        if len(cols) >= len(rows):
-            continue
-        A = X[:, cols] / y[:, None]  # relative residuals: (A @ coef) / y - 1
-        coef, *_ = np.linalg.lstsq(A, np.ones(len(rows)), rcond=None)
-        if (coef < 0).any():
-            continue
-        full = [0.0, 0.0, 0.0]
-        for c, v in zip(cols, coef):
-            full[c] = float(v)
-        pred = X @ np.array(full)
-        if (pred <= 0).any():
-            continue
-        rss = float(np.sum(np.log(y / pred) ** 2))
-        score = len(rows) * math.log(rss / len(rows) + 1e-4) + 2 * len(cols)
-        if score < best_score - 1e-9:
-            best, best_score = (full[0], full[1], full[2]), score
+def _fit(rows: list[tuple[Work, float]], prior: RuntimeModel) -> tuple[tuple[float, float, float, float], int]:
+    """(coefficients, number of free parameters) of the best candidate by AIC (see ``fit_runtime``)."""
+    X = np.array([w.features() for w, _ in rows])
+    y = np.array([s for _, s in rows])
+    base = np.array(prior.coef)
+    scale = float(np.exp(np.mean(np.log(y / (X @ base)))))
+    best = (tuple(float(v) for v in base * scale), 1)
+    if len(rows) < 4:
+        return best
+
+    def score(coef: np.ndarray, k: int) -> float:
+        rss = float(np.sum(np.log(y / np.maximum(X @ coef, 1e-9)) ** 2))
+        return len(rows) * math.log(rss / len(rows) + 1e-4) + 2 * k
+
+    best_score = score(base * scale, 1)
+    for size in range(1, min(4, len(rows) - 2) + 1):
+        for cols in itertools.combinations(range(4), size):
+            A = X[:, cols] / y[:, None]  # relative residuals: (A @ c) - 1
+            sol, *_ = np.linalg.lstsq(A, np.ones(len(rows)), rcond=None)
+            if (sol < 0).any():
+                continue
+            coef = np.zeros(4)
+            coef[list(cols)] = sol
+            if (X @ coef <= 0).any():
+                continue
+            sc = score(coef, size)
+            if sc < best_score - 1e-9:
+                best, best_score = (tuple(float(v) for v in coef), size), sc
     return best
 
 

@@ -182,41 +182,47 @@ def test_closed_loop_verdict_is_cost_then_coverage():
 
 
 def test_run_guard_refuses_hours():
-    bill = budget.bill_for(RunSpec(solver="ddpm", steps=1000, guidance_scale=3, horizon=20, plans=10, futures=4,
-                                   samples=100))
-    model = budget.fit_runtime([(1e4, 100, 1.0), (1e5, 100, 10.0)], "test")
-    reason = budget.run_guard(model.estimate(bill.per_run, 100))
-    assert reason is not None and "h (" in reason and "over the 30 min limit" in reason
-    small = budget.bill_for(RunSpec())
-    assert budget.run_guard(model.estimate(small.per_run, 1000)) is None
+    spec = RunSpec(solver="ddpm", steps=1000, guidance_scale=3, horizon=20, plans=10, futures=4, samples=100)
+    prior = budget.RUNTIME_PRIORS["driving"]
+    reason = budget.run_guard(prior.estimate(budget.work_of(spec, budget.bill_for(spec))))
+    assert reason is not None and " h (" in reason and "over the 30 min limit" in reason
+    assert "conservative prior" in reason
+    small = RunSpec(world="driving", scene="child_at_curb", steps=4, horizon=3, samples=32)
+    assert budget.run_guard(prior.estimate(budget.work_of(small, budget.bill_for(small)))) is None
     with pytest.raises(ValueError, match="estimate.seconds"):
         budget.run_guard(budget.RuntimeEstimate(0.0, 0.0, 0.0, "x", False))
 
 
-def test_runtime_fit_recovers_overhead_and_per_nfe_cost_and_ignores_a_slowed_run():
-    """seconds = 2 + 1e-4 NFE + 0.01 rollouts, with +-10% noise and one run slowed 5x by a neighbour."""
+def test_runtime_fit_recovers_the_cost_terms_and_ignores_a_slowed_run():
+    """seconds = 2 + 1e-4 NFE + 0.01 rollouts + 0.05 forwards, +-10% noise, one run slowed 5x by a neighbour."""
     import random
 
     rng = random.Random(0)
-    runs = []
-    for nfe, rollouts in ((1e4, 100), (4e4, 100), (1e4, 800), (2e5, 400), (8e4, 1600), (3e5, 200), (5e4, 50)):
-        runs.append((nfe, rollouts, (2 + 1e-4 * nfe + 0.01 * rollouts) * rng.uniform(0.9, 1.1)))
-    runs.append((1e5, 300, 5 * (2 + 1e-4 * 1e5 + 3)))
-    m = budget.fit_runtime(runs, "synthetic")
+    truth = budget.RuntimeModel((2.0, 1e-4, 0.01, 0.05), 0.0, 0, "truth")
+    works = [budget.Work(n, r, f) for n, r, f in ((1e4, 100, 40), (4e4, 100, 160), (1e4, 800, 40), (2e5, 400, 200),
+                                                   (8e4, 1600, 80), (3e5, 200, 600), (5e4, 50, 400), (2e4, 30, 90))]
+    runs = [(w, truth.seconds(w) * rng.uniform(0.9, 1.1)) for w in works]
+    runs.append((budget.Work(1e5, 300, 100), 5 * truth.seconds(budget.Work(1e5, 300, 100))))
+    flat = budget.RuntimeModel((1.0, 0.0, 0.0, 0.0), 1.0, 0, "flat prior", prior=True)  # a poor shape
+    m = budget.fit_runtime(runs, "synthetic", flat)
     assert m.n_runs == len(runs) - 1  # the slowed run is left out
-    for nfe, rollouts in ((2e4, 200), (1e6, 1000)):
-        truth = 2 + 1e-4 * nfe + 0.01 * rollouts
-        est = m.estimate(nfe, rollouts)
-        assert 0.8 < est.seconds / truth < 1.25 and est.lo < truth < est.hi
-    one = budget.fit_runtime([(1e4, 100, 3.0)], "one run")
-    assert one.estimate(2e4, 200).seconds == pytest.approx(6.0)  # proportional to NFE
-    e = one.estimate(2e4, 200)
-    assert e.hi / e.seconds == pytest.approx(e.seconds / e.lo) and e.hi / e.seconds > 3  # a factor-3 spread, widened
-    assert "fitted on 1 measured run" in e.describe()
-    prior = budget.RUNTIME_PRIORS["driving"].estimate(1e5, 100)
-    assert prior.prior and "conservative prior" in prior.describe()
+    for w in (budget.Work(2e4, 200, 100), budget.Work(1e6, 1000, 2000)):
+        est = m.estimate(w)
+        assert 0.8 < est.seconds / truth.seconds(w) < 1.25 and est.lo < truth.seconds(w) < est.hi
+
+
+def test_runtime_before_four_runs_rescales_the_prior():
+    prior = budget.RUNTIME_PRIORS["mixture"]
+    w1, w2 = budget.Work(3200, 400, 8), budget.Work(19200, 1200, 32)
+    one = budget.fit_runtime([(w1, prior.seconds(w1) / 4)], "one run", prior)  # this machine is 4x faster
+    assert one.seconds(w2) == pytest.approx(prior.seconds(w2) / 4)
+    e = one.estimate(w2)
+    assert e.hi / e.seconds == pytest.approx(e.seconds / e.lo) and e.hi / e.seconds > 3  # factor 3, widened
+    assert "fitted on 1 measured run" in e.describe() and not e.prior
+    p = prior.estimate(w2)
+    assert p.prior and "conservative prior" in p.describe()
     with pytest.raises(ValueError, match="runs="):
-        budget.fit_runtime([], "none")
+        budget.fit_runtime([], "none", prior)
 
 
 def test_latency_verdict_is_undecided_when_the_median_interval_straddles_the_budget():
