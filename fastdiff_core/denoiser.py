@@ -316,27 +316,3 @@ class Denoiser:
         cnt.forwards += 1
         cnt.rows += sum(passes) * batch
         return result
-
-
-def make_denoiser(
-    net: Network,
-    path: NoisePath,
-    prediction: Prediction,
-    *,
-    cond: torch.Tensor | None = None,
-    uncond: torch.Tensor | None = None,
-    guidance: Guidance = Guidance(),
-    counter: NFECounter | None = None,
-    time_scale: float = 1.0,
-    net_dtype: torch.dtype | None = None,
-) -> Denoiser:
-    """Build the x0-denoiser (see ``Denoiser``)."""
-    return Denoiser(
-        net, path, prediction, cond=cond, uncond=uncond, guidance=guidance,
-        counter=counter, time_scale=time_scale, net_dtype=net_dtype,
-    )
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

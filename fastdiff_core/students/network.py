@@ -23,22 +23,10 @@ import importlib
 import json
 import math
 import pathlib
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping
 
 import torch
 from torch import nn
-
-
-class StagedNetwork(Protocol):
-    """A ``denoiser.Network`` whose forward is split into embed / stem / blocks / head."""
-
-    config: Any
-
-    def embed(self, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor: ...
-    def stem(self, x_t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor: ...
-    def run_blocks(self, h: torch.Tensor, emb: torch.Tensor, start: int = 0, stop: int | None = None
-                   ) -> torch.Tensor: ...
-    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor: ...
 
 
 EXTRA_INPUTS = ("guidance", "step")
