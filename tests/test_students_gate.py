@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.students.card import StudentProtocol, measure, rates_of, sample_scene
+from fastdiff_core.students.card import StudentProtocol, counts_of, measure, sample_scene
 from fastdiff_core.students.driving import checkpoint_file, load_shipped, student_frame_sampler
 from fastdiff_core.worlds.driving.branches import branch_counts
 from fastdiff_core.worlds.driving.scenes import get_scene
@@ -37,7 +37,7 @@ def teacher_run():
 
 @pytest.fixture(scope="module")
 def reference(teacher_run):
-    return rates_of(teacher_run)
+    return counts_of(teacher_run)
 
 
 def test_every_student_ships_weights():
@@ -45,8 +45,9 @@ def test_every_student_ships_weights():
         assert checkpoint_file(name, steps).exists() or checkpoint_file(name).exists(), (name, steps)
 
 
-def test_the_teacher_passes_the_gate_on_this_protocol(teacher_run):
-    assert teacher_run["gate_truth"]["passed"], teacher_run["gate_truth"]["failures"]
+def test_the_teacher_does_not_fail_the_gate_on_this_protocol(teacher_run):
+    # 300 rollouts per scene cannot show a PASS (docs/gate.md); they can show a FAIL, and must not
+    assert teacher_run["gate_truth"]["outcome"] in ("PASS", "UNDECIDED"), teacher_run["gate_truth"]["failures"]
     assert teacher_run["nfe_per_frame"] == 31
 
 
@@ -60,14 +61,16 @@ def test_student_gate_is_computed_from_fresh_samples(name, steps, reference, rec
     again = sample_scene(None, scene, PROTOCOL, frame_sampler=fs)
     counts = branch_counts(again, get_scene(scene))
     assert m["scenes"][scene]["counts"] == counts and sum(counts.values()) == PROTOCOL.n
-    rows = {c["label"]: c for c in m["gate_truth"]["failures"]}
-    for c in rows.values():
+    rows = m["gate_truth"]["failures"] + m["gate_truth"]["undecided"]
+    for c in rows:
         if c["check"] in ("tail", "branch", "leak") and c["scene"] == scene:
             assert c["rate"] == pytest.approx(counts[c["label"]] / PROTOCOL.n)
     assert m["nfe_per_frame"] == steps  # C = 1: one pass per step
     for gate in ("gate_truth", "gate_teacher"):
-        assert isinstance(m[gate]["passed"], bool) and m[gate]["tv_limit"] > 0
-    record_property("gate_vs_truth", m["gate_truth"]["passed"])
-    record_property("gate_vs_teacher", m["gate_teacher"]["passed"])
-    print(f"{name} x {steps}: gate vs truth {'PASS' if m['gate_truth']['passed'] else 'FAIL'}, vs teacher "
-          f"{'PASS' if m['gate_teacher']['passed'] else 'FAIL'}, mean TV {m['mean_tv']:.3f}, tail {m['tail_rate']:.4f}")
+        assert m[gate]["outcome"] in ("PASS", "FAIL", "UNDECIDED") and m[gate]["passed"] == (m[gate]["outcome"] == "PASS")
+    # the teacher gate is two-sample: its per-interval alpha is smaller (the teacher's intervals spend alpha)
+    assert m["gate_teacher"]["confidence"] > m["gate_truth"]["confidence"]
+    record_property("gate_vs_truth", m["gate_truth"]["outcome"])
+    record_property("gate_vs_teacher", m["gate_teacher"]["outcome"])
+    print(f"{name} x {steps}: gate vs truth {m['gate_truth']['outcome']}, vs teacher {m['gate_teacher']['outcome']}, "
+          f"mean TV {m['mean_tv']:.3f}, tail {m['tail_rate']:.4f}")

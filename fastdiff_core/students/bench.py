@@ -24,7 +24,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.denoiser import Guidance
-from fastdiff_core.students.card import StudentProtocol, measure, rates_of
+from fastdiff_core.students.card import StudentProtocol, counts_of, measure
 from fastdiff_core.students.driving import WEIGHTS_DIR, load_shipped, student_frame_sampler
 from fastdiff_core.students.train_command import TEACHER
 
@@ -68,11 +68,11 @@ def measure_student(name: str, protocol: StudentProtocol, ref: dict, log=print) 
         solver, steps, w = GUIDED
         fn, sigmas = _solver(solver, steps)
         cfg = measure(load_teacher(TEACHER), protocol, ref, solver=fn, sigmas=sigmas, guidance=Guidance(w))
-        cfg_rates = rates_of(cfg)
+        cfg_counts = counts_of(cfg)
         student, facts = load_shipped(name, steps)
         for scale in (1.0, w):
             fs = student_frame_sampler(student, facts, steps, guidance_scale=scale, solver=fn, sigmas=sigmas)
-            m = measure(None, protocol, ref if scale == 1.0 else cfg_rates, frame_sampler=fs)
+            m = measure(None, protocol, ref if scale == 1.0 else cfg_counts, frame_sampler=fs)
             rows.append(_row(name, steps, facts, m, guidance=scale, solver=solver,
                              cfg_teacher={"nfe_per_frame": cfg["nfe_per_frame"], "mean_tv": cfg["mean_tv"],
                                           "tail_rate": cfg["tail_rate"],
@@ -99,8 +99,7 @@ def _line(r: dict) -> str:
     return (f"{r['student']} x {r['steps']}" + (f" (w={r['guidance']})" if r.get("guidance") else "")
             + f": NFE/frame {r['nfe_per_frame']:.0f}, mean TV {r['mean_tv']:.4f}, tail {r['tail_rate']:.4f} "
             f"(truth {r['tail_truth']:.4f}), implausible {r['implausible_rate']:.4f}, gate truth "
-            f"{'PASS' if r['gate_truth']['passed'] else 'FAIL'}, gate teacher "
-            f"{'PASS' if r['gate_teacher']['passed'] else 'FAIL'}")
+            f"{_g(r['gate_truth'])}, gate teacher {_g(r['gate_teacher'])} at {r['n_per_scene']} rollouts per scene")
 
 
 def equal_tv(row: dict, curve: list[dict]) -> dict[str, Any]:
@@ -124,7 +123,7 @@ def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool =
         data["teacher"] = measure_teacher_curve(protocol, log)
         data["students"] = {}  # measured against another teacher run: re-measure them all
     data["n"] = n
-    ref = rates_of(data["teacher"][-1])
+    ref = counts_of(data["teacher"][-1])
     names = only or list(catalog.STUDENTS)
     students = {k: v for k, v in data.get("students", {}).items() if k not in names}
     for name in names:
@@ -150,14 +149,18 @@ def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool =
 
 
 def _g(gate: dict | None) -> str:
-    return "-" if gate is None else ("pass" if gate["passed"] else "FAIL")
+    """PASS / FAIL / UNDECIDED (results stored before the three-outcome gate: pass / FAIL)."""
+    if gate is None:
+        return "-"
+    return gate.get("outcome") or ("pass" if gate["passed"] else "FAIL")
 
 
 def render_table(data: dict) -> str:
     lines = [
         f"Driving world, every scene under action `keep`, H = 6, n = {data['n']} rollouts per scene, fresh noise; "
-        "tail = pooled `darts` rate (truth in brackets); gates: the release coverage gate against the ground truth "
-        "and against the teacher's own rates (the teacher with Heun x 16 in the same run); ms/rollout = wall clock per rollout, batched "
+        "tail = pooled `darts` rate (truth in brackets); gates: the coverage gate (PASS / FAIL / UNDECIDED, "
+        "docs/gate.md) against the ground truth and, two-sample, against the teacher's own counts (the teacher with "
+        "Heun x 16 in the same run); ms/rollout = wall clock per rollout, batched "
         "(4096), on the shared CPU; speed-up = CPU time per rollout of the cheapest teacher setting with mean TV "
         "<= the student's, divided by the student's (`>`: the student's TV is below every teacher setting "
         "measured, so it is compared with the most accurate one and the true ratio is larger).", "",
@@ -232,8 +235,10 @@ def render_card(name: str, data: dict) -> str:
             + ("" if e["reached"] else " (the student's TV is below every teacher setting measured: a lower bound)")
             + ".", "",
             f"Gate vs ground truth: **{_g(r['gate_truth'])}**; vs the teacher's own rates: **{_g(r['gate_teacher'])}**"
-            f" (the release gate of `fastdiff_core.metrics.gate`: TV limit {r['gate_truth']['tv_limit']:.4f} at this n; "
-            f"stated tolerances {json.dumps({k: v for k, v in r['protocol']['gate'].items() if 'tolerance' in k})}).",
+            f" at {r['n_per_scene']} rollouts per scene (the three-outcome gate of `fastdiff_core.metrics.gate`, "
+            f"family alpha {r['protocol']['gate']['alpha']}, the teacher gate two-sample; stated tolerances "
+            f"{json.dumps({k: v for k, v in r['protocol']['gate'].items() if 'tolerance' in k})}; "
+            f"docs/gate.md).",
             "",
             "| scene | waits | crosses | darts (tail) [95% CI] / truth | implausible | TV vs truth | TV vs teacher |",
             "|---|---|---|---|---|---|---|",

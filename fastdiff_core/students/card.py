@@ -3,7 +3,7 @@
 Protocol (``StudentProtocol``): every named scene under one action, H-frame rollouts from fresh noise
 (seeded), n per scene. Per scene: branch counts against the exact probabilities, TV, the tail rate
 with its Wilson interval, the implausible (blurred) share. Over all scenes: the coverage gate against
-the ground truth (``metrics.gate.RELEASE_GATE``) and against the teacher's own rates (the teacher
+the ground truth (``metrics.gate.RELEASE_GATE``) and, two-sample, against the teacher's own counts (the teacher
 sampled on the same protocol with its card's accurate solver, Heun x 16, guidance 1), sample-level metrics (k-NN
 precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted), wall-clock
 per rollout and this process's CPU time per rollout (on a CPU shared with other jobs the wall clock
@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from fastdiff_core.denoiser import Guidance, NFECounter
-from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate
+from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate, teacher_gate
 from fastdiff_core.worlds.driving.evaluation import sample_metrics, scene_coverage
 from fastdiff_core.worlds.driving.sampling import rollout, sample_frame
 from fastdiff_core.worlds.driving.scenes import DEFAULT_HORIZON, SCENES, get_scene
@@ -57,12 +57,13 @@ def sample_scene(net: torch.nn.Module | None, scene_name: str, protocol: Student
 
 
 def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
-            teacher_rates: Mapping[str, Mapping[str, float]] | None, *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
+            teacher_counts: Mapping[str, Mapping[str, int]] | None, *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
             guidance: Guidance = Guidance(), truth_override: Mapping[str, Mapping[str, float]] | None = None
             ) -> dict[str, Any]:
-    """Sample every scene and score it; ``teacher_rates[scene][label]`` is the second gate's reference
-    (None: no second gate, as when measuring the teacher itself).
-    ``truth_override`` replaces the ground truth (e.g. the CFG teacher's rates for w != 1)."""
+    """Sample every scene and score it; ``teacher_counts[scene][label]`` (the teacher's own branch
+    counts, ``counts_of``) are the second gate's reference, judged by the two-sample ``teacher_gate``
+    so the teacher's sampling noise is carried (None: no second gate, as when measuring the teacher).
+    ``truth_override`` replaces the ground truth with exact rates."""
     counter = NFECounter()
     scenes, metrics = {}, {}
     seconds = cpu_seconds = 0.0
@@ -79,8 +80,10 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
     truth = {s: dict(truth_override[s]) if truth_override else dict(c.truth) for s, c in scenes.items()}
     counts = {s: dict(c.counts) for s, c in scenes.items()}
     gate_truth = coverage_gate(counts, truth, protocol.gate)
-    gate_teacher = (coverage_gate(counts, {s: dict(teacher_rates[s]) for s in scenes}, protocol.gate)
-                    if teacher_rates is not None else None)
+    gate_teacher = (teacher_gate(counts, {s: dict(teacher_counts[s]) for s in scenes}, protocol.gate)
+                    if teacher_counts is not None else None)
+    teacher_rates = ({s: {k: v / sum(teacher_counts[s].values()) for k, v in teacher_counts[s].items()}
+                      for s in scenes} if teacher_counts is not None else None)
     rollouts = protocol.n * len(protocol.scenes)
     per_scene = {}
     for s, c in scenes.items():
@@ -110,6 +113,11 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
 
 def _gate(g: Any) -> dict[str, Any]:
     return g.summary()
+
+
+def counts_of(measured: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per-scene label counts of a ``measure`` result: the reference of a two-sample gate."""
+    return {s: {k: int(v) for k, v in c["counts"].items()} for s, c in measured["scenes"].items()}
 
 
 def rates_of(measured: Mapping[str, Any]) -> dict[str, dict[str, float]]:
