@@ -233,20 +233,20 @@ STUDENTS: dict[str, StudentInfo] = {
 
 @dataclass(frozen=True)
 class RegimeInfo:
-    """A regime preset: its binding constraint (the verdict's subject) and its dashboard defaults."""
+    """A regime preset: its title and dashboard defaults. Its binding constraint and thresholds are
+    defined once, in ``budget.REGIME_BUDGETS`` (same names; tests/test_budget.py holds them equal)."""
 
     name: str
     title: str
-    binding_constraint: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 REGIMES: dict[str, RegimeInfo] = {
-    "offline": RegimeInfo("offline", "Offline scenario generation", "quality + coverage",
+    "offline": RegimeInfo("offline", "Offline scenario generation",
                           {"solver": "dpmpp_2m", "steps": 20, "guidance_scale": 1.0}),
-    "closed_loop": RegimeInfo("closed_loop", "Closed-loop simulation at scale", "throughput / cost",
+    "closed_loop": RegimeInfo("closed_loop", "Closed-loop simulation at scale",
                               {"solver": "dpmpp_2m", "steps": 6, "guidance_scale": 1.0, "horizon": 20}),
-    "planning": RegimeInfo("planning", "In-the-loop planning at 10 Hz", "latency (100 ms per decision)",
+    "planning": RegimeInfo("planning", "In-the-loop planning at 10 Hz",
                            {"solver": "dpmpp_2m", "steps": 4, "guidance_scale": 1.0, "horizon": 12, "plans": 10,
                             "futures": 4}),
 }
