@@ -144,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
                "reference": ref, "nfe_per_rollout": nfe_per_rollout, "rounds_per_frame": rounds_per_frame,
                "deep_fraction": deep, "throughput": thr.row(), "latency_one_rollout": lat.row(),
                "mean_tv": tv, "tail_rate": tail_n / n_all, "tail_lo": lo, "tail_hi": hi, "tail_true": tail_true,
-               "implausible": implausible, "gate_passed": gate.passed,
+               "implausible": implausible, "gate": gate.outcome, "gate_passed": gate.passed,
                "gate_failures": [f"{c['check']}:{c['scene']}:{c['label']}" for c in gate.failures][:6]}
         by_label[label] = row
         refrow = by_label.get(ref, row)
@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
               f"{row['throughput']['median_s'] * 1e3:8.1f} {row['speed_ratio']:5.2f}x "
               f"{row['latency_one_rollout']['median_s'] * 1e3:9.2f} {row['latency_ratio']:5.2f}x "
               f"{row['mean_tv']:6.3f} {row['tv_change']:+7.3f} {row['tail_rate']:6.2%} {row['tail_change']:+7.2%} "
-              f"{row['implausible']:5.1%} {'pass' if row['gate_passed'] else 'FAIL'}")
+              f"{row['implausible']:5.1%} {row['gate']}")
 
     print(f"\ntrue mean tail rate {rows[0]['tail_true']:.2%}. Ratios are against each row's reference, timed "
           "interleaved in this run (the guidance interval against guidance at every step, 32-step rows against "
