@@ -50,6 +50,29 @@ def client() -> tuple[Any | None, str | None]:
                       "workers: `./dev up` (or `fastdiff up`).")
 
 
+# Every ASCII character Streamlit's markdown gives a meaning (CommonMark, GFM, its :directives:, $math$).
+_MARKDOWN = frozenset("\\`*_{}[]()<>#+-.!|~:$=\"'&")
+
+
+def plain(text: str) -> str:
+    """``text`` (an experiment or run name: user input) escaped so markdown shows it as typed: an image
+    or a link in a name stays text, and no viewer's browser fetches anything because of it."""
+    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
+
+
+def url_id(param: str, field: str) -> str | None:
+    """The id in URL parameter ``param`` if it is a valid ``field`` ('exp_id', 'run_id'); otherwise None,
+    after saying so and dropping the parameter (a hand-edited or truncated link)."""
+    from store import ids
+
+    value = st.query_params.get(param)
+    if value is None or ids.is_id(value, field):
+        return value
+    st.warning(f"{param}={ids.shown(value)} in the link is not a valid {field.split('_')[0]} id; ignored.")
+    del st.query_params[param]
+    return None
+
+
 def empty_state(message: str) -> None:
     st.info(message, icon=":material/inbox:")
 

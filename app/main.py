@@ -1,8 +1,10 @@
 """fastdiff dashboard: `streamlit run app/main.py` (started with its workers by `fastdiff up`).
 
-Pages: Explore, Sweep, Compare, Experiments, Budget calculator. A link with ``?exp=ID`` opens that
-experiment read-only, without the navigation (anyone with the link sees the same numbers). The app
-never imports torch and never samples: it builds RunSpecs, queues them and reads the store.
+Pages: Explore, Sweep, Compare, Experiments, Budget calculator. A share link (``?exp=ID``, plus
+``&key=…`` when the dashboard has a secret) opens that one experiment read-only, without the
+navigation; who may see what is decided by ``app.access`` before any page runs. A page that fails
+shows a short error id; its traceback goes to the server's log, never to the browser. The app never
+imports torch and never samples: it builds RunSpecs, queues them and reads the store.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
+import traceback
+import uuid
 
 _ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run app/main.py` puts app/ first, not the repository
@@ -18,6 +22,10 @@ if _ROOT not in sys.path:  # `streamlit run app/main.py` puts app/ first, not th
 import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="fastdiff", page_icon="⏱", layout="wide")
+st.set_option("client.showErrorDetails", "none")  # whatever escapes below: no traceback in the browser
+st.set_option("client.toolbarMode", "viewer")  # no developer menu (rerun/clear cache/deploy) for viewers
+
+from app import access
 
 VIEWS = pathlib.Path(__file__).parent / "views"
 
@@ -29,7 +37,8 @@ for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(
     if _key not in _BUTTONS and not _key.endswith((".cancel", ".open")) and ".res." not in _key:
         st.session_state[_key] = st.session_state[_key]
 
-if st.query_params.get("exp"):
+granted = access.gate()
+if granted.mode == "shared":
     page = st.navigation([st.Page(VIEWS / "shared.py", title="Shared experiment", url_path="shared")],
                          position="hidden")
 else:
@@ -44,5 +53,11 @@ else:
 _t0 = time.perf_counter()
 try:
     page.run()
+except Exception:  # noqa: BLE001 - st.stop/st.rerun are BaseExceptions and pass through
+    _error_id = uuid.uuid4().hex[:8]
+    print(f"dashboard: error {_error_id} on page {page.title!r}:\n{traceback.format_exc()}", file=sys.stderr,
+          flush=True)
+    st.error(f"This page failed (error id `{_error_id}`). The details are in the dashboard's log.",
+             icon=":material/error:")
 finally:  # what the page cost the server (not shown when a page ends early with st.stop())
     st.caption(f"Rendered on the server in {time.perf_counter() - _t0:.2f} s.")

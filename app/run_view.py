@@ -100,7 +100,8 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     worker stored (``verdict_view.verdicts_of``); every projection here is at the regime's production
     model, the one those verdicts were judged at, so no number on this page contradicts another."""
     spec = RunSpec.from_dict(run["spec"])
-    st.markdown(f"**{spec.name or spec_summary(spec)}** · run `{run['run_id']}` · status **{run['status']}**")
+    st.markdown(f"**{connection.plain(spec.name or spec_summary(spec))}** · run `{run['run_id']}` · "
+                f"status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
         if run.get("error"):
             lines = [ln for ln in str(run["error"]).strip().splitlines() if ln.strip()]

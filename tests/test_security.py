@@ -38,3 +38,165 @@ def test_broker_files_are_private_to_their_user(tmp_path):
     assert any("appendonly" in p.name for p in found), found
     for p in found:
         assert mode(p) & 0o077 == 0, f"{p} is {oct(mode(p))}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the dashboard: a secret to serve beyond loopback, share links scoped server-side, names as text
+# ------------------------------------------------------------------------------------------------
+
+import http.server
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import typing
+
+import pytest
+
+from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, idle, wait_http
+
+SECRET = "correct horse battery staple 42"
+
+
+def test_up_refuses_to_serve_the_dashboard_beyond_loopback_without_a_secret(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(tmp_path)}
+    env.pop("FASTDIFF_DASHBOARD_SECRET", None)
+    env.pop("FASTDIFF_BROKER_URL", None)
+    out = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--host", "0.0.0.0", "--port", str(port),
+                          "--workers", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode != 0
+    assert "host='0.0.0.0'" in out.stderr and "FASTDIFF_DASHBOARD_SECRET" in out.stderr
+    assert not (tmp_path / "broker").exists()  # refused before starting anything
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
+
+
+def test_plain_names_keep_markdown_as_text():
+    from app.connection import plain
+
+    text = plain("![x](http://example.invalid/p.png) **bold** <img src=x> :red[a] $x$")
+    for seq in ("![", "](", "**", ":red[", "$x$"):
+        assert seq not in text.replace("\\", "") or seq not in text, seq
+    assert "\\!\\[x\\]\\(http\\:" in text
+
+
+class _Pixel(http.server.BaseHTTPRequestHandler):
+    hits: typing.ClassVar[list[str]] = []
+
+    def do_GET(self):
+        _Pixel.hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def secured_dashboard():
+    """`fastdiff up` with a dashboard secret on a free loopback port; no workers (the store is written directly)."""
+    home = pathlib.Path(tempfile.mkdtemp(prefix="fdsec-", dir="/tmp"))  # short: the broker's Unix socket
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home), "FASTDIFF_DASHBOARD_SECRET": SECRET}
+    env.pop("FASTDIFF_BROKER_URL", None)
+    log = open(home / "up.log", "wb")  # noqa: SIM115 - closed in the finally below, after the process
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "0", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
+        yield f"http://127.0.0.1:{port}", home
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.browser
+@pytest.mark.service
+def test_a_share_link_reaches_one_experiment_and_no_write_action(secured_dashboard):
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: ./dev test installs Debian's chromium"
+    from playwright.sync_api import sync_playwright
+
+    from app.access import share_key
+    from fastdiff_core.spec import RunSpec
+    from store import Store
+
+    base, home = secured_dashboard
+    pixel = http.server.HTTPServer(("127.0.0.1", 0), _Pixel)
+    threading.Thread(target=pixel.serve_forever, daemon=True).start()
+    image = f"http://127.0.0.1:{pixel.server_address[1]}/tracker.png"
+    store = Store(home / "store")
+    shared = store.create_experiment(f"shared sweep ![t]({image}) [link]({image})",
+                                     [RunSpec(samples=64, steps=2), RunSpec(samples=64, steps=3)])
+    other = store.create_experiment("private experiment", RunSpec(samples=64, steps=4))
+    key = share_key(SECRET, shared)
+
+    def text(page) -> str:
+        idle(page)
+        return page.locator("[data-testid=stApp]").inner_text()
+
+    def no_write_actions(page) -> None:
+        for name in ("Delete", "Import a bundle", "Rename", "Re-run", "Run", "Queue sweep", "Export"):
+            assert page.get_by_role("button", name=name).count() == 0, name  # names carry an icon's text
+        assert page.locator("[data-testid=stSidebarNav]").count() == 0
+        assert page.locator("[data-testid=stFileUploader]").count() == 0
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+            page.goto(f"{base}/?exp={shared}&key={key}")
+            body = text(page)
+            assert "shared sweep" in body and "read-only" in body and "private experiment" not in body
+            assert f"![t]({image})" in body  # the name as typed, not an image
+            no_write_actions(page)
+            assert page.locator("img[src*='tracker']").count() == 0
+            # the same key for another experiment, no key, a malformed id: refused by the server
+            for url in (f"/?exp={other}&key={key}", f"/?exp={other}", f"/?exp=../runs/{other}&key={key}",
+                        f"/?exp={shared}&key={key[:-1]}0"):
+                page.goto(base + url)
+                body = text(page)
+                assert "Link not valid" in body and "private experiment" not in body, url
+                assert "Traceback" not in body and "shared sweep" not in body, url
+                no_write_actions(page)
+            # dropping ?exp, or going to a page directly: the login, nothing else
+            for url in ("/", f"/experiments?sel={other}", f"/experiments?sel={shared}", "/sweep", "/compare"):
+                page.goto(base + url)
+                body = text(page)
+                assert "This dashboard needs its secret" in body and "private experiment" not in body, url
+                no_write_actions(page)
+            time.sleep(1)
+            assert _Pixel.hits == []  # no viewer's browser fetched the URL in the name
+
+            # the owner logs in (a wrong secret first) and gets the actions
+            page.goto(f"{base}/experiments?sel={other}")
+            idle(page)
+            page.get_by_label("Dashboard secret").fill("not the secret at all")
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_text("That is not the dashboard's secret.").wait_for(timeout=60_000)
+            page.get_by_label("Dashboard secret").fill(SECRET)
+            page.get_by_role("button", name="Log in").click()
+            page.locator("[data-testid=stSidebarNav]").wait_for(timeout=60_000)
+            idle(page)
+            page.goto(f"{base}/experiments?sel={other}")  # a new page load: the login cookie carries over
+            page.get_by_role("button", name="Delete").wait_for(timeout=60_000)
+            assert "private experiment" in text(page)
+            share = page.locator("a[href*='key=']").first.get_attribute("href")
+            assert f"exp={other}" in share and f"key={share_key(SECRET, other)}" in share
+        finally:
+            browser.close()
+            pixel.shutdown()

@@ -8,6 +8,8 @@ Read from the environment first, then ``$FASTDIFF_HOME/config.json``, then defau
     FASTDIFF_MAX_MEMORY_MB  a worker child is replaced after a task leaves it above this, default 4096
     FASTDIFF_HEARTBEAT_S    how often a worker node says it is alive and which runs it holds, default 10
     FASTDIFF_MAX_WORKER_DEATHS  a run whose worker process dies this many times is stored failed, default 2
+    FASTDIFF_DASHBOARD_SECRET  the dashboard's login secret (>= 16 characters); required to serve it
+                            beyond loopback (docs/security.md). Prefer the environment to config.json.
 
 The time limits are the submitting machine's: they travel in each task message, so every worker
 applies the same ones. A node that stops heartbeating for ``node_ttl_s`` (3 heartbeats) is dead:
@@ -17,6 +19,7 @@ derived from the longest run, is only the backstop for a broker without heartbea
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import pathlib
@@ -25,6 +28,7 @@ from typing import Any
 
 EMBEDDED_SOCKET = "broker/redis.sock"
 MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+MIN_SECRET_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ServiceSettings:
     max_memory_mb: int
     heartbeat_s: float = 10.0
     max_worker_deaths: int = 2
+    dashboard_secret: str | None = None
 
     @property
     def node_ttl_s(self) -> float:
@@ -108,7 +113,8 @@ def load_settings(env: dict[str, str] | None = None) -> ServiceSettings:
             config = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
-        allowed = {"broker_url", "max_run_s", "max_memory_mb", "heartbeat_s", "max_worker_deaths"}
+        allowed = {"broker_url", "max_run_s", "max_memory_mb", "heartbeat_s", "max_worker_deaths",
+                   "dashboard_secret"}
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise ValueError(f"{cfg_path} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -122,4 +128,31 @@ def load_settings(env: dict[str, str] | None = None) -> ServiceSettings:
         heartbeat_s=_positive("heartbeat_s", env.get("FASTDIFF_HEARTBEAT_S", config.get("heartbeat_s", 10)), float),
         max_worker_deaths=_positive("max_worker_deaths", env.get("FASTDIFF_MAX_WORKER_DEATHS",
                                                                  config.get("max_worker_deaths", 2)), int),
+        dashboard_secret=check_secret(env.get("FASTDIFF_DASHBOARD_SECRET") or config.get("dashboard_secret") or None),
     )
+
+
+def check_secret(secret: Any) -> str | None:
+    if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH):
+        raise ValueError(f"dashboard_secret must be a string of at least {MIN_SECRET_LENGTH} characters "
+                         f"(got {'a non-string' if not isinstance(secret, str) else f'{len(secret)} characters'}); "
+                         "e.g. FASTDIFF_DASHBOARD_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe())')")
+    return secret
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches ('' and 0.0.0.0 mean every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_dashboard_host(host: str, secret: str | None) -> None:
+    """Refuse to serve the dashboard beyond loopback without a secret (it can delete and queue runs)."""
+    if not is_loopback(host) and secret is None:
+        raise ValueError(f"host={host!r} serves the dashboard beyond this machine, which needs a login secret: "
+                         "set FASTDIFF_DASHBOARD_SECRET (>= 16 characters, see docs/security.md) or use "
+                         "--host 127.0.0.1")

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from workers.broker import RedisServer
-from workers.settings import load_settings
+from workers.settings import check_dashboard_host, load_settings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S: a child that cannot start (port taken, bad config) stops `up`
@@ -165,6 +165,8 @@ def main(args: argparse.Namespace) -> int:
     if args.grace < 0:
         raise ValueError(f"grace={args.grace!r} must be a number of seconds >= 0")
     settings = load_settings()
+    if not args.no_dashboard:
+        check_dashboard_host(args.host, settings.dashboard_secret)
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     lock = open(home / LOCK, "a+")  # noqa: SIM115 - held (and released by the kernel) for the life of `up`

@@ -10,7 +10,7 @@ import tempfile
 
 import streamlit as st
 
-from app import connection, run_view, sweep_view
+from app import access, connection, run_view, sweep_view
 from app.spec_form import load_spec
 from fastdiff_core.spec import RunSpec
 
@@ -37,7 +37,7 @@ with c2.popover("Import a bundle", icon=":material/upload:"):
             try:
                 new_id = s.import_bundle(str(path))
             except ValueError as e:
-                st.error(str(e))
+                st.error(str(e).replace(str(path), up.name))
             else:
                 st.query_params["sel"] = new_id
                 st.rerun()
@@ -52,7 +52,7 @@ shown = exps.select([c for c in ("name", "exp_id", "created", "n_runs", "status"
 event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="xp.table",
                      column_config={"created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")})
 rows = event.selection.rows if event is not None else []
-sel = exps["exp_id"][rows[0]] if rows else st.query_params.get("sel")
+sel = exps["exp_id"][rows[0]] if rows else connection.url_id("sel", "exp_id")
 
 
 def show_experiment(sel: str) -> None:
@@ -65,8 +65,9 @@ def show_experiment(sel: str) -> None:
         return
 
     st.divider()
-    st.subheader(f"{exp['name'] or sel}  ·  `{sel}`")
-    st.markdown(f"Share link (read-only): [`?exp={sel}`](/?exp={sel})")
+    st.subheader(f"{connection.plain(exp['name']) or sel}  ·  `{sel}`")
+    link = access.share_link(sel)
+    st.markdown(f"Share link (read-only, this experiment only): [`{link}`]({link})")
     a1, a2, a3, a4, a5 = st.columns(5)
     with a1.popover("Rename", icon=":material/edit:"):
         new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")
@@ -78,7 +79,8 @@ def show_experiment(sel: str) -> None:
             else:
                 st.rerun()
     with a2.popover("Delete", icon=":material/delete:"):
-        st.write(f"Delete **{exp['name']}** and its {len(exp['run_ids'])} run(s)? Share links to it stop working.")
+        st.markdown(f"Delete **{connection.plain(exp['name'])}** and its {len(exp['run_ids'])} run(s)? "
+                    "Share links to it stop working.")
         if st.button("Delete for good", type="primary", key=f"xp.delete.{sel}"):
             s.delete_experiment(sel)
             del st.query_params["sel"]

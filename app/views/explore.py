@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import bill_view, connection, run_view, verdict_view
+from app import access, bill_view, connection, run_view, verdict_view
 from app.spec_form import load_spec, spec_form, spec_summary, world_refusal
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
 
 st.title("Explore")
-_linked = st.query_params.get("run")
+_linked = connection.url_id("run", "run_id")
 if _linked and st.session_state.get("ex.loaded_run") != _linked:
     _store, _ = connection.store()
     _run = _store.run(_linked) if _store is not None else None
@@ -65,7 +65,7 @@ with right:
                 st.query_params["run"] = run_ids[0]
                 st.session_state["ex.run_id.finished"] = False
 
-run_id = st.session_state.get("ex.run_id") or st.query_params.get("run")
+run_id = st.session_state.get("ex.run_id") or connection.url_id("run", "run_id")
 if run_id:
     st.session_state["ex.run_id"] = run_id
     if st.query_params.get("run") != run_id:
@@ -80,7 +80,8 @@ if run_id:
     else:
         exp = run["exp_id"]
         st.subheader("Result")
-        st.markdown(f"Share: [`?exp={exp}`](/?exp={exp}) opens this experiment read-only for anyone with the link.")
+        link = access.share_link(exp)
+        st.markdown(f"Share: [`{link}`]({link}) opens this experiment read-only for anyone with the link.")
         if run["status"] not in connection.FINAL:
             run_view.follow_runs([run_id], key="ex.run_id")
         else:

@@ -6,7 +6,9 @@ import streamlit as st
 
 from app import connection, run_view, sweep_view
 
-exp_id = st.query_params.get("exp", "")
+exp_id = connection.url_id("exp", "exp_id")  # app.access has checked the id (and the key) already
+if exp_id is None:
+    st.stop()
 s, why = connection.store()
 if s is None:
     connection.empty_state(why)
@@ -14,11 +16,10 @@ if s is None:
 exp = s.experiment(exp_id)
 if exp is None:
     st.title("Experiment not found")
-    st.error(f"exp={exp_id!r} is not in this dashboard's store (deleted, or a link from another installation).")
+    st.error(f"exp={exp_id} is not in this dashboard's store (deleted, or a link from another installation).")
     st.stop()
-st.title(exp["name"] or exp_id)
-st.caption(f"Shared experiment `{exp_id}` · created {exp['created']} · {len(exp['run_ids'])} run(s) · read-only · "
-           "[open the dashboard](/)")
+st.title(connection.plain(exp["name"]) or exp_id)
+st.caption(f"Shared experiment `{exp_id}` · created {exp['created']} · {len(exp['run_ids'])} run(s) · read-only")
 if len(exp["run_ids"]) == 1:
     run = s.run(exp["run_ids"][0])
     if run is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import bill_view, connection, sweep_axes, sweep_view
+from app import access, bill_view, connection, sweep_axes, sweep_view
 from app.spec_form import spec_form, world_refusal
 from fastdiff_core import budget
 from fastdiff_core.sweep import grid
@@ -102,7 +102,7 @@ with axes_col:
                     st.session_state["sw.exp"] = exp_id
                     st.session_state["sw.exp.finished"] = False
 
-exp_id = st.session_state.get("sw.exp") or st.query_params.get("sweep")
+exp_id = st.session_state.get("sw.exp") or connection.url_id("sweep", "exp_id")
 st.divider()
 if not exp_id:
     connection.empty_state("No sweep yet: set the axes and queue it; its results appear here as a grid and a "
@@ -120,6 +120,7 @@ exp = s.experiment(exp_id)
 if exp is None:
     st.warning(f"experiment {exp_id} is not in the store")
     st.stop()
-st.subheader(f"{exp['name']}  ·  `{exp_id}`")
-st.markdown(f"Share: [`?exp={exp_id}`](/?exp={exp_id})")
+st.subheader(f"{connection.plain(exp['name'])}  ·  `{exp_id}`")
+link = access.share_link(exp_id)
+st.markdown(f"Share: [`{link}`]({link})")
 sweep_view.sweep_results(s, exp_id, key="sw.res")
