@@ -56,7 +56,24 @@ def test_compose_has_persistent_redis_a_gpu_worker_and_the_app():
     assert "volumes" not in worker  # workers share only the broker with the app
     app = services["app"]
     assert app["build"]["target"] == "app"
-    assert app["command"][:3] == ["up", "--workers", "0"] and "8501:8501" in app["ports"]
+    assert app["command"][:3] == ["up", "--workers", "0"]
     for name in ("app", "worker"):
-        assert services[name]["environment"]["FASTDIFF_BROKER_URL"] == "redis://redis:6379/0"
+        url = services[name]["environment"]["FASTDIFF_BROKER_URL"]
+        assert url.startswith("redis://:${FASTDIFF_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_keeps_redis_private_and_the_dashboard_behind_its_secret():
+    """issue 13 item 5: a Redis password, Redis off the host network, the dashboard's secret required."""
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    redis = services["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${FASTDIFF_REDIS_PASSWORD:?")
+    assert command[command.index("--protected-mode") + 1] == "yes"
+    assert "ports" not in redis and "network_mode" not in redis and redis["networks"] == ["backend"]
+    assert compose["networks"]["backend"]["internal"] is True
+    assert services["worker"]["networks"] == ["backend"]
+    app = services["app"]
+    assert app["environment"]["FASTDIFF_DASHBOARD_SECRET"].startswith("${FASTDIFF_DASHBOARD_SECRET:?")
+    assert app["ports"] == ["${FASTDIFF_PUBLISH_ADDR:-127.0.0.1}:8501:8501"]

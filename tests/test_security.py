@@ -57,26 +57,23 @@ import typing
 
 import pytest
 
-from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, idle, wait_http
+from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, idle, reported_url, wait_http
 
 SECRET = "correct horse battery staple 42"
 
 
 def test_up_refuses_to_serve_the_dashboard_beyond_loopback_without_a_secret(tmp_path):
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(tmp_path)}
     env.pop("FASTDIFF_DASHBOARD_SECRET", None)
     env.pop("FASTDIFF_BROKER_URL", None)
-    out = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--host", "0.0.0.0", "--port", str(port),
-                          "--workers", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-                         check=False)
-    assert out.returncode != 0
-    assert "host='0.0.0.0'" in out.stderr and "FASTDIFF_DASHBOARD_SECRET" in out.stderr
-    assert not (tmp_path / "broker").exists()  # refused before starting anything
-    import socket
-
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
+    for host in ("0.0.0.0", "::", "192.0.2.1", "example.org"):
+        out = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--host", host, "--port", "0",
+                              "--workers", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                             check=False)
+        assert out.returncode != 0, host
+        assert f"host={host!r}" in out.stderr and "FASTDIFF_DASHBOARD_SECRET" in out.stderr, host
+        # refused before starting anything: no broker, no collector, no dashboard
+        assert not (tmp_path / "broker").exists() and not (tmp_path / "logs").exists(), host
 
 
 def test_plain_names_keep_markdown_as_text():
@@ -102,18 +99,19 @@ class _Pixel(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def secured_dashboard():
-    """`fastdiff up` with a dashboard secret on a free loopback port; no workers (the store is written directly)."""
+    """`fastdiff up` with a dashboard secret on a loopback port it binds itself; no workers (the store is
+    written directly)."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdsec-", dir="/tmp"))  # short: the broker's Unix socket
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home), "FASTDIFF_DASHBOARD_SECRET": SECRET}
     env.pop("FASTDIFF_BROKER_URL", None)
     log = open(home / "up.log", "wb")  # noqa: SIM115 - closed in the finally below, after the process
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", "0",
                              "--workers", "0", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
-        yield f"http://127.0.0.1:{port}", home
+        base = reported_url(home / "up.log", proc, 120)
+        wait_http(f"{base}/_stcore/health", 90)
+        yield base, home
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
