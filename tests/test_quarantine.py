@@ -320,3 +320,28 @@ def test_bundle_findings_are_refused_with_the_field_named(tmp_path, bundle_doc):
     write_bundle(tmp_path / "b.zip", {"mutations": []}, bundle_doc)
     new = s.import_bundle(tmp_path / "b.zip")
     assert s.runs(new)["status"].to_list() == ["done", "failed", "queued"]
+
+
+def test_a_task_message_with_an_invalid_run_id_is_dead_lettered_not_run(tmp_path):
+    """The worker's side of a poison message: the task checks the run id before anything (no Redis key,
+    no run), acknowledges the message and leaves it on the dead-letter list."""
+    from workers import tasks
+    from workers.broker import RedisServer
+
+    server = RedisServer(tmp_path / "broker", unix_socket=tmp_path / "broker" / "r.sock").start()
+    old = tasks.app.conf.broker_url
+    tasks.app.conf.broker_url = server.url
+    tasks._redis.cache_clear()
+    r = server.client()
+    try:
+        for bad in (12345, "../experiments/eEVIL", "r" * 300, None):
+            out = tasks.run.apply(args=(bad, SPEC.to_json())).get(timeout=30)
+            assert out["status"] == "rejected" and "is not a valid run id" in out["error"]
+        dead = outcomes.dead_letters(r)
+        assert len(dead) == 4 and all(d["reason"].startswith("task message: run_id=") for d in dead)
+        assert r.keys("fastdiff:finished:*") == [] and r.llen(outcomes.RESULTS) == 0
+    finally:
+        tasks.app.conf.broker_url = old
+        tasks._redis.cache_clear()
+        r.close()
+        server.stop()

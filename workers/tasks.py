@@ -9,6 +9,7 @@ never to a disk: the worker may be on another machine than the store.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 import traceback
@@ -20,6 +21,7 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from store import ids
 from workers import outcomes, supervision
 from workers.celery_app import RUN_TASK, make_celery
 from workers.settings import load_settings, redis_py_url
@@ -119,6 +121,13 @@ BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 @app.task(name=RUN_TASK, bind=True, base=RunTask)
 def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
+    if not ids.is_id(run_id, "run_id"):
+        # No client of ours sent this: nothing to run and no key to build. Acknowledge it and keep it
+        # on the dead-letter list for the operator (docs/security.md).
+        reason = f"task message: run_id={ids.shown(run_id)} is not a valid run id"
+        outcomes.dead_letter(_redis(os.getpid()), json.dumps({"task": RUN_TASK, "run_id": ids.shown(run_id),
+                                                              "spec": ids.shown(spec_json)}).encode(), reason)
+        return _summary(ids.shown(run_id), "rejected", False, error=reason)
     try:
         return _run(self, run_id, spec_json)
     except BROKER_ERRORS as e:
