@@ -104,6 +104,7 @@ class RunSpec:
     enforce_limits: InitVar[bool] = True
 
     def __post_init__(self, enforce_limits: bool) -> None:
+        _check_text_fields(self)
         _choice("world", self.world, ("mixture", "driving"))
         _choice("sampler", self.sampler, ("solver", "student"))
         _choice("dtype", self.dtype, ("float32", "float64"))
@@ -137,7 +138,7 @@ class RunSpec:
         object.__setattr__(self, "grid_options",
                            _frozen(validate_options("grid_options", self.grid_options, ginfo.options)))
         if self.grid == "custom":
-            _check_custom_sigmas(self.grid_options["sigmas"])
+            _check_custom_sigmas(self.grid_options["sigmas"], self.steps)
         _finite("guidance_scale", self.guidance_scale, lo=0.0)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         if self.guidance_interval is not None:
@@ -295,7 +296,22 @@ def parse_json_object(text: Any, what: str) -> Any:
                          f"more than about {sys.getrecursionlimit()} levels)") from None
 
 
-def _check_custom_sigmas(sigmas: Any) -> None:
+_TEXT_FIELDS = ("world", "sampler", "solver", "grid", "dtype", "device", "name", "feature_cache", "parallel",
+                "precision", "importance")
+_OPTIONAL_TEXT_FIELDS = ("scene", "student", "regime")
+
+
+def _check_text_fields(spec: RunSpec) -> None:
+    """Names are strings (a list or a number where a name belongs is refused before any lookup)."""
+    for name in _TEXT_FIELDS + _OPTIONAL_TEXT_FIELDS:
+        value = getattr(spec, name)
+        if not isinstance(value, str) and not (value is None and name in _OPTIONAL_TEXT_FIELDS):
+            expected = "a string" + (" or null" if name in _OPTIONAL_TEXT_FIELDS else "")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise ValueError(f"{name}={shown} has type {type(value).__name__}; expected {expected}")
+
+
+def _check_custom_sigmas(sigmas: Any, steps: int) -> None:
     if not isinstance(sigmas, list) or len(sigmas) < 1:
         raise ValueError(f"grid_options.sigmas={sigmas!r} must be a non-empty list of decreasing sigmas")
     prev = math.inf
@@ -305,6 +321,10 @@ def _check_custom_sigmas(sigmas: Any) -> None:
         if not s < prev:
             raise ValueError(f"grid_options.sigmas must be strictly decreasing; sigmas[{i}]={s!r} >= sigmas[{i-1}]={prev!r}")
         prev = s
+    nonzero = len(sigmas) - (sigmas[-1] == 0)
+    if nonzero != steps:
+        raise ValueError(f"steps={steps} but grid_options.sigmas has {nonzero} nonzero sigmas; they must agree "
+                         f"(steps={nonzero} for these sigmas)")
 
 
 # Upgrades from version k to k+1 (dict -> dict). Add one per schema bump.

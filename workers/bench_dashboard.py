@@ -12,27 +12,29 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import json
 import os
 import pathlib
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 
+from fastdiff_core.commands.args import int_range, writable_file
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RENDERED = re.compile(r"Rendered on the server in ([0-9.]+) s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=1000, help="stored runs to render over (default 1000)")
-    parser.add_argument("--samples", type=int, default=64, help="samples per filled run (default 64)")
-    parser.add_argument("--repeat", type=int, default=5, help="renders per page (default 5)")
+    parser.add_argument("--runs", type=int_range(1, 1_000_000), default=1000, help="stored runs to render over (default 1000)")
+    parser.add_argument("--samples", type=int_range(1, 1_000_000), default=64, help="samples per filled run (default 64)")
+    parser.add_argument("--repeat", type=int_range(1, 10_000), default=5, help="renders per page (default 5)")
     parser.add_argument("--home", default=None, help="reuse this FASTDIFF_HOME (filled once, kept)")
     parser.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium timing")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures to this JSON file")
 
 
 def fill(store, n: int, samples: int) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fastdiff_core.commands.args import int_range
 from fastdiff_core.spec import RunSpec
 from workers.broker import system_binary
 from workers.local_service import LocalService
@@ -113,8 +114,8 @@ def bench_store_reads(bundle: str, root: str, copies: int = 10) -> dict[str, flo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=100, help="runs in the throughput sweep (default 100)")
-    parser.add_argument("--round-trips", type=int, default=30, help="timed no-op round trips per broker")
+    parser.add_argument("--runs", type=int_range(1, 100_000), default=100, help="runs in the throughput sweep (default 100)")
+    parser.add_argument("--round-trips", type=int_range(1, 100_000), default=30, help="timed no-op round trips per broker")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
 """The ``fastdiff`` command. Each subcommand lives in the module that owns it and is imported only
 when invoked, so ``fastdiff up`` does not pay for torch and ``fastdiff bench`` does not pay for Streamlit.
 
-A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``.
+A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. A bad argument or spec
+exits 2 with one line on stderr naming the flag or field, the value and what is allowed: argparse's
+errors (argument types in ``fastdiff_core.commands.args`` check values where they are read) and the
+ValueError a command raises while checking its input, never a traceback.
 """
 
 from __future__ import annotations
@@ -46,17 +49,43 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class UsageError(Exception):
+    """A bad argument, reported as one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line ("fastdiff bench coverage: argument --n: ...") and no usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A message as one line of at most ``limit`` characters (a repr of a huge value is cut)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for n in (2, 1):
         key = tuple(argv[:n])
         if len(key) == n and key in COMMANDS:
             module_name, doc = COMMANDS[key]
-            parser = argparse.ArgumentParser(prog="fastdiff " + " ".join(key), description=doc)
+            prog = "fastdiff " + " ".join(key)
+            parser = OneLineParser(prog=prog, description=doc)
             module = importlib.import_module(module_name)
             module.add_arguments(parser)
-            args = parser.parse_args(argv[n:])
-            return int(module.main(args) or 0)
+            try:
+                args = parser.parse_args(argv[n:])
+                return int(module.main(args) or 0)
+            except UsageError as e:
+                print(one_line(str(e)), file=sys.stderr)
+                return 2
+            except (ValueError, RecursionError) as e:
+                # a command's input check (a RunSpec, an option, a file): the message names the field
+                print(one_line(f"{prog}: {e}"), file=sys.stderr)
+                return 2
     print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
     return 0 if argv and argv[0] in ("-h", "--help") else 2
 

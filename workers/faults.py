@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Self
 
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
 from workers import supervision
 from workers.client import ServiceClient
@@ -263,8 +264,8 @@ def table(rows: list[FaultRow]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
-    parser.add_argument("--runs", type=int, default=3, help="runs per fault's sweep (default 3)")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--runs", type=int_range(1, 1000), default=3, help="runs per fault's sweep (default 3)")
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the rows to this JSON file")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from fastdiff_core.commands.args import float_range, int_range, port
 from workers.broker import RedisServer
 from workers.settings import check_dashboard_host, load_settings
 
@@ -150,13 +151,13 @@ def too_often(times: list[float]) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=int_range(0, 1024), default=None,
                         help="worker processes on this machine (default: one per GPU, else per CPU core; 0: none)")
     parser.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8501,
+    parser.add_argument("--port", type=port, default=8501,
                         help="dashboard port (default 8501; 0: one the system picks, printed once it listens)")
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
-    parser.add_argument("--grace", type=float, default=10.0, help="seconds running runs get at shutdown")
+    parser.add_argument("--grace", type=float_range(0.0, 86400.0), default=10.0, help="seconds running runs get at shutdown")
 
 
 def main(args: argparse.Namespace) -> int:

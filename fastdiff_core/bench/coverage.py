@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import time
 
 import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.bench.gate import Schedule
+from fastdiff_core.commands.args import comma_list, float_range, int_range, writable_file
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.gate import RELEASE_GATE, SequentialGate, coverage_gate
 from fastdiff_core.metrics.intervals import wilson_interval
@@ -37,29 +37,31 @@ from fastdiff_core.worlds.driving.evaluation import (
     scene_coverage,
     solver_and_grid,
 )
-from fastdiff_core.worlds.driving.scenes import SCENES, branch_probabilities, get_scene
+from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities, get_scene
 
 PR_SCENES = ("hesitant_no_signal", "child_at_curb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", choices=TEACHERS, default=DEFAULT_TEACHER)
-    parser.add_argument("--solvers", default="euler,heun,dpmpp_2m,unipc,dpmpp_2m_sde")
-    parser.add_argument("--nfe", default="4,8,16,32,50", help="NFE per frame (before guidance)")
-    parser.add_argument("--guidance", default="1,1.5,3,5")
-    parser.add_argument("--interval", default="0.3,5.0", help="guidance interval [sigma_lo, sigma_hi] (VE sigma)")
-    parser.add_argument("--guidance-solver", default="dpmpp_2m")
-    parser.add_argument("--guidance-nfe", type=int, default=16)
-    parser.add_argument("--n", type=int, default=1000, help="rollouts per scene per configuration")
-    parser.add_argument("--horizon", type=int, default=6)
-    parser.add_argument("--action", default="keep")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds: every configuration once per seed")
+    parser.add_argument("--solvers", type=comma_list(str, choices=tuple(catalog.SOLVERS)),
+                        default="euler,heun,dpmpp_2m,unipc,dpmpp_2m_sde")
+    parser.add_argument("--nfe", type=comma_list(int_range(1, 1000)), default="4,8,16,32,50", help="NFE per frame (before guidance)")
+    parser.add_argument("--guidance", type=comma_list(float_range(0.0)), default="1,1.5,3,5")
+    parser.add_argument("--interval", type=comma_list(float_range(0.0), length=2), default="0.3,5.0", help="guidance interval [sigma_lo, sigma_hi] (VE sigma)")
+    parser.add_argument("--guidance-solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")
+    parser.add_argument("--guidance-nfe", type=int_range(1, 1000), default=16)
+    parser.add_argument("--n", type=int_range(1, 1_000_000), default=1000, help="rollouts per scene per configuration")
+    parser.add_argument("--horizon", type=int_range(1, 1000), default=6)
+    parser.add_argument("--action", choices=ACTIONS, default="keep")
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    parser.add_argument("--seeds", type=comma_list(int_range(0, 2**63 - 1)), default=None,
+                        help="comma-separated seeds: every configuration once per seed")
     parser.add_argument("--sequential", action="store_true", help="sample in batches until the gate decides")
-    parser.add_argument("--cap", type=int, default=4000, help="sequential: rollouts per scene at most")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cap", type=int_range(1), default=4000, help="sequential: rollouts per scene at most")
+    parser.add_argument("--threads", type=int_range(1, 1024), default=2)
     parser.add_argument("--no-pr", action="store_true", help="skip k-NN precision/recall")
-    parser.add_argument("--json", type=pathlib.Path, default=None)
+    parser.add_argument("--json", type=writable_file, default=None)
 
 
 def measure(net, solver_name: str, steps: int, guidance: Guidance, args, seed: int | None = None) -> dict:
@@ -151,20 +153,32 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone, before the teacher loads."""
+    lo, hi = args.interval
+    if not lo < hi:
+        raise ValueError(f"--interval={lo:g},{hi:g} must have sigma_lo < sigma_hi")
+    if catalog.solver_info(args.guidance_solver).steps_for_nfe(args.guidance_nfe) is None:
+        raise ValueError(f"--guidance-nfe={args.guidance_nfe} is not an NFE {args.guidance_solver} can spend exactly; "
+                         "choose another (e.g. an even number for two-evaluation steps)")
+    if not args.no_pr and args.n <= 5:
+        raise ValueError(f"--n={args.n} is too small for k-NN precision/recall (k = 5); allowed: --n >= 6, "
+                         "or --no-pr")
+
+
 def main(args: argparse.Namespace) -> int:
-    seeds = [args.seed] if args.seeds is None else [int(v) for v in str(args.seeds).split(",")]
-    if args.sequential and args.cap < 1:
-        raise SystemExit(f"--cap={args.cap} must be >= 1")
+    check_args(args)
+    seeds = [args.seed] if args.seeds is None else list(args.seeds)
     torch.set_num_threads(args.threads)
     net = load_teacher(args.teacher)
     rows = []
     print(f"teacher={args.teacher}  n={args.n}/scene x {len(SCENES)} scenes  H={args.horizon}  action={args.action}")
     print("\n== solver x NFE (guidance 1) ==")
     print(HEADER)
-    for solver in args.solvers.split(","):
+    for solver in args.solvers:
         info = catalog.solver_info(solver)
         done = set()
-        for nfe in (int(v) for v in args.nfe.split(",")):
+        for nfe in args.nfe:
             steps = info.steps_for_nfe(nfe)
             if steps is None or steps in done:
                 continue
@@ -176,9 +190,9 @@ def main(args: argparse.Namespace) -> int:
                 print(_fmt(row), flush=True)
     print(f"\n== guidance ({args.guidance_solver}, {args.guidance_nfe} NFE/frame before guidance) ==")
     print(HEADER)
-    lo, hi = (float(v) for v in args.interval.split(","))
+    lo, hi = args.interval
     steps = catalog.solver_info(args.guidance_solver).steps_for_nfe(args.guidance_nfe)
-    for scale in (float(v) for v in args.guidance.split(",")):
+    for scale in args.guidance:
         for interval in (None, (lo, hi)):
             if scale == 1.0 and interval is not None:
                 continue

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, intervals
 from fastdiff_core.worlds.driving.scenes import (
     BRANCHES,
@@ -199,12 +200,12 @@ def operating_characteristics(trials: int = 1000, seed: int = 0, ns: tuple[int, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trials", type=int, default=1000, help="simulated gate runs per row (>= 1)")
+    parser.add_argument("--trials", type=int_range(1), default=1000, help="simulated gate runs per row (>= 1)")
     parser.add_argument("--n", default=",".join(map(str, FIXED_N)), help="fixed-n modes: rollouts per scene, comma-separated")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cap", type=int, default=Schedule.cap, help="sequential: rollouts per scene at most")
-    parser.add_argument("--json", type=pathlib.Path, default=None, help="write the rows as JSON here")
-    parser.add_argument("--plot", type=pathlib.Path, default=None, help="write a PNG of the curves here")
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    parser.add_argument("--cap", type=int_range(1), default=Schedule.cap, help="sequential: rollouts per scene at most")
+    parser.add_argument("--json", type=writable_file, default=None, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=writable_file, default=None, help="write a PNG of the curves here")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -213,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError:
         ns = ()
     if not ns or min(ns) < 1:
-        raise SystemExit(f"--n={args.n!r} must be comma-separated integers >= 1")
+        raise ValueError(f"--n={args.n!r} must be comma-separated integers >= 1")
     schedule = Schedule(cap=args.cap)
     t0 = time.perf_counter()
     rows = operating_characteristics(args.trials, args.seed, ns=ns, schedule=schedule)

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fastdiff_core import budget
+from fastdiff_core import budget, catalog
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import device_name, measure, measure_interleaved
@@ -39,17 +40,17 @@ from fastdiff_core.worlds.driving.simulator import waiting_frame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures as JSON here")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--threads", type=int_range(1, 1024), default=1,
                         help="intra-op CPU threads (default 1: on a shared CPU, OpenMP oversubscription can stall "
                              "small ops ~100x; the device string records the count)")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
                         help="world-model checkpoint stem (default: the shipped driving teacher)")
     parser.add_argument("--scene", default="child_at_curb", choices=sorted(SCENES))
-    parser.add_argument("--solver", default="dpmpp_2m")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (after warm-up)")
-    parser.add_argument("--is-reps", type=int, default=100, help="independent estimates per arm (IS vs uniform)")
-    parser.add_argument("--is-seeds", type=int, default=3, help="independent repetitions of the IS comparison")
+    parser.add_argument("--solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")
+    parser.add_argument("--repeats", type=int_range(1, 10_000), default=5, help="timed repeats per figure (after warm-up)")
+    parser.add_argument("--is-reps", type=int_range(2, 1_000_000), default=100, help="independent estimates per arm (IS vs uniform)")
+    parser.add_argument("--is-seeds", type=int_range(1, 1000), default=3, help="independent repetitions of the IS comparison")
     parser.add_argument("--only-importance", action="store_true", help="measure only section 5 (IS vs uniform)")
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fastdiff_core import catalog
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
 from fastdiff_core.grids import build_grid
@@ -590,11 +591,11 @@ def sde_convergence(setup: Setup, path: Any, nfes: Sequence[int], ref_steps: int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="PATH", help="write every measured row as JSON to PATH")
+    p.add_argument("--json", metavar="PATH", type=writable_file, help="write every measured row as JSON to PATH")
     p.add_argument("--quick", action="store_true", help="CI-sized: fewer samples and NFEs, no grid search")
     p.add_argument("--preset", default="rare2d", choices=sorted(catalog.WORLDS["mixture"].options["preset"].choices))
-    p.add_argument("--samples", type=int, default=None, help="noise samples (default 1000, quick 300)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int_range(1, 1_000_000), default=None, help="noise samples (default 1000, quick 300)")
+    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     p.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
 
 
@@ -609,7 +610,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     quick = args.quick
-    n = args.samples or (300 if quick else 1000)
+    n = args.samples if args.samples is not None else (300 if quick else 1000)
     nfes = (4, 8, 20) if quick else NFES
     compare = tuple(v for v in COMPARE_NFES if v in nfes)
     path = get_path("vp_discrete")

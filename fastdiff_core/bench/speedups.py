@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from fastdiff_core import catalog
 from fastdiff_core.bench.rollout import load_network
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import device_name, measure_interleaved
@@ -60,18 +62,18 @@ SCENE_SET = ("child_at_curb", "commuter_late", "red_light_jaywalker", "hesitant_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures as JSON here")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--threads", type=int_range(1, 1024), default=1,
                         help="intra-op CPU threads (default 1: on a shared CPU, OpenMP oversubscription can stall "
                              "small ops ~100x; the device string records the count)")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
                         help="world-model checkpoint stem (default: the shipped driving teacher)")
-    parser.add_argument("--n", type=int, default=1500, help="futures per scene (coverage and throughput workload)")
-    parser.add_argument("--steps", type=int, default=8, help="solver steps of the baseline rows")
-    parser.add_argument("--solver", default="dpmpp_2m")
+    parser.add_argument("--n", type=int_range(1, 1_000_000), default=1500, help="futures per scene (coverage and throughput workload)")
+    parser.add_argument("--steps", type=int_range(1, 1000), default=8, help="solver steps of the baseline rows")
+    parser.add_argument("--solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")
     parser.add_argument("--action", default="keep", choices=ACTIONS)
-    parser.add_argument("--horizon", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--horizon", type=int_range(1, 1000), default=6)
+    parser.add_argument("--repeats", type=int_range(1, 10_000), default=3)
     parser.add_argument("--skip", nargs="*", default=[], help="lever labels (prefixes) to skip, e.g. torch.compile")
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 from fastdiff_core import catalog
-from fastdiff_core.spec import RunResult, RunSpec
+from fastdiff_core.commands.args import int_range
+from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, RunResult, RunSpec, parse_json_object
+
+MAX_SPEC_FILE_BYTES = 1_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,13 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", choices=sorted(catalog.GRIDS))
     p.add_argument("--grid-option", action="append", default=[], metavar="KEY=JSON",
                    help="a grid option, e.g. rho=5 or sigmas=[80,10,1,0.1] (repeatable)")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS))
     p.add_argument("--guidance", type=float, dest="guidance_scale")
-    p.add_argument("--samples", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--samples", type=int_range(1, MAX_SAMPLES))
+    p.add_argument("--seed", type=int_range(0, 2**63 - 1))
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the spec (fields, limits, the world's support, the device) and print it as JSON "
+                        "without running it")
 
 
 def _options(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -48,11 +53,28 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _spec_text(spec: str) -> tuple[str, str]:
+    """--spec as (JSON text, what to call it in a message): a file's content, or the text itself."""
+    if spec.lstrip().startswith(("{", "[")):
+        return spec, "--spec"
+    if os.path.isdir(spec):
+        raise ValueError(f"--spec={spec!r} is a directory; expected a RunSpec as JSON text or a path to a JSON file")
+    if not os.path.exists(spec):
+        raise ValueError(f"--spec={spec!r} is neither an existing file nor JSON text (a RunSpec starts with '{{')")
+    try:
+        if os.path.getsize(spec) > MAX_SPEC_FILE_BYTES:
+            raise ValueError(f"--spec={spec!r} is larger than {MAX_SPEC_FILE_BYTES:,} bytes; a RunSpec is a few KB")
+        with open(spec, encoding="utf-8") as f:
+            return f.read(), f"--spec file {spec!r}"
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--spec={spec!r} cannot be read ({type(e).__name__}: {e}); expected a readable JSON file") from None
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     d: dict[str, Any] = {}
     if args.spec:
-        text = open(args.spec).read() if os.path.exists(args.spec) else args.spec
-        d = RunSpec.from_json(text).to_dict()
+        text, what = _spec_text(args.spec)
+        d = RunSpec.from_dict(parse_json_object(text, what)).to_dict()
     for name in ("world", "solver", "grid", "steps", "guidance_scale", "samples", "seed", "dtype", "device"):
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
@@ -94,13 +116,14 @@ def format_result(r: RunResult) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fastdiff_core.run import execute
+    """ValueError (a bad flag or spec) goes to ``workers.cli``, which prints it as one line and exits 2."""
+    from fastdiff_core.run import execute, resolve_device
 
-    try:
-        spec = spec_from_args(args)
-    except ValueError as e:
-        print(f"fastdiff run: {e}", file=sys.stderr)
-        return 2
+    spec = spec_from_args(args)
+    resolve_device(spec.device)  # --device cuda without a GPU is refused here, before the world loads
+    if args.dry_run:
+        print(spec.to_json())
+        return 0
     result = execute(spec)
     print(result.to_json() if args.json else format_result(result))
     return 0

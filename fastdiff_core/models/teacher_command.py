@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import platform
 import time
 
+from fastdiff_core.commands.args import file_stem, float_range, int_range, writable_dir
 from fastdiff_core.models.card import CardProtocol, measure_teacher, regate, render_card
 from fastdiff_core.models.teacher import (
     WEIGHTS_DIR, TrainConfig, load_checkpoint, save_checkpoint, train_teacher,
@@ -23,18 +23,18 @@ from fastdiff_core.models.world_model import WorldModelConfig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--prediction", choices=("flow", "x0"), default="flow")
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch", type=int, default=d.batch)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--width", type=int, default=d.model.width)
-    parser.add_argument("--depth", type=int, default=d.model.depth)
-    parser.add_argument("--tail-fraction", type=float, default=d.tail_fraction)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--threads", type=int, default=d.threads)
-    parser.add_argument("--out", type=pathlib.Path, default=WEIGHTS_DIR, help="directory for weights and card")
-    parser.add_argument("--name", default=None, help="checkpoint name (default driving_teacher_<prediction>)")
+    parser.add_argument("--steps", type=int_range(1), default=d.steps)
+    parser.add_argument("--batch", type=int_range(1), default=d.batch)
+    parser.add_argument("--lr", type=float_range(0.0, lo_open=True), default=d.lr)
+    parser.add_argument("--width", type=int_range(1, 65536), default=d.model.width)
+    parser.add_argument("--depth", type=int_range(1, 1024), default=d.model.depth)
+    parser.add_argument("--tail-fraction", type=float_range(0.0, 1.0), default=d.tail_fraction)
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=d.seed)
+    parser.add_argument("--threads", type=int_range(1, 1024), default=d.threads)
+    parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR, help="directory for weights and card")
+    parser.add_argument("--name", type=file_stem, default=None, help="checkpoint name (default driving_teacher_<prediction>)")
     parser.add_argument("--card-only", action="store_true", help="re-measure existing weights, rewrite the card")
-    parser.add_argument("--n-per-seed", type=int, default=CardProtocol().n_per_seed)
+    parser.add_argument("--n-per-seed", type=int_range(1), default=CardProtocol().n_per_seed)
     parser.add_argument("--regate", action="store_true",
                         help="with --card-only: recompute the gate from the stored counts (no sampling)")
 

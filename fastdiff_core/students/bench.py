@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from fastdiff_core import catalog
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import Guidance
 from fastdiff_core.students.card import StudentProtocol, counts_of, measure
 from fastdiff_core.students.driving import WEIGHTS_DIR, load_shipped, student_frame_sampler
@@ -115,8 +116,10 @@ def equal_tv(row: dict, curve: list[dict]) -> dict[str, Any]:
 
 
 def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool = True, teacher: bool | None = None,
-              log=print) -> dict[str, Any]:
-    """Measure (some) students, merge into the bench JSON, rewrite the cards and (optionally) the docs/bench-students.md table."""
+              log=print, *, write: bool = False) -> dict[str, Any]:
+    """Measure (some) students and merge them into the shipped bench JSON's data. With ``write``: save that
+    JSON, rewrite the cards and (``write_readme``) the docs/bench-students.md table, all tracked files;
+    without it nothing tracked is written."""
     protocol = StudentProtocol(n=n)
     data = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     if teacher or (teacher is None and (not data.get("teacher") or data.get("n") != n)):
@@ -133,12 +136,13 @@ def run_bench(only: list[str] | None = None, n: int = 2000, write_readme: bool =
         students[name] = rows
     data["students"] = {k: students[k] for k in catalog.STUDENTS if k in students}
     data["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
-    BENCH_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    for name in names:
-        (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
-    if write_readme:
-        write_table(TABLE_PAGE, render_table(data))
+    if write:
+        BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
+        BENCH_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        for name in names:
+            (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
+        if write_readme:
+            write_table(TABLE_PAGE, render_table(data))
     log(render_table(data))
     return data
 
@@ -268,17 +272,24 @@ def render_card(name: str, data: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(catalog.STUDENTS))
-    parser.add_argument("--n", type=int, default=2000, help="rollouts per scene")
     parser.add_argument("--teacher", action="store_true", help="re-measure the teacher curve even if cached")
-    parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the results here")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (2 spin-wait on a loaded 2-core CPU)")
+    parser.add_argument("--n", type=int_range(10, 1_000_000), default=2000, help="rollouts per scene")
+    parser.add_argument("--write", action="store_true",
+                        help="save the shipped bench JSON and model cards and the docs/bench-students.md table "
+                             "(tracked files); without it the bench only prints (and writes --json)")
+    parser.add_argument("--no-readme", action="store_true", help="with --write: leave docs/bench-students.md as is")
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the results here")
+    parser.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch threads (2 spin-wait on a loaded 2-core CPU)")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite the cards and the docs/bench-students.md table from the bench JSON without sampling")
 
 
-def render_only(write_readme: bool = True) -> None:
+def render_only(write_readme: bool = True, write: bool = False) -> None:
+    """Rewrite the cards and the table from the bench JSON (with ``write``); else print the table."""
     data = json.loads(BENCH_JSON.read_text())
+    if not write:
+        print(render_table(data))
+        return
     for name in data["students"]:
         (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
     if write_readme:
@@ -288,10 +299,10 @@ def render_only(write_readme: bool = True) -> None:
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.render_only:
-        render_only(not args.no_readme)
+        render_only(not args.no_readme, write=args.write)
         return 0
     data = run_bench(args.only, args.n, not args.no_readme, True if args.teacher else None,
-                     log=lambda m: print(m, flush=True))
+                     log=lambda m: print(m, flush=True), write=args.write)
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from fastdiff_core.commands.args import float_range, int_range, writable_dir
 from fastdiff_core.students import get_recipe, recipes
 from fastdiff_core.students.driving import WEIGHTS_DIR, driving_pairs, driving_teacher
 from fastdiff_core.students.network import save_student
@@ -59,10 +60,10 @@ def driving_config(name: str, scale: float = 1.0) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(DRIVING_CONFIGS), help="which student")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply optimiser steps (quick tries)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=pathlib.Path, default=WEIGHTS_DIR)
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    parser.add_argument("--scale", type=float_range(0.0, 1000.0, lo_open=True), default=1.0, help="multiply optimiser steps (quick tries)")
+    parser.add_argument("--threads", type=int_range(1, 1024), default=1)
+    parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR)
     parser.add_argument("--no-card", action="store_true", help="train and save only; measure later with bench")
 
 
@@ -124,5 +125,5 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_card:
         from fastdiff_core.students import bench
 
-        bench.run_bench([args.name], write_readme=False)
+        bench.run_bench([args.name], write_readme=False, write=True)  # training writes its card
     return 0

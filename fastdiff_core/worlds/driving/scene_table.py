@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fastdiff_core.commands.args import int_range
 from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities, frame_hazards, time_to_arrival
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--horizon", type=int, default=6, help="frames (1 s each)")
+    parser.add_argument("--horizon", type=int_range(1, 1000), default=6, help="frames (1 s each)")
 
 
 def main(args: argparse.Namespace) -> int:
