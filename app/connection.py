@@ -8,6 +8,9 @@ and pages show that reason as an empty state instead of failing.
 from __future__ import annotations
 
 import json
+import sys
+import traceback
+import uuid
 from typing import Any
 
 import polars as pl
@@ -33,12 +36,21 @@ def _client() -> Any:
     return ServiceClient()
 
 
+def logged_error(doing: str) -> str:
+    """Print the current exception's traceback to the server's log under a short error id; return the id.
+    Pages show the id, never the traceback or the server's paths (docs/security.md)."""
+    error_id = uuid.uuid4().hex[:8]
+    print(f"dashboard: error {error_id} {doing}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    return error_id
+
+
 def store() -> tuple[Any | None, str | None]:
     """(Store, None) or (None, why not)."""
     try:
         return _store(), None
     except Exception as e:  # noqa: BLE001 - any failure to open the store is shown to the user
-        return None, f"The experiment store is not available: {type(e).__name__}: {e}"
+        error_id = logged_error("opening the store")
+        return None, f"The experiment store is not available ({type(e).__name__}; error id `{error_id}` in the log)."
 
 
 def client() -> tuple[Any | None, str | None]:
@@ -46,8 +58,9 @@ def client() -> tuple[Any | None, str | None]:
     try:
         return _client(), None
     except Exception as e:  # noqa: BLE001
-        return None, (f"The run queue is not reachable ({type(e).__name__}: {e}). Start the dashboard with its "
-                      "workers: `./dev up` (or `fastdiff up`).")
+        error_id = logged_error("connecting to the run queue")
+        return None, (f"The run queue is not reachable ({type(e).__name__}; error id `{error_id}` in the log). "
+                      "Start the dashboard with its workers: `./dev up` (or `fastdiff up`).")
 
 
 # Every ASCII character Streamlit's markdown gives a meaning (CommonMark, GFM, its :directives:, $math$).

@@ -12,8 +12,6 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-import traceback
-import uuid
 
 _ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run app/main.py` puts app/ first, not the repository
@@ -25,7 +23,7 @@ st.set_page_config(page_title="fastdiff", page_icon="⏱", layout="wide")
 st.set_option("client.showErrorDetails", "none")  # whatever escapes below: no traceback in the browser
 st.set_option("client.toolbarMode", "viewer")  # no developer menu (rerun/clear cache/deploy) for viewers
 
-from app import access
+from app import access, connection
 
 VIEWS = pathlib.Path(__file__).parent / "views"
 
@@ -54,9 +52,7 @@ _t0 = time.perf_counter()
 try:
     page.run()
 except Exception:  # noqa: BLE001 - st.stop/st.rerun are BaseExceptions and pass through
-    _error_id = uuid.uuid4().hex[:8]
-    print(f"dashboard: error {_error_id} on page {page.title!r}:\n{traceback.format_exc()}", file=sys.stderr,
-          flush=True)
+    _error_id = connection.logged_error(f"on page {page.title!r}")
     st.error(f"This page failed (error id `{_error_id}`). The details are in the dashboard's log.",
              icon=":material/error:")
 finally:  # what the page cost the server (not shown when a page ends early with st.stop())

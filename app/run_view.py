@@ -106,8 +106,8 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
         if run.get("error"):
             lines = [ln for ln in str(run["error"]).strip().splitlines() if ln.strip()]
             st.error(f"{run['status']}: {lines[-1] if lines else run['error']}")
-            with st.expander("Full error"):
-                st.code(run["error"], language=None)
+            if len(lines) > 1:  # no traceback on a page (docs/security.md): it stays in the store's record
+                st.caption(f"The worker's full error is in the run's record: `Store().run('{run['run_id']}')['error']`.")
         else:
             connection.empty_state(f"No results yet (status: {run['status']}).")
         return

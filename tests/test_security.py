@@ -198,3 +198,49 @@ def test_a_share_link_reaches_one_experiment_and_no_write_action(secured_dashboa
         finally:
             browser.close()
             pixel.shutdown()
+
+
+def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys):
+    """A record edited by hand breaks the Experiments page: the page shows a short error id; the traceback
+    (with the server's paths) goes to the log under the same id."""
+    import json
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    from fastdiff_core.spec import RunSpec
+    from store import Store
+    from tests.apptest_support import APP
+
+    s = Store()
+    exp = s.create_experiment("fine", RunSpec(samples=64, steps=2))
+    path = s.experiments_dir / f"{exp}.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), created="not a time")))
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
+    at.switch_page("views/experiments.py")
+    at.run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    error_id = re.search(r"error id `([0-9a-f]{8})`", shown).group(1)
+    assert "Traceback" not in shown and str(home) not in shown and "not a time" not in shown
+    log = capsys.readouterr().err
+    assert f"dashboard: error {error_id}" in log and "Traceback" in log
+
+
+def test_an_unopenable_store_is_reported_without_its_path(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import connection
+    from tests.apptest_support import VIEWS
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTDIFF_HOME", str(blocker))
+    connection._store.clear()
+    try:
+        at = AppTest.from_file(str(VIEWS / "experiments.py"), default_timeout=30).run()
+        text = " ".join(e.value for e in at.info) + " ".join(e.value for e in at.error)
+        assert "The experiment store is not available" in text and "error id" in text
+        assert str(tmp_path) not in text
+    finally:
+        connection._store.clear()
