@@ -38,5 +38,4 @@ def test_shipped_teacher_does_not_fail_the_release_gate():
     # at the CI protocol's 1,200 rollouts per scene the +-2 point branch bands cannot be shown (that takes
     # ~10,000, docs/gate.md), so CI asserts what 1,200 can: no check is shown outside its band
     assert m["gate"]["outcome"] in ("PASS", "UNDECIDED"), m["gate"]["failures"]
-    assert all(f["check"] != "tail" for f in m["gate"]["failures"])
     assert m["max_tv"] <= RELEASE_GATE.tv_tolerance
