@@ -99,9 +99,9 @@ def test_confidence_sequence_covers_under_peeking_where_clopper_pearson_does_not
     x = np.cumsum(rng.random((paths, looks)) < p, 1).astype(float)
     n = np.broadcast_to(np.arange(1, looks + 1, dtype=float), x.shape)
     lo, hi = beta_binomial_cs(x, n, alpha)
-    assert ((lo > p) | (hi < p)).any(1).mean() <= alpha  # measured ~0.045: a Binomial margin of ~8 sd
+    assert ((lo > p) | (hi < p)).any(1).mean() <= alpha  # measured 0.051: a Binomial margin of ~7 sd
     lo, hi = clopper_pearson(x[:, ::5], n[:, ::5], alpha)  # peeking every 5th draw at a fixed-n interval
-    assert ((lo > p) | (hi < p)).any(1).mean() > 3 * alpha
+    assert ((lo > p) | (hi < p)).any(1).mean() > 3 * alpha  # measured 0.44
 
 
 def test_confidence_sequence_shrinks_and_contains_the_estimate():
