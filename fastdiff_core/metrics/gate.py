@@ -234,7 +234,7 @@ class GateLayout:
 def _as_successes(scene: str, values: Mapping[str, object], labels: list[str], what: str
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(successes, n) per label: counts -> (c, sum of counts); Estimate -> (rate * n_eff, n_eff)."""
-    kinds = {type(v) is Estimate or isinstance(v, Estimate) for v in values.values()}
+    kinds = {isinstance(v, Estimate) for v in values.values()}
     if len(kinds) > 1:
         raise ValueError(f"{what}[{scene!r}] mixes counts and Estimate values; give one kind per scene")
     if kinds == {True}:
