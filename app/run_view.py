@@ -120,7 +120,7 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
 
     # -- verdict --------------------------------------------------------------------------------
     projected, measured = verdict_view.verdicts_of(run["result"])
-    verdict_view.render(projected, measured, key=key)
+    verdict_view.render(projected, measured)
     tail = (measured or projected).tail if (measured or projected) else budget.world_tail(spec.world)
 
     # -- NFE and latency ------------------------------------------------------------------------

@@ -838,7 +838,7 @@ class RuntimeModel:
 # seen; docs/verdicts.md), with a wide spread, so the guard errs on the side of refusing. The shape
 # (how the terms weigh against each other) is also what a kind's first few runs rescale.
 RUNTIME_PRIORS: dict[str, RuntimeModel] = {
-    "mixture": RuntimeModel((10.0, 4e-4, 0.1, 0.02), math.log(4.0), 0, "mixture", prior=True),
+    "mixture": RuntimeModel((10.0, 4e-4, 0.05, 0.02), math.log(4.0), 0, "mixture", prior=True),
     "driving": RuntimeModel((10.0, 3e-3, 0.06, 1.0), math.log(4.0), 0, "driving", prior=True),
 }
 _MIN_LOG_SD = math.log(1.3)  # run-to-run noise on a shared machine: never claim a tighter spread

@@ -22,3 +22,10 @@ def texts(at) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "error", "warning", "success", "title", "subheader")
              for e in getattr(at, kind)]
     return "\n".join(str(p) for p in parts)
+
+
+def table_with(at, *columns: str):
+    """The page's one table (``st.table``) or dataframe that has these columns, as a pandas frame."""
+    found = [e.value for e in [*at.table, *at.dataframe] if set(columns) <= set(e.value.columns)]
+    assert len(found) == 1, f"{len(found)} tables with columns {columns}"
+    return found[0]

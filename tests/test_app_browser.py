@@ -86,10 +86,23 @@ def idle(page) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
 
 
-def histogram_rows(page) -> list[list[str]]:
-    table = page.locator("[data-testid=stTable] table").first
-    table.wait_for(timeout=180_000)
+def table_rows(page, header: str, timeout: float = 180_000) -> list[list[str]]:
+    """The cells of the page's st.table whose header has ``header`` (waits for it)."""
+    table = page.locator("[data-testid=stTable] table", has=page.locator("thead", has_text=header)).first
+    table.wait_for(timeout=timeout)
     return [[c.inner_text().strip() for c in row.locator("td, th").all()] for row in table.locator("tbody tr").all()]
+
+
+def table_dicts(page, header: str, timeout: float = 180_000) -> list[dict[str, str]]:
+    """``table_rows`` keyed by the column names (an index column, when drawn, is keyed '')."""
+    table = page.locator("[data-testid=stTable] table", has=page.locator("thead", has_text=header)).first
+    table.wait_for(timeout=timeout)
+    names = [c.inner_text().strip() for c in table.locator("thead th").all()]
+    return [dict(zip(names, r)) for r in table_rows(page, header, timeout)]
+
+
+def histogram_rows(page) -> list[list[str]]:
+    return table_rows(page, "95% interval")
 
 
 def test_run_then_share_link_shows_the_same_numbers(dashboard):
@@ -126,5 +139,82 @@ def test_run_then_share_link_shows_the_same_numbers(dashboard):
             assert "browser e2e" in shared_text and "read-only" in shared_text
             assert other.get_by_role("button", name="Run", exact=True).count() == 0
             assert other.locator("[data-testid=stSidebarNav]").count() == 0
+        finally:
+            browser.close()
+
+
+def result_verdicts(page) -> dict:
+    """What a result page says about the verdicts: the verdict table, and the branch table's tail and rates."""
+    branches = table_dicts(page, "95% interval")
+    verdicts = {r["check"]: {k: v for k, v in r.items() if k} for r in table_dicts(page, "measured how")}
+    return {"verdicts": verdicts, "tail": [r["branch"] for r in branches if r["branch"].endswith("(tail)")],
+            "rates": {r["branch"].removesuffix(" (tail)"): (r["rate"], r["95% interval"]) for r in branches}}
+
+
+def run_once(page) -> str:
+    """Click Run, wait for the result, return the run id from the URL."""
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url("**run=r*", timeout=60_000)
+    histogram_rows(page)
+    idle(page)
+    return page.url.split("run=")[1].split("&")[0]
+
+
+def test_projected_and_measured_verdicts_agree_on_the_result_page_compare_and_links(dashboard):
+    """A closed-loop driving run, in real Chromium against the real service: the result page, a fresh
+    `?run=` link, the `?exp=` share link and compare show the same cost, tail and rates; the run's
+    projected and measured cost agree; the `?run=` link shows the run's own spec in the form."""
+    from playwright.sync_api import sync_playwright
+
+    base, _home = dashboard
+    spec = ("world=driving&scene=red_light_jaywalker&solver=heun&steps=3&samples=40&horizon=3&futures=2"
+            "&regime=closed_loop")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+            page.goto(f"{base}/?{spec}&name=verdict%20e2e")
+            idle(page)
+            main = page.locator("[data-testid=stMain]")
+            assert "Projected verdict (before the run)" in main.inner_text()
+            rid = run_once(page)
+            mine = result_verdicts(page)
+            cost = mine["verdicts"]["cost (binding)"]
+            assert cost["projected"].split(" ")[-1] == cost["measured"].split(" ")[-1]  # counted == billed: one $
+            assert cost["measured how"] == "measured" and cost["measured"].split(" ")[-1].startswith("$")
+            assert mine["tail"] == ["darts (tail)"]  # the declared tail, though 'crosses' is rarer here
+            text = main.inner_text()
+            assert text.count("Measured verdict") == 1 and "Worker's verdict" not in text
+            share = page.locator("a[href*='?exp=']").first.get_attribute("href")
+
+            # a second run (another horizon) for compare
+            page.goto(f"{base}/?{spec.replace('horizon=3', 'horizon=2')}&name=verdict%20e2e%202")
+            idle(page)
+            rid2 = run_once(page)
+
+            fresh = browser.new_context(viewport={"width": 1400, "height": 2400})
+            linked = fresh.new_page()
+            linked.goto(f"{base}/?run={rid}")
+            assert result_verdicts(linked) == mine
+            idle(linked)
+            # the form mirrors its state into the URL: the run's own spec, not the default mixture form
+            for field in ("world=driving", "scene=red_light_jaywalker", "solver=heun", "steps=3", "horizon=3"):
+                assert field in linked.url, linked.url
+            assert linked.get_by_role("spinbutton", name="Steps", exact=True).input_value() == "3"
+            assert linked.get_by_label("Horizon H (frames)").input_value() == "3"
+
+            shared = fresh.new_page()
+            shared.goto(base + share[share.index("/?"):] if "/?" in share else base + "/" + share)
+            assert result_verdicts(shared) == mine
+
+            cmp = fresh.new_page()
+            cmp.goto(f"{base}/compare?runs={rid},{rid2}")
+            rows = table_dicts(cmp, "tail rate", timeout=60_000)
+            row = next(r for r in rows if rid[:7] in r["run"])
+            assert row["cost"] == cost["measured"].split(" ")[-1] and row["tail"] == "darts"
+            assert row["tail rate"].split(" ")[0] == mine["rates"]["darts"][0]
+            assert row["tail rate"].split(" ", 1)[1] == mine["rates"]["darts"][1]
+            assert row["measured"] == mine["verdicts"]["overall"]["measured"]
+            assert row["projected"] == mine["verdicts"]["overall"]["projected"]
         finally:
             browser.close()

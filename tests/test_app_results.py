@@ -10,7 +10,7 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from fastdiff_core.spec import RunSpec
-from tests.apptest_support import VIEWS, page, texts
+from tests.apptest_support import VIEWS, page, table_with, texts
 
 
 def record_done(store, exp_name: str, specs: list[RunSpec], sweep=None) -> tuple[str, list[str]]:
@@ -35,12 +35,12 @@ def test_done_run_renders_verdict_nfe_and_histogram(home):
     assert m["NFE counted / sample"] == "6" and m["formula (dashboard)"] == "6"
     body = texts(at)
     assert "Measured verdict — offline" in body and "coverage" in body
-    assert len(at.table) == 1
+    branches = table_with(at, "branch", "95% interval")
     shared = AppTest.from_file(str(VIEWS / "shared.py"), default_timeout=60)
     shared.query_params["exp"] = exp_id
     shared.run()
     assert not shared.exception and "read-only" in texts(shared)
-    assert shared.table[0].value.equals(at.table[0].value)
+    assert table_with(shared, "branch", "95% interval").equals(branches)
 
 
 def test_sweep_compare_and_pareto(home):
@@ -105,7 +105,7 @@ def test_driving_run_renders_branches_bill_and_rollouts(home):
     assert float(m["NFE counted / sample"].replace(",", "")) > 4 * 3 * 2  # the guidance interval: 1 < C < 2
     body = texts(at)
     assert "Measured verdict — closed_loop" in body
-    rows = at.table[0].value
+    rows = table_with(at, "branch", "95% interval")
     branches = [str(b) for b in rows["branch"]]
     assert f"{TAIL} (tail)" in branches and all(any(b.startswith(lab) for b in branches) for lab in LABELS)
     assert (rows["truth"] != "").any()

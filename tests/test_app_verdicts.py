@@ -19,24 +19,17 @@ from streamlit.testing.v1 import AppTest
 from app.verdict_view import LABEL
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
-from tests.apptest_support import VIEWS, page, texts
+from tests.apptest_support import VIEWS, page, table_with, texts
 from tests.test_app_results import record_done
 
 DRIVING = RunSpec(world="driving", scene="red_light_jaywalker", solver="heun", steps=3, samples=40, horizon=3,
                   futures=2, regime="closed_loop", world_options={"action": "keep"}, name="jaywalker heun")
 
 
-def _with_columns(at: AppTest, *columns: str):
-    """The page's dataframe that has these columns (AppTest does not expose a dataframe's key)."""
-    found = [d for d in at.dataframe if set(columns) <= set(d.value.columns)]
-    assert len(found) == 1, f"{len(found)} dataframes with columns {columns}"
-    return found[0]
-
-
 def verdict_fields(at: AppTest) -> dict:
     """What the result page says: the verdict table's rows and the branch table's tail and rates."""
-    rows = {r["check"]: r for r in _with_columns(at, "check", "projected", "measured").value.to_dict("records")}
-    table = at.table[0].value.to_dict("records")
+    rows = {r["check"]: r for r in table_with(at, "check", "projected", "measured").to_dict("records")}
+    table = table_with(at, "branch", "95% interval").to_dict("records")
     return {"verdicts": rows, "branches": table,
             "tail": [r["branch"] for r in table if str(r["branch"]).endswith("(tail)")]}
 
@@ -88,7 +81,7 @@ def test_result_page_share_link_and_compare_agree_on_the_stored_verdicts(home):
 
     cmp = page("compare", runs=f"{rid},{rid2}").run()
     assert not cmp.exception
-    summary = {r["run"]: r for r in _with_columns(cmp, "cost", "tail", "tail rate").value.to_dict("records")}
+    summary = {r["run"]: r for r in table_with(cmp, "cost", "tail", "tail rate").to_dict("records")}
     row = next(v for k, v in summary.items() if rid[:7] in k)
     tail = next(r for r in measured.rates if r["label"] == "darts")
     assert row["cost"] == cost and row["tail"] == "darts"

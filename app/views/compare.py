@@ -64,8 +64,7 @@ short = {r["run_id"]: f"{r['solver'] if r['sampler'] == 'solver' else r['student
          for r in sel.select("run_id", "sampler", "solver", "student", "grid", "steps").iter_rows(named=True)}
 st.subheader("Verdicts (as each run's worker judged it)")
 verdicts = {rid: verdict_view.verdicts_of((s.run(rid) or {}).get("result")) for rid in selected}
-st.dataframe([{"run": short[rid], **verdict_view.summary(*verdicts[rid])} for rid in selected if rid in short],
-             hide_index=True, key="cmp.verdicts")
+st.table([{"run": short[rid], **verdict_view.summary(*verdicts[rid])} for rid in selected if rid in short])
 
 st.subheader("Branch rates, overlaid")
 hist = s.histograms(selected).filter(pl.col("group") != "reference")
