@@ -29,6 +29,7 @@ SESSION_KEY = "access.logged_in"
 COOKIE_SET = "access.cookie_set"
 COOKIE = "fastdiff_login"
 LOGIN_TTL_S = 12 * 3600
+FAILED_LOGIN_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def _login(secret_: str) -> None:
             if hmac.compare_digest(given.encode(), secret_.encode()):
                 st.session_state[SESSION_KEY] = True
                 st.rerun()
+            time.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing; the secret's length does the rest
             st.error("That is not the dashboard's secret.")
     st.caption("This dashboard needs its secret (FASTDIFF_DASHBOARD_SECRET). A share link opens one experiment "
                "without it.")

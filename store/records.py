@@ -173,12 +173,14 @@ def check_axes(value: Any, field: str = "sweep.axes") -> dict[str, list[Any]]:
     for k, v in axes.items():
         check_text(k, f"{field} key")
         values = _rows(v, f"{field}[{ids.shown(k)}]", MAX_AXIS_VALUES)
-        for x in values:
-            if x is not None and not isinstance(x, (str, int, float, bool)):
-                raise ValueError(f"{field}[{ids.shown(k)}] value {ids.shown(x)} must be a string, number, "
-                                 "boolean or null")
-            if isinstance(x, str):
-                check_text(x, f"{field}[{ids.shown(k)}] value")
+        for x in values:  # any JSON value (guidance_interval takes pairs, world_options objects), bounded
+            try:
+                size = len(json.dumps(x))
+            except (TypeError, ValueError, RecursionError):
+                size = None
+            if size is None or size > MAX_LABEL * 50:
+                raise ValueError(f"{field}[{ids.shown(k)}] value {ids.shown(x)} must be a JSON value of at most "
+                                 f"{MAX_LABEL * 50:,} characters")
         out[k] = list(values)
     return out
 

@@ -125,3 +125,13 @@ def check_one_id(value, base: pathlib.Path) -> None:
     new = set(after) - set(before)
     assert all(p.startswith("store/results/") and ids.is_id(p[len("store/results/"):-5], "run_id") for p in new), new
     assert ids.is_id(value, "run_id") or not new
+
+
+def test_sweep_axes_keep_any_bounded_json_value(tmp_path):
+    """The client API sweeps any RunSpec field, pairs and objects included; what cannot be stored is refused."""
+    s = Store(tmp_path)
+    exp = s.create_experiment("gi", [RunSpec(guidance_interval=(0.3, 5.0)), RunSpec()],
+                              sweep={"guidance_interval": [(0.3, 5.0), None]})
+    assert s.sweeps(exp)["axes"][0] == '{"guidance_interval": [[0.3, 5.0], null]}'
+    with pytest.raises(ValueError, match=r"sweep\['steps'\] value .* must be a JSON value"):
+        s.create_experiment("bad", RunSpec(), sweep={"steps": [object()]})
