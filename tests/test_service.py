@@ -3,8 +3,8 @@ Celery worker processes, the collector process, and real ``execute`` runs of sma
 
 Servers listen on Unix sockets or on loopback ports: the dashboard binds port 0 and reports it, a
 Redis on TCP (which cannot bind port 0) picks another port when its first is taken. Every process is
-stopped by the test. Time limits are shortened through FASTDIFF_MAX_RUN_S so a dead worker's run is
-redelivered within seconds (visibility timeout = 1.5 x hard limit)."""
+stopped by the test. Heartbeats are 1 s (FASTDIFF_HEARTBEAT_S), so a dead worker node's run is
+requeued within seconds. (The kill-everything fault table is tests/test_faults.py.)"""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from workers.local_service import LocalService
 
 pytestmark = pytest.mark.service
 
-# Soft limit 30 s, hard 33 s, visibility timeout 50 s: the first run of a fresh worker imports torch
+# Soft limit 30 s, hard 33 s: the first run of a fresh worker imports torch
 # and solves the mixture's reference ODE (up to ~20 s on a shared 2-core machine under load).
 MAX_RUN_S = 30
 
@@ -44,7 +44,7 @@ def slow(seed: int, samples: int) -> RunSpec:
 
 @pytest.fixture
 def service(request, tmp_path):
-    s = LocalService(tmp_path, request.param, max_run_s=MAX_RUN_S)
+    s = LocalService(tmp_path, request.param, max_run_s=MAX_RUN_S, heartbeat_s=1)
     yield s
     s.close()
 
@@ -124,7 +124,7 @@ def test_kill_9_of_a_whole_worker_mid_run_redelivers_and_stores_once(service):
     assert p["worker"] == "w1@local" and p["device"] == "cpu"
     service.kill("w1")  # SIGKILL to the worker's whole process group: parent and child, mid-run
     assert service.store.run(run_id)["status"] == "queued"
-    service.worker("w2")  # the run comes back once the visibility timeout has passed
+    service.worker("w2")  # w1 silent for 3 heartbeats: w2's heartbeat requeues its run
     runs = service.wait_finished([run_id], timeout=150)
     assert runs["status"].to_list() == ["done"] and runs["worker"].to_list() == ["w2@local"]
     assert result_files(service.store) == [f"{run_id}.json"]

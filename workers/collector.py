@@ -5,7 +5,8 @@ about once a second. An item it cannot store (not JSON, no valid run id, an outc
 store's checks) is quarantined — moved to the dead-letter list ``fastdiff:results:dead`` with the
 reason, and stored as a 'failed' run when its run id is valid — so one bad message never stops it. Started by ``fastdiff up``; survives broker restarts (it reconnects and goes
 on where it stopped), and a kill -9 loses nothing (an item is removed from the processing list only
-after the store has it, and storing is idempotent by run id).
+after the store has it, and storing is idempotent by run id). Like every worker node, it requeues
+the runs of worker nodes that stopped heartbeating (``workers.supervision``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from store import Store, ids
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery, run_options
 from workers.settings import ServiceSettings, load_settings, redis_py_url
-from workers.supervision import held_run_ids
+from workers.supervision import held_run_ids, requeue_orphans
 
 COMPACT_EVERY_S = 1.0
 LOST_AFTER_S = 60.0  # a 'queued' run the broker does not hold this long after submission is sent again
@@ -120,7 +121,7 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
     settings = settings or load_settings()
     r = redis.Redis.from_url(redis_py_url(broker_url), socket_timeout=10, retry_on_timeout=False)
     reconcile_every = RECONCILE_EVERY_S
-    last_reconcile = time.monotonic()
+    last_reconcile = last_reap = time.monotonic()
     last_compact = 0.0
     interval = compact_every_s
     dirty = True
@@ -136,6 +137,13 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
             if raw is not None:
                 _take(store, r, raw)
                 dirty = True
+            if time.monotonic() - last_reap > settings.heartbeat_s:
+                # As every worker node does: a dead node's runs go back to the queue even while no
+                # worker is alive (the collector runs beside the broker, so this does not wait for one).
+                last_reap = time.monotonic()
+                for run_id in requeue_orphans(r, older_than_s=settings.node_ttl_s):
+                    print(f"collector: run {run_id} was held by a worker node that stopped heartbeating; "
+                          "queued it again", file=sys.stderr, flush=True)
             if time.monotonic() - last_reconcile > reconcile_every:
                 last_reconcile = time.monotonic()
                 for run_id in requeue_lost(store, r, settings, broker_url):

@@ -37,14 +37,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Self
 
+import redis
+
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
 from workers import supervision
+from workers.celery_app import QUEUE
 from workers.client import ServiceClient
 from workers.settings import socket_url
 from workers.up import PIDS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+KILLS_THE_RUN = ("pool_child", "node", "up", "ctrl_c")  # the process running the run dies (or may)
 FAULTS = ("pool_child", "node", "collector", "broker", "up", "ctrl_c", "ctrl_c_grace", "deaths")
 # Short supervision clocks: a node silent 3 s is dead; runs may take 120 s before their limit.
 FAULT_ENV = {"FASTDIFF_HEARTBEAT_S": "1", "FASTDIFF_MAX_RUN_S": "120", "FASTDIFF_MAX_WORKER_DEATHS": "2"}
@@ -60,6 +64,7 @@ class FaultRow:
     lost: int
     failed: int
     recovery_s: float
+    requeued_s: float | None = None  # faults that kill the run's process: until it is back in the queue
     stored_before_exit: int | None = None  # Ctrl-C rows: running runs stored before `up` exited
     note: str = ""
 
@@ -165,26 +170,53 @@ def _running(svc: UpService, run_ids: list[str], timeout: float = 120) -> list[s
 
 
 def _executions(svc: UpService) -> dict[str, int]:
-    """Completed executions per run id, from the worker log (Celery's 'succeeded' line with our summary)."""
+    """Executions run to the end per run id, from the worker log (Celery's 'succeeded' line with our summary),
+    whether or not their outcome was the one kept: a second one is wasted work, even though the
+    results channel keeps only the first outcome."""
     text = (svc.home / "logs" / "workers.log").read_text(errors="replace")
     counts: dict[str, int] = {}
-    for run_id in re.findall(r"'run_id': '([^']+)', 'status': '(?:done|failed|cancelled)', 'pushed': True", text):
+    for run_id in re.findall(r"'run_id': '([^']+)', 'status': '(?:done|failed|cancelled)', 'pushed': ", text):
         counts[run_id] = counts.get(run_id, 0) + 1
     return counts
 
 
-def _wait_stored(svc: UpService, run_ids: list[str], timeout: float) -> dict[str, float]:
-    """When (time.monotonic()) each run was first seen stored; stops at ``timeout``."""
+def _holders(svc: UpService, run_ids: list[str]) -> dict[str, str]:
+    """Where the broker holds each run: 'queue', or the delivery tag of the node holding it."""
+    r, wanted, out = svc.client.redis, set(run_ids), {}
+    for raw in r.lrange(QUEUE, 0, -1):
+        rid = json.loads(raw)["headers"]["id"]
+        if rid in wanted:
+            out[rid] = "queue"
+    for tag, raw in r.hgetall(supervision.UNACKED).items():
+        rid = json.loads(raw)[0]["headers"]["id"]
+        if rid in wanted:
+            out[rid] = tag.decode()
+    return out
+
+
+def _wait_stored(svc: UpService, run_ids: list[str], timeout: float,
+                 victims: dict[str, str] | None = None) -> tuple[dict[str, float], float | None]:
+    """When (time.monotonic()) each run was first seen stored; stops at ``timeout``. With ``victims``
+    (run id -> delivery tag at the fault), also when all of them were back: in the queue, held under
+    a new delivery tag (redelivered), or stored."""
     seen: dict[str, float] = {}
+    back = None
     deadline = time.monotonic() + timeout
     while len(seen) < len(run_ids) and time.monotonic() < deadline:
+        if victims and back is None:
+            try:
+                now = _holders(svc, list(victims))
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                now = {}
+            if all(rid in seen or now.get(rid, tag) != tag for rid, tag in victims.items()):
+                back = time.monotonic()
         for rid in run_ids:
             if rid not in seen:
                 run = svc.client.store.run(rid)
                 if run is not None and run["status"] != "queued":
                     seen[rid] = time.monotonic()
         time.sleep(0.1)
-    return seen
+    return seen, back
 
 
 def _kill(pid: int, group: bool = False) -> None:
@@ -231,9 +263,13 @@ def run_fault(svc: UpService, fault: str, seed0: int, n_runs: int = 3, grace_s: 
     """Submit a sweep of ``n_runs``, apply ``fault`` while one of its runs is running, and count."""
     exp_id, run_ids = svc.client.submit(sweep(seed0, n_runs), f"fault {fault}")
     running = _running(svc, run_ids)
+    victims = None
+    if fault in KILLS_THE_RUN:
+        held = _holders(svc, running)
+        victims = {rid: held[rid] for rid in running if held.get(rid, "queue") != "queue"}
     t_fault = time.monotonic()
     stored_before_exit = inject(svc, fault, running, grace_s)
-    seen = _wait_stored(svc, run_ids, timeout)
+    seen, back = _wait_stored(svc, run_ids, timeout, victims)
     runs = svc.client.store.runs(exp_id)
     stored_ids = [r for r, s in zip(runs["run_id"], runs["status"]) if s != "queued"]
     executions = _executions(svc)
@@ -250,15 +286,17 @@ def run_fault(svc: UpService, fault: str, seed0: int, n_runs: int = 3, grace_s: 
                     reexecuted=sum(executions.get(r, 0) > 1 for r in run_ids),
                     lost=len(set(run_ids) - set(stored_ids)),
                     failed=int((runs["status"] == "failed").sum()), recovery_s=round(recovery, 1),
+                    requeued_s=None if back is None else round(back - t_fault, 1),
                     stored_before_exit=stored_before_exit, note=note)
 
 
 def table(rows: list[FaultRow]) -> str:
     lines = [("| fault (kill -9 unless said) | submitted | stored | duplicated | re-executed | lost | failed "
-             "| recovery (s) | note |"), "|---|---|---|---|---|---|---|---|---|"]
+              "| requeued (s) | recovery (s) | note |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        requeued = "-" if r.requeued_s is None else f"{r.requeued_s:.1f}"
         lines.append(f"| {r.fault} | {r.submitted} | {r.stored} | {r.duplicated} | {r.reexecuted} | {r.lost} "
-                     f"| {r.failed} | {r.recovery_s:.1f} | {r.note} |")
+                     f"| {r.failed} | {requeued} | {r.recovery_s:.1f} | {r.note} |")
     return "\n".join(lines)
 
 

@@ -28,12 +28,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 class LocalService:
     def __init__(self, root: str | os.PathLike[str], broker: str = "embedded", max_run_s: float | None = None,
-                 fsync: str = "always"):
+                 fsync: str = "always", heartbeat_s: float | None = None):
         if broker not in ("embedded", "redis"):
             raise ValueError(f"broker={broker!r} is not one of ['embedded', 'redis']")
         self.root = pathlib.Path(root).resolve()
         self.home = self.root / "home"
         self.max_run_s = max_run_s
+        self.heartbeat_s = heartbeat_s
         if broker == "embedded":
             self.broker = RedisServer(self.root / "broker", unix_socket=self.root / "broker" / "redis.sock",
                                       fsync=fsync)
@@ -53,6 +54,8 @@ class LocalService:
                "FASTDIFF_BROKER_URL": self.broker.url}
         if self.max_run_s is not None:
             env["FASTDIFF_MAX_RUN_S"] = str(self.max_run_s)
+        if self.heartbeat_s is not None:
+            env["FASTDIFF_HEARTBEAT_S"] = str(self.heartbeat_s)
         return env
 
     def log(self, name: str) -> pathlib.Path:

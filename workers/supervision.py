@@ -5,7 +5,7 @@ Kombu's Redis transport keeps every delivered, unacknowledged message in the has
 gives it back only after the visibility timeout — which must outlast the longest run (an hour), so a
 node that dies would hold its runs for that long. Instead each worker node's main process writes
 ``fastdiff:node:<name>`` every ``heartbeat_s``: the delivery tags it holds (reserved or running),
-expiring after ``node_ttl_s`` (3 heartbeats). Any live node then requeues every unacknowledged
+expiring after ``node_ttl_s`` (3 heartbeats). Any live node, and the collector, then requeues every unacknowledged
 message older than ``node_ttl_s`` that no live node claims: a dead node's runs are back in the queue
 within ``node_ttl_s`` + one heartbeat. A message requeued by mistake (a live node's claim racing its
 ack) is harmless: a run that already has an outcome is acknowledged without running again.
