@@ -3,10 +3,11 @@
 Drains the results channel (``workers.outcomes``) into ``Store.record_result`` and compacts the store
 about once a second. An item it cannot store (not JSON, no valid run id, an outcome that fails the
 store's checks) is quarantined — moved to the dead-letter list ``fastdiff:results:dead`` with the
-reason, and stored as a 'failed' run when its run id is valid — so one bad message never stops it. Started by ``fastdiff up``; survives broker restarts (it reconnects and goes
-on where it stopped), and a kill -9 loses nothing (an item is removed from the processing list only
-after the store has it, and storing is idempotent by run id). Like every worker node, it requeues
-the runs of worker nodes that stopped heartbeating (``workers.supervision``).
+reason, and stored as a 'failed' run when its run id is valid — so one bad message never stops it.
+Started by ``fastdiff up``; survives broker restarts (it reconnects and goes on where it stopped),
+and a kill -9 loses nothing (an item is removed from the processing list only after the store has
+it, and storing is idempotent by run id). Like every worker node, it requeues the runs of worker
+nodes that stopped heartbeating (``workers.supervision``).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ Read from the environment first, then ``$FASTDIFF_HOME/config.json``, then defau
                             beyond loopback (docs/security.md). Prefer the environment to config.json.
 
 The time limits are the submitting machine's: they travel in each task message, so every worker
-applies the same ones. A node that stops heartbeating for ``node_ttl_s`` (3 heartbeats) is dead:
-any live node requeues the runs it held (``workers.supervision``). The broker's visibility timeout,
-derived from the longest run, is only the backstop for a broker without heartbeating workers.
+applies the same ones. A node that stops heartbeating for ``node_ttl_s`` (3 heartbeats) is dead: any
+live node, and the collector, requeue the runs it held (``workers.supervision``). The broker's
+visibility timeout, derived from the longest run, is only the backstop.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Thin by design (STYLE rule 11): validation, device choice and sampling are ``fastdiff_core.run.execute``;
 this module adds what a queue needs — idempotency by run id, progress through the task state,
-cancellation, the time limits the message carries, the redelivery limit, the node heartbeat — and hands the RunResult to the results channel (``workers.outcomes``),
-never to a disk: the worker may be on another machine than the store.
+cancellation, the time limits the message carries, the limit on worker deaths per run, the node's
+heartbeat (``workers.supervision``) — and hands the RunResult to the results channel
+(``workers.outcomes``), never to a disk: the worker may be on another machine than the store.
 """
 
 from __future__ import annotations
