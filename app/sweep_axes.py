@@ -29,7 +29,6 @@ CHOICE_FIELDS = {
 SWEEPABLE = (*CHOICE_FIELDS, *INT_FIELDS, *FLOAT_FIELDS)
 OPTION_PREFIX = "solver_options."  # an axis over one of the base solver's options: solver_options.eta
 MAX_AXIS_VALUES = 200
-MAX_SWEEP_RUNS = 500
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _RANGE = re.compile(rf"^\s*({_NUM})\s*-\s*({_NUM})\s*(?:\(\s*([+-]\s*{_NUM})\s*\)|\[\s*(\d+)\s*\])?\s*$")

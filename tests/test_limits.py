@@ -159,3 +159,14 @@ def test_client_submit_refuses_before_recording_anything(tmp_path, monkeypatch):
         assert client.store.experiments().height == 0
     finally:
         client.close()
+
+
+def test_sweep_page_applies_the_client_cap(home, monkeypatch):
+    """The Sweep page expands axes with the same grid() the client uses, so the configured cap applies there."""
+    from tests.apptest_support import page, texts
+
+    monkeypatch.setenv("FASTDIFF_MAX_SWEEP_RUNS", "3")
+    at = page("sweep", ax0="seed", av0="0-2", ax1="", av1="", ax2="", av2="").run()
+    assert "3 value(s): 0, 1, 2" in texts(at) and not at.error  # at the cap: expanded, no error
+    at.text_input(key="sw.axis0.values").set_value("0-3").run()
+    assert "sweep seed (4 values) = 4 runs exceeds FASTDIFF_MAX_SWEEP_RUNS=3" in texts(at)
