@@ -34,15 +34,35 @@ class SolverInfo:
     min_steps: int = 1
 
     def steps_for_nfe(self, nfe: int, options: Mapping[str, Any] | None = None) -> int | None:
-        """Largest step count whose declared NFE does not exceed ``nfe`` (None if even 1 step does)."""
+        """Largest step count whose declared NFE does not exceed ``nfe`` (None if even the smallest valid
+        step count does). Step counts the options do not allow (rule returns None) are passed over."""
         opts = dict(options or {})
         best = None
-        for steps in range(self.min_steps, max(nfe, 1) + 1):
+        for steps in range(self.min_steps, max(nfe, 1) + 3):
             n = self.nfe(steps, opts)
-            if n is None or n > nfe:
+            if n is None:
+                if self.adaptive:
+                    return None
+                continue
+            if n > nfe:
                 break
             best = steps
         return best
+
+    def plan_for_nfe(self, nfe: int, options: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]] | None:
+        """(steps, options) whose declared NFE is exactly ``nfe``: the most steps that spend the budget
+        without a wasted evaluation. Two-stage solvers may set ``single_stage_steps`` (1 or 2, unless the
+        caller fixed it) to make the parity fit. None when no step count of these options hits ``nfe``
+        exactly; ``steps_for_nfe`` and ``nfe`` then say what the solver will really use."""
+        opts = dict(options or {})
+        tries = [opts]
+        if "single_stage_steps" in self.options and "single_stage_steps" not in opts:
+            tries = [{**opts, "single_stage_steps": k} for k in self.options["single_stage_steps"].choices]
+        for steps in range(max(nfe, 1) + 2, self.min_steps - 1, -1):
+            for o in tries:
+                if self.nfe(steps, o) == nfe:
+                    return steps, o
+        return None
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,79 @@ class GridInfo:
 
 
 _ETA = Option(float, 0.0, "stochasticity: 0 = deterministic ODE step, 1 = ancestral (DDPM-like)", min=0.0, max=1.0)
+# The last step, the same choice for every solver (implemented once in solvers.primitives.finish):
+#   solver:    the solver's own update into sigma = 0 from the grid's last nonzero sigma (every solver but
+#              iPNDM returns D(x, sigma_last) there; iPNDM takes its Adams-Bashforth step in sigma);
+#   denoise:   the solver runs down to the grid's last nonzero sigma and the output is D there (for
+#              two-stage solvers the step into it is single-stage: no second evaluation at one sigma);
+#   sigma_min: the grid's last nonzero sigma (sigma_min, see the grids' ``last_sigma``) is reached by the
+#              solver's own step from the one before it with no evaluation there, and the state at
+#              sigma_min is the output (diffusers' final_sigmas_type="sigma_min"): one evaluation fewer.
+FINALS = ("solver", "denoise", "sigma_min")
+_FINAL = Option(str, "solver", "the last step: solver = the solver's own step into 0; denoise = D at the last "
+                "nonzero sigma; sigma_min = the solver's step to the last nonzero sigma with no evaluation there, "
+                "whose state is the output (one evaluation fewer)", choices=FINALS)
+_LOWER_ORDER_FINAL = Option(bool, False, "the last steps ending above 0 ramp down to first order (k-th last: "
+                            "order <= k; diffusers' lower_order_final)")
+_SINGLE_STAGE = Option(int, 1, "how many of the grid's last steps are single-stage (the last one always is: no "
+                       "evaluation at its end); 2 flips the NFE parity, so any budget is spent exactly",
+                       choices=(1, 2))
+
+
+def _one_per_step(n: int, o: Mapping[str, Any]) -> int | None:
+    """n steps, one evaluation each; final = sigma_min skips the evaluation at sigma_min."""
+    if o.get("final", "solver") == "sigma_min":
+        return n - 1 if n >= 2 else None
+    return n
+
+
+def _two_stage(n: int, o: Mapping[str, Any]) -> int | None:
+    """Two evaluations per step but the last k = single_stage_steps of the steps the solver itself runs
+    (all n for final = solver, the n - 1 down to the last nonzero sigma otherwise), plus D for denoise."""
+    final, k = o.get("final", "solver"), o.get("single_stage_steps", 1)
+    m = n if final == "solver" else n - 1
+    if m < (1 if final == "sigma_min" else 0):
+        return None
+    return 2 * m - min(k, m) + (1 if final == "denoise" else 0)
+
+
 _S_NOISE = Option(float, 1.0, "scale of the fresh noise in stochastic steps", min=0.0, max=2.0)
+# The last step, the same choice for every solver (implemented once in solvers.primitives.finish):
+#   solver:    the solver's own update into sigma = 0 from the grid's last nonzero sigma (every solver but
+#              iPNDM returns D(x, sigma_last) there; iPNDM takes its Adams-Bashforth step in sigma);
+#   denoise:   the solver runs down to the grid's last nonzero sigma and the output is D there (for
+#              two-stage solvers the step into it is single-stage: no second evaluation at one sigma);
+#   sigma_min: the grid's last nonzero sigma (sigma_min, see the grids' ``last_sigma``) is reached by the
+#              solver's own step from the one before it with no evaluation there, and the state at
+#              sigma_min is the output (diffusers' final_sigmas_type="sigma_min"): one evaluation fewer.
+FINALS = ("solver", "denoise", "sigma_min")
+_FINAL = Option(str, "solver", "the last step: solver = the solver's own step into 0; denoise = D at the last "
+                "nonzero sigma; sigma_min = the solver's step to the last nonzero sigma with no evaluation there, "
+                "whose state is the output (one evaluation fewer)", choices=FINALS)
+_LOWER_ORDER_FINAL = Option(bool, False, "the last steps ending above 0 ramp down to first order (k-th last: "
+                            "order <= k; diffusers' lower_order_final)")
+_SINGLE_STAGE = Option(int, 1, "how many of the grid's last steps are single-stage (the last one always is: no "
+                       "evaluation at its end); 2 flips the NFE parity, so any budget is spent exactly",
+                       choices=(1, 2))
+
+
+def _one_per_step(n: int, o: Mapping[str, Any]) -> int | None:
+    """n steps, one evaluation each; final = sigma_min skips the evaluation at sigma_min."""
+    if o.get("final", "solver") == "sigma_min":
+        return n - 1 if n >= 2 else None
+    return n
+
+
+def _two_stage(n: int, o: Mapping[str, Any]) -> int | None:
+    """Two evaluations per step but the last k = single_stage_steps of the steps the solver itself runs
+    (all n for final = solver, the n - 1 down to the last nonzero sigma otherwise), plus D for denoise."""
+    final, k = o.get("final", "solver"), o.get("single_stage_steps", 1)
+    m = n if final == "solver" else n - 1
+    if m < (1 if final == "sigma_min" else 0):
+        return None
+    return 2 * m - min(k, m) + (1 if final == "denoise" else 0)
+
+
 _NOISE = Option(str, "iid", "iid: a fresh draw per step; brownian: increments of one Brownian motion per seed, so "
                 "more steps converge to one SDE solution (~10 extra draws per step)", choices=("iid", "brownian"))
 
@@ -64,33 +156,38 @@ SOLVERS: dict[str, SolverInfo] = {
     s.name: s
     for s in [
         SolverInfo("euler", "Euler (probability-flow ODE)", "Karras et al. 2022, EDM (Alg. 1 without 2nd order)", 1,
-                   lambda n, o: n),
-        SolverInfo("heun", "Heun (2nd order, Euler on the last step to sigma=0)", "Karras et al. 2022, EDM Alg. 1", 2,
-                   lambda n, o: 2 * n - 1),
-        SolverInfo("ddim", "DDIM", "Song, Meng & Ermon 2021, DDIM", 1, lambda n, o: n,
-                   options={"eta": _ETA, "noise": _NOISE}, stochastic=True),
-        SolverInfo("ddpm", "DDPM ancestral sampling", "Ho, Jain & Abbeel 2020, DDPM", 1, lambda n, o: n,
+                   _one_per_step, options={"final": _FINAL}),
+        SolverInfo("heun", "Heun (2nd order; the last step is an Euler step)", "Karras et al. 2022, EDM Alg. 1", 2,
+                   _two_stage, options={"final": _FINAL, "single_stage_steps": _SINGLE_STAGE}),
+        SolverInfo("ddim", "DDIM", "Song, Meng & Ermon 2021, DDIM", 1, _one_per_step,
+                   options={"eta": _ETA, "noise": _NOISE, "final": _FINAL}, stochastic=True),
+        SolverInfo("ddpm", "DDPM ancestral sampling", "Ho, Jain & Abbeel 2020, DDPM", 1, _one_per_step,
                    options={"variance": Option(str, "posterior", "posterior (= DDIM eta=1) or beta (more noise)",
-                                               choices=("posterior", "beta")), "noise": _NOISE},
+                                               choices=("posterior", "beta")), "noise": _NOISE,
+                            "final": _FINAL},
                    stochastic=True),
-        SolverInfo("dpmpp_2m", "DPM-Solver++(2M)", "Lu et al. 2022, DPM-Solver++ (Alg. 2)", 2, lambda n, o: n),
+        SolverInfo("dpmpp_2m", "DPM-Solver++(2M)", "Lu et al. 2022, DPM-Solver++ (Alg. 2)", 2, _one_per_step,
+                   options={"final": _FINAL, "lower_order_final": _LOWER_ORDER_FINAL}),
         SolverInfo("dpmpp_3m", "DPM-Solver++(3M)", "Lu et al. 2022, DPM-Solver++ (3rd-order multistep)", 3,
-                   lambda n, o: n),
+                   _one_per_step, options={"final": _FINAL, "lower_order_final": _LOWER_ORDER_FINAL}),
         SolverInfo("dpmpp_2m_sde", "DPM-Solver++(2M) SDE", "Lu et al. 2022, DPM-Solver++ (SDE variant)", 2,
-                   lambda n, o: n, options={"eta": Option(float, 1.0, "SDE noise level", min=0.0, max=1.0),
-                                            "s_noise": _S_NOISE, "noise": _NOISE}, stochastic=True),
+                   _one_per_step, options={"eta": Option(float, 1.0, "SDE noise level", min=0.0, max=1.0),
+                                           "s_noise": _S_NOISE, "noise": _NOISE, "final": _FINAL,
+                                           "lower_order_final": _LOWER_ORDER_FINAL}, stochastic=True),
         SolverInfo("dpmpp_2s", "DPM-Solver++(2S) single-step", "Lu et al. 2022, DPM-Solver++ (Alg. 1)", 2,
-                   lambda n, o: 2 * n - 1),
-        SolverInfo("unipc", "UniPC (predictor + UniC corrector)", "Zhao et al. 2023, UniPC", 3, lambda n, o: n,
+                   _two_stage, options={"final": _FINAL, "single_stage_steps": _SINGLE_STAGE}),
+        SolverInfo("unipc", "UniPC (predictor + UniC corrector)", "Zhao et al. 2023, UniPC", 3, _one_per_step,
                    options={
                        "variant": Option(str, "bh2", "B(h) choice", choices=("bh1", "bh2")),
                        "order": Option(int, 3, "predictor order", choices=(1, 2, 3)),
                        "corrector": Option(bool, True, "apply UniC after each step (no extra NFE)"),
+                       "final": _FINAL, "lower_order_final": _LOWER_ORDER_FINAL,
                    }),
         SolverInfo("ipndm", "iPNDM (fixed Adams-Bashforth weights: 4th order on uniform-sigma grids only)",
                    "Zhang & Chen 2023, DEIS (iPNDM)", 4,
-                   lambda n, o: n,
-                   options={"max_order": Option(int, 4, "highest Adams-Bashforth order", choices=(1, 2, 3, 4))}),
+                   _one_per_step,
+                   options={"max_order": Option(int, 4, "highest Adams-Bashforth order", choices=(1, 2, 3, 4)),
+                            "final": _FINAL, "lower_order_final": _LOWER_ORDER_FINAL}),
         SolverInfo("adaptive", "Adaptive RK (error-controlled)", "Bogacki & Shampine 1989; Jolicoeur-Martineau 2021",
                    3, lambda n, o: None,
                    options={"rtol": Option(float, 1e-3, "relative tolerance", min=1e-10, max=1.0),

@@ -102,8 +102,9 @@ def custom_sigmas(n: int, path: NoisePath | None = None, *, sigmas: Sequence[flo
     return out
 
 
-def check_sigmas(sigmas: Sequence[Any], field: str = "sigmas") -> Sigmas:
-    """Validate a full grid: at least 2 finite sigmas, strictly decreasing, the last exactly 0, others > 0."""
+def check_sigmas(sigmas: Sequence[Any], field: str = "sigmas", *, open_end: bool = False) -> Sigmas:
+    """Validate a full grid: at least 2 finite sigmas, strictly decreasing, the last exactly 0, others > 0.
+    ``open_end``: the last sigma may also be > 0 (a solver integrating down to it, see ``solvers.primitives``)."""
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence) or len(sigmas) < 2:
         raise ValueError(f"{field}={sigmas!r} must be a list of at least 2 floats (n steps -> n + 1 sigmas ending in 0)")
     out = []
@@ -111,7 +112,7 @@ def check_sigmas(sigmas: Sequence[Any], field: str = "sigmas") -> Sigmas:
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
             raise ValueError(f"{field}[{i}]={s!r} must be a finite number")
         out.append(float(s))
-    if out[-1] != 0.0:
+    if out[-1] != 0.0 and not (open_end and out[-1] > 0.0):
         raise ValueError(f"{field}[-1]={out[-1]!r} must be 0 (every grid ends at the data)")
     for i in range(1, len(out)):
         if not out[i] < out[i - 1]:
@@ -122,6 +123,7 @@ def check_sigmas(sigmas: Sequence[Any], field: str = "sigmas") -> Sigmas:
 
 
 GridBuilder = Callable[..., Sigmas]
+
 
 GRID_FUNCTIONS: dict[str, GridBuilder] = {
     "karras": karras_sigmas,

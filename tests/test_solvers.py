@@ -1,6 +1,7 @@
 """Every solver in the registry: shape, dtype, determinism, no NaN, declared NFE == counted NFE;
 convergence orders and exactness on worlds with exact answers; the last-step convention; goldens."""
 
+import json
 import math
 
 import pytest
@@ -316,3 +317,137 @@ def test_cached_scalars_multiply_exactly_like_python_floats(dtype):
     x = torch.randn(4096, generator=torch.Generator().manual_seed(1)).to(dtype)
     for c in (0.12345, 0.7548, 1e-3, -2.5, 157.4):
         assert torch.equal(torch.mul(x, scalar(c, dtype)), torch.mul(x, c)), (dtype, c)
+
+
+# -- exact budgets and the last-step conventions (issue 16) ---------------------------------------
+
+FIXED = sorted(n for n, e in SOLVERS.items() if not e.info.adaptive)
+GRID_NAMES = ("karras", "uniform_logsnr", "uniform_t", "quadratic")
+
+
+@pytest.fixture
+def one_thread():
+    """Thousands of tiny solves: intra-op threads only add contention (40x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def option_sets(name):
+    """Every last-step convention x lower-order-final setting the solver declares."""
+    opts = catalog.SOLVERS[name].options
+    lofs = (False, True) if "lower_order_final" in opts else (None,)
+    return [{"final": f, **({} if lof is None else {"lower_order_final": lof})}
+            for f in opts["final"].choices for lof in lofs]
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_every_budget_from_1_to_50_is_spent_exactly(name, one_thread):
+    """For every last-step convention and grid, the planner finds steps (and, for two-stage solvers, the
+    number of single-stage steps) whose declared NFE is the budget, and the solver makes exactly that
+    many evaluations: no budget leaves an evaluation unused."""
+    info = catalog.SOLVERS[name]
+    x = noise((2, 2), torch.float64)
+    grids: dict[str, bool] = {}  # settings done so far (shifts the grid rotation per setting)
+    for opts in option_sets(name):
+        for budget in range(1, 51):
+            plan = info.plan_for_nfe(budget, opts)
+            assert plan is not None, (name, opts, budget)
+            steps, planned = plan
+            assert info.nfe(steps, planned) == budget
+            # the grids take turns over the budgets: each grid meets every convention at 12-13 budgets
+            # of both parities (the count depends on the grid only through its length; the turns keep
+            # the test fast on a shared machine)
+            grid = GRID_NAMES[(budget + len(grids)) % len(GRID_NAMES)]
+            d = Counting(lambda x, s: 0.9 * x / (1 + s * s))
+            infos = []
+            sample(name, d, x, build_grid(grid, steps, PATH), options=planned, callback=infos.append,
+                   generator=torch.Generator().manual_seed(0))
+            assert len(d.sigmas) == budget, (name, planned, grid, budget, len(d.sigmas))
+            assert infos[-1].nfe == budget and sum(len(i.eval_sigmas) for i in infos) == budget
+            assert infos[-1].steps == steps and infos[-1].sigma_next == 0.0
+        grids[json.dumps(opts)] = True
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_no_nan_for_any_setting_from_1_to_1000_evaluations(name, one_thread):
+    """The mixture's exact denoiser, every convention and grid, budgets 1-1000: finite samples."""
+    info = catalog.SOLVERS[name]
+    x = noise((4, 2), torch.float32, seed=7, scale=152.0)
+    den = lambda x, s: MIX.denoise(x, s).to(x.dtype)  # noqa: E731
+    for j, opts in enumerate(option_sets(name)):
+        for k, budget in enumerate((1, 2, 3, 4, 5, 6, 7, 8, 10, 13, 20, 50, 1000)):
+            steps, planned = info.plan_for_nfe(budget, opts)
+            grids = GRID_NAMES if budget <= 8 else (GRID_NAMES[(j + k) % len(GRID_NAMES)],)
+            for grid in grids:
+                out = sample(name, den, x, build_grid(grid, steps, PATH), options=planned,
+                             generator=torch.Generator().manual_seed(0))
+                assert bool(torch.isfinite(out).all()), (name, planned, grid, budget)
+
+
+def test_plan_refuses_what_no_step_count_hits_and_steps_for_nfe_says_what_is_used():
+    heun = catalog.SOLVERS["heun"]
+    # single_stage_steps fixed by the caller: 2n - 1 is always odd, an even budget has no exact plan
+    assert heun.plan_for_nfe(6, {"single_stage_steps": 1}) is None
+    assert heun.steps_for_nfe(6, {"single_stage_steps": 1}) == 3 and heun.nfe(3, {}) == 5
+    assert heun.plan_for_nfe(6) == (4, {"single_stage_steps": 2})
+    assert catalog.SOLVERS["euler"].plan_for_nfe(6, {"final": "sigma_min"}) == (7, {"final": "sigma_min"})
+    assert catalog.SOLVERS["adaptive"].plan_for_nfe(6) is None
+
+
+@pytest.mark.parametrize("name", ["euler", "ddim", "dpmpp_2m", "dpmpp_3m"])
+def test_denoise_convention_is_the_solvers_own_step_into_zero(name):
+    """For these solvers the step into 0 returns D(x, sigma_last): running them down to sigma_last and
+    denoising there (``finish``) must give the same samples."""
+    x = noise((32, 2), torch.float64)
+    sig = build_grid("karras", 7, PATH)
+    a = sample(name, lambda x, s: MIX.denoise(x, s), x, sig, options={"final": "solver"})
+    b = sample(name, lambda x, s: MIX.denoise(x, s), x, sig, options={"final": "denoise"})
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_sigma_min_convention_makes_no_evaluation_at_sigma_min_and_returns_the_state_there(name):
+    sig = build_grid("karras", 6, PATH)
+    seen = []
+
+    def d(x, s):
+        out = MIX.denoise(x, s)
+        seen.append((s, x.clone(), out))
+        return out
+
+    steps_before = []
+    out = sample(name, d, noise((8, 2), torch.float64), sig, options={"final": "sigma_min"},
+                 callback=steps_before.append, generator=torch.Generator().manual_seed(0))
+    assert all(s > sig[-2] for s, _, _ in seen), "no evaluation at sigma_min"
+    assert steps_before[-2].sigma_next == sig[-2] and torch.equal(out, steps_before[-2].x)
+    assert steps_before[-1].eval_sigmas == () and steps_before[-1].sigma_next == 0.0
+
+
+def test_step_orders_and_lower_order_final():
+    from fastdiff_core.solvers.primitives import step_orders
+
+    closed = (10.0, 5.0, 2.0, 1.0, 0.5, 0.0)
+    assert step_orders(closed, 3, False) == (1, 2, 3, 3, 3)
+    assert step_orders(closed, 3, True) == (1, 2, 2, 1, 1)  # k-th last step above 0: order <= k
+    assert step_orders(closed[:-1], 2, True) == (1, 2, 2, 1)  # an open grid: its last step is first order
+    # with every step first order, DPM-Solver++ is DDIM (= Euler in sigma): 3 steps, ramped down
+    x = noise((64, 2), torch.float64)
+    sig = build_grid("uniform_t", 3, PATH)
+    den = lambda x, s: MIX.denoise(x, s)  # noqa: E731
+    first = sample("euler", den, x, sig)
+    for name in ("dpmpp_2m", "dpmpp_3m", "ipndm"):
+        low = sample(name, den, x, sig, options={"lower_order_final": True})
+        assert torch.allclose(low, first, rtol=0, atol=1e-10), name
+        assert not torch.allclose(sample(name, den, x, sig), first, rtol=0, atol=1e-6), name
+
+
+@pytest.mark.parametrize("name", ["heun", "dpmpp_2s"])
+def test_two_stage_single_stage_steps_flip_the_parity(name):
+    sig = build_grid("karras", 5, PATH)
+    for k, expected in ((1, 9), (2, 8)):
+        d = Counting(lambda x, s: MIX.denoise(x, s))
+        out = sample(name, d, noise((16, 2), torch.float64), sig, options={"single_stage_steps": k})
+        assert len(d.sigmas) == expected == catalog.SOLVERS[name].nfe(5, {"single_stage_steps": k})
+        assert bool(torch.isfinite(out).all())

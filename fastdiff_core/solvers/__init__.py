@@ -19,7 +19,7 @@ from fastdiff_core.solvers.ddim import ddim, ddpm
 from fastdiff_core.solvers.dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_2s, dpmpp_3m
 from fastdiff_core.solvers.edm import euler, heun
 from fastdiff_core.solvers.ipndm import ipndm
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser
+from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, finish
 from fastdiff_core.solvers.unipc import unipc
 
 SolverFunction = Callable[..., torch.Tensor]
@@ -54,13 +54,20 @@ def get_solver(name: str) -> SolverEntry:
 def sample(name: str, denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
            options: Mapping[str, Any] | None = None, generator: torch.Generator | None = None,
            callback: StepCallback | None = None) -> torch.Tensor:
-    """Run solver ``name`` with validated options (defaults filled from the catalog)."""
+    """Run solver ``name`` with validated options (defaults filled from the catalog). The common option
+    ``final`` (the last-step convention) is applied here, the same way for every solver (``finish``)."""
     entry = get_solver(name)
     if options is None or options == {}:
         opts = _DEFAULTS[name]
     else:  # validate_options refuses anything that is not a mapping, naming the field
         opts = validate_options("solver_options", options, entry.info.options)
-    return entry.function(denoiser, x, sigmas, generator=generator, callback=callback, **opts)
+    if isinstance(sigmas, (list, tuple, torch.Tensor)) and len(sigmas) >= 2 and float(sigmas[-1]) != 0.0:
+        # an open grid (last sigma > 0) is for ``finish`` to hand a solver, never a caller's grid
+        raise ValueError(f"sigmas[-1]={float(sigmas[-1])!r} must be 0 (every grid ends at the data)")
+    if "final" not in opts:  # the adaptive solvers: their own last step only
+        return entry.function(denoiser, x, sigmas, generator=generator, callback=callback, **opts)
+    rest = {k: v for k, v in opts.items() if k != "final"}
+    return finish(entry.function, opts["final"], denoiser, x, sigmas, generator=generator, callback=callback, **rest)
 
 
 __all__ = ["SOLVERS", "SolverEntry", "StepInfo", "get_solver", "sample"]

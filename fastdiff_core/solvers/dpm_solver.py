@@ -20,7 +20,7 @@ import torch
 
 from fastdiff_core.solvers.brownian import noise_source
 from fastdiff_core.solvers.primitives import (
-    StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas, phi_1, phi_2, phi_3, scalar,
+    StepCallback, StepInfo, X0Denoiser, checked_inputs, lambdas, phi_1, phi_2, phi_3, scalar, step_orders,
 )
 
 
@@ -29,14 +29,16 @@ def _step_sizes(sigmas: list[float]) -> list[float]:
     return [lam[i + 1] - lam[i] for i in range(len(sigmas) - 1)]
 
 
-def dpmpp_2m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
+def dpmpp_2m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, lower_order_final: bool = False,
              generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    """DPM-Solver++(2M), Algorithm 2. NFE = n. First step and the step into 0 are first order."""
+    """DPM-Solver++(2M), Algorithm 2. NFE = n. First step and the step into 0 are first order (and the
+    last step above 0 with ``lower_order_final``, see ``primitives.step_orders``)."""
     sigmas = checked_inputs(x, sigmas)
     n = len(sigmas) - 1
     h = _step_sizes(sigmas)
+    orders = step_orders(sigmas, 2, lower_order_final)
     # D_hat = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1},  r = h_{i-1} / h_i;  written as lerp(D_i, D_{i-1}, -1/(2r))
-    w_prev = [0.0 if i == 0 or sigmas[i + 1] == 0.0 else -h[i] / (2.0 * h[i - 1]) for i in range(n)]
+    w_prev = [0.0 if orders[i] == 1 or sigmas[i + 1] == 0.0 else -h[i] / (2.0 * h[i - 1]) for i in range(n)]
     decay = [sigmas[i + 1] / sigmas[i] for i in range(n)]  # e^{-h}
     denoised_prev = None
     for i in range(n):
@@ -50,13 +52,14 @@ def dpmpp_2m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
     return x
 
 
-def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
+def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, lower_order_final: bool = False,
              generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(3M): third-order multistep (DPM-Solver's multistep_dpm_solver_third_update in data
-    prediction). Orders ramp 1, 2, 3, ...; the step into 0 is first order. NFE = n."""
+    prediction). Orders ramp 1, 2, 3, ... (and down with ``lower_order_final``); the step into 0 is first
+    order. NFE = n."""
     sigmas = checked_inputs(x, sigmas)
     n = len(sigmas) - 1
-    coef = _coefficients_3m(tuple(sigmas))
+    coef = _coefficients_3m(tuple(sigmas), lower_order_final)
     d1 = d2 = None
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
@@ -73,15 +76,16 @@ def dpmpp_3m(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
 
 
 @lru_cache(maxsize=64)
-def _coefficients_3m(sigmas: tuple[float, ...]) -> tuple[tuple[float, float, float, float], ...]:
+def _coefficients_3m(sigmas: tuple[float, ...], lower_order_final: bool) -> tuple[tuple[float, float, float, float], ...]:
     """DPM-Solver++(3M) step weights for a grid (cached: a rollout re-solves on one grid every frame)."""
     n = len(sigmas) - 1
     h = _step_sizes(list(sigmas))
+    orders = step_orders(sigmas, 3, lower_order_final)
     # Per step: x_{i+1} = e^{-h} x_i + c0 D_i + c1 D_{i-1} + c2 D_{i-2}
     coef: list[tuple[float, float, float, float]] = []
     for i in range(n):
         hi = h[i]
-        order = 1 if sigmas[i + 1] == 0.0 else min(i + 1, 3)
+        order = 1 if sigmas[i + 1] == 0.0 else orders[i]
         if order == 1:
             coef.append((math.exp(-hi), phi_1(hi), 0.0, 0.0))
         elif order == 2:
@@ -104,7 +108,8 @@ def _coefficients_3m(sigmas: tuple[float, ...]) -> tuple[tuple[float, float, flo
 
 
 def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, eta: float = 1.0,
-                 s_noise: float = 1.0, noise: str = "iid", generator: torch.Generator | None = None,
+                 s_noise: float = 1.0, noise: str = "iid", lower_order_final: bool = False,
+                 generator: torch.Generator | None = None,
                  callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) SDE (the paper's SDE solver, midpoint form). eta = 0 is DPM-Solver++(2M). NFE = n.
 
@@ -117,6 +122,7 @@ def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
     draw = noise_source(noise, x, sigmas, generator)
     n = len(sigmas) - 1
     h = _step_sizes(sigmas)
+    orders = step_orders(sigmas, 2, lower_order_final)
     decay, w_d, w_prev, std = [], [], [], []
     for i in range(n):
         s, s_next, hi = sigmas[i], sigmas[i + 1], h[i]
@@ -125,7 +131,7 @@ def dpmpp_2m_sde(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float],
             continue
         decay.append(s_next / s * math.exp(-eta * hi))
         w_d.append(-math.expm1(-(1.0 + eta) * hi))
-        w_prev.append(0.0 if i == 0 else -hi / (2.0 * h[i - 1]))
+        w_prev.append(0.0 if orders[i] == 1 else -hi / (2.0 * h[i - 1]))
         std.append(s_next * math.sqrt(-math.expm1(-2.0 * eta * hi)) * s_noise)
     denoised_prev = None
     for i in range(n):
@@ -154,19 +160,22 @@ def midpoint_step(denoiser: X0Denoiser, x: torch.Tensor, denoised: torch.Tensor,
     return torch.lerp(d_mid, x, s_next / s), d_mid, s_mid
 
 
-def dpmpp_2s(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
+def dpmpp_2s(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, single_stage_steps: int = 1,
              generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(2S), Algorithm 1 with r = 1/2: an intermediate evaluation at lambda_i + h/2
-    (sigma_mid = sqrt(sigma_i sigma_{i+1})). NFE = 2n - 1: the step into 0 is first order, one evaluation."""
+    (sigma_mid = sqrt(sigma_i sigma_{i+1})). NFE = 2n - k, k = min(single_stage_steps, n): the last k steps
+    are first order (DDIM), one evaluation each; into 0 that is D(x, sigma_min)."""
     sigmas = checked_inputs(x, sigmas)
+    if single_stage_steps not in (1, 2):
+        raise ValueError(f"single_stage_steps={single_stage_steps!r} is not one of [1, 2]")
     n = len(sigmas) - 1
     nfe = 0
     for i in range(n):
         s, s_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, s)
         nfe += 1
-        if s_next == 0.0:
-            x, evals = denoised, (s,)
+        if i >= n - single_stage_steps:  # x_{i+1} = e^{-h} x_i + (1 - e^{-h}) D_i
+            x, evals = torch.lerp(denoised, x, s_next / s), (s,)
         else:
             x, denoised, s_mid = midpoint_step(denoiser, x, denoised, s, s_next)
             nfe += 1

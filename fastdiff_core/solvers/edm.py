@@ -31,11 +31,15 @@ def euler(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
     return x
 
 
-def heun(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
+def heun(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, single_stage_steps: int = 1,
          generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    """Heun's 2nd-order method (EDM Alg. 1, lines 4-8). NFE = 2n - 1: the step into sigma = 0 is an
-    Euler step (EDM line 6: "if t_{i+1} != 0"), i.e. D(x, sigma_min)."""
+    """Heun's 2nd-order method (EDM Alg. 1, lines 4-8). NFE = 2n - k, k = min(single_stage_steps, n): the
+    last k steps are Euler steps. The last step always is (EDM line 6: "if t_{i+1} != 0"; into sigma = 0
+    that is D(x, sigma_min), into an open grid's end no evaluation is made there); k = 2 spends an even
+    budget without a wasted evaluation."""
     sigmas = checked_inputs(x, sigmas)
+    if single_stage_steps not in (1, 2):
+        raise ValueError(f"single_stage_steps={single_stage_steps!r} is not one of [1, 2]")
     n = len(sigmas) - 1
     nfe = 0
     for i in range(n):
@@ -44,7 +48,7 @@ def heun(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *,
         denoised = denoiser(x, s)
         nfe += 1
         x_euler = torch.lerp(denoised, x, s_next / s)
-        if s_next == 0.0:
+        if i >= n - single_stage_steps:
             x, evals = x_euler, (s,)
         else:
             # 2nd-order correction (lines 7-8): x + (s_next - s) (d_i + d'_i) / 2, d = (x - D) / sigma

@@ -13,20 +13,24 @@ from typing import Sequence
 
 import torch
 
-from fastdiff_core.solvers.primitives import StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs
+from fastdiff_core.solvers.primitives import (
+    StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs, step_orders,
+)
 
 # Adams-Bashforth weights of d_i, d_{i-1}, d_{i-2}, d_{i-3} for orders 1-4.
 _AB = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
 def ipndm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, max_order: int = 4,
-          generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    """iPNDM of order up to ``max_order`` (1-4). NFE = n."""
+          lower_order_final: bool = False, generator: torch.Generator | None = None,
+          callback: StepCallback | None = None) -> torch.Tensor:
+    """iPNDM of order up to ``max_order`` (1-4); ``lower_order_final``: ramp down at the end (a first-order
+    step into 0 is D(x, sigma_min)), see ``primitives.step_orders``. NFE = n."""
     sigmas = checked_inputs(x, sigmas)
     if max_order not in (1, 2, 3, 4):
         raise ValueError(f"max_order={max_order!r} is not one of [1, 2, 3, 4]")
     n = len(sigmas) - 1
-    weights = _weights(tuple(sigmas), max_order)
+    weights = _weights(tuple(sigmas), max_order, lower_order_final)
     e1 = e2 = e3 = x  # e_{i-1}, e_{i-2}, e_{i-3} (placeholders until filled; unused until then)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
@@ -41,9 +45,10 @@ def ipndm(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, max
 
 
 @lru_cache(maxsize=64)
-def _weights(sigmas: tuple[float, ...], max_order: int) -> tuple[tuple[float, ...], ...]:
+def _weights(sigmas: tuple[float, ...], max_order: int, lower_order_final: bool) -> tuple[tuple[float, ...], ...]:
     """Per step, the weights of e_i, e_{i-1}, ...: d_k = (x_k - D_k) / sigma_k with the 1 / sigma_k folded
     in, so the history holds e_k = x_k - D_k and one subtraction per step builds it. Cached per grid."""
     n = len(sigmas) - 1
-    return tuple(tuple(w * (sigmas[i + 1] - sigmas[i]) / sigmas[i - k] for k, w in enumerate(_AB[min(i + 1, max_order) - 1]))
+    orders = step_orders(sigmas, max_order, lower_order_final)
+    return tuple(tuple(w * (sigmas[i + 1] - sigmas[i]) / sigmas[i - k] for k, w in enumerate(_AB[orders[i] - 1]))
                  for i in range(n))

@@ -1,5 +1,10 @@
 """What every solver shares, once: the denoiser contract, the per-step record, input checks, lambda and phi.
 
+A solver integrates from sigmas[0] down to sigmas[-1], evaluating the denoiser only at sigmas[:-1]. A
+grid ends in 0 (the data), or, when ``finish`` runs a solver on the part of a grid above its last
+nonzero sigma, at a positive sigma ("open" grid) whose state is the result. The last-step conventions
+(catalog.FINALS) and the lower-order final steps are implemented here once, for every solver.
+
 Coordinates: x in VE form (x = x_t / alpha), sigma = sigma_t / alpha, lambda = -log sigma
 (= logSNR / 2, DPM-Solver's lambda). A step from sigma_i to sigma_{i+1} has h = lambda_{i+1} - lambda_i
 = log(sigma_i / sigma_{i+1}) > 0; h = inf on the final step into sigma = 0.
@@ -8,9 +13,9 @@ Coordinates: x in VE form (x = x_t / alpha), sigma = sigma_t / alpha, lambda = -
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -48,7 +53,7 @@ StepCallback = Callable[[StepInfo], None]
 
 def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> tuple[float, ...]:
     """Validate where input enters a solver: x a finite floating tensor with a batch axis, sigmas a grid
-    (strictly decreasing, ending in 0). Returns the sigmas as a tuple of plain floats (cached per grid:
+    (strictly decreasing, ending in 0 or, open, at a positive sigma). Returns the sigmas as a tuple of plain floats (cached per grid:
     a rollout solves every frame on the same one; a tuple, so no solver can alter the cached copy)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
         raise ValueError(f"x={type(x).__name__} must be a floating-point tensor of shape (B, ...)")
@@ -58,13 +63,70 @@ def checked_inputs(x: torch.Tensor, sigmas: Sequence[float]) -> tuple[float, ...
         sigmas = sigmas.tolist()
     if isinstance(sigmas, (list, tuple)) and all(type(s) is float for s in sigmas):
         return _checked_floats(tuple(sigmas))
-    return tuple(check_sigmas(sigmas))
+    return tuple(check_sigmas(sigmas, open_end=True))
 
 
 @lru_cache(maxsize=256)
 def _checked_floats(sigmas: tuple[float, ...]) -> tuple[float, ...]:
     # floats only: (True, 0) equals (1.0, 0.0) as a key, and must still be refused
-    return tuple(check_sigmas(sigmas))
+    return tuple(check_sigmas(sigmas, open_end=True))
+
+
+@lru_cache(maxsize=256)
+def step_orders(sigmas: tuple[float, ...], max_order: int, lower_order_final: bool) -> tuple[int, ...]:
+    """The order of each step of a multistep solver: warm-up min(max_order, i + 1); with
+    ``lower_order_final`` the k-th last step that ends above 0 has order <= k and a step into 0 order 1
+    (diffusers' lower_order_final: the long last steps of a few-step grid are not extrapolated)."""
+    n = len(sigmas) - 1
+    m = n if sigmas[-1] > 0 else n - 1  # steps that end at a positive sigma
+    orders = []
+    for i in range(n):
+        order = min(max_order, i + 1)
+        if lower_order_final:
+            order = min(order, m - i) if i < m else 1
+        orders.append(order)
+    return tuple(orders)
+
+
+def finish(solve: Callable[..., torch.Tensor], final: str, denoiser: X0Denoiser, x: torch.Tensor,
+           sigmas: Sequence[float], *, generator: torch.Generator | None = None,
+           callback: StepCallback | None = None, **options: Any) -> torch.Tensor:
+    """Run ``solve`` on a grid (ending in 0) with the last-step convention ``final`` (catalog.FINALS):
+
+    - "solver":    ``solve`` on the whole grid: its own step into 0;
+    - "denoise":   ``solve`` down to the last nonzero sigma s_last, then D(x, s_last): one evaluation there;
+    - "sigma_min": ``solve`` down to s_last (= sigma_min) with no evaluation there; the state is the output.
+
+    The callback sees the whole grid's step count and the evaluations made so far, the last step included."""
+    if final == "solver":
+        return solve(denoiser, x, sigmas, generator=generator, callback=callback, **options)
+    sigmas = checked_inputs(x, sigmas)
+    n = len(sigmas) - 1
+    if sigmas[-1] != 0.0:
+        raise ValueError(f"final={final!r} needs a grid ending in 0; got sigmas[-1]={sigmas[-1]!r}")
+    if final == "sigma_min" and n < 2:
+        raise ValueError(f"final='sigma_min' needs steps >= 2 (an evaluation above sigma_min); got steps={n}")
+    if final not in ("denoise", "sigma_min"):
+        raise ValueError(f"final={final!r} is not one of ['solver', 'denoise', 'sigma_min']")
+    above = sigmas[:-1]  # the open grid: down to the last nonzero sigma
+    last: list[StepInfo] = []
+
+    def relay(info: StepInfo) -> None:
+        info = replace(info, steps=n)
+        last[:] = [info]
+        if callback is not None:
+            callback(info)
+
+    if len(above) >= 2:
+        x = solve(denoiser, x, above, generator=generator, callback=relay, **options)
+    s_last, nfe = above[-1], last[-1].nfe if last else 0
+    if final == "denoise":
+        x = denoiser(x, s_last)
+        if callback is not None:
+            callback(StepInfo(n - 1, n, s_last, 0.0, x, x, nfe + 1, (s_last,)))
+    elif callback is not None:  # sigma_min: the state at s_last is taken as the data, no evaluation
+        callback(StepInfo(n - 1, n, s_last, 0.0, x, last[-1].denoised, nfe, ()))
+    return x
 
 
 def all_finite(x: torch.Tensor) -> bool:

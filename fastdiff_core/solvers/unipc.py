@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fastdiff_core.solvers.primitives import (
-    StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs, lambdas, scalar,
+    StepCallback, StepInfo, X0Denoiser, add_lags, checked_inputs, lambdas, scalar, step_orders,
 )
 
 
@@ -64,16 +64,17 @@ def _uni_coefficients(lam: list[float], i: int, order: int, variant: str, correc
 
 
 def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, variant: str = "bh2",
-          order: int = 3, corrector: bool = True, generator: torch.Generator | None = None,
-          callback: StepCallback | None = None) -> torch.Tensor:
-    """UniPC with UniP-``order`` predictor and (optionally) the UniC corrector. NFE = n."""
+          order: int = 3, corrector: bool = True, lower_order_final: bool = False,
+          generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """UniPC with UniP-``order`` predictor and (optionally) the UniC corrector. NFE = n.
+    ``lower_order_final`` ramps down one step earlier (``primitives.step_orders``) than the paper's ramp."""
     sigmas = checked_inputs(x, sigmas)
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant={variant!r} is not one of ['bh1', 'bh2']")
     if order not in (1, 2, 3):
         raise ValueError(f"order={order!r} is not one of [1, 2, 3]")
     n = len(sigmas) - 1
-    decay, weights = _plan(sigmas, variant, order, corrector, x.dtype)
+    decay, weights = _plan(sigmas, variant, order, corrector, lower_order_final, x.dtype)
     d1 = d2 = d3 = x  # D_{i-1}, D_{i-2}, D_{i-3} (placeholders until filled; their weights are 0 until then)
     for i in range(n):
         denoised = denoiser(x, sigmas[i])
@@ -88,16 +89,16 @@ def unipc(denoiser: X0Denoiser, x: torch.Tensor, sigmas: Sequence[float], *, var
 
 
 @lru_cache(maxsize=64)
-def _plan(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool, dtype: torch.dtype
-          ) -> tuple[tuple[torch.Tensor, ...], tuple[tuple[float, ...], ...]]:
+def _plan(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool, lower_order_final: bool,
+          dtype: torch.dtype) -> tuple[tuple[torch.Tensor, ...], tuple[tuple[float, ...], ...]]:
     """Per step, the weight of x as a cached scalar of x's dtype and the weights of D_i, D_{i-1}, ...
     (see ``_tables``): one lookup per call, where a scalar lookup per step costs ~5 us a call."""
-    steps = _tables(sigmas, variant, order, corrector)
+    steps = _tables(sigmas, variant, order, corrector, lower_order_final)
     return tuple(scalar(w_x, dtype) for w_x, _ in steps), tuple(w for _, w in steps)
 
 
 @lru_cache(maxsize=64)
-def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool
+def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool, lower_order_final: bool = False
             ) -> tuple[tuple[float, tuple[float, ...]], ...]:
     """Per step i: (weight of x_i^pred, weights of D_i, D_{i-1}, ...) of the merged update.
 
@@ -109,15 +110,16 @@ def _tables(sigmas: tuple[float, ...], variant: str, order: int, corrector: bool
     weights (two small linear solves per step) costs more than the update."""
     n = len(sigmas) - 1
     lam = lambdas(sigmas)
-    orders = [min(order, i + 1, n - i) for i in range(n)]
+    ramp = step_orders(sigmas, order, lower_order_final)
+    orders = [min(order, i + 1, n - i, ramp[i]) for i in range(n)]
     pred = [_uni_coefficients(lam, i, orders[i], variant, False) for i in range(n)]
     out = []
     for i in range(n):
         p = pred[i]
         w = list(p[1:])  # lags 0, 1, ..., orders[i] - 1
-        # the corrector of step i-1 (at its order); none before the last step, whose result
-        # D(x, sigma_min) does not depend on x
-        if corrector and 1 <= i < n - 1:
+        # the corrector of step i-1 (at its order); none before a last step into 0, whose result
+        # D(x, sigma_min) does not depend on x (an open grid's last step does)
+        if corrector and 1 <= i and (i < n - 1 or sigmas[-1] > 0):
             c, q = _uni_coefficients(lam, i - 1, orders[i - 1], variant, True), pred[i - 1]
             delta = [c[j] - q[j] for j in range(1, len(q))]  # on D_{i-1}, D_{i-2}, ...
             w += [0.0] * (len(delta) + 1 - len(w))
