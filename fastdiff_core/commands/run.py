@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from fastdiff_core import catalog
+from fastdiff_core import budget, catalog
 from fastdiff_core.commands.args import int_range
 from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, RunResult, RunSpec, parse_json_object
 
@@ -112,6 +112,10 @@ def format_result(r: RunResult) -> str:
     if r.latency:
         lines += ["", f"{'latency':<12}{'seconds':>12}{'batch':>8}  device"]
         lines += [f"{row['what']:<12}{row['seconds']:>12.6f}{row['batch']:>8}  {row['device']}" for row in r.latency]
+    projected, measured = budget.stored_verdicts(r.verdict)
+    for heading, v in (("projected verdict (before the run)", projected), ("measured verdict", measured)):
+        if v is not None:
+            lines += ["", f"{heading}: {v.status.upper()}", v.sentence]
     return "\n".join(lines)
 
 
