@@ -64,6 +64,8 @@ def refused(capsys, argv: list[str]) -> str:
     (["up", "--grace", "-1"], "argument --grace"),
     (["up", "--workers", "-2"], "argument --workers"),
     (["worker", "--concurrency", "0"], "argument --concurrency"),
+    (["worker", "--broker", "foo"], "argument --broker: broker_url='foo' must be a Redis URL"),
+    (["collector", "--broker", "http://x"], "argument --broker: broker_url='http://x' must be a Redis URL"),
 ])
 def test_bad_argument_is_one_line_exit_2(capsys, argv, expected):
     line = refused(capsys, argv)

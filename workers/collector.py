@@ -29,7 +29,7 @@ import redis
 from store import Store, ids
 from workers import outcomes
 from workers.celery_app import RUN_TASK, make_celery, run_options
-from workers.settings import ServiceSettings, load_settings, redis_py_url
+from workers.settings import ServiceSettings, broker_url_argument, load_settings, redis_py_url
 from workers.supervision import held_run_ids, requeue_orphans
 
 COMPACT_EVERY_S = 1.0
@@ -179,7 +179,7 @@ def _log_error(doing: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default=None, help="Redis URL (default: FASTDIFF_BROKER_URL or the embedded broker)")
+    parser.add_argument("--broker", type=broker_url_argument, default=None, help="Redis URL (default: FASTDIFF_BROKER_URL or the embedded broker)")
     parser.add_argument("--store", default=None, help="store root (default: $FASTDIFF_HOME/store)")
 
 

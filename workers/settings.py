@@ -19,6 +19,7 @@ visibility timeout, derived from the longest run, is only the backstop.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
@@ -91,6 +92,14 @@ def check_broker_url(url: str) -> str:
         raise ValueError(f"broker_url={url!r} must be a Redis URL: redis://host:port/db, rediss://..., "
                          "or redis+socket:///path/to/redis.sock")
     return "redis+socket://" + url[len("unix://"):] if url.startswith("unix://") else url
+
+
+def broker_url_argument(text: str) -> str:
+    """``--broker`` as argparse reads it: a bad URL is an argument error naming the flag."""
+    try:
+        return check_broker_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(name: str, value: Any, kind: type) -> Any:

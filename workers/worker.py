@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from fastdiff_core.commands.args import int_range
-from workers.settings import check_broker_url
+from workers.settings import broker_url_argument, check_broker_url
 
 
 def gpu_count() -> int:
@@ -29,7 +29,7 @@ def gpu_count() -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default=None, help="Redis URL (default: FASTDIFF_BROKER_URL or the embedded broker)")
+    parser.add_argument("--broker", type=broker_url_argument, default=None, help="Redis URL (default: FASTDIFF_BROKER_URL or the embedded broker)")
     parser.add_argument("--concurrency", "-c", type=int_range(1, 1024), default=None,
                         help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--name", default=None, help="worker node name (default: fastdiff-<pid>@<host>)")
