@@ -254,3 +254,23 @@ def test_bench_gate_command_writes_the_rows_the_issue_names(tmp_path, capsys):
         assert r["pass_rate"] + r["fail_rate"] + r["undecided_rate"] == pytest.approx(1.0)
         assert r["mean_rollouts"] <= 2000 and "p95_rollouts" in r
     assert "tail x0.5" in capsys.readouterr().out
+
+
+def test_sequential_teacher_gate_fed_batch_by_batch():
+    rng = np.random.default_rng(9)
+    truth = truth_table()
+    labels = {s: list(LABELS) for s in SCENES}
+    outcomes = {}
+    for sampler in ("teacher identical", "teacher halved"):
+        gate = SequentialGate({s: dict.fromkeys(LABELS, 0) for s in SCENES}, cap=8000, sampled_reference=True,
+                              labels=labels)
+        student = sampler_rates(sampler, truth)
+        while not gate.stop:
+            todo = gate.scenes_to_sample()
+            gate.update({s: dict(zip(LABELS, rng.multinomial(500, student[i]).tolist()))
+                         for i, s in enumerate(SCENES) if s in todo},
+                        {s: dict(zip(LABELS, rng.multinomial(500, truth[i]).tolist()))
+                         for i, s in enumerate(SCENES) if s in todo})
+        outcomes[sampler] = gate.result.outcome
+        assert gate.result.method == "sequential" and gate.result.alpha_per_interval == pytest.approx(0.05 / 56)
+    assert outcomes == {"teacher identical": "UNDECIDED", "teacher halved": "FAIL"}
