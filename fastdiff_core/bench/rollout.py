@@ -217,16 +217,16 @@ def main(args: argparse.Namespace) -> int:
     proj1 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=1))
     proj40 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=P * R))
     v1 = budget.verdict("planning", bill, latency_s=proj1.per_cycle_s,
-                        latency_source="projected, 2B latent DiT at 10 ms/NFE, no parallelism")
+                        latency_source="for a 2B latent DiT at 10 ms/NFE, no parallelism")
     v40 = budget.verdict("planning", bill, latency_s=proj40.per_cycle_s,
-                         latency_source="projected, 2B latent DiT at 10 ms/NFE, 40 lanes in one batch")
+                         latency_source="for a 2B latent DiT at 10 ms/NFE, 40 lanes in one batch")
     print(f"\n4. planning cycle H = {H}, {S} NFE/frame, C = 1, P·R = {P * R} on {dev_name}:")
     print(f"   NFE bill {bill.formula()}; counted {counter.rows:,.0f} ({'==' if counter.rows == bill.per_cycle else '!='} formula)")
     print(f"   per NFE (batch {P * R}) {per_nfe.median_s * 1e3:.3f} ms (p10-p90 {per_nfe.p10_s * 1e3:.3f}-{per_nfe.p90_s * 1e3:.3f}); "
           f"per frame {per_frame_s * 1e3:.2f} ms; one rollout alone {per_rollout.median_s * 1e3:.1f} ms; "
           f"cycle {cycle.median_s * 1e3:.1f} ms (p10-p90 {cycle.p10_s * 1e3:.1f}-{cycle.p90_s * 1e3:.1f}; "
           f"{cycle.confidence:.0%} interval of the median {cycle.lo_s * 1e3:.1f}-{cycle.hi_s * 1e3:.1f} over "
-          f"{cycle.repeats} repeats, {cycle.threads} threads, load {cycle.load})")
+          f"{cycle.repeats} repeats, {cycle.threads} threads, load {cycle.load:.1f})")
     print(f"   verdict: {verdict.sentence}")
     print(f"   2B model at 10 ms/NFE: one rollout {proj1.per_rollout_s * 1e3:.0f} ms ({proj1.per_rollout_s / 0.1:.1f}x the "
           f"100 ms budget); the cycle {proj1.per_cycle_s:.1f} s serial, {proj40.per_cycle_s * 1e3:.0f} ms with all 40 "
