@@ -130,7 +130,7 @@ def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBil
     kind = runtime_kind(spec)
     same = [r for r in rows if r["kind"] == kind]
     work = budget.work_of(spec, bill)
-    prior = budget.RUNTIME_PRIORS[spec.world]
+    prior = budget.runtime_prior(spec.world)
     if not same:
         return prior.estimate(work)
     device, threads = same[-1]["device"], same[-1]["threads"]

@@ -841,6 +841,17 @@ RUNTIME_PRIORS: dict[str, RuntimeModel] = {
     "mixture": RuntimeModel((10.0, 4e-4, 0.05, 0.02), math.log(4.0), 0, "mixture", prior=True),
     "driving": RuntimeModel((10.0, 3e-3, 0.06, 1.0), math.log(4.0), 0, "driving", prior=True),
 }
+
+
+def runtime_prior(world: str) -> RuntimeModel:
+    """The world's prior, or for a world without one (a plugin) every term at its slowest over the
+    known worlds: refuse rather than let an unmeasured kind of run through."""
+    if world in RUNTIME_PRIORS:
+        return RUNTIME_PRIORS[world]
+    coef = tuple(max(m.coef[i] for m in RUNTIME_PRIORS.values()) for i in range(4))
+    return RuntimeModel(coef, max(m.log_sd for m in RUNTIME_PRIORS.values()), 0, world, prior=True)
+
+
 _MIN_LOG_SD = math.log(1.3)  # run-to-run noise on a shared machine: never claim a tighter spread
 _FEW_LOG_SD = math.log(1.5)  # ... and with fewer than four runs, a factor of 1.5 at least
 _ONE_RUN_LOG_SD = math.log(3.0)  # one run fixes the scale, not the shape: a factor of 3 either way

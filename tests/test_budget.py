@@ -223,6 +223,8 @@ def test_runtime_before_four_runs_rescales_the_prior():
     assert p.prior and "conservative prior" in p.describe()
     with pytest.raises(ValueError, match="runs="):
         budget.fit_runtime([], "none", prior)
+    plugin = budget.runtime_prior("a plugin world")  # no prior of its own: the slowest terms of all
+    assert plugin.prior and all(plugin.seconds(w2) >= m.seconds(w2) for m in budget.RUNTIME_PRIORS.values())
 
 
 def test_latency_verdict_is_undecided_when_the_median_interval_straddles_the_budget():
