@@ -107,7 +107,7 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float]) -> list[dict[str
         if r["status"] != "done" or not r["wall_s"] or not r["nfe_counted"]:
             continue
         try:
-            spec = RunSpec.from_json(r["spec"])
+            spec = RunSpec.from_json(r["spec"], enforce_limits=False)
         except ValueError:
             continue
         per_cycle = budget.counted_per_cycle(spec, float(r["nfe_counted"]), float(r["nfe_formula"] or 0.0))

@@ -99,7 +99,7 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     """Everything one run measured. ``run`` is ``Store.run(run_id)``. The verdicts are the ones the
     worker stored (``verdict_view.verdicts_of``); every projection here is at the regime's production
     model, the one those verdicts were judged at, so no number on this page contradicts another."""
-    spec = RunSpec.from_dict(run["spec"])
+    spec = RunSpec.from_dict(run["spec"], enforce_limits=False)  # a stored run, not a new one
     st.markdown(f"**{connection.plain(spec.name or spec_summary(spec))}** · run `{run['run_id']}` · "
                 f"status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):

@@ -97,7 +97,7 @@ def _label(value: Any, field: str) -> Any:
 
 def check_spec(value: Any, field: str = "spec") -> dict[str, Any]:
     try:
-        return RunSpec.from_dict(_mapping(value, field)).to_dict()
+        return RunSpec.from_dict(_mapping(value, field), enforce_limits=False).to_dict()  # records of past runs
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise ValueError(f"{field}: {e}") from None
 

@@ -170,3 +170,28 @@ def test_sweep_page_applies_the_client_cap(home, monkeypatch):
     assert "3 value(s): 0, 1, 2" in texts(at) and not at.error  # at the cap: expanded, no error
     at.text_input(key="sw.axis0.values").set_value("0-3").run()
     assert "sweep seed (4 values) = 4 runs exceeds FASTDIFF_MAX_SWEEP_RUNS=3" in texts(at)
+
+
+def test_stored_runs_still_render_after_the_limits_tighten(home, monkeypatch):
+    """Limits admit new runs; a run stored under laxer ones still loads (Explore puts it in the form, which
+    says it could not be queued again) and its bundle exports and imports."""
+    from fastdiff_core.run import execute
+    from store import Store
+    from tests.apptest_support import page, texts
+
+    s = Store()
+    spec = RunSpec(solver="euler", steps=4, samples=50, name="stored under laxer limits")
+    exp_id, (rid,) = s.new_experiment("lax", [spec])
+    s.record_result(rid, "done", execute(spec), worker="test")
+    s.compact()
+    monkeypatch.setenv("FASTDIFF_MAX_ROLLOUTS", "10")
+    with pytest.raises(ValueError, match="FASTDIFF_MAX_ROLLOUTS=10"):
+        RunSpec.from_dict(spec.to_dict())
+    at = page("explore", run=rid).run()
+    assert not at.exception
+    assert "= 50 exceeds FASTDIFF_MAX_ROLLOUTS=10" in texts(at)
+    bundle = home / "lax.zip"
+    s.export_bundle(exp_id, bundle)
+    s.delete_experiment(exp_id)
+    new_exp = s.import_bundle(bundle)
+    assert s.runs(exp_id=new_exp)["status"].to_list() == ["done"]

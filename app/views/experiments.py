@@ -118,7 +118,7 @@ def show_experiment(sel: str) -> None:
 
     if a5.button("Edit in Explore", icon=":material/tune:", key=f"xp.edit.{sel}",
                  help="Load the experiment's (first) spec into Explore's form"):
-        load_spec("ex", RunSpec.from_dict(exp["spec"]))
+        load_spec("ex", RunSpec.from_dict(exp["spec"], enforce_limits=False))  # the form re-checks
         st.session_state.pop("ex.run_id", None)
         st.switch_page("views/explore.py")
 

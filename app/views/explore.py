@@ -20,7 +20,7 @@ if _linked and st.session_state.get("ex.loaded_run") != _linked:
     _store, _ = connection.store()
     _run = _store.run(_linked) if _store is not None else None
     if _run is not None:
-        load_spec("ex", RunSpec.from_dict(_run["spec"]))
+        load_spec("ex", RunSpec.from_dict(_run["spec"], enforce_limits=False))  # the form re-checks
     st.session_state["ex.loaded_run"] = _linked
 left, right = st.columns([1, 2], gap="large")
 with left:
