@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from app.connection import plain
 from store import ids
 
 SESSION_KEY = "access.logged_in"
@@ -118,7 +119,7 @@ def gate() -> Access:
     exp = st.query_params.get("exp")
     if exp is not None:
         if not ids.is_id(exp, "exp_id"):
-            _refuse("Link not valid", f"exp={ids.shown(exp)} is not an experiment id.")
+            _refuse("Link not valid", f"exp={plain(ids.shown(exp))} is not an experiment id.")
         if secret_ is not None and not hmac.compare_digest(st.query_params.get("key", "").encode(),
                                                             share_key(secret_, exp).encode()):
             _refuse("Link not valid", "This share link is not valid for this experiment (or the dashboard's secret "

@@ -81,7 +81,7 @@ def url_id(param: str, field: str) -> str | None:
     value = st.query_params.get(param)
     if value is None or ids.is_id(value, field):
         return value
-    st.warning(f"{param}={ids.shown(value)} in the link is not a valid {field.split('_')[0]} id; ignored.")
+    st.warning(f"{param}={plain(ids.shown(value))} in the link is not a valid {field.split('_')[0]} id; ignored.")
     del st.query_params[param]
     return None
 

@@ -165,7 +165,7 @@ def test_a_share_link_reaches_one_experiment_and_no_write_action(secured_dashboa
             assert page.locator("img[src*='tracker']").count() == 0
             # the same key for another experiment, no key, a malformed id: refused by the server
             for url in (f"/?exp={other}&key={key}", f"/?exp={other}", f"/?exp=../runs/{other}&key={key}",
-                        f"/?exp={shared}&key={key[:-1]}0"):
+                        f"/?exp={shared}&key={key[:-1]}0", f"/?exp=![t]({image})"):
                 page.goto(base + url)
                 body = text(page)
                 assert "Link not valid" in body and "private experiment" not in body, url
@@ -244,3 +244,12 @@ def test_an_unopenable_store_is_reported_without_its_path(tmp_path, monkeypatch)
         assert str(tmp_path) not in text
     finally:
         connection._store.clear()
+
+
+def test_an_id_in_a_link_is_echoed_as_text(home):
+    """A crafted ?run= (markdown image) is refused and echoed escaped: no viewer's browser fetches it."""
+    from tests.apptest_support import page
+
+    at = page("explore", run="![t](http://127.0.0.1:9/x.png)").run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "is not a valid run id" in warning and "![t](" not in warning and "\\!\\[t\\]\\(" in warning
