@@ -72,6 +72,20 @@ def test_bad_argument_is_one_line_exit_2(capsys, argv, expected):
     assert line.startswith("fastdiff ") and expected in line, line
 
 
+@pytest.mark.parametrize("argv,expected", [
+    (["bogus"], "fastdiff: 'bogus' is not a command; allowed: bench, collector, run, train, up, worker, world"),
+    (["bench"], "fastdiff: 'bench' is not a command; allowed: bench coverage, bench dashboard,"),
+    (["bench", "nope", "--n", "1"], "fastdiff: 'bench nope' is not a command; allowed: bench coverage,"),
+])
+def test_unknown_command_is_one_line(capsys, argv, expected):
+    assert refused(capsys, argv).startswith(expected)
+
+
+def test_help_lists_the_commands(capsys):
+    assert main(["--help"]) == 0
+    assert "bench coverage" in capsys.readouterr().out
+
+
 def test_run_over_the_budget_is_refused_before_running(capsys, monkeypatch):
     monkeypatch.setenv("FASTDIFF_MAX_RUN_NFE", "1e6")
     line = refused(capsys, ["run", "--samples", "1000000", "--steps", "10", "--solver", "euler"])

@@ -86,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                 # a command's input check (a RunSpec, an option, a file): the message names the field
                 print(one_line(f"{prog}: {e}"), file=sys.stderr)
                 return 2
-    print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-    return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    words = sorted(" ".join(w) for w in COMMANDS if w[0] == argv[0]) or sorted({w[0] for w in COMMANDS})
+    print(one_line(f"fastdiff: {' '.join(argv[:2])!r} is not a command; allowed: {', '.join(words)}"
+                   " (fastdiff --help describes them)"), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
