@@ -11,6 +11,9 @@ Read from the environment first, then ``$FASTDIFF_HOME/config.json``, then defau
     FASTDIFF_DASHBOARD_SECRET  the dashboard's login secret (>= 16 characters); required to serve it
                             beyond loopback (docs/security.md). Prefer the environment to config.json.
 
+What one run may cost (FASTDIFF_MAX_RUN_NFE, _MAX_ROLLOUTS, _MAX_PEAK_MB, _CHUNK_ROLLOUTS, _MAX_SWEEP_RUNS)
+is read by ``fastdiff_core.limits`` wherever a RunSpec is validated: docs/limits.md.
+
 The time limits are the submitting machine's: they travel in each task message, so every worker
 applies the same ones. A node that stops heartbeating for ``node_ttl_s`` (3 heartbeats) is dead: any
 live node, and the collector, requeue the runs it held (``workers.supervision``). The broker's
