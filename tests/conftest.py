@@ -24,3 +24,11 @@ def home(tmp_path, monkeypatch):
     yield tmp_path
     connection._store.clear()
     connection._client.clear()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Service and browser tests start real processes (brokers, workers, Chromium) and take tens of
+    seconds each: they count as slow, so ``./dev test -m "not slow"`` is the fast loop."""
+    for item in items:
+        if item.get_closest_marker("service") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)

@@ -12,6 +12,9 @@ import torch
 from fastdiff_core import catalog
 from fastdiff_core.bench import solvers as bench
 
+# One end-to-end bench run (every solver x grid x NFE, the grid search) shared by the module's tests.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def payload(tmp_path_factory):

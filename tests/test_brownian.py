@@ -61,6 +61,7 @@ def test_noise_is_fixed_by_the_generator_and_refuses_bad_input():
         BrownianTree(x, 1.0, 1.0, seed=1)
 
 
+@pytest.mark.slow  # 384-step SDE references, both noise kinds
 @pytest.mark.parametrize("name, options", [("dpmpp_2m_sde", {}), ("ddpm", {}), ("ddim", {"eta": 1.0})])
 def test_stochastic_samplers_converge_to_one_sde_solution_with_brownian_noise(name, options):
     """Same seed, grids of 12 to 384 steps: with Brownian noise the error against the 384-step sample

@@ -83,6 +83,7 @@ def test_declared_nfe_equals_counted_over_step_counts(name):
         assert len(d.sigmas) == entry.info.nfe(steps, {}), f"{name} at steps={steps}"
 
 
+@pytest.mark.slow  # tight tolerances take hundreds of NFE
 @pytest.mark.parametrize("name", sorted(n for n, e in SOLVERS.items() if e.info.adaptive))
 def test_adaptive_reports_the_nfe_it_used_and_tolerance_sets_it(name):
     used = {}
@@ -190,6 +191,7 @@ def measured_order(setup, name, options, steps, grid="uniform_logsnr"):
     return convergence_order(nfes, errs)
 
 
+@pytest.mark.slow  # grids of up to 640 steps against the exact ODE
 @pytest.mark.parametrize(
     "name, options, steps, lo, hi",
     [
@@ -218,6 +220,7 @@ def test_convergence_order(convergence_setup, name, options, steps, lo, hi):
 # sigma / (2 sigma'): RMSE 64 at 2 steps; the paper's method, kept and documented.)
 
 
+@pytest.mark.slow  # 1,000-step references: ~1,500 denoiser calls per solver
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_never_nan_and_no_error_jump_from_1_to_1000_steps(name):
     x = noise((16, 2), torch.float32, seed=3, scale=152.0)
