@@ -2,7 +2,9 @@
 
 ``FASTDIFF_FUZZ`` selects the profile: ``ci`` (the default, what ``./dev test`` and CI run: 2,000
 examples per target), ``quick`` (200, for an edit-test loop) or ``deep`` (20,000, run by hand before
-a release). Targets take it as ``@FUZZ``; other hypothesis tests keep their own settings.
+a release, with ``--timeout 0``: it outlasts the suite's 900 s per-test limit). Targets take it as
+``@FUZZ``; other hypothesis tests keep their own settings. Examples are drawn afresh on every run
+(no example database), so each run adds new ones.
 """
 
 from __future__ import annotations
