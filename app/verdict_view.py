@@ -39,7 +39,9 @@ def check_value(c: Check | None) -> str:
     if c.name == "latency":
         v = f"{c.value * 1000:,.1f} ms"
         return v + (f" [{c.lo * 1000:,.1f}, {c.hi * 1000:,.1f}]" if c.lo is not None and c.hi is not None else "")
-    return f"{c.value:g} failing" if c.name == "coverage" else f"{c.value:g}"
+    if c.name == "coverage":  # the number of branch checks that failed or could not be decided
+        return {"fail": f"{c.value:g} failing", "undecided": f"{c.value:g} undecided"}.get(c.status, "")
+    return f"{c.value:g}"
 
 
 def verdict_rows(projected: Verdict | None, measured: Verdict | None) -> list[dict[str, str]]:

@@ -75,7 +75,7 @@ def frame_sampler(solver: str, solver_options: Mapping[str, Any] | None = None, 
         from fastdiff_core.registry import validate_options
 
         opts = validate_options("solver_options", dict(solver_options or {}), entry.info.options)
-        return functools.partial(_run_solver, entry.function, opts, generator)
+        return functools.partial(_run_solver, solver, opts, generator)
     if parallel != "picard":
         raise ValueError(f"parallel={parallel!r} is not one of ['off', 'picard']")
     if solver not in PICARD_BASES or (solver == "ddim" and dict(solver_options or {}).get("eta", 0.0) != 0.0):
@@ -85,8 +85,11 @@ def frame_sampler(solver: str, solver_options: Mapping[str, Any] | None = None, 
     return functools.partial(_run_picard, picard, PICARD_BASES[solver], opts)
 
 
-def _run_solver(fn, opts, generator, den, x, sigmas: Sequence[float]):
-    return fn(den, x, sigmas, generator=generator, **opts)
+def _run_solver(name, opts, generator, den, x, sigmas: Sequence[float]):
+    # through ``solvers.sample``: it applies the common last-step option ``final`` the way every caller does
+    from fastdiff_core.solvers import sample
+
+    return sample(name, den, x, sigmas, options=opts, generator=generator)
 
 
 def _run_picard(fn, base, opts, den, x, sigmas: Sequence[float]):

@@ -57,7 +57,8 @@ def test_sweep_compare_and_pareto(home):
     cmp = page("compare", runs=f"{run_ids[0]},{run_ids[2]}").run()
     assert not cmp.exception
     diff = cmp.dataframe[0].value
-    assert set(diff["field"]) == {"solver"}  # euler vs heun at 3 steps: only the solver differs
+    # euler vs heun at 3 steps: the solver, and the options it carries (heun has single_stage_steps)
+    assert set(diff["field"]) == {"solver", "solver_options"}
 
 
 def test_sweep_over_a_solver_option_plans_runs_and_shows_its_grid(home):

@@ -25,13 +25,15 @@ from fastdiff_core.worlds.driving.simulator import simulate
 
 def solver_and_grid(solver: str, steps: int, *, grid: str = "karras", solver_options: Mapping[str, Any] | None = None,
                     grid_options: Mapping[str, Any] | None = None) -> tuple[Solver, list[float]]:
-    """A registry solver with validated options bound, and its sigma grid on the world model's path."""
+    """A registry solver with validated options bound (run through ``solvers.sample``, which applies the
+    common last-step option ``final``), and its sigma grid on the world model's path."""
     from fastdiff_core import grids, solvers
     from fastdiff_core.registry import validate_options
 
     entry = solvers.get_solver(solver)
     opts = validate_options("solver_options", dict(solver_options or {}), entry.info.options)
-    return functools.partial(entry.function, **opts), grids.build_grid(grid, steps, PATH, grid_options)
+    return (functools.partial(solvers.sample, solver, options=opts),
+            grids.build_grid(grid, steps, PATH, grid_options))
 
 
 @dataclass(frozen=True)
