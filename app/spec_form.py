@@ -349,16 +349,6 @@ def _speedup_widgets(prefix: str) -> dict[str, Any]:
     return out
 
 
-def world_refusal(spec: RunSpec) -> str | None:
-    """Why this world's runner would refuse the spec's fan-out (checked before queueing), or None."""
-    world = catalog.world_info(spec.world)
-    if not getattr(world, "rollouts", True) and (spec.horizon, spec.plans, spec.futures) != (1, 1, 1):
-        return (f"world={spec.world!r} ({world.title}) draws single samples, no rollouts: horizon, plans and "
-                f"futures must be 1 (got H={spec.horizon}, P={spec.plans}, R={spec.futures}). The bill and "
-                "projection above still hold; pick a world with rollouts to run it.")
-    return None
-
-
 def spec_summary(spec: RunSpec) -> str:
     """One line naming a spec: sampler, grid, steps, guidance, fan-out."""
     who = spec.student if spec.sampler == "student" else spec.solver

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from fastdiff_core.registry import Option
+from fastdiff_core.worlds import WORLD_INFOS, WorldInfo, world_plugin
 
 NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
 
@@ -238,51 +239,9 @@ def grid_info(name: str) -> GridInfo:
     return GRIDS[name]
 
 
-@dataclass(frozen=True)
-class WorldInfo:
-    """A world with ground truth. ``scenes`` is empty for worlds without named scenes; ``rollouts`` is
-    False for a world whose samples are single draws (its runner takes horizon = plans = futures = 1)."""
-
-    name: str
-    title: str
-    doc: str
-    options: Mapping[str, Option] = field(default_factory=dict)
-    scenes: tuple[str, ...] = ()
-    rollouts: bool = True
-    tail: str | None = None  # the rare branch every verdict and page calls "the tail"
-
-
-WORLDS: dict[str, WorldInfo] = {
-    "mixture": WorldInfo(
-        "mixture", "Analytic Gaussian mixture",
-        "exact x0-denoiser in closed form, one rare mode (~2%), exact samples and a tight reference ODE solve",
-        {
-            "preset": Option(str, "rare2d", "which mixture", choices=("rare2d", "rare16d", "anisotropic8d")),
-            "path": Option(str, "vp_linear", "noise path the exact network is queried on",
-                           choices=("vp_discrete", "vp_linear", "vp_cosine", "rectified_flow")),
-            "prediction": Option(str, "eps", "what the exact network predicts", choices=("eps", "x0", "v", "flow")),
-            "condition": Option(str, "none", "class the conditional model is given (needed for guidance != 1)",
-                                choices=("none", "rare", "major")),
-        },
-        rollouts=False,
-        tail="rare",
-    ),
-    "driving": WorldInfo(
-        "driving", "Driving scene: pedestrian near a crossing",
-        "trained flow-matching world model (H autoregressive frames) vs a simulator with exact branch "
-        "probabilities: waits / crosses / darts out (the tail) / implausible",
-        {
-            "action": Option(str, "keep", "ego action", choices=("brake", "keep", "accelerate")),
-            "teacher": Option(str, "x0", "shipped teacher: clean-x0 (default, measured better) or velocity "
-                              "('flow') prediction", choices=("x0", "flow")),
-            "k": Option(int, 5, "k of the k-NN precision/recall/density/coverage", min=1, max=50),
-            "batch": Option(int, 4096, "rollouts per batched forward", min=1, max=1_000_000),
-        },
-        scenes=("quiet_far_back", "walk_signal", "red_light_jaywalker", "hesitant_no_signal", "commuter_late",
-                "child_at_curb", "school_zone_slow", "night_far_car"),
-        tail="darts",
-    ),
-}
+# Worlds are plugins (``fastdiff_core.worlds``): each declares its facts and capabilities once; this is
+# the live name -> WorldInfo view of every registered world, built-in or from an entry point.
+WORLDS = WORLD_INFOS
 
 
 @dataclass(frozen=True)
@@ -350,9 +309,7 @@ REGIMES: dict[str, RegimeInfo] = {
 
 
 def world_info(name: str) -> WorldInfo:
-    if name not in WORLDS:
-        raise ValueError(f"world={name!r} is not one of {sorted(WORLDS)}")
-    return WORLDS[name]
+    return world_plugin(name).info
 
 
 # ---------------------------------------------------------------------------------------------

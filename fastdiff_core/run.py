@@ -39,7 +39,7 @@ def as_spec(spec: RunSpec | Mapping[str, Any] | str) -> RunSpec:
 
 def execute(spec: RunSpec | Mapping[str, Any] | str, on_progress: ProgressCallback | None = None) -> RunResult:
     """Run one spec to completion and return everything it measured."""
-    spec = as_spec(spec)
+    spec = as_spec(spec).runnable()
     device = resolve_device(spec.device)
     result = runner_for(spec.world)(spec, device, on_progress)
     return judged(result)

@@ -20,10 +20,11 @@ from typing import Any, Callable, Literal, Mapping
 from fastdiff_core import catalog
 from fastdiff_core.limits import RunLimits, peak_memory_mb
 from fastdiff_core.registry import validate_options
+from fastdiff_core.worlds import world_names, world_plugin
 
 SCHEMA_VERSION = 1
 
-WorldName = Literal["mixture", "driving"]
+WorldName = str  # a registered world plugin's name (fastdiff_core.worlds)
 Dtype = Literal["float32", "float64"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 SamplerKind = Literal["solver", "student"]
@@ -105,7 +106,7 @@ class RunSpec:
 
     def __post_init__(self, enforce_limits: bool) -> None:
         _check_text_fields(self)
-        _choice("world", self.world, ("mixture", "driving"))
+        _choice("world", self.world, world_names())
         _choice("sampler", self.sampler, ("solver", "student"))
         _choice("dtype", self.dtype, ("float32", "float64"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -161,6 +162,20 @@ class RunSpec:
         self._check_speedups()
         if enforce_limits:
             check_run_limits(self)
+
+    def refusal(self) -> str | None:
+        """Why this spec's world cannot run it (what the world supports is declared once, by its plugin:
+        ``fastdiff_core.worlds``), or None. A spec the world cannot run still describes a bill or a
+        projection; ``execute``, the client (before queueing) and the page's Run button refuse it with
+        this one message."""
+        return world_plugin(self.world).refusal(self)
+
+    def runnable(self) -> "RunSpec":
+        """This spec, if its world can run it; else ValueError with ``refusal()``'s message."""
+        why = self.refusal()
+        if why is not None:
+            raise ValueError(why)
+        return self
 
     def _check_speedups(self) -> None:
         for mode_field, opts_field, name in (("feature_cache", "cache_options", "feature_cache"),

@@ -85,8 +85,10 @@ def test_explore_refuses_a_fan_out_the_world_cannot_run():
     at = AppTest.from_file(str(APP / "views" / "explore.py"), default_timeout=30).run()
     assert not at.button(key="ex.run").disabled
     at.selectbox(key="ex.regime").set_value("planning").run()  # preset: H 12, 10 plans x 4 futures
+    # the world plugin's refusal (RunSpec.refusal): the same message the CLI and the client give
     assert at.button(key="ex.run").disabled
-    assert any("draws single samples, no rollouts" in e.value for e in at.error)
+    assert any("horizon=12 is not supported by world='mixture'" in e.value for e in at.error), \
+        [e.value for e in at.error]
 
 
 def test_explore_solver_options_reach_the_bill_the_spec_and_the_link():

@@ -73,6 +73,7 @@ class ServiceClient:
         for i, spec in enumerate(spec_list):  # a spec built with enforce_limits=False is checked here too
             try:
                 check_run_limits(spec)
+                spec.runnable()  # what the world cannot run is refused here, never in a worker
             except ValueError as e:
                 raise ValueError(f"spec {i}: {e}") from None
         try:

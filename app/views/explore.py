@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import access, bill_view, connection, run_view, verdict_view
-from app.spec_form import load_spec, spec_form, spec_summary, world_refusal
+from app.spec_form import load_spec, spec_form, spec_summary
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
 
@@ -46,7 +46,7 @@ with right:
                       heading="Projected verdict (before the run)")
 
     estimate = connection.runtime_estimate(spec, bill)
-    refusal = world_refusal(spec) or budget.run_guard(estimate)
+    refusal = spec.refusal() or budget.run_guard(estimate)
     st.caption(f"Estimated run time on the workers: {estimate.describe()}.")
     if refusal:
         st.error(refusal, icon=":material/block:")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import access, bill_view, connection, sweep_axes, sweep_view
-from app.spec_form import spec_form, world_refusal
+from app.spec_form import spec_form
 from fastdiff_core import budget
 from fastdiff_core.sweep import grid
 
@@ -78,7 +78,7 @@ with axes_col:
         c[0].metric("runs", f"{len(specs):,}")
         c[1].metric("total NFE", f"{total:,.0f}")
         c[2].metric("estimated time", bill_view.fmt_s(est.seconds), help=est.describe())
-        refusal = next((r for r in map(world_refusal, specs) if r), None) or budget.run_guard(est)
+        refusal = next((r for r in (sp.refusal() for sp in specs) if r), None) or budget.run_guard(est)
         if refusal:
             st.error(refusal, icon=":material/block:")
         name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.exp_name")

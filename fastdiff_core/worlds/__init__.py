@@ -1,22 +1,191 @@
-"""Worlds with ground truth, and the runner each one provides to ``fastdiff_core.run.execute``.
+"""Worlds as plugins behind one small protocol, torch-free.
 
-A runner is ``run(spec, device, on_progress) -> RunResult``; it is imported lazily so that
-asking for one world does not import the others.
+A world is a ``WorldPlugin``: what it is (``WorldInfo``: name, title, option schema, scenes), what it
+supports, declared once (``Capabilities``: rollouts, fan-out, guidance, samplers and students,
+speed-ups, regimes, metrics), and where its runner lives (``"module:function"``, imported only when a
+run of that world executes, so asking for one world does not import the others or torch).
+
+RunSpec validation asks ``refusal(spec)`` of the spec's world, so the command line, the client (before
+anything is queued), the worker and the page refuse the same specs with the same message.
+
+The built-in worlds (driving, mixture) register here; third-party worlds register through the Python
+entry-point group ``fastdiff.worlds`` (each entry point names a ``WorldPlugin``), or explicitly with
+``register_world`` — the entry points feed that same call.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
 
-RUNNERS: dict[str, str] = {
-    "mixture": "fastdiff_core.worlds.mixture:run",
-    "driving": "fastdiff_core.worlds.driving.runner:run",
-}
+from fastdiff_core.registry import Option
+
+ENTRY_POINT_GROUP = "fastdiff.worlds"
+SPEEDUP_FIELDS: dict[str, Any] = {"feature_cache": "off", "parallel": "off", "precision": "float32",
+                                  "compile": False, "importance": "off"}
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """A world with ground truth. ``scenes`` is empty for worlds without named scenes."""
+
+    name: str
+    title: str
+    doc: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+    scenes: tuple[str, ...] = ()
+    tail: str | None = None  # the rare branch every verdict and page calls "the tail"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a world supports, declared once. ``rollouts``: horizon and futures above 1; ``fan_out``:
+    plans above 1 (candidate plans); ``guidance``: a guidance scale other than 1; ``samplers`` and
+    ``students``: what may sample it; ``speedups``: the speed-up toggles that act on its network
+    (names from ``SPEEDUP_FIELDS``); ``regimes``: the regimes it can be judged in (None: all);
+    ``metrics``: the metric names its runner reports; ``why``: one phrase said with every refusal."""
+
+    rollouts: bool = True
+    fan_out: bool = True
+    guidance: bool = True
+    samplers: tuple[str, ...] = ("solver",)
+    students: tuple[str, ...] = ()
+    speedups: tuple[str, ...] = ()
+    regimes: tuple[str, ...] | None = None
+    metrics: tuple[str, ...] = ()
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.speedups) - set(SPEEDUP_FIELDS))
+        if unknown:
+            raise ValueError(f"speedups={unknown!r} are not speed-up fields; allowed: {sorted(SPEEDUP_FIELDS)}")
+
+
+@dataclass(frozen=True)
+class WorldPlugin:
+    """A world: its facts, its capabilities, its runner ``run(spec, device, on_progress) -> RunResult``
+    as ``"module:function"``, and an optional extra check over a spec's world options
+    (``check(spec) -> refusal or None``) for rules no capability expresses."""
+
+    info: WorldInfo
+    capabilities: Capabilities
+    runner: str
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def refusal(self, spec: Any) -> str | None:
+        """Why this world cannot run ``spec`` (one sentence naming the field, the value and what is
+        allowed), or None."""
+        cap = self.capabilities
+        world = f"world={self.name!r}" + (f" ({cap.why})" if cap.why else "")
+        if not cap.rollouts:
+            for name in ("horizon", "futures"):
+                if getattr(spec, name) != 1:
+                    return f"{name}={getattr(spec, name)!r} is not supported by {world}: no rollouts; allowed: 1"
+        if not cap.fan_out and spec.plans != 1:
+            return f"plans={spec.plans!r} is not supported by {world}: no candidate plans; allowed: 1"
+        if not cap.guidance and spec.guidance_scale != 1.0:
+            return f"guidance_scale={spec.guidance_scale!r} is not supported by {world}; allowed: 1.0"
+        if spec.sampler not in cap.samplers:
+            return f"sampler={spec.sampler!r} is not supported by {world}; allowed: {list(cap.samplers)}"
+        if spec.sampler == "student" and spec.student not in cap.students:
+            return f"student={spec.student!r} is not supported by {world}; allowed: {list(cap.students)}"
+        for name, off in SPEEDUP_FIELDS.items():
+            value = getattr(spec, name)
+            if value != off and name not in cap.speedups:
+                return f"{name}={value!r} is not supported by {world}; allowed: {off!r}"
+        if spec.regime is not None and cap.regimes is not None and spec.regime not in cap.regimes:
+            return f"regime={spec.regime!r} is not supported by {world}; allowed: {list(cap.regimes)}"
+        return self.check(spec) if self.check is not None else None
+
+    def load_runner(self) -> Callable:
+        module, _, fn = self.runner.partition(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
+BUILTIN = ("fastdiff_core.worlds.mixture.plugin:PLUGIN", "fastdiff_core.worlds.driving.plugin:PLUGIN")
+_REGISTRY: dict[str, WorldPlugin] = {}
+_loaded = False
+
+
+def register_world(plugin: WorldPlugin) -> WorldPlugin:
+    """Add a world (what each ``fastdiff.worlds`` entry point is fed to). A name already taken by a
+    different plugin is refused."""
+    if not isinstance(plugin, WorldPlugin):
+        raise ValueError(f"register_world takes a WorldPlugin, got {type(plugin).__name__}")
+    have = _REGISTRY.get(plugin.name)
+    if have is not None and have != plugin:
+        raise ValueError(f"world={plugin.name!r} is already registered (runner {have.runner})")
+    _REGISTRY[plugin.name] = plugin
+    return plugin
+
+
+def unregister_world(name: str) -> None:
+    """Remove a registered world (a plugin uninstalled while the process runs, or a test's own)."""
+    if _REGISTRY.pop(name, None) is None:
+        raise ValueError(f"world={name!r} is not registered; registered: {sorted(_REGISTRY)}")
+
+
+def _load(target: str, source: str) -> None:
+    module, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception as e:  # a broken third-party plugin names itself, not a traceback from inside it
+        raise ValueError(f"world plugin {source} ({target}) cannot be loaded: {type(e).__name__}: {e}") from e
+    register_world(obj() if callable(obj) and not isinstance(obj, WorldPlugin) else obj)
+
+
+def load_plugins(*, reload: bool = False) -> None:
+    """Register the built-in worlds and every ``fastdiff.worlds`` entry point (once per process;
+    ``reload=True`` looks again, e.g. after a distribution was added to sys.path)."""
+    global _loaded
+    if _loaded and not reload:
+        return
+    _loaded = True
+    for target in BUILTIN:
+        _load(target, "built-in")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _load(ep.value, f"entry point {ep.name!r}")
+
+
+def world_plugin(name: str) -> WorldPlugin:
+    load_plugins()
+    if name not in _REGISTRY:
+        raise ValueError(f"world={name!r} is not one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def world_names() -> tuple[str, ...]:
+    load_plugins()
+    return tuple(_REGISTRY)
+
+
+class _WorldInfos(Mapping[str, WorldInfo]):
+    """name -> WorldInfo of every registered world, read live (plugins may register after import)."""
+
+    def __getitem__(self, name: str) -> WorldInfo:
+        load_plugins()
+        return _REGISTRY[name].info
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(world_names())
+
+    def __len__(self) -> int:
+        return len(world_names())
+
+
+WORLD_INFOS: Mapping[str, WorldInfo] = _WorldInfos()
 
 
 def runner_for(world: str) -> Callable:
-    if world not in RUNNERS:
-        raise ValueError(f"world={world!r} has no runner; known: {sorted(RUNNERS)}")
-    module, _, fn = RUNNERS[world].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    """The world's runner ``run(spec, device, on_progress) -> RunResult`` (imported now)."""
+    return world_plugin(world).load_runner()

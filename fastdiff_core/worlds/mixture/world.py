@@ -296,20 +296,8 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
     from fastdiff_core.spec import Progress, RunResult
 
     t_start = time.perf_counter()
-    for field_name in ("horizon", "plans", "futures"):
-        if getattr(spec, field_name) != 1:
-            raise ValueError(f"{field_name}={getattr(spec, field_name)!r} is not supported by world='mixture' "
-                             "(a mixture has no rollout); allowed: 1")
-    # The exact mixture network is a formula, not a neural net: caching, reduced precision, compiling,
-    # Picard windows and tail importance sampling have nothing to act on here, so they are refused.
-    for field_name, off in (("feature_cache", "off"), ("parallel", "off"), ("precision", "float32"),
-                            ("compile", False), ("importance", "off")):
-        value = getattr(spec, field_name, off)
-        if value != off:
-            raise ValueError(f"{field_name}={value!r} is not supported by world='mixture' (an exact formula, no "
-                             f"network to speed up); allowed: {off!r}")
-    if spec.sampler != "solver":
-        raise ValueError(f"sampler={spec.sampler!r} is not supported by world='mixture'; allowed: 'solver'")
+    # what this world refuses (rollouts, fan-out, speed-ups, students, guidance without a condition) is
+    # declared once in its plugin (fastdiff_core.worlds.mixture.plugin) and refused by RunSpec validation
     opts = spec.world_options
     mixture = get_mixture(opts["preset"]).to(device)
     path = get_path(opts["path"])
@@ -319,9 +307,6 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
     info = catalog.solver_info(spec.solver)
     guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
     component = condition_component(mixture, opts.get("condition", "none"))
-    if guidance.scale != 1.0 and component is None:
-        raise ValueError(f"guidance_scale={guidance.scale!r} needs a condition; world_options.condition='none' "
-                         "(allowed with guidance: 'rare', 'major')")
     n, k = spec.samples, mixture.components
     progress = on_progress or (lambda p: None)
 

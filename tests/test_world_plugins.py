@@ -1,0 +1,130 @@
+"""Worlds are plugins: a third-party world registered through a ``fastdiff.worlds`` entry point (a
+real distribution on sys.path, found by importlib.metadata) runs through ``fastdiff run``, the worker's
+``execute`` and the page's validation with no edit to fastdiff_core or the app, and what a world does
+not support is refused by RunSpec validation with one message, wherever the spec is made."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fastdiff_core import catalog, worlds
+from fastdiff_core.spec import RunResult, RunSpec
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY = REPO / "tests" / "plugins" / "toy_coin_world.py"
+
+
+@pytest.fixture
+def toy_world(tmp_path):
+    """Install the toy world as a distribution in a directory on sys.path: its module and a dist-info
+    with the entry point, exactly what ``pip install`` would leave in site-packages."""
+    shutil.copy(TOY, tmp_path / TOY.name)
+    info = tmp_path / "toy_coin_world-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-coin-world\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fastdiff.worlds]\ntoy_coin = toy_coin_world:PLUGIN\n")
+    sys.path.insert(0, str(tmp_path))
+    worlds.load_plugins(reload=True)
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    worlds.unregister_world("toy_coin")
+    sys.modules.pop("toy_coin_world", None)
+
+
+def toy_spec(**changes) -> dict:
+    return {"world": "toy_coin", "world_options": {"p": 0.3}, "solver": "euler", "steps": 8, "samples": 400,
+            **changes}
+
+
+def test_the_entry_point_registers_the_world_and_its_capabilities_refuse_with_one_message(toy_world):
+    assert "toy_coin" in catalog.WORLDS and catalog.world_info("toy_coin").title == "Toy coin"
+    assert RunSpec.from_dict(toy_spec()).world == "toy_coin"
+    for change, message in (({"plans": 2}, "plans=2 is not supported by world='toy_coin' (one coin flip per sample)"),
+                            ({"horizon": 3}, "horizon=3 is not supported by world='toy_coin'"),
+                            ({"guidance_scale": 2.0}, "guidance_scale=2.0 is not supported by world='toy_coin'"),
+                            ({"regime": "planning"}, "regime='planning' is not supported by world='toy_coin'"),
+                            ({"precision": "bfloat16"}, "precision='bfloat16' is not supported by world='toy_coin'"),
+                            ({"world_options": {"p": 1.5}}, "world_options.p=1.5")):
+        if "world_options" in change:  # the world's option schema is checked when the spec is made
+            with pytest.raises(ValueError, match=re.escape(message)):
+                RunSpec.from_dict(toy_spec(**change))
+            continue
+        spec = RunSpec.from_dict(toy_spec(**change))  # a spec still describes a bill ...
+        assert message in spec.refusal()  # ... but the world says, once, why it cannot run it
+        with pytest.raises(ValueError, match=re.escape(message)):
+            spec.runnable()
+    # the client refuses before anything is recorded or queued (no broker needs to answer for that)
+    from workers.client import ServiceClient
+
+    client = ServiceClient("redis://127.0.0.1:9/0", str(toy_world / "store"))
+    with pytest.raises(ValueError, match=r"spec 1: plans=2 is not supported by world='toy_coin'"):
+        client.submit([toy_spec(), toy_spec(plans=2)], "refused")
+    with pytest.raises(ValueError, match=r"spec 1: guidance_scale=2.0 is not supported by world='toy_coin'"):
+        client.submit(toy_spec(), "refused", sweep={"guidance_scale": [1.0, 2.0]})
+    assert client.store.experiments().height == 0
+    # the worker's execute refuses the same spec with the same message
+    from fastdiff_core.run import execute
+
+    with pytest.raises(ValueError, match=r"plans=2 is not supported by world='toy_coin'"):
+        execute(toy_spec(plans=2))
+
+
+def test_the_toy_world_runs_through_execute_as_the_worker_calls_it(toy_world):
+    from fastdiff_core.run import execute
+
+    result = execute(json.dumps(toy_spec()))  # the worker hands execute the spec's JSON
+    assert result.nfe_counted == result.nfe_formula == 8 * 400
+    heads = next(r for r in result.histograms if r["label"] == "heads")
+    assert heads["n"] == 400 and 0.15 < heads["rate"] < 0.45  # the coin's 0.3, up to sampling and 8 Euler steps
+    assert RunResult.from_json(result.to_json()).spec.world == "toy_coin"
+
+
+def test_the_toy_world_runs_through_fastdiff_run_and_is_refused_there_with_the_same_message(toy_world):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(toy_world)])}
+    cmd = [sys.executable, "-m", "workers.cli", "run", "--spec"]
+    ok = subprocess.run(cmd + [json.dumps(toy_spec(samples=200)), "--json"], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["spec"]["world"] == "toy_coin" and out["nfe_counted"] == 8 * 200
+    bad = subprocess.run(cmd + [json.dumps(toy_spec(plans=3))], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0
+    assert "plans=3 is not supported by world='toy_coin'" in bad.stdout + bad.stderr
+
+
+def test_the_page_lists_the_toy_world_and_refuses_what_it_cannot_run(toy_world):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app" / "views" / "explore.py"), default_timeout=60).run()
+    at.selectbox(key="ex.world").set_value("toy_coin").run()
+    assert not at.exception, at.exception
+    assert not at.button(key="ex.run").disabled  # a spec the world supports can be queued
+    at.selectbox(key="ex.regime").set_value("planning").run()
+    assert any("is not supported by world='toy_coin'" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="ex.run").disabled
+
+
+def test_a_broken_plugin_names_itself(tmp_path):
+    (tmp_path / "broken_world.py").write_text("raise ImportError('missing dependency frobnicate')\n")
+    info = tmp_path / "broken_world-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-world\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fastdiff.worlds]\nbroken = broken_world:PLUGIN\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match=r"world plugin entry point 'broken' \(broken_world:PLUGIN\) cannot be "
+                                             r"loaded: ImportError: missing dependency frobnicate"):
+            worlds.load_plugins(reload=True)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("broken_world", None)
+        worlds.load_plugins(reload=True)
