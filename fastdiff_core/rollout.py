@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
-from fastdiff_core.worlds.driving import branches, encoding
-from fastdiff_core.worlds.driving.scenes import ACTIONS, BRANCHES, LABELS, TAIL, Scene, frame_hazards
-from fastdiff_core.worlds.driving.sampling import PATH
+from fastdiff_core.worlds import driving
+from fastdiff_core.worlds.driving import ACTIONS, BRANCHES, LABELS, TAIL, Scene, frame_hazards
+from fastdiff_core.worlds.driving import PATH
 
 # x0 = sampler(denoiser, x_T, sigmas): a solver from the registry or Picard, options bound
 FrameSampler = Callable[[Denoiser, torch.Tensor, Sequence[float]], torch.Tensor]
@@ -410,21 +410,21 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
     counter = counter if counter is not None else NFECounter()
     den: Denoiser | None = None
     # the condition's scene/action/flag columns for every plan and frame, built once per cycle
-    static = encoding.static_condition(scene, plans, dtype=dtype, device=dev)  # (P', H, STATIC_DIM)
+    static = driving.static_condition(scene, plans, dtype=dtype, device=dev)  # (P', H, STATIC_DIM)
     static_rows = static.repeat_interleave(futures, 0)[take]  # (rows, H, STATIC_DIM)
     curb = scene.curb_distance
     with torch.inference_mode():  # no autograd bookkeeping on the ~10 small ops per step
         for k in range(h):
             if k == 0 and share_context:
                 # all R futures of a plan share the observed frame and the first action: context once per plan
-                cond = encoding.condition_from_static(ctx0, curb, static[:, 0])
+                cond = driving.condition_from_static(ctx0, curb, static[:, 0])
                 ctx = encode(cond).repeat_interleave(futures, 0)[take]
-                uctx = encode(encoding.drop_condition(cond)).repeat_interleave(futures, 0)[take] \
+                uctx = encode(driving.drop_condition(cond)).repeat_interleave(futures, 0)[take] \
                     if guidance.scale != 1.0 else None
             else:
-                cond = encoding.condition_from_static(prev, curb, static_rows[:, k])
+                cond = driving.condition_from_static(prev, curb, static_rows[:, k])
                 ctx = encode(cond)
-                uctx = encode(encoding.drop_condition(cond)) if guidance.scale != 1.0 else None
+                uctx = encode(driving.drop_condition(cond)) if guidance.scale != 1.0 else None
             # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32).
             # One denoiser for all frames (its per-sigma coefficient and time caches stay warm): only the
             # conditions change from frame to frame.
@@ -432,7 +432,7 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
                 den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
             den.cond, den.uncond = ctx, uctx
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
-            prev = encoding.decode_frame(x0, prev)
+            prev = driving.decode_frame(x0, prev)
             frames.append(prev)
     out = torch.stack(frames, 1)
     return out if rows is not None else out.reshape(p, futures, h + 1, *prev.shape[1:])
@@ -464,10 +464,6 @@ RISK_COST = {"waits": 0.0, "crosses": 1.0, "darts": 10.0, "implausible": 1.0}
 ACTION_PROGRESS = (0.0, 0.5, 1.0)
 
 
-# Rollouts per fan-out chunk: the cycle's P·R rows run in chunks of at most this many, so the peak memory
-# of a cycle is bounded by it whatever P·R is (read once per cycle, from FASTDIFF_CHUNK_ROLLOUTS).
-CHUNK_ROLLOUTS_ENV = "FASTDIFF_CHUNK_ROLLOUTS"
-DEFAULT_CHUNK_ROLLOUTS = 16384
 # Rows per noise draw: the cycle's noise is drawn in blocks of this many rows in row order, so every
 # row gets the same noise whatever the chunk size (and a cycle of at most this many rows draws exactly
 # what one draw of all its rows would).
@@ -475,19 +471,11 @@ NOISE_BLOCK = 4096
 
 
 def chunk_rollouts() -> int:
-    """The fan-out chunk size from the environment (default ``DEFAULT_CHUNK_ROLLOUTS``)."""
-    import os
+    """Rollouts per fan-out chunk: the FASTDIFF_CHUNK_ROLLOUTS setting of ``fastdiff_core.limits`` (the
+    one place run settings are read), so the peak memory of a cycle is bounded whatever P·R is."""
+    from fastdiff_core.limits import RunLimits
 
-    raw = os.environ.get(CHUNK_ROLLOUTS_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_CHUNK_ROLLOUTS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{CHUNK_ROLLOUTS_ENV}={raw!r} must be an integer >= 1 (rollouts per fan-out chunk)")
-    return value
+    return RunLimits.from_env().chunk_rollouts
 
 
 class NoiseStream:
@@ -552,8 +540,8 @@ class CycleResult:
 def first_move_frame(frames: torch.Tensor, scene: Scene) -> torch.Tensor:
     """Index (into the H generated frames) of the first frame in which the pedestrian is not still;
     H - 1 when never (rows: (N, H + 1, SUBSTEPS, 2))."""
-    modes = branches.frame_modes(frames, scene)[:, 1:]
-    moving = modes != branches.STILL
+    modes = driving.frame_modes(frames, scene)[:, 1:]
+    moving = modes != driving.STILL
     idx = moving.float().argmax(1)
     return torch.where(moving.any(1), idx, torch.full_like(idx, modes.shape[1] - 1))
 
@@ -561,7 +549,7 @@ def first_move_frame(frames: torch.Tensor, scene: Scene) -> torch.Tensor:
 def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
                    sigmas: Sequence[float], context: torch.Tensor, guidance: Guidance = Guidance(),
                    proposal: TailProposal | None = None, generator: torch.Generator | None = None,
-                   frame_dim: int = encoding.FRAME_DIM, fit_tail: bool = False,
+                   frame_dim: int = driving.FRAME_DIM, fit_tail: bool = False,
                    chunk: int | None = None) -> CycleResult:
     """P plans x R futures in batched forwards, in chunks of at most ``chunk`` rollouts (default: the
     FASTDIFF_CHUNK_ROLLOUTS setting); per-plan branch rates (importance-weighted when a proposal is
@@ -587,7 +575,7 @@ def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: i
                          guidance=guidance, counter=counter, rows=(lo, hi))
         seconds += time.perf_counter() - t0
         chunks += 1
-        codes = branches.classify_codes(frames, scene).cpu()
+        codes = driving.classify_codes(frames, scene).cpu()
         plan_of_row = torch.arange(lo, hi) // futures
         for i in range(int(plan_of_row[0]), int(plan_of_row[-1]) + 1):
             mine = plan_of_row == i
@@ -663,8 +651,8 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     from fastdiff_core.models.teacher import load_teacher
     from fastdiff_core.spec import Progress, RunResult
     from fastdiff_core.speedups import from_spec
-    from fastdiff_core.worlds.driving.scenes import get_scene
-    from fastdiff_core.worlds.driving.simulator import waiting_frame
+    from fastdiff_core.worlds.driving import get_scene
+    from fastdiff_core.worlds.driving import waiting_frame
 
     if spec.sampler != "solver":
         raise ValueError(f"sampler={spec.sampler!r}: planning runs sample the teacher with a solver; allowed: 'solver'")
@@ -693,7 +681,7 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
         while done < total:
             n = min(batch, total - done)
             counter = NFECounter()
-            noise = torch.randn(n, spec.horizon, encoding.FRAME_DIM, generator=gen).to(device)
+            noise = torch.randn(n, spec.horizon, driving.FRAME_DIM, generator=gen).to(device)
             context = waiting_frame(scene, 1, gen)[0].to(device)
             seconds = 0.0
             for lo in range(0, n, chunk):
@@ -702,7 +690,7 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
                 frames = fan_out(net, scene, plan, n, sampler=sampler, sigmas=sigmas, noise=noise[lo:hi],
                                  context=context, guidance=guidance, counter=counter, rows=(lo, hi))
                 seconds += time.perf_counter() - t0
-                tally.add(branches.classify_codes(frames, scene))
+                tally.add(driving.classify_codes(frames, scene))
             cycle_s.append(seconds)
             nfe += counter.rows
             forwards += counter.forwards

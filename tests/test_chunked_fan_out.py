@@ -129,7 +129,9 @@ def test_chunk_setting_is_read_from_the_environment_and_checked(monkeypatch, raw
     else:
         monkeypatch.setenv("FASTDIFF_CHUNK_ROLLOUTS", raw)
     if ok:
-        assert chunk_rollouts() == (rollout.DEFAULT_CHUNK_ROLLOUTS if raw is None else int(raw))
+        from fastdiff_core.limits import RunLimits
+
+        assert chunk_rollouts() == (RunLimits().chunk_rollouts if raw is None else int(raw))
     else:
         with pytest.raises(ValueError, match="FASTDIFF_CHUNK_ROLLOUTS"):
             chunk_rollouts()

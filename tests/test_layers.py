@@ -169,3 +169,34 @@ def test_torch_free_modules_load_no_torch_at_run_time():
         "assert 'torch' not in sys.modules, 'torch was imported'; assert 'celery' not in sys.modules, 'celery was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ---------------------------------------------------------------------------------------------
+# World plugins: nothing imports a world's internals except that world's own plugin package
+# ---------------------------------------------------------------------------------------------
+
+# Every world plugin in this tree (a package under fastdiff_core/worlds with a plugin.py). Named here so a
+# world that moves or loses its declaration fails the test instead of dropping out of the rule.
+WORLD_PLUGINS = {"driving", "mixture"}
+
+
+def test_only_a_world_plugin_imports_its_internals():
+    """A world's modules (``fastdiff_core.worlds.<w>.<module>``) are imported only from inside
+    ``fastdiff_core/worlds/<w>/``; everyone else uses the names its package exports
+    (``from fastdiff_core.worlds.driving import get_scene``) or its runner through the registry."""
+    worlds_dir = ROOT / "fastdiff_core" / "worlds"
+    found = {p.parent.name for p in worlds_dir.glob("*/plugin.py")}
+    assert found == WORLD_PLUGINS, f"world plugins in the tree {sorted(found)} != the rule's {sorted(WORLD_PLUGINS)}"
+    offenders, inside = [], 0
+    for world in sorted(WORLD_PLUGINS):
+        package = f"fastdiff_core.worlds.{world}"
+        internals = {m for m in MODULES if m.startswith(package + ".")}
+        assert internals, f"{package} has no modules: the rule would check nothing"
+        for module, f in MODULES.items():
+            hits = sorted(n for n in imported(f) if any(under(n, m) for m in internals))
+            if under(module, package):
+                inside += len(hits)
+            elif hits:
+                offenders.append(f"{f.relative_to(ROOT)} imports {hits} (internals of the {world} world plugin)")
+    assert inside > 0, "no plugin imports its own modules: the import reader no longer sees them"
+    assert not offenders, "\n".join(offenders)

@@ -31,13 +31,13 @@ from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.gate import RELEASE_GATE, SequentialGate, coverage_gate
 from fastdiff_core.metrics.intervals import wilson_interval
 from fastdiff_core.models.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher
-from fastdiff_core.worlds.driving.evaluation import (
+from fastdiff_core.worlds.driving import (
     sample_metrics,
     sample_rollouts,
     scene_coverage,
     solver_and_grid,
 )
-from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities, get_scene
+from fastdiff_core.worlds.driving import ACTIONS, SCENES, branch_probabilities, get_scene
 
 PR_SCENES = ("hesitant_no_signal", "child_at_curb")
 

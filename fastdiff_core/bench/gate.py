@@ -32,7 +32,7 @@ import numpy as np
 
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, intervals
-from fastdiff_core.worlds.driving.scenes import (
+from fastdiff_core.worlds.driving import (
     BRANCHES,
     IMPLAUSIBLE,
     LABELS,

@@ -33,10 +33,10 @@ from fastdiff_core.rollout import (
     effective_sample_size, plan_branch_probabilities, weighted_rates,
 )
 from fastdiff_core.speedups import frame_sampler
-from fastdiff_core.worlds.driving import branches, encoding
-from fastdiff_core.worlds.driving.sampling import PATH
-from fastdiff_core.worlds.driving.scenes import LABELS, SCENES, TAIL
-from fastdiff_core.worlds.driving.simulator import waiting_frame
+from fastdiff_core.worlds import driving
+from fastdiff_core.worlds.driving import PATH
+from fastdiff_core.worlds.driving import LABELS, SCENES, TAIL
+from fastdiff_core.worlds.driving import waiting_frame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +109,7 @@ class RecordedNet:
 def _fan_inputs(p: int, r: int, h: int, scene, device, seed: int = 0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     plans = candidate_plans(p, h)
-    noise = torch.randn(p * r, h, encoding.FRAME_DIM, generator=g).to(device)
+    noise = torch.randn(p * r, h, driving.FRAME_DIM, generator=g).to(device)
     ctx = waiting_frame(scene, 1, g)[0].to(device)
     return plans, noise, ctx
 
@@ -196,8 +196,8 @@ def main(args: argparse.Namespace) -> int:
     counter = NFECounter()
     fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx, counter=counter)
     bill = budget.NFEBill(S=S, C=1.0, H=H, P=P, R=R)
-    x_t = torch.randn(P * R, encoding.FRAME_DIM, device=device)
-    cond = encoding.condition(waiting_frame(scene, P * R).to(device), scene, "keep")
+    x_t = torch.randn(P * R, driving.FRAME_DIM, device=device)
+    cond = driving.condition(waiting_frame(scene, P * R).to(device), scene, "keep")
     c = shared.context(cond)
     t = torch.full((P * R,), 0.5, device=device)
     with torch.no_grad():
@@ -316,23 +316,23 @@ def importance_vs_uniform(net: nn.Module, scene, sampler, device: torch.device, 
     def estimate(noise, log_w):
         m = noise.shape[0]
         frames = fan_out(net, scene, plan, m, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
-        codes = branches.classify_codes(frames.reshape(m, *frames.shape[2:]), scene)
+        codes = driving.classify_codes(frames.reshape(m, *frames.shape[2:]), scene)
         rate = float(weighted_rates(codes[None].cpu(), None if log_w is None else log_w[None])[0, tail_code])
         return rate, codes.cpu()
 
     # the pilot: under warm start the previous planning cycle; here it is drawn and billed to the IS arm
-    pilot_noise = torch.randn(pilot_n, horizon, encoding.FRAME_DIM, generator=g)
+    pilot_noise = torch.randn(pilot_n, horizon, driving.FRAME_DIM, generator=g)
     frames = fan_out(net, scene, plan, pilot_n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device),
                      context=ctx)
     flat = frames.reshape(pilot_n, *frames.shape[2:])
-    codes = branches.classify_codes(flat, scene).cpu()
+    codes = driving.classify_codes(flat, scene).cpu()
     onset = first_move_frame(flat, scene).cpu()
     proposal = TailProposal.fit(pilot_noise, onset, codes == tail_code, beta=0.5)
     if proposal is None:
         return {"plan": plan[0].tolist(), "truth": truth, "seed": seed, "error": "no tail rollout in the pilot"}
     uni, imp, uni_tail, imp_tail, ess = [], [], [], [], []
     for _ in range(reps):
-        rate, c = estimate(torch.randn(n_uniform, horizon, encoding.FRAME_DIM, generator=g), None)
+        rate, c = estimate(torch.randn(n_uniform, horizon, driving.FRAME_DIM, generator=g), None)
         uni.append(rate)
         uni_tail.append(int((c == tail_code).sum()))
         zq = proposal.sample(n, horizon, generator=g)

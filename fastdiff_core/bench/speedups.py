@@ -29,10 +29,10 @@ from fastdiff_core.metrics.intervals import wilson_interval
 from fastdiff_core.rollout import fan_out
 from fastdiff_core.spec import RunSpec
 from fastdiff_core.speedups import from_spec
-from fastdiff_core.worlds.driving import branches, encoding
-from fastdiff_core.worlds.driving.sampling import PATH
-from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, TAIL, branch_probabilities
-from fastdiff_core.worlds.driving.simulator import waiting_frame
+from fastdiff_core.worlds import driving
+from fastdiff_core.worlds.driving import PATH
+from fastdiff_core.worlds.driving import ACTIONS, SCENES, TAIL, branch_probabilities
+from fastdiff_core.worlds.driving import waiting_frame
 
 # (label, RunSpec changes, reference row for the ratio). Caching and Picard are also measured at 32
 # steps, where adjacent steps are close (the regime DeepCache and ParaDiGMS were published in).
@@ -87,9 +87,9 @@ def main(args: argparse.Namespace) -> int:
     action = ACTIONS.index(args.action)
     plan = torch.full((1, args.horizon), action, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
-    inputs = {s: (torch.randn(args.n, args.horizon, encoding.FRAME_DIM, generator=g).to(device),
+    inputs = {s: (torch.randn(args.n, args.horizon, driving.FRAME_DIM, generator=g).to(device),
                   waiting_frame(SCENES[s], 1, g)[0].to(device)) for s in SCENE_SET}
-    one_noise = torch.randn(1, args.horizon, encoding.FRAME_DIM, generator=g).to(device)
+    one_noise = torch.randn(1, args.horizon, driving.FRAME_DIM, generator=g).to(device)
     truth = {s: branch_probabilities(SCENES[s], args.action, args.horizon) for s in SCENE_SET}
     print(f"fastdiff bench speedups — device {dev_name}; {args.solver} {args.steps} steps, H = {args.horizon}, "
           f"action {args.action}, {args.n} futures x {len(SCENE_SET)} scenes per lever")
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
             noise, ctx = inputs[s]
             frames = fan_out(net, SCENES[s], plan, args.n, sampler=sampler, sigmas=sigmas, noise=noise,
                              context=ctx, guidance=guidance, counter=counter)
-            counts[s] = branches.branch_counts(frames[0], SCENES[s])
+            counts[s] = driving.branch_counts(frames[0], SCENES[s])
             frames_all[s] = frames
         nfe_per_rollout = counter.rows / (args.n * len(SCENE_SET))
         rounds_per_frame = counter.forwards / (args.horizon * len(SCENE_SET))

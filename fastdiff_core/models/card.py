@@ -13,8 +13,8 @@ import torch
 
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate
-from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
-from fastdiff_core.worlds.driving.scenes import DEFAULT_HORIZON, SCENES, get_scene
+from fastdiff_core.worlds.driving import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
+from fastdiff_core.worlds.driving import DEFAULT_HORIZON, SCENES, get_scene
 
 
 @dataclass(frozen=True)

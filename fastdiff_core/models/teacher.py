@@ -32,10 +32,10 @@ import torch
 from fastdiff_core.denoiser import prediction_from_x0_eps
 from fastdiff_core.models.world_model import WorldModelConfig, WorldModelNet, parameter_count
 from fastdiff_core.paths import RectifiedFlow
-from fastdiff_core.worlds.driving import encoding
-from fastdiff_core.worlds.driving.branches import STILL, frame_modes
-from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES
-from fastdiff_core.worlds.driving.simulator import simulate
+from fastdiff_core.worlds import driving
+from fastdiff_core.worlds.driving import STILL, frame_modes
+from fastdiff_core.worlds.driving import ACTIONS, SCENES
+from fastdiff_core.worlds.driving import simulate
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 
@@ -95,8 +95,8 @@ def transition_pool(rollouts_per_condition: int, horizon: int, generator: torch.
             modes = frame_modes(r, scene)
             prev = r[:, :-1].reshape(-1, *r.shape[2:])
             nxt = r[:, 1:].reshape(-1, *r.shape[2:])
-            xs.append(encoding.encode_frame(nxt, prev))
-            cs.append(encoding.condition(prev, scene, action))
+            xs.append(driving.encode_frame(nxt, prev))
+            cs.append(driving.condition(prev, scene, action))
             rare.append(((modes[:, :-1] == STILL) & (modes[:, 1:] != STILL)).reshape(-1))
     return TransitionPool(torch.cat(xs), torch.cat(cs), torch.cat(rare))
 
@@ -139,7 +139,7 @@ def train_teacher(config: TrainConfig, on_progress: Callable[[int, float, float]
             common_idx = (~pool.rare).nonzero().squeeze(1)
         x0, cond, w = _batch(pool, rare_idx, common_idx, config.batch, config.tail_fraction, gen)
         drop = torch.rand(config.batch, generator=gen) < config.cond_dropout
-        cond = torch.where(drop[:, None], encoding.drop_condition(cond), cond)
+        cond = torch.where(drop[:, None], driving.drop_condition(cond), cond)
         eps = torch.randn(x0.shape, generator=gen)
         t = torch.rand(config.batch, generator=gen) * (path.t_max - path.t_min) + path.t_min
         a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]

@@ -40,7 +40,7 @@ START, END = "<!-- students-table:start -->", "<!-- students-table:end -->"
 
 
 def _solver(name: str, steps: int):
-    from fastdiff_core.worlds.driving.evaluation import solver_and_grid
+    from fastdiff_core.worlds.driving import solver_and_grid
 
     return solver_and_grid(name, steps)
 

@@ -20,9 +20,9 @@ import torch
 
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate, teacher_gate
-from fastdiff_core.worlds.driving.evaluation import sample_metrics, scene_coverage
-from fastdiff_core.worlds.driving.sampling import rollout, sample_frame
-from fastdiff_core.worlds.driving.scenes import DEFAULT_HORIZON, SCENES, get_scene
+from fastdiff_core.worlds.driving import sample_metrics, scene_coverage
+from fastdiff_core.worlds.driving import rollout, sample_frame
+from fastdiff_core.worlds.driving import DEFAULT_HORIZON, SCENES, get_scene
 
 
 @dataclass(frozen=True)

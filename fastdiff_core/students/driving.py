@@ -15,9 +15,9 @@ import torch
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
 from fastdiff_core.students.distill import Pairs, Teacher, sample_student
 from fastdiff_core.students.network import StudentNet, load_student
-from fastdiff_core.worlds.driving import encoding
-from fastdiff_core.worlds.driving.sampling import PATH
-from fastdiff_core.worlds.driving.scenes import Scene
+from fastdiff_core.worlds import driving
+from fastdiff_core.worlds.driving import PATH
+from fastdiff_core.worlds.driving import Scene
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 
@@ -28,7 +28,7 @@ def driving_teacher(prediction: str | None = None, device: torch.device | str = 
     from fastdiff_core.models.teacher import DEFAULT_TEACHER, load_teacher
 
     net = load_teacher(prediction or DEFAULT_TEACHER, device)
-    return Teacher(net, PATH, net.prediction, encoding.drop_condition)
+    return Teacher(net, PATH, net.prediction, driving.drop_condition)
 
 
 def driving_pairs(seed: int, rollouts_per_condition: int = 1500, horizon: int = 8) -> Pairs:
@@ -89,8 +89,8 @@ def student_frame_sampler(student: StudentNet, facts: Mapping[str, Any], steps: 
                      sigmas: Any = None, guidance: Guidance = Guidance(), generator: torch.Generator | None = None,
                      counter: NFECounter | None = None, **_: Any) -> torch.Tensor:
         # net / solver / sigmas / guidance are the teacher's (what ``rollout`` passes); the student ignores them
-        cond = encoding.condition(prev, scene, action).to(next(student.parameters()).dtype)
-        noise = torch.randn(prev.shape[0], encoding.FRAME_DIM, generator=generator, device=prev.device,
+        cond = driving.condition(prev, scene, action).to(next(student.parameters()).dtype)
+        noise = torch.randn(prev.shape[0], driving.FRAME_DIM, generator=generator, device=prev.device,
                             dtype=cond.dtype)
         with torch.no_grad():
             if "guidance" in student.inputs and ode_solver is not None:
@@ -102,7 +102,7 @@ def student_frame_sampler(student: StudentNet, facts: Mapping[str, Any], steps: 
                 x0 = sample_student(student, kind, PATH, facts["prediction"], cond, noise, steps,
                                     t_max=float(facts["t_max"]), guidance=guidance_scale, generator=generator,
                                     counter=counter)
-        return encoding.decode_frame(x0, prev)
+        return driving.decode_frame(x0, prev)
 
     return sample_frame
 
@@ -135,7 +135,7 @@ def spec_frame_sampler(spec: Any, device: torch.device | str = "cpu") -> tuple[C
                              f"{spec.student!r} was distilled on: [{lo}, {hi}]")
     else:
         return student_frame_sampler(student, facts, spec.steps, guidance_scale=spec.guidance_scale), about
-    from fastdiff_core.worlds.driving.evaluation import solver_and_grid
+    from fastdiff_core.worlds.driving import solver_and_grid
 
     solver_nfe = catalog.solver_info(spec.solver).nfe(spec.steps, dict(spec.solver_options))
     if solver_nfe != spec.steps:
