@@ -707,17 +707,10 @@ def judge_spec(spec: RunSpec, *, model: ProductionModel | None = None, histogram
 
 
 def counted_per_cycle(spec: RunSpec, nfe_counted: float, nfe_formula: float) -> float:
-    """Counted NFE per planning cycle. Worlds report NFE either per sample (the mixture) or per run
-    (the driving world: every row the counter saw); the worker's own formula tells which: it is the
-    bill per run or per cycle, whichever it is closer to."""
-    if spec.samples == 1 or nfe_formula <= 0:
-        return nfe_counted
-    try:
-        bill = bill_for(spec, guided_fraction=0.5)  # the unit only: a guided share of 0.5 cannot flip it
-    except ValueError:
-        return nfe_counted
-    per_run = abs(math.log(nfe_formula / bill.per_run)) < abs(math.log(nfe_formula / bill.per_cycle))
-    return nfe_counted / spec.samples if per_run else nfe_counted
+    """Counted NFE per planning cycle (per sample for a world without fan-out). Every RunResult reports
+    NFE per run (``RunResult`` docstring; older mixture results are upgraded on read), so this is the
+    run's count over its ``samples`` cycles. ``nfe_formula`` is accepted for callers that pass both."""
+    return nfe_counted / spec.samples
 
 
 def run_verdicts(spec: RunSpec, measured: Measured, *, sigmas: Sequence[float] | None = None) -> dict[str, Any]:

@@ -734,7 +734,7 @@ def run_planning(spec, device: torch.device, on_progress: Callable | None = None
     metrics = {"mean_tv": sum(tvs) / len(tvs), "cycle_s": med, "cycles": float(spec.samples),
                "tail_rate_mean": sum(t for t, _ in tails) / len(tails),
                "tail_truth_mean": sum(t for _, t in tails) / len(tails),
-               "forwards_per_cycle": forwards / spec.samples}
+               "forwards_per_cycle": forwards / spec.samples, "nfe_per_cycle": nfe / spec.samples}
     if stats is not None:
         metrics["deep_fraction"] = stats.deep_fraction
     info = {"bill": bill.formula(), "sigmas": list(sigmas), "chosen_last": planner.previous,

@@ -23,6 +23,9 @@ from fastdiff_core.registry import validate_options
 from fastdiff_core.worlds import world_names, world_plugin
 
 SCHEMA_VERSION = 1
+# RunResult JSON: 2 = nfe_counted / nfe_formula are per run for every world (version 1 stored the
+# mixture's per sample); ``upgrade_result`` reads version 1.
+RESULT_SCHEMA_VERSION = 2
 
 WorldName = str  # a registered world plugin's name (fastdiff_core.worlds)
 Dtype = Literal["float32", "float64"]
@@ -372,6 +375,9 @@ ProgressCallback = Callable[[Progress], None]
 class RunResult:
     """Everything a run measured, JSON-serialisable.
 
+    NFE, one unit for every world: ``nfe_counted`` (every per-sample network evaluation the counter saw)
+    and ``nfe_formula`` (the budget's bill) are per RUN; per-sample and per-cycle figures are metrics named
+    as such (``nfe_per_sample``, ``nfe_per_cycle``).
     metrics: flat name -> number (e.g. ``rmse``, ``rare_rate``, ``tv``); histograms: rows of
     {group, label, count, n, rate, lo, hi, truth}; latency: rows of {what, seconds, batch, device};
     samples: a small preview (<= a few hundred rows) for plots; verdict: regime verdict or None.
@@ -388,7 +394,7 @@ class RunResult:
     samples: tuple[tuple[float, ...], ...] = ()
     verdict: Mapping[str, Any] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = RESULT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -411,7 +417,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
-        d = dict(d)
+        d = upgrade_result(d)
         return cls(
             spec=RunSpec.from_dict(d["spec"], enforce_limits=False),  # a record of a run that happened
             device=d["device"],
@@ -424,9 +430,29 @@ class RunResult:
             samples=tuple(tuple(r) for r in d.get("samples", ())),
             verdict=d.get("verdict"),
             info=dict(d.get("info", {})),
-            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+            schema_version=int(d["schema_version"]),
         )
 
     @classmethod
     def from_json(cls, text: str) -> "RunResult":
         return cls.from_dict(json.loads(text))
+
+
+def upgrade_result(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A RunResult's JSON dict at ``RESULT_SCHEMA_VERSION`` (a copy). Version 1 stored the mixture world's
+    NFE per sample; version 2 stores every world's per run (x samples). Torch-free: the store upgrades
+    the rows it builds from result files with it too."""
+    d = dict(d)
+    version = d.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= RESULT_SCHEMA_VERSION:
+        raise ValueError(f"result schema_version={version!r} is not readable by this build "
+                         f"(reads 1..{RESULT_SCHEMA_VERSION})")
+    if version < 2:
+        spec = d.get("spec") or {}
+        samples = spec.get("samples", 1) if isinstance(spec, Mapping) else 1
+        if isinstance(spec, Mapping) and spec.get("world", "mixture") == "mixture" and isinstance(samples, int):
+            for key in ("nfe_counted", "nfe_formula"):
+                if isinstance(d.get(key), (int, float)) and not isinstance(d.get(key), bool):
+                    d[key] = float(d[key]) * samples
+    d["schema_version"] = RESULT_SCHEMA_VERSION
+    return d

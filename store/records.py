@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastdiff_core.spec import RunResult, RunSpec
+from fastdiff_core.spec import RunResult, RunSpec, upgrade_result
 from store import ids
 
 RUN_STATUSES = ("queued", "done", "failed", "cancelled")
@@ -268,6 +268,11 @@ def run_row(sub: Mapping[str, Any], res: Mapping[str, Any] | None) -> dict[str, 
     }
     if res is not None:
         result = res.get("result") or {}
+        if isinstance(result, Mapping) and "spec" in result:
+            try:  # NFE per run for every world (older mixture results stored it per sample)
+                result = upgrade_result(result)
+            except ValueError:
+                pass  # an unreadable version: the row keeps what the file says
         row.update(
             status=res["status"],
             finished=parse_time(res.get("finished")),

@@ -128,6 +128,9 @@ MIGRATIONS: dict[int, list[str]] = {
     1: [_create(t) for t in TABLES] + [
         "CREATE INDEX runs_exp ON runs (exp_id)",
     ],
+    # RunResult schema 2: NFE per run for every world; rows of older mixture results held it per sample
+    2: ["UPDATE runs SET nfe_counted = nfe_counted * samples, nfe_formula = nfe_formula * samples "
+        "WHERE world = 'mixture' AND samples IS NOT NULL"],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

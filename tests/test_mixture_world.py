@@ -94,8 +94,9 @@ def test_class_conditional_and_guided_reference():
 def test_execute_on_the_mixture_world_end_to_end():
     seen = []
     r = execute(RunSpec(solver="dpmpp_2m", steps=12, samples=600, seed=7), on_progress=seen.append)
-    assert r.nfe_counted == r.nfe_formula == 12
+    assert r.nfe_counted == r.nfe_formula == 12 * 600  # per run, like every world
     m = r.metrics
+    assert m["nfe_per_sample"] == 12
     assert 0 < m["rmse"] < 0.5 and m["median_err"] <= m["rmse"]
     assert abs(m["rare_rate_truth"] - 0.02) < 1e-12 and 0 <= m["mode_flip_rate"] < 0.1
     labels = {h["label"] for h in r.histograms}
@@ -111,13 +112,13 @@ def test_execute_on_the_mixture_world_end_to_end():
 def test_execute_with_guidance_counts_two_passes_and_interval_fewer():
     base = dict(solver="dpmpp_2m", steps=8, samples=200, world_options={"condition": "rare"})
     r = execute(RunSpec(guidance_scale=3.0, **base))
-    assert r.nfe_counted == r.nfe_formula == 16
+    assert r.nfe_counted == r.nfe_formula == 16 * 200 and r.metrics["nfe_per_sample"] == 16
     # strong guidance makes the ODE stiff: 8 steps lose the guided mode (measured: 19% rare vs the
     # reference's 100%), 20 steps keep it
     r20 = execute(RunSpec(guidance_scale=3.0, **{**base, "steps": 20}))
     assert r20.metrics["rare_rate"] > 0.95 and r20.metrics["rare_rate_ref"] == 1.0
     ri = execute(RunSpec(guidance_scale=3.0, guidance_interval=(0.5, 20.0), **base))
-    assert ri.nfe_counted == ri.nfe_formula and 8 < ri.nfe_counted < 16
+    assert ri.nfe_counted == ri.nfe_formula and 8 < ri.metrics["nfe_per_sample"] < 16
 
 
 @pytest.mark.parametrize("solver", ["heun", "dpmpp_2s", "adaptive", "dpm_adaptive", "unipc"])
@@ -126,9 +127,9 @@ def test_execute_nfe_counted_equals_formula(solver):
     assert r.nfe_counted == r.nfe_formula
     declared = catalog.SOLVERS[solver].nfe(6, {})
     if declared is None:  # adaptive: the tolerance sets the NFE, capped by max_nfe
-        assert 0 < r.nfe_counted <= catalog.SOLVERS[solver].options["max_nfe"].default
+        assert 0 < r.metrics["nfe_per_sample"] <= catalog.SOLVERS[solver].options["max_nfe"].default
     else:
-        assert r.nfe_counted == declared
+        assert r.nfe_counted == declared * 100 and r.metrics["nfe_per_sample"] == declared
 
 
 def test_more_steps_less_error_and_rare_mode_kept():
@@ -216,9 +217,9 @@ def test_fastdiff_run_command_prints_a_table_and_json():
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "workers.cli", "run", "--solver", "ddim", "--steps", "5", "--samples", "32"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    assert "NFE counted 5" in out and "rmse" in out and "rare" in out
+    assert "NFE counted 160" in out and "rmse" in out and "rare" in out  # per run: 5 x 32
     js = subprocess.run(cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    assert json.loads(js)["nfe_counted"] == 5
+    assert json.loads(js)["nfe_counted"] == 5 * 32
     bad = subprocess.run(cmd[:-4] + ["--steps", "0"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "steps=0" in bad.stderr
 

@@ -96,3 +96,22 @@ def test_replace_switching_entry_drops_its_options():
     assert s.replace(steps=4).grid_options["rho"] == 5.0  # untouched entries keep their options
     assert s.replace(solver="unipc").solver_options["variant"] == "bh1"
     assert s.replace(grid="karras", grid_options={"rho": 3.0}).grid_options["rho"] == 3.0
+
+
+def test_results_report_nfe_per_run_and_older_mixture_results_are_upgraded():
+    """One NFE unit: per run for every world. A version-1 mixture result stored it per sample; reading it
+    gives per run; a version-1 driving result (already per run) is read unchanged."""
+    from fastdiff_core.spec import RESULT_SCHEMA_VERSION, upgrade_result
+
+    mixture = RunResult(spec=RunSpec(samples=40, steps=5), device="cpu", wall_s=1.0, nfe_counted=200.0,
+                        nfe_formula=200.0)
+    assert json.loads(mixture.to_json())["schema_version"] == RESULT_SCHEMA_VERSION == 2
+    old = dict(mixture.to_dict(), schema_version=1, nfe_counted=5.0, nfe_formula=5.0)
+    back = RunResult.from_dict(old)
+    assert back.nfe_counted == back.nfe_formula == 200.0 and back.schema_version == 2
+    assert RunResult.from_dict(back.to_dict()).nfe_counted == 200.0  # upgraded once, not again
+    driving = RunResult(spec=RunSpec(world="driving", scene="child_at_curb", samples=4, steps=2, horizon=2),
+                        device="cpu", wall_s=1.0, nfe_counted=16.0, nfe_formula=16.0)
+    assert RunResult.from_dict(dict(driving.to_dict(), schema_version=1)).nfe_counted == 16.0
+    with pytest.raises(ValueError, match="result schema_version=3"):
+        upgrade_result(dict(mixture.to_dict(), schema_version=3))

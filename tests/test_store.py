@@ -218,3 +218,20 @@ def test_the_compacted_database_is_a_cache_of_the_records(tmp_path):
     assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])
     assert t.compact() == 4
     assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])
+
+
+def test_migration_2_makes_stored_mixture_nfe_per_run(tmp_path):
+    """Results schema 2 reports NFE per run for every world; a store built before holds the mixture's per
+    sample, and migration 2 multiplies those rows (only those) by their samples."""
+    con = duckdb.connect(str(tmp_path / "v1.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied TIMESTAMP)")
+    for statement in store_schema.MIGRATIONS[1]:
+        con.execute(statement)
+    con.execute("INSERT INTO schema_version VALUES (1, now()::TIMESTAMP)")
+    con.execute("INSERT INTO runs (run_id, world, samples, nfe_counted, nfe_formula) VALUES "
+                "('rmix', 'mixture', 300, 12, 12), ('rdrv', 'driving', 4, 96, 96), ('rq', 'mixture', 50, NULL, NULL)")
+    assert store_schema.migrate(con) == 1
+    got = dict(con.execute("SELECT run_id, nfe_counted FROM runs").fetchall())
+    assert got == {"rmix": 3600.0, "rdrv": 96.0, "rq": None}
+    assert store_schema.migrate(con) == SCHEMA_VERSION  # once only
+    assert dict(con.execute("SELECT run_id, nfe_formula FROM runs").fetchall())["rmix"] == 3600.0

@@ -99,7 +99,7 @@ def format_result(r: RunResult) -> str:
         f"world {s.world} {dict(s.world_options)}",
         f"solver {s.solver} {dict(s.solver_options)}  grid {s.grid} {dict(s.grid_options)}  steps {s.steps}  "
         f"guidance {s.guidance_scale}  samples {s.samples}  dtype {s.dtype}",
-        f"device {r.device}  wall {r.wall_s:.2f}s  NFE counted {r.nfe_counted:g}  NFE formula {r.nfe_formula:g}",
+        f"device {r.device}  wall {r.wall_s:.2f}s  NFE counted {r.nfe_counted:g}  NFE formula {r.nfe_formula:g} (per run)",
         "",
         f"{'metric':<18}{'value':>14}",
     ]

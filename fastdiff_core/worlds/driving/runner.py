@@ -84,7 +84,8 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     metrics = {"tv": cov.tv, "tail_rate": tail, "tail_lo": tail_lo, "tail_hi": tail_hi,
                "tail_truth": cov.truth["darts"], "implausible_rate": cov.implausible_rate,
                "gate_pass": float(gate.passed), "gate_tv_limit": gate.tv_limit,
-               "nfe_per_frame": counter.nfe / spec.horizon if n else 0.0}
+               "nfe_per_frame": counter.nfe / spec.horizon if n else 0.0,
+               "nfe_per_cycle": counter.rows / spec.samples}
     k = int(opts["k"])
     if n > k + 1:
         metrics.update(sample_metrics(rollouts, scene, action, k=k, seed=spec.seed))
