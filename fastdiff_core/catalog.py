@@ -89,8 +89,9 @@ FINALS = ("solver", "denoise", "sigma_min")
 _FINAL = Option(str, "solver", "the last step: solver = the solver's own step into 0; denoise = D at the last "
                 "nonzero sigma; sigma_min = the solver's step to the last nonzero sigma with no evaluation there, "
                 "whose state is the output (one evaluation fewer)", choices=FINALS)
-_LOWER_ORDER_FINAL = Option(bool, False, "the last steps ending above 0 ramp down to first order (k-th last: "
-                            "order <= k; diffusers' lower_order_final)")
+# Default on, chosen by measurement across random worlds at NFE 4-10 (`fastdiff fit grids`, docs/lownfe.md).
+_LOWER_ORDER_FINAL = Option(bool, True, "on grids of < 15 steps the last steps ending above 0 ramp down to first "
+                            "order (k-th last: order <= k; diffusers' lower_order_final)")
 _SINGLE_STAGE = Option(int, 1, "how many of the grid's last steps are single-stage (the last one always is: no "
                        "evaluation at its end); 2 flips the NFE parity, so any budget is spent exactly",
                        choices=(1, 2))
@@ -126,8 +127,9 @@ FINALS = ("solver", "denoise", "sigma_min")
 _FINAL = Option(str, "solver", "the last step: solver = the solver's own step into 0; denoise = D at the last "
                 "nonzero sigma; sigma_min = the solver's step to the last nonzero sigma with no evaluation there, "
                 "whose state is the output (one evaluation fewer)", choices=FINALS)
-_LOWER_ORDER_FINAL = Option(bool, False, "the last steps ending above 0 ramp down to first order (k-th last: "
-                            "order <= k; diffusers' lower_order_final)")
+# Default on, chosen by measurement across random worlds at NFE 4-10 (`fastdiff fit grids`, docs/lownfe.md).
+_LOWER_ORDER_FINAL = Option(bool, True, "on grids of < 15 steps the last steps ending above 0 ramp down to first "
+                            "order (k-th last: order <= k; diffusers' lower_order_final)")
 _SINGLE_STAGE = Option(int, 1, "how many of the grid's last steps are single-stage (the last one always is: no "
                        "evaluation at its end); 2 flips the NFE parity, so any budget is spent exactly",
                        choices=(1, 2))

@@ -72,17 +72,22 @@ def _checked_floats(sigmas: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(check_sigmas(sigmas, open_end=True))
 
 
+LOWER_ORDER_FINAL_BELOW = 15  # diffusers' threshold for lower_order_final
+
+
 @lru_cache(maxsize=256)
 def step_orders(sigmas: tuple[float, ...], max_order: int, lower_order_final: bool) -> tuple[int, ...]:
     """The order of each step of a multistep solver: warm-up min(max_order, i + 1); with
-    ``lower_order_final`` the k-th last step that ends above 0 has order <= k and a step into 0 order 1
-    (diffusers' lower_order_final: the long last steps of a few-step grid are not extrapolated)."""
+    ``lower_order_final`` on a grid of fewer than ``LOWER_ORDER_FINAL_BELOW`` steps the k-th last step
+    that ends above 0 has order <= k and a step into 0 order 1 (diffusers' lower_order_final: the long
+    last steps of a few-step grid are not extrapolated; on long grids a first-order step would cost the
+    method its order, so they keep it)."""
     n = len(sigmas) - 1
     m = n if sigmas[-1] > 0 else n - 1  # steps that end at a positive sigma
     orders = []
     for i in range(n):
         order = min(max_order, i + 1)
-        if lower_order_final:
+        if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
             order = min(order, m - i) if i < m else 1
         orders.append(order)
     return tuple(orders)
