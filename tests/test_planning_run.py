@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastdiff_core import budget
-from fastdiff_core.rollout import run_planning
+from fastdiff_core.worlds.driving.planning import run_planning
 from fastdiff_core.run import judged
 from fastdiff_core.spec import RunResult, RunSpec
 from tests.test_rollout import random_net

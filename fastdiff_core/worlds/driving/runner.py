@@ -33,9 +33,9 @@ _CODES = {label: i for i, label in enumerate(LABELS)}
 
 
 def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], None] | None = None) -> RunResult:
-    from fastdiff_core.rollout import needs_planning_runner, run_planning
+    from fastdiff_core.worlds.driving.planning import needs_planning_runner, run_planning
 
-    if needs_planning_runner(spec):  # a P x R fan-out or a speed-up toggle: the rollout module's runner
+    if needs_planning_runner(spec):  # a P x R fan-out or a speed-up toggle: the planning runner
         return run_planning(spec, device, on_progress)
     t_start = time.perf_counter()
     opts = spec.world_options
