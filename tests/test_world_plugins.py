@@ -128,3 +128,29 @@ def test_a_broken_plugin_names_itself(tmp_path):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("broken_world", None)
         worlds.load_plugins(reload=True)
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_the_toy_world_runs_through_a_real_worker_and_collector(toy_world, tmp_path):
+    """The same distribution on the worker's path: submitted through the client, run by a Celery worker
+    process, stored by the collector, read back as a RunResult of the toy world."""
+    from workers.local_service import LocalService
+
+    class WithToyWorld(LocalService):
+        @property
+        def env(self) -> dict[str, str]:
+            env = super().env
+            return {**env, "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], str(toy_world)])}
+
+    service = WithToyWorld(tmp_path / "svc", "embedded", max_run_s=120)
+    try:
+        service.worker("w1"), service.collector()
+        service.wait_workers(["w1"])
+        _, (run_id,) = service.client.submit(toy_spec(samples=100), "toy through the worker")
+        runs = service.wait_finished([run_id], timeout=240)
+        assert runs["status"].to_list() == ["done"], runs["error"].to_list()
+        result = RunResult.from_dict(service.store.run(run_id)["result"])
+        assert result.spec.world == "toy_coin" and result.nfe_counted == result.nfe_formula == 8 * 100
+    finally:
+        service.close()
