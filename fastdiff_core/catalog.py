@@ -211,6 +211,8 @@ _SIGMA_MIN = Option(float, None, "smallest nonzero sigma (default: the path's)",
                     nullable=True)
 _SIGMA_MAX = Option(float, None, "largest sigma (default: the path's)", min=0.0, min_inclusive=False, nullable=True)
 
+TUNED_STEPS = range(3, 11)  # the step counts `fastdiff fit grids` ships tuned grids for
+
 GRIDS: dict[str, GridInfo] = {
     g.name: g
     for g in [
@@ -225,6 +227,12 @@ GRIDS: dict[str, GridInfo] = {
                  {"sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
         GridInfo("custom", "User-supplied sigmas", "strictly decreasing positive sigmas; 0 is appended",
                  {"sigmas": Option(list, None, "strictly decreasing positive sigmas", nullable=False)}),
+        GridInfo("tuned", "Tuned across random worlds (shipped, steps 3-10)",
+                 "log-sigma fractions per solver and step count, fitted by `fastdiff fit grids` on random mixture "
+                 "worlds and validated on held-out ones; mapped onto the path's sigma range",
+                 {"solver": Option(str, "dpmpp_2m", "the solver the grid was fitted for",
+                                   choices=("dpmpp_2m", "unipc", "ipndm")),
+                  "sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
     ]
 }
 

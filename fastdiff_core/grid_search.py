@@ -1,7 +1,8 @@
 """Grid optimisation by direct search against an exact reference (the "Align Your Steps" idea,
 Sabour et al. 2024, done here by derivative-free search on a world with ground truth).
 
-For a fixed solver and step count, the free parameters are the log-sigmas of the interior grid
+Per-world search (this module's ``optimise_grid``): tuned against one world's own exact reference, so
+its result is labelled "optimised" and never shipped. For a fixed solver and step count, the free parameters are the log-sigmas of the interior grid
 points and of sigma_min (sigma_max is the path's; the trailing 0 is fixed). The objective is the
 terminal RMSE of the solver's samples against the reference ODE solution from the same noise,
 computed on a *training* noise batch; evaluate the result on other noise.
@@ -94,3 +95,109 @@ def optimise_grid(
         if not improved:
             step *= 0.5
     return GridSearchResult([grid[0]] + [math.exp(v) for v in logs[1:]] + [0.0], best, start_value, evals)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids that transfer: one grid per (solver, NFE) fitted across many random worlds
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class WorldBatch:
+    """One world, a batch of its noise started at sigma_max and the exact ODE solution from it."""
+
+    seed: int
+    mixture: Any
+    x_start: torch.Tensor
+    reference: torch.Tensor
+
+
+def world_batches(seeds: Sequence[int], samples: int, sigma_max: float, *, noise_seed: int = 0,
+                  rtol: float = 1e-8) -> list[WorldBatch]:
+    """Exact references for the random worlds of ``seeds`` (``worlds.random_mixtures``), ``samples``
+    noise rows each, solved with DOP853 at ``rtol`` from sigma_max to 0."""
+    from fastdiff_core.worlds.random_mixtures import random_world
+
+    out = []
+    for seed in seeds:
+        m = random_world(seed)
+        noise = torch.randn(samples, m.dim, generator=torch.Generator().manual_seed(noise_seed * 7919 + seed),
+                            dtype=torch.float64)
+        x = noise * sigma_max
+        out.append(WorldBatch(seed, m, x, m.reference(x, sigma_max, 0.0, rtol=rtol, atol=rtol)))
+    return out
+
+
+def world_rmse(solver: str, options: Mapping[str, Any], sigmas: Sequence[float], world: WorldBatch) -> float:
+    """Terminal RMSE of ``solver`` on ``sigmas`` against the world's exact reference (inf if not finite)."""
+    out = sample(solver, world.mixture.denoise, world.x_start, sigmas, options=dict(options),
+                 generator=torch.Generator().manual_seed(0))
+    value = terminal_rmse(out, world.reference)
+    return value if math.isfinite(value) else math.inf
+
+
+def fractions_to_sigmas(fractions: Sequence[float], sigma_min: float, sigma_max: float) -> list[float]:
+    """A grid from log-sigma fractions: sigma = exp(log smax + u (log smin - log smax)), u in (0, 1]
+    increasing (u = 1 is sigma_min); sigma_max first, 0 last. Fractions carry a grid to any path."""
+    la, lb = math.log(sigma_max), math.log(sigma_min)
+    return [sigma_max] + [math.exp(la + u * (lb - la)) for u in fractions] + [0.0]
+
+
+def sigmas_to_fractions(sigmas: Sequence[float], sigma_min: float, sigma_max: float) -> list[float]:
+    la, lb = math.log(sigma_max), math.log(sigma_min)
+    return [(math.log(s) - la) / (lb - la) for s in sigmas[1:-1]]
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A grid fitted across training worlds: its fractions, the geometric-mean RMSE ratio to the start
+    grid on the training worlds, the training seeds it saw, and the solver runs it spent."""
+
+    fractions: list[float]
+    train_ratio: float
+    train_seeds: list[int]
+    evaluations: int
+
+
+def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Sequence[float],
+                           worlds: Sequence[WorldBatch], sigma_min: float, sigma_max: float, *,
+                           budget: int = 150, step: float = 0.2, min_step: float = 0.01) -> TransferResult:
+    """Coordinate search on the log-sigma fractions of ``start`` (a grid from sigma_max, ending in 0)
+    minimising the mean over ``worlds`` of log RMSE (each world's error counts by its ratio, not its
+    scale). The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
+    if not worlds:
+        raise ValueError("worlds must hold at least one training world")
+    fr = sigmas_to_fractions(check_sigmas(list(start), field="start"), sigma_min, sigma_max)
+
+    def score(f: list[float]) -> float:
+        sig = fractions_to_sigmas(f, sigma_min, sigma_max)
+        total = 0.0
+        for w in worlds:
+            e = world_rmse(solver, options, sig, w)
+            if not math.isfinite(e):
+                return math.inf
+            total += math.log(max(e, 1e-300))
+        return total / len(worlds)
+
+    best = score(fr)
+    first, evals = best, 1
+    while evals < budget and step >= min_step and fr:
+        improved = False
+        for i in range(len(fr)):
+            for direction in (-1.0, 1.0):
+                if evals >= budget:
+                    break
+                trial = list(fr)
+                trial[i] += direction * step
+                lower = fr[i - 1] if i > 0 else 0.0
+                upper = fr[i + 1] if i + 1 < len(fr) else 1.0 + 1e-12
+                if not (lower < trial[i] < upper):
+                    continue
+                value = score(trial)
+                evals += 1
+                if value < best:
+                    best, fr, improved = value, trial, True
+                    break
+        if not improved:
+            step *= 0.5
+    return TransferResult(fr, math.exp(best - first), [w.seed for w in worlds], evals)

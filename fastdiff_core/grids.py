@@ -18,11 +18,19 @@ Grids (``n`` = steps, ``i`` = 0..n-1 the nonzero sigmas):
 - ``karras``:         sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (EDM, rho = 7).
 - ``quadratic``:      t_i = t_min + (t_max - t_min) (1 - i/(n-1))^2, dense near the data (DDIM).
 - ``custom``:         user sigmas, strictly decreasing and positive; a trailing 0 is optional.
+- ``tuned``:          shipped per solver and step count (3-10): log-sigma fractions fitted across random
+                      mixture worlds and validated on held-out ones by ``fastdiff fit grids`` (see
+                      docs/lownfe.md), mapped onto any path's [sigma_min, sigma_max]. Unlike
+                      ``grid_search.optimise_grid`` (one world, its own reference), nothing here saw the
+                      world it is used on.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from fastdiff_core import catalog
@@ -122,8 +130,32 @@ def check_sigmas(sigmas: Sequence[Any], field: str = "sigmas", *, open_end: bool
     return out
 
 
+TUNED_GRIDS_FILE = Path(__file__).with_name("tuned_grids.json")
+
+
+@lru_cache(maxsize=1)
+def _tuned_table() -> dict[str, Any]:
+    return json.loads(TUNED_GRIDS_FILE.read_text())["solvers"]
+
+
+def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", sigma_min: float | None = None,
+                 sigma_max: float | None = None) -> Sigmas:
+    """The shipped transfer grid of ``solver`` for ``n`` steps: sigma = smax^(1 - u) smin^u at the fitted
+    fractions u (the last one is where the last evaluation happens, often well above sigma_min)."""
+    table = _tuned_table()
+    if solver not in table:
+        raise ValueError(f"grid_options.solver={solver!r} has no tuned grids; allowed: {sorted(table)}")
+    grids = table[solver]["grids"]
+    if str(n) not in grids:
+        raise ValueError(f"steps={n} has no tuned grid for {solver!r}; allowed: {sorted(int(k) for k in grids)}")
+    smin, smax = _endpoints(path, sigma_min, sigma_max)
+    la, lb = math.log(smax), math.log(smin)
+    return [smax] + [math.exp(la + u * (lb - la)) for u in grids[str(n)]] + [0.0]
+
+
 GridBuilder = Callable[..., Sigmas]
 
+FIXED_GRIDS = ("karras", "uniform_logsnr", "uniform_t", "quadratic")
 
 GRID_FUNCTIONS: dict[str, GridBuilder] = {
     "karras": karras_sigmas,
@@ -131,6 +163,7 @@ GRID_FUNCTIONS: dict[str, GridBuilder] = {
     "uniform_logsnr": uniform_logsnr_sigmas,
     "quadratic": quadratic_sigmas,
     "custom": custom_sigmas,
+    "tuned": tuned_sigmas,
 }
 
 

@@ -143,6 +143,9 @@ class RunSpec:
                            _frozen(validate_options("grid_options", self.grid_options, ginfo.options)))
         if self.grid == "custom":
             _check_custom_sigmas(self.grid_options["sigmas"], self.steps)
+        if self.grid == "tuned" and self.steps not in catalog.TUNED_STEPS:
+            raise ValueError(f"steps={self.steps!r} has no tuned grid; allowed with grid='tuned': "
+                             f"{catalog.TUNED_STEPS[0]}-{catalog.TUNED_STEPS[-1]}")
         _finite("guidance_scale", self.guidance_scale, lo=0.0)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         if self.guidance_interval is not None:

@@ -75,3 +75,22 @@ def test_stochastic_samplers_section_shows_brownian_noise_converging(payload):
         assert sorted(b) == [8, 20] and b[20] < b[8], (name, b)  # one motion per seed: more steps, closer
         assert b[20] < i[20], (name, b, i)  # iid noise: another path at every step count
         assert all(0.0 <= r["rare_rate"] <= 1.0 and r["rare_lo"] <= r["rare_rate"] <= r["rare_hi"] for r in rows)
+
+
+def test_held_out_worlds_section_spends_exact_budgets_on_fixed_and_shipped_grids():
+    """The held-out section at toy size (one world, no peers): every fastdiff row spends exactly its NFE
+    target, shipped (tuned) grids are among the grids, and the summary pools the rare mode with its SE."""
+    from fastdiff_core.worlds.random_mixtures import HELD_OUT
+
+    threads = torch.get_num_threads()
+    try:
+        rows = bench.run_heldout(1, 24, (4, 6), None, False, lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert rows and all(r["impl"] == "fastdiff" and r["world_seed"] in HELD_OUT for r in rows)
+    assert all(r["nfe"] == r["nfe_target"] for r in rows)
+    assert {"tuned", "karras", "quadratic"} <= {r["grid"] for r in rows}
+    assert any("final=sigma_min" in r["solver"] for r in rows)
+    summary = bench.heldout_summary(rows, (4, 6))
+    assert [s["nfe"] for s in summary] == [4, 6] and all("ratio_median" not in s for s in summary)
+    assert all(s["rare_diff_se"] >= 0 and abs(s["rare_diff"]) <= 1 for s in summary)

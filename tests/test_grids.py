@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,91 @@ def test_custom_validation_property(values):
         assert not ok
     else:
         assert ok and out[:-1] == values and out[-1] == 0.0
+
+
+# -- grids that transfer (issue 16) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", catalog.GRIDS["tuned"].options["solver"].choices)
+def test_shipped_tuned_grids_cover_3_to_10_steps_on_any_path(solver):
+    for path_name in sorted(PATHS):
+        path = get_path(path_name)
+        smin, smax = sigma_range(path)
+        for steps in range(3, 11):
+            s = build_grid("tuned", steps, path, {"solver": solver})
+            assert len(s) == steps + 1 and s[-1] == 0.0 and s[0] == pytest.approx(smax)
+            assert all(a > b for a, b in zip(s, s[1:])) and s[-2] >= smin * (1 - 1e-9)
+    with pytest.raises(ValueError, match="steps=11"):
+        build_grid("tuned", 11, get_path("vp_linear"), {"solver": solver})
+    from fastdiff_core.spec import RunSpec
+
+    with pytest.raises(ValueError, match="steps=12"):  # refused where the spec enters, before any work
+        RunSpec(grid="tuned", steps=12, grid_options={"solver": solver})
+    assert RunSpec(grid="tuned", steps=6, grid_options={"solver": solver}).steps == 6
+
+
+def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
+    """`fastdiff fit grids` end to end at toy size, with the optimiser and the reference builder wrapped
+    to record the worlds they are given: the optimiser sees training seeds only, never a held-out one,
+    and the held-out worlds only judge the result."""
+    import argparse
+
+    from fastdiff_core.bench import transfer
+    from fastdiff_core.worlds.random_mixtures import HELD_OUT, TRAINING, check_disjoint
+
+    seen_by_optimiser, built = [], []
+    real_optimise, real_batches = transfer.optimise_transfer_grid, transfer.world_batches
+
+    def optimise(*args, **kwargs):
+        seen_by_optimiser.extend(w.seed for w in args[3])
+        return real_optimise(*args, **kwargs)
+
+    def batches(seeds, *args, **kwargs):
+        built.extend(seeds)
+        return real_batches(seeds, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "optimise_transfer_grid", optimise)
+    monkeypatch.setattr(transfer, "world_batches", batches)
+    parser = argparse.ArgumentParser()
+    transfer.add_arguments(parser)
+    assert transfer.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
+                                            "--nfes", "3", "--skip-study"])) == 0
+    held = [s for s in built if s in HELD_OUT]
+    assert len(held) == 2 and seen_by_optimiser
+    assert all(s in TRAINING for s in seen_by_optimiser) and not set(seen_by_optimiser) & set(held)
+    assert "held-out" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="both training and evaluation"):
+        check_disjoint([1000, 1001], [1001])
+    with pytest.raises(ValueError, match="outside the training range"):
+        check_disjoint([1_000_001], [5])
+
+
+def test_transfer_search_never_worsens_its_training_objective():
+    from fastdiff_core.grid_search import optimise_transfer_grid, world_batches
+    from fastdiff_core.worlds.random_mixtures import training_seeds
+
+    path = get_path("vp_discrete")
+    smin, smax = sigma_range(path)
+    worlds = world_batches(training_seeds(2), 24, smax)
+    start = build_grid("karras", 4, path)
+    res = optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=12)
+    assert res.train_ratio <= 1.0 and res.evaluations <= 12 and res.train_seeds == training_seeds(2)
+    assert len(res.fractions) == 3 and all(0 < a < b <= 1 for a, b in zip(res.fractions, res.fractions[1:]))
+
+
+def test_random_worlds_are_deterministic_and_span_the_stated_family():
+    from fastdiff_core.worlds.random_mixtures import held_out_seeds, random_world
+
+    a, b = random_world(1_000_003), random_world(1_000_003)
+    assert torch.equal(a.means, b.means) and torch.equal(a.eigvals, b.eigvals)
+    dims, ks = set(), set()
+    for seed in held_out_seeds(30):
+        m = random_world(seed)
+        stds = m.eigvals.sqrt()
+        dims.add(m.dim), ks.add(m.components)
+        assert m.rare == m.components - 1 and 0.01 <= float(m.weights[m.rare]) <= 0.04
+        assert 0.01 <= float(stds.min()) <= 0.1 and float(stds.max()) <= 2.0 + 1e-12
+        assert float(stds.max() / stds.min()) >= 5.0
+    assert dims == {2, 4, 8, 16} and ks <= {3, 4, 5, 6} and len(ks) >= 3
+    with pytest.raises(ValueError, match="seed"):
+        random_world(-1)

@@ -31,13 +31,14 @@ from fastdiff_core import catalog
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
-from fastdiff_core.grids import build_grid
+from fastdiff_core.grids import FIXED_GRIDS, build_grid
 from fastdiff_core.metrics.intervals import wilson_interval
 from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
 from fastdiff_core.solvers.brownian import NOISE_KINDS
 from fastdiff_core.worlds.mixture import Mixture, get_mixture
+from fastdiff_core.worlds.random_mixtures import held_out_seeds, random_world
 
 NFES = (4, 6, 8, 10, 15, 20, 50)
 COMPARE_NFES = (6, 8, 10, 15, 20)
@@ -93,8 +94,11 @@ def measure(setup: Setup, out: torch.Tensor, sigma0: float) -> dict[str, float]:
     n = out.shape[0]
     rare = int((modes == m.rare).sum())
     lo, hi = wilson_interval(rare, n)
+    in_rare, ref_rare = modes == m.rare, ref_modes == m.rare
     return {"rmse": terminal_rmse(out, ref), "median_err": median_error(out, ref), "rare_rate": rare / n,
-            "rare_lo": lo, "rare_hi": hi, "rare_rate_ref": float((ref_modes == m.rare).to(F64).mean()),
+            "rare_lo": lo, "rare_hi": hi, "rare_rate_ref": float(ref_rare.to(F64).mean()),
+            # samples that moved into / out of the rare mode against their own reference (paired)
+            "rare_in": int((in_rare & ~ref_rare).sum()), "rare_out": int((~in_rare & ref_rare).sum()), "n": n,
             "rare_rate_truth": float(m.weights[m.rare]), "mode_flip_rate": mode_flip_rate(modes, ref_modes)}
 
 
@@ -298,7 +302,8 @@ def _sigma_of_call(scheduler: Any, t: Any, i: int) -> float:
     return math.sqrt((1 - a) / a)
 
 
-def run_diffusers(setup: Setup, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
+def run_diffusers(setup: Setup, nfes: tuple[int, ...], configs: list[tuple[str, str, dict[str, Any]]] | None = None
+                  ) -> list[dict[str, Any]]:
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()  # config-change notices on every odd step count
@@ -311,7 +316,7 @@ def run_diffusers(setup: Setup, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
         return m.drift(x_t.to(F64) * math.sqrt(1 + sigma * sigma), sigma).to(x_t.dtype)
 
     base = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
-    for cls_name, tag, kwargs in diffusers_configs():
+    for cls_name, tag, kwargs in diffusers_configs() if configs is None else configs:
         cls = getattr(diffusers, cls_name)
         for nfe in nfes:
             steps = nfe
@@ -586,6 +591,199 @@ def sde_convergence(setup: Setup, path: Any, nfes: Sequence[int], ref_steps: int
 
 
 # ---------------------------------------------------------------------------------------------
+# Held-out random worlds: every peer configuration the issue names, on worlds nobody tuned on
+# ---------------------------------------------------------------------------------------------
+
+HELDOUT_NFES = (4, 6, 8, 10)
+
+
+def peer_variant_configs() -> list[tuple[str, str, dict[str, Any]]]:
+    """diffusers' few-step options beside ``diffusers_configs``: final_sigmas_type="sigma_min",
+    lower_order_final, use_lu_lambdas, timestep_spacing, and SA-Solver (tau = 0: its ODE form, the one
+    a PF-ODE reference judges)."""
+    cfg = []
+    for spacing in ("linspace", "leading", "trailing"):
+        for order in (2, 3):
+            for lof in (True, False):
+                cfg.append(("DPMSolverMultistepScheduler", f"order={order},final=sigma_min,lof={lof},{spacing}",
+                            {"solver_order": order, "algorithm_type": "dpmsolver++", "final_sigmas_type": "sigma_min",
+                             "lower_order_final": lof, "timestep_spacing": spacing}))
+            cfg.append(("UniPCMultistepScheduler", f"bh2,order={order},final=sigma_min,{spacing}",
+                        {"solver_order": order, "solver_type": "bh2", "final_sigmas_type": "sigma_min",
+                         "lower_order_final": True, "timestep_spacing": spacing}))
+        cfg.append(("DPMSolverMultistepScheduler", f"order=2,lu_lambdas,final=sigma_min,{spacing}",
+                    {"solver_order": 2, "algorithm_type": "dpmsolver++", "use_lu_lambdas": True,
+                     "final_sigmas_type": "sigma_min", "timestep_spacing": spacing}))
+        cfg.append(("DDIMScheduler", f"spacing={spacing},final_alpha_cumprod", {"timestep_spacing": spacing,
+                                                                               "set_alpha_to_one": False}))
+        for p in (2, 3):
+            cfg.append(("SASolverScheduler", f"tau=0,predictor={p},corrector=2,{spacing}",
+                        {"predictor_order": p, "corrector_order": 2, "tau_func": lambda t: 0,
+                         "timestep_spacing": spacing}))
+    return cfg
+
+
+def run_k_diffusion_extra(kd: types.ModuleType, setup: Setup, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """k-diffusion's DPM-Solver-Fast (exactly n evaluations) and DPM-Solver-12/23 adaptive (the tolerance
+    sets the NFE; a row counts for the smallest NFE target its evaluations fit in)."""
+    m, rows = setup.mixture, []
+    calls = [0]
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return m.denoise(x, sigma)
+
+    for nfe in nfes:
+        calls[0] = 0
+        out = kd.sample_dpm_fast(model, setup.x_start.clone(), setup.sigma_min, setup.sigma_max, nfe, disable=True)
+        rows.append({"impl": "k-diffusion", "solver": "dpm_fast", "grid": "own", "nfe_target": nfe, "steps": nfe,
+                     "nfe": calls[0], **measure(setup, out, setup.sigma_max)})
+    for order in (2, 3):
+        for rtol in (0.5, 0.2, 0.1, 0.05):
+            calls[0] = 0
+            out = kd.sample_dpm_adaptive(model, setup.x_start.clone(), setup.sigma_min, setup.sigma_max, order=order,
+                                         rtol=rtol, atol=rtol / 6, disable=True)
+            fits = [v for v in nfes if calls[0] <= v]
+            if fits:
+                rows.append({"impl": "k-diffusion", "solver": f"dpm_adaptive(order={order},rtol={rtol})",
+                             "grid": "adaptive", "nfe_target": fits[0], "steps": None, "nfe": calls[0],
+                             **measure(setup, out, setup.sigma_max)})
+    return rows
+
+
+def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Every deterministic fastdiff solver at exactly each NFE on the fixed and the shipped (tuned) grids,
+    in its default setting, with final = sigma_min and with lower-order final steps."""
+    rows = []
+    tuned = _tuned_solvers()
+    for name, base in fastdiff_variants():
+        info = catalog.SOLVERS[name]
+        if info.stochastic:
+            continue
+        variants = [dict(base), {**base, "final": "sigma_min"}]
+        if "lower_order_final" in info.options:
+            variants.append({**base, "lower_order_final": not info.options["lower_order_final"].default})
+        if name == "ipndm":
+            variants.append({**base, "final": "denoise"})
+        for opts in variants:
+            for nfe in nfes:
+                plan = info.plan_for_nfe(nfe, opts)
+                if plan is None:
+                    continue
+                steps, planned = plan
+                grids = [(g, {}) for g in FIXED_GRIDS] + ([("tuned", {"solver": name})] if name in tuned else [])
+                for grid, gopts in grids:
+                    try:
+                        sig = build_grid(grid, steps, path, gopts)
+                    except ValueError:  # no tuned grid for this step count
+                        continue
+                    d = CountingDenoiser(setup.mixture)
+                    out = sample(name, d, setup.x_start, sig, options=planned, generator=torch.Generator().manual_seed(1))
+                    rows.append({"impl": "fastdiff", "solver": label(name, {**base, **opts}), "grid": grid,
+                                 "nfe_target": nfe, "steps": steps, "nfe": d.calls, **measure(setup, out, sig[0])})
+    return rows
+
+
+def _tuned_solvers() -> set[str]:
+    return set(catalog.GRIDS["tuned"].options["solver"].choices) if "tuned" in catalog.GRIDS else set()
+
+
+def run_heldout(n_worlds: int, samples: int, nfes: tuple[int, ...], kd: types.ModuleType | None,
+                with_diffusers: bool, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """All rows on ``n_worlds`` held-out random worlds (``worlds.random_mixtures.HELD_OUT`` seeds)."""
+    path = get_path("vp_discrete")
+    smin, smax = sigma_range(path)
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small solves: intra-op threads only contend on a shared machine
+    try:
+        for seed in held_out_seeds(n_worlds):
+            rows += _heldout_world(seed, samples, nfes, kd, with_diffusers, path, smin, smax, log)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def _heldout_world(seed: int, samples: int, nfes: tuple[int, ...], kd: types.ModuleType | None, with_diffusers: bool,
+                   path: Any, smin: float, smax: float, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One held-out world: its reference, then every fastdiff setting and every installed peer on it."""
+    m = random_world(seed)
+    noise = torch.randn(samples, m.dim, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    setup = Setup(m, smin, smax, noise * smax, noise, {}, {})
+    t0 = time.perf_counter()
+    setup.reference(smax)
+    world_rows = heldout_fastdiff(setup, path, nfes)
+    if kd is not None:
+        world_rows += run_k_diffusion(kd, setup, nfes) + run_k_diffusion_extra(kd, setup, nfes)
+    if with_diffusers:
+        world_rows += run_diffusers(setup, nfes, diffusers_configs() + peer_variant_configs())
+    for r in world_rows:
+        r.update(section="held_out", world=m.name, world_seed=seed, world_dim=m.dim)
+    log(f"  held-out world {seed} (dim {m.dim}, {m.components} modes): {time.perf_counter() - t0:.0f}s")
+    return world_rows
+
+
+def heldout_summary(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Per NFE: over worlds, best fastdiff RMSE (fixed or shipped grids) / best peer RMSE (median and
+    quartiles), and the rare mode of each world's best fastdiff setting pooled over worlds against the
+    reference: the paired difference and its standard error sqrt(in + out) / N (samples that moved
+    into or out of the rare mode; McNemar's variance under no difference)."""
+    out = []
+    seeds = sorted({r["world_seed"] for r in rows})
+    for nfe in nfes:
+        ratios, moved_in, moved_out, total, diffs = [], 0, 0, 0, 0
+        for seed in seeds:
+            here = [r for r in rows if r["world_seed"] == seed and r.get("nfe_target") == nfe
+                    and "rmse" in r and math.isfinite(r["rmse"])]
+            ours = [r for r in here if r["impl"] == "fastdiff"]
+            peers = [r for r in here if r["impl"] != "fastdiff"]
+            if not ours:
+                continue
+            b = min(ours, key=lambda r: r["rmse"])
+            if peers:
+                ratios.append(b["rmse"] / min(r["rmse"] for r in peers))
+            moved_in, moved_out, total = moved_in + b["rare_in"], moved_out + b["rare_out"], total + b["n"]
+            diffs += b["rare_in"] - b["rare_out"]
+        se = math.sqrt(moved_in + moved_out) / total if total else math.nan
+        item = {"nfe": nfe, "worlds": len(seeds), "rare_diff": diffs / total if total else math.nan,
+                "rare_diff_se": se, "rare_within_2se": abs(diffs / total) <= 2 * se if total and se > 0 else diffs == 0}
+        if ratios:
+            q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+            item.update(ratio_median=statistics.median(ratios), ratio_q1=q[0], ratio_q3=q[2],
+                        worlds_better=sum(v < 1 for v in ratios), worlds_compared=len(ratios))
+        out.append(item)
+    return out
+
+
+def print_heldout(summary: list[dict[str, Any]], rows: list[dict[str, Any]], samples: int) -> None:
+    worlds = summary[0]["worlds"] if summary else 0
+    print(f"\nHeld-out random worlds ({worlds} worlds never used for tuning, {samples} samples each, exact reference):")
+    print("best fastdiff RMSE (fixed or shipped grids) / best peer RMSE, per world; median [quartiles], worlds better")
+    for s in summary:
+        if "ratio_median" in s:
+            print(f"  NFE {s['nfe']:>3}: {s['ratio_median']:.3f} [{s['ratio_q1']:.3f}, {s['ratio_q3']:.3f}]  "
+                  f"{s['worlds_better']}/{s['worlds_compared']}")
+        else:
+            print(f"  NFE {s['nfe']:>3}: no peer rows (peers not installed or --no-peers)")
+    print("rare mode of each world's best fastdiff setting, pooled, minus the reference (paired): diff +- SE")
+    for s in summary:
+        print(f"  NFE {s['nfe']:>3}: {s['rare_diff']:+.4f} +- {s['rare_diff_se']:.4f}  "
+              f"{'within' if s['rare_within_2se'] else 'OUTSIDE'} 2 SE")
+    wins: dict[str, int] = {}
+    for nfe in sorted({r["nfe_target"] for r in rows if r.get("nfe_target")}):
+        for seed in sorted({r["world_seed"] for r in rows}):
+            here = [r for r in rows if r["world_seed"] == seed and r.get("nfe_target") == nfe and r["impl"] == "fastdiff"
+                    and math.isfinite(r.get("rmse", math.inf))]
+            if here:
+                b = min(here, key=lambda r: r["rmse"])
+                key = f"{b['solver']} / {b['grid']}"
+                wins[key] = wins.get(key, 0) + 1
+    print("fastdiff settings that were best on a (world, NFE):")
+    for k, v in sorted(wins.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {v:>3}  {k}")
+
+
+# ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------
 
@@ -597,6 +795,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int_range(1, 1_000_000), default=None, help="noise samples (default 1000, quick 300)")
     p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     p.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
+    p.add_argument("--worlds", type=int_range(0, 100_000), default=0, help="held-out random worlds to report first (default 0)")
+    p.add_argument("--world-samples", type=int_range(1, 1_000_000), default=300, help="noise samples per held-out world (default 300)")
 
 
 def _fmt(v: Any) -> str:
@@ -633,9 +833,19 @@ def main(args: argparse.Namespace) -> int:
         train.reference(smax)
     log(f"reference: {time.perf_counter() - t0:.1f}s")
 
+    kd = None if args.no_peers else load_k_diffusion_sampling()
+    held_rows: list[dict[str, Any]] = []
+    held_summary: list[dict[str, Any]] = []
+    if args.worlds:
+        log(f"{args.worlds} held-out random worlds ...")
+        held_nfes = HELDOUT_NFES
+        with_diffusers = not args.no_peers and importlib.util.find_spec("diffusers") is not None
+        held_rows = run_heldout(args.worlds, args.world_samples, held_nfes, kd, with_diffusers, log)
+        held_summary = heldout_summary(held_rows, held_nfes)
+        print_heldout(held_summary, held_rows, args.world_samples)
+
     rows: list[dict[str, Any]] = []
     rows += run_fastdiff(setup, path, nfes, optimise=not quick, train=train, log=log)
-    kd = None if args.no_peers else load_k_diffusion_sampling()
     peers_note = []
     if not args.no_peers:
         if kd is None:
@@ -769,7 +979,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"world": mixture.name, "samples": n, "nfes": list(nfes), "summary": summary, "rows": rows,
                    "overhead": over, "mlp_overhead": mlp, "zones": zones, "sde_convergence": sde,
-                   "peers_missing": peers_note,
+                   "peers_missing": peers_note, "held_out": held_rows, "held_out_summary": held_summary,
                    "wall_s": wall}
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=1, default=str)
