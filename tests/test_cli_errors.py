@@ -73,7 +73,7 @@ def test_bad_argument_is_one_line_exit_2(capsys, argv, expected):
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["bogus"], "fastdiff: 'bogus' is not a command; allowed: bench, collector, run, train, up, worker, world"),
+    (["bogus"], "fastdiff: 'bogus' is not a command; allowed: bench, collector,"),
     (["bench"], "fastdiff: 'bench' is not a command; allowed: bench coverage, bench dashboard,"),
     (["bench", "nope", "--n", "1"], "fastdiff: 'bench nope' is not a command; allowed: bench coverage,"),
 ])
@@ -133,3 +133,11 @@ def test_students_bench_writes_tracked_files_only_with_write(capsys):
     assert main(["bench", "students", "--render-only", "--no-readme"]) == 0
     assert "| sampler |" in capsys.readouterr().out
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tracked if p.exists()} == before
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--spec", '{"horizon": 5}', "--dry-run"], "horizon=5"),
+    (["run", "--guidance", "3", "--dry-run"], "guidance_scale=3.0 needs a condition"),
+])
+def test_dry_run_applies_the_worlds_support(capsys, argv, expected):
+    assert expected in refused(capsys, argv)

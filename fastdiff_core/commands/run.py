@@ -124,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
     from fastdiff_core.run import execute, resolve_device
 
     spec = spec_from_args(args)
+    spec.runnable()  # what the world supports (horizon on the mixture, guidance without a condition)
     resolve_device(spec.device)  # --device cuda without a GPU is refused here, before the world loads
     if args.dry_run:
         print(spec.to_json())
