@@ -77,7 +77,7 @@ class RowMemory:
 # Calibrated against peak RSS of real runs (docs/limits.md has the command and the figures); an
 # unknown (plugin) world is charged like the driving world model.
 ROW_MEMORY: Mapping[str, RowMemory] = {
-    "driving": RowMemory(kept_per_frame=64.0, working_per_row=2048.0, fixed_mb=160.0),
+    "driving": RowMemory(kept_per_frame=64.0, working_per_row=18432.0, fixed_mb=160.0),
     "mixture": RowMemory(kept_per_frame=256.0, working_per_row=512.0, fixed_mb=64.0),
 }
 DEFAULT_ROW_MEMORY = ROW_MEMORY["driving"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fastdiff_core import budget
-from fastdiff_core.limits import RunLimits, peak_memory_mb
+from fastdiff_core.limits import ROW_MEMORY, RunLimits, peak_memory_mb
 from fastdiff_core.spec import RunResult, RunSpec, check_run_limits
 
 DRIVING = dict(world="driving", scene="walk_signal")
@@ -99,7 +99,7 @@ def test_peak_memory_model_is_bounded_by_the_chunk():
                                           guidance_passes=1.0, itemsize=4)
     big, bigger = est(10**6, 1024), est(2 * 10**6, 1024)
     kept_per_rollout = (bigger - big) / 10**6
-    assert est(10**6, 4096) - big == pytest.approx((4096 - 1024) * 2048 / 2**20)
+    assert est(10**6, 4096) - big == pytest.approx((4096 - 1024) * ROW_MEMORY["driving"].working_per_row / 2**20)
     assert est(3 * 10**6, 1024) - bigger == pytest.approx(kept_per_rollout * 10**6)
 
 
