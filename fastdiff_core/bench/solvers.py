@@ -142,15 +142,17 @@ def run_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...], optimise: bool,
     for name, opts in fastdiff_variants():
         info = catalog.SOLVERS[name]
         for nfe in nfes:
-            steps = info.steps_for_nfe(nfe, opts)
+            # exactly nfe evaluations (two-stage solvers pick their single-stage steps), else the most that fit
+            plan = info.plan_for_nfe(nfe, opts)
+            steps, planned = plan if plan is not None else (info.steps_for_nfe(nfe, opts), opts)
             if steps is None:
                 continue
             for grid in GRIDS:
                 sig = build_grid(grid, steps, path)
                 d = CountingDenoiser(setup.mixture)
-                out = sample(name, d, setup.x_start, sig, options=opts, generator=torch.Generator().manual_seed(1))
+                out = sample(name, d, setup.x_start, sig, options=planned, generator=torch.Generator().manual_seed(1))
                 rows.append({"impl": "fastdiff", "solver": label(name, opts), "grid": grid, "nfe_target": nfe,
-                             "steps": steps, "nfe": d.calls, **measure(setup, out, sig[0])})
+                             "steps": steps, "solver_options": planned, "nfe": d.calls, **measure(setup, out, sig[0])})
             if optimise and train is not None and name in OPTIMISED and nfe <= 10 and not (name == "unipc" and (
                     opts.get("variant") != "bh2" or opts.get("order") != 3)):
                 start = min((r for r in rows[-len(GRIDS):]), key=lambda r: r["rmse"])["grid"]
