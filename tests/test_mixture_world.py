@@ -224,7 +224,7 @@ def test_fastdiff_run_command_prints_a_table_and_json():
     js = subprocess.run(cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     assert json.loads(js)["nfe_counted"] == 5 * 32
     bad = subprocess.run(cmd[:-4] + ["--steps", "0"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "steps=0" in bad.stderr
+    assert bad.returncode == 2 and "--steps: 0 is not allowed" in bad.stderr and "[1, 1,000]" in bad.stderr
 
 
 def test_validated_grids_are_cached_without_letting_bad_grids_through():
