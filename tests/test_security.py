@@ -40,6 +40,22 @@ def test_broker_files_are_private_to_their_user(tmp_path):
         assert mode(p) & 0o077 == 0, f"{p} is {oct(mode(p))}"
 
 
+def test_up_children_logs_and_files_are_private_to_their_user(tmp_path):
+    import sys as _sys
+
+    from workers.up import Child
+
+    logs = tmp_path / "logs"
+    made = tmp_path / "made-by-child"
+    child = Child("probe", [_sys.executable, "-c", f"open({str(made)!r}, 'w').write('x'); print('hello')"],
+                  dict(os.environ), logs / "probe.log")
+    child.start()
+    assert child.proc is not None and child.proc.wait(timeout=60) == 0
+    assert mode(logs) == 0o700
+    assert mode(logs / "probe.log") == 0o600 and (logs / "probe.log").read_text().strip() == "hello"
+    assert mode(made) & 0o077 == 0, oct(mode(made))  # the child's own files: umask 077
+
+
 # ------------------------------------------------------------------------------------------------
 # the dashboard: a secret to serve beyond loopback, share links scoped server-side, names as text
 # ------------------------------------------------------------------------------------------------

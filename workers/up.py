@@ -52,10 +52,15 @@ class Child:
     second_signal: int = signal.SIGKILL
 
     def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
+        # Logs name runs, paths and errors: private to the user like the store and the broker (700/600), and
+        # every child creates its own files under the same umask.
+        self.log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.log.parent, 0o700)
+        fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "ab") as out:
             self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
