@@ -25,11 +25,15 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import logging
+
 import duckdb
 import polars as pl
 
 from fastdiff_core.spec import RunResult, RunSpec
 from store import files, ids, records, schema
+
+log = logging.getLogger(__name__)
 
 KEEP_GENERATIONS = 3
 GENERATION_GRACE_S = 10.0  # a reader opens a generation within ms of reading CURRENT
@@ -89,6 +93,10 @@ class _Generation:
         return df.select([pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
 
 
+def _check_submission(rec: Any) -> None:
+    records.check_submission(rec, n_runs=records.MAX_ROWS)
+
+
 class Store:
     """The experiment store rooted at ``root`` (default ``$FASTDIFF_HOME/store``). Safe to use from
     many processes and threads at once; see the module docstring for who writes what."""
@@ -105,6 +113,7 @@ class Store:
         self._gen: _Generation | None = None
         self._exp_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
         self._compacted_digest: str | None = None
+        self._unreadable: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------
     # writes: experiments (app side)
@@ -296,14 +305,42 @@ class Store:
         cache = self._exp_cache
         if use_cache and cache is not None and cache[0] == stamp:
             return cache[1]
-        exps = dict(files.read_many(self.experiments_dir, files.keys(self.experiments_dir)))
+        exps = dict(self._valid(self.experiments_dir, files.keys(self.experiments_dir), records.check_experiment))
         self._exp_cache = (stamp, exps)
         return exps
 
+    def _valid(self, directory: pathlib.Path, keys: Iterable[str], check: Any) -> Iterable[tuple[str, dict[str, Any]]]:
+        """The records under ``keys`` that ``check`` accepts. A record it refuses (written by an older
+        version, edited by hand, truncated on disk) is left where it is, untouched, and listed by
+        ``unreadable()``: one bad file never takes a page, a query or the collector's compaction down."""
+        for key in sorted(keys):
+            try:
+                rec = files.read(directory, key)
+                if rec is not None:
+                    check(rec)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+                reason = f"{directory.name}/{key}.json: {str(e)[:300]}"
+                if self._unreadable.get(key) != reason:
+                    log.warning("store %s: skipping a record it cannot read: %s", self.root, reason)
+                self._unreadable[key] = reason
+                continue
+            if rec is not None:
+                self._unreadable.pop(key, None)
+                yield key, rec
+
+    def unreadable(self) -> dict[str, str]:
+        """Stored records that the last reads skipped because they do not pass the store's checks: {id:
+        reason}. They stay on disk unchanged (nothing stored is ever lost); a page shows how many."""
+        return dict(self._unreadable)
+
     def _run_frames(self, run_ids: Iterable[str], with_result: set[str]) -> dict[str, pl.DataFrame]:
         rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.PER_RUN_TABLES}
-        for run_id, sub in files.read_many(self.runs_dir, set(run_ids)):
-            res = files.read(self.results_dir, run_id) if run_id in with_result else None
+        for run_id, sub in self._valid(self.runs_dir, set(run_ids), _check_submission):
+            res = None
+            if run_id in with_result:
+                res = next((r for _, r in self._valid(self.results_dir, [run_id], records.check_outcome)), None)
+                if res is None and run_id in self._unreadable:
+                    continue  # its outcome is unreadable: the run is skipped whole, not shown as queued
             rows["runs"].append(records.run_row(sub, res))
             for table, fn in records.ROWS_FOR.items():
                 rows[table].extend(fn(run_id, res))
@@ -350,10 +387,12 @@ class Store:
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,
         status, result (RunResult dict incl. samples, or None), error, worker, finished}."""
-        sub = files.read(self.runs_dir, ids.check(run_id, "run_id"))
-        if sub is None or files.read(self.experiments_dir, sub["exp_id"]) is None:
+        sub = next((r for _, r in self._valid(self.runs_dir, [ids.check(run_id, "run_id")], _check_submission)), None)
+        if sub is None or self.experiment(sub["exp_id"]) is None:
             return None
-        res = files.read(self.results_dir, run_id)
+        res = next((r for _, r in self._valid(self.results_dir, [run_id], records.check_outcome)), None)
+        if res is None and run_id in self._unreadable:
+            return None
         return {"run_id": run_id, "exp_id": sub["exp_id"], "idx": sub["idx"], "spec": sub["spec"],
                 "submitted": sub["submitted"], "status": res["status"] if res else "queued",
                 "result": res.get("result") if res else None, "error": res.get("error") if res else None,
@@ -388,7 +427,8 @@ class Store:
 
     def experiment(self, exp_id: str) -> dict[str, Any] | None:
         """The experiment record: {exp_id, name, created, run_ids, spec, sweep, imported_from} or None."""
-        return files.read(self.experiments_dir, ids.check(exp_id, "exp_id"))
+        return next((r for _, r in self._valid(self.experiments_dir, [ids.check(exp_id, "exp_id")],
+                                                records.check_experiment)), None)
 
     def experiments(self, search: str | None = None) -> pl.DataFrame:
         """One row per experiment, newest first, optionally filtered by a case-insensitive substring of

@@ -235,3 +235,39 @@ def test_migration_2_makes_stored_mixture_nfe_per_run(tmp_path):
     assert got == {"rmix": 3600.0, "rdrv": 96.0, "rq": None}
     assert store_schema.migrate(con) == SCHEMA_VERSION  # once only
     assert dict(con.execute("SELECT run_id, nfe_formula FROM runs").fetchall())["rmix"] == 3600.0
+
+
+@pytest.mark.parametrize("damage", ["experiment created", "run idx", "result status", "truncated run",
+                                    "truncated result"])
+def test_one_unreadable_stored_record_takes_nothing_down_and_is_kept(tmp_path, damage):
+    """A record written by an older version (before the checks existed), edited by hand or truncated on
+    disk, before the collector compacted it: every read and the
+        collector's compaction go on without it, it is listed by unreadable(), and its file is left as it was."""
+    from store import files
+
+    s = Store(tmp_path)
+    good, (g_rid,) = s.new_experiment("good", specs(1))
+    bad, (b_rid,) = s.new_experiment("bad", specs(1))
+    for rid in (g_rid, b_rid):
+        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), 1), worker="w")
+    target = {"experiment created": (s.experiments_dir, bad), "run idx": (s.runs_dir, b_rid),
+              "result status": (s.results_dir, b_rid), "truncated run": (s.runs_dir, b_rid),
+              "truncated result": (s.results_dir, b_rid)}[damage]
+    path = target[0] / f"{target[1]}.json"
+    if damage.startswith("truncated"):
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        rec = files.read(*target)
+        field, value = {"experiment created": ("created", "yesterday"), "run idx": ("idx", "x"),
+                        "result status": ("status", 12345)}[damage]
+        files.publish_replace(*target, {**rec, field: value})
+    before = path.read_bytes()
+    fresh = Store(tmp_path)  # a new process: nothing cached
+    assert fresh.compact() is not None
+    assert fresh.runs()["run_id"].to_list() == [g_rid]
+    assert (bad in fresh.experiments()["exp_id"].to_list()) == (damage != "experiment created")
+    assert good in fresh.experiments()["exp_id"].to_list()
+    assert fresh.run(g_rid)["status"] == "done" and fresh.run(b_rid) is None
+    assert target[1] in fresh.unreadable() and path.name in fresh.unreadable()[target[1]]
+    assert path.read_bytes() == before  # kept as it was: nothing stored is lost
+    assert fresh.metrics([g_rid]).height == 2

@@ -43,6 +43,10 @@ with c2.popover("Import a bundle", icon=":material/upload:"):
                 st.rerun()
 
 exps = s.experiments(search=q or None)
+if skipped := s.unreadable():
+    st.warning(f"{len(skipped)} stored record(s) could not be read and are not shown (kept on disk unchanged; "
+               f"the collector's log names each with its reason): {', '.join(sorted(skipped)[:5])}"
+               f"{' ...' if len(skipped) > 5 else ''}", icon=":material/report:")
 if exps.height == 0:
     connection.empty_state("No experiments match." if q else
                            "No experiments yet. Queue a run in Explore or a sweep in Sweep; they are listed here.")
