@@ -73,6 +73,16 @@ def plain(text: str) -> str:
     return "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
 
 
+def error_headline(error: Any) -> str:
+    """A stored run error as a page shows it: the message, never the worker's traceback (docs/security.md;
+    the full text stays in the run's record). Workers store "Type: message" then the traceback."""
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    head = lines[0] if not lines[0].startswith("Traceback") else lines[-1]
+    return plain(head[:500])
+
+
 def url_id(param: str, field: str) -> str | None:
     """The id in URL parameter ``param`` if it is a valid ``field`` ('exp_id', 'run_id'); otherwise None,
     after saying so and dropping the parameter (a hand-edited or truncated link)."""

@@ -58,7 +58,7 @@ def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], N
                             f"{v} {k}" for k, v in sorted(counts.items())))
         errors = [s for s in states if s["status"] == "failed" and s.get("error")]
         for s in errors[:3]:
-            st.error(f"run {s['run_id']} failed: {s['error']}")
+            st.error(f"run {s['run_id']} failed: {connection.error_headline(s['error'])}")
         if len(final) == len(run_ids):
             if not st.session_state.get(finished_key):
                 st.session_state[finished_key] = True
@@ -104,9 +104,8 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
                 f"status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
         if run.get("error"):
-            lines = [ln for ln in str(run["error"]).strip().splitlines() if ln.strip()]
-            st.error(f"{run['status']}: {lines[-1] if lines else run['error']}")
-            if len(lines) > 1:  # no traceback on a page (docs/security.md): it stays in the store's record
+            st.error(f"{run['status']}: {connection.error_headline(run['error'])}")
+            if len(str(run["error"]).strip().splitlines()) > 1:  # the traceback stays in the record, off the page
                 st.caption(f"The worker's full error is in the run's record: `Store().run('{run['run_id']}')['error']`.")
         else:
             connection.empty_state(f"No results yet (status: {run['status']}).")

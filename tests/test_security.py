@@ -217,8 +217,9 @@ def test_a_share_link_reaches_one_experiment_and_no_write_action(secured_dashboa
 
 
 def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys):
-    """A record edited by hand breaks the Experiments page: the page shows a short error id; the traceback
-    (with the server's paths) goes to the log under the same id."""
+    """A corrupted database generation breaks the Experiments page: the page shows a short error id; the
+    traceback (with the server's paths) goes to the log under the same id. (A record edited by hand no
+    longer breaks it: the page says it skipped the record.)"""
     import json
     import re
 
@@ -232,6 +233,16 @@ def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys)
     exp = s.create_experiment("fine", RunSpec(samples=64, steps=2))
     path = s.experiments_dir / f"{exp}.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), created="not a time")))
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
+    at.switch_page("views/experiments.py")
+    at.run()
+    assert not at.exception and not at.error
+    assert any("could not be read" in w.value and exp in w.value for w in at.warning)
+
+    s.create_experiment("another", RunSpec(samples=64, steps=3))
+    s.compact()
+    gen = s.db_dir / (s.db_dir / "CURRENT").read_text().strip()
+    gen.write_bytes(b"not a database " * 1000)
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
     at.switch_page("views/experiments.py")
     at.run()
@@ -269,3 +280,23 @@ def test_an_id_in_a_link_is_echoed_as_text(home):
     at = page("explore", run="![t](http://127.0.0.1:9/x.png)").run()
     warning = " ".join(w.value for w in at.warning)
     assert "is not a valid run id" in warning and "![t](" not in warning and "\\!\\[t\\]\\(" in warning
+
+
+def test_a_failed_runs_error_shows_on_a_page_without_its_traceback():
+    """Workers store "Type: message" then the traceback; every page shows the message line only."""
+    from app.connection import error_headline
+    from workers.outcomes import failure_text
+
+    def deep():
+        raise ValueError("steps=3 is too few for [this](http://example.invalid/x.png)")
+
+    try:
+        deep()
+    except ValueError as e:
+        stored = failure_text(e)
+    assert "Traceback (most recent call last)" in stored and __file__ in stored  # the record keeps it all
+    shown = error_headline(stored)
+    assert "Traceback" not in shown and __file__ not in shown and "\n" not in shown
+    assert shown.replace("\\", "") == "ValueError: steps=3 is too few for [this](http://example.invalid/x.png)"
+    assert "\\[this\\]\\(http" in shown  # plain text: markdown in a message never becomes a link or an image
+    assert error_headline("Traceback (most recent call last):\n  File \"/x.py\"\nKeyError: 'k'") == "KeyError\\: \\'k\\'"

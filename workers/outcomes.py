@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import traceback
 from typing import Any
 
 import redis
@@ -35,6 +36,12 @@ if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
 end
 return 0
 """
+
+
+def failure_text(e: BaseException) -> str:
+    """A failed run's stored error: "Type: message" on the first line (what a page shows,
+    ``app.connection.error_headline``), then the traceback (kept in the record, never on a page)."""
+    return f"{type(e).__name__}: {e}\n{''.join(traceback.format_exception(e, limit=5))}"
 
 
 def finished_key(run_id: str) -> str:

@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -195,7 +194,7 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec_json: str, worker: st
         soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
         status, payload, error = "failed", None, f"time limit exceeded ({soft:g} s)"
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
-        status, payload, error = "failed", None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+        status, payload, error = "failed", None, outcomes.failure_text(e)
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
     pushed = outcomes.finish(r, run_id, status, payload, error, worker)
     return _summary(run_id, status, pushed, device=device, wall_s=time.time() - started,
