@@ -109,9 +109,11 @@ def runtime_kind(spec: RunSpec) -> tuple[str, str]:
     return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.world)
 
 
-def runtime_rows(runs: pl.DataFrame, threads: dict[str, float]) -> list[dict[str, Any]]:
+def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
+                 cycles: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Done runs as the run-time model reads them: kind (world, network), device, threads, NFE per run,
-    rollouts and wall seconds, newest last. ``threads``: run_id -> the threads metric it ran with."""
+    rollouts and wall seconds, newest last. ``threads``: run_id -> the threads metric it ran with;
+    ``cycles``: run_id -> the cycles it drew (a sequential gate's; others drew ``samples``)."""
     out = []
     for r in runs.iter_rows(named=True):
         if r["status"] != "done" or not r["wall_s"] or not r["nfe_counted"]:
@@ -120,12 +122,13 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float]) -> list[dict[str
             spec = RunSpec.from_json(r["spec"], enforce_limits=False)
         except ValueError:
             continue
-        per_cycle = budget.counted_per_cycle(spec, float(r["nfe_counted"]), float(r["nfe_formula"] or 0.0))
+        drawn = (cycles or {}).get(r["run_id"])
         try:
-            billed = budget.work_of(spec, budget.bill_for(spec, guided_fraction=0.5))
+            per_cycle = budget.counted_per_cycle(spec, float(r["nfe_counted"]), float(r["nfe_formula"] or 0.0), drawn)
+            billed = budget.work_of(spec, budget.bill_for(spec, guided_fraction=0.5), drawn)
         except ValueError:
             continue
-        work = budget.Work(per_cycle * spec.samples, billed.rollouts, billed.forwards)
+        work = budget.Work(per_cycle * (drawn or spec.samples), billed.rollouts, billed.forwards)
         out.append({"kind": runtime_kind(spec), "device": r["device"], "threads": threads.get(r["run_id"]),
                     "work": work, "seconds": float(r["wall_s"])})
     return out
@@ -158,8 +161,10 @@ def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
         runs = s.runs().filter((pl.col("status") == "done") & (pl.col("world") == world))
         if runs.height == 0:
             return []
-        m = s.metrics(runs["run_id"].to_list()).filter(pl.col("name") == "threads")
-        return runtime_rows(runs, dict(zip(m["run_id"].to_list(), m["value"].to_list())))
+        m = s.metrics(runs["run_id"].to_list())
+        threads, cycles = (m.filter(pl.col("name") == name) for name in ("threads", "cycles"))
+        return runtime_rows(runs, dict(zip(threads["run_id"].to_list(), threads["value"].to_list())),
+                            dict(zip(cycles["run_id"].to_list(), cycles["value"].to_list())))
     except Exception:  # noqa: BLE001 - an unreadable store leaves the conservative prior, said so
         return []
 

@@ -123,7 +123,7 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     tail = (measured or projected).tail if (measured or projected) else budget.world_tail(spec.world)
 
     # -- NFE and latency ------------------------------------------------------------------------
-    counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula)
+    counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula, res.metrics.get("cycles"))
     scale = counted / res.nfe_counted if res.nfe_counted else 1.0
     c = st.columns(5)
     c[0].metric("NFE counted / sample", bill_view.fmt_nfe(counted), help="per planning cycle, as the counter saw it")
@@ -136,8 +136,12 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     c[3].metric("wall clock", bill_view.fmt_s(res.wall_s))
     c[4].metric("device", res.device)
     if bill is not None:
-        st.caption(f"NFE = {bill.formula()} per planning cycle; x {spec.samples:,} rollouts = "
-                   f"{bill.per_run:,.0f} per run.")
+        drawn = int(res.metrics.get("cycles") or spec.samples)
+        seq = res.info.get("sequential")
+        st.caption(f"NFE = {bill.formula()} per planning cycle; x {drawn:,} rollouts = "
+                   f"{bill.per_cycle * drawn:,.0f} per run" + (
+                       f" (sequential gate: {seq['looks']} look(s) of {seq['look']:,}, {seq['stopped']}; "
+                       f"worst case {bill.per_run:,.0f} at the cap of {seq['cap']:,})" if seq else "") + ".")
     l1, l2 = st.columns(2)
     if bill is not None:
         lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)

@@ -57,12 +57,14 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
                         key=f"{key}.x")
     table = table.filter(pl.col(y).is_not_null())
     xs = []
-    for spec_text, counted, formula in table.select("spec", "nfe_counted", "nfe_formula").iter_rows():
+    drawn = table["cycles"].to_list() if "cycles" in table.columns else [None] * table.height
+    for (spec_text, counted, formula), cycles in zip(table.select("spec", "nfe_counted", "nfe_formula").iter_rows(),
+                                                     drawn):
         sp = RunSpec.from_json(spec_text, enforce_limits=False)
         # A guidance interval's share comes from the run's sigmas; without them, bill it as fully guided.
         b = budget.bill_for(sp, guided_fraction=1.0)
         if x_choice.startswith("NFE"):
-            xs.append(budget.counted_per_cycle(sp, counted, formula))
+            xs.append(budget.counted_per_cycle(sp, counted, formula, cycles))
         else:
             xs.append(budget.project_latency(b, budget.production_model(sp.regime or "offline")).per_cycle_s * 1000)
     ys = table[y].to_list()

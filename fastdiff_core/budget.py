@@ -190,7 +190,10 @@ def bill_for(spec: RunSpec, *, sigmas: Sequence[float] | None = None,
             raise ValueError(
                 f"guidance_interval={list(spec.guidance_interval)} on grid={spec.grid!r}: pass sigmas= (the "
                 "grid's sigmas) or guided_fraction= (share of evaluations inside the interval, in [0, 1])")
-    return NFEBill(S=S, C=1.0 + frac, H=spec.horizon, P=spec.plans, R=spec.futures, cycles=spec.samples,
+    if spec.sequential:
+        notes.append(f"sequential gate: at most {spec.max_cycles:,} cycles (gate_cap {spec.gate_cap:,} rollouts), "
+                     f"in looks of {spec.samples:,}; the run bills the cycles it draws")
+    return NFEBill(S=S, C=1.0 + frac, H=spec.horizon, P=spec.plans, R=spec.futures, cycles=spec.max_cycles,
                    exact=exact, notes=tuple(notes))
 
 
@@ -593,14 +596,14 @@ def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, laten
             cost_usd: float | None = None, histograms: Iterable[Mapping[str, Any]] = (),
             budget: RegimeBudget | None = None, gate: Mapping[str, Any] | None = None,
             latency: LatencySample | None = None, basis: Basis = "projected", tail: str | None = None,
-            model: str = "", nfe_per_cycle: float | None = None) -> Verdict:
+            model: str = "", nfe_per_cycle: float | None = None, gate_alpha: float = RELEASE_GATE.alpha) -> Verdict:
     """Judge a configuration in its regime; the sentence names the binding constraint and the numbers.
 
     latency_s: projected planning-cycle latency; ``latency``: a measured one (repeated, with its
     interval), which takes precedence. cost_usd: per 1,000 scenarios (at ``nfe_per_cycle``, default
     the bill's). histograms: branch rows for the coverage check. gate: {outcome: pass|fail|undecided,
     text} of a runner's full release gate (metrics.gate; a legacy {passed, text} is read as pass/fail);
-    when given it replaces the histogram-only check. The overall status is ``overall_status`` of the
+    when given it replaces the histogram-only check (judged at family-wise ``gate_alpha``). The overall status is ``overall_status`` of the
     regime's checks.
     """
     budget = budget or regime_budget(regime)
@@ -626,7 +629,7 @@ def verdict(regime: str, bill: NFEBill, *, latency_s: float | None = None, laten
             raise ValueError(f"gate outcome={outcome!r} is not one of ['pass', 'fail', 'undecided']")
         cov_check = Check("coverage", outcome, None, None, str(gate["text"]), "measured")
     else:
-        cov_check = coverage_gate(hist, tail=tail)
+        cov_check = coverage_gate(hist, tail=tail, alpha=gate_alpha)
     if budget.coverage_gate:
         checks.append(cov_check)
 
@@ -691,7 +694,7 @@ def judge(spec: RunSpec, measured: Measured | None = None, *, model: ProductionM
                    histograms=measured.histograms if measured else (), budget=budget,
                    gate=measured.gate if measured else None, latency=measured.latency if measured else None,
                    basis="measured" if measured else "projected", tail=world_tail(spec.world),
-                   model=about, nfe_per_cycle=nfe)
+                   model=about, nfe_per_cycle=nfe, gate_alpha=spec.gate_alpha)
 
 
 def judge_spec(spec: RunSpec, *, model: ProductionModel | None = None, histograms: Iterable[Mapping[str, Any]] = (),
@@ -706,11 +709,18 @@ def judge_spec(spec: RunSpec, *, model: ProductionModel | None = None, histogram
     return judge(spec, model=model, budget=budget, sigmas=sigmas, guided_fraction=guided_fraction)
 
 
-def counted_per_cycle(spec: RunSpec, nfe_counted: float, nfe_formula: float) -> float:
+def counted_per_cycle(spec: RunSpec, nfe_counted: float, nfe_formula: float, cycles: float | None = None) -> float:
     """Counted NFE per planning cycle (per sample for a world without fan-out). Every RunResult reports
     NFE per run (``RunResult`` docstring; older mixture results are upgraded on read), so this is the
-    run's count over its ``samples`` cycles. ``nfe_formula`` is accepted for callers that pass both."""
-    return nfe_counted / spec.samples
+    run's count over the cycles it drew: ``spec.samples``, or for a sequential gate (``spec.gate_cap``)
+    the ``cycles`` its result reports (metrics['cycles']), which a sequential spec requires.
+    ``nfe_formula`` is accepted for callers that pass both."""
+    if cycles is None or not cycles > 0:
+        if spec.sequential:
+            raise ValueError(f"gate_cap={spec.gate_cap!r}: a sequential run's NFE per cycle needs the cycles it "
+                             f"drew (metrics['cycles']); got cycles={cycles!r}")
+        cycles = spec.samples
+    return nfe_counted / float(cycles)
 
 
 def run_verdicts(spec: RunSpec, measured: Measured, *, sigmas: Sequence[float] | None = None) -> dict[str, Any]:
@@ -733,7 +743,8 @@ def measured_from(result: RunResult) -> Measured:
     sample = None if cycle is None else LatencySample(
         float(cycle["seconds"]), cycle.get("lo_s"), cycle.get("hi_s"), cycle.get("confidence"),
         int(cycle["repeats"]), str(cycle.get("device", result.device)), cycle.get("threads"), cycle.get("load"))
-    return Measured(counted_per_cycle(result.spec, result.nfe_counted, result.nfe_formula),
+    return Measured(counted_per_cycle(result.spec, result.nfe_counted, result.nfe_formula,
+                                      result.metrics.get("cycles")),
                     tuple(r for r in result.histograms if r.get("group") != "reference"), result.info.get("gate"),
                     sample)
 
@@ -793,16 +804,20 @@ class Work:
         return (1.0, self.nfe, self.rollouts, self.forwards)
 
 
-def work_of(spec: RunSpec, bill: NFEBill) -> Work:
-    """The Work of a spec: its bill per run, its rollouts, and its sequential forwards — S x H per
+def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
+    """The Work of a spec drawing ``cycles`` planning cycles (default ``spec.max_cycles``: a sequential
+    gate's worst case, up to its cap): its NFE, its rollouts, and its sequential forwards — S x H per
     batch of rollouts (a planning cycle's P x R fan-out is one batch; the world's ``batch`` option, or
-    all rollouts at once, otherwise)."""
-    rollouts = spec.samples * spec.plans * spec.futures
+    all of a look's rollouts at once, otherwise; a sequential gate draws looks of ``samples`` cycles)."""
+    cycles = spec.max_cycles if cycles is None else int(cycles)
+    rollouts = cycles * spec.plans * spec.futures
     if spec.plans > 1:
-        batches = spec.samples
+        batches = cycles
     else:
-        batches = math.ceil(rollouts / int(spec.world_options.get("batch") or rollouts))
-    return Work(bill.per_run, float(rollouts), bill.S * bill.H * batches)
+        looks = max(1, cycles // spec.samples) if spec.sequential else 1
+        look = rollouts // looks
+        batches = looks * math.ceil(look / int(spec.world_options.get("batch") or look))
+    return Work(bill.per_cycle * cycles, float(rollouts), bill.S * bill.H * batches)
 
 
 @dataclass(frozen=True)

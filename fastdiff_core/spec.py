@@ -34,6 +34,8 @@ SamplerKind = Literal["solver", "student"]
 
 MAX_SAMPLES = 1_000_000
 MAX_STEPS = 1000
+GATE_ALPHA = 0.05  # the release gate's family-wise error rate (metrics.gate.RELEASE_GATE)
+MAX_GATE_ALPHA = 0.5
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -104,6 +106,12 @@ class RunSpec:
     importance: str = "off"
     importance_options: Mapping[str, Any] = field(default_factory=dict)
     warm_start: bool = True
+    # the coverage gate (fastdiff_core.metrics.gate): its family-wise error rate, and the cap of a
+    # sequential gate -- null: one fixed sample; an integer: sample looks of samples x plans x futures
+    # rollouts until every check is decided, at most gate_cap rollouts (worlds whose plugin declares
+    # Capabilities.coverage_gate)
+    gate_alpha: float = GATE_ALPHA
+    gate_cap: int | None = None
     schema_version: int = SCHEMA_VERSION
     enforce_limits: InitVar[bool] = True
 
@@ -166,6 +174,7 @@ class RunSpec:
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise ValueError(f"name={self.name!r} must be a string of at most 200 characters")
         self._check_speedups()
+        self._check_gate()
         if enforce_limits:
             check_run_limits(self)
 
@@ -207,6 +216,31 @@ class RunSpec:
         if self.precision == "int8" and self.device == "cuda":
             raise ValueError("precision='int8' (dynamic quantisation) runs on CPU only; device='cuda'; "
                              "allowed: device 'cpu' or 'auto' without a GPU, or precision 'bfloat16'")
+
+    def _check_gate(self) -> None:
+        if isinstance(self.gate_alpha, bool) or not isinstance(self.gate_alpha, (int, float)) or not (
+                0.0 < self.gate_alpha < MAX_GATE_ALPHA):
+            raise ValueError(f"gate_alpha={self.gate_alpha!r} must be a number in (0, {MAX_GATE_ALPHA:g}) (the gate's "
+                             f"family-wise error rate; default {GATE_ALPHA:g})")
+        object.__setattr__(self, "gate_alpha", float(self.gate_alpha))
+        if self.gate_cap is None:
+            return
+        look = self.samples * self.plans * self.futures
+        if isinstance(self.gate_cap, bool) or not isinstance(self.gate_cap, int) or not (
+                look <= self.gate_cap <= MAX_SAMPLES * look) or self.gate_cap % look:
+            raise ValueError(f"gate_cap={self.gate_cap!r} must be null or a multiple of samples x plans x futures = "
+                             f"{self.samples} x {self.plans} x {self.futures} = {look:,} (the rollouts of one look), "
+                             f"of 1 to {MAX_SAMPLES:,} looks: {look:,}, {2 * look:,}, ...")
+
+    @property
+    def sequential(self) -> bool:
+        """True when the coverage gate samples sequentially (``gate_cap`` set)."""
+        return self.gate_cap is not None
+
+    @property
+    def max_cycles(self) -> int:
+        """Planning cycles (samples) the run may draw: ``samples``, or the cap's worst case when sequential."""
+        return self.samples if self.gate_cap is None else self.gate_cap // (self.plans * self.futures)
 
     # -- JSON ------------------------------------------------------------------------------------
 
@@ -278,18 +312,19 @@ def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
 
     limits = RunLimits.from_env() if limits is None else limits
     # a guidance interval on a built-in grid is billed as guided everywhere: an upper bound, torch-free
-    bill = bill_for(spec, guided_fraction=1.0)
+    bill = bill_for(spec, guided_fraction=1.0)  # a sequential gate's worst case: every look up to gate_cap
+    samples = "samples" if spec.gate_cap is None else "gate_cap / (plans x futures)"
     if bill.per_run > limits.max_run_nfe:
         raise ValueError(
-            f"NFE bill S x C x horizon x plans x futures x samples = {bill.S:g} x {bill.C:g} x {spec.horizon} x "
-            f"{spec.plans} x {spec.futures} x {spec.samples} = {bill.per_run:,.0f} (steps={spec.steps}, "
+            f"NFE bill S x C x horizon x plans x futures x {samples} = {bill.S:g} x {bill.C:g} x {spec.horizon} x "
+            f"{spec.plans} x {spec.futures} x {spec.max_cycles} = {bill.per_run:,.0f} (steps={spec.steps}, "
             f"solver={spec.solver!r}, guidance_scale={spec.guidance_scale:g}) exceeds FASTDIFF_MAX_RUN_NFE="
             f"{limits.max_run_nfe:,.0f}; lower a field or raise the limit")
-    rollouts = spec.samples * spec.plans * spec.futures
+    rollouts = spec.max_cycles * spec.plans * spec.futures
     frames = rollouts * spec.horizon
     if frames > limits.max_rollouts:
         raise ValueError(
-            f"rollout frames samples x plans x futures x horizon = {spec.samples} x {spec.plans} x {spec.futures} x "
+            f"rollout frames {samples} x plans x futures x horizon = {spec.max_cycles} x {spec.plans} x {spec.futures} x "
             f"{spec.horizon} = {frames:,} exceeds FASTDIFF_MAX_ROLLOUTS={limits.max_rollouts:,}; "
             "lower a field or raise the limit")
     chunk = min(limits.chunk_rollouts, int(spec.world_options.get("batch", limits.chunk_rollouts)))

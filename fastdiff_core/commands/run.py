@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, dest="guidance_scale")
     p.add_argument("--samples", type=int_range(1, MAX_SAMPLES))
     p.add_argument("--seed", type=int_range(0, 2**63 - 1))
+    p.add_argument("--gate-cap", type=int_range(1), dest="gate_cap",
+                   help="sequential coverage gate: sample looks of samples x plans x futures rollouts until every "
+                        "check is decided, at most this many rollouts (a multiple of the look; driving world)")
+    p.add_argument("--gate-alpha", type=float, dest="gate_alpha",
+                   help="the coverage gate's family-wise error rate, in (0, 0.5) (default 0.05)")
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print the RunResult as JSON")
@@ -75,7 +80,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.spec:
         text, what = _spec_text(args.spec)
         d = RunSpec.from_dict(parse_json_object(text, what)).to_dict()
-    for name in ("world", "solver", "grid", "steps", "guidance_scale", "samples", "seed", "dtype", "device"):
+    for name in ("world", "solver", "grid", "steps", "guidance_scale", "samples", "seed", "dtype", "device",
+                 "gate_cap", "gate_alpha"):
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
     world_options = dict(d.get("world_options", {}))
@@ -104,6 +110,10 @@ def format_result(r: RunResult) -> str:
         f"{'metric':<18}{'value':>14}",
     ]
     lines += [f"{k:<18}{v:>14.6g}" for k, v in r.metrics.items()]
+    seq = r.info.get("sequential")
+    if seq:
+        lines += ["", f"sequential gate: {seq['outcome']} ({seq['stopped']}) after {seq['looks']} look(s) of "
+                      f"{seq['look']:,}: rollouts per scene {seq['rollouts']} (cap {seq['cap']:,}, alpha {seq['alpha']:g})"]
     if r.histograms:
         lines += ["", f"{'group':<11}{'mode':<9}{'count':>7}{'rate':>9}{'95% CI':>19}{'truth':>8}"]
         for h in r.histograms:

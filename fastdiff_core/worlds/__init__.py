@@ -45,7 +45,8 @@ class Capabilities:
     plans above 1 (candidate plans); ``guidance``: a guidance scale other than 1; ``samplers`` and
     ``students``: what may sample it; ``speedups``: the speed-up toggles that act on its network
     (names from ``SPEEDUP_FIELDS``); ``regimes``: the regimes it can be judged in (None: all);
-    ``metrics``: the metric names its runner reports; ``why``: one phrase said with every refusal."""
+    ``metrics``: the metric names its runner reports; ``coverage_gate``: its runner judges a coverage
+    gate and can sample until it decides (RunSpec.gate_cap); ``why``: one phrase said with every refusal."""
 
     rollouts: bool = True
     fan_out: bool = True
@@ -55,6 +56,7 @@ class Capabilities:
     speedups: tuple[str, ...] = ()
     regimes: tuple[str, ...] | None = None
     metrics: tuple[str, ...] = ()
+    coverage_gate: bool = False
     why: str = ""
 
     def __post_init__(self) -> None:
@@ -99,6 +101,9 @@ class WorldPlugin:
             value = getattr(spec, name)
             if value != off and name not in cap.speedups:
                 return f"{name}={value!r} is not supported by {world}; allowed: {off!r}"
+        if spec.gate_cap is not None and not cap.coverage_gate:
+            return (f"gate_cap={spec.gate_cap!r} is not supported by {world}: no coverage gate to sample until "
+                    "decided; allowed: null")
         if spec.regime is not None and cap.regimes is not None and spec.regime not in cap.regimes:
             return f"regime={spec.regime!r} is not supported by {world}; allowed: {list(cap.regimes)}"
         return self.check(spec) if self.check is not None else None

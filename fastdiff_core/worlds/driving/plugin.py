@@ -25,6 +25,23 @@ CAPABILITIES = Capabilities(
     rollouts=True, fan_out=True, guidance=True, samplers=("solver", "student"),
     students=("guidance", "progressive", "consistency", "dmd", "rcm", "reflow", "shortcut"),
     speedups=tuple(SPEEDUP_FIELDS),
-    metrics=("tv", "tail_rate", "implausible_rate", "mean_tv", "cycle_s", "tail_rate_mean"))
+    metrics=("tv", "tail_rate", "implausible_rate", "mean_tv", "cycle_s", "tail_rate_mean"),
+    coverage_gate=True)
 
-PLUGIN = WorldPlugin(INFO, CAPABILITIES, "fastdiff_core.worlds.driving.runner:run")
+
+def check(spec) -> str | None:
+    """A sequential gate runs on the world's own runner (one plan, no speed-up toggles): the planning
+    runner (candidate plans, speed-ups) reports per-plan rows, not the release gate it samples until."""
+    if spec.gate_cap is None:
+        return None
+    if spec.plans != 1:
+        return (f"plans={spec.plans!r} with gate_cap={spec.gate_cap!r}: the sequential gate samples one plan's "
+                "futures; allowed: plans 1, or gate_cap null")
+    for name, off in SPEEDUP_FIELDS.items():
+        if getattr(spec, name) != off:
+            return (f"{name}={getattr(spec, name)!r} with gate_cap={spec.gate_cap!r}: the sequential gate runs "
+                    f"without speed-up toggles; allowed: {name} {off!r}, or gate_cap null")
+    return None
+
+
+PLUGIN = WorldPlugin(INFO, CAPABILITIES, "fastdiff_core.worlds.driving.runner:run", check)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -21,12 +22,13 @@ import torch
 from fastdiff_core import budget
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.metrics.coverage import branch_histogram
-from fastdiff_core.metrics.gate import RELEASE_GATE, coverage_gate
+from fastdiff_core.metrics.gate import RELEASE_GATE, SequentialGate, coverage_gate
 from fastdiff_core.models.teacher import load_teacher
 from fastdiff_core.spec import Progress, RunResult, RunSpec
 from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
 from fastdiff_core.worlds.driving.sampling import sample_frame
-from fastdiff_core.worlds.driving.scenes import LABELS, get_scene
+from fastdiff_core.worlds.driving.branches import branch_counts
+from fastdiff_core.worlds.driving.scenes import LABELS, branch_probabilities, get_scene
 
 PREVIEW_ROLLOUTS = 12
 _CODES = {label: i for i, label in enumerate(LABELS)}
@@ -56,7 +58,13 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
                                          solver_options=spec.solver_options, grid_options=spec.grid_options)
     guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
     bill = budget.bill_for(spec, sigmas=sigmas)
-    n = spec.samples * spec.plans * spec.futures
+    config = replace(RELEASE_GATE, alpha=spec.gate_alpha)
+    look = spec.samples * spec.plans * spec.futures  # rollouts per look (all of them without a sequential gate)
+    batch = int(opts["batch"])
+    batches_per_look = -(-look // batch)
+    max_looks = spec.max_cycles // spec.samples
+    truth = branch_probabilities(scene, action, spec.horizon)
+    sequential = SequentialGate({scene.name: truth}, config, cap=spec.gate_cap) if spec.sequential else None
     counter = NFECounter()
     t0 = time.perf_counter()
 
@@ -65,27 +73,43 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
             elapsed = time.perf_counter() - t0
             on_progress(Progress(done, total, counter.rows, elapsed / done * (total - done), "sampling"))
 
+    # Looks of ``look`` rollouts; look k's batches take generator seeds seed + k x batches_per_look + b,
+    # so the first look is the fixed-n run of the same spec and every look draws fresh noise. Without a
+    # sequential gate there is one look; with one, looks continue until the gate decides or hits its cap.
+    drawn: list[torch.Tensor] = []
     with torch.no_grad():
-        rollouts = sample_rollouts(net, scene, action, n, spec.horizon, solver=solver, sigmas=sigmas,
-                                   guidance=guidance, seed=spec.seed, counter=counter, device=device,
-                                   batch=int(opts["batch"]), on_frame=frame_done, frame_sampler=frame_sampler,
-                                   dtype=dtype)
+        while True:
+            k = len(drawn)
+            on_frame = (lambda d, t, k=k: frame_done(k * t + d, max_looks * t))
+            r = sample_rollouts(net, scene, action, look, spec.horizon, solver=solver, sigmas=sigmas,
+                                guidance=guidance, seed=spec.seed + k * batches_per_look, counter=counter,
+                                device=device, batch=batch, on_frame=on_frame, frame_sampler=frame_sampler,
+                                dtype=dtype)
+            drawn.append(r.to(torch.float32))
+            if sequential is None:
+                break
+            sequential.update({scene.name: branch_counts(drawn[-1], scene)})
+            if sequential.stop:
+                break
     if device.type == "cuda":
         torch.cuda.synchronize()
     sampling_s = time.perf_counter() - t0
-    rollouts = rollouts.to(torch.float32)
+    rollouts = torch.cat(drawn)
+    n = len(rollouts)
+    cycles = len(drawn) * spec.samples  # the planning cycles drawn: what the bill and the cost count
     if on_progress is not None:
         on_progress(Progress(1, 1, counter.rows, 0.0, "metrics"))
 
     cov = scene_coverage(rollouts, scene, action)
     rows = branch_histogram(cov.counts, cov.truth, group=scene.name)
-    gate = coverage_gate({scene.name: cov.counts}, {scene.name: cov.truth}, RELEASE_GATE)
+    gate = (coverage_gate({scene.name: cov.counts}, {scene.name: cov.truth}, config) if sequential is None
+            else sequential.result)
     tail, tail_lo, tail_hi = cov.tail()
     metrics = {"tv": cov.tv, "tail_rate": tail, "tail_lo": tail_lo, "tail_hi": tail_hi,
                "tail_truth": cov.truth["darts"], "implausible_rate": cov.implausible_rate,
                "gate_pass": float(gate.passed), "gate_tv_limit": gate.tv_limit,
                "nfe_per_frame": counter.nfe / spec.horizon if n else 0.0,
-               "nfe_per_cycle": counter.rows / spec.samples}
+               "nfe_per_cycle": counter.rows / cycles, "cycles": float(cycles), "rollouts_drawn": float(n)}
     k = int(opts["k"])
     if n > k + 1:
         metrics.update(sample_metrics(rollouts, scene, action, k=k, seed=spec.seed))
@@ -98,7 +122,7 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     dev = str(device)
     latency = (
         {"what": "run_sampling", "seconds": sampling_s, "batch": min(n, int(opts["batch"])), "device": dev},
-        {"what": "frame", "seconds": sampling_s / max(1, spec.horizon * -(-n // int(opts["batch"]))),
+        {"what": "frame", "seconds": sampling_s / max(1, spec.horizon * len(drawn) * batches_per_look),
          "batch": min(n, int(opts["batch"])), "device": dev},
         {"what": "forward", "seconds": sampling_s / max(1, counter.forwards), "batch": min(n, int(opts["batch"])),
          "device": dev},
@@ -106,21 +130,39 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
             "bill": bill.formula(), "sigmas": list(sigmas or ()), **about, "gate_failures": [dict(f) for f in gate.failures],
             "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS),
-            "gate": _gate_summary(gate)}
+            "gate": _gate_summary(gate, sequential)}
+    if sequential is not None:
+        info["sequential"] = _sequential_record(sequential, look, len(drawn))
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
-                     nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
+                     nfe_formula=float(replace(bill, cycles=cycles).per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
                      samples=preview, info=info)
 
 
-def _gate_summary(gate) -> dict:
+def _gate_summary(gate, sequential: SequentialGate | None = None) -> dict:
     """The release gate's outcome as the verdict quotes it ({outcome: pass|fail|undecided, text})."""
     shown = gate.failures if gate.outcome == "FAIL" else gate.undecided
-    text = (f"release coverage gate ({len(gate.checks)} checks, family-wise alpha {gate.alpha:g}) {gate.outcome}"
+    how = "" if sequential is None else (
+        f", sequential: {_stopped(sequential)}, {sum(map(sequential.rollouts, sequential.counts)):,} rollouts drawn")
+    text = (f"release coverage gate ({len(gate.checks)} checks, family-wise alpha {gate.alpha:g}{how}) {gate.outcome}"
             + ("" if gate.outcome == "PASS" else
                f" on {len(shown)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip() for f in shown[:3])
                + ("" if gate.outcome == "FAIL" else
                   f" (rollouts per scene likely to decide: {max((v or 0) for v in gate.more_samples_needed.values()):,})")))
     return {"outcome": gate.outcome.lower(), "text": text}
+
+
+def _stopped(sequential: SequentialGate) -> str:
+    """Why a sequential gate stopped: every check decided, or the cap reached with some still open."""
+    return ("decided" if sequential.result.outcome != "UNDECIDED" else
+            f"cap of {sequential.cap:,} rollouts per scene reached")
+
+
+def _sequential_record(sequential: SequentialGate, look: int, looks: int) -> dict:
+    """What a sequential run records: cap, look size, looks drawn, rollouts per scene, decision, why it stopped."""
+    return {"cap": sequential.cap, "look": look, "looks": looks, "alpha": sequential.config.alpha,
+            "rollouts": {s: sequential.rollouts(s) for s in sequential.counts},
+            "outcome": sequential.result.outcome, "stopped": _stopped(sequential),
+            "method": "beta-binomial confidence sequence (anytime-valid; fastdiff_core.metrics.gate.SequentialGate)"}
 
 
 def _labels(rollouts: torch.Tensor, scene) -> list[str]:
