@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fastdiff_core import catalog
+from fastdiff_cli import bench_solvers as command
 from fastdiff_core.bench import solvers as bench
 
 # One end-to-end bench run (every solver x grid x NFE, the grid search) shared by the module's tests.
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.slow
 def payload(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "solvers.json"
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    command.add_arguments(parser)
     threads = torch.get_num_threads()
     try:
-        bench.main(parser.parse_args(["--quick", "--no-peers", "--samples", "60", "--json", str(path)]))
+        command.main(parser.parse_args(["--quick", "--no-peers", "--samples", "60", "--json", str(path)]))
     finally:
         torch.set_num_threads(threads)
     return json.loads(path.read_text())

@@ -15,11 +15,11 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("fastdiff_core", "workers", "store", "app")
+PACKAGES = ("fastdiff_core", "fastdiff_cli", "workers", "store", "app")
 
 # source (package or module) -> modules it must not import, anywhere in its files (function-level too).
 RULES = {
-    "fastdiff_core": {"app", "workers", "store", "streamlit", "celery", "duckdb", "polars"},
+    "fastdiff_core": {"app", "workers", "store", "fastdiff_cli", "streamlit", "celery", "duckdb", "polars"},
     "store": {"torch", "app", "workers", "fastdiff_core.run"},
     "app": {"torch", "celery", "workers.tasks", "workers.celery_app", "workers.worker", "workers.collector",
             "workers.up", "workers.local_service", "workers.outcomes", "workers.broker"},

@@ -23,7 +23,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                             "solvers x NFE x guidance on the driving teacher: TV, tail rate, P/R, gate"),
     ("bench", "gate"): ("fastdiff_core.bench.gate",
                         "the coverage gate's pass/fail/undecided rates by simulation, fixed n and sequential"),
-    ("bench", "solvers"): ("fastdiff_core.bench.solvers", "every solver x grid x NFE on the mixture world, vs peers"),
+    ("bench", "solvers"): ("fastdiff_cli.bench_solvers", "every solver x grid x NFE on the mixture world, vs peers"),
     ("fit", "grids"): ("fastdiff_core.bench.transfer",
                        "last-step defaults and tuned grids fitted across random worlds, judged on held-out ones"),
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),

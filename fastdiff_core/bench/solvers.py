@@ -1,4 +1,4 @@
-"""``fastdiff bench solvers [--json PATH] [--quick]``: every solver x grid x NFE on a mixture world,
+"""``fastdiff bench solvers``: every solver x grid x NFE on a mixture world,
 against the exact reference, side by side with diffusers' schedulers and k-diffusion's samplers on
 the same world and the same noise; plus each solver's own overhead per network call.
 
@@ -9,17 +9,18 @@ denoiser at exactly the noise level it asks for, so every error printed is integ
 Peers (dev-only, the ``peers`` extra): diffusers (installed normally) and k-diffusion. k-diffusion's
 package imports torchvision, which breaks beside this torch; install it with
 ``pip install --no-deps k-diffusion torchsde torchdiffeq trampoline`` and this module loads only its
-``sampling`` module (with a two-line ``utils`` shim). Missing peers are reported and skipped.
+``sampling`` module (``load_k_diffusion_sampling``). Missing peers are reported and skipped.
+
+This module measures and returns rows (``run_bench``); ``fastdiff_cli.bench_solvers`` parses the
+command's flags and prints the tables.
 """
 
 from __future__ import annotations
 
-import argparse
+import builtins
 import importlib.util
-import json
 import math
 import statistics
-import sys
 import time
 import types
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
 from fastdiff_core.grids import FIXED_GRIDS, build_grid
@@ -184,31 +184,33 @@ def run_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...], optimise: bool,
 
 
 def load_k_diffusion_sampling() -> types.ModuleType | None:
-    """k-diffusion's sampling module alone (its package __init__ imports torchvision)."""
+    """k-diffusion's sampling module alone, or None when k-diffusion is not installed.
+
+    Its package ``__init__`` (and its ``utils``) import torchvision, which breaks beside this torch, so
+    the package cannot be imported; ``sampling.py`` needs one helper from ``utils`` (``append_dims``).
+    The module is executed with its own ``__import__`` that answers its one relative import
+    (``from . import utils``) with that helper and passes every other import through: nothing is
+    added to ``sys.modules``, so no other code can see a partial k-diffusion package."""
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or spec.submodule_search_locations is None:
         return None
+    utils = types.SimpleNamespace(append_dims=lambda x, n: x[(...,) + (None,) * (n - x.ndim)])
+    real_import = builtins.__import__
+
+    def own_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if level == 1 and name == "" and tuple(fromlist) == ("utils",):
+            return types.SimpleNamespace(utils=utils)
+        return real_import(name, globals, locals, fromlist, level)
+
     location = list(spec.submodule_search_locations)[0]
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = [location]
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]  # the one helper sampling.py needs
-    pkg.utils = utils
-    saved = {k: sys.modules.get(k) for k in ("k_diffusion", "k_diffusion.utils")}
-    sys.modules["k_diffusion"], sys.modules["k_diffusion.utils"] = pkg, utils
+    s = importlib.util.spec_from_file_location("k_diffusion.sampling", f"{location}/sampling.py")
+    module = importlib.util.module_from_spec(s)
+    module.__dict__["__builtins__"] = {**vars(builtins), "__import__": own_import}
     try:
-        s = importlib.util.spec_from_file_location("k_diffusion.sampling", f"{location}/sampling.py")
-        module = importlib.util.module_from_spec(s)
         s.loader.exec_module(module)
-        return module
-    except ImportError:
+    except ImportError:  # its own dependencies (torchsde, torchdiffeq, trampoline) are missing
         return None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    return module
 
 
 KDIFF_SAMPLERS = [
@@ -757,20 +759,8 @@ def heldout_summary(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[d
     return out
 
 
-def print_heldout(summary: list[dict[str, Any]], rows: list[dict[str, Any]], samples: int) -> None:
-    worlds = summary[0]["worlds"] if summary else 0
-    print(f"\nHeld-out random worlds ({worlds} worlds never used for tuning, {samples} samples each, exact reference):")
-    print("best fastdiff RMSE (fixed or shipped grids) / best peer RMSE, per world; median [quartiles], worlds better")
-    for s in summary:
-        if "ratio_median" in s:
-            print(f"  NFE {s['nfe']:>3}: {s['ratio_median']:.3f} [{s['ratio_q1']:.3f}, {s['ratio_q3']:.3f}]  "
-                  f"{s['worlds_better']}/{s['worlds_compared']}")
-        else:
-            print(f"  NFE {s['nfe']:>3}: no peer rows (peers not installed or --no-peers)")
-    print("rare mode of each world's best fastdiff setting, pooled, minus the reference (paired): diff +- SE")
-    for s in summary:
-        print(f"  NFE {s['nfe']:>3}: {s['rare_diff']:+.4f} +- {s['rare_diff_se']:.4f}  "
-              f"{'within' if s['rare_within_2se'] else 'OUTSIDE'} 2 SE")
+def heldout_wins(rows: list[dict[str, Any]], most: int = 8) -> list[tuple[str, int]]:
+    """The fastdiff settings ("solver / grid") that were best on a (world, NFE), most wins first."""
     wins: dict[str, int] = {}
     for nfe in sorted({r["nfe_target"] for r in rows if r.get("nfe_target")}):
         for seed in sorted({r["world_seed"] for r in rows}):
@@ -780,210 +770,166 @@ def print_heldout(summary: list[dict[str, Any]], rows: list[dict[str, Any]], sam
                 b = min(here, key=lambda r: r["rmse"])
                 key = f"{b['solver']} / {b['grid']}"
                 wins[key] = wins.get(key, 0) + 1
-    print("fastdiff settings that were best on a (world, NFE):")
-    for k, v in sorted(wins.items(), key=lambda kv: -kv[1])[:8]:
-        print(f"  {v:>3}  {k}")
+    return sorted(wins.items(), key=lambda kv: -kv[1])[:most]
 
 
 # ---------------------------------------------------------------------------------------------
-# The command
+# The whole bench: configuration in, rows out (``fastdiff_cli.bench_solvers`` parses and prints)
 # ---------------------------------------------------------------------------------------------
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="PATH", type=writable_file, help="write every measured row as JSON to PATH")
-    p.add_argument("--quick", action="store_true", help="CI-sized: fewer samples and NFEs, no grid search")
-    p.add_argument("--preset", default="rare2d", choices=sorted(catalog.WORLDS["mixture"].options["preset"].choices))
-    p.add_argument("--samples", type=int_range(1, 1_000_000), default=None, help="noise samples (default 1000, quick 300)")
-    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
-    p.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
-    p.add_argument("--worlds", type=int_range(0, 100_000), default=0, help="held-out random worlds to report first (default 0)")
-    p.add_argument("--world-samples", type=int_range(1, 1_000_000), default=300, help="noise samples per held-out world (default 300)")
+@dataclass(frozen=True)
+class SolversBench:
+    """What one ``fastdiff bench solvers`` run measures. ``quick`` is the CI size: fewer samples and
+    NFEs, no grid search, fewer timing repeats."""
+
+    preset: str = "rare2d"
+    samples: int | None = None  # noise samples (default 1000, quick 300)
+    seed: int = 0
+    quick: bool = False
+    peers: bool = True  # diffusers and k-diffusion beside fastdiff (skipped, and said so, when not installed)
+    worlds: int = 0  # held-out random worlds to measure first
+    world_samples: int = 300
+
+    @property
+    def n(self) -> int:
+        return self.samples if self.samples is not None else (300 if self.quick else 1000)
+
+    @property
+    def nfes(self) -> tuple[int, ...]:
+        return (4, 8, 20) if self.quick else NFES
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3e}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:.4f}"
-    return str(v)
+@dataclass
+class SolversReport:
+    """Every measured row of one run, by section (the ``--json`` payload is ``to_dict()``)."""
+
+    world: str
+    dim: int
+    rare_weight: float
+    samples: int
+    nfes: tuple[int, ...]
+    sigma_min: float
+    sigma_max: float
+    summary: list[dict[str, Any]]  # best_per_nfe of ``rows``
+    rows: list[dict[str, Any]]  # accuracy: every implementation x solver x grid x NFE
+    overhead: list[dict[str, Any]]
+    mlp_overhead: list[dict[str, Any]]
+    zones: list[dict[str, Any]]
+    sde_convergence: list[dict[str, Any]]
+    peers_missing: list[str]
+    held_out: list[dict[str, Any]]
+    held_out_summary: list[dict[str, Any]]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"world": self.world, "samples": self.samples, "nfes": list(self.nfes), "summary": self.summary,
+                "rows": self.rows, "overhead": self.overhead, "mlp_overhead": self.mlp_overhead, "zones": self.zones,
+                "sde_convergence": self.sde_convergence, "peers_missing": self.peers_missing,
+                "held_out": self.held_out, "held_out_summary": self.held_out_summary, "wall_s": self.wall_s}
 
 
-def main(args: argparse.Namespace) -> int:
-    t_start = time.perf_counter()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    quick = args.quick
-    n = args.samples if args.samples is not None else (300 if quick else 1000)
-    nfes = (4, 8, 20) if quick else NFES
-    compare = tuple(v for v in COMPARE_NFES if v in nfes)
-    path = get_path("vp_discrete")
-    smin, smax = sigma_range(path)
-    mixture = get_mixture(args.preset)
-
-    def make_setup(seed: int) -> Setup:
-        noise = torch.randn(n, mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=F64)
-        return Setup(mixture, smin, smax, noise * smax, noise, {}, {})
-
-    setup = make_setup(args.seed)
-    train = None if quick else make_setup(args.seed + 10_000)
-    if train is not None:  # the optimiser trains on other noise (fewer samples: it runs the solver often)
-        train.noise, train.x_start = train.noise[:200], train.x_start[:200]
-    log(f"world {mixture.name} (dim {mixture.dim}, rare weight {float(mixture.weights[mixture.rare]):.2f}) on "
-        f"vp_discrete, sigma in [{smin:.4f}, {smax:.1f}], {n} samples; solving the reference ODE ...")
-    t0 = time.perf_counter()
-    setup.reference(smax)
-    if train is not None:
-        train.reference(smax)
-    log(f"reference: {time.perf_counter() - t0:.1f}s")
-
-    kd = None if args.no_peers else load_k_diffusion_sampling()
-    held_rows: list[dict[str, Any]] = []
-    held_summary: list[dict[str, Any]] = []
-    if args.worlds:
-        log(f"{args.worlds} held-out random worlds ...")
-        held_nfes = HELDOUT_NFES
-        with_diffusers = not args.no_peers and importlib.util.find_spec("diffusers") is not None
-        held_rows = run_heldout(args.worlds, args.world_samples, held_nfes, kd, with_diffusers, log)
-        held_summary = heldout_summary(held_rows, held_nfes)
-        print_heldout(held_summary, held_rows, args.world_samples)
-
-    rows: list[dict[str, Any]] = []
-    rows += run_fastdiff(setup, path, nfes, optimise=not quick, train=train, log=log)
-    peers_note = []
-    if not args.no_peers:
-        if kd is None:
-            peers_note.append("k-diffusion not installed (pip install --no-deps k-diffusion torchsde torchdiffeq trampoline)")
-        else:
-            log("k-diffusion ...")
-            rows += run_k_diffusion(kd, setup, nfes)
-        if importlib.util.find_spec("diffusers") is None:
-            peers_note.append("diffusers not installed (pip install -e '.[peers]')")
-        else:
-            log("diffusers ...")
-            rows += run_diffusers(setup, nfes)
-    for r in rows:
-        r.setdefault("section", "accuracy")
-        r["world"] = mixture.name
-
-    log("overhead ...")
-    over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if quick else 15,
-                         diffusers_peer=not args.no_peers)
-    mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if quick else 40)
-    zones = zone_study(setup, split=1.0, solver="dpmpp_2m")
-    log("stochastic samplers, brownian vs iid noise ...")
-    sde = sde_convergence(setup, path, (8, 20) if quick else (10, 20, 50, 100), 100 if quick else 500, args.seed)
-    for r in over:
-        r["section"] = "overhead"
-    for r in mlp:
-        r["section"] = "mlp_overhead"
-    for r in zones:
-        r["section"] = "zones"
-    for r in sde:
-        r["section"] = "sde_convergence"
-    over_by = {(r["solver"], r["batch"]): r for r in over if "overhead_us" in r}
-    for r in rows:
-        if r["impl"] == "fastdiff":
-            base = r["solver"].split("(")[0]
-            for b in (1, 1024):
-                if (base, b) in over_by:
-                    r[f"overhead_us_batch{b}"] = over_by[(base, b)]["overhead_us"]
-
-    # -- report ------------------------------------------------------------------------------------
+def best_per_nfe(rows: list[dict[str, Any]], nfes: Sequence[int]) -> list[dict[str, Any]]:
+    """Per NFE: the best fastdiff setting, the best peer setting and their RMSE ratio, the best fixed
+    (not searched) fastdiff grid, and the rare mode of the best setting with its Wilson interval."""
     ok = [r for r in rows if "rmse" in r and math.isfinite(r["rmse"])]
-    print(f"\nfastdiff bench solvers: world {mixture.name} (dim {mixture.dim}), {n} samples, path vp_discrete, "
-          f"reference DOP853 rtol=1e-10; every error is integration error only\n")
-    print("Best per implementation (terminal RMSE vs the reference from the same noise):")
-    print(f"{'NFE':>4}  {'fastdiff best':<44}{'rmse':>10}  {'peer best':<58}{'rmse':>10}{'ratio':>7}")
     summary = []
-    for nfe in compare:
+    for nfe in nfes:
         ours = [r for r in ok if r["impl"] == "fastdiff" and r.get("nfe_target") == nfe]
         peers = [r for r in ok if r["impl"] != "fastdiff" and r.get("nfe_target") == nfe]
         if not ours:
             continue
         b = min(ours, key=lambda r: r["rmse"])
-        line = f"{nfe:>4}  {b['solver'] + ' / ' + b['grid']:<44}{b['rmse']:>10.3e}  "
         item = {"nfe": nfe, "fastdiff": f"{b['solver']} / {b['grid']}", "fastdiff_rmse": b["rmse"],
                 "fastdiff_nfe": b["nfe"], "fastdiff_rare_rate": b["rare_rate"],
                 "rare_rate_ref": b["rare_rate_ref"], "rare_lo": b["rare_lo"], "rare_hi": b["rare_hi"]}
         if peers:
             p = min(peers, key=lambda r: r["rmse"])
-            line += f"{p['impl'] + ' ' + p['solver'] + ' / ' + p['grid']:<58}{p['rmse']:>10.3e}{b['rmse'] / p['rmse']:>7.2f}"
             item.update({"peer": f"{p['impl']} {p['solver']} / {p['grid']}", "peer_rmse": p["rmse"],
                          "peer_nfe": p["nfe"], "ratio": b["rmse"] / p["rmse"]})
         # the best *fixed* fastdiff grid (no search), for honesty about what the optimiser adds
-        fixed = [r for r in ours if not r["grid"].startswith("optimised")]
-        bf = min(fixed, key=lambda r: r["rmse"])
+        bf = min((r for r in ours if not r["grid"].startswith("optimised")), key=lambda r: r["rmse"])
         item.update({"fastdiff_fixed": f"{bf['solver']} / {bf['grid']}", "fastdiff_fixed_rmse": bf["rmse"]})
-        print(line)
         summary.append(item)
-    print("\nBest fixed grid (no search) per NFE:")
-    for s in summary:
-        extra = f"  ratio vs peer {s['fastdiff_fixed_rmse'] / s['peer_rmse']:.2f}" if "peer_rmse" in s else ""
-        print(f"{s['nfe']:>4}  {s['fastdiff_fixed']:<44}{s['fastdiff_fixed_rmse']:>10.3e}{extra}")
-    print("\nRare mode (best fastdiff setting per NFE): rate [95% Wilson] vs the reference's rate:")
-    for s in summary:
-        inside = s["rare_lo"] <= s["rare_rate_ref"] <= s["rare_hi"]
-        print(f"{s['nfe']:>4}  {s['fastdiff_rare_rate']:.4f} [{s['rare_lo']:.4f}, {s['rare_hi']:.4f}]  "
-              f"reference {s['rare_rate_ref']:.4f}  {'within' if inside else 'OUTSIDE'}")
+    return summary
 
-    print("\nAll fastdiff solvers, best grid per NFE (rmse):")
-    names = sorted({r["solver"] for r in ok if r["impl"] == "fastdiff" and r["nfe_target"] is not None})
-    print(f"{'solver':<26}" + "".join(f"{v:>11}" for v in nfes))
-    for name in names:
-        cells = []
-        for v in nfes:
-            c = [r["rmse"] for r in ok if r["impl"] == "fastdiff" and r["solver"] == name and r["nfe_target"] == v]
-            cells.append(f"{min(c):>11.2e}" if c else f"{'-':>11}")
-        print(f"{name:<26}" + "".join(cells))
-    print("\nAdaptive solvers (the tolerance sets the NFE): rmse, and the rare mode against the reference's rate:")
-    for r in [r for r in ok if r["grid"] == "adaptive"]:
-        print(f"{r['solver']:<26} nfe {r['nfe']:>4}  rmse {r['rmse']:.2e}  rare {r['rare_rate']:.4f} "
-              f"[{r['rare_lo']:.4f}, {r['rare_hi']:.4f}] vs {r['rare_rate_ref']:.4f}")
 
-    print("\nOverhead per network call, network excluded (us; min of repeats), same run:")
-    print(f"{'solver':<14}{'batch':>6}{'fastdiff':>10}{'k-diffusion':>13}{'ratio':>7}   peer (diffusers)")
-    peer_over = {(r["solver"], r["batch"]): r for r in over if "peer_overhead_us" in r}
-    for r in over:
-        if "overhead_us" not in r:
-            continue
-        kdv = r.get("k_diffusion_overhead_us")
-        pr = peer_over.get((r["solver"], r["batch"]))
-        print(f"{r['solver']:<14}{r['batch']:>6}{r['overhead_us']:>10.1f}"
-              + (f"{kdv:>13.1f}{r['ratio_vs_k_diffusion']:>7.2f}" if kdv else f"{'-':>13}{'-':>7}")
-              + (f"   {pr['peer']} {pr['peer_overhead_us']:.1f}" if pr else "")
-              + (f"   of which the noise draw {r['noise_draw_us']:.1f} in both; without it "
-                 f"{r['ratio_vs_k_diffusion_excluding_noise']:.2f}" if "noise_draw_us" in r else ""))
-    print(f"\nWhole fastdiff path (Denoiser + solver) around a {mlp[0]['mlp_params']}-parameter MLP, batch 256:")
-    print("  (overhead timed with the MLP swapped for a stored output, medians over interleaved rounds, the share")
-    print("   taken round by round; the last column is the noisy cross-check 'real MLP in the solver minus the MLP alone')")
-    for r in mlp:
-        print(f"  {r['solver']:<12} network {r['network_us']:8.1f} us/call   overhead {r['overhead_us']:7.1f} us "
-              f"= {100 * r['overhead_fraction']:.1f}% of network time   (subtraction: {r['total_minus_network_us']:+.1f} us)"
-              + (f"\n  {'':<12} of which the noise draw {r['noise_draw_us']:.1f} us = "
-                 f"{100 * r['noise_draw_fraction']:.1f}%; without it {100 * r['overhead_excluding_noise_fraction']:.1f}%"
-                 if "noise_draw_us" in r else ""))
-    print(f"\nStochastic samplers: RMSE against the same sampler at {sde[0]['ref_steps']} steps, same noise and seed"
-          " (brownian: one Brownian motion per seed; iid: a fresh draw per step), and the rare mode vs the truth:")
-    print(f"{'solver':<14}{'noise':<10}" + "".join(f"{'NFE ' + str(r['nfe']):>12}" for r in sde
-                                                 if r["solver"] == sde[0]["solver"] and r["noise"] == sde[0]["noise"]))
-    for name in STOCHASTIC:
-        for kind in NOISE_KINDS:
-            cells = [r for r in sde if r["solver"] == name and r["noise"] == kind]
-            print(f"{name:<14}{kind:<10}" + "".join(f"{r['rmse_vs_fine']:>12.3e}" for r in cells)
-                  + "   rare " + " ".join(f"{r['rare_rate']:.3f}" for r in cells) + f" (truth {cells[0]['rare_rate_truth']:.3f})")
-    print(f"\nWhere the steps go ({zones[0]['solver']}, geometric halves split at sigma = {zones[0]['split_sigma']}):")
-    for r in zones:
-        print(f"  {r['zone']:<26} nfe {r['nfe']:>3}  mode flips {r['mode_flip_rate']:.4f}  "
-              f"median err {r['median_err']:.2e}  rmse {r['rmse']:.2e}")
-    for note in peers_note:
-        print(f"\nnote: {note}")
-    wall = time.perf_counter() - t_start
-    print(f"\nwall {wall:.0f}s")
-    if args.json:
-        payload = {"world": mixture.name, "samples": n, "nfes": list(nfes), "summary": summary, "rows": rows,
-                   "overhead": over, "mlp_overhead": mlp, "zones": zones, "sde_convergence": sde,
-                   "peers_missing": peers_note, "held_out": held_rows, "held_out_summary": held_summary,
-                   "wall_s": wall}
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=1, default=str)
-        print(f"rows written to {args.json}")
-    return 0
+def _setups(bench: SolversBench, mixture: Mixture, smin: float, smax: float,
+            log: Callable[[str], None]) -> tuple[Setup, Setup | None]:
+    """The measured noise and (unless quick) the optimiser's training noise, their references solved."""
+
+    def make_setup(seed: int) -> Setup:
+        noise = torch.randn(bench.n, mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        return Setup(mixture, smin, smax, noise * smax, noise, {}, {})
+
+    setup = make_setup(bench.seed)
+    train = None if bench.quick else make_setup(bench.seed + 10_000)
+    if train is not None:  # the optimiser trains on other noise (fewer samples: it runs the solver often)
+        train.noise, train.x_start = train.noise[:200], train.x_start[:200]
+    t0 = time.perf_counter()
+    setup.reference(smax)
+    if train is not None:
+        train.reference(smax)
+    log(f"reference: {time.perf_counter() - t0:.1f}s")
+    return setup, train
+
+
+def _accuracy_rows(bench: SolversBench, setup: Setup, train: Setup | None, path: Any, kd: types.ModuleType | None,
+                   log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[str]]:
+    """fastdiff's rows and every installed peer's on the same noise; and the peers that are missing."""
+    rows = run_fastdiff(setup, path, bench.nfes, optimise=not bench.quick, train=train, log=log)
+    missing = []
+    if bench.peers:
+        if kd is None:
+            missing.append("k-diffusion not installed (pip install --no-deps k-diffusion torchsde torchdiffeq trampoline)")
+        else:
+            log("k-diffusion ...")
+            rows += run_k_diffusion(kd, setup, bench.nfes)
+        if importlib.util.find_spec("diffusers") is None:
+            missing.append("diffusers not installed (pip install -e '.[peers]')")
+        else:
+            log("diffusers ...")
+            rows += run_diffusers(setup, bench.nfes)
+    for r in rows:
+        r.setdefault("section", "accuracy")
+        r["world"] = setup.mixture.name
+    return rows, missing
+
+
+def run_bench(bench: SolversBench, log: Callable[[str], None] = lambda s: None) -> SolversReport:
+    """Every section of ``fastdiff bench solvers``; ``log`` receives progress lines."""
+    t_start = time.perf_counter()
+    path = get_path("vp_discrete")
+    smin, smax = sigma_range(path)
+    mixture = get_mixture(bench.preset)
+    log(f"world {mixture.name} (dim {mixture.dim}, rare weight {float(mixture.weights[mixture.rare]):.2f}) on "
+        f"vp_discrete, sigma in [{smin:.4f}, {smax:.1f}], {bench.n} samples; solving the reference ODE ...")
+    setup, train = _setups(bench, mixture, smin, smax, log)
+    kd = load_k_diffusion_sampling() if bench.peers else None
+    held_rows: list[dict[str, Any]] = []
+    if bench.worlds:
+        log(f"{bench.worlds} held-out random worlds ...")
+        with_diffusers = bench.peers and importlib.util.find_spec("diffusers") is not None
+        held_rows = run_heldout(bench.worlds, bench.world_samples, HELDOUT_NFES, kd, with_diffusers, log)
+    rows, missing = _accuracy_rows(bench, setup, train, path, kd, log)
+    log("overhead ...")
+    over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if bench.quick else 15,
+                         diffusers_peer=bench.peers)
+    mlp = mlp_overhead(path, mixture.dim, steps=20, repeats=5 if bench.quick else 40)
+    zones = zone_study(setup, split=1.0, solver="dpmpp_2m")
+    log("stochastic samplers, brownian vs iid noise ...")
+    sde = sde_convergence(setup, path, (8, 20) if bench.quick else (10, 20, 50, 100), 100 if bench.quick else 500,
+                          bench.seed)
+    for section, part in (("overhead", over), ("mlp_overhead", mlp), ("zones", zones), ("sde_convergence", sde)):
+        for r in part:
+            r["section"] = section
+    over_by = {(r["solver"], r["batch"]): r for r in over if "overhead_us" in r}
+    for r in rows:
+        for b in (1, 1024):
+            if r["impl"] == "fastdiff" and (r["solver"].split("(")[0], b) in over_by:
+                r[f"overhead_us_batch{b}"] = over_by[(r["solver"].split("(")[0], b)]["overhead_us"]
+    compare = tuple(v for v in COMPARE_NFES if v in bench.nfes)
+    return SolversReport(mixture.name, mixture.dim, float(mixture.weights[mixture.rare]), bench.n, bench.nfes, smin,
+                         smax, best_per_nfe(rows, compare), rows, over, mlp, zones, sde, missing, held_rows,
+                         heldout_summary(held_rows, HELDOUT_NFES) if held_rows else [],
+                         time.perf_counter() - t_start)
