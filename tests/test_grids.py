@@ -111,6 +111,7 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     and the held-out worlds only judge the result."""
     import argparse
 
+    from fastdiff_cli import fit_grids as command
     from fastdiff_core.bench import transfer
     from fastdiff_core.worlds.random_mixtures import HELD_OUT, TRAINING, check_disjoint
 
@@ -128,8 +129,8 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     monkeypatch.setattr(transfer, "optimise_transfer_grid", optimise)
     monkeypatch.setattr(transfer, "world_batches", batches)
     parser = argparse.ArgumentParser()
-    transfer.add_arguments(parser)
-    assert transfer.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
+    command.add_arguments(parser)
+    assert command.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
                                             "--nfes", "3", "--skip-study"])) == 0
     held = [s for s in built if s in HELD_OUT]
     assert len(held) == 2 and seen_by_optimiser

@@ -24,7 +24,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "gate"): ("fastdiff_core.bench.gate",
                         "the coverage gate's pass/fail/undecided rates by simulation, fixed n and sequential"),
     ("bench", "solvers"): ("fastdiff_cli.bench_solvers", "every solver x grid x NFE on the mixture world, vs peers"),
-    ("fit", "grids"): ("fastdiff_core.bench.transfer",
+    ("fit", "grids"): ("fastdiff_cli.fit_grids",
                        "last-step defaults and tuned grids fitted across random worlds, judged on held-out ones"),
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
     ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),

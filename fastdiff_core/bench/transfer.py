@@ -1,4 +1,4 @@
-"""``fastdiff fit grids [--write]``: last-step defaults and grids that transfer, fitted across random worlds.
+"""``fastdiff fit grids``: last-step defaults and grids that transfer, fitted across random worlds.
 
 1. The last-step study: every fixed-step deterministic solver x last-step convention x lower-order final
    x fixed grid x NFE on ``--train`` random training worlds (``worlds.random_mixtures``); per solver the
@@ -9,28 +9,26 @@
    refuses overlap): shipped grid vs the best fixed grid, per world.
 
 ``--write`` stores the grids in ``fastdiff_core/tuned_grids.json`` (the ``tuned`` grid reads it);
-without it nothing tracked is touched. The core computes rows; this command prints them.
+without it nothing tracked is touched. This module computes rows (``fit_grids``);
+``fastdiff_cli.fit_grids`` parses the flags, prints the tables and writes the files.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.grid_search import (
     WorldBatch, fractions_to_sigmas, optimise_transfer_grid, world_batches, world_rmse,
 )
-from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE, build_grid
+from fastdiff_core.grids import FIXED_GRIDS, build_grid
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.worlds.random_mixtures import check_disjoint, held_out_seeds, training_seeds
 
@@ -97,82 +95,79 @@ def best_fixed(name: str, opts: dict[str, Any], nfe: int, worlds: list[WorldBatc
     return grid, sig, score
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", type=int_range(1, 10_000), default=12, help="training worlds (default 12)")
-    p.add_argument("--held-out", type=int_range(1, 100_000), default=20, help="held-out validation worlds (default 20)")
-    p.add_argument("--samples", type=int_range(1, 100_000), default=128, help="noise rows per world (default 128)")
-    p.add_argument("--budget", type=int_range(1, 100_000), default=120, help="solver runs per fitted grid (default 120)")
-    p.add_argument("--nfes", default=",".join(map(str, NFES)), help="NFEs to fit, a comma list in 2-20 (default 3-10)")
-    p.add_argument("--skip-study", action="store_true", help="skip the last-step study")
-    p.add_argument("--write", action="store_true", help=f"write the fitted grids to {TUNED_GRIDS_FILE.name}")
-    p.add_argument("--json", metavar="PATH", type=writable_file, help="write every row as JSON to PATH")
+@dataclass(frozen=True)
+class GridFit:
+    """What one ``fastdiff fit grids`` run fits: worlds, samples, search budget, NFEs."""
+
+    train: int = 12  # training worlds
+    held_out: int = 20  # held-out validation worlds
+    samples: int = 128  # noise rows per world
+    budget: int = 120  # solver runs per fitted grid
+    nfes: tuple[int, ...] = NFES
+    study: bool = True  # run the last-step study first
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        nfes = tuple(sorted({int(v) for v in args.nfes.split(",")}))
-    except ValueError:
-        nfes = ()
-    if not nfes or any(v < 2 or v > 20 for v in nfes):
-        print(f"fastdiff fit grids: --nfes={args.nfes!r} must be a comma list of integers in [2, 20]", file=sys.stderr)
-        return 2
-    torch.set_num_threads(1)
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+@dataclass
+class GridFitReport:
+    train_seeds: list[int]
+    held_out_seeds: list[int]
+    study: list[dict[str, Any]] | None  # last_step_study rows (None when skipped)
+    fits: list[dict[str, Any]]  # per solver and NFE: the fitted grid judged on the held-out worlds
+    tuned_grids: dict[str, Any]  # the document ``--write`` stores in tuned_grids.json
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": PATH_NAME, "train_seeds": self.train_seeds,
+                               "held_out_seeds": self.held_out_seeds}
+        if self.study is not None:
+            out["study"] = self.study
+        out["fits"] = self.fits
+        return out
+
+
+def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch], path: Any, budget: int
+            ) -> dict[str, Any]:
+    """One solver's grid at one NFE: fitted on the training worlds from the best fixed grid, then the
+    tuned / best-fixed RMSE ratio on each held-out world."""
+    smin, smax = sigma_range(path)
+    opts: dict[str, Any] = {}  # the solver's defaults
+    grid, start, _ = best_fixed(name, opts, nfe, train, path)
+    res = optimise_transfer_grid(name, opts, start, train, smin, smax, budget=budget)
+    sig = fractions_to_sigmas(res.fractions, smin, smax)
+    steps, planned = catalog.SOLVERS[name].plan_for_nfe(nfe, opts)
+    fixed_held = [world_rmse(name, planned, build_grid(grid, steps, path), w) for w in held]
+    ratios = [world_rmse(name, planned, sig, w) / f for w, f in zip(held, fixed_held)]
+    return {"solver": name, "nfe": nfe, "start_grid": grid, "fractions": res.fractions, "last_sigma": sig[-2],
+            "train_ratio": res.train_ratio, "search_evals": res.evaluations,
+            "held_out_median_ratio": statistics.median(ratios), "held_out_better": sum(r < 1 for r in ratios),
+            "held_out_worlds": len(ratios)}
+
+
+def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> GridFitReport:
+    """The last-step study (unless skipped) and every shipped solver's transfer grid per NFE."""
     t0 = time.perf_counter()
     path = get_path(PATH_NAME)
-    smin, smax = sigma_range(path)
-    train_seeds, eval_seeds = training_seeds(args.train), held_out_seeds(args.held_out)
+    smax = sigma_range(path)[1]
+    train_seeds, eval_seeds = training_seeds(fit.train), held_out_seeds(fit.held_out)
     check_disjoint(train_seeds, eval_seeds)
-    log(f"references: {args.train} training + {args.held_out} held-out worlds x {args.samples} samples ...")
-    train = world_batches(train_seeds, args.samples, smax)
-    held = world_batches(eval_seeds, args.samples, smax, noise_seed=1)
-    out: dict[str, Any] = {"path": PATH_NAME, "train_seeds": train_seeds, "held_out_seeds": eval_seeds}
-    if not args.skip_study:
+    log(f"references: {fit.train} training + {fit.held_out} held-out worlds x {fit.samples} samples ...")
+    train = world_batches(train_seeds, fit.samples, smax)
+    held = world_batches(eval_seeds, fit.samples, smax, noise_seed=1)
+    study = None
+    if fit.study:
         log("last-step study ...")
         study = last_step_study(train, path, STUDY_NFES)
-        out["study"] = study
-        print(f"\nLast-step study on {args.train} training worlds, NFE {list(STUDY_NFES)}, grids {list(FIXED_GRIDS)}:")
-        print("  geometric mean of RMSE / RMSE(final=solver, plain) on the same world, grid and NFE; and the median")
-        print("  over worlds x NFE of best-grid RMSE ratios")
-        for r in study:
-            print(f"  {r['solver']:<10} {json.dumps(r['options']):<52} {r['geomean_ratio']:8.3f} "
-                  f"{r['median_best_grid_ratio']:8.3f}  ({r['cases']} cases)")
-    fitted: dict[str, Any] = {}
     rows = []
+    grids: dict[str, Any] = {name: {"options": {}, "grids": {}} for name in SHIPPED_SOLVERS}
     for name in SHIPPED_SOLVERS:
-        opts: dict[str, Any] = {}  # the solver's defaults
-        fitted[name] = {"options": opts, "grids": {}}
-        for nfe in nfes:
-            grid, start, _ = best_fixed(name, opts, nfe, train, path)
-            res = optimise_transfer_grid(name, opts, start, train, smin, smax, budget=args.budget)
-            sig = fractions_to_sigmas(res.fractions, smin, smax)
-            steps, planned = catalog.SOLVERS[name].plan_for_nfe(nfe, opts)
-            fixed_held = [world_rmse(name, planned, build_grid(grid, steps, path), w) for w in held]
-            tuned_held = [world_rmse(name, planned, sig, w) for w in held]
-            ratios = [t / f for t, f in zip(tuned_held, fixed_held)]
-            row = {"solver": name, "nfe": nfe, "start_grid": grid, "fractions": res.fractions,
-                   "last_sigma": sig[-2], "train_ratio": res.train_ratio, "search_evals": res.evaluations,
-                   "held_out_median_ratio": statistics.median(ratios),
-                   "held_out_better": sum(r < 1 for r in ratios), "held_out_worlds": len(ratios)}
+        for nfe in fit.nfes:
+            row = fit_one(name, nfe, train, held, path, fit.budget)
             rows.append(row)
-            fitted[name]["grids"][str(nfe)] = [round(f, 6) for f in res.fractions]
-            log(f"  {name} NFE {nfe}: from {grid}, train ratio {res.train_ratio:.3f}, held-out median ratio "
-                f"{row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(ratios)} better), "
-                f"last sigma {sig[-2]:.4f}")
-    out["fits"] = rows
-    print(f"\nTransfer grids fitted on {args.train} training worlds, judged on {args.held_out} held-out worlds "
-          "(RMSE of the tuned grid / the training-best fixed grid, per held-out world):")
-    print(f"  {'solver':<10}{'NFE':>4}  {'start':<16}{'train':>7}{'held-out median':>17}{'better':>9}  last sigma")
-    for r in rows:
-        print(f"  {r['solver']:<10}{r['nfe']:>4}  {r['start_grid']:<16}{r['train_ratio']:>7.3f}"
-              f"{r['held_out_median_ratio']:>17.3f}{r['held_out_better']:>5}/{r['held_out_worlds']:<3}  {r['last_sigma']:.4f}")
-    payload = {"about": "log-sigma fractions u (sigma = smax^(1-u) smin^u) of the nonzero sigmas after sigma_max, "
-                        "fitted by `fastdiff fit grids` across random mixture worlds; per solver and NFE",
-               "train_seeds": train_seeds, "samples": args.samples, "budget": args.budget, "solvers": fitted}
-    if args.write:
-        TUNED_GRIDS_FILE.write_text(json.dumps(payload, indent=1) + "\n")
-        print(f"\ngrids written to {TUNED_GRIDS_FILE}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
-    print(f"\nwall {time.perf_counter() - t0:.0f}s")
-    return 0
+            grids[name]["grids"][str(nfe)] = [round(f, 6) for f in row["fractions"]]
+            log(f"  {name} NFE {nfe}: from {row['start_grid']}, train ratio {row['train_ratio']:.3f}, held-out "
+                f"median ratio {row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(held)} better), "
+                f"last sigma {row['last_sigma']:.4f}")
+    tuned = {"about": "log-sigma fractions u (sigma = smax^(1-u) smin^u) of the nonzero sigmas after sigma_max, "
+                      "fitted by `fastdiff fit grids` across random mixture worlds; per solver and NFE",
+             "train_seeds": train_seeds, "samples": fit.samples, "budget": fit.budget, "solvers": grids}
+    return GridFitReport(train_seeds, eval_seeds, study, rows, tuned, time.perf_counter() - t0)

@@ -1,0 +1,59 @@
+"""``fastdiff fit grids [--write]``: last-step defaults and grids that transfer, fitted across random
+worlds (fastdiff_core.bench.transfer fits; this module parses the flags, prints the tables and writes
+``tuned_grids.json`` only with ``--write``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fastdiff_core.bench.transfer import NFES, STUDY_NFES, GridFit, GridFitReport, fit_grids
+from fastdiff_core.commands.args import comma_list, int_range, writable_file
+from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", type=int_range(1, 10_000), default=12, help="training worlds (default 12)")
+    p.add_argument("--held-out", type=int_range(1, 100_000), default=20, help="held-out validation worlds (default 20)")
+    p.add_argument("--samples", type=int_range(1, 100_000), default=128, help="noise rows per world (default 128)")
+    p.add_argument("--budget", type=int_range(1, 100_000), default=120, help="solver runs per fitted grid (default 120)")
+    p.add_argument("--nfes", type=comma_list(int_range(2, 20)), default=list(NFES),
+                   help="NFEs to fit, a comma list in 2-20 (default 3-10)")
+    p.add_argument("--skip-study", action="store_true", help="skip the last-step study")
+    p.add_argument("--write", action="store_true", help=f"write the fitted grids to {TUNED_GRIDS_FILE.name}")
+    p.add_argument("--json", metavar="PATH", type=writable_file, help="write every row as JSON to PATH")
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    fit = GridFit(train=args.train, held_out=args.held_out, samples=args.samples, budget=args.budget,
+                  nfes=tuple(sorted(set(args.nfes))), study=not args.skip_study)
+    report = fit_grids(fit, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print_report(report, fit)
+    if args.write:
+        TUNED_GRIDS_FILE.write_text(json.dumps(report.tuned_grids, indent=1) + "\n")
+        print(f"\ngrids written to {TUNED_GRIDS_FILE}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    print(f"\nwall {report.wall_s:.0f}s")
+    return 0
+
+
+def print_report(report: GridFitReport, fit: GridFit) -> None:
+    if report.study is not None:
+        print(f"\nLast-step study on {fit.train} training worlds, NFE {list(STUDY_NFES)}, grids {list(FIXED_GRIDS)}:")
+        print("  geometric mean of RMSE / RMSE(final=solver, plain) on the same world, grid and NFE; and the median")
+        print("  over worlds x NFE of best-grid RMSE ratios")
+        for r in report.study:
+            print(f"  {r['solver']:<10} {json.dumps(r['options']):<52} {r['geomean_ratio']:8.3f} "
+                  f"{r['median_best_grid_ratio']:8.3f}  ({r['cases']} cases)")
+    print(f"\nTransfer grids fitted on {fit.train} training worlds, judged on {fit.held_out} held-out worlds "
+          "(RMSE of the tuned grid / the training-best fixed grid, per held-out world):")
+    print(f"  {'solver':<10}{'NFE':>4}  {'start':<16}{'train':>7}{'held-out median':>17}{'better':>9}  last sigma")
+    for r in report.fits:
+        print(f"  {r['solver']:<10}{r['nfe']:>4}  {r['start_grid']:<16}{r['train_ratio']:>7.3f}"
+              f"{r['held_out_median_ratio']:>17.3f}{r['held_out_better']:>5}/{r['held_out_worlds']:<3}  {r['last_sigma']:.4f}")
