@@ -14,7 +14,7 @@ import importlib
 import sys
 
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("run",): ("fastdiff_core.commands.run", "run one RunSpec and print its RunResult as a table"),
+    ("run",): ("fastdiff_cli.run", "run one RunSpec and print its RunResult as a table"),
     ("world", "scenes"): ("fastdiff_core.worlds.driving.scene_table",
                           "the driving scenes' exact branch probabilities per ego action"),
     ("train", "teacher"): ("fastdiff_core.models.teacher_command",
