@@ -15,9 +15,9 @@ import sys
 
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("fastdiff_cli.run", "run one RunSpec and print its RunResult as a table"),
-    ("world", "scenes"): ("fastdiff_core.worlds.driving.scene_table",
+    ("world", "scenes"): ("fastdiff_cli.world_scenes",
                           "the driving scenes' exact branch probabilities per ego action"),
-    ("train", "teacher"): ("fastdiff_core.models.teacher_command",
+    ("train", "teacher"): ("fastdiff_cli.train_teacher",
                            "train the driving world-model teacher, measure it, write weights + card"),
     ("bench", "coverage"): ("fastdiff_core.bench.coverage",
                             "solvers x NFE x guidance on the driving teacher: TV, tail rate, P/R, gate"),

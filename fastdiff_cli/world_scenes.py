@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fastdiff_core.commands.args import int_range
-from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities, frame_hazards, time_to_arrival
+from fastdiff_core.worlds.driving import ACTIONS, SCENES, branch_probabilities, frame_hazards, time_to_arrival
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
