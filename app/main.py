@@ -1,6 +1,6 @@
 """fastdiff dashboard: `streamlit run app/main.py` (started with its workers by `fastdiff up`).
 
-Pages: Explore, Sweep, Compare, Experiments, Budget calculator. A share link (``?exp=ID``, plus
+Pages: Explore, Sweep, Compare, Experiments, Queue, Budget calculator. A share link (``?exp=ID``, plus
 ``&key=…`` when the dashboard has a secret) opens that one experiment read-only, without the
 navigation; who may see what is decided by ``app.access`` before any page runs. A page that fails
 shows a short error id; its traceback goes to the server's log, never to the browser. The app never
@@ -45,6 +45,7 @@ else:
         st.Page(VIEWS / "sweep.py", title="Sweep", icon=":material/grid_on:", url_path="sweep"),
         st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
         st.Page(VIEWS / "experiments.py", title="Experiments", icon=":material/folder_open:", url_path="experiments"),
+        st.Page(VIEWS / "queue.py", title="Queue", icon=":material/queue:", url_path="queue"),
         st.Page(VIEWS / "budget_calculator.py", title="Budget calculator", icon=":material/calculate:",
                 url_path="budget"),
     ])

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import bill_view, charts, connection, verdict_view
+from app import bill_view, charts, connection, queue_view, verdict_view
 from app.spec_form import spec_json, spec_summary
 from fastdiff_core import budget
 from fastdiff_core.spec import RunResult, RunSpec
@@ -47,8 +47,10 @@ def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], N
             frac = 1.0 if s["status"] in connection.FINAL else (done / total if done and total else 0.0)
             eta = f" · ETA {s['eta_s']:.0f} s" if s.get("eta_s") else ""
             nfe = f" · {s['nfe']:,.0f} NFE counted" if s.get("nfe") else ""
+            waiting = queue_view.waiting_text(s.get("position"), s.get("est_start_s")) if s["status"] == "queued" else ""
             st.progress(min(max(frac, 0.0), 1.0),
-                        text=f"{s['status']}{' · ' + s['phase'] if s.get('phase') else ''}{nfe}{eta}")
+                        text=f"{s['status']}{' · ' + waiting if waiting else ''}"
+                             f"{' · ' + s['phase'] if s.get('phase') else ''}{nfe}{eta}")
         else:
             counts: dict[str, int] = {}
             for s in states:

@@ -15,7 +15,7 @@ import pytest
 
 from fastdiff_core.spec import RunSpec
 from store import Store
-from workers import outcomes
+from workers import fairqueue, outcomes
 from workers.broker import RedisServer, embedded_binary
 from workers.celery_app import QUEUE
 from workers.local_service import LocalService
@@ -254,11 +254,12 @@ def test_a_run_the_broker_lost_is_queued_again_by_the_collector(service):
 
     r = service.client.redis
     _, (lost, kept) = service.client.submit([tiny(1), tiny(2)], "lost")
-    assert r.llen(QUEUE) == 2
-    r.rpop(QUEUE)  # the oldest message vanishes, as in that window
+    # No worker yet (capacity 1): the first one-run batch is in the broker, the second in the sweep's lane.
+    assert r.llen(fairqueue.SWEEP_KEY) == 1 and fairqueue.lane_run_ids(r) == {kept}
+    r.rpop(fairqueue.SWEEP_KEY)  # the dispatched batch vanishes, as in that window
     settings = load_settings({"FASTDIFF_HOME": str(service.home), "FASTDIFF_MAX_RUN_S": str(MAX_RUN_S)})
     assert requeue_lost(service.store, r, settings, service.broker.url, older_than_s=0) == [lost]
-    assert r.llen(QUEUE) == 2
+    assert r.llen(QUEUE) == 1
     assert requeue_lost(service.store, r, settings, service.broker.url, older_than_s=0) == []  # now held again
     service.worker("w1"), service.collector()
     runs = service.wait_finished([lost, kept])

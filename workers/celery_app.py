@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers.fairqueue import BATCH_BUDGET_S, BATCH_TASK, QUEUE, SWEEP_PRIORITY
 from workers.settings import ServiceSettings, load_settings
 
 RUN_TASK = "fastdiff.run"
-QUEUE = "fastdiff"
 
 
 def run_options(settings: ServiceSettings, run_id: str) -> dict[str, object]:
     """Options of a run's task message: its id, and the submitter's time limits, which travel in the
     message so that every worker, whatever its own settings, applies the same ones."""
     return {"task_id": run_id, "soft_time_limit": settings.soft_time_limit_s, "time_limit": settings.hard_time_limit_s}
+
+
+def send_batch(app: Celery, settings: ServiceSettings, batch: dict[str, object]) -> None:
+    """Queue a sweep batch (``workers.fairqueue``) at the sweep priority, with the submitter's time limits
+    plus the batch's budget: a run starts only within the budget, so each still gets the whole limit."""
+    opts = run_options(settings, str(batch["batch_id"]))
+    app.send_task(BATCH_TASK, args=(batch,), priority=SWEEP_PRIORITY, ignore_result=True, **{
+        **opts, "soft_time_limit": settings.soft_time_limit_s + BATCH_BUDGET_S,
+        "time_limit": settings.hard_time_limit_s + BATCH_BUDGET_S})
 
 
 def make_celery(settings: ServiceSettings | None = None, broker_url: str | None = None) -> Celery:
@@ -51,7 +60,10 @@ def make_celery(settings: ServiceSettings | None = None, broker_url: str | None 
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        task_track_started=True,
+        # Run state lives in the project's record of dispatched runs (workers.fairqueue), written by the
+        # task in the same Redis round trip that starts its attempt: no Celery result backend writes.
+        task_track_started=False,
+        task_ignore_result=True,
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -1,14 +1,21 @@
 """Submitting runs, following them and cancelling them: what the dashboard calls. Imports no torch.
 
-    from workers.client import submit, progress, cancel, grid
+    from workers.client import submit, progress, cancel, queue, grid
 
-    exp_id, run_ids = submit(RunSpec(...), "my experiment")                      # one run
-    exp_id, run_ids = submit([spec_a, spec_b], "a vs b")                          # several
+    exp_id, run_ids = submit(RunSpec(...), "my experiment")                      # one run: interactive
+    exp_id, run_ids = submit([spec_a, spec_b], "a vs b")                          # several: a sweep
     exp_id, run_ids = submit(base_spec, "steps sweep", sweep={"steps": [4, 8, 16],
                                                               "solver": ["euler", "dpmpp_2m"]})
     progress(run_id) -> {run_id, status: queued|running|done|failed|cancelled,
-                         done, total, nfe, eta_s, phase, device, worker, error}
-    cancel(run_id)   -> True if cancelled, False if it had already finished
+                         done, total, nfe, eta_s, phase, device, worker, error,
+                         position, est_start_s}        # position/estimate while queued
+    cancel(run_id, owner=None) -> True if cancelled, False if it had already finished
+    queue()          -> every queued and running run, all users (workers.fairqueue.snapshot)
+    ServiceClient().wait(run_ids) -> run_id -> stored run, woken by the collector (no polling)
+
+One run is interactive: it goes straight to the broker ahead of every sweep. Several runs are a
+sweep: batched in the experiment's lane and served round robin with other sweeps
+(``workers.fairqueue``, docs/service.md).
 
 A submit whose broker fails part-way is reconciled, never recorded failed by guess: once the broker
 answers again (within ``reconcile_s``), each run it does not hold and that has no outcome is sent
@@ -25,30 +32,44 @@ embedded) broker; ``ServiceClient(broker_url, store_root)`` targets another pair
 from __future__ import annotations
 
 import functools
+import getpass
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 from celery import Celery
-from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from fastdiff_core.spec import RunSpec, check_run_limits
 from fastdiff_core.sweep import check_run_count, grid  # grid is also the service's public sweep expansion
-from store import Store, as_specs
-from workers import outcomes
-from workers.celery_app import RUN_TASK, make_celery, run_options
+from store import Store, as_specs, ids
+from workers import fairqueue, outcomes
+from workers.celery_app import RUN_TASK, make_celery, run_options, send_batch
 from workers.settings import load_settings, redis_py_url
 from workers.supervision import held_run_ids
 
 BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
+MAX_OWNER = 200
+
+
+def check_owner(owner: str | None) -> str:
+    """``owner`` as given (default user@host); ValueError naming it when it is not a short printable string."""
+    if owner is None:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    if not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER or not owner.isprintable():
+        raise ValueError(f"owner={ids.shown(owner)} must be 1 to {MAX_OWNER} printable characters")
+    return owner
+
 
 class ServiceClient:
     """Submission, progress and cancellation against one broker and one store."""
 
-    def __init__(self, broker_url: str | None = None, store_root: str | None = None, reconcile_s: float = 20.0):
+    def __init__(self, broker_url: str | None = None, store_root: str | None = None, reconcile_s: float = 20.0,
+                 owner: str | None = None):
         self.settings = load_settings()
+        self.owner = check_owner(owner)  # who this client submits as (the queue view's "yours")
         self.broker_url = broker_url or self.settings.resolved_broker_url()
         self.store = Store(store_root if store_root is not None else self.settings.store_root)
         self.celery: Celery = make_celery(self.settings, broker_url=self.broker_url)
@@ -58,11 +79,15 @@ class ServiceClient:
         self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10, socket_connect_timeout=5)
         self.reconcile_s = reconcile_s
 
-    def submit(self, specs: Any, experiment: str, *,
-               sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
-        """Validate, record the experiment (runs 'queued'), then queue every run as one group.
+    def submit(self, specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None,
+               owner: str | None = None) -> tuple[str, list[str]]:
+        """Validate, record the experiment (runs 'queued'), then queue its runs: one run is interactive
+        (straight to the broker, ahead of every sweep); several are a sweep, batched in the
+        experiment's lane and served round robin with other sweeps (``workers.fairqueue``).
+        ``owner`` (default: this client's, user@host) is who may cancel them from the queue view.
 
         Returns (exp_id, run_ids) in the order of the specs (of the grid, for a sweep)."""
+        owner = self.owner if owner is None else check_owner(owner)
         if sweep is not None:
             if not isinstance(specs, (RunSpec, Mapping, str)):
                 raise ValueError("sweep= takes one base spec, not a list of specs")
@@ -81,8 +106,45 @@ class ServiceClient:
         except BROKER_ERRORS as e:
             raise RuntimeError(f"broker at {self.broker_url} is unreachable ({e}); nothing was submitted") from e
         exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
-        self._send([(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)])
+        runs = [(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)]
+        if len(runs) == 1 and sweep is None:
+            try:
+                fairqueue.record_interactive(self.redis, run_ids[0], exp_id, owner)
+            except BROKER_ERRORS:
+                pass  # the record only feeds the queue view; _send reconciles the run itself
+            self._send(runs)
+        else:
+            self._enqueue_sweep(exp_id, owner, runs)
         return exp_id, run_ids
+
+    def _enqueue_sweep(self, exp_id: str, owner: str, runs: list[tuple[str, str]]) -> None:
+        """Put a sweep in its lane and top up the broker; a broker failure here leaves the runs 'queued'
+        in the store, and the collector's reconciliation sends them once the broker is back."""
+        deadline = time.monotonic() + self.reconcile_s
+        while True:
+            try:
+                fairqueue.enqueue_sweep(self.redis, exp_id, owner, runs)
+                break
+            except BROKER_ERRORS as e:
+                # The transaction either happened or not; if it did, the lane holds the runs.
+                try:
+                    if fairqueue.lane_run_ids(self.redis) & {rid for rid, _ in runs}:
+                        break
+                except BROKER_ERRORS:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"broker at {self.broker_url} failed while queueing ({e}); {len(runs)} runs are recorded "
+                        "'queued' but may not be in the broker: the collector sends them again once the "
+                        "broker is back") from e
+                time.sleep(0.5)
+        try:
+            fairqueue.dispatch(self.redis, self._send_batch)
+        except BROKER_ERRORS:
+            pass  # the lane keeps them; workers and the collector dispatch too
+
+    def _send_batch(self, batch: dict[str, Any]) -> None:
+        send_batch(self.celery, self.settings, batch)
 
     def _send(self, runs: list[tuple[str, str]], reconcile: bool = False) -> None:
         """Queue (run_id, spec_json) pairs; if the broker fails part-way, wait for it (``reconcile_s``) and
@@ -115,37 +177,86 @@ class ServiceClient:
                 time.sleep(0.5)
 
     def progress(self, run_id: str) -> dict[str, Any]:
-        """Where a run is: the store's status once it has one, else the live task state."""
+        """Where a run is: the store's status once it has one, else its queue record (running, with
+        progress; or queued, with its position and estimated start in seconds)."""
         run = self.store.run(run_id)
         if run is None:
             raise ValueError(f"run_id={run_id!r} is not a stored run")
         out: dict[str, Any] = {"run_id": run_id, "status": run["status"], "done": None, "total": None,
                                "nfe": None, "eta_s": None, "phase": None, "device": None,
-                               "worker": run["worker"], "error": run["error"]}
+                               "worker": run["worker"], "error": run["error"], "position": None,
+                               "est_start_s": None}
         if run["status"] != "queued":
             result = run["result"] or {}
             return {**out, "device": result.get("device"), "nfe": result.get("nfe_counted"), "eta_s": 0.0}
         try:
-            state = AsyncResult(run_id, app=self.celery)
-            name, info = state.state, state.info
-        except Exception as e:  # noqa: BLE001 - the broker is down: report what the store knows
+            rec = fairqueue.record(self.redis, run_id)
+            if rec.get("state") != "running":
+                row = next((x for x in fairqueue.snapshot(self.redis) if x["run_id"] == run_id), None)
+                if row is not None:
+                    out.update(position=row["position"], est_start_s=row["est_start_s"])
+                return out
+        except BROKER_ERRORS as e:  # the broker is down: report what the store knows
             return {**out, "error": f"broker unreachable: {e}"}
-        if name in ("STARTED", "PROGRESS") and isinstance(info, Mapping):
-            out.update(status="running", **{k: info.get(k) for k in ("done", "total", "nfe", "eta_s", "phase",
-                                                                       "device")})
-            out["worker"] = info.get("worker") or info.get("hostname")  # Celery's own STARTED meta has hostname
-        elif name in ("FAILURE", "REVOKED"):
-            out.update(status="failed" if name == "FAILURE" else "cancelled", error=repr(info))
+        out.update(status="running", worker=rec.get("worker"), device=rec.get("device"), phase=rec.get("phase"))
+        for k, kind in (("done", int), ("total", int), ("nfe", float), ("eta_s", float)):
+            if k in rec:
+                out[k] = kind(float(rec[k]))
         return out
 
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a queued or running run (a running one is terminated). False if it already finished."""
+    def cancel(self, run_id: str, owner: str | None = None) -> bool:
+        """Cancel a queued or running run (a running one stops at its next progress report; a run alone
+        in its task is also terminated). False if it already finished. With ``owner``, only that
+        owner's runs: PermissionError otherwise."""
         if self.store.run(run_id) is None:
             raise ValueError(f"run_id={run_id!r} is not a stored run")
+        if owner is not None:
+            holder = fairqueue.record(self.redis, run_id).get("owner")
+            if holder is not None and holder != owner:
+                raise PermissionError(f"run {run_id} belongs to {holder!r}, not {owner!r}")
         cancelled = outcomes.request_cancel(self.redis, run_id)
         if cancelled:
             self.celery.control.revoke(run_id, terminate=True, signal="SIGTERM")
         return cancelled
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Every queued and running run across all users (``fairqueue.snapshot``), with its experiment's name."""
+        rows = fairqueue.snapshot(self.redis)
+        names: dict[str, str] = {}
+        for row in rows:
+            exp_id = row["exp_id"]
+            if exp_id not in names:
+                exp = self.store.experiment(exp_id) if ids.is_id(exp_id, "exp_id") else None
+                names[exp_id] = exp["name"] if exp else ""
+            row["experiment"] = names[exp_id]
+        return rows
+
+    def wait(self, run_ids: Sequence[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+        """Block until every run is stored with its outcome (the collector announces each one; no
+        polling); returns run_id -> ``Store.run``. TimeoutError naming the runs still queued."""
+        wanted = set(ids.check_many(run_ids, "run_id"))
+        deadline = time.monotonic() + timeout
+        with self.redis.pubsub(ignore_subscribe_messages=True) as sub:
+            sub.subscribe(outcomes.STORED_CHANNEL)
+            out = {}
+            for rid in list(wanted):
+                run = self.store.run(rid)
+                if run is not None and run["status"] != "queued":
+                    out[rid] = run
+            pending = wanted - set(out)
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"runs still queued after {timeout} s: {sorted(pending)[:10]}")
+                msg = sub.get_message(timeout=min(left, 1.0))
+                # A message names a stored run; the 1 s wake-up covers a collector that restarted in between.
+                got = {msg["data"].decode()} & pending if msg else set(pending)
+                for rid in got:
+                    run = self.store.run(rid)
+                    if run is not None and run["status"] != "queued":
+                        out[rid] = run
+                        pending.discard(rid)
+        return out
 
     def close(self) -> None:
         self.redis.close()
@@ -157,9 +268,10 @@ def default_client() -> ServiceClient:
     return ServiceClient()
 
 
-def submit(specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
+def submit(specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None,
+           owner: str | None = None) -> tuple[str, list[str]]:
     """See ``ServiceClient.submit``."""
-    return default_client().submit(specs, experiment, sweep=sweep)
+    return default_client().submit(specs, experiment, sweep=sweep, owner=owner)
 
 
 def progress(run_id: str) -> dict[str, Any]:
@@ -167,6 +279,11 @@ def progress(run_id: str) -> dict[str, Any]:
     return default_client().progress(run_id)
 
 
-def cancel(run_id: str) -> bool:
+def cancel(run_id: str, owner: str | None = None) -> bool:
     """See ``ServiceClient.cancel``."""
-    return default_client().cancel(run_id)
+    return default_client().cancel(run_id, owner)
+
+
+def queue() -> list[dict[str, Any]]:
+    """See ``ServiceClient.queue``."""
+    return default_client().queue()

@@ -27,8 +27,8 @@ import polars as pl
 import redis
 
 from store import Store, ids
-from workers import outcomes
-from workers.celery_app import RUN_TASK, make_celery, run_options
+from workers import fairqueue, outcomes
+from workers.celery_app import RUN_TASK, make_celery, run_options, send_batch
 from workers.settings import ServiceSettings, broker_url_argument, load_settings, redis_py_url
 from workers.supervision import held_run_ids, requeue_orphans
 
@@ -88,7 +88,12 @@ def _take(store: Store, r: redis.Redis, raw: bytes) -> None:
         print(f"collector: quarantined an item ({outcome.reason})", file=sys.stderr, flush=True)
         outcomes.dead_letter(r, raw, outcome.reason or "", processing=outcomes.PROCESSING)
     else:
-        r.lrem(outcomes.PROCESSING, 1, raw)
+        with r.pipeline(transaction=False) as p:
+            p.lrem(outcomes.PROCESSING, 1, raw)
+            p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
+            p.execute()
+    if outcome.run_id is not None and outcome.status == "quarantined":
+        r.publish(outcomes.STORED_CHANNEL, outcome.run_id)
 
 
 def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker_url: str,
@@ -118,26 +123,34 @@ def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker
 
 def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_s: float = COMPACT_EVERY_S,
             settings: ServiceSettings | None = None) -> None:
-    """Run until ``stop`` is set."""
+    """Run until ``stop`` is set: store results as they arrive, feed the broker from the sweeps' lanes,
+    requeue dead nodes' and lost runs; a thread compacts the store beside it (so storing a result
+    never waits for a compaction)."""
     settings = settings or load_settings()
     r = redis.Redis.from_url(redis_py_url(broker_url), socket_timeout=10, retry_on_timeout=False)
+    app = make_celery(settings, broker_url=broker_url)
+    dirty = threading.Event()
+    dirty.set()
+    compactor = threading.Thread(target=_compact_loop, args=(store, stop, dirty, compact_every_s),
+                                 name="fastdiff-compactor", daemon=True)
+    compactor.start()
     reconcile_every = RECONCILE_EVERY_S
     last_reconcile = last_reap = time.monotonic()
-    last_compact = 0.0
-    interval = compact_every_s
-    dirty = True
     recovered = False
     while not stop.is_set():
         try:
             if not recovered:  # items a previous collector took but did not finish
                 for raw in r.lrange(outcomes.PROCESSING, 0, -1):
                     _take(store, r, raw)
-                    dirty = True
+                    dirty.set()
                 recovered = True
             raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
             if raw is not None:
                 _take(store, r, raw)
-                dirty = True
+                dirty.set()
+            # Workers top up the broker as they finish batches; this covers a sweep submitted while
+            # every worker was busy with interactive runs, or workers that joined later.
+            fairqueue.dispatch(r, lambda batch: send_batch(app, settings, batch))
             if time.monotonic() - last_reap > settings.heartbeat_s:
                 # As every worker node does: a dead node's runs go back to the queue even while no
                 # worker is alive (the collector runs beside the broker, so this does not wait for one).
@@ -157,18 +170,27 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
             _log_error("in the collector loop")
             recovered = False
             stop.wait(1.0)
-        now = time.monotonic()
-        if dirty and now - last_compact >= interval:
-            try:
-                if store.compact() is not None:
-                    dirty = False
-            except Exception:  # noqa: BLE001 - the records stay on disk; the next compaction takes them
-                _log_error("compacting the store")
-            took = time.monotonic() - now
-            # Compaction copies the database: as it grows, compact less often (at most ~10% of the time).
-            interval = max(compact_every_s, 10 * took)
-            last_compact = now
+    compactor.join()
+    app.close()
     store.compact()
+
+
+def _compact_loop(store: Store, stop: threading.Event, dirty: threading.Event, compact_every_s: float) -> None:
+    """Fold new records into the store's database about every ``compact_every_s`` while there are any."""
+    interval = compact_every_s
+    while not stop.is_set():
+        if not dirty.wait(0.5) or stop.wait(interval):
+            continue
+        dirty.clear()
+        t = time.monotonic()
+        try:
+            if store.compact() is None:
+                dirty.set()  # another process is compacting: try again next time
+        except Exception:  # noqa: BLE001 - the records stay on disk; the next compaction takes them
+            dirty.set()
+            _log_error("compacting the store")
+        # Compaction copies the database: as it grows, compact less often (at most ~10% of the time).
+        interval = max(compact_every_s, 10 * (time.monotonic() - t))
 
 
 def _log_error(doing: str) -> str:

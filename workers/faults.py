@@ -41,7 +41,7 @@ import redis
 
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
-from workers import supervision
+from workers import fairqueue, supervision
 from workers.celery_app import QUEUE
 from workers.client import ServiceClient
 from workers.settings import socket_url
@@ -181,16 +181,15 @@ def _executions(svc: UpService) -> dict[str, int]:
 
 
 def _holders(svc: UpService, run_ids: list[str]) -> dict[str, str]:
-    """Where the broker holds each run: 'queue', or the delivery tag of the node holding it."""
+    """Where the broker holds each run: 'queue' (waiting, alone, in a batch or in its sweep's lane), or
+    the delivery tag of the node holding it."""
     r, wanted, out = svc.client.redis, set(run_ids), {}
-    for raw in r.lrange(QUEUE, 0, -1):
-        rid = json.loads(raw)["headers"]["id"]
-        if rid in wanted:
-            out[rid] = "queue"
+    for key in (QUEUE, fairqueue.SWEEP_KEY):
+        for raw in r.lrange(key, 0, -1):
+            out.update((rid, "queue") for rid in fairqueue.raw_run_ids(raw) if rid in wanted)
+    out.update((rid, "queue") for rid in fairqueue.lane_run_ids(r) & wanted)
     for tag, raw in r.hgetall(supervision.UNACKED).items():
-        rid = json.loads(raw)[0]["headers"]["id"]
-        if rid in wanted:
-            out[rid] = tag.decode()
+        out.update((rid, tag.decode()) for rid in fairqueue.raw_run_ids(raw, unacked=True) if rid in wanted)
     return out
 
 

@@ -28,13 +28,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 class LocalService:
     def __init__(self, root: str | os.PathLike[str], broker: str = "embedded", max_run_s: float | None = None,
-                 fsync: str = "always", heartbeat_s: float | None = None):
+                 fsync: str = "always", heartbeat_s: float | None = None, env: dict[str, str] | None = None):
         if broker not in ("embedded", "redis"):
             raise ValueError(f"broker={broker!r} is not one of ['embedded', 'redis']")
         self.root = pathlib.Path(root).resolve()
         self.home = self.root / "home"
         self.max_run_s = max_run_s
         self.heartbeat_s = heartbeat_s
+        self.extra_env = dict(env or {})
         if broker == "embedded":
             self.broker = RedisServer(self.root / "broker", unix_socket=self.root / "broker" / "redis.sock",
                                       fsync=fsync)
@@ -56,7 +57,7 @@ class LocalService:
             env["FASTDIFF_MAX_RUN_S"] = str(self.max_run_s)
         if self.heartbeat_s is not None:
             env["FASTDIFF_HEARTBEAT_S"] = str(self.heartbeat_s)
-        return env
+        return {**env, **self.extra_env}
 
     def log(self, name: str) -> pathlib.Path:
         return self.root / f"{name}.log"

@@ -22,19 +22,30 @@ from typing import Any
 import redis
 
 from store import ids
+from workers import fairqueue
 
 RESULTS = "fastdiff:results"
 PROCESSING = "fastdiff:results:processing"
 DEAD = "fastdiff:results:dead"
+STORED_CHANNEL = "fastdiff:stored"  # the collector publishes each run id it stored (``ServiceClient.wait``)
 DEAD_LETTER_KEEP = 10_000
 MARKER_TTL_S = 30 * 24 * 3600
 
+# KEYS: finished marker, results list, the run's queue record, its attempt counter, recent wall times.
+# ARGV: item, status, marker TTL, '1' if the caller's attempt ends here, wall seconds (or '').
 _FINISH = """
+local pushed = 0
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
   redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
+  pushed = 1
 end
-return 0
+redis.call('DEL', KEYS[3])
+if ARGV[4] == '1' then redis.call('DECR', KEYS[4]) end
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[5])
+  redis.call('LTRIM', KEYS[5], 0, ARGV[6] - 1)
+end
+return pushed
 """
 
 
@@ -46,6 +57,11 @@ def failure_text(e: BaseException) -> str:
 
 def finished_key(run_id: str) -> str:
     return f"fastdiff:finished:{ids.check(run_id, 'run_id')}"
+
+
+def attempt_key(run_id: str) -> str:
+    """Attempts at the run that started and have not ended (``workers.supervision.begin_attempt``)."""
+    return f"fastdiff:attempt:{run_id}"
 
 
 def cancelled_key(run_id: str) -> str:
@@ -71,11 +87,18 @@ def dead_letters(r: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
 
 
 def finish(r: redis.Redis, run_id: str, status: str, result: dict[str, Any] | None = None,
-           error: str | None = None, worker: str | None = None) -> bool:
-    """Push the run's outcome unless one was already pushed. True if this call pushed it."""
+           error: str | None = None, worker: str | None = None, *, end_attempt: bool = False,
+           wall_s: float | None = None) -> bool:
+    """Push the run's outcome unless one was already pushed. True if this call pushed it.
+
+    In the same call: the run's queue record is deleted (``workers.fairqueue``); with ``end_attempt``
+    the worker's attempt ends (``workers.supervision.begin_attempt``); ``wall_s`` joins the recent
+    run times the queue's start estimates use."""
     item = json.dumps({"run_id": run_id, "status": status, "result": result, "error": error,
                        "worker": worker or socket.gethostname()})
-    return bool(r.eval(_FINISH, 2, finished_key(run_id), RESULTS, item, status, MARKER_TTL_S))
+    keys = (finished_key(run_id), RESULTS, fairqueue.record_key(run_id), attempt_key(run_id), fairqueue.RECENT)
+    return bool(r.eval(_FINISH, len(keys), *keys, item, status, MARKER_TTL_S, "1" if end_attempt else "0",
+                       "" if wall_s is None else f"{wall_s:.6f}", fairqueue.RECENT_KEEP))
 
 
 def is_finished(r: redis.Redis, run_id: str) -> bool:

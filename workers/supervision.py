@@ -21,10 +21,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import redis
 
-from workers.celery_app import QUEUE
+from workers import fairqueue, outcomes
+from workers.fairqueue import QUEUE
+from workers.outcomes import attempt_key
 
 NODE_PREFIX = "fastdiff:node:"
 UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> JSON [message, exchange, routing key]
@@ -36,9 +39,14 @@ def node_key(name: str) -> str:
     return NODE_PREFIX + name
 
 
-def heartbeat(r: redis.Redis, name: str, tags: Iterable[str], ttl_s: float) -> None:
-    """Say that node ``name`` is alive and holds the messages ``tags``, for the next ``ttl_s``."""
-    r.set(node_key(name), json.dumps(sorted(tags)), px=int(ttl_s * 1000))
+def heartbeat(r: redis.Redis, name: str, tags: Iterable[str], ttl_s: float, slots: int | None = None) -> None:
+    """Say that node ``name`` is alive and holds the messages ``tags``, for the next ``ttl_s``; with
+    ``slots``, how many processes it runs (the fair queue's capacity)."""
+    with r.pipeline(transaction=False) as p:
+        p.set(node_key(name), json.dumps(sorted(tags)), px=int(ttl_s * 1000))
+        if slots is not None:
+            fairqueue.note_node(p, name, slots, ttl_s)
+        p.execute()
 
 
 def live_claims(r: redis.Redis) -> tuple[set[str], set[str]]:
@@ -79,8 +87,10 @@ def requeue_orphans(r: redis.Redis, older_than_s: float, now: float | None = Non
             message = json.loads(raw)[0]
             message["headers"]["redelivered"] = True
             message["properties"]["delivery_info"]["redelivered"] = True
-            run_id.append(message["headers"].get("id"))
-            pipe.rpush(QUEUE, json.dumps(message))  # kombu pops from the right: the next one served
+            run_id.extend(fairqueue.message_run_ids(message))
+            # Back where it came from (a sweep batch to the sweep priority), at the end kombu pops first.
+            sweep = message["properties"].get("priority") == fairqueue.SWEEP_PRIORITY
+            pipe.rpush(fairqueue.SWEEP_KEY if sweep else QUEUE, json.dumps(message))
 
         r.transaction(restore, UNACKED)
         requeued += run_id
@@ -91,14 +101,15 @@ class Heartbeat(threading.Thread):
     """A worker node's heartbeat: every ``interval_s``, claim the node's messages and reap dead nodes'."""
 
     def __init__(self, url: str, name: str, held_tags: Callable[[], set[str]], interval_s: float,
-                 ttl_s: float, log: Callable[[str], None]):
+                 ttl_s: float, log: Callable[[str], None], slots: int | None = None):
         super().__init__(name="fastdiff-heartbeat", daemon=True)
         self.r = redis.Redis.from_url(url, socket_timeout=max(1.0, interval_s))
         self.node, self.held_tags, self.interval_s, self.ttl_s, self.log = name, held_tags, interval_s, ttl_s, log
+        self.slots = slots
         self.stopped = threading.Event()
 
     def beat(self) -> list[str]:
-        heartbeat(self.r, self.node, self.held_tags(), self.ttl_s)
+        heartbeat(self.r, self.node, self.held_tags(), self.ttl_s, self.slots)
         return requeue_orphans(self.r, older_than_s=self.ttl_s)
 
     def run(self) -> None:
@@ -113,32 +124,24 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         try:
-            self.r.delete(node_key(self.node))
+            with self.r.pipeline(transaction=False) as p:
+                p.delete(node_key(self.node))
+                fairqueue.forget_node(p, self.node)
+                p.execute()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             pass
 
 
 def held_run_ids(r: redis.Redis) -> set[str]:
-    """Run ids of messages the broker holds: waiting in the queue, or delivered and not yet acknowledged."""
-    ids = set()
-
-    def add(raw: bytes, unacked: bool) -> None:
-        try:
-            msg = json.loads(raw)
-            ids.add((msg[0] if unacked else msg)["headers"]["id"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            pass
-
-    for key in r.scan_iter(match=f"{QUEUE}*", _type="list"):
+    """Run ids the broker holds: waiting in the queue (alone or in a batch), delivered and not yet
+    acknowledged, or waiting in a sweep's lane (``workers.fairqueue``)."""
+    ids: set[str] = set()
+    for key in (QUEUE, *(f"{QUEUE}{fairqueue.PRIORITY_SEP}{p}" for p in (3, 6, 9))):
         for raw in r.lrange(key, 0, -1):
-            add(raw, False)
+            ids.update(fairqueue.raw_run_ids(raw))
     for raw in r.hvals(UNACKED):
-        add(raw, True)
-    return ids
-
-
-def attempt_key(run_id: str) -> str:
-    return f"fastdiff:attempt:{run_id}"
+        ids.update(fairqueue.raw_run_ids(raw, unacked=True))
+    return ids | fairqueue.lane_run_ids(r)
 
 
 def begin_attempt(r: redis.Redis, run_id: str) -> int:
@@ -148,6 +151,40 @@ def begin_attempt(r: redis.Redis, run_id: str) -> int:
     pipe.incr(attempt_key(run_id))
     pipe.expire(attempt_key(run_id), ATTEMPT_TTL_S)
     return int(pipe.execute()[0]) - 1
+
+
+# KEYS: finished marker, cancel flag, attempt counter, queue record, the interactive queue.
+# ARGV: worker, device, start time, TTL. Returns {finished, cancelled, earlier deaths, interactive waiting}.
+_BEGIN = """
+local waiting = redis.call('LLEN', KEYS[5])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0, 0, waiting} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 1, 0, waiting} end
+local deaths = redis.call('INCR', KEYS[3]) - 1
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], 'state', 'running', 'worker', ARGV[1], 'device', ARGV[2], 'started', ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return {0, 0, deaths, waiting}
+"""
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What a worker learns as it starts a run, in one round trip (``begin_run``)."""
+
+    finished: bool  # the run already has an outcome (a redelivery): do nothing
+    cancelled: bool  # the user cancelled it before it started
+    deaths: int  # earlier attempts whose worker process died
+    interactive_waiting: bool  # an interactive run waits in the broker
+
+
+def begin_run(r: redis.Redis, run_id: str, worker: str, device: str) -> Begun:
+    """Start an attempt at ``run_id`` unless it is finished or cancelled: count the attempt
+    (``begin_attempt``) and mark its queue record running, atomically. The attempt ends with
+    ``outcomes.finish(..., end_attempt=True)``."""
+    keys = (outcomes.finished_key(run_id), outcomes.cancelled_key(run_id), attempt_key(run_id),
+            fairqueue.record_key(run_id), QUEUE)
+    fin, can, deaths, waiting = r.eval(_BEGIN, len(keys), *keys, worker, device, repr(time.time()), ATTEMPT_TTL_S)
+    return Begun(bool(fin), bool(can), int(deaths), bool(waiting))
 
 
 def end_attempt(r: redis.Redis, run_id: str) -> None:

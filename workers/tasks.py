@@ -22,8 +22,8 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from store import ids
-from workers import outcomes, supervision
-from workers.celery_app import RUN_TASK, make_celery
+from workers import fairqueue, outcomes, supervision
+from workers.celery_app import BATCH_TASK, RUN_TASK, make_celery, send_batch
 from workers.settings import load_settings, redis_py_url
 
 settings = load_settings()
@@ -54,6 +54,15 @@ def _init_child(**_: Any) -> None:
     # Import torch now rather than inside the first run, so that run's time limit and latency do
     # not include the import.
     _runtime()
+    # torch in a Celery pool process sizes its intra-op pool to the machine, whatever OMP_NUM_THREADS
+    # says (measured: 2 threads with OMP_NUM_THREADS=1 on 2 cores); two such processes oversubscribe
+    # the cores and every run gets several times slower (docs/bench-service.md). Apply the share
+    # ``fastdiff worker`` computed (or the user's OMP_NUM_THREADS) explicitly.
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def _held_tags() -> set[str]:
@@ -72,8 +81,10 @@ _heartbeat: list[supervision.Heartbeat] = []
 
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    slots = os.environ.get("FASTDIFF_WORKER_CONCURRENCY")
     beat = supervision.Heartbeat(redis_py_url(app.conf.broker_url), sender.hostname, _held_tags,
-                                 settings.heartbeat_s, settings.node_ttl_s, log=lambda m: print(m, flush=True))
+                                 settings.heartbeat_s, settings.node_ttl_s, log=lambda m: print(m, flush=True),
+                                 slots=int(slots) if slots and slots.isdigit() else None)
     beat.start()
     _heartbeat.append(beat)
 
@@ -110,92 +121,148 @@ class RunTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[override]
         # Called in the worker's main process when the hard time limit killed the child: the run
         # produced nothing, so its failure is its outcome (otherwise it would stay 'queued' forever).
-        if isinstance(exc, TimeLimitExceeded) and args:
-            limit = f" ({float(exc.args[0]):g} s)" if exc.args and isinstance(exc.args[0], (int, float)) else ""
-            outcomes.finish(_redis(os.getpid()), args[0], "failed", error=f"hard time limit exceeded{limit}",
-                            worker=self.request.hostname if self.request else None)
+        if not isinstance(exc, TimeLimitExceeded) or not args:
+            return
+        limit = f" ({float(exc.args[0]):g} s)" if exc.args and isinstance(exc.args[0], (int, float)) else ""
+        r, worker = _redis(os.getpid()), self.request.hostname if self.request else None
+        if self.name == RUN_TASK:
+            outcomes.finish(r, args[0], "failed", error=f"hard time limit exceeded{limit}", worker=worker)
+            return
+        # A batch: the run it was executing failed; the runs it had not started go back to its lane.
+        batch = fairqueue.check_batch(args[0])
+        rest = []
+        for run_id, spec_json in batch["runs"]:
+            if fairqueue.record(r, run_id).get("state") == "running":
+                outcomes.finish(r, run_id, "failed", error=f"hard time limit exceeded{limit}", worker=worker)
+            elif not outcomes.is_finished(r, run_id):
+                rest.append([run_id, spec_json])
+        if rest:
+            fairqueue.yield_rest(r, batch, rest)
 
 
 BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+def _reject(e: Exception) -> Reject:
+    # The broker went away around this run: hand the message back (or, if even that fails, the
+    # visibility timeout does); the run id makes the redelivery produce at most one result.
+    return Reject(f"broker unreachable: {e}", requeue=True)
+
+
+def _dead_letter(what: dict[str, Any], reason: str) -> dict[str, Any]:
+    # No client of ours sent this: nothing to run and no key to build. Acknowledge it and keep it on
+    # the dead-letter list for the operator (docs/security.md).
+    outcomes.dead_letter(_redis(os.getpid()), json.dumps(what).encode(), reason)
+    return _summary(str(what.get("run_id") or what.get("batch")), "rejected", False, error=reason)
+
+
 @app.task(name=RUN_TASK, bind=True, base=RunTask)
 def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
     if not ids.is_id(run_id, "run_id"):
-        # No client of ours sent this: nothing to run and no key to build. Acknowledge it and keep it
-        # on the dead-letter list for the operator (docs/security.md).
         reason = f"task message: run_id={ids.shown(run_id)} is not a valid run id"
-        outcomes.dead_letter(_redis(os.getpid()), json.dumps({"task": RUN_TASK, "run_id": ids.shown(run_id),
-                                                              "spec": ids.shown(spec_json)}).encode(), reason)
-        return _summary(ids.shown(run_id), "rejected", False, error=reason)
+        return _dead_letter({"task": RUN_TASK, "run_id": ids.shown(run_id), "spec": ids.shown(spec_json)}, reason)
     try:
         return _run(self, run_id, spec_json)
     except BROKER_ERRORS as e:
-        # The broker went away around this run: hand the message back (or, if even that fails, the
-        # visibility timeout does); the run id makes the redelivery produce at most one result.
-        raise Reject(f"broker unreachable: {e}", requeue=True) from e
+        raise _reject(e) from e
+
+
+@app.task(name=BATCH_TASK, bind=True, base=RunTask)
+def run_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's batch (``workers.fairqueue``): its runs one after another, each exactly as ``run`` runs
+    it (its own outcome, progress, cancel, attempt count). After ``BATCH_BUDGET_S``, or as soon as an
+    interactive run waits, the runs not started go back to the front of the lane; at the end this
+    process tops up the broker from the lanes."""
+    try:
+        batch = fairqueue.check_batch(batch)
+    except ValueError as e:
+        return _dead_letter({"task": BATCH_TASK, "batch": ids.shown(batch)}, f"task message: {e}")
+    r = _redis(os.getpid())
+    t0 = time.monotonic()
+    summaries: list[dict[str, Any]] = []
+    try:
+        for i, (run_id, spec_json) in enumerate(batch["runs"]):
+            if i and (summaries[-1].get("timed_out") or time.monotonic() - t0 > fairqueue.BATCH_BUDGET_S
+                      or fairqueue.interactive_waiting(r)):
+                fairqueue.yield_rest(r, batch, batch["runs"][i:])
+                break
+            summaries.append(_run(self, run_id, spec_json))
+        fairqueue.dispatch(r, functools.partial(send_batch, app, settings))
+    except BROKER_ERRORS as e:
+        raise _reject(e) from e
+    return {"batch_id": batch["batch_id"], "runs": summaries}
 
 
 def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
     r = _redis(os.getpid())
     worker = self.request.hostname or "worker"
-    if outcomes.is_finished(r, run_id):
-        # A redelivery of a run whose outcome was already pushed: acknowledge, produce nothing.
-        return _summary(run_id, "duplicate", False)
-    if outcomes.is_cancelled(r, run_id):
-        return _summary(run_id, "cancelled", outcomes.finish(r, run_id, "cancelled", worker=worker))
-    deaths = supervision.begin_attempt(r, run_id)
-    if deaths >= settings.max_worker_deaths:
-        # Every earlier attempt killed its worker process (memory, a crash, kill -9): do not try again.
-        error = (f"its worker process died {deaths} times while running it "
-                 f"(max_worker_deaths={settings.max_worker_deaths}); not retried")
-        return _summary(run_id, "failed", outcomes.finish(r, run_id, "failed", error=error, worker=worker))
-    try:
-        return _attempt(self, r, run_id, spec_json, worker)
-    finally:
-        supervision.end_attempt(r, run_id)
-
-
-def _attempt(self: Task, r: redis.Redis, run_id: str, spec_json: str, worker: str) -> dict[str, Any]:
     execute, resolve_device = _runtime()
-    started = time.time()
-    last = [0.0]
-    device = "unknown"
-
-    def on_progress(p: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] < PROGRESS_EVERY_S and p.done < p.total:
-            return
-        last[0] = now
-        try:  # progress is best effort: a broker blip must not fail the run
-            cancelled = outcomes.is_cancelled(r, run_id)
-            self.update_state(state="PROGRESS", meta={**p.to_dict(), "run_id": run_id, "device": device,
-                                                      "worker": worker, "started": started})
-        except BROKER_ERRORS:
-            return
-        if cancelled:
-            raise RunCancelled(run_id)
-
+    spec, device, invalid = None, "unknown", None
     try:
         from fastdiff_core.spec import RunSpec
 
         spec = RunSpec.from_json(spec_json)
         device = str(resolve_device(spec.device))
-        try:
-            self.update_state(state="STARTED", meta={"run_id": run_id, "device": device, "worker": worker,
-                                                     "started": started})
+    except Exception as e:  # noqa: BLE001 - a spec the worker cannot run is that run's failure
+        invalid = outcomes.failure_text(e)
+    begun = supervision.begin_run(r, run_id, worker, device)
+    if begun.finished:
+        # A redelivery of a run whose outcome was already pushed: acknowledge, produce nothing.
+        return _summary(run_id, "duplicate", False)
+    if begun.cancelled:
+        return _summary(run_id, "cancelled", outcomes.finish(r, run_id, "cancelled", worker=worker))
+    if begun.deaths >= settings.max_worker_deaths:
+        # Every earlier attempt killed its worker process (memory, a crash, kill -9): do not try again.
+        invalid = (f"its worker process died {begun.deaths} times while running it "
+                   f"(max_worker_deaths={settings.max_worker_deaths}); not retried")
+    if invalid is not None or spec is None:
+        return _summary(run_id, "failed", outcomes.finish(r, run_id, "failed", error=invalid, worker=worker,
+                                                          end_attempt=True))
+    try:
+        return _attempt(self, r, run_id, spec, device, worker, execute)
+    except BROKER_ERRORS:
+        try:  # the attempt ended without its process dying; if the broker is gone this fails too
+            supervision.end_attempt(r, run_id)
         except BROKER_ERRORS:
             pass
+        raise
+
+
+def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, worker: str,
+             execute: Callable[..., Any]) -> dict[str, Any]:
+    started = time.time()
+    last = [time.monotonic()]  # a run shorter than PROGRESS_EVERY_S writes no progress at all
+    record = fairqueue.record_key(run_id)
+
+    def on_progress(p: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        try:  # progress is best effort: a broker blip must not fail the run
+            with r.pipeline(transaction=False) as pipe:
+                pipe.exists(outcomes.cancelled_key(run_id))
+                pipe.hset(record, mapping={k: str(v) for k, v in p.to_dict().items() if v is not None})
+                pipe.expire(record, fairqueue.RECORD_TTL_S)
+                cancelled = pipe.execute()[0]
+        except BROKER_ERRORS:
+            return
+        if cancelled:
+            raise RunCancelled(run_id)
+
+    timed_out = False
+    try:
         result = execute(spec, on_progress)
         status, payload, error = "done", result.to_dict(), None
     except RunCancelled:
         status, payload, error = "cancelled", None, "cancelled by user"
     except SoftTimeLimitExceeded:
         soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
-        status, payload, error = "failed", None, f"time limit exceeded ({soft:g} s)"
+        status, payload, error, timed_out = "failed", None, f"time limit exceeded ({soft:g} s)", True
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
         status, payload, error = "failed", None, outcomes.failure_text(e)
+    wall = time.time() - started
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
-    pushed = outcomes.finish(r, run_id, status, payload, error, worker)
-    return _summary(run_id, status, pushed, device=device, wall_s=time.time() - started,
-                    nfe=payload["nfe_counted"] if payload else None)
+    pushed = outcomes.finish(r, run_id, status, payload, error, worker, end_attempt=True, wall_s=wall)
+    return _summary(run_id, status, pushed, device=device, wall_s=wall,
+                    nfe=payload["nfe_counted"] if payload else None, **({"timed_out": True} if timed_out else {}))

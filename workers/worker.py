@@ -46,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
         os.environ["FASTDIFF_WORKER_GPUS"] = visible
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency!r} must be an integer >= 1")
+    os.environ["FASTDIFF_WORKER_CONCURRENCY"] = str(concurrency)  # the heartbeat tells the fair queue
     threads = max(1, (os.cpu_count() or 1) // concurrency)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))

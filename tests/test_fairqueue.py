@@ -1,0 +1,208 @@
+"""The fair queue (workers/fairqueue.py) with a real redis-server, then the whole service for real
+(embedded broker, Celery worker processes, the collector): batched sweeps store exactly what runs
+sent one by one store, cancelling one run of a batch cancels only it, and an interactive run
+overtakes a queued sweep. Queue order and positions are checked on the broker's own lists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastdiff_core.spec import RunSpec
+from store import ids
+from workers import fairqueue, outcomes
+from workers.broker import RedisServer
+from workers.local_service import LocalService
+
+MAX_RUN_S = 30
+
+
+@pytest.fixture
+def r(tmp_path):
+    server = RedisServer(tmp_path / "b", unix_socket=tmp_path / "b" / "r.sock").start()
+    with server.client() as c:
+        yield c
+    server.kill()
+
+
+def runs_of(n: int) -> list[tuple[str, str]]:
+    return [(ids.new_id("r"), RunSpec(samples=8, steps=2, seed=i).to_json()) for i in range(n)]
+
+
+def test_sweeps_are_batched_and_dispatched_round_robin_up_to_the_live_capacity(r):
+    a, b = ids.new_id("e"), ids.new_id("e")
+    runs_a, runs_b = runs_of(40), runs_of(3)
+    batches_a = fairqueue.enqueue_sweep(r, a, "ann", runs_a)
+    fairqueue.enqueue_sweep(r, b, "bob", runs_b)
+    assert [len(x["runs"]) for x in batches_a] == [5] * 8  # 40 runs: 8 batches of 5
+    sent: list[dict] = []
+
+    def send(batch):  # what send_batch does to the broker's list, minus Celery's envelope
+        sent.append(batch)
+        r.lpush(fairqueue.SWEEP_KEY, json.dumps(batch))
+
+    # No live worker node: capacity 1, so one batch waits in the broker and the rest stay in lanes.
+    assert fairqueue.dispatch(r, send) == 1 and fairqueue.dispatch(r, send) == 0
+    # A node with 3 processes heartbeats: 3 may wait.
+    with r.pipeline() as p:
+        fairqueue.note_node(p, "w@x", 3, ttl_s=30)
+        p.execute()
+    assert fairqueue.capacity(r) == 3
+    assert fairqueue.dispatch(r, send) == 2
+    r.delete(fairqueue.SWEEP_KEY)  # the workers took them
+    assert fairqueue.dispatch(r, send, slots=100) == 11 - 3 + 0  # the rest, all lanes drained
+    owners = [x["exp_id"] for x in sent]
+    # Round robin: B's three one-run batches are interleaved with A's, not queued behind all of A's.
+    assert owners[:6] == [a, b, a, b, a, b] and owners[6:] == [a] * 5
+    assert sorted(rid for x in sent for rid, _ in x["runs"]) == sorted(rid for rid, _ in runs_a + runs_b)
+    assert r.llen(fairqueue.RING) == 0
+
+
+def test_queue_positions_follow_the_service_order(r):
+    a, b = ids.new_id("e"), ids.new_id("e")
+    runs_a, runs_b = runs_of(16), runs_of(2)
+    fairqueue.enqueue_sweep(r, a, "ann", runs_a)
+    fairqueue.enqueue_sweep(r, b, "bob", runs_b)
+    rows = {x["run_id"]: x for x in fairqueue.snapshot(r)}
+    assert len(rows) == 18 and {x["state"] for x in rows.values()} == {"queued"}
+    # A's first batch (2 runs), then B's first run, A's second batch, B's second run, ...
+    assert rows[runs_a[0][0]]["position"] == 1 and rows[runs_a[1][0]]["position"] == 2
+    assert rows[runs_b[0][0]]["position"] == 3 and rows[runs_a[2][0]]["position"] == 4
+    assert rows[runs_b[1][0]]["position"] == 6 and rows[runs_a[15][0]]["position"] == 18
+    assert all(x["est_start_s"] is None for x in rows.values())  # no run has finished: no estimate yet
+    r.lpush(fairqueue.RECENT, 2.0, 4.0, 3.0)  # median 3 s per run, one process
+    rows = {x["run_id"]: x for x in fairqueue.snapshot(r)}
+    assert rows[runs_b[0][0]]["est_start_s"] == pytest.approx(6.0)
+    assert rows[runs_a[0][0]]["owner"] == "ann" and rows[runs_b[0][0]]["kind"] == "sweep"
+
+
+def test_a_malformed_batch_is_refused_naming_what_is_wrong():
+    good = {"batch_id": "b0123456789ab", "exp_id": "e0123456789ab", "runs": [["r0123456789ab", "{}"]]}
+    assert fairqueue.check_batch(good) == good
+    for bad, field in [({**good, "batch_id": "../x"}, "batch_id"), ({**good, "exp_id": 3}, "exp_id"),
+                       ({**good, "runs": []}, "runs"), ({**good, "runs": [["../r", "{}"]]}, "runs"),
+                       ({**good, "extra": 1}, "batch="), ([1], "batch=")]:
+        with pytest.raises(ValueError, match=field):
+            fairqueue.check_batch(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole service
+# ---------------------------------------------------------------------------------------------
+
+DETERMINISTIC = ("nfe_counted", "nfe_formula", "histograms", "samples")
+TIMING_METRICS = {"threads", "load_1m"}
+
+
+def numbers(result: dict) -> dict:
+    """What a run computed (everything but its timings and the machine's load)."""
+    return {**{k: result[k] for k in DETERMINISTIC},
+            "metrics": {k: v for k, v in result["metrics"].items() if k not in TIMING_METRICS}}
+
+
+@pytest.fixture
+def service(tmp_path):
+    s = LocalService(tmp_path, "embedded", max_run_s=MAX_RUN_S, heartbeat_s=1)
+    yield s
+    s.close()
+
+
+@pytest.mark.service
+def test_a_batched_sweep_stores_what_the_same_runs_sent_one_by_one_store_and_cancel_takes_one_run(service):
+    specs = [RunSpec(samples=32, steps=s, solver=solver, seed=k)
+             for solver in ("euler", "heun") for s in (2, 3, 4, 5) for k in (3, 4)]
+    # Submitted before any worker exists: the sweep waits in its lane, in batches of several runs.
+    exp_id, batched = service.client.submit(specs, "batched")
+    lanes = [json.loads(x)["runs"] for x in service.client.redis.lrange(fairqueue.lane_key(exp_id), 0, -1)]
+    waiting = [json.loads(x) for x in service.client.redis.lrange(fairqueue.SWEEP_KEY, 0, -1)]
+    assert len(waiting) == 1 and len(lanes) == 7  # 16 runs, 8 batches: one dispatched (no worker: capacity 1)
+    assert all(len(b) == 2 for b in lanes)
+    victim = lanes[1][0][0]
+    assert service.client.cancel(victim) is True
+    service.worker("w1"), service.collector()
+    one_by_one = [service.client.submit(s, f"single {i}")[1][0] for i, s in enumerate(specs)]
+    stored = service.client.wait(batched + one_by_one, timeout=240)
+    for b, single in zip(batched, one_by_one):
+        if b == victim:
+            continue
+        assert stored[b]["status"] == stored[single]["status"] == "done", (stored[b]["error"], stored[single]["error"])
+        assert numbers(stored[b]["result"]) == numbers(stored[single]["result"])
+    assert stored[victim]["status"] == "cancelled"
+    assert [stored[b]["status"] for b in batched].count("done") == len(specs) - 1
+    assert fairqueue.snapshot(service.client.redis) == []  # nothing left queued or running
+
+
+@pytest.mark.service
+def test_an_interactive_run_starts_before_the_queued_sweeps_remaining_runs(service):
+    service.worker("w1", concurrency=1), service.collector()
+    service.wait_workers(["w1"])
+    _, warm = service.client.submit(RunSpec(samples=32, steps=2, seed=0), "warm")  # torch, the reference
+    service.client.wait(warm, timeout=120)
+    _, sweep = service.client.submit([RunSpec(samples=32, steps=2 + i % 20, seed=0) for i in range(60)], "sweep")
+    service.client.wait(sweep[:1], timeout=120)  # the sweep is running
+    done_before = sum(outcomes.is_finished(service.client.redis, s) for s in sweep)
+    _, (interactive,) = service.client.submit(RunSpec(samples=32, steps=3, seed=0), "interactive")
+    row = next((x for x in service.client.queue() if x["run_id"] == interactive), None)
+    if row is not None:  # else it already ran
+        assert row["kind"] == "interactive"
+        assert row["state"] == "running" or row["position"] == 1  # ahead of every waiting sweep run
+    stored = service.client.wait([interactive, *sweep], timeout=240)
+    assert all(run["status"] == "done" for run in stored.values())
+    finished = {rid: run["finished"] for rid, run in stored.items()}  # one collector: storage order
+    before = sum(finished[s] < finished[interactive] for s in sweep)
+    # Stored before the interactive run: the sweep's runs finished when it was counted, plus the run
+    # the worker was executing at submission, one that may start in that instant, and one finishing
+    # between the count and the submission. Everything else of the sweep comes after it.
+    assert before <= done_before + 3, (before, done_before)
+    assert len(sweep) - before >= 10, "the sweep ran out before the interactive run was submitted"
+
+
+def test_the_queue_view_shows_position_estimate_and_whose_run_it_is():
+    from app import queue_view
+
+    rows = [{"run_id": "r0123456789ab", "exp_id": "e0123456789ab", "owner": "ann@x", "kind": "sweep",
+             "state": "running", "position": None, "est_start_s": None, "worker": "w1@h", "done": 3, "total": 8,
+             "experiment": "steps *sweep*"},
+            {"run_id": "r0123456789ac", "exp_id": "e0123456789ac", "owner": "bob@y", "kind": "interactive",
+             "state": "queued", "position": 2, "est_start_s": 12.4, "worker": None, "experiment": "one"},
+            {"run_id": "r0123456789ad", "exp_id": "e0123456789ac", "owner": "ann@x", "kind": "sweep",
+             "state": "queued", "position": 9, "est_start_s": 600.0, "worker": None, "experiment": "late"}]
+    out = queue_view.queue_rows(rows, "ann@x")
+    assert [r["where"] for r in out] == ["on w1@h · 3/8", "position 2 · starts in about 12 s",
+                                         "position 9 · starts in about 10 min"]
+    assert [r["owner"] for r in out] == ["ann@x (you)", "bob@y", "ann@x (you)"]
+    assert out[0]["experiment"] == r"steps \*sweep\*"  # a name is shown as typed, never as markdown
+    assert queue_view.waiting_text(None, None) == ""
+
+
+def test_the_queue_page_lists_every_users_runs_and_cancels_only_ones_own(home, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_support import VIEWS, texts
+    from workers.client import ServiceClient
+
+    server = RedisServer(home / "broker", unix_socket=home / "broker" / "redis.sock").start()
+    try:
+        monkeypatch.setenv("FASTDIFF_BROKER_URL", server.url)
+        mine = ServiceClient()  # the dashboard's own client submits as the server's user@host
+        theirs = ServiceClient(owner="someone@else")
+        _, my_runs = mine.submit([RunSpec(samples=8, steps=2, seed=i) for i in range(3)], "my sweep")
+        _, their_runs = theirs.submit([RunSpec(samples=8, steps=2, seed=i) for i in range(2)], "their sweep")
+        at = AppTest.from_file(str(VIEWS / "queue.py"), default_timeout=60).run()
+        assert not at.exception
+        table = at.dataframe[0].value
+        assert sorted(table["run"]) == sorted(my_runs + their_runs)  # every user's runs, no worker alive
+        assert min(table["where"]).startswith("position 1")
+        assert "0 running · 5 queued" in texts(at)
+        assert set(at.multiselect(key="queue.chosen").options) == set(my_runs)  # cancel: one's own runs only
+        at.multiselect(key="queue.chosen").set_value([my_runs[1]]).run()
+        at.button(key="queue.cancel").click().run()
+        # cancelled (its outcome is on its way to the collector) and gone from the queue; nothing else
+        assert [outcomes.is_cancelled(mine.redis, r) for r in my_runs + their_runs] == [False, True, False, False, False]
+        assert "0 running · 4 queued" in texts(at.run())
+        with pytest.raises(PermissionError, match="belongs to 'someone@else'"):
+            mine.cancel(their_runs[0], owner=mine.owner)
+        mine.close(), theirs.close()
+    finally:
+        server.kill()

@@ -1,0 +1,303 @@
+"""The project's record of dispatched runs, and the fair queue in front of Celery. Imports no torch.
+
+Two kinds of submission (``workers.client``):
+
+- **interactive**: one run (Explore's Run button). Sent straight to the broker at Celery priority 0,
+  which every worker polls before anything else (kombu's Redis transport keeps one list per priority
+  step and BRPOPs them in order), so it never waits behind a sweep's queued runs: at most behind the
+  run each worker process is executing (a batch yields between runs when one is waiting).
+- **sweep** (several runs): grouped into batches of up to ``MAX_BATCH`` runs and kept in the
+  experiment's *lane* ``fastdiff:q:lane:<exp_id>`` in Redis; the *ring* ``fastdiff:q:ring`` lists the
+  lanes with work. ``dispatch`` moves batches to the broker (priority 9) one lane at a time, round
+  robin, only while fewer than ``capacity`` sweep batches wait there (the live worker processes): so
+  sweeps of different users and experiments share the workers batch by batch, and a sweep submitted
+  later starts within about one batch per process.
+
+A queued run's record ``fastdiff:q:run:<run_id>`` (a hash: exp_id, owner, kind, submitted; then
+state=running, worker, device, started, and progress) is written at submission in the same
+transaction as its lane, updated by the worker, and deleted by the same Lua call that pushes the
+run's outcome (``workers.outcomes.finish``). Everything lives in the broker's Redis, whose append-only
+file is fsynced on every write: a queued run survives a broker restart, in a lane or in the broker's
+queue alike. A batch taken from a lane and lost before it reaches the broker (its dispatcher died
+in between) is found by the collector's reconciliation (``held_run_ids`` knows lanes and batches).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from store import ids
+
+QUEUE = "fastdiff"  # Celery's queue (workers.celery_app.QUEUE); kombu's key for priority 0
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: key of priority p > 0 is f"{queue}{sep}{p}"
+INTERACTIVE_PRIORITY = 0
+SWEEP_PRIORITY = 9
+SWEEP_KEY = f"{QUEUE}{PRIORITY_SEP}{SWEEP_PRIORITY}"
+RING = "fastdiff:q:ring"
+RECENT = "fastdiff:q:recent"  # wall seconds of the newest runs (for the estimated start)
+RECENT_KEEP = 200
+RECORD_TTL_S = 30 * 24 * 3600
+MAX_BATCH = 16
+BATCH_PARTS = 8  # a sweep is cut into at least this many batches (when it has as many runs)
+BATCH_ID = re.compile(r"b[0-9a-f]{12}", re.ASCII)
+BATCH_TASK = "fastdiff.batch"
+BATCH_BUDGET_S = 0.5  # a batch hands its unstarted runs back to its lane after running this long
+
+
+def lane_key(exp_id: str) -> str:
+    return f"fastdiff:q:lane:{ids.check(exp_id, 'exp_id')}"
+
+
+def record_key(run_id: str) -> str:
+    return f"fastdiff:q:run:{ids.check(run_id, 'run_id')}"
+
+
+def batch_size(n_runs: int) -> int:
+    """Runs per batch for a sweep of ``n_runs``: at least ``BATCH_PARTS`` batches, at most ``MAX_BATCH``
+    runs each. A batch also yields (``yield_rest``) once it has run ``BATCH_BUDGET_S``."""
+    return max(1, min(MAX_BATCH, math.ceil(n_runs / BATCH_PARTS)))
+
+
+def new_batches(exp_id: str, runs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Cut (run_id, spec_json) pairs into batch payloads {batch_id, exp_id, runs: [[run_id, spec_json]]}."""
+    size = batch_size(len(runs))
+    return [{"batch_id": f"b{uuid.uuid4().hex[:12]}", "exp_id": exp_id, "runs": [list(x) for x in runs[i:i + size]]}
+            for i in range(0, len(runs), size)]
+
+
+def check_batch(batch: Any) -> dict[str, Any]:
+    """A batch payload from a task message or a lane, checked; ValueError naming what is wrong."""
+    if not isinstance(batch, dict) or set(batch) != {"batch_id", "exp_id", "runs"}:
+        raise ValueError(f"batch={ids.shown(batch)} is not a batch payload {{batch_id, exp_id, runs}}")
+    if not isinstance(batch["batch_id"], str) or not BATCH_ID.fullmatch(batch["batch_id"]):
+        raise ValueError(f"batch_id={ids.shown(batch['batch_id'])} is not 'b' and 12 lowercase hex digits")
+    ids.check(batch["exp_id"], "exp_id")
+    runs = batch["runs"]
+    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_BATCH or not all(
+            isinstance(x, list) and len(x) == 2 and ids.is_id(x[0], "run_id") and isinstance(x[1], str) for x in runs):
+        raise ValueError(f"runs={ids.shown(runs)} must be 1 to {MAX_BATCH} [run_id, spec_json] pairs")
+    return batch
+
+
+def record_fields(exp_id: str, owner: str, kind: str, submitted: float) -> dict[str, str]:
+    return {"exp_id": exp_id, "owner": owner, "kind": kind, "submitted": repr(submitted)}
+
+
+def enqueue_sweep(r: redis.Redis, exp_id: str, owner: str, runs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Put a sweep's runs in its lane (as batches) and the lane in the ring, with every run's record,
+    in one transaction; returns the batches."""
+    batches = new_batches(exp_id, runs)
+    fields = record_fields(exp_id, owner, "sweep", time.time())
+    with r.pipeline(transaction=True) as p:
+        for run_id, _ in runs:
+            p.hset(record_key(run_id), mapping=fields)
+            p.expire(record_key(run_id), RECORD_TTL_S)
+        p.rpush(lane_key(exp_id), *[json.dumps(b) for b in batches])
+        p.lrem(RING, 0, exp_id)
+        p.rpush(RING, exp_id)
+        p.execute()
+    return batches
+
+
+def record_interactive(r: redis.Redis, run_id: str, exp_id: str, owner: str) -> None:
+    with r.pipeline(transaction=True) as p:
+        p.hset(record_key(run_id), mapping=record_fields(exp_id, owner, "interactive", time.time()))
+        p.expire(record_key(run_id), RECORD_TTL_S)
+        p.execute()
+
+
+# Take the next lane's first batch if fewer than the live worker processes' count of sweep batches
+# wait in the broker: rotate the ring (its head goes to its tail), pop the batch, and drop the lane
+# from the ring once it is empty. One atomic round trip, so dispatchers in several processes never
+# take the same batch and a dispatch with nothing to do costs one call.
+# KEYS: ring, the broker's sweep list, nodes (zset name -> expiry), slots (hash name -> processes).
+# ARGV: lane key prefix, now (unix seconds), slots override ('' = count the live nodes').
+_NEXT = """
+if redis.call('LLEN', KEYS[1]) == 0 then return false end
+local slots = tonumber(ARGV[3])
+if not slots then
+  slots = 0
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[2], '+inf')) do
+    slots = slots + (tonumber(redis.call('HGET', KEYS[4], name)) or 1)
+  end
+  if slots < 1 then slots = 1 end
+end
+if redis.call('LLEN', KEYS[2]) >= slots then return false end
+for _ = 1, redis.call('LLEN', KEYS[1]) do
+  local exp = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+  local lane = ARGV[1] .. exp
+  local batch = redis.call('LPOP', lane)
+  if redis.call('LLEN', lane) == 0 then redis.call('LREM', KEYS[1], 0, exp) end
+  if batch then return batch end
+end
+return false
+"""
+LANE_PREFIX = "fastdiff:q:lane:"
+NODES = "fastdiff:q:nodes"  # worker node -> when its heartbeat expires (zset)
+SLOTS = "fastdiff:q:slots"  # worker node -> its processes (hash)
+
+
+def note_node(p: redis.client.Pipeline, name: str, slots: int, ttl_s: float) -> None:
+    """Queue (on pipeline ``p``) that node ``name`` runs ``slots`` processes for the next ``ttl_s``."""
+    now = time.time()
+    p.zadd(NODES, {name: now + ttl_s})
+    p.hset(SLOTS, name, slots)
+    p.zremrangebyscore(NODES, "-inf", now - 3600)  # nodes gone for an hour
+
+
+def forget_node(p: redis.client.Pipeline, name: str) -> None:
+    p.zrem(NODES, name)
+    p.hdel(SLOTS, name)
+
+
+def capacity(r: redis.Redis) -> int:
+    """Worker processes of the live nodes (each node writes its count with its heartbeat); at least 1."""
+    names = r.zrangebyscore(NODES, time.time(), "+inf")
+    return max(1, sum(int(v) for v in (r.hmget(SLOTS, names) if names else []) if v is not None))
+
+
+def dispatch(r: redis.Redis, send: Callable[[dict[str, Any]], None], slots: int | None = None) -> int:
+    """Move batches from the lanes to the broker, round robin over lanes, until ``slots`` (default:
+    the live worker processes) sweep batches wait there or the lanes are empty. Returns how many were sent."""
+    sent = 0
+    while True:
+        raw = r.eval(_NEXT, 4, RING, SWEEP_KEY, NODES, SLOTS, LANE_PREFIX, repr(time.time()),
+                     "" if slots is None else str(slots))
+        if raw is None:
+            return sent
+        send(json.loads(raw))
+        sent += 1
+
+
+# Hand a batch's unstarted runs back to the front of its lane (and the lane to the ring's tail).
+_YIELD = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LREM', KEYS[2], 0, ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def yield_rest(r: redis.Redis, batch: dict[str, Any], rest: list[list[str]]) -> dict[str, Any]:
+    """Put ``rest`` (runs of ``batch`` not started) back at the front of the batch's lane as a new batch."""
+    again = {"batch_id": f"b{uuid.uuid4().hex[:12]}", "exp_id": batch["exp_id"], "runs": rest}
+    r.eval(_YIELD, 2, lane_key(batch["exp_id"]), RING, json.dumps(again), batch["exp_id"])
+    return again
+
+
+def interactive_waiting(r: redis.Redis) -> bool:
+    return bool(r.llen(QUEUE))
+
+
+# ---------------------------------------------------------------------------------------------
+# what the broker holds, and in which order it will serve it
+# ---------------------------------------------------------------------------------------------
+
+def message_run_ids(message: dict[str, Any]) -> list[str]:
+    """Run ids a Celery task message carries: its task id for a run, the runs of a batch."""
+    headers = message.get("headers") or {}
+    if headers.get("task") != BATCH_TASK:
+        return [headers["id"]] if isinstance(headers.get("id"), str) else []
+    try:
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        return [rid for rid, _ in check_batch(args[0])["runs"]]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return []
+
+
+def raw_run_ids(raw: bytes, unacked: bool = False) -> list[str]:
+    try:
+        msg = json.loads(raw)
+        return message_run_ids(msg[0] if unacked else msg)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return []
+
+
+def _lane_ids(raw: bytes) -> list[str]:
+    try:
+        return [rid for rid, _ in check_batch(json.loads(raw))["runs"]]
+    except (ValueError, TypeError):
+        return []
+
+
+def service_order(r: redis.Redis) -> list[str]:
+    """Run ids not yet delivered to a worker, in the order the workers will take them: interactive
+    messages, sweep batches already in the broker, then the lanes round robin from the ring's head."""
+    order: list[str] = []
+    for key in (QUEUE, SWEEP_KEY):
+        for raw in reversed(r.lrange(key, 0, -1)):  # kombu pops from the right
+            order += raw_run_ids(raw)
+    ring = [e.decode() for e in r.lrange(RING, 0, -1)]
+    lanes = {e: [_lane_ids(b) for b in r.lrange(LANE_PREFIX + e, 0, -1)] for e in ring}
+    while any(lanes.values()):
+        for e in ring:
+            if lanes[e]:
+                order += lanes[e].pop(0)
+    return order
+
+
+def lane_run_ids(r: redis.Redis) -> set[str]:
+    """Run ids waiting in lanes."""
+    out: set[str] = set()
+    for key in r.scan_iter(match=LANE_PREFIX + "*", _type="list"):
+        for raw in r.lrange(key, 0, -1):
+            out.update(_lane_ids(raw))
+    return out
+
+
+def recent_seconds(r: redis.Redis) -> float | None:
+    """Median wall time of the newest runs (None before any)."""
+    vals = [float(v) for v in r.lrange(RECENT, 0, -1)]
+    return statistics.median(vals) if vals else None
+
+
+def _records(r: redis.Redis, run_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    keys = ([record_key(x) for x in run_ids] if run_ids is not None
+            else [k.decode() for k in r.scan_iter(match="fastdiff:q:run:*")])
+    with r.pipeline(transaction=False) as p:
+        for k in keys:
+            p.hgetall(k)
+        got = p.execute()
+    return {k.rsplit(":", 1)[1]: {a.decode(): b.decode() for a, b in h.items()} for k, h in zip(keys, got) if h}
+
+
+def snapshot(r: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:
+    """Every queued and running run across all users: run_id, exp_id, owner, kind, state
+    ('running'|'queued'), position (1 = next; None while running), est_start_s (seconds from now: runs
+    ahead x the median of the newest runs' wall time / worker processes; None before any run finished),
+    worker, started, done, total. Running first, then queued in service order."""
+    now = time.time() if now is None else now
+    records = _records(r)
+    order = [x for x in service_order(r) if x in records and records[x].get("state") != "running"]
+    position = {x: i for i, x in enumerate(dict.fromkeys(order))}
+    per_run, slots = recent_seconds(r), capacity(r)
+    rows = []
+    for run_id, rec in records.items():
+        running = rec.get("state") == "running"
+        pos = None if running else position.get(run_id)
+        est = None if running or per_run is None or pos is None else pos * per_run / slots
+        rows.append({"run_id": run_id, "exp_id": rec.get("exp_id"), "owner": rec.get("owner"),
+                     "kind": rec.get("kind"), "state": "running" if running else "queued",
+                     "position": None if pos is None else pos + 1, "est_start_s": est,
+                     "worker": rec.get("worker"), "started": float(rec["started"]) if "started" in rec else None,
+                     "submitted": float(rec["submitted"]) if "submitted" in rec else None,
+                     "done": int(rec["done"]) if "done" in rec else None,
+                     "total": int(rec["total"]) if "total" in rec else None})
+    rows.sort(key=lambda x: (x["state"] != "running", x["position"] if x["position"] is not None else math.inf,
+                             x["submitted"] or 0.0))
+    return rows
+
+
+def record(r: redis.Redis, run_id: str) -> dict[str, str]:
+    """The run's record (empty when it has none: finished, or submitted before records existed)."""
+    return _records(r, [run_id]).get(run_id, {})
