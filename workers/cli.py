@@ -33,7 +33,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
     ("bench", "faults"): ("workers.faults", "kill -9 each part of `fastdiff up` mid-sweep (and Ctrl-C): runs "
                                              "stored, duplicated, lost, recovery seconds"),
-    ("train", "student"): ("fastdiff_core.students.train_command",
+    ("train", "student"): ("fastdiff_cli.train_student",
                            "distil one student from the shipped driving teacher, write weights + model card"),
     ("bench", "students"): ("fastdiff_core.students.bench",
                             "every distilled student vs the teacher: NFE, wall clock at equal TV, tail, gates"),

@@ -27,7 +27,7 @@ from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.denoiser import Guidance
 from fastdiff_core.students.card import StudentProtocol, counts_of, measure
 from fastdiff_core.students.driving import WEIGHTS_DIR, load_shipped, student_frame_sampler
-from fastdiff_core.students.train_command import TEACHER
+from fastdiff_core.students.training import TEACHER
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH_JSON = WEIGHTS_DIR / "students_bench.json"

@@ -1,10 +1,6 @@
-"""``fastdiff train student NAME``: distil one student from the shipped driving teacher, write its
-safetensors weights (``fastdiff_core/students/weights``) and, unless ``--no-card``, measure it and
-write its model card (the same code path as ``fastdiff bench students``).
-
-    fastdiff train student guidance
-    fastdiff train student progressive          # writes progressive_8/4/2/1
-    fastdiff train student reflow --no-card
+"""Distil one student from the shipped driving teacher and write its safetensors weights
+(``fastdiff_core/students/weights``): what ``fastdiff train student NAME`` runs (its flags and output
+live in ``fastdiff_cli.train_student``).
 
 The configs below are what the shipped students were trained with (sized for a few minutes on the
 shared 2-core CPU); ``--scale`` multiplies every optimiser step count (0.1 for a quick try).
@@ -12,16 +8,15 @@ shared 2-core CPU); ``--scale`` multiplies every optimiser step count (0.1 for a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from fastdiff_core.commands.args import float_range, int_range, writable_dir
 from fastdiff_core.students import get_recipe, recipes
 from fastdiff_core.students.driving import WEIGHTS_DIR, driving_pairs, driving_teacher
 from fastdiff_core.students.network import save_student
@@ -58,18 +53,10 @@ def driving_config(name: str, scale: float = 1.0) -> Any:
     return recipe.config(**values)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", choices=sorted(DRIVING_CONFIGS), help="which student")
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
-    parser.add_argument("--scale", type=float_range(0.0, 1000.0, lo_open=True), default=1.0, help="multiply optimiser steps (quick tries)")
-    parser.add_argument("--threads", type=int_range(1, 1024), default=1)
-    parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR)
-    parser.add_argument("--no-card", action="store_true", help="train and save only; measure later with bench")
-
-
 def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Path = WEIGHTS_DIR,
-                   log=print) -> list[pathlib.Path]:
-    """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns the files."""
+                   log: Callable[[str], None] = lambda m: None) -> list[pathlib.Path]:
+    """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns the files.
+    ``log`` receives progress lines."""
     recipe = get_recipe(name)
     config = driving_config(name, scale)
     teacher = driving_teacher(TEACHER)
@@ -114,16 +101,3 @@ def _teacher_digest() -> str:
     from fastdiff_core.models.teacher import teacher_stem
 
     return hashlib.sha256(teacher_stem(TEACHER).with_suffix(".safetensors").read_bytes()).hexdigest()
-
-
-def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    if args.name not in recipes():
-        raise ValueError(f"student={args.name!r} is not one of {sorted(recipes())}")
-    print(f"training student {args.name} from driving_teacher_{TEACHER}", flush=True)
-    train_and_save(args.name, args.seed, args.scale, args.out, log=lambda m: print(m, flush=True))
-    if not args.no_card:
-        from fastdiff_core.students import bench
-
-        bench.run_bench([args.name], write_readme=False, write=True)  # training writes its card
-    return 0
