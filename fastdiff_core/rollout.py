@@ -38,7 +38,7 @@ from torch import nn
 
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
 from fastdiff_core.limits import RunLimits
-from fastdiff_core.metrics.intervals import rate_interval
+from fastdiff_core.metrics.intervals import label_effective_n, rate_interval, snis_rate_variance
 from fastdiff_core.worlds import driving
 from fastdiff_core.worlds.driving import ACTIONS, BRANCHES, LABELS, TAIL, Scene, frame_hazards
 from fastdiff_core.worlds.driving import PATH
@@ -297,10 +297,12 @@ class BranchTally:
     chunk from sufficient statistics: per label the raw count, sum w and sum w^2, with w = p/q =
     exp(log_w) (1 for plain sampling; <= 1 / (1 - beta) under a tail proposal, so the sums stay finite).
 
-        rate_k = S_k / S          n_eff = S^2 / Q (Kish)
+        rate_k = S_k / S          n_kish = S^2 / Q (Kish)
         var_k  = [(1 - rate_k)^2 Q_k + rate_k^2 (Q - Q_k)] / S^2   (delta method; p(1-p)/n unweighted)
+        n_eff_k = rate_k (1 - rate_k) / var_k   (the label's own effective n; Kish's where not valid)
 
-    with S_k = sum of w over label k, Q_k = sum of w^2 over label k, S and Q over all rollouts."""
+    with S_k = sum of w over label k, Q_k = sum of w^2 over label k, S and Q over all rollouts
+    (``metrics.intervals.snis_rate_variance``, ``label_effective_n``)."""
 
     def __init__(self, labels: int = len(LABELS)) -> None:
         self.count = torch.zeros(labels, dtype=torch.long)
@@ -342,24 +344,37 @@ class BranchTally:
         s, q = float(self.weight.sum()), float(self.weight_sq.sum())
         if s <= 0:
             return torch.zeros_like(self.weight)
-        r = self.rates
-        return ((1 - r) ** 2 * self.weight_sq + r * r * (q - self.weight_sq)) / (s * s)
+        return snis_rate_variance(self.weight, self.weight_sq, s, q)
+
+    @property
+    def weighted(self) -> bool:
+        """False when every weight is 1 (plain sampling: rates are count / n, effective n is n)."""
+        return not (torch.equal(self.weight, self.count.double()) and torch.equal(self.weight_sq, self.count.double()))
+
+    def effective_n(self) -> list[float]:
+        """Per label, the effective n of its rate: n unweighted, else ``label_effective_n`` (its own
+        r (1 - r) / var where valid, Kish's n_eff otherwise)."""
+        if not self.weighted:
+            return [float(self.n)] * len(self.count)
+        return label_effective_n(self.rates.numpy(), self.variances.numpy(), self.count.numpy(), self.n,
+                                 self.n_eff).tolist()
 
     def rows(self, truth: dict[str, float], *, group: str, labels: Sequence[str] = LABELS,
              confidence: float = 0.95) -> list[dict]:
-        """Histogram rows {group, label, count, n, rate, n_eff, var, lo, hi, truth}: lo/hi the Wilson
-        interval at (rate, n_eff), so every rate lies inside its own interval; count / n the raw rollouts
-        drawn per label (not an estimate when weighted: judge rate and n_eff)."""
-        n, n_eff = self.n, self.n_eff
+        """Histogram rows {group, label, count, n, rate, n_eff, n_kish, var, lo, hi, truth}: n_eff the
+        label's own effective n (``effective_n``), what the gate judges; lo/hi the Wilson interval at
+        (rate, n_eff), so every rate lies inside its own interval; n_kish Kish's n_eff of the group;
+        count / n the raw rollouts drawn per label (not an estimate when weighted: judge rate and n_eff)."""
+        n, n_kish = self.n, self.n_eff
         if n == 0:
             raise ValueError(f"group={group!r} has no rollouts to tabulate")
-        rates, var = self.rates, self.variances
+        rates, var, n_eff = self.rates, self.variances, self.effective_n()
         rows = []
         for k, label in enumerate(labels):
             rate = min(1.0, max(0.0, float(rates[k])))
-            lo, hi = rate_interval(rate, n_eff, confidence)
+            lo, hi = rate_interval(rate, n_eff[k], confidence)
             rows.append({"group": group, "label": label, "count": int(self.count[k]), "n": n, "rate": rate,
-                         "n_eff": n_eff, "var": float(var[k]), "lo": lo, "hi": hi,
+                         "n_eff": n_eff[k], "n_kish": n_kish, "var": float(var[k]), "lo": lo, "hi": hi,
                          "truth": float(truth.get(label, 0.0))})
         return rows
 

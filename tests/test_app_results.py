@@ -111,3 +111,30 @@ def test_driving_run_renders_branches_bill_and_rollouts(home):
     assert f"{TAIL} (tail)" in branches and all(any(b.startswith(lab) for b in branches) for lab in LABELS)
     assert (rows["truth"] != "").any()
     assert len(at.get("plotly_chart")) >= 3  # latency, branch histogram, sampled rollouts
+
+
+def test_sequential_run_page_bills_the_drawn_rollouts_and_says_why_it_stopped(home):
+    """A driving run with a sequential gate (RunSpec.gate_cap) on the run page and in the run-time model:
+    NFE per sample is the counted one over the cycles drawn (not the cap's), the caption says how many
+    looks it drew and why it stopped, and the run-time fit sees the rollouts drawn."""
+    from store import Store
+
+    from app import connection
+
+    s = Store()
+    spec = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=8, samples=25, horizon=6,
+                   gate_cap=1000, regime="closed_loop", world_options={"k": 3}, name="sequential")
+    _, (rid,) = record_done(s, "sequential", [spec])
+    result = s.run(rid)["result"]
+    drawn = result["metrics"]["rollouts_drawn"]
+    assert drawn < 1000 and result["info"]["sequential"]["stopped"] == "decided"
+    at = page("explore", run=rid).run()
+    assert not at.exception
+    m = {x.label: x.value for x in at.metric}
+    assert m["NFE counted / sample"] == m["formula (dashboard)"] == m["formula (worker)"] == "48"
+    body = texts(at)
+    assert f"x {int(drawn):,} rollouts = {48 * int(drawn):,} per run (sequential gate: " in body
+    assert "decided; worst case 48,000 at the cap of 1,000)" in body
+    assert "Measured verdict — closed_loop" in body and "sequential: decided" in body
+    (row,) = connection.stored_runtime_rows("driving")
+    assert row["work"].rollouts == drawn and row["work"].nfe == 48 * drawn

@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from fastdiff_core.bench.gate import Schedule, sampler_rates, simulate_fixed, simulate_sequential, truth_table
+from fastdiff_core.bench.gate import (
+    EqualLooks,
+    Schedule,
+    sampler_rates,
+    simulate_fixed,
+    simulate_sequential,
+    truth_table,
+)
 from fastdiff_core.metrics.gate import (
     RELEASE_GATE,
     Estimate,
@@ -63,6 +70,23 @@ def test_sequential_wrong_decisions_are_rare(sampler, wrong):
     codes, rollouts = simulate_sequential(sampler, SCHEDULE, SEQUENTIAL_TRIALS, seed=11)
     assert (codes == wrong).sum() <= _margin(SEQUENTIAL_TRIALS)
     assert rollouts.max() <= SCHEDULE.cap
+
+
+@pytest.mark.parametrize("sampler,wrong", [w for w in WRONG if not w[0].startswith("teacher")])
+def test_a_runs_sequential_gate_wrong_decisions_are_rare(sampler, wrong):
+    # what a driving run with RunSpec.gate_cap does: one scene per run (its own family), equal looks of
+    # samples x futures rollouts up to the cap (here looks of 250 to 4,000)
+    # (a halved tail is a wrong sampler only in the scenes where it leaves the band: tails above 1%)
+    tail = LABELS.index("darts")
+    rates = sampler_rates(sampler, truth_table())
+    lower, _ = band_edges(truth_table()[:, tail], RELEASE_GATE.tail_tolerance, RELEASE_GATE.tail_tolerance_abs)
+    scenes = [s for i, s in enumerate(SCENES) if wrong == -1 or sampler != "tail x0.5" or rates[i, tail] < lower[i]]
+    assert len(scenes) >= 4
+    for i, scene in enumerate(scenes):
+        codes, rollouts = simulate_sequential(sampler, EqualLooks(250, 4000), SEQUENTIAL_TRIALS, seed=20 + i,
+                                              scenes=(scene,))
+        assert (codes == wrong).sum() <= _margin(SEQUENTIAL_TRIALS), scene
+        assert rollouts.max() <= 4000
 
 
 def test_the_gate_has_power_where_the_sample_allows():

@@ -86,8 +86,9 @@ def test_execute_on_the_driving_world_carries_a_verdict_and_routes_fan_outs():
 def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_their_intervals():
     """importance='tail' on the shipped teacher, which darts in child_at_curb: the proposal is fitted
     after the pilot cycle and used by the next ones (this crashed once a proposal existed). Every row's
-    rate is the weighted estimate, inside its own interval at its Kish n_eff, and the verdict's coverage
-    check judges (rate, n_eff), never the raw count / n."""
+    rate is the weighted estimate, inside its own interval at its own effective n (n_eff: the label's
+    r (1 - r) / var where valid, Kish's n_kish otherwise), and the verdict's coverage check judges
+    (rate, n_eff), never the raw count / n."""
     import re
 
     from fastdiff_core.metrics.intervals import rate_interval
@@ -101,7 +102,7 @@ def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_thei
     assert len(shift) == 3 and all(len(row) == 8 for row in shift)  # a fitted proposal: (H, D)
     darts = [r for r in res.histograms if r["label"] == "darts"]
     assert sum(r["count"] for r in darts) > 0  # the network does dart
-    weighted = [r for r in res.histograms if r["n_eff"] < r["n"] - 1e-9]
+    weighted = [r for r in res.histograms if r["n_kish"] < r["n"] - 1e-9]
     assert weighted, "no group was sampled from the proposal"
     # weighted rates differ from the raw count / n: the rows judge the former
     assert any(abs(r["rate"] - r["count"] / r["n"]) > 1e-3 for r in weighted)

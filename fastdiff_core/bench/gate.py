@@ -17,7 +17,13 @@ Fixed mode: Clopper-Pearson at n rollouts per scene. Sequential mode: batches wh
 sequence intersected over looks, each scene sampled until its checks are all decided, all sampling
 stopping at the first FAIL, at most ``cap`` per scene. ``mean_rollouts`` is rollouts per scene
 (averaged over scenes, then trials); ``p95_rollouts`` its 95th percentile over trials.
+A driving run's own sequential gate (``RunSpec.gate_cap``) judges one scene per run with equal looks
+(``EqualLooks``): ``simulate_sequential(..., scenes=(scene,))`` simulates it.
 The core (``operating_characteristics``) returns rows; ``main`` prints them.
+
+``--weighted``: importance-weighted rates (``simulate_weighted``, ``weighted_characteristics``): the
+gate's family-wise miss rate and wrong decisions with Kish's n_eff and with each label's own
+effective n, in a latent-Gaussian model of the tail proposal pointed at the tail and away from it.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 from fastdiff_core.commands.args import int_range, writable_file
-from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, intervals
+from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, combine, intervals
+from fastdiff_core.metrics.intervals import label_effective_n, snis_rate_variance
 from fastdiff_core.worlds.driving import (
     BRANCHES,
     IMPLAUSIBLE,
@@ -69,10 +77,27 @@ class Schedule:
         return np.array(out)
 
 
-def truth_table(action: str = "keep", horizon: int = 6) -> np.ndarray:
+@dataclass(frozen=True)
+class EqualLooks:
+    """The product runner's looks (``RunSpec.gate_cap``): ``look`` rollouts each, up to ``cap`` (a multiple)."""
+
+    look: int
+    cap: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.look, bool) or not isinstance(self.look, int) or self.look < 1:
+            raise ValueError(f"look={self.look!r} must be an integer >= 1")
+        if isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < self.look or self.cap % self.look:
+            raise ValueError(f"cap={self.cap!r} must be a multiple of look={self.look}")
+
+    def looks(self) -> np.ndarray:
+        return np.arange(self.look, self.cap + 1, self.look)
+
+
+def truth_table(action: str = "keep", horizon: int = 6, scenes: tuple[str, ...] = tuple(SCENES)) -> np.ndarray:
     """(scenes, labels) exact rates, labels = waits, crosses, darts, implausible (0)."""
-    return np.array([[branch_probabilities(sc, action, horizon)[b] for b in BRANCHES] + [0.0]
-                     for sc in SCENES.values()])
+    return np.array([[branch_probabilities(SCENES[sc], action, horizon)[b] for b in BRANCHES] + [0.0]
+                     for sc in scenes])
 
 
 def sampler_rates(name: str, truth: np.ndarray) -> np.ndarray:
@@ -96,10 +121,11 @@ def sampler_rates(name: str, truth: np.ndarray) -> np.ndarray:
     raise ValueError(f"sampler={name!r} is not one of {list(SAMPLERS)}")
 
 
-def _layout(config: GateConfig, sampled: bool, truth: np.ndarray) -> GateLayout:
-    labels = {s: list(LABELS) for s in SCENES}
+def _layout(config: GateConfig, sampled: bool, truth: np.ndarray, scenes: tuple[str, ...] = tuple(SCENES)
+            ) -> GateLayout:
+    labels = {s: list(LABELS) for s in scenes}
     zero = {s: ({IMPLAUSIBLE} if not sampled else set()) | {b for j, b in enumerate(BRANCHES) if truth[i, j] == 0}
-            for i, s in enumerate(SCENES)}
+            for i, s in enumerate(scenes)}
     return GateLayout.build(labels, zero, config, sampled)
 
 
@@ -134,13 +160,15 @@ def simulate_fixed(sampler: str, n: int, trials: int, seed: int, config: GateCon
     return np.where((per_scene == -1).any(1), -1, np.where((per_scene == 1).all(1), 1, 0))
 
 
-def simulate_sequential(sampler: str, schedule: Schedule, trials: int, seed: int, config: GateConfig = RELEASE_GATE,
-                        truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(gate codes (trials,), rollouts per scene averaged over scenes (trials,)) under ``schedule``."""
-    truth = truth_table() if truth is None else truth
+def simulate_sequential(sampler: str, schedule: Schedule | EqualLooks, trials: int, seed: int,
+                        config: GateConfig = RELEASE_GATE, truth: np.ndarray | None = None,
+                        scenes: tuple[str, ...] = tuple(SCENES)) -> tuple[np.ndarray, np.ndarray]:
+    """(gate codes (trials,), rollouts per scene averaged over scenes (trials,)) under ``schedule``, over
+    ``scenes`` (one family; ``truth`` their rows, default ``truth_table(scenes=scenes)``)."""
+    truth = truth_table(scenes=scenes) if truth is None else truth
     rng = np.random.default_rng(seed)
     sampled = sampler.startswith("teacher")
-    layout = _layout(config, sampled, truth)
+    layout = _layout(config, sampled, truth, scenes)
     looks = schedule.looks()
     sizes = np.diff(looks, prepend=0)
     n = looks.astype(float)[None, :, None]
@@ -153,7 +181,7 @@ def simulate_sequential(sampler: str, schedule: Schedule, trials: int, seed: int
     else:
         ref_lo, ref_hi = _reference(layout, truth, None, n, "sequential")
     codes, tv, _ = layout.evaluate(lo, hi, ref_lo, ref_hi)  # (T, K, C), (T, K, S)
-    scenes = len(SCENES)
+    scenes = len(layout.scenes)
     last = len(looks) - 1
     stop = np.empty((trials, scenes), dtype=int)
     fail_at = np.full((trials, scenes), np.iinfo(int).max)
@@ -172,6 +200,79 @@ def simulate_sequential(sampler: str, schedule: Schedule, trials: int, seed: int
     outcome = np.where(any_fail < np.iinfo(int).max, -1, np.where((final == 1).all(1), 1, 0))
     rollouts = looks[np.minimum(stop, end[:, None])].mean(1)
     return outcome, rollouts
+
+
+# --- importance-weighted rates: Kish's n_eff against each label's own effective n -------------------------
+
+WEIGHTED_LABELS: tuple[str, ...] = ("crosses", "waits", "darts", "implausible")
+PROPOSAL_BETA = 0.5  # rollout.TailProposal's default defensive share
+
+
+def weighted_truth(p_tail: float, factor: float = 1.0) -> np.ndarray:
+    """(crosses, waits, darts, implausible) of a sampler whose tail is ``factor`` x ``p_tail``."""
+    crosses = 0.6 * (1 - p_tail)
+    return np.array([crosses, 1 - crosses - factor * p_tail, factor * p_tail, 0.0])
+
+
+def simulate_weighted(p_tail: float, factor: float, n: int, mu: float, trials: int, seed: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rates (T, 4), each label's own effective n (T, 4), Kish's n_eff (T,)) of T importance-weighted
+    runs of n rollouts in a latent-Gaussian model of the driving tail proposal: a rollout's noise
+    z ~ N(0, 1) decides its branch (darts z > a, crosses z < b, waits between; ``weighted_truth``), drawn
+    from the defensive mixture (1 - beta) N(0, 1) + beta N(mu, 1) of ``rollout.TailProposal`` with
+    w = p / q <= 1 / (1 - beta). mu > 0 points the proposal at the tail, mu < 0 away from it. The rows
+    are the product's (``snis_rate_variance``, ``label_effective_n``)."""
+    rng = np.random.default_rng(seed)
+    rates = weighted_truth(p_tail, factor)
+    a, b = norm.isf(rates[2]), norm.ppf(rates[0])
+    z = rng.standard_normal((trials, n)) + mu * (rng.random((trials, n)) < PROPOSAL_BETA)
+    w = 1.0 / ((1 - PROPOSAL_BETA) + PROPOSAL_BETA * np.exp(mu * z - mu * mu / 2))
+    masks = [z < b, (z >= b) & (z <= a), z > a]  # crosses, waits, darts; implausible never
+    none = [np.zeros(trials)]
+    s_k = np.stack([(w * m).sum(1) for m in masks] + none, 1)
+    q_k = np.stack([(w * w * m).sum(1) for m in masks] + none, 1)
+    count = np.stack([m.sum(1) for m in masks] + none, 1)
+    s, q = s_k.sum(1, keepdims=True), q_k.sum(1, keepdims=True)
+    kish = (s * s / q)[:, 0]
+    r = s_k / s
+    return r, label_effective_n(r, snis_rate_variance(s_k, q_k, s, q), count, n, kish[:, None]), kish
+
+
+def weighted_layout(config: GateConfig = RELEASE_GATE) -> GateLayout:
+    return GateLayout.build({"s": list(WEIGHTED_LABELS)}, {"s": {IMPLAUSIBLE}}, config, sampled_reference=False)
+
+
+def weighted_decisions(r: np.ndarray, n_eff: np.ndarray, truth: np.ndarray, config: GateConfig = RELEASE_GATE
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(family-wise miss (T,) bool: some interval misses its true rate; gate codes (T,)) at (r, n_eff)."""
+    layout = weighted_layout(config)
+    lo, hi = intervals(r * n_eff, n_eff, layout.alpha_per_interval, "fixed")
+    miss = ((lo > truth) | (hi < truth)).any(1)
+    codes, tv, _ = layout.evaluate(lo, hi, truth, truth)
+    return miss, combine(np.concatenate([codes, tv], 1))
+
+
+def weighted_characteristics(trials: int = 4000, seed: int = 0, ns: tuple[int, ...] = (300, 1000, 4000),
+                             tails: tuple[float, ...] = (0.139, 0.04), mus: tuple[float, ...] = (2.0, -1.0),
+                             config: GateConfig = RELEASE_GATE) -> list[dict]:
+    """Per (tail, n, mu) and effective n (Kish / per label): the family-wise miss rate of the gate's
+    intervals, the perfect sampler's FAIL rate, the halved tail's PASS and FAIL rates, and the median
+    effective n of the tail check."""
+    rows = []
+    for i, (p, n, mu) in enumerate((p, n, mu) for p in tails for n in ns for mu in mus):
+        truth = weighted_truth(p)
+        perfect = simulate_weighted(p, 1.0, n, mu, trials, seed + 2 * i)
+        halved = simulate_weighted(p, 0.5, n, mu, trials, seed + 2 * i + 1)
+        for kind in ("kish", "label"):
+            def n_of(sim):
+                return sim[1] if kind == "label" else np.broadcast_to(sim[2][:, None], sim[0].shape)
+            miss, codes = weighted_decisions(perfect[0], n_of(perfect), truth, config)
+            _, codes_h = weighted_decisions(halved[0], n_of(halved), truth, config)
+            rows.append({"tail": p, "n": n, "mu": mu, "effective_n": kind, "trials": trials,
+                         "family_miss": float(miss.mean()), "perfect_fail": float((codes == -1).mean()),
+                         "halved_pass": float((codes_h == 1).mean()), "halved_fail": float((codes_h == -1).mean()),
+                         "tail_n_eff": float(np.median(n_of(perfect)[:, 2]))})
+    return rows
 
 
 def _row(mode: str, n: int | None, sampler: str, codes: np.ndarray, rollouts: np.ndarray) -> dict:
@@ -206,6 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cap", type=int_range(1), default=Schedule.cap, help="sequential: rollouts per scene at most")
     parser.add_argument("--json", type=writable_file, default=None, help="write the rows as JSON here")
     parser.add_argument("--plot", type=writable_file, default=None, help="write a PNG of the curves here")
+    parser.add_argument("--weighted", action="store_true",
+                        help="instead: importance-weighted rates, Kish's n_eff against each label's own effective n "
+                             "(docs/importance.md)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -215,6 +319,8 @@ def main(args: argparse.Namespace) -> int:
         ns = ()
     if not ns or min(ns) < 1:
         raise ValueError(f"--n={args.n!r} must be comma-separated integers >= 1")
+    if args.weighted:
+        return _main_weighted(args, ns)
     schedule = Schedule(cap=args.cap)
     t0 = time.perf_counter()
     rows = operating_characteristics(args.trials, args.seed, ns=ns, schedule=schedule)
@@ -235,6 +341,23 @@ def main(args: argparse.Namespace) -> int:
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _main_weighted(args: argparse.Namespace, ns: tuple[int, ...]) -> int:
+    t0 = time.perf_counter()
+    rows = weighted_characteristics(args.trials, args.seed, ns=ns)
+    print(f"importance-weighted rates in the gate: one scene, {args.trials} trials per row, family alpha "
+          f"{RELEASE_GATE.alpha}; latent-Gaussian tail proposal, beta {PROPOSAL_BETA} (mu > 0: towards the tail)")
+    print(f"{'tail':>6} {'n':>5} {'mu':>5} {'eff. n':<6} {'miss':>7} {'perf FAIL':>9} {'x0.5 PASS':>9} "
+          f"{'x0.5 FAIL':>9} {'tail n_eff':>10}")
+    for r in rows:
+        print(f"{r['tail']:>6g} {r['n']:>5} {r['mu']:>5g} {r['effective_n']:<6} {r['family_miss']:>7.2%} "
+              f"{r['perfect_fail']:>9.2%} {r['halved_pass']:>9.2%} {r['halved_fail']:>9.1%} {r['tail_n_eff']:>10,.0f}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"trials": args.trials, "seed": args.seed, "rows": rows}, indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 

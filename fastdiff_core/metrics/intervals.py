@@ -49,6 +49,35 @@ def rate_interval(rate: float, n_eff: float, confidence: float = 0.95) -> tuple[
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
+# A label's own variance estimate is trusted only with at least this many rollouts in it and out of it:
+# with fewer, the plug-in variance can be near 0 by chance (docs/importance.md measures the rest).
+MIN_LABEL_ROLLOUTS = 10
+
+
+def snis_rate_variance(weight_k, weight_sq_k, weight, weight_sq):
+    """Delta-method variance of a self-normalised importance-weighted rate r_k = S_k / S (Owen 2013,
+    Monte Carlo theory, methods and examples, sec. 9.2, eq. 9.8), elementwise over numpy arrays or torch
+    tensors: from per label S_k = sum of w, Q_k = sum of w^2 and their totals S, Q over all rollouts,
+
+        var_k = [(1 - r_k)^2 Q_k + r_k^2 (Q - Q_k)] / S^2     (= r_k (1 - r_k) / n when every w = 1)."""
+    r = weight_k / weight
+    return ((1 - r) ** 2 * weight_sq_k + r * r * (weight_sq - weight_sq_k)) / (weight * weight)
+
+
+def label_effective_n(rate, var, count, n, kish):
+    """The effective sample size of each label's own rate, r (1 - r) / var (numpy, elementwise): the n at
+    which a plain binomial rate would have this variance. More than Kish's global (sum w)^2 / sum w^2
+    for a label the proposal oversamples (the tail it targets), less for one it undersamples, where
+    Kish's n overstates the precision (docs/importance.md: simulated family-wise miss rates).
+
+    Used where it is valid: at least ``MIN_LABEL_ROLLOUTS`` raw rollouts in the label and outside it
+    and a positive variance; else Kish's ``kish``. With every weight 1 it is n."""
+    rate, var, count = np.asarray(rate, float), np.asarray(var, float), np.asarray(count, float)
+    n = np.asarray(n, float)
+    valid = (count >= MIN_LABEL_ROLLOUTS) & (n - count >= MIN_LABEL_ROLLOUTS) & (var > 0)
+    return np.where(valid, rate * (1 - rate) / np.where(valid, var, 1.0), np.asarray(kish, float))
+
+
 def clopper_pearson(successes: ArrayLike, n: ArrayLike, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact two-sided (1 - alpha) binomial interval (Clopper & Pearson 1934), elementwise.
 
