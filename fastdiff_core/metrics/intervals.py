@@ -175,3 +175,20 @@ def median_interval(values: list[float] | tuple[float, ...], confidence: float =
     while k + 1 <= n // 2 and coverage(k + 1) >= confidence:
         k += 1
     return xs[k - 1], xs[n - k], coverage(k)
+
+
+def t_interval(values: list[float] | tuple[float, ...], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """(mean, lo, hi): the Student-t interval for the mean of a few independent repeats (seeds); no
+    interval (None, None) from one value. With 3 seeds the t quantile is 4.30: intervals are wide."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
+    xs = np.asarray(values, dtype=float)
+    if xs.size == 0:
+        raise ValueError("values is empty: an interval needs at least one value")
+    mean = float(xs.mean())
+    if xs.size < 2:
+        return mean, None, None
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + confidence / 2, xs.size - 1) * xs.std(ddof=1) / math.sqrt(xs.size))
+    return mean, mean - half, mean + half
