@@ -16,7 +16,8 @@ from typing import Any
 import streamlit as st
 
 from fastdiff_core import budget, catalog
-from fastdiff_core.spec import RunSpec
+from fastdiff_core.models.model_registry import model_names
+from fastdiff_core.spec import MODEL_WORLD, RunSpec
 
 FORM_DEFAULTS: dict[str, Any] = {
     "regime": "offline",
@@ -35,6 +36,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "futures": 1,
     "world": "mixture",
     "scene": None,
+    "model": None,
     "preset": "rare2d",
     "path": "vp_linear",
     "prediction": "eps",
@@ -118,7 +120,7 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
     for name, value in FORM_DEFAULTS.items():
         s[_key(prefix, name)] = value
     for name in ("sampler", "solver", "grid", "student", "steps", "guidance_scale", "horizon", "plans",
-                 "futures", "world", "scene", "seed", "samples", "name"):
+                 "futures", "world", "scene", "model", "seed", "samples", "name"):
         s[_key(prefix, name)] = getattr(spec, name)
     s[_key(prefix, "regime")] = spec.regime or "offline"
     s[_key(prefix, "parallelism")] = _lanes(spec.regime or "offline")
@@ -234,6 +236,15 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         if s.get(k("scene")) not in world.scenes:
             s[k("scene")] = world.scenes[0]
         c2.selectbox("Scene", list(world.scenes), key=k("scene"))
+    elif world.name == MODEL_WORLD:  # the model picker: the registry read as data (no torch here)
+        s[k("scene")] = None
+        models = list(model_names())
+        if s.get(k("model")) not in models:
+            s[k("model")] = models[0] if models else None
+        if models:
+            c2.selectbox("Model", models, key=k("model"), help="registered with `fastdiff models add PATH`")
+        else:
+            c2.caption("No models registered: `fastdiff models add PATH` (a diffusers-format directory) adds one.")
     else:
         s[k("scene")] = None
         c2.caption(f"{world.title}: no scenes. {world.doc}")
@@ -266,6 +277,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
                                    parallelism=int(s[k("parallelism")]), usd_per_hour=float(s[k("usd_per_hour")]))
     fields: dict[str, Any] = {
         "world": s[k("world")], "world_options": world_opts, "scene": s[k("scene")],
+        "model": s.get(k("model")) if s[k("world")] == MODEL_WORLD else None,
         "sampler": s[k("sampler")], "grid": s[k("grid")], "steps": int(s[k("steps")]),
         "guidance_scale": float(s[k("guidance_scale")]),
         "guidance_interval": (float(s[k("interval_lo")]), float(s[k("interval_hi")])) if s[k("interval_on")] else None,

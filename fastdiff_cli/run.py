@@ -10,7 +10,8 @@ from typing import Any
 
 from fastdiff_core import budget, catalog
 from fastdiff_core.commands.args import int_range
-from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, RunResult, RunSpec, parse_json_object
+from fastdiff_core.models import model_registry
+from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, MODEL_WORLD, RunResult, RunSpec, parse_json_object
 
 MAX_SPEC_FILE_BYTES = 1_000_000
 
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", help="world_options.path (noise path)")
     p.add_argument("--prediction", help="world_options.prediction")
     p.add_argument("--condition", help="world_options.condition")
+    p.add_argument("--model", help="a registered model's name, or a diffusers-format directory or 'module:function' "
+                                   "(registered on first use; sets --world model)")
+    p.add_argument("--label", type=int, help="world_options.label (world model: the class to sample, -1 every class)")
+    p.add_argument("--modes", help="world_options.modes (world model: auto | classifier)")
     p.add_argument("--solver", choices=sorted(catalog.SOLVERS))
     p.add_argument("--solver-option", action="append", default=[], metavar="KEY=JSON",
                    help="a solver option, e.g. eta=0.5 (repeatable)")
@@ -75,6 +80,20 @@ def _spec_text(spec: str) -> tuple[str, str]:
         raise ValueError(f"--spec={spec!r} cannot be read ({type(e).__name__}: {e}); expected a readable JSON file") from None
 
 
+def model_name(value: str) -> str:
+    """--model as a registry name: a registered (or entry-point) name as is; a directory or 'module:function'
+    by the name it is registered under, registering it first if it is not (specs carry names, not paths)."""
+    if value in model_registry.registered():
+        return value
+    if os.path.isdir(value) or ":" in value:
+        from fastdiff_core.models.loading import register_model
+
+        source = os.path.realpath(value) if os.path.isdir(value) else value
+        return model_registry.find_source(source) or register_model(value)["name"]
+    raise ValueError(f"--model={value!r} is not a registered model, a directory or 'module:function'; registered: "
+                     f"{list(model_registry.model_names())}")
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     d: dict[str, Any] = {}
     if args.spec:
@@ -85,7 +104,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
     world_options = dict(d.get("world_options", {}))
-    for name in ("preset", "path", "prediction", "condition"):
+    if args.model is not None:
+        d["world"], d["model"] = MODEL_WORLD, model_name(args.model)
+    for name in ("preset", "path", "prediction", "condition", "label", "modes"):
         if getattr(args, name) is not None:
             world_options[name] = getattr(args, name)
     if world_options:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from fastdiff_core import catalog
 from fastdiff_core.limits import RunLimits, peak_memory_mb
+from fastdiff_core.models.model_registry import check_name, model_entry, model_names
 from fastdiff_core.registry import validate_options
 from fastdiff_core.worlds import world_names, world_plugin
 
@@ -33,6 +34,7 @@ DeviceChoice = Literal["auto", "cpu", "cuda"]
 SamplerKind = Literal["solver", "student"]
 
 MAX_SAMPLES = 1_000_000
+MODEL_WORLD = "model"  # the world that samples a user's model (fastdiff_core.worlds.model)
 MAX_STEPS = 1000
 GATE_ALPHA = 0.05  # the release gate's family-wise error rate (metrics.gate.RELEASE_GATE)
 MAX_GATE_ALPHA = 0.5
@@ -75,6 +77,7 @@ class RunSpec:
     world: WorldName = "mixture"
     world_options: Mapping[str, Any] = field(default_factory=dict)
     scene: str | None = None
+    model: str | None = None  # a registered model's name (fastdiff_core.models.model_registry), world 'model'
     # what sampler
     sampler: SamplerKind = "solver"
     solver: str = "dpmpp_2m"
@@ -131,6 +134,7 @@ class RunSpec:
                 raise ValueError(f"scene={self.scene!r} is not one of {list(world.scenes)} for world={self.world!r}")
         elif self.scene is not None:
             raise ValueError(f"scene={self.scene!r} given, but world={self.world!r} has no scenes")
+        self._check_model()
         _int_range("steps", self.steps, 1, MAX_STEPS)
         if self.sampler == "solver":
             info = catalog.solver_info(self.solver)
@@ -191,6 +195,17 @@ class RunSpec:
         if why is not None:
             raise ValueError(why)
         return self
+
+    def _check_model(self) -> None:
+        """A user's model is named by its registry name (an id; never a path), with world 'model'."""
+        if self.world == MODEL_WORLD and self.model is None:
+            raise ValueError(f"model=None: world={MODEL_WORLD!r} needs a registered model; available: "
+                             f"{list(model_names())}")
+        if self.model is not None:
+            if self.world != MODEL_WORLD:
+                raise ValueError(f"model={self.model!r} given, but world={self.world!r} samples its own network; "
+                                 f"set world={MODEL_WORLD!r}")
+            model_entry(check_name(self.model))
 
     def _check_speedups(self) -> None:
         for mode_field, opts_field, name in (("feature_cache", "cache_options", "feature_cache"),
@@ -354,7 +369,7 @@ def parse_json_object(text: Any, what: str) -> Any:
 
 _TEXT_FIELDS = ("world", "sampler", "solver", "grid", "dtype", "device", "name", "feature_cache", "parallel",
                 "precision", "importance")
-_OPTIONAL_TEXT_FIELDS = ("scene", "student", "regime")
+_OPTIONAL_TEXT_FIELDS = ("scene", "student", "regime", "model")
 
 
 def _check_text_fields(spec: RunSpec) -> None:

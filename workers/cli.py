@@ -15,6 +15,10 @@ import sys
 
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("fastdiff_cli.run", "run one RunSpec and print its RunResult as a table"),
+    ("models", "list"): ("fastdiff_cli.models", "the registered models (name, kind, prediction, path, sha256)"),
+    ("models", "add"): ("fastdiff_cli.models",
+                        "check a diffusers-format directory or a 'module:function' PyTorch model and register it"),
+    ("models", "remove"): ("fastdiff_cli.models", "forget a registered model (its files are untouched)"),
     ("world", "scenes"): ("fastdiff_cli.world_scenes",
                           "the driving scenes' exact branch probabilities per ego action"),
     ("train", "teacher"): ("fastdiff_cli.train_teacher",

@@ -1,0 +1,154 @@
+"""A user's PyTorch model registered through a ``fastdiff.models`` entry point (a real distribution on
+sys.path) runs through ``execute`` as the worker calls it, ``fastdiff run --model`` and, in the service
+test, a real worker and the store; the run records the model's name, checksum and card; a worker keeps
+the loaded model (and its reference) for the next run; unknown models are refused naming the available
+ones; ``fastdiff models add|list|remove`` keep the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fastdiff_core.models import model_registry
+from fastdiff_core.spec import RunResult, RunSpec
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY = REPO / "tests" / "plugins" / "toy_models.py"
+SMALL = {"reference_samples": 400, "reference_steps": 16, "max_clusters": 3}
+
+
+@pytest.fixture
+def toy_models(tmp_path, monkeypatch):
+    """The toy model installed as a distribution on sys.path (what ``pip install`` would leave)."""
+    shutil.copy(TOY, tmp_path / TOY.name)
+    info = tmp_path / "toy_models-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-models\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fastdiff.models]\ntwo_blobs = toy_models:two_blobs\n")
+    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path / "home"))
+    sys.path.insert(0, str(tmp_path))
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("toy_models", None)
+
+
+def spec(**changes) -> dict:
+    return {"world": "model", "model": "two_blobs", "solver": "dpmpp_2m", "steps": 8, "samples": 400,
+            "world_options": {**SMALL, "modes": "classifier"}, **changes}
+
+
+def test_the_entry_point_model_runs_through_execute_and_the_worker_keeps_it(toy_models):
+    from fastdiff_core.models.loading import load_source, state_dict_sha256
+    from fastdiff_core.run import execute
+
+    assert model_registry.registered()["two_blobs"]["kind"] == "entry_point"
+    first = execute(json.dumps(spec()))
+    assert first.nfe_counted == first.nfe_formula == 8 * 400
+    model = first.info["model"]
+    assert model["name"] == "two_blobs" and model["kind"] == "module" and model["classifier"]
+    assert model["checksum"] == state_dict_sha256(load_source("entry_point", "two_blobs", "x").net)
+    assert model["card"]["data"].startswith("two Gaussian blobs")
+    rows = {r["label"]: r for r in first.histograms if r["group"] == "model"}
+    assert set(rows) == {"class 0", "class 1"} and 0.05 < rows["class 1"]["rate"] < 0.16  # the 10% blob
+    assert first.info["reference"]["converged"] and first.info["reference"]["convergence_tv"] <= 0.02
+    assert first.metrics["reference_nfe"] == (31 + 15) * 400  # Heun at 16 and at 8 steps
+    again = execute(json.dumps(spec(solver="euler", seed=0)))  # the same process: model and reference kept
+    assert again.metrics["model_cached"] == 1.0 and again.metrics["reference_nfe"] == 0.0
+    assert first.metrics["model_cached"] in (0.0, 1.0)
+    assert RunResult.from_json(again.to_json()).info["model_checksum"] == model["checksum"]
+    auto = execute(json.dumps(spec(world_options=SMALL)))  # modes by clustering the reference
+    assert auto.info["modes"]["k"] == 2 and auto.info["modes"]["tails"] == []
+
+
+def test_unknown_models_and_bad_combinations_are_refused_naming_what_is_allowed(toy_models):
+    with pytest.raises(ValueError, match=r"model='nope' is not registered; available: \['two_blobs'\]"):
+        RunSpec.from_dict(spec(model="nope"))
+    with pytest.raises(ValueError, match=r"model=None: world='model' needs a registered model; available: "):
+        RunSpec.from_dict(spec(model=None))
+    with pytest.raises(ValueError, match=r"model='two_blobs' given, but world='mixture'"):
+        RunSpec.from_dict({"world": "mixture", "model": "two_blobs"})
+    with pytest.raises(ValueError, match=r"model='../x' is not a model name; allowed: 1-64 characters"):
+        RunSpec.from_dict(spec(model="../x"))
+
+
+@pytest.mark.slow  # three `fastdiff` processes, each importing torch: ~15 s quiet, 40 s at load 16
+def test_fastdiff_run_and_models_commands(toy_models, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(toy_models)])}
+
+    def fastdiff(*argv):
+        return subprocess.run([sys.executable, "-m", "workers.cli", *argv], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+
+    ok = fastdiff("run", "--model", "two_blobs", "--modes", "classifier", "--steps", "6", "--samples", "300",
+                  "--spec", json.dumps({"world": "model", "model": "two_blobs", "world_options": SMALL}), "--json")
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["spec"]["model"] == "two_blobs" and out["info"]["model"]["name"] == "two_blobs"
+    bad = fastdiff("run", "--model", "nope")
+    assert bad.returncode == 2 and "--model='nope' is not a registered model" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    added = fastdiff("models", "add", "toy_models:two_blobs", "--name", "blobs")
+    assert added.returncode == 0, added.stderr
+    listed = model_registry.registered()  # what `fastdiff models list --json` prints
+    assert listed["blobs"]["kind"] == "module" and listed["blobs"]["interface"]["prediction"] == "eps"
+    assert listed["two_blobs"]["kind"] == "entry_point"
+    from workers.cli import main
+
+    assert main(["models", "add", str(tmp_path / "no-such-dir")]) == 2  # one line naming it (below)
+    assert main(["models", "remove", "blobs"]) == 0 and "blobs" not in model_registry.registered()
+    assert main(["models", "remove", "blobs"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_the_entry_point_model_runs_through_a_real_worker_and_the_store(toy_models, tmp_path):
+    from workers.local_service import LocalService
+
+    class WithToyModels(LocalService):
+        @property
+        def env(self) -> dict[str, str]:
+            env = super().env
+            return {**env, "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], str(toy_models)])}
+
+    service = WithToyModels(tmp_path / "svc", "embedded", max_run_s=240)
+    try:
+        service.worker("w1"), service.collector()
+        service.wait_workers(["w1"])
+        _, run_ids = service.client.submit([spec(), spec(solver="euler")], "a user's model through the worker")
+        runs = service.wait_finished(run_ids, timeout=300)
+        assert runs["status"].to_list() == ["done", "done"], runs["error"].to_list()
+        results = [RunResult.from_dict(service.store.run(r)["result"]) for r in run_ids]
+        for result in results:
+            assert result.spec.model == "two_blobs" and result.nfe_counted == result.nfe_formula == 8 * 400
+            assert len(result.info["model_checksum"]) == 64 and result.info["model"]["card"]
+        assert sorted(r.metrics["model_cached"] for r in results) == [0.0, 1.0]  # loaded once, then kept
+    finally:
+        service.close()
+
+
+def test_the_page_picks_a_registered_model_beside_the_worlds(tmp_path, monkeypatch):
+    """The dashboard reads the registry as data (no torch): the model picker lists what is registered,
+    a spec naming it can be queued, and the model's declared interface refuses guidance it cannot do."""
+    from streamlit.testing.v1 import AppTest
+
+    from fastdiff_core.models.interface import ModelInterface, PathDecl
+
+    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path))
+    iface = ModelInterface("eps", PathDecl("vp_linear"), (2,))
+    model_registry.add({"name": "blobs", "kind": "module", "source": "toy_models:two_blobs", "checksum": "0" * 64,
+                        "interface": iface.to_dict(), "card": {}, "classifier": None, "nbytes": 64})
+    at = AppTest.from_file(str(REPO / "app" / "views" / "explore.py"), default_timeout=60).run()
+    at.selectbox(key="ex.world").set_value("model").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ex.model").options == ["blobs"]
+    assert not at.button(key="ex.run").disabled
+    at.number_input(key="ex.guidance_scale").set_value(3.0).run()
+    assert any("needs a null condition, which model='blobs' does not declare" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert at.button(key="ex.run").disabled
