@@ -152,3 +152,31 @@ def test_the_page_picks_a_registered_model_beside_the_worlds(tmp_path, monkeypat
     assert any("needs a null condition, which model='blobs' does not declare" in e.value for e in at.error), \
         [e.value for e in at.error]
     assert at.button(key="ex.run").disabled
+
+
+@pytest.mark.slow  # a fresh process importing torch: ~10 s quiet, 45 s at load 20
+def test_the_core_works_without_the_models_extra(tmp_path):
+    """diffusers blocked from importing: the mixture world runs, a module model registers and loads, and a
+    diffusers-format directory is refused with one line naming the extra to install."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text('{"_class_name": "UNet2DModel", "in_channels": 1, "sample_size": 8}')
+    (tmp_path / "d" / "scheduler_config.json").write_text('{"_class_name": "DDPMScheduler"}')
+    (tmp_path / "d" / "w.safetensors").write_bytes(b"")
+    code = f"""
+import sys
+sys.modules["diffusers"] = None  # any import of it raises ImportError
+sys.path.insert(0, {str(REPO / "tests" / "plugins")!r})
+from fastdiff_core.run import execute
+from fastdiff_core.models.loading import load_source, load_diffusers_dir
+r = execute({{"world": "mixture", "samples": 50, "steps": 4}})
+assert r.nfe_counted == r.nfe_formula
+assert load_source("module", "toy_models:two_blobs", "b").record.kind == "module"
+try:
+    load_diffusers_dir({str(tmp_path / "d")!r})
+except ValueError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "loading a diffusers-format model needs diffusers: pip install 'fastdiff[models]'"

@@ -19,6 +19,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("models", "add"): ("fastdiff_cli.models",
                         "check a diffusers-format directory or a 'module:function' PyTorch model and register it"),
     ("models", "remove"): ("fastdiff_cli.models", "forget a registered model (its files are untouched)"),
+    ("bench", "models"): ("fastdiff_cli.bench_models",
+                          "load time of each diffusers model kind; a run's cold vs warm (cached model) time"),
     ("world", "scenes"): ("fastdiff_cli.world_scenes",
                           "the driving scenes' exact branch probabilities per ego action"),
     ("train", "teacher"): ("fastdiff_cli.train_teacher",

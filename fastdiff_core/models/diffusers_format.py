@@ -38,6 +38,11 @@ from fastdiff_core.models.interface import ModelInterface, PathDecl
 DENOISERS = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "Transformer2DModel")
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+# DDPM-family schedulers: a config that omits beta_schedule gets diffusers' defaults (linear, 1e-4 .. 0.02)
+DDPM_FAMILY = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
+               "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+               "UniPCMultistepScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler",
+               "DEISMultistepScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler")
 FASTDIFF_FILE = "fastdiff_model.json"
 CONDITIONS_FILE = "conditions.safetensors"
 README_CHARS = 4000
@@ -104,7 +109,7 @@ def _path_and_prediction(cfg: Mapping[str, Any], where: pathlib.Path) -> tuple[P
         raise ModelLoadError(f"{where}: num_train_timesteps={n!r} must be an integer >= 2")
     if cls.startswith("FlowMatch"):
         return PathDecl("rectified_flow"), "flow", float(n)
-    if "beta_schedule" not in cfg and "trained_betas" not in cfg:
+    if cls not in DDPM_FAMILY and "beta_schedule" not in cfg and "trained_betas" not in cfg:
         raise ModelLoadError(f"{where}: _class_name={cls!r} is not supported; allowed: a DDPM-family scheduler "
                              "(with beta_schedule or trained_betas) or a FlowMatch* scheduler")
     if cfg.get("rescale_betas_zero_snr"):
@@ -227,7 +232,8 @@ def load(decl: Declaration) -> tuple[Any, dict | None]:
             from None
     cls = getattr(diffusers, decl.class_name)
     try:
-        model = cls.from_pretrained(str(decl.model_dir), local_files_only=True, use_safetensors=True)
+        model = cls.from_pretrained(str(decl.model_dir), local_files_only=True, use_safetensors=True,
+                                     low_cpu_mem_usage=False)  # without accelerate: what it does anyway, unwarned
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"model path {decl.model_dir}: diffusers could not load {decl.class_name}: {first}") \
