@@ -262,6 +262,7 @@ def run_row(sub: Mapping[str, Any], res: Mapping[str, Any] | None) -> dict[str, 
         "seed": spec.get("seed"),
         "dtype": spec.get("dtype"),
         "regime": spec.get("regime"),
+        "model": spec.get("model"),
         "spec": json.dumps(spec, sort_keys=True),
         "submitted": parse_time(sub.get("submitted")),
         "status": "queued",
@@ -283,6 +284,7 @@ def run_row(sub: Mapping[str, Any], res: Mapping[str, Any] | None) -> dict[str, 
             nfe_counted=_float(result.get("nfe_counted")),
             nfe_formula=_float(result.get("nfe_formula")),
             verdict=json.dumps(result["verdict"], sort_keys=True) if result.get("verdict") is not None else None,
+            model_checksum=(result.get("info") or {}).get("model_checksum"),
         )
     return row
 

@@ -63,6 +63,8 @@ RUNS: list[Column] = [
     ("nfe_formula", "DOUBLE", pl.Float64),
     ("verdict", "VARCHAR", pl.String),       # JSON or null
     ("error", "VARCHAR", pl.String),
+    ("model", "VARCHAR", pl.String),         # world 'model': the registered model's name (migration 3)
+    ("model_checksum", "VARCHAR", pl.String),  # and the sha256 of the weights the run loaded
 ]
 
 METRICS: list[Column] = [
@@ -131,6 +133,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # RunResult schema 2: NFE per run for every world; rows of older mixture results held it per sample
     2: ["UPDATE runs SET nfe_counted = nfe_counted * samples, nfe_formula = nfe_formula * samples "
         "WHERE world = 'mixture' AND samples IS NOT NULL"],
+    # users' models: which model and which weights produced a run (its card stays in the result record)
+    3: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_checksum VARCHAR"],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -66,6 +66,16 @@ def test_the_entry_point_model_runs_through_execute_and_the_worker_keeps_it(toy_
     assert auto.info["modes"]["k"] == 2 and auto.info["modes"]["tails"] == []
 
 
+def test_the_store_row_names_the_model_and_its_checksum(toy_models):
+    from fastdiff_core.run import execute
+    from store.records import run_row
+
+    result = execute(spec(samples=100, world_options={**SMALL, "modes": "classifier", "reference_samples": 200}))
+    row = run_row({"run_id": "r1", "exp_id": "e1", "idx": 0, "spec": result.spec.to_dict()},
+                  {"status": "done", "result": result.to_dict()})
+    assert row["model"] == "two_blobs" and row["model_checksum"] == result.info["model"]["checksum"]
+
+
 def test_unknown_models_and_bad_combinations_are_refused_naming_what_is_allowed(toy_models):
     with pytest.raises(ValueError, match=r"model='nope' is not registered; available: \['two_blobs'\]"):
         RunSpec.from_dict(spec(model="nope"))
@@ -123,6 +133,7 @@ def test_the_entry_point_model_runs_through_a_real_worker_and_the_store(toy_mode
         _, run_ids = service.client.submit([spec(), spec(solver="euler")], "a user's model through the worker")
         runs = service.wait_finished(run_ids, timeout=300)
         assert runs["status"].to_list() == ["done", "done"], runs["error"].to_list()
+        assert runs["model"].to_list() == ["two_blobs"] * 2 and runs["model_checksum"].str.len_chars().to_list() == [64] * 2
         results = [RunResult.from_dict(service.store.run(r)["result"]) for r in run_ids]
         for result in results:
             assert result.spec.model == "two_blobs" and result.nfe_counted == result.nfe_formula == 8 * 400
