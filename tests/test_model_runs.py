@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import pytest
 
 from fastdiff_core.models import model_registry
 from fastdiff_core.spec import RunResult, RunSpec
+from tests.plugin_support import install_distribution, service_with_path
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = REPO / "tests" / "plugins" / "toy_models.py"
@@ -26,11 +26,7 @@ SMALL = {"reference_samples": 400, "reference_steps": 16, "max_clusters": 3}
 @pytest.fixture
 def toy_models(tmp_path, monkeypatch):
     """The toy model installed as a distribution on sys.path (what ``pip install`` would leave)."""
-    shutil.copy(TOY, tmp_path / TOY.name)
-    info = tmp_path / "toy_models-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-models\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fastdiff.models]\ntwo_blobs = toy_models:two_blobs\n")
+    install_distribution(tmp_path, TOY, "toy-models", "[fastdiff.models]\ntwo_blobs = toy_models:two_blobs\n")
     monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path / "home"))
     sys.path.insert(0, str(tmp_path))
     yield tmp_path
@@ -118,15 +114,7 @@ def test_fastdiff_run_and_models_commands(toy_models, tmp_path):
 @pytest.mark.slow
 @pytest.mark.service
 def test_the_entry_point_model_runs_through_a_real_worker_and_the_store(toy_models, tmp_path):
-    from workers.local_service import LocalService
-
-    class WithToyModels(LocalService):
-        @property
-        def env(self) -> dict[str, str]:
-            env = super().env
-            return {**env, "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], str(toy_models)])}
-
-    service = WithToyModels(tmp_path / "svc", "embedded", max_run_s=240)
+    service = service_with_path(toy_models, tmp_path / "svc", "embedded", max_run_s=240)
     try:
         service.worker("w1"), service.collector()
         service.wait_workers(["w1"])

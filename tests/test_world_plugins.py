@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import pytest
 
 from fastdiff_core import catalog, worlds
 from fastdiff_core.spec import RunResult, RunSpec
+from tests.plugin_support import install_distribution, service_with_path
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = REPO / "tests" / "plugins" / "toy_coin_world.py"
@@ -26,11 +26,7 @@ TOY = REPO / "tests" / "plugins" / "toy_coin_world.py"
 def toy_world(tmp_path):
     """Install the toy world as a distribution in a directory on sys.path: its module and a dist-info
     with the entry point, exactly what ``pip install`` would leave in site-packages."""
-    shutil.copy(TOY, tmp_path / TOY.name)
-    info = tmp_path / "toy_coin_world-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-coin-world\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fastdiff.worlds]\ntoy_coin = toy_coin_world:PLUGIN\n")
+    install_distribution(tmp_path, TOY, "toy-coin-world", "[fastdiff.worlds]\ntoy_coin = toy_coin_world:PLUGIN\n")
     sys.path.insert(0, str(tmp_path))
     worlds.load_plugins(reload=True)
     yield tmp_path
@@ -135,15 +131,7 @@ def test_a_broken_plugin_names_itself(tmp_path):
 def test_the_toy_world_runs_through_a_real_worker_and_collector(toy_world, tmp_path):
     """The same distribution on the worker's path: submitted through the client, run by a Celery worker
     process, stored by the collector, read back as a RunResult of the toy world."""
-    from workers.local_service import LocalService
-
-    class WithToyWorld(LocalService):
-        @property
-        def env(self) -> dict[str, str]:
-            env = super().env
-            return {**env, "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], str(toy_world)])}
-
-    service = WithToyWorld(tmp_path / "svc", "embedded", max_run_s=120)
+    service = service_with_path(toy_world, tmp_path / "svc", "embedded", max_run_s=120)
     try:
         service.worker("w1"), service.collector()
         service.wait_workers(["w1"])
