@@ -179,3 +179,25 @@ except ValueError as e:
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "loading a diffusers-format model needs diffusers: pip install 'fastdiff[models]'"
+
+
+def test_a_workers_model_cache_keeps_models_least_recently_used_first_out_within_its_memory(toy_models):
+    from fastdiff_core.models.loading import register_model
+    from fastdiff_core.models.model_cache import ModelCache
+
+    register_model("toy_models:two_blobs", "blobs")  # a second name for the same module
+    tight = ModelCache(limit_mb=1e-6)  # below one model: only the newest is kept
+    a, warm = tight.get("two_blobs")
+    assert not warm and tight.get("two_blobs")[1] and tight.get("two_blobs")[0] is a
+    tight.get("blobs")
+    assert tight.names() == ["blobs"] and tight.loads == 2
+    assert not tight.get("two_blobs")[1] and tight.loads == 3  # evicted, loaded again
+    roomy = ModelCache(limit_mb=100)
+    roomy.get("two_blobs"), roomy.get("blobs"), roomy.get("two_blobs")
+    assert roomy.names() == ["blobs", "two_blobs"] and roomy.loads == 2 and roomy.hits == 1
+    with pytest.raises(ValueError, match=r"FASTDIFF_MODEL_CACHE_MB='lots' must be a number of MiB > 0"):
+        os.environ["FASTDIFF_MODEL_CACHE_MB"] = "lots"
+        try:
+            ModelCache().get("two_blobs")
+        finally:
+            del os.environ["FASTDIFF_MODEL_CACHE_MB"]
