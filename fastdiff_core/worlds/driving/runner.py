@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fastdiff_core import budget
@@ -73,16 +74,17 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
             elapsed = time.perf_counter() - t0
             on_progress(Progress(done, total, counter.rows, elapsed / done * (total - done), "sampling"))
 
-    # Looks of ``look`` rollouts; look k's batches take generator seeds seed + k x batches_per_look + b,
-    # so the first look is the fixed-n run of the same spec and every look draws fresh noise. Without a
-    # sequential gate there is one look; with one, looks continue until the gate decides or hits its cap.
+    # Looks of ``look`` rollouts: the first look's batches take generator seeds seed + b (the fixed-n run
+    # of the same spec), look k >= 1 starts from a seed mixed from (seed, k), so neighbouring spec seeds
+    # share no look. Without a sequential gate there is one look; with one, looks continue until the
+    # gate decides or hits its cap.
     drawn: list[torch.Tensor] = []
     with torch.no_grad():
         while True:
             k = len(drawn)
             on_frame = (lambda d, t, k=k: frame_done(k * t + d, max_looks * t))
             r = sample_rollouts(net, scene, action, look, spec.horizon, solver=solver, sigmas=sigmas,
-                                guidance=guidance, seed=spec.seed + k * batches_per_look, counter=counter,
+                                guidance=guidance, seed=_look_seed(spec.seed, k), counter=counter,
                                 device=device, batch=batch, on_frame=on_frame, frame_sampler=frame_sampler,
                                 dtype=dtype)
             drawn.append(r.to(torch.float32))
@@ -149,6 +151,14 @@ def _gate_summary(gate, sequential: SequentialGate | None = None) -> dict:
                + ("" if gate.outcome == "FAIL" else
                   f" (rollouts per scene likely to decide: {max((v or 0) for v in gate.more_samples_needed.values()):,})")))
     return {"outcome": gate.outcome.lower(), "text": text}
+
+
+def _look_seed(seed: int, look: int) -> int:
+    """The generator seed of a sequential run's look: ``seed`` for the first, else 63 bits mixed from
+    (seed, look) by numpy's SeedSequence (seed + look would make seed 1's first look seed 0's second)."""
+    if look == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, look]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def _stopped(sequential: SequentialGate) -> str:
