@@ -13,9 +13,11 @@ never modified after it is published, so DuckDB's single-writer rule is never in
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -24,8 +26,6 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import logging
 
 import duckdb
 import polars as pl
@@ -134,10 +134,11 @@ class Store:
         exp_id = ids.new_id("e")
         run_ids = [ids.new_id("r") for _ in specs]
         submitted = records.now_iso()
-        for idx, (run_id, spec) in enumerate(zip(run_ids, specs)):
-            files.publish_once(self.runs_dir, run_id, {
-                "format": 1, "run_id": run_id, "exp_id": exp_id, "idx": idx,
-                "spec": spec.to_dict(), "submitted": submitted})
+        with files.deferred_dir_sync():  # one directory fsync for all the run records
+            for idx, (run_id, spec) in enumerate(zip(run_ids, specs)):
+                files.publish_once(self.runs_dir, run_id, {
+                    "format": 1, "run_id": run_id, "exp_id": exp_id, "idx": idx,
+                    "spec": spec.to_dict(), "submitted": submitted})
         exp = {"format": 1, "exp_id": exp_id, "name": name, "created": submitted, "run_ids": run_ids,
                "spec": specs[0].to_dict(), "imported_from": None,
                "sweep": {"sweep_id": ids.new_id("s"), "axes": axes} if axes else None}
@@ -169,6 +170,11 @@ class Store:
     # ----------------------------------------------------------------------------------------
     # writes: results (the collector)
     # ----------------------------------------------------------------------------------------
+
+    def batched_writes(self) -> contextlib.AbstractContextManager[None]:
+        """Results recorded inside this block are durable when it exits, for one directory fsync in
+        all (``files.deferred_dir_sync``): how the collector stores a batch of results."""
+        return files.deferred_dir_sync()
 
     def record_result(self, run_id: str, status: str, result: RunResult | Mapping[str, Any] | None = None,
                       error: str | None = None, worker: str | None = None) -> bool:

@@ -206,3 +206,32 @@ def test_the_queue_page_lists_every_users_runs_and_cancels_only_ones_own(home, m
         mine.close(), theirs.close()
     finally:
         server.kill()
+
+
+@pytest.mark.service
+def test_two_homes_share_one_password_protected_tcp_redis(tmp_path):
+    """Beyond one machine, on one: home A holds the store, the collector and the submitting client;
+    home B (another FASTDIFF_HOME, as on a GPU box) runs only a worker node that joins A's broker over
+    TCP with a password. Runs submitted in A are executed in B and stored once in A."""
+    import redis as redis_py
+
+    from workers.broker import system_binary
+
+    server = RedisServer(tmp_path / "broker", binary=system_binary(), password="a long shared secret/+@:").start()
+    a = LocalService(tmp_path / "a", server=server, max_run_s=MAX_RUN_S, heartbeat_s=1)
+    b = LocalService(tmp_path / "b", server=server, max_run_s=MAX_RUN_S, heartbeat_s=1)
+    try:
+        assert server.url.startswith("redis://:") and server.port is not None
+        with pytest.raises(redis_py.AuthenticationError):  # no password, no broker
+            redis_py.Redis(port=server.port).ping()
+        b.worker("gpu1"), a.collector()
+        b.wait_workers(["gpu1"])
+        _, run_ids = a.client.submit([RunSpec(samples=16, steps=2, seed=i) for i in range(4)], "two homes")
+        stored = a.client.wait(run_ids, timeout=180)
+        assert [stored[r]["status"] for r in run_ids] == ["done"] * 4
+        assert {stored[r]["worker"] for r in run_ids} == {"gpu1@local"}
+        assert len(list(a.store.results_dir.glob("r*.json"))) == 4
+        assert not (b.home / "store" / "results").exists() or not list((b.home / "store" / "results").glob("r*"))
+    finally:
+        b.close(), a.close()
+        server.kill()

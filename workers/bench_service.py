@@ -55,14 +55,20 @@ def _round_trip(svc: LocalService, spec: RunSpec) -> tuple[float, str, float, fl
     return took, run_id, t0, time.time()
 
 
-def _ping_ms(url: str, n: int = 200) -> float:
+def _ping_ms(url: str, n: int = 200) -> tuple[float, float]:
+    """Median milliseconds of a bare PING round trip and of one durable write (LPUSH: with
+    appendfsync always, Redis fsyncs before it answers) to the same server."""
     with redis.Redis.from_url(redis_py_url(url)) as r:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            r.ping()
-            times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        out = []
+        for op in (r.ping, lambda: r.lpush("fastdiff:bench:write", 1)):
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                op()
+                times.append(time.perf_counter() - t)
+            out.append(1e3 * statistics.median(times))
+        r.delete("fastdiff:bench:write")
+    return out[0], out[1]
 
 
 def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, float]:
@@ -121,7 +127,7 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         svc.client.wait(warm, timeout=300)
         _, warm = svc.client.submit([NOOP, NOOP], "warm-up")
         svc.client.wait(warm, timeout=300)
-        ping = _ping_ms(svc.broker.url)
+        ping, write = _ping_ms(svc.broker.url)
         trips = [_round_trip(svc, NOOP)[0] for _ in range(round_trips)]
         stages = traced_round_trips(svc, NOOP, min(10, round_trips))
         idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
@@ -140,11 +146,55 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         waited, run_id, _, _ = _round_trip(svc, INTERACTIVE)
         stored = svc.client.wait(behind, timeout=3600)
         after = sum(stored[b]["finished"] > svc.store.run(run_id)["finished"] for b in behind)
-    return {"broker": kind, "ping_ms": ping, "round_trip_ms": 1e3 * statistics.median(trips),
+    return {"broker": kind, "ping_ms": ping, "durable_write_ms": write, "round_trip_ms": 1e3 * statistics.median(trips),
             "round_trip_p90_ms": 1e3 * sorted(trips)[int(0.9 * (len(trips) - 1))], "stages_ms": stages,
             "sweep_s": sweep_s, "workers": sorted({r["worker"] for r in runs.values()}), "bundle": str(bundle),
             "interactive_idle_ms": 1e3 * idle, "interactive_behind_sweep_ms": 1e3 * waited,
             "sweep_runs_after_interactive": after}
+
+
+def bench_capacity(root: str, n_runs: int = 500, n_writes: int = 2000) -> dict[str, float]:
+    """What one broker and one collector can take, on this machine, with the embedded broker fsyncing
+    every write: (1) the broker's durable write rate, sequential from one client and from 16 clients
+    at once (Redis fsyncs once per event-loop pass, so concurrent writers share an fsync); (2) the
+    collector's storing rate: ``n_runs`` real outcomes (one real RunResult, sent for ``n_runs`` real
+    submitted runs through ``outcomes.finish``, as workers push them) drained by the real collector
+    process into the store; (3) the Redis commands one run costs (MONITOR over a real round trip)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastdiff_core.run import execute
+    from workers import outcomes
+
+    result = execute(SWEEP_BASE).to_dict()
+    with LocalService(root, "embedded", max_run_s=600, fsync="always") as svc:
+        r = svc.client.redis
+        t = time.perf_counter()
+        for i in range(n_writes):
+            r.lpush("bench:writes", i)
+        sequential = n_writes / (time.perf_counter() - t)
+        pool = redis.ConnectionPool.from_url(redis_py_url(svc.broker.url), max_connections=16)
+
+        def writer(k: int) -> None:
+            c = redis.Redis(connection_pool=pool)
+            for i in range(n_writes // 16):
+                c.lpush("bench:writes", i)
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(16) as ex:
+            list(ex.map(writer, range(16)))
+        concurrent = 16 * (n_writes // 16) / (time.perf_counter() - t)
+        _, run_ids = svc.store.new_experiment("capacity", [SWEEP_BASE] * n_runs)
+        t = time.perf_counter()
+        for rid in run_ids:
+            outcomes.finish(r, rid, "done", result, worker="bench", end_attempt=True, wall_s=0.1)
+        push_s = time.perf_counter() - t
+        svc.collector()
+        t = time.perf_counter()
+        svc.client.wait(run_ids, timeout=3600)
+        drain_s = time.perf_counter() - t
+    return {"redis_writes_per_s_sequential": sequential, "redis_writes_per_s_16_clients": concurrent,
+            "finish_per_s": n_runs / push_s, "collector_runs_per_s": n_runs / drain_s,
+            "result_bytes": float(len(json.dumps(result)))}
 
 
 def _sweep_specs(n_runs: int) -> list[RunSpec]:
@@ -154,17 +204,33 @@ def _sweep_specs(n_runs: int) -> list[RunSpec]:
     return (specs * (n_runs // len(specs) + 1))[:n_runs]
 
 
-def bench_in_process(n_runs: int) -> tuple[float, float]:
-    """(seconds for the sweep's runs one after another, median milliseconds of the no-op run) in this process."""
+def bench_in_process(n_runs: int) -> tuple[float, float, int]:
+    """(seconds for the sweep's runs one after another, median milliseconds of the no-op run, torch
+    threads used) in this process, with whichever thread count is faster here (1, or torch's default:
+    on a loaded machine two intra-op threads can be many times slower than one)."""
+    import torch
+
     from fastdiff_core.run import execute
 
-    execute(SWEEP_BASE)  # warm, like the workers
+    specs = _sweep_specs(n_runs)
+    default = torch.get_num_threads()
+    best = (float("inf"), default)
+    for threads in sorted({1, default}):
+        torch.set_num_threads(threads)
+        execute(SWEEP_BASE)  # warm, like the workers
+        t = time.perf_counter()
+        for spec in specs[:10]:
+            execute(spec)
+        best = min(best, (time.perf_counter() - t, threads))
+    torch.set_num_threads(best[1])
     execute(NOOP)
     noop_ms = 1e3 * _timed(lambda: execute(NOOP), 11)
     t = time.perf_counter()
-    for spec in _sweep_specs(n_runs):
+    for spec in specs:
         execute(spec)
-    return time.perf_counter() - t, noop_ms
+    took = time.perf_counter() - t
+    torch.set_num_threads(default)
+    return took, noop_ms, best[1]
 
 
 def bench_store_reads(bundle: str, root: str, copies: int = 10) -> dict[str, float]:
@@ -203,11 +269,13 @@ def main(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="fdbench-") as tmp:
         print(f"[in-process] the {args.runs} sweep runs, one after another ...", flush=True)
-        local_s, noop_ms = bench_in_process(args.runs)
+        local_s, noop_ms, local_threads = bench_in_process(args.runs)
         for kind in kinds:
             print(f"[{kind}] round trips, a {args.runs}-run sweep on 2 workers, an interactive run behind it ...",
                   flush=True)
             results.append(bench_broker(kind, f"{tmp}/{kind}", args.round_trips, args.runs))
+        print("[capacity] broker write rate, collector storing rate ...", flush=True)
+        capacity = bench_capacity(f"{tmp}/capacity")
         print("[store] 1,000 stored runs ...", flush=True)
         reads = bench_store_reads(results[-1]["bundle"], f"{tmp}/reads", copies=max(1, 1000 // args.runs))
     load = os.getloadavg()[0]
@@ -216,10 +284,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; {args.round_trips} round trips "
           f"per broker; appendfsync always; the no-op run executes in {noop_ms:.1f} ms in-process")
     print()
-    print("| broker | PING | no-op round trip, median (p90) | " + " | ".join(STAGES) + " |")
-    print("|---|---|---|" + "---|" * len(STAGES))
+    print("| broker | PING | durable write (LPUSH) | no-op round trip, median (p90) | "
+          + " | ".join(f"{s}, ms" for s in STAGES) + " |")
+    print("|---|---|---|---|" + "---|" * len(STAGES))
     for r in results:
-        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
+        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
               + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
     print()
     print(f"| broker | {args.runs}-run sweep, 2 workers | runs/s | vs in-process | interactive run: idle queue | "
@@ -229,17 +298,24 @@ def main(args: argparse.Namespace) -> int:
         print(f"| {names[r['broker']]} | {r['sweep_s']:.2f} s | {args.runs / r['sweep_s']:.1f} | "
               f"{local_s / r['sweep_s']:.2f}x | {r['interactive_idle_ms']:.0f} ms | "
               f"{r['interactive_behind_sweep_ms']:.0f} ms | {r['sweep_runs_after_interactive']} of {args.runs} |")
-    print(f"| in-process, sequential | {local_s:.2f} s | {args.runs / local_s:.1f} | 1.00x | - | - | - |")
+    print(f"| in-process, sequential, {local_threads} torch thread(s) | {local_s:.2f} s | {args.runs / local_s:.1f} | 1.00x | - | - | - |")
     print()
     print(f"store, {reads['runs']} runs: one page (experiments + runs + metrics + histograms + latency of all) "
           f"{1e3 * reads['page_s']:.0f} ms compacted, {1e3 * reads['page_uncompacted_s']:.0f} ms from "
           f"uncompacted files; runs() {1e3 * reads['runs_s']:.0f} ms; histograms(all) "
           f"{1e3 * reads['histograms_s']:.0f} ms; compaction {1e3 * reads['compact_s']:.0f} ms")
+    print()
+    print(f"capacity (embedded broker, appendfsync always): {capacity['redis_writes_per_s_sequential']:,.0f} durable "
+          f"writes/s from one client, {capacity['redis_writes_per_s_16_clients']:,.0f}/s from 16; outcomes pushed "
+          f"{capacity['finish_per_s']:,.0f}/s; the collector stored {capacity['collector_runs_per_s']:,.0f} runs/s "
+          f"({capacity['result_bytes'] / 1e3:.1f} kB each)")
     if args.json:
         out = {"load_average": load, "noop_execute_ms": noop_ms, "in_process_s": local_s, "runs": args.runs,
                "round_trip_ms": {r["broker"]: r["round_trip_ms"] for r in results},
                "ping_ms": {r["broker"]: r["ping_ms"] for r in results},
+               "durable_write_ms": {r["broker"]: r["durable_write_ms"] for r in results}, "in_process_threads": local_threads,
                "throughput_vs_in_process": {r["broker"]: local_s / r["sweep_s"] for r in results},
-               "brokers": [{k: v for k, v in r.items() if k != "bundle"} for r in results], "store": reads}
+               "brokers": [{k: v for k, v in r.items() if k != "bundle"} for r in results], "store": reads,
+               "capacity": capacity}
         pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from typing import Self
+from urllib.parse import quote
 
 import redis
 
@@ -88,7 +89,7 @@ class RedisServer:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, binary: str | None = None,
                  unix_socket: str | os.PathLike[str] | None = None, port: int | None = None,
-                 fsync: str = "always"):
+                 fsync: str = "always", password: str | None = None):
         if fsync not in ("always", "everysec", "no"):
             raise ValueError(f"fsync={fsync!r} is not one of ['always', 'everysec', 'no']")
         self.data_dir = pathlib.Path(data_dir).resolve()
@@ -99,6 +100,7 @@ class RedisServer:
         # another process before redis-server binds it: then the first start picks again.
         self._repick = self.unix_socket is None and not port
         self.fsync = fsync
+        self.password = password  # requirepass: what a broker other machines reach must have
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -106,10 +108,11 @@ class RedisServer:
         """Celery/kombu broker URL."""
         if self.unix_socket is not None:
             return socket_url(self.unix_socket)
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(redis_py_url(self.url), socket_timeout=5)
+        return redis.Redis.from_url(redis_py_url(self.url), socket_timeout=5)  # the URL carries the password
 
     def ping(self) -> bool:
         try:
@@ -141,6 +144,8 @@ class RedisServer:
             args += ["--port", "0", "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.password:
+            args += ["--requirepass", self.password]
         log = self.data_dir / "redis.log"
         log_start = log.stat().st_size if log.exists() else 0
         # Own process group: Ctrl-C in the launcher's terminal reaches the launcher, which stops us last.

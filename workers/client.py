@@ -47,7 +47,7 @@ from fastdiff_core.sweep import check_run_count, grid  # grid is also the servic
 from store import Store, as_specs, ids
 from workers import fairqueue, outcomes
 from workers.celery_app import RUN_TASK, make_celery, run_options, send_batch
-from workers.settings import load_settings, redis_py_url
+from workers.settings import load_settings, redis_py_url, shown_url
 from workers.supervision import held_run_ids
 
 BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
@@ -104,7 +104,7 @@ class ServiceClient:
         try:
             self.redis.ping()
         except BROKER_ERRORS as e:
-            raise RuntimeError(f"broker at {self.broker_url} is unreachable ({e}); nothing was submitted") from e
+            raise RuntimeError(f"broker at {shown_url(self.broker_url)} is unreachable ({e}); nothing was submitted") from e
         exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
         runs = [(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)]
         if len(runs) == 1 and sweep is None:
@@ -134,7 +134,7 @@ class ServiceClient:
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"broker at {self.broker_url} failed while queueing ({e}); {len(runs)} runs are recorded "
+                        f"broker at {shown_url(self.broker_url)} failed while queueing ({e}); {len(runs)} runs are recorded "
                         "'queued' but may not be in the broker: the collector sends them again once the "
                         "broker is back") from e
                 time.sleep(0.5)
@@ -170,7 +170,7 @@ class ServiceClient:
             except BROKER_ERRORS as e:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"broker at {self.broker_url} failed while queueing ({e}); {len(unsent)} of {len(runs)} "
+                        f"broker at {shown_url(self.broker_url)} failed while queueing ({e}); {len(unsent)} of {len(runs)} "
                         "runs are recorded 'queued' but may not be in the broker: the collector sends them "
                         "again once the broker is back") from e
                 retry = True

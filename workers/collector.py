@@ -75,25 +75,46 @@ def store_item(store: Store, raw: bytes) -> Stored:
     return Stored("quarantined", run_id, reason)
 
 
-def _take(store: Store, r: redis.Redis, raw: bytes) -> None:
-    """Store one item held in the processing list, then remove it (to the dead-letter list if quarantined)."""
-    try:
-        outcome = store_item(store, raw)
-    except OSError:
-        raise  # the store's disk: keep the item in the processing list and retry
-    except Exception as e:  # noqa: BLE001 - a bug must not crash-loop the collector on one item
-        error_id = _log_error("storing an item")
-        outcome = Stored("quarantined", reason=f"collector error {error_id}: {type(e).__name__}")
-    if outcome.status == "quarantined":
+def _take(store: Store, r: redis.Redis, raws: list[bytes]) -> None:
+    """Store items held in the processing list, then remove them (a quarantined one to the dead-letter
+    list) and announce the stored runs. The results are durable (``Store.batched_writes``) before
+    any item leaves the processing list, so a kill at any point loses nothing."""
+    done: list[tuple[bytes, Stored]] = []
+    quarantined: list[tuple[bytes, Stored]] = []
+    with store.batched_writes():
+        for raw in raws:
+            try:
+                outcome = store_item(store, raw)
+            except OSError:
+                raise  # the store's disk: keep the items in the processing list and retry
+            except Exception as e:  # noqa: BLE001 - a bug must not crash-loop the collector on one item
+                error_id = _log_error("storing an item")
+                outcome = Stored("quarantined", reason=f"collector error {error_id}: {type(e).__name__}")
+            (quarantined if outcome.status == "quarantined" else done).append((raw, outcome))
+    for raw, outcome in quarantined:
         print(f"collector: quarantined an item ({outcome.reason})", file=sys.stderr, flush=True)
         outcomes.dead_letter(r, raw, outcome.reason or "", processing=outcomes.PROCESSING)
-    else:
+        if outcome.run_id is not None:
+            r.publish(outcomes.STORED_CHANNEL, outcome.run_id)
+    if done:
         with r.pipeline(transaction=False) as p:
-            p.lrem(outcomes.PROCESSING, 1, raw)
-            p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
+            for raw, outcome in done:
+                p.lrem(outcomes.PROCESSING, 1, raw)
+                p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
             p.execute()
-    if outcome.run_id is not None and outcome.status == "quarantined":
-        r.publish(outcomes.STORED_CHANNEL, outcome.run_id)
+
+
+# Move up to ARGV[1] items from the results list to the processing list in one round trip.
+_TAKE_MORE = """
+local out = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not item then break end
+  out[#out + 1] = item
+end
+return out
+"""
+BATCH = 64
 
 
 def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker_url: str,
@@ -140,13 +161,14 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
     while not stop.is_set():
         try:
             if not recovered:  # items a previous collector took but did not finish
-                for raw in r.lrange(outcomes.PROCESSING, 0, -1):
-                    _take(store, r, raw)
+                held = r.lrange(outcomes.PROCESSING, 0, -1)
+                for i in range(0, len(held), BATCH):
+                    _take(store, r, held[i:i + BATCH])
                     dirty.set()
                 recovered = True
             raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
-            if raw is not None:
-                _take(store, r, raw)
+            if raw is not None:  # and whatever else is waiting, up to a batch
+                _take(store, r, [raw, *r.eval(_TAKE_MORE, 2, outcomes.RESULTS, outcomes.PROCESSING, BATCH - 1)])
                 dirty.set()
             # Workers top up the broker as they finish batches; this covers a sweep submitted while
             # every worker was busy with interactive runs, or workers that joined later.

@@ -28,7 +28,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 class LocalService:
     def __init__(self, root: str | os.PathLike[str], broker: str = "embedded", max_run_s: float | None = None,
-                 fsync: str = "always", heartbeat_s: float | None = None, env: dict[str, str] | None = None):
+                 fsync: str = "always", heartbeat_s: float | None = None, env: dict[str, str] | None = None,
+                 server: RedisServer | None = None):
         if broker not in ("embedded", "redis"):
             raise ValueError(f"broker={broker!r} is not one of ['embedded', 'redis']")
         self.root = pathlib.Path(root).resolve()
@@ -36,7 +37,10 @@ class LocalService:
         self.max_run_s = max_run_s
         self.heartbeat_s = heartbeat_s
         self.extra_env = dict(env or {})
-        if broker == "embedded":
+        self.owns_broker = server is None  # else another service's broker, joined (a second home)
+        if server is not None:
+            self.broker = server
+        elif broker == "embedded":
             self.broker = RedisServer(self.root / "broker", unix_socket=self.root / "broker" / "redis.sock",
                                       fsync=fsync)
         else:
@@ -44,7 +48,8 @@ class LocalService:
             if binary is None:
                 raise RuntimeError("broker='redis' needs a redis-server on PATH (apt-get install redis-server)")
             self.broker = RedisServer(self.root / "broker", binary=binary, fsync=fsync)
-        self.broker.start()
+        if self.owns_broker:
+            self.broker.start()
         self.procs: dict[str, subprocess.Popen] = {}
         self.client = ServiceClient(self.broker.url, str(self.home / "store"))
         self.store: Store = self.client.store
@@ -115,7 +120,8 @@ class LocalService:
         for name in list(self.procs):
             self.kill(name, signal.SIGTERM if name == "collector" else signal.SIGKILL)
         self.client.close()
-        self.broker.kill()
+        if self.owns_broker:
+            self.broker.kill()
 
     def __enter__(self) -> Self:
         return self

@@ -27,6 +27,7 @@ import ipaddress
 import json
 import os
 import pathlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,9 +91,14 @@ def redis_py_url(url: str) -> str:
     return url
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a message or a log: its password (redis://:secret@host) replaced by ***."""
+    return re.sub(r"^(\w[\w+]*://[^:/@]*:)[^@/]*@", r"\1***@", url) if isinstance(url, str) else repr(url)
+
+
 def check_broker_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
-        raise ValueError(f"broker_url={url!r} must be a Redis URL: redis://host:port/db, rediss://..., "
+        raise ValueError(f"broker_url={shown_url(url)!r} must be a Redis URL: redis://host:port/db, rediss://..., "
                          "or redis+socket:///path/to/redis.sock")
     return "redis+socket://" + url[len("unix://"):] if url.startswith("unix://") else url
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from fastdiff_core.commands.args import float_range, int_range, port
 from workers.broker import RedisServer
-from workers.settings import check_dashboard_host, load_settings
+from workers.settings import check_dashboard_host, load_settings, shown_url
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S: a child that cannot start (port taken, bad config) stops `up`
@@ -205,7 +205,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"broker: embedded Redis {broker.url}, pid {broker.proc.pid} (append-only, fsync always): "
                   f"{broker.description}")
     else:
-        print(f"broker: {settings.broker_url}")
+        print(f"broker: {shown_url(settings.broker_url)}")
     url = settings.resolved_broker_url()
     env = {**os.environ, "FASTDIFF_HOME": str(home), "FASTDIFF_BROKER_URL": url,
            "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
