@@ -63,6 +63,25 @@ def prepare_network(net: nn.Module, *, precision: str = "float32", compile: bool
     return model
 
 
+def prepare_model(net: nn.Module, *, precision: str = "float32", compile: bool = False) -> nn.Module:
+    """Any network with the precision and compile toggles applied (a new module; ``net`` is untouched):
+    what a user's model gets (its layers are not the world model's staged ones, so no feature cache)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {list(PRECISIONS)}")
+    if precision == "float32" and not compile:
+        return net
+    import copy
+
+    model = copy.deepcopy(net)
+    if precision == "bfloat16":
+        model = model.to(torch.bfloat16)
+    elif precision == "int8":
+        if next(model.parameters()).device.type != "cpu":
+            raise ValueError("precision='int8' (dynamic quantisation) runs on CPU only")
+        model = _quantize_int8(model)
+    return torch.compile(model, dynamic=True) if compile else model
+
+
 def frame_sampler(solver: str, solver_options: Mapping[str, Any] | None = None, *, parallel: str = "off",
                   parallel_options: Mapping[str, Any] | None = None,
                   generator: torch.Generator | None = None) -> FrameSampler:

@@ -177,3 +177,37 @@ def test_bad_directories_fail_in_one_line_naming_the_file_and_what_is_allowed(tm
         with pytest.raises(ModelLoadError, match=message) as e:
             load_diffusers_dir(path)
         assert "\n" not in str(e.value) and str(path.name) in str(e.value)
+
+
+def test_a_class_conditional_diffusers_model_runs_with_guidance_picard_and_bf16_through_execute(tmp_path, monkeypatch):
+    """Registered by path (`fastdiff run --model DIR` does this), then the world 'model' samples it with CFG
+    against its null class, Picard and bfloat16: the counted NFE equals the bill (Picard: at least the bill,
+    its extra evaluations are what it pays to run steps in parallel)."""
+    from fastdiff_core.models.loading import register_model
+    from fastdiff_core.run import execute
+
+    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path / "home"))
+    root = save_model(tmp_path, "epsilon", "cond", classes=3)
+    (root / "fastdiff_model.json").write_text(json.dumps({"null_class": 2, "class_names": ["zero", "one", "null"]}))
+    name = register_model(str(root))["name"]
+    base = {"world": "model", "model": name, "steps": 6, "samples": 64, "solver": "dpmpp_2m",
+            "world_options": {"reference_samples": 200, "reference_steps": 8, "max_clusters": 2, "label": 1,
+                              "batch": 64}}
+    for change, passes in (({"guidance_scale": 3.0}, 2), ({"parallel": "picard"}, 1),
+                           ({"precision": "bfloat16"}, 1)):
+        r = execute({**base, **change})
+        picard = change.get("parallel") == "picard"
+        assert r.nfe_counted >= r.nfe_formula if picard else r.nfe_counted == r.nfe_formula == 6 * passes * 64, change
+        assert r.info["model"]["name"] == name and r.info["gate"]["outcome"] in ("PASS", "FAIL", "UNDECIDED")
+    with pytest.raises(ValueError, match=r"world_options.label=2 is not a class of model='cond'; allowed: -1 or 0-1"):
+        execute({**base, "world_options": {**base["world_options"], "label": 2}})
+
+
+def test_a_package_ships_a_diffusers_model_through_an_entry_point_returning_its_directory(tmp_path, monkeypatch):
+    root = save_model(tmp_path, "sample", "shipped")
+    (tmp_path / "shipping_pkg.py").write_text(f"def model():\n    return {str(root)!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from fastdiff_core.models.loading import load_source
+
+    m = load_source("module", "shipping_pkg:model", "digits-like")
+    assert m.record.kind == "diffusers" and m.record.source == str(root) and m.interface.prediction == "x0"

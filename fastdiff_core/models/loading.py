@@ -10,7 +10,9 @@ grid, guidance option and speed-up runs on.
 A PyTorch module's entry point (or ``module:function``) is a function of no arguments returning a
 ``ModuleModel``: the module (``forward(x_t, t, cond)``), its interface, and optionally the safetensors
 file its weights came from (the checksum is that file's sha256; without one, the sha256 of the
-module's state_dict tensors in key order).
+module's state_dict tensors in key order). A function may instead return the path of a
+diffusers-format directory: how a package ships a model (``fastdiff models list`` shows it by its
+entry-point name).
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def load_diffusers_dir(root: str | pathlib.Path, name: str | None = None) -> Loa
     return LoadedModel(net, record, noise_path(decl.interface.path), _nbytes(net))
 
 
-def _call_factory(target: str, source: str) -> ModuleModel:
+def _call_factory(target: str, source: str) -> ModuleModel | pathlib.Path:
     module, _, attr = target.partition(":")
     if not module or not attr:
         raise ModelLoadError(f"model {source}={target!r} must be 'module:function'")
@@ -186,17 +188,22 @@ def _call_factory(target: str, source: str) -> ModuleModel:
         made = factory()
     except Exception as e:  # a user's module names itself, not a traceback from inside it
         raise ModelLoadError(f"model {source} ({target}) cannot be loaded: {type(e).__name__}: {e}") from None
+    if isinstance(made, (str, pathlib.Path)) and pathlib.Path(made).is_dir():
+        return pathlib.Path(made)  # a diffusers-format directory a package ships
     if not isinstance(made, ModuleModel):
         raise ModelLoadError(f"model {source} ({target}) returned {type(made).__name__}; allowed: a ModuleModel "
-                             "(fastdiff_core.models.loading)")
+                             "(fastdiff_core.models.loading) or the path of a diffusers-format directory")
     if not isinstance(made.net, nn.Module):
         raise ModelLoadError(f"model {source} ({target}): net is {type(made.net).__name__}; allowed: a torch.nn.Module")
     return made
 
 
 def load_module_model(target: str, name: str | None = None, *, source: str = "module") -> LoadedModel:
-    """Load a PyTorch module from ``module:function`` (or what an entry point names)."""
+    """Load a PyTorch module from ``module:function`` (or what an entry point names); a function that
+    returns a directory names a diffusers-format model (kind 'diffusers', its source that directory)."""
     made = _call_factory(target, source)
+    if isinstance(made, pathlib.Path):
+        return load_diffusers_dir(made, name)
     if made.weights is not None:
         w = pathlib.Path(made.weights)
         if w.suffix != ".safetensors" or not w.is_file():

@@ -97,7 +97,7 @@ def model_entry(name: str) -> dict[str, Any]:
 def add(entry: Mapping[str, Any], *, replace: bool = False) -> dict[str, Any]:
     """Record a loaded model's entry (name, kind, source, checksum, interface, card, nbytes)."""
     name = check_name(entry.get("name"))
-    if entry.get("kind") not in ("diffusers", "module"):
+    if entry.get("kind") not in ("diffusers", "module"):  # an entry point is known by its name, not added
         raise ValueError(f"kind={entry.get('kind')!r} is not one of ['diffusers', 'module']")
     models = _read()
     if name in models and not replace:

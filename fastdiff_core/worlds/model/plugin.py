@@ -34,7 +34,7 @@ INFO = WorldInfo(
 )
 
 CAPABILITIES = Capabilities(
-    rollouts=False, fan_out=False, guidance=True, samplers=("solver",), speedups=("parallel",),
+    rollouts=False, fan_out=False, guidance=True, samplers=("solver",), speedups=("parallel", "precision", "compile"),
     metrics=("tv_reference", "tail_rate", "tail_rate_reference", "reference_tv_convergence", "clusters",
              "reference_nfe"),
     why="independent samples of a user's model")

@@ -6,7 +6,7 @@
    distribution), and the same noise at half the steps; their modes' TV is the convergence check.
 3. Modes: the model's declared classifier, or clusters of the reference (``metrics.reference_modes``:
    k by least BIC, tails below ``tail_rate``).
-4. The spec's sampler (solver, grid, steps, guidance, Picard) draws ``samples`` from fresh noise; its
+4. The spec's sampler (solver, grid, steps, guidance, Picard, precision, compile) draws ``samples`` from fresh noise; its
    mode counts are gated against the reference's counts by ``teacher_gate``, which carries the
    reference's own sampling noise (its rates enter as intervals).
 
@@ -16,6 +16,7 @@ NFE: ``nfe_counted`` is the spec's sampler only (it equals the bill); the refere
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from fastdiff_core.metrics.reference_modes import OUTLIER, ModeModel, fit_modes
 from fastdiff_core.models.loading import LoadedModel, load_classifier
 from fastdiff_core.models.model_cache import MODELS
 from fastdiff_core.spec import Progress, RunResult
-from fastdiff_core.speedups import frame_sampler
+from fastdiff_core.speedups import frame_sampler, prepare_model
 
 REFERENCE_SOLVER = "heun"
 REFERENCE_SEED_OFFSET = 0x5EED_0000_0000  # the reference's noise never equals a run's at any seed below it
@@ -55,6 +56,20 @@ class Reference:
 
 
 _REFERENCES: dict[tuple, Reference] = {}
+_PREPARED: dict[tuple, LoadedModel] = {}  # (checksum, device, precision, compile) -> the model with them applied
+
+
+def with_speedups(model: LoadedModel, precision: str, compile: bool) -> tuple[LoadedModel, torch.dtype | None]:
+    """(the model with the spec's precision and compile toggles, the network dtype the denoiser casts to);
+    kept beside the model so a worker prepares each variant once."""
+    if precision == "float32" and not compile:
+        return model, None
+    key = (model.record.checksum, str(model.device), precision, compile)
+    if key not in _PREPARED:
+        if len(_PREPARED) > 8:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = dataclasses.replace(model, net=prepare_model(model.net, precision=precision, compile=compile))
+    return _PREPARED[key], torch.bfloat16 if precision == "bfloat16" else None
 
 
 def class_labels(model: LoadedModel, label: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
@@ -71,7 +86,7 @@ def class_labels(model: LoadedModel, label: int, n: int, generator: torch.Genera
 
 def draw(model: LoadedModel, sampler: Callable, sigmas, n: int, labels: torch.Tensor | None, guidance: Guidance,
          counter: NFECounter, generator: torch.Generator, batch: int,
-         progress: Callable[[int], None] | None = None) -> torch.Tensor:
+         progress: Callable[[int], None] | None = None, net_dtype: torch.dtype | None = None) -> torch.Tensor:
     """n samples in batches of ``batch``; returns (n, *sample_shape) on the CPU."""
     shape, device, out = model.interface.sample_shape, model.device, []
     for start in range(0, n, batch):
@@ -79,7 +94,7 @@ def draw(model: LoadedModel, sampler: Callable, sigmas, n: int, labels: torch.Te
         x = torch.randn(rows, *shape, generator=generator) * sigmas[0]
         cond = None if labels is None else labels[start:start + rows].to(device)
         uncond = model.null_condition(rows) if guidance.scale != 1.0 else None
-        den = model.denoiser(cond=cond, uncond=uncond, guidance=guidance, counter=counter)
+        den = model.denoiser(cond=cond, uncond=uncond, guidance=guidance, counter=counter, net_dtype=net_dtype)
         with torch.no_grad():
             out.append(sampler(den, x.to(device), sigmas).cpu())
         if progress is not None:
@@ -159,8 +174,9 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
                             parallel_options=spec.parallel_options, generator=gen)
     labels = class_labels(model, opts["label"], n, gen)
     t0 = time.perf_counter()
-    x = draw(model, sampler, sigmas, n, labels, Guidance(spec.guidance_scale, spec.guidance_interval), counter, gen,
-             opts["batch"], progress)
+    fast, net_dtype = with_speedups(model, spec.precision, spec.compile)
+    x = draw(fast, sampler, sigmas, n, labels, Guidance(spec.guidance_scale, spec.guidance_interval), counter, gen,
+             opts["batch"], progress, net_dtype)
     sample_s = time.perf_counter() - t0
     counts = classify(model, x) if ref.modes is None else ref.modes.counts(x.numpy())
     tail = _tail(ref, opts["tail_rate"])
