@@ -22,8 +22,12 @@ What makes the fan-out cheaper than P·R separate rollouts, without changing wha
     probabilities are self-normalised weighted rates, so they stay (asymptotically) unbiased while the
     tail gets many more samples (Owen 2013, ch. 9; Hesterberg 1995, defensive mixtures).
 
-The network contract is the world model's staged forward (``fastdiff_core.models.world_model``).
-The driving world's runner over this engine is its plugin's (``fastdiff_core.worlds.driving.planning``).
+Everything world-specific comes from a world model (``fastdiff_core.worlds.model.WorldModel``: frames and
+their encoding, the condition on history and action, the branch classifier, where a branch began, the
+planning objective); the network is passed alongside it, so a cached, quantised or instrumented copy of
+the world model's network rolls out the same world. ``SharedContextNet`` applies to networks with the
+staged forward of ``fastdiff_core.models.world_model``; any other network runs its condition path at every
+step. The runner of a RunSpec over this engine is ``fastdiff_core.rollout_runner``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,9 +43,7 @@ from torch import nn
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
 from fastdiff_core.limits import RunLimits
 from fastdiff_core.metrics.intervals import label_effective_n, rate_interval, snis_rate_variance
-from fastdiff_core.worlds import driving
-from fastdiff_core.worlds.driving import ACTIONS, BRANCHES, LABELS, TAIL, Scene, frame_hazards
-from fastdiff_core.worlds.driving import PATH
+from fastdiff_core.worlds.model import WorldModel, check_world_model
 
 # x0 = sampler(denoiser, x_T, sigmas): a solver from the registry or Picard, options bound
 FrameSampler = Callable[[Denoiser, torch.Tensor, Sequence[float]], torch.Tensor]
@@ -127,50 +129,39 @@ def _context_owner(net: nn.Module) -> nn.Module | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plans and their exact branch probabilities
+# Candidate plans
 # ---------------------------------------------------------------------------------------------
 
 
-def candidate_plans(plans: int, horizon: int, previous: Sequence[int] | None = None) -> torch.Tensor:
-    """P candidate action sequences (P, H) of indices into ACTIONS: the three constant plans, then
+def candidate_plans(plans: int, horizon: int, previous: Sequence[int] | None = None, *, actions: int) -> torch.Tensor:
+    """P candidate action sequences (P, H) of indices into ``actions`` actions: the A constant plans, then
     'start with a, switch to b at frame k' plans. ``previous`` (a plan of the last cycle) warm-starts:
     shifted by one frame (its last action repeated) it becomes candidate 0."""
-    for name, v in (("plans", plans), ("horizon", horizon)):
+    for name, v in (("plans", plans), ("horizon", horizon), ("actions", actions)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r} must be an integer >= 1")
     rows = []
     if previous is not None:
         prev = [int(a) for a in previous]
-        if len(prev) != horizon or any(not 0 <= a < len(ACTIONS) for a in prev):
-            raise ValueError(f"previous plan={prev!r} must be {horizon} indices into {list(ACTIONS)}")
+        if len(prev) != horizon or any(not 0 <= a < actions for a in prev):
+            raise ValueError(f"previous plan={prev!r} must be {horizon} indices into {actions} actions")
         rows.append(prev[1:] + prev[-1:])
+    others = max(actions - 1, 1)  # the actions a plan can switch to (itself when there is only one)
     i = 0
     while len(rows) < plans:
-        if i < len(ACTIONS):
+        if i < actions:
             plan = [i] * horizon
         else:
-            j = i - len(ACTIONS)
-            a = j % 3
-            b = (a + 1 + (j // 3) % 2) % 3
-            k = 1 + (j // 6) % max(horizon - 1, 1)
+            j = i - actions
+            a = j % actions
+            b = (a + 1 + (j // actions) % others) % actions
+            k = 1 + (j // (actions * others)) % max(horizon - 1, 1)
             plan = [a] * k + [b] * (horizon - k)
-        if plan not in rows or i >= 3 * (6 * horizon + 3):
+        # every distinct plan has been proposed once i passes the last switch plan: repeats are allowed then
+        if plan not in rows or i >= actions * (actions * others * horizon + actions):
             rows.append(plan)
         i += 1
     return torch.tensor(rows[:plans], dtype=torch.long)
-
-
-def plan_branch_probabilities(scene: Scene, plan: Sequence[int]) -> dict[str, float]:
-    """Exact waits / crosses / darts probabilities under a plan whose action changes per frame:
-    P(waits) = prod_h w_h, P(b) = sum_h (prod_{j<h} w_j) p_b(h) (the simulator's hazard race)."""
-    alive, out = 1.0, {b: 0.0 for b in BRANCHES}
-    for a in plan:
-        pc, pd = frame_hazards(scene, ACTIONS[int(a)])
-        out["crosses"] += alive * pc
-        out["darts"] += alive * pd
-        alive *= 1.0 - pc - pd
-    out["waits"] = alive
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +268,7 @@ class TailFit:
         return TailProposal(mu.to(torch.float32), (pi / pi.sum()).to(torch.float32), beta)
 
 
-def weighted_rates(codes: torch.Tensor, log_w: torch.Tensor | None, labels: int = len(LABELS)) -> torch.Tensor:
+def weighted_rates(codes: torch.Tensor, log_w: torch.Tensor | None, labels: int) -> torch.Tensor:
     """Self-normalised branch rates per group: codes (G, N) -> (G, labels); uniform when log_w is None."""
     if log_w is None:
         log_w = torch.zeros(codes.shape, dtype=torch.float64, device=codes.device)
@@ -304,7 +295,7 @@ class BranchTally:
     with S_k = sum of w over label k, Q_k = sum of w^2 over label k, S and Q over all rollouts
     (``metrics.intervals.snis_rate_variance``, ``label_effective_n``)."""
 
-    def __init__(self, labels: int = len(LABELS)) -> None:
+    def __init__(self, labels: int) -> None:
         self.count = torch.zeros(labels, dtype=torch.long)
         self.weight = torch.zeros(labels, dtype=torch.float64)
         self.weight_sq = torch.zeros(labels, dtype=torch.float64)
@@ -359,7 +350,7 @@ class BranchTally:
         return label_effective_n(self.rates.numpy(), self.variances.numpy(), self.count.numpy(), self.n,
                                  self.n_eff).tolist()
 
-    def rows(self, truth: dict[str, float], *, group: str, labels: Sequence[str] = LABELS,
+    def rows(self, truth: Mapping[str, float], *, group: str, labels: Sequence[str],
              confidence: float = 0.95) -> list[dict]:
         """Histogram rows {group, label, count, n, rate, n_eff, n_kish, var, lo, hi, truth}: n_eff the
         label's own effective n (``effective_n``), what the gate judges; lo/hi the Wilson interval at
@@ -384,28 +375,29 @@ class BranchTally:
 # ---------------------------------------------------------------------------------------------
 
 
-def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *,
+def fan_out(net: SharedContextNet | nn.Module, world: WorldModel, plans: torch.Tensor, futures: int, *,
             sampler: FrameSampler, sigmas: Sequence[float], noise: torch.Tensor, context: torch.Tensor,
             guidance: Guidance = Guidance(), counter: NFECounter | None = None,
             share_context: bool = True, rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """R futures of each of P plans over H frames, every frame ONE batched solve over all P·R rows.
+    """R futures of each of P plans over H frames of ``world``, every frame ONE batched solve over all P·R rows.
 
-    net: a SharedContextNet (or a cache wrapping one), or a plain world-model network (then the
-    condition path runs at every step: the baseline the shared context is measured against);
-    plans (P, H) action indices;
-    noise (P·R, H, FRAME_DIM) standard-normal (or proposal) initial noise, row p·R + r is plan p,
-    future r; context (SUBSTEPS, 2) the observed frame (or (P, SUBSTEPS, 2), one per plan).
-    Returns (P, R, H + 1, SUBSTEPS, 2), frame 0 the context. NFE: sampler's per frame x H x P·R rows
+    net: the world model's network, or a SharedContextNet (or a cache wrapping one) of it, or any
+    network ``net(x_t, t, cond)`` with a ``prediction`` (then the condition path runs at every step: the
+    baseline the shared context is measured against);
+    plans (P, H) indices into ``world.actions``;
+    noise (P·R, H, D) standard-normal (or proposal) initial noise, D = world.frame_dim, row p·R + r is
+    plan p, future r; context (*frame_shape) the observed frame (or (P, *frame_shape), one per plan).
+    Returns (P, R, H + 1, *frame_shape), frame 0 the context. NFE: sampler's per frame x H x P·R rows
     (``counter.rows``).
-    rows=(lo, hi): only rows lo..hi-1 of the fan-out (a chunk; noise (hi - lo, H, FRAME_DIM)); returns
-    (hi - lo, H + 1, SUBSTEPS, 2). NFE: the sampler's per frame x H x (hi - lo).
+    rows=(lo, hi): only rows lo..hi-1 of the fan-out (a chunk; noise (hi - lo, H, D)); returns
+    (hi - lo, H + 1, *frame_shape). NFE: the sampler's per frame x H x (hi - lo).
     """
     p, h = plans.shape
     lo, hi = (0, p * futures) if rows is None else rows
     if not 0 <= lo < hi <= p * futures:
         raise ValueError(f"rows=({lo}, {hi}) must satisfy 0 <= lo < hi <= P·R = {p * futures}")
     if noise.shape[:2] != (hi - lo, h):
-        raise ValueError(f"noise shape={tuple(noise.shape)} must be ({hi - lo}, {h}, FRAME_DIM) for P={p}, "
+        raise ValueError(f"noise shape={tuple(noise.shape)} must be ({hi - lo}, {h}, {world.frame_dim}) for P={p}, "
                          f"R={futures}, rows {lo}..{hi - 1}")
     owner = _context_owner(net)
     # a plain network gets the raw condition (recomputing its condition path at every step)
@@ -413,48 +405,48 @@ def fan_out(net: SharedContextNet | nn.Module, scene: Scene, plans: torch.Tensor
     prediction = owner.prediction if owner is not None else net.prediction
     dev, dtype = noise.device, noise.dtype
     ctx0 = context.to(device=dev, dtype=dtype)
-    if ctx0.ndim == 2:
+    shape = tuple(world.frame_shape)
+    if tuple(ctx0.shape) == shape:
         ctx0 = ctx0.expand(p, *ctx0.shape)
-    if ctx0.shape[0] != p:
-        raise ValueError(f"context shape={tuple(context.shape)} must be (SUBSTEPS, 2) or ({p}, SUBSTEPS, 2)")
+    if tuple(ctx0.shape) != (p, *shape):
+        raise ValueError(f"context shape={tuple(context.shape)} must be {shape} or {(p, *shape)}")
     # the plans this chunk touches, and the chunk's rows within their P'·R rows
     p0, p1 = lo // futures, (hi - 1) // futures + 1
     plans, ctx0 = plans[p0:p1].to(dev), ctx0[p0:p1]
     take = slice(lo - p0 * futures, hi - p0 * futures)
-    prev = ctx0.repeat_interleave(futures, 0)[take]  # (rows, SUBSTEPS, 2)
+    prev = ctx0.repeat_interleave(futures, 0)[take]  # (rows, *frame_shape)
     frames = [prev]
     counter = counter if counter is not None else NFECounter()
     den: Denoiser | None = None
-    # the condition's scene/action/flag columns for every plan and frame, built once per cycle
-    static = driving.static_condition(scene, plans, dtype=dtype, device=dev)  # (P', H, STATIC_DIM)
-    static_rows = static.repeat_interleave(futures, 0)[take]  # (rows, H, STATIC_DIM)
-    curb = scene.curb_distance
+    # the condition's history-free part (scene, action, ...) for every plan and frame, built once per cycle
+    static = world.plan_condition(plans, dtype=dtype, device=dev)  # (P', H, ...)
+    static_rows = static.repeat_interleave(futures, 0)[take]  # (rows, H, ...)
     with torch.inference_mode():  # no autograd bookkeeping on the ~10 small ops per step
         for k in range(h):
             if k == 0 and share_context:
                 # all R futures of a plan share the observed frame and the first action: context once per plan
-                cond = driving.condition_from_static(ctx0, curb, static[:, 0])
+                cond = world.condition([ctx0], static[:, 0])
                 ctx = encode(cond).repeat_interleave(futures, 0)[take]
-                uctx = encode(driving.drop_condition(cond)).repeat_interleave(futures, 0)[take] \
+                uctx = encode(world.uncondition(cond)).repeat_interleave(futures, 0)[take] \
                     if guidance.scale != 1.0 else None
             else:
-                cond = driving.condition_from_static(prev, curb, static_rows[:, k])
+                cond = world.condition(frames, static_rows[:, k])
                 ctx = encode(cond)
-                uctx = encode(driving.drop_condition(cond)) if guidance.scale != 1.0 else None
+                uctx = encode(world.uncondition(cond)) if guidance.scale != 1.0 else None
             # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32).
             # One denoiser for all frames (its per-sigma coefficient and time caches stay warm): only the
             # conditions change from frame to frame.
             if den is None:
-                den = Denoiser(net, PATH, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
+                den = Denoiser(net, world.path, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
             den.cond, den.uncond = ctx, uctx
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
-            prev = driving.decode_frame(x0, prev)
+            prev = world.decode(x0, frames)
             frames.append(prev)
     out = torch.stack(frames, 1)
     return out if rows is not None else out.reshape(p, futures, h + 1, *prev.shape[1:])
 
 
-def loop_over_candidates(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
+def loop_over_candidates(net: nn.Module, world: WorldModel, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
                          sigmas: Sequence[float], noise: torch.Tensor, context: torch.Tensor,
                          guidance: Guidance = Guidance(), counter: NFECounter | None = None) -> torch.Tensor:
     """The baseline the fan-out replaces: one rollout at a time, a Python loop over plans and futures.
@@ -464,8 +456,9 @@ def loop_over_candidates(net: nn.Module, scene: Scene, plans: torch.Tensor, futu
     for i in range(p):
         for r in range(futures):
             row = i * futures + r
-            out.append(fan_out(net, scene, plans[i:i + 1], 1, sampler=sampler, sigmas=sigmas,
-                               noise=noise[row:row + 1], context=context if context.ndim == 2 else context[i],
+            one = context if tuple(context.shape) == tuple(world.frame_shape) else context[i]
+            out.append(fan_out(net, world, plans[i:i + 1], 1, sampler=sampler, sigmas=sigmas, noise=noise[row:row + 1],
+                               context=one,
                                guidance=guidance, counter=counter, share_context=False))
     return torch.cat(out, 1).reshape(p, futures, *out[0].shape[2:])
 
@@ -473,12 +466,6 @@ def loop_over_candidates(net: nn.Module, scene: Scene, plans: torch.Tensor, futu
 # ---------------------------------------------------------------------------------------------
 # The planning cycle and the planner
 # ---------------------------------------------------------------------------------------------
-
-# Planning objective (a demonstration of choosing, not a driving policy): a dart costs 10, a crossing
-# in front of the car 1, progress earns up to 1 (accelerate 1, keep 0.5, brake 0 per frame on average).
-RISK_COST = {"waits": 0.0, "crosses": 1.0, "darts": 10.0, "implausible": 1.0}
-ACTION_PROGRESS = (0.0, 0.5, 1.0)
-
 
 # Rows per noise draw: the cycle's noise is drawn in blocks of this many rows in row order, so every
 # row gets the same noise whatever the chunk size (and a cycle of at most this many rows draws exactly
@@ -538,7 +525,7 @@ class CycleResult:
 
     plans: torch.Tensor  # (P, H)
     tallies: list[BranchTally]  # one per plan
-    rates: torch.Tensor  # (P, len(LABELS)) self-normalised branch rates per plan
+    rates: torch.Tensor  # (P, len(world.labels)) self-normalised branch rates per plan
     cost: torch.Tensor  # (P,)
     chosen: int
     nfe: float  # counted per-sample network evaluations (counter.rows)
@@ -551,20 +538,19 @@ class CycleResult:
         return [int(a) for a in self.plans[self.chosen]]
 
 
-def first_move_frame(frames: torch.Tensor, scene: Scene) -> torch.Tensor:
-    """Index (into the H generated frames) of the first frame in which the pedestrian is not still;
-    H - 1 when never (rows: (N, H + 1, SUBSTEPS, 2))."""
-    modes = driving.frame_modes(frames, scene)[:, 1:]
-    moving = modes != driving.STILL
-    idx = moving.float().argmax(1)
-    return torch.where(moving.any(1), idx, torch.full_like(idx, modes.shape[1] - 1))
+def plan_costs(world: WorldModel, plans: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """Expected cost of each plan (P,): sum over labels of rate x ``world.label_cost`` minus the mean
+    ``world.action_progress`` over the plan's actions."""
+    risk = torch.tensor([float(world.label_cost.get(lab, 0.0)) for lab in world.labels], dtype=torch.float64)
+    reward = list(world.action_progress) or [0.0] * len(world.actions)
+    progress = torch.tensor(reward, dtype=torch.float64)[plans.cpu()].mean(1)
+    return rates @ risk - progress
 
 
-def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
+def planning_cycle(net: nn.Module, world: WorldModel, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
                    sigmas: Sequence[float], context: torch.Tensor, guidance: Guidance = Guidance(),
                    proposal: TailProposal | None = None, generator: torch.Generator | None = None,
-                   frame_dim: int = driving.FRAME_DIM, fit_tail: bool = False,
-                   chunk: int | None = None) -> CycleResult:
+                   fit_tail: bool = False, chunk: int | None = None) -> CycleResult:
     """P plans x R futures in batched forwards, in chunks of at most ``chunk`` rollouts (default: the
     FASTDIFF_CHUNK_ROLLOUTS setting); per-plan branch rates (importance-weighted when a proposal is
     given); the plan with the lowest expected cost is chosen. ``fit_tail``: also gather the statistics
@@ -575,31 +561,29 @@ def planning_cycle(net: nn.Module, scene: Scene, plans: torch.Tensor, futures: i
     chunk = chunk_rollouts() if chunk is None else chunk
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk={chunk!r} must be an integer >= 1 (rollouts per fan-out chunk)")
-    stream = NoiseStream(rows, h, frame_dim, proposal=proposal, generator=generator, device=context.device)
-    tallies = [BranchTally() for _ in range(p)]
-    tail_fit = TailFit(h, frame_dim) if fit_tail else None
-    tail_code = LABELS.index(TAIL)
+    stream = NoiseStream(rows, h, world.frame_dim, proposal=proposal, generator=generator, device=context.device)
+    tallies = [BranchTally(len(world.labels)) for _ in range(p)]
+    tail_fit = TailFit(h, world.frame_dim) if fit_tail else None
+    tail_code = world.labels.index(world.tail)
     counter = NFECounter()
     seconds, chunks = 0.0, 0
     for lo in range(0, rows, chunk):
         hi = min(rows, lo + chunk)
         noise, log_w = stream.take(hi - lo)
         t0 = time.perf_counter()
-        frames = fan_out(net, scene, plans, futures, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
+        frames = fan_out(net, world, plans, futures, sampler=sampler, sigmas=sigmas, noise=noise, context=context,
                          guidance=guidance, counter=counter, rows=(lo, hi))
         seconds += time.perf_counter() - t0
         chunks += 1
-        codes = driving.classify_codes(frames, scene).cpu()
+        codes = world.classify(frames).cpu()
         plan_of_row = torch.arange(lo, hi) // futures
         for i in range(int(plan_of_row[0]), int(plan_of_row[-1]) + 1):
             mine = plan_of_row == i
             tallies[i].add(codes[mine], None if log_w is None else log_w[mine])
         if tail_fit is not None:
-            tail_fit.add(noise, first_move_frame(frames, scene).cpu(), codes == tail_code, log_w)
+            tail_fit.add(noise, _onset(world, frames).cpu(), codes == tail_code, log_w)
     rates = torch.stack([t.rates for t in tallies])
-    risk = torch.tensor([RISK_COST[lab] for lab in LABELS], dtype=torch.float64)
-    progress = torch.tensor(ACTION_PROGRESS, dtype=torch.float64)[plans.cpu()].mean(1)
-    cost = rates @ risk - progress
+    cost = plan_costs(world, plans, rates)
     return CycleResult(plans.cpu(), tallies, rates, cost, int(cost.argmin()), float(counter.rows), counter.forwards,
                        seconds, chunks, tail_fit)
 
@@ -610,11 +594,12 @@ class Planner:
     the previous cycle's weighted rollouts — the first cycle samples uniformly and serves as the pilot
     (its NFE is billed like every other cycle's)."""
 
-    def __init__(self, net: nn.Module, scene: Scene, *, plans: int, futures: int, horizon: int,
+    def __init__(self, net: nn.Module, world: WorldModel, *, plans: int, futures: int, horizon: int,
                  sampler: FrameSampler, sigmas: Sequence[float], guidance: Guidance = Guidance(),
                  importance: bool = False, beta: float = 0.5, warm_start: bool = True,
                  chunk: int | None = None) -> None:
-        self.net, self.scene, self.P, self.R, self.H = net, scene, plans, futures, horizon
+        check_world_model(world)
+        self.net, self.world, self.P, self.R, self.H = net, world, plans, futures, horizon
         self.sampler, self.sigmas, self.guidance = sampler, sigmas, guidance
         self.importance, self.beta, self.warm_start = importance, beta, warm_start
         self.chunk = chunk
@@ -622,8 +607,9 @@ class Planner:
         self.proposal: TailProposal | None = None
 
     def cycle(self, context: torch.Tensor, generator: torch.Generator | None = None) -> CycleResult:
-        plans = candidate_plans(self.P, self.H, self.previous if self.warm_start else None)
-        res = planning_cycle(self.net, self.scene, plans, self.R, sampler=self.sampler, sigmas=self.sigmas,
+        plans = candidate_plans(self.P, self.H, self.previous if self.warm_start else None,
+                                actions=len(self.world.actions))
+        res = planning_cycle(self.net, self.world, plans, self.R, sampler=self.sampler, sigmas=self.sigmas,
                              context=context, guidance=self.guidance,
                              proposal=self.proposal if self.importance else None, generator=generator,
                              fit_tail=self.importance, chunk=self.chunk)
@@ -633,3 +619,11 @@ class Planner:
             if fitted is not None:
                 self.proposal = fitted
         return res
+
+
+def _onset(world: WorldModel, frames: torch.Tensor) -> torch.Tensor:
+    onset = world.onset(frames)
+    if onset is None:
+        raise ValueError(f"importance sampling needs where a branch began: {type(world).__name__}.onset returns "
+                         f"None (the world model does not support it); allowed: importance='off'")
+    return onset

@@ -13,11 +13,13 @@ from fastdiff_core.rollout import (
 )
 from fastdiff_core.speedups import frame_sampler
 from fastdiff_core.worlds.driving import encoding
+from fastdiff_core.worlds.driving.model import DrivingWorldModel
 from fastdiff_core.worlds.driving.sampling import PATH
 from fastdiff_core.worlds.driving.scenes import SCENES
 from fastdiff_core.worlds.driving.simulator import waiting_frame
 
 SCENE = SCENES["child_at_curb"]
+WORLD = DrivingWorldModel(None, SCENE)  # the engine reads the world; the network is passed alongside
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,12 +66,12 @@ def test_chunked_cycles_equal_the_unchunked_cycle_on_the_teacher(monkeypatch):
     monkeypatch.setattr(rollout, "NOISE_BLOCK", 16)  # several noise blocks per cycle
     net = SharedContextNet(load_teacher(DEFAULT_TEACHER, torch.device("cpu")))
     sigmas = build_grid("karras", 4, PATH)
-    plans = candidate_plans(3, 3)
+    plans = candidate_plans(3, 3, actions=3)
     ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(1))[0]
     for proposal in (None, _proposal()):
         results = {}
         for chunk in (10 ** 6, 23, 1):
-            results[chunk] = planning_cycle(net, SCENE, plans, 20, sampler=frame_sampler("dpmpp_2m"), sigmas=sigmas,
+            results[chunk] = planning_cycle(net, WORLD, plans, 20, sampler=frame_sampler("dpmpp_2m"), sigmas=sigmas,
                                             context=ctx, proposal=proposal, generator=torch.Generator().manual_seed(3),
                                             fit_tail=True, chunk=chunk)
         ref = results[10 ** 6]
@@ -90,17 +92,17 @@ def test_chunked_cycles_equal_the_unchunked_cycle_on_the_teacher(monkeypatch):
 def test_fan_out_rows_are_the_slices_of_the_whole_fan_out():
     net = SharedContextNet(load_teacher(DEFAULT_TEACHER, torch.device("cpu")))
     sigmas = build_grid("karras", 3, PATH)
-    plans = candidate_plans(4, 2)
+    plans = candidate_plans(4, 2, actions=3)
     noise = torch.randn(4 * 5, 2, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(2))
     ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(3))[0]
-    whole = fan_out(net, SCENE, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise, context=ctx)
+    whole = fan_out(net, WORLD, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise, context=ctx)
     flat = whole.reshape(20, *whole.shape[2:])
     for lo, hi in ((0, 20), (3, 12), (7, 8), (19, 20)):
-        part = fan_out(net, SCENE, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise[lo:hi],
+        part = fan_out(net, WORLD, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise[lo:hi],
                        context=ctx, rows=(lo, hi))
         assert torch.allclose(part, flat[lo:hi], atol=1e-5)
     with pytest.raises(ValueError, match="rows"):
-        fan_out(net, SCENE, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise[:3], context=ctx,
+        fan_out(net, WORLD, plans, 5, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise[:3], context=ctx,
                 rows=(18, 21))
 
 
@@ -112,12 +114,12 @@ def test_branch_tally_matches_the_direct_weighted_estimate_in_any_split():
     one_hot = torch.nn.functional.one_hot(codes, 4).double()
     rates = w @ one_hot
     var = (w[:, None] ** 2 * (one_hot - rates) ** 2).sum(0)
-    whole = BranchTally().add(codes, log_w)
-    split = BranchTally().add(codes[:123], log_w[:123]).merge(BranchTally().add(codes[123:], log_w[123:]))
+    whole = BranchTally(4).add(codes, log_w)
+    split = BranchTally(4).add(codes[:123], log_w[:123]).merge(BranchTally(4).add(codes[123:], log_w[123:]))
     for t in (whole, split):
         assert torch.allclose(t.rates, rates, atol=1e-12) and torch.allclose(t.variances, var, atol=1e-12)
         assert t.n_eff == pytest.approx(float(1 / (w * w).sum()))
-    plain = BranchTally().add(codes)
+    plain = BranchTally(4).add(codes)
     p = plain.rates
     assert torch.allclose(plain.variances, p * (1 - p) / 300) and plain.n_eff == pytest.approx(300)
 

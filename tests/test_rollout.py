@@ -13,13 +13,13 @@ from fastdiff_core.grids import build_grid
 from fastdiff_core.models.world_model import WorldModelConfig, WorldModelNet
 from fastdiff_core.paths import get_path
 from fastdiff_core.rollout import (
-    Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, loop_over_candidates,
-    plan_branch_probabilities, weighted_rates,
+    Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, loop_over_candidates, weighted_rates,
 )
 from fastdiff_core.speedups import frame_sampler
 from fastdiff_core.worlds.driving import encoding
+from fastdiff_core.worlds.driving.model import DrivingWorldModel
 from fastdiff_core.worlds.driving.sampling import PATH
-from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities
+from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabilities, plan_branch_probabilities
 from fastdiff_core.worlds.driving.simulator import waiting_frame
 
 
@@ -43,12 +43,13 @@ def random_net(seed=0, width=48, depth=3):
 
 
 SCENE = SCENES["child_at_curb"]
+WORLD = DrivingWorldModel(None, SCENE)  # the engine reads the world; the network is passed alongside
 
 
 def fan_setup(P, R, H, S, seed):
     """Grid, candidate plans, initial noise, observed frame and sampler for a P x R fan-out of H frames."""
     sigmas = build_grid("karras", S, PATH)
-    plans = candidate_plans(P, H)
+    plans = candidate_plans(P, H, actions=3)
     noise = torch.randn(P * R, H, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(seed))
     ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(seed + 1))[0]
     return sigmas, plans, noise, ctx, frame_sampler("dpmpp_2m")
@@ -81,12 +82,12 @@ def test_fan_out_equals_loop_and_counts_the_bill(guidance):
     P, R, H, S = 3, 2, 3, 5
     sigmas, plans, noise, ctx, sampler = fan_setup(P, R, H, S, seed=3)
     c_fan, c_loop = NFECounter(), NFECounter()
-    a = fan_out(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
+    a = fan_out(net, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
                 guidance=guidance, counter=c_fan)
-    b = loop_over_candidates(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
+    b = loop_over_candidates(net, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
                              guidance=guidance, counter=c_loop)
     assert a.shape == (P, R, H + 1, 4, 2)
-    plain = fan_out(net.net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
+    plain = fan_out(net.net, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
                     guidance=guidance)  # the condition path recomputed at every step: same rollouts
     assert float((a - plain).abs().max()) <= 1e-5 * float(a.abs().max())
     assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())  # float32 rounding of batched matmuls
@@ -112,15 +113,15 @@ def test_plan_probabilities_are_exact_for_constant_plans_and_sum_to_one():
 
 
 def test_candidate_plans_warm_start_and_validation():
-    plans = candidate_plans(10, 4)
+    plans = candidate_plans(10, 4, actions=3)
     assert plans.shape == (10, 4) and len({tuple(p) for p in plans.tolist()}) == 10
     assert plans[:3].tolist() == [[0] * 4, [1] * 4, [2] * 4]
-    warm = candidate_plans(10, 4, previous=[2, 1, 1, 0])
+    warm = candidate_plans(10, 4, previous=[2, 1, 1, 0], actions=3)
     assert warm[0].tolist() == [1, 1, 0, 0]
     with pytest.raises(ValueError, match="previous"):
-        candidate_plans(4, 4, previous=[0, 1])
+        candidate_plans(4, 4, previous=[0, 1], actions=3)
     with pytest.raises(ValueError, match="plans"):
-        candidate_plans(0, 4)
+        candidate_plans(0, 4, actions=3)
 
 
 def test_proposal_weights_are_exact_density_ratios():
@@ -171,9 +172,9 @@ def test_importance_sampling_is_unbiased_and_cuts_tail_variance_at_equal_nfe():
     uni, imp = [], []
     for _ in range(reps):
         z = torch.randn(n, 1, mix.dim, generator=gen)
-        uni.append(float(weighted_rates(tail_of(z)[None], None)[0, 1]))
+        uni.append(float(weighted_rates(tail_of(z)[None], None, 2)[0, 1]))
         zq = q.sample(n, 1, generator=gen)
-        imp.append(float(weighted_rates(tail_of(zq)[None], q.log_weights(zq)[None])[0, 1]))
+        imp.append(float(weighted_rates(tail_of(zq)[None], q.log_weights(zq)[None], 2)[0, 1]))
     uni, imp = torch.tensor(uni, dtype=torch.float64), torch.tensor(imp, dtype=torch.float64)
     # unbiased for the sampler's own tail rate (6 steps under-sample the rare mode: the plain sampler's
     # pooled rate is the reference, not the mixture weight): means agree within 3 joint standard errors
@@ -187,7 +188,7 @@ def test_importance_sampling_is_unbiased_and_cuts_tail_variance_at_equal_nfe():
 def test_planner_warm_starts_from_the_previous_best_plan():
     net = SharedContextNet(random_net())
     sigmas = build_grid("karras", 2, PATH)
-    planner = Planner(net, SCENE, plans=5, futures=2, horizon=3, sampler=frame_sampler("euler"), sigmas=sigmas)
+    planner = Planner(net, DrivingWorldModel(net, SCENE), plans=5, futures=2, horizon=3, sampler=frame_sampler("euler"), sigmas=sigmas)
     ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(5))[0]
     first = planner.cycle(ctx, torch.Generator().manual_seed(6))
     best = first.chosen_plan()
@@ -206,15 +207,15 @@ def test_fan_out_uses_a_wrappers_own_context_and_replays_from_stored_outputs():
     net = SharedContextNet(random_net(seed=3))
     P, R, H, S = 2, 3, 4, 3
     sigmas, plans, noise, ctx, sampler = fan_setup(P, R, H, S, seed=8)
-    real = fan_out(net, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    real = fan_out(net, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
     rec = RecordedNet(net)
-    recorded = fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    recorded = fan_out(rec, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
     kinds = [k for k, _, _ in rec.calls]
     assert kinds.count("context") == H and kinds.count("forward") == S * H
     rec.mode = "stored"
-    stored = fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+    stored = fan_out(rec, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
     assert torch.equal(recorded, real) and torch.equal(stored, real)
     rec.calls.reverse()  # out of order: refused, not silently wrong
     rec._i = 0
     with pytest.raises(RuntimeError, match="out of order"):
-        fan_out(rec, SCENE, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)
+        fan_out(rec, WORLD, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)

@@ -10,6 +10,7 @@ from fastdiff_core.models.feature_cache import FeatureCache
 from fastdiff_core.rollout import SharedContextNet, fan_out
 from fastdiff_core.speedups import frame_sampler, prepare_network
 from fastdiff_core.worlds.driving import encoding
+from fastdiff_core.worlds.driving.model import DrivingWorldModel
 from fastdiff_core.worlds.driving.sampling import PATH
 from fastdiff_core.worlds.driving.scenes import SCENES
 from fastdiff_core.worlds.driving.simulator import waiting_frame
@@ -26,6 +27,7 @@ def one_thread():
 
 
 SCENE = SCENES["commuter_late"]
+WORLD = DrivingWorldModel(None, SCENE)  # the engine reads the world; the network is passed alongside
 
 
 def frame_inputs(n=32, seed=0):
@@ -119,9 +121,9 @@ def test_picard_frame_sampler_in_the_fan_out_matches_sequential():
     noise = torch.randn(4, 2, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(1))
     ctx = waiting_frame(SCENE, 1, torch.Generator().manual_seed(2))[0]
     c_seq, c_par = NFECounter(), NFECounter()
-    seq = fan_out(net, SCENE, plans, 2, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise, context=ctx,
+    seq = fan_out(net, WORLD, plans, 2, sampler=frame_sampler("euler"), sigmas=sigmas, noise=noise, context=ctx,
                   counter=c_seq)
-    par = fan_out(net, SCENE, plans, 2, sampler=frame_sampler("euler", parallel="picard",
+    par = fan_out(net, WORLD, plans, 2, sampler=frame_sampler("euler", parallel="picard",
                                                               parallel_options={"window": 6, "tol": 0.0}),
                   sigmas=sigmas, noise=noise, context=ctx, counter=c_par)
     assert float((par - seq).abs().max()) <= 1e-4 * float(seq.abs().max())

@@ -29,14 +29,14 @@ from fastdiff_core.denoiser import NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import device_name, measure, measure_interleaved
 from fastdiff_core.rollout import (
-    Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, first_move_frame, loop_over_candidates,
-    effective_sample_size, plan_branch_probabilities, weighted_rates,
+    Planner, SharedContextNet, TailProposal, candidate_plans, fan_out, loop_over_candidates, effective_sample_size,
+    weighted_rates,
 )
 from fastdiff_core.speedups import frame_sampler
 from fastdiff_core.worlds import driving
 from fastdiff_core.worlds.driving import PATH
-from fastdiff_core.worlds.driving import LABELS, SCENES, TAIL
-from fastdiff_core.worlds.driving import waiting_frame
+from fastdiff_core.worlds.driving import SCENES
+from fastdiff_core.worlds.driving import DrivingWorldModel, waiting_frame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +108,7 @@ class RecordedNet:
 
 def _fan_inputs(p: int, r: int, h: int, scene, device, seed: int = 0):
     g = torch.Generator(device="cpu").manual_seed(seed)
-    plans = candidate_plans(p, h)
+    plans = candidate_plans(p, h, actions=len(DrivingWorldModel.actions))
     noise = torch.randn(p * r, h, driving.FRAME_DIM, generator=g).to(device)
     ctx = waiting_frame(scene, 1, g)[0].to(device)
     return plans, noise, ctx
@@ -121,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
     net = load_network(args.checkpoint, device)
     shared = SharedContextNet(net)
     scene = SCENES[args.scene]
+    world = DrivingWorldModel(net, scene)  # the engine's view of the scene; the networks below roll it out
     out: dict[str, Any] = {"device": dev_name, "scene": scene.name, "solver": args.solver}
     print(f"fastdiff bench rollout — device {dev_name}, scene {scene.name}, solver {args.solver}")
 
@@ -130,11 +131,11 @@ def main(args: argparse.Namespace) -> int:
     sampler = frame_sampler(args.solver)
     plans, noise, ctx = _fan_inputs(P, R, H, scene, device)
     if args.only_importance:
-        _importance_section(args, shared, scene, sampler, device, out)
+        _importance_section(args, shared, world, sampler, device, out)
         return _write_json(args, out)
     ts = measure_interleaved(
-        {"fan": lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
-         "loop": lambda: loop_over_candidates(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
+        {"fan": lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
+         "loop": lambda: loop_over_candidates(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
                                               context=ctx)},
         batch={"fan": P * R, "loop": 1}, device=device, warmup=1, repeats=max(3, args.repeats // 2),
         nfe={"fan": S * H * P * R, "loop": S * H * P * R})
@@ -158,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
         p, r = rows // 4, 4
         pl, nz, cx = _fan_inputs(p, r, H, scene, device, seed=rows)
         rec = RecordedNet(shared)
-        fan = functools.partial(fan_out, scene=scene, plans=pl, futures=r, sampler=sampler, sigmas=sigmas, noise=nz,
+        fan = functools.partial(fan_out, world=world, plans=pl, futures=r, sampler=sampler, sigmas=sigmas, noise=nz,
                                 context=cx)
         fan(rec)  # records every network call of one fan-out
         rec.mode = "stored"
@@ -183,8 +184,8 @@ def main(args: argparse.Namespace) -> int:
 
     # -- 3. shared context vs the plain network ---------------------------------------------------------
     ts = measure_interleaved(
-        {"shared": lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
-         "plain": lambda: fan_out(net, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)},
+        {"shared": lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
+         "plain": lambda: fan_out(net, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)},
         batch=P * R, device=device, warmup=1, repeats=args.repeats)
     shared_t, plain = ts["shared"], ts["plain"]
     print(f"\n3. shared context: {shared_t.median_s * 1000:.1f} ms vs plain network {plain.median_s * 1000:.1f} ms "
@@ -194,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
 
     # -- 4. the planning cycle: latency, bill, verdict, projection ----------------------------------------
     counter = NFECounter()
-    fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx, counter=counter)
+    fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx, counter=counter)
     bill = budget.NFEBill(S=S, C=1.0, H=H, P=P, R=R)
     x_t = torch.randn(P * R, driving.FRAME_DIM, device=device)
     cond = driving.condition(waiting_frame(scene, P * R).to(device), scene, "keep")
@@ -204,11 +205,11 @@ def main(args: argparse.Namespace) -> int:
         per_nfe = measure(lambda: shared(x_t, t, c), what="nfe", batch=P * R, device=device, warmup=3,
                           repeats=max(11, args.repeats), nfe=1)
     one = _fan_inputs(1, 1, H, scene, device, seed=7)
-    per_rollout = measure(lambda: fan_out(shared, scene, one[0], 1, sampler=sampler, sigmas=sigmas,
+    per_rollout = measure(lambda: fan_out(shared, world, one[0], 1, sampler=sampler, sigmas=sigmas,
                                           noise=one[1], context=one[2]),
                           what="rollout (one, alone)", batch=1, device=device, warmup=1, repeats=args.repeats,
                           nfe=S * H)
-    cycle = measure(lambda: fan_out(shared, scene, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
+    cycle = measure(lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
                                     context=ctx), what="cycle", batch=P * R, device=device, warmup=1,
                     repeats=max(9, args.repeats), nfe=bill.per_cycle)
     per_frame_s = cycle.median_s / H
@@ -248,10 +249,10 @@ def main(args: argparse.Namespace) -> int:
     }
 
     # -- 5. importance sampling of the tail vs uniform, equal NFE (pilot included) ---------------------------
-    _importance_section(args, shared, scene, sampler, device, out)
+    _importance_section(args, shared, world, sampler, device, out)
 
     # -- 6. warm start --------------------------------------------------------------------------------------
-    planner = Planner(shared, scene, plans=P, futures=R, horizon=H, sampler=sampler, sigmas=sigmas, importance=True)
+    planner = Planner(shared, world, plans=P, futures=R, horizon=H, sampler=sampler, sigmas=sigmas, importance=True)
     g = torch.Generator().manual_seed(11)
     first = planner.cycle(ctx, g)
     second = planner.cycle(ctx, g)
@@ -272,9 +273,9 @@ def _write_json(args: argparse.Namespace, out: dict[str, Any]) -> int:
     return 0
 
 
-def _importance_section(args: argparse.Namespace, net: nn.Module, scene, sampler, device: torch.device,
+def _importance_section(args: argparse.Namespace, net: nn.Module, world, sampler, device: torch.device,
                         out: dict[str, Any]) -> None:
-    out["importance"] = [importance_vs_uniform(net, scene, sampler, device, reps=args.is_reps, seed=123 + k)
+    out["importance"] = [importance_vs_uniform(net, world, sampler, device, reps=args.is_reps, seed=123 + k)
                          for k in range(args.is_seeds)]
     print_importance(out["importance"])
 
@@ -295,7 +296,7 @@ def print_importance(rows: list[dict[str, Any]]) -> None:
               f"{imp['variance_ratio_hi']:.2f}]; NFE per arm {imp['nfe_per_arm']:,} vs {imp['nfe_importance_arm']:,}")
 
 
-def importance_vs_uniform(net: nn.Module, scene, sampler, device: torch.device, *, reps: int = 24, n: int = 200,
+def importance_vs_uniform(net: nn.Module, world, sampler, device: torch.device, *, reps: int = 24, n: int = 200,
                           horizon: int = 6, steps: int = 8, seed: int = 123, confidence: float = 0.95) -> dict[str, Any]:
     """Variance of the P(darts) estimate of one plan: uniform futures vs the tail proposal at equal NFE,
     the pilot included. The proposal is fitted on a uniform pilot of 4n rollouts; the importance arm
@@ -304,35 +305,36 @@ def importance_vs_uniform(net: nn.Module, scene, sampler, device: torch.device, 
     of each arm are independent and close to normal at these n)."""
     from scipy.stats import f as f_dist
 
-    sigmas = build_grid("karras", steps, PATH)
-    plan = candidate_plans(1, horizon)  # constant 'brake': the action that invites darting
-    truth = plan_branch_probabilities(scene, plan[0].tolist())[TAIL]
+    sigmas = build_grid("karras", steps, world.path)
+    plan = candidate_plans(1, horizon, actions=len(world.actions))  # constant action 0 ('brake': it invites darting)
+    truth = world.truth(plan[0].tolist())[world.tail]
     g = torch.Generator().manual_seed(seed)
-    ctx = waiting_frame(scene, 1, g)[0].to(device)
-    tail_code = LABELS.index(TAIL)
+    ctx = world.observe(1, g)[0].to(device)
+    tail_code = world.labels.index(world.tail)
     pilot_n = 4 * n
     n_uniform = n + -(-pilot_n // reps)
 
     def estimate(noise, log_w):
         m = noise.shape[0]
-        frames = fan_out(net, scene, plan, m, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
-        codes = driving.classify_codes(frames.reshape(m, *frames.shape[2:]), scene)
-        rate = float(weighted_rates(codes[None].cpu(), None if log_w is None else log_w[None])[0, tail_code])
+        frames = fan_out(net, world, plan, m, sampler=sampler, sigmas=sigmas, noise=noise.to(device), context=ctx)
+        codes = world.classify(frames.reshape(m, *frames.shape[2:]))
+        log_w = None if log_w is None else log_w[None]
+        rate = float(weighted_rates(codes[None].cpu(), log_w, len(world.labels))[0, tail_code])
         return rate, codes.cpu()
 
     # the pilot: under warm start the previous planning cycle; here it is drawn and billed to the IS arm
-    pilot_noise = torch.randn(pilot_n, horizon, driving.FRAME_DIM, generator=g)
-    frames = fan_out(net, scene, plan, pilot_n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device),
+    pilot_noise = torch.randn(pilot_n, horizon, world.frame_dim, generator=g)
+    frames = fan_out(net, world, plan, pilot_n, sampler=sampler, sigmas=sigmas, noise=pilot_noise.to(device),
                      context=ctx)
     flat = frames.reshape(pilot_n, *frames.shape[2:])
-    codes = driving.classify_codes(flat, scene).cpu()
-    onset = first_move_frame(flat, scene).cpu()
+    codes = world.classify(flat).cpu()
+    onset = world.onset(flat).cpu()
     proposal = TailProposal.fit(pilot_noise, onset, codes == tail_code, beta=0.5)
     if proposal is None:
         return {"plan": plan[0].tolist(), "truth": truth, "seed": seed, "error": "no tail rollout in the pilot"}
     uni, imp, uni_tail, imp_tail, ess = [], [], [], [], []
     for _ in range(reps):
-        rate, c = estimate(torch.randn(n_uniform, horizon, driving.FRAME_DIM, generator=g), None)
+        rate, c = estimate(torch.randn(n_uniform, horizon, world.frame_dim, generator=g), None)
         uni.append(rate)
         uni_tail.append(int((c == tail_code).sum()))
         zq = proposal.sample(n, horizon, generator=g)

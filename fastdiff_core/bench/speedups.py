@@ -32,7 +32,7 @@ from fastdiff_core.speedups import from_spec
 from fastdiff_core.worlds import driving
 from fastdiff_core.worlds.driving import PATH
 from fastdiff_core.worlds.driving import ACTIONS, SCENES, TAIL, branch_probabilities
-from fastdiff_core.worlds.driving import waiting_frame
+from fastdiff_core.worlds.driving import DrivingWorldModel, waiting_frame
 
 # (label, RunSpec changes, reference row for the ratio). Caching and Picard are also measured at 32
 # steps, where adjacent steps are close (the regime DeepCache and ParaDiGMS were published in).
@@ -96,9 +96,10 @@ class _Workload:
         """(the throughput workload: n futures in one fan-out, one rollout alone) with a lever's setup."""
         net, sampler, guidance, sigmas = self.setups[label]
         s0, n = SCENE_SET[0], self.bench.n
-        return (lambda: fan_out(net, SCENES[s0], self.plan, n, sampler=sampler, sigmas=sigmas,
+        world = DrivingWorldModel(net, SCENES[s0])
+        return (lambda: fan_out(net, world, self.plan, n, sampler=sampler, sigmas=sigmas,
                                 noise=self.inputs[s0][0], context=self.inputs[s0][1], guidance=guidance),
-                lambda: fan_out(net, SCENES[s0], self.plan, 1, sampler=sampler, sigmas=sigmas, noise=self.one_noise,
+                lambda: fan_out(net, world, self.plan, 1, sampler=sampler, sigmas=sigmas, noise=self.one_noise,
                                 context=self.inputs[s0][1], guidance=guidance))
 
 
@@ -113,7 +114,7 @@ def _coverage(w: _Workload, label: str, changes: dict[str, Any]) -> dict[str, An
     counts = {}
     for s in SCENE_SET:
         noise, ctx = w.inputs[s]
-        frames = fan_out(net, SCENES[s], w.plan, b.n, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
+        frames = fan_out(net, DrivingWorldModel(net, SCENES[s]), w.plan, b.n, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
                          guidance=guidance, counter=counter)
         counts[s] = driving.branch_counts(frames[0], SCENES[s])
     stats = getattr(net, "stats", None)  # a feature-cache wrapper reports its deep-block share

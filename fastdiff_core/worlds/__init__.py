@@ -68,13 +68,17 @@ class Capabilities:
 @dataclass(frozen=True)
 class WorldPlugin:
     """A world: its facts, its capabilities, its runner ``run(spec, device, on_progress) -> RunResult``
-    as ``"module:function"``, and an optional extra check over a spec's world options
-    (``check(spec) -> refusal or None``) for rules no capability expresses."""
+    as ``"module:function"``, an optional extra check over a spec's world options
+    (``check(spec) -> refusal or None``) for rules no capability expresses, and, for a world with a world
+    model the rollout engine can run, its factory ``world_model(spec, device) -> WorldModel`` as
+    ``"module:function"`` (``fastdiff_core.worlds.model``; such a world can take
+    ``"fastdiff_core.rollout_runner:run"`` as its runner)."""
 
     info: WorldInfo
     capabilities: Capabilities
     runner: str
     check: Callable[[Any], str | None] | None = None
+    world_model: str | None = None
 
     @property
     def name(self) -> str:
@@ -109,8 +113,18 @@ class WorldPlugin:
         return self.check(spec) if self.check is not None else None
 
     def load_runner(self) -> Callable:
-        module, _, fn = self.runner.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return _attribute(self.runner)
+
+    def load_world_model(self) -> Callable:
+        """The world-model factory ``(spec, device) -> WorldModel`` (imported now)."""
+        if self.world_model is None:
+            raise ValueError(f"world={self.name!r} declares no world model the rollout engine can run")
+        return _attribute(self.world_model)
+
+
+def _attribute(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # ---------------------------------------------------------------------------------------------

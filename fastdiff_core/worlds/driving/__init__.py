@@ -6,6 +6,7 @@
     branches   the branch classifier: waits / crosses / darts / implausible
     encoding   frames <-> network tensors (target, condition, null condition)
     sampling   the world model's frame sampler and H-frame rollouts over any solver
+    model      the world model on the rollout engine's protocol (DrivingWorldModel, the planning objective)
     evaluation sample every scene, label the branches, score coverage
     runner     ``run(spec, device, on_progress)`` for ``fastdiff_core.run.execute``
 
@@ -20,7 +21,7 @@ import importlib
 from typing import Any
 
 # where exported names are looked up, in this order (scenes first: it is torch-free)
-_PUBLIC_MODULES = ("scenes", "branches", "encoding", "simulator", "sampling", "evaluation")
+_PUBLIC_MODULES = ("scenes", "branches", "encoding", "simulator", "sampling", "evaluation", "model")
 
 
 def __getattr__(name: str) -> Any:

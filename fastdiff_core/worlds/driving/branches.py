@@ -81,6 +81,16 @@ def classify_codes(rollout: torch.Tensor, scene: Scene) -> torch.Tensor:
     return torch.where(context_still, code, torch.full_like(code, 3))
 
 
+def first_move_frame(rollout: torch.Tensor, scene: Scene) -> torch.Tensor:
+    """Index (into the H generated frames) of the first frame in which the pedestrian is not still;
+    H - 1 when never (rollout: (N, H + 1, SUBSTEPS, 2)). Where a branch began: what the tail proposal of
+    importance sampling shifts."""
+    modes = frame_modes(rollout, scene)[:, 1:]
+    moving = modes != STILL
+    idx = moving.float().argmax(1)
+    return torch.where(moving.any(1), idx, torch.full_like(idx, modes.shape[1] - 1))
+
+
 def classify(rollout: torch.Tensor, scene: Scene) -> list[str]:
     """Branch label of every rollout (one of ``LABELS``)."""
     return [_CODE[int(c)] for c in classify_codes(rollout, scene)]

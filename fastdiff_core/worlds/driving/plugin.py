@@ -44,4 +44,5 @@ def check(spec) -> str | None:
     return None
 
 
-PLUGIN = WorldPlugin(INFO, CAPABILITIES, "fastdiff_core.worlds.driving.runner:run", check)
+PLUGIN = WorldPlugin(INFO, CAPABILITIES, "fastdiff_core.worlds.driving.runner:run", check,
+                     world_model="fastdiff_core.worlds.driving.model:from_spec")

@@ -108,6 +108,19 @@ def branch_probabilities(scene: Scene, action: str, horizon: int = DEFAULT_HORIZ
     return {"waits": w**horizon, "crosses": pc * moved / (pc + pd), "darts": pd * moved / (pc + pd)}
 
 
+def plan_branch_probabilities(scene: Scene, plan) -> dict[str, float]:
+    """Exact waits / crosses / darts probabilities under a plan (action indices) whose action changes per
+    frame: P(waits) = prod_h w_h, P(b) = sum_h (prod_{j<h} w_j) p_b(h) (the simulator's hazard race)."""
+    alive, out = 1.0, {b: 0.0 for b in BRANCHES}
+    for a in plan:
+        pc, pd = frame_hazards(scene, ACTIONS[int(a)])
+        out["crosses"] += alive * pc
+        out["darts"] += alive * pd
+        alive *= 1.0 - pc - pd
+    out["waits"] = alive
+    return out
+
+
 def _check_action(action: str) -> None:
     if action not in ACTIONS:
         raise ValueError(f"action={action!r} is not one of {list(ACTIONS)}")
