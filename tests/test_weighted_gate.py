@@ -78,10 +78,11 @@ def test_branch_tally_rows_carry_each_label_effective_n_and_kish():
     import torch
 
     codes = torch.tensor([0, 1, 2, 2] * 100)
-    plain = BranchTally().add(codes).rows({"waits": 0.25}, group="g")
+    labels = ("waits", "crosses", "darts", "implausible")
+    plain = BranchTally(len(labels)).add(codes).rows({"waits": 0.25}, group="g", labels=labels)
     assert [r["n_eff"] for r in plain] == [400.0] * 4 and plain[0]["n_kish"] == 400.0
     log_w = torch.where(codes == 2, -0.5, 0.1).double()  # the tail drawn more often than p: smaller weights
-    rows = BranchTally().add(codes, log_w).rows({"waits": 0.25}, group="g")
+    rows = BranchTally(len(labels)).add(codes, log_w).rows({"waits": 0.25}, group="g", labels=labels)
     darts = next(r for r in rows if r["label"] == "darts")
     assert darts["n_eff"] == pytest.approx(darts["rate"] * (1 - darts["rate"]) / darts["var"])
     assert darts["lo"] <= darts["rate"] <= darts["hi"] and darts["n_kish"] == rows[0]["n_kish"] < 400

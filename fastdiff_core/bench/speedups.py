@@ -114,8 +114,8 @@ def _coverage(w: _Workload, label: str, changes: dict[str, Any]) -> dict[str, An
     counts = {}
     for s in SCENE_SET:
         noise, ctx = w.inputs[s]
-        frames = fan_out(net, DrivingWorldModel(net, SCENES[s]), w.plan, b.n, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx,
-                         guidance=guidance, counter=counter)
+        frames = fan_out(net, DrivingWorldModel(net, SCENES[s]), w.plan, b.n, sampler=sampler, sigmas=sigmas,
+                         noise=noise, context=ctx, guidance=guidance, counter=counter)
         counts[s] = driving.branch_counts(frames[0], SCENES[s])
     stats = getattr(net, "stats", None)  # a feature-cache wrapper reports its deep-block share
     n_all = b.n * len(SCENE_SET)

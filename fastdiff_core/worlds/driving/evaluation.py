@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -75,17 +75,18 @@ def scene_coverage(rollouts: torch.Tensor, scene: Scene, action: str) -> SceneCo
                          branch_probabilities(scene, action, horizon))
 
 
-def sample_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, horizon: int, *, solver: Solver,
+def stream_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, horizon: int, *, solver: Solver,
                     sigmas: Sequence[float], guidance: Guidance = Guidance(), seed: int = 0,
                     counter: NFECounter | None = None, device: torch.device | str = "cpu", batch: int = 4096,
                     on_frame: Callable[[int, int], None] | None = None,
-                    frame_sampler: FrameSampler = sample_frame, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """n model rollouts in batches of at most ``batch`` (CPU tensor (n, horizon + 1, SUBSTEPS, 2)).
+                    frame_sampler: FrameSampler = sample_frame,
+                    dtype: torch.dtype = torch.float32) -> Iterator[torch.Tensor]:
+    """n model rollouts, yielded batch by batch: CPU tensors (<= batch, horizon + 1, SUBSTEPS, 2), so a
+    caller that tallies each batch holds one batch at a time.
 
     Each batch b uses generator seed ``seed + b`` so results do not depend on the batch split
     beyond that. ``on_frame(frames_done, frames_total)`` reports progress across batches.
     """
-    out = []
     batches = [min(batch, n - i) for i in range(0, n, batch)]
     total = len(batches) * horizon
     for b, size in enumerate(batches):
@@ -94,8 +95,13 @@ def sample_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, hor
         r = rollout(net, scene, action, size, horizon, solver=solver, sigmas=sigmas, guidance=guidance,
                     generator=gen, counter=counter, device=device, on_frame=cb, frame_sampler=frame_sampler,
                     dtype=dtype)
-        out.append(r.cpu())
-    return torch.cat(out)
+        yield r.cpu()
+
+
+def sample_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, horizon: int, **kwargs) -> torch.Tensor:
+    """n model rollouts in batches (``stream_rollouts``' arguments), all of them: a CPU tensor
+    (n, horizon + 1, SUBSTEPS, 2)."""
+    return torch.cat(list(stream_rollouts(net, scene, action, n, horizon, **kwargs)))
 
 
 def trajectory_features(rollouts: torch.Tensor) -> torch.Tensor:

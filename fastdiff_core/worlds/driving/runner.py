@@ -6,6 +6,9 @@ spec's scene under its action (every rollout here takes the same action; the rol
 proper P x R fan-out), labels their branches, and measures coverage against the exact branch
 probabilities: the histogram with Wilson intervals, TV, the tail rate, the implausible rate,
 sample-level metrics against simulator rollouts, and the coverage gate on this scene.
+Memory: batches of min(world_options.batch, FASTDIFF_CHUNK_ROLLOUTS) rollouts per forward; each batch
+is labelled as it arrives and dropped (branch counts accumulate per batch), keeping only the first
+``KEPT_ROLLOUTS`` for the sample-level metrics and the preview, so the peak does not grow with n.
 NFE: ``nfe_counted`` is every per-sample network evaluation the NFE counter saw; ``nfe_formula``
 is the budget module's S x C x H x P x R x samples for the same spec.
 """
@@ -22,16 +25,18 @@ import torch
 
 from fastdiff_core import budget
 from fastdiff_core.denoiser import Guidance, NFECounter
+from fastdiff_core.limits import RunLimits
 from fastdiff_core.metrics.coverage import branch_histogram
 from fastdiff_core.metrics.gate import RELEASE_GATE, SequentialGate, coverage_gate
 from fastdiff_core.models.teacher import load_teacher
 from fastdiff_core.spec import Progress, RunResult, RunSpec
-from fastdiff_core.worlds.driving.evaluation import sample_metrics, sample_rollouts, scene_coverage, solver_and_grid
+from fastdiff_core.worlds.driving.evaluation import SceneCoverage, sample_metrics, solver_and_grid, stream_rollouts
 from fastdiff_core.worlds.driving.sampling import sample_frame
 from fastdiff_core.worlds.driving.branches import branch_counts
 from fastdiff_core.worlds.driving.scenes import LABELS, branch_probabilities, get_scene
 
 PREVIEW_ROLLOUTS = 12
+KEPT_ROLLOUTS = 2000  # the sample-level metrics' max_n: the first rollouts they compare (and the preview's)
 _CODES = {label: i for i, label in enumerate(LABELS)}
 
 
@@ -61,7 +66,8 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     bill = budget.bill_for(spec, sigmas=sigmas)
     config = replace(RELEASE_GATE, alpha=spec.gate_alpha)
     look = spec.samples * spec.plans * spec.futures  # rollouts per look (all of them without a sequential gate)
-    batch = int(opts["batch"])
+    # rows per batched forward: the world's batch option, at most the chunk setting (which bounds the peak)
+    batch = min(int(opts["batch"]), RunLimits.from_env().chunk_rollouts)
     batches_per_look = -(-look // batch)
     max_looks = spec.max_cycles // spec.samples
     truth = branch_probabilities(scene, action, spec.horizon)
@@ -78,31 +84,39 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     # of the same spec), look k >= 1 starts from a seed mixed from (seed, k), so neighbouring spec seeds
     # share no look. Without a sequential gate there is one look; with one, looks continue until the
     # gate decides or hits its cap.
-    drawn: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []  # the first KEPT_ROLLOUTS rollouts; every other batch is counted and dropped
+    counts = dict.fromkeys(LABELS, 0)
+    looks = n = 0
     with torch.no_grad():
         while True:
-            k = len(drawn)
-            on_frame = (lambda d, t, k=k: frame_done(k * t + d, max_looks * t))
-            r = sample_rollouts(net, scene, action, look, spec.horizon, solver=solver, sigmas=sigmas,
-                                guidance=guidance, seed=_look_seed(spec.seed, k), counter=counter,
-                                device=device, batch=batch, on_frame=on_frame, frame_sampler=frame_sampler,
-                                dtype=dtype)
-            drawn.append(r.to(torch.float32))
+            on_frame = (lambda d, t, k=looks: frame_done(k * t + d, max_looks * t))
+            look_counts = dict.fromkeys(LABELS, 0)
+            for r in stream_rollouts(net, scene, action, look, spec.horizon, solver=solver, sigmas=sigmas,
+                                     guidance=guidance, seed=_look_seed(spec.seed, looks), counter=counter,
+                                     device=device, batch=batch, on_frame=on_frame, frame_sampler=frame_sampler,
+                                     dtype=dtype):
+                r = r.to(torch.float32)
+                for label, c in branch_counts(r, scene).items():
+                    look_counts[label] += c
+                if n < KEPT_ROLLOUTS:
+                    kept.append(r[:KEPT_ROLLOUTS - n])
+                n += len(r)
+            looks += 1
+            counts = {label: counts[label] + look_counts[label] for label in LABELS}
             if sequential is None:
                 break
-            sequential.update({scene.name: branch_counts(drawn[-1], scene)})
+            sequential.update({scene.name: look_counts})
             if sequential.stop:
                 break
     if device.type == "cuda":
         torch.cuda.synchronize()
     sampling_s = time.perf_counter() - t0
-    rollouts = torch.cat(drawn)
-    n = len(rollouts)
-    cycles = len(drawn) * spec.samples  # the planning cycles drawn: what the bill and the cost count
+    rollouts = torch.cat(kept)
+    cycles = looks * spec.samples  # the planning cycles drawn: what the bill and the cost count
     if on_progress is not None:
         on_progress(Progress(1, 1, counter.rows, 0.0, "metrics"))
 
-    cov = scene_coverage(rollouts, scene, action)
+    cov = SceneCoverage(scene.name, action, spec.horizon, counts, truth)
     rows = branch_histogram(cov.counts, cov.truth, group=scene.name)
     gate = (coverage_gate({scene.name: cov.counts}, {scene.name: cov.truth}, config) if sequential is None
             else sequential.result)
@@ -123,18 +137,17 @@ def run(spec: RunSpec, device: torch.device, on_progress: Callable[[Progress], N
     )
     dev = str(device)
     latency = (
-        {"what": "run_sampling", "seconds": sampling_s, "batch": min(n, int(opts["batch"])), "device": dev},
-        {"what": "frame", "seconds": sampling_s / max(1, spec.horizon * len(drawn) * batches_per_look),
-         "batch": min(n, int(opts["batch"])), "device": dev},
-        {"what": "forward", "seconds": sampling_s / max(1, counter.forwards), "batch": min(n, int(opts["batch"])),
-         "device": dev},
+        {"what": "run_sampling", "seconds": sampling_s, "batch": min(n, batch), "device": dev},
+        {"what": "frame", "seconds": sampling_s / max(1, spec.horizon * looks * batches_per_look),
+         "batch": min(n, batch), "device": dev},
+        {"what": "forward", "seconds": sampling_s / max(1, counter.forwards), "batch": min(n, batch), "device": dev},
     )
     info = {"teacher": opts["teacher"], "action": action, "truth": dict(cov.truth), "counts": dict(cov.counts),
             "bill": bill.formula(), "sigmas": list(sigmas or ()), **about, "gate_failures": [dict(f) for f in gate.failures],
             "preview_columns": ["rollout", "frame", "substep", "y", "x", "branch"], "branch_codes": list(LABELS),
             "gate": _gate_summary(gate, sequential)}
     if sequential is not None:
-        info["sequential"] = _sequential_record(sequential, look, len(drawn))
+        info["sequential"] = _sequential_record(sequential, look, looks)
     return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
                      nfe_formula=float(replace(bill, cycles=cycles).per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
                      samples=preview, info=info)
