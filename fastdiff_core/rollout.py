@@ -22,7 +22,7 @@ What makes the fan-out cheaper than P·R separate rollouts, without changing wha
     probabilities are self-normalised weighted rates, so they stay (asymptotically) unbiased while the
     tail gets many more samples (Owen 2013, ch. 9; Hesterberg 1995, defensive mixtures).
 
-Everything world-specific comes from a world model (``fastdiff_core.worlds.model.WorldModel``: frames and
+Everything world-specific comes from a world model (``fastdiff_core.worlds.protocol.WorldModel``: frames and
 their encoding, the condition on history and action, the branch classifier, where a branch began, the
 planning objective); the network is passed alongside it, so a cached, quantised or instrumented copy of
 the world model's network rolls out the same world. ``SharedContextNet`` applies to networks with the
@@ -43,7 +43,7 @@ from torch import nn
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
 from fastdiff_core.limits import RunLimits
 from fastdiff_core.metrics.intervals import label_effective_n, rate_interval, snis_rate_variance
-from fastdiff_core.worlds.model import WorldModel, check_world_model
+from fastdiff_core.worlds.protocol import WorldModel, check_world_model
 
 # x0 = sampler(denoiser, x_T, sigmas): a solver from the registry or Picard, options bound
 FrameSampler = Callable[[Denoiser, torch.Tensor, Sequence[float]], torch.Tensor]

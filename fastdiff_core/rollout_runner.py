@@ -33,7 +33,7 @@ from fastdiff_core.rollout import BranchTally, Planner, chunk_rollouts, fan_out
 from fastdiff_core.spec import Progress, RunResult
 from fastdiff_core.speedups import frame_sampler, from_spec
 from fastdiff_core.worlds import world_plugin
-from fastdiff_core.worlds.model import WorldModel, check_world_model
+from fastdiff_core.worlds.protocol import WorldModel, check_world_model
 
 DEFAULT_BATCH = 4096
 

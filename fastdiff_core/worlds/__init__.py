@@ -71,7 +71,7 @@ class WorldPlugin:
     as ``"module:function"``, an optional extra check over a spec's world options
     (``check(spec) -> refusal or None``) for rules no capability expresses, and, for a world with a world
     model the rollout engine can run, its factory ``world_model(spec, device) -> WorldModel`` as
-    ``"module:function"`` (``fastdiff_core.worlds.model``; such a world can take
+    ``"module:function"`` (``fastdiff_core.worlds.protocol``; such a world can take
     ``"fastdiff_core.rollout_runner:run"`` as its runner)."""
 
     info: WorldInfo

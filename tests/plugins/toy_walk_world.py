@@ -17,7 +17,7 @@ import torch
 from fastdiff_core.paths import get_path
 from fastdiff_core.registry import Option
 from fastdiff_core.worlds import Capabilities, WorldInfo, WorldPlugin
-from fastdiff_core.worlds.model import WorldModel
+from fastdiff_core.worlds.protocol import WorldModel
 
 ACTIONS, PUSH = ("left", "stay", "right"), (-1.0, 0.0, 1.0)
 INFO = WorldInfo("toy_walk", "Toy walk", "a walker stepping left or right; exact frame denoiser", {

@@ -1,4 +1,4 @@
-"""The driving world model on the rollout engine's protocol (``fastdiff_core.worlds.model.WorldModel``):
+"""The driving world model on the rollout engine's protocol (``fastdiff_core.worlds.protocol.WorldModel``):
 the teacher (or any network of its shape) in one scene, its frame encoding, its branch classifier, the
 exact branch probabilities of a plan, and the planning objective."""
 
@@ -14,7 +14,7 @@ from fastdiff_core.worlds.driving.branches import classify_codes, first_move_fra
 from fastdiff_core.worlds.driving.sampling import PATH
 from fastdiff_core.worlds.driving.scenes import ACTIONS, LABELS, SUBSTEPS, TAIL, Scene, get_scene, plan_branch_probabilities
 from fastdiff_core.worlds.driving.simulator import waiting_frame
-from fastdiff_core.worlds.model import WorldModel
+from fastdiff_core.worlds.protocol import WorldModel
 
 # Planning objective (a demonstration of choosing, not a driving policy): a dart costs 10, a crossing
 # in front of the car 1, progress earns up to 1 (accelerate 1, keep 0.5, brake 0 per frame on average).

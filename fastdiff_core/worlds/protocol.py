@@ -102,7 +102,7 @@ def check_world_model(world: Any) -> None:
     """A clear error (naming the attribute, its value and what is allowed) for a world model the engine
     cannot run, before any work starts."""
     if not isinstance(world, WorldModel):
-        raise ValueError(f"world model {type(world).__name__} must subclass fastdiff_core.worlds.model.WorldModel")
+        raise ValueError(f"world model {type(world).__name__} must subclass fastdiff_core.worlds.protocol.WorldModel")
     name = type(world).__name__
     if not world.labels or world.tail not in world.labels:
         raise ValueError(f"{name}.tail={world.tail!r} must be one of its labels {list(world.labels)}")
