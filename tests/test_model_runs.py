@@ -201,3 +201,22 @@ def test_a_workers_model_cache_keeps_models_least_recently_used_first_out_within
             ModelCache().get("two_blobs")
         finally:
             del os.environ["FASTDIFF_MODEL_CACHE_MB"]
+
+
+def test_a_finished_model_run_renders_on_the_explore_page(toy_models):
+    """A stored run of a user's model shows its verdict, NFE and mode histogram like any world's."""
+    from fastdiff_core.run import execute
+    from store import Store
+    from tests.apptest_support import page, texts
+
+    store = Store()
+    specs = [RunSpec.from_dict(spec(samples=100, world_options={**SMALL, "reference_samples": 200}))]
+    _, (rid,) = store.new_experiment("my model", specs)
+    store.record_result(rid, "done", execute(specs[0]), worker="test")
+    store.compact()
+    at = page("explore", run=rid).run()
+    assert not at.exception, at.exception
+    body = texts(at)
+    assert "Measured verdict" in body and "against the model's own reference" in body
+    assert any("mode 1" in t.value.to_string() for t in at.table)  # the mode histogram's rows
+    assert store.runs()["model"].to_list() == ["two_blobs"]

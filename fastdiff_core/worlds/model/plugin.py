@@ -30,7 +30,7 @@ INFO = WorldInfo(
         "tail_rate": Option(float, 0.05, "a mode rarer than this in the reference is a tail", min=0.001, max=0.49),
         "batch": Option(int, 256, "samples per network forward", min=1, max=65536),
     },
-    tail="tail",
+    tail=None,  # found per run: the rarest flagged cluster of the model's reference (RunResult.info['tail'])
 )
 
 CAPABILITIES = Capabilities(

@@ -191,7 +191,7 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
     converged = ref.convergence_tv <= CONVERGED_TV
     summary["text"] = (f"{gate.outcome} against the model's own reference ({REFERENCE_SOLVER}, "
                        f"{opts['reference_steps']} steps, {sum(ref.counts.values())} samples; convergence TV "
-                       f"{ref.convergence_tv:.3f}); tail {tail!r}")
+                       f"{ref.convergence_tv:.3f}); " + (f"tail {tail!r}" if tail else "no mode below the tail rate"))
     if not converged and gate.outcome == "PASS":  # a PASS against an unconverged reference proves nothing
         summary.update(outcome="UNDECIDED", passed=False)
         summary["text"] = (f"UNDECIDED: the reference has not converged (TV {ref.convergence_tv:.3f} > {CONVERGED_TV} "
