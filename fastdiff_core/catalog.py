@@ -115,43 +115,6 @@ def _two_stage(n: int, o: Mapping[str, Any]) -> int | None:
 
 
 _S_NOISE = Option(float, 1.0, "scale of the fresh noise in stochastic steps", min=0.0, max=2.0)
-# The last step, the same choice for every solver (implemented once in solvers.primitives.finish):
-#   solver:    the solver's own update into sigma = 0 from the grid's last nonzero sigma (every solver but
-#              iPNDM returns D(x, sigma_last) there; iPNDM takes its Adams-Bashforth step in sigma);
-#   denoise:   the solver runs down to the grid's last nonzero sigma and the output is D there (for
-#              two-stage solvers the step into it is single-stage: no second evaluation at one sigma);
-#   sigma_min: the grid's last nonzero sigma (sigma_min, see the grids' ``last_sigma``) is reached by the
-#              solver's own step from the one before it with no evaluation there, and the state at
-#              sigma_min is the output (diffusers' final_sigmas_type="sigma_min"): one evaluation fewer.
-FINALS = ("solver", "denoise", "sigma_min")
-_FINAL = Option(str, "solver", "the last step: solver = the solver's own step into 0; denoise = D at the last "
-                "nonzero sigma; sigma_min = the solver's step to the last nonzero sigma with no evaluation there, "
-                "whose state is the output (one evaluation fewer)", choices=FINALS)
-# Default on, chosen by measurement across random worlds at NFE 4-10 (`fastdiff fit grids`, docs/lownfe.md).
-_LOWER_ORDER_FINAL = Option(bool, True, "on grids of < 15 steps the last steps ending above 0 ramp down to first "
-                            "order (k-th last: order <= k; diffusers' lower_order_final)")
-_SINGLE_STAGE = Option(int, 1, "how many of the grid's last steps are single-stage (the last one always is: no "
-                       "evaluation at its end); 2 flips the NFE parity, so any budget is spent exactly",
-                       choices=(1, 2))
-
-
-def _one_per_step(n: int, o: Mapping[str, Any]) -> int | None:
-    """n steps, one evaluation each; final = sigma_min skips the evaluation at sigma_min."""
-    if o.get("final", "solver") == "sigma_min":
-        return n - 1 if n >= 2 else None
-    return n
-
-
-def _two_stage(n: int, o: Mapping[str, Any]) -> int | None:
-    """Two evaluations per step but the last k = single_stage_steps of the steps the solver itself runs
-    (all n for final = solver, the n - 1 down to the last nonzero sigma otherwise), plus D for denoise."""
-    final, k = o.get("final", "solver"), o.get("single_stage_steps", 1)
-    m = n if final == "solver" else n - 1
-    if m < (1 if final == "sigma_min" else 0):
-        return None
-    return 2 * m - min(k, m) + (1 if final == "denoise" else 0)
-
-
 _NOISE = Option(str, "iid", "iid: a fresh draw per step; brownian: increments of one Brownian motion per seed, so "
                 "more steps converge to one SDE solution (~10 extra draws per step)", choices=("iid", "brownian"))
 
