@@ -1,5 +1,5 @@
 """STYLE.md rule 10, checked by a test that cannot skip a rule: fastdiff_core imports nothing from
-app/workers/store; store and app import no torch; the app talks to workers only through the client;
+app/workers/store/fastdiff_cli and prints nothing; store and app import no torch; the app talks to workers only through the client;
 workers never import the app; the Sweep page expands its axes without Celery.
 
 Every rule names modules that must exist (a package or module of this tree, or an installed
@@ -140,6 +140,43 @@ def test_layer_rules(source):
     stale = [k for k in EXCEPTIONS if k not in used and any(k[0] == str(f.relative_to(ROOT)) for f in files_of(source))]
     assert not offenders, "\n".join(offenders)
     assert not stale, f"exceptions no file needs any more (remove them): {stale}"
+
+
+# fastdiff_core computes and returns rows; the `fastdiff` command's front ends (fastdiff_cli) print.
+# The modules below still print inside the core, each until its command's front end moves out; an
+# entry no file needs any more fails the test.
+PRINTING = {
+    "fastdiff_core/bench/coverage.py": "`fastdiff bench coverage` (its front end has not moved to fastdiff_cli yet)",
+    "fastdiff_core/bench/gate.py": "`fastdiff bench gate` (its front end has not moved to fastdiff_cli yet)",
+    "fastdiff_core/bench/rollout.py": "`fastdiff bench rollout` (its front end has not moved to fastdiff_cli yet)",
+    "fastdiff_core/students/bench.py": "`fastdiff bench students` (its front end has not moved to fastdiff_cli yet)",
+}
+
+
+def prints(path: pathlib.Path) -> list[int]:
+    """Lines of ``path`` that call print() or touch sys.stdout / sys.stderr."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr")
+              and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_fastdiff_core_prints_nothing():
+    offenders, used = [], set()
+    for f in files_of("fastdiff_core"):
+        rel = str(f.relative_to(ROOT))
+        if lines := prints(f):
+            if rel in PRINTING:
+                used.add(rel)
+            else:
+                offenders.append(f"{rel} prints (lines {lines}): return rows and print them in fastdiff_cli")
+    assert prints(ROOT / "fastdiff_cli" / "bench_solvers.py"), "the print reader no longer sees print()"
+    assert not offenders, "\n".join(offenders)
+    assert not set(PRINTING) - used, f"entries no file needs any more (remove them): {sorted(set(PRINTING) - used)}"
 
 
 @pytest.mark.parametrize("source", sorted(IMPORT_TIME_RULES))
