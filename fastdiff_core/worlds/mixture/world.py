@@ -283,50 +283,20 @@ def condition_component(mixture: Mixture, condition: str) -> int | None:
     raise ValueError(f"world_options.condition={condition!r} is not one of ['none', 'rare', 'major']")
 
 
-def run(spec: Any, device: torch.device, on_progress: Callable | None = None) -> Any:
-    """Sample the spec's solver/grid/steps/guidance on the mixture world, solve the reference ODE from
-    the same noise, and return a RunResult with NFE (counted and declared), errors, mode histograms
-    with Wilson intervals, a preview of samples and latencies."""
-    from fastdiff_core import catalog
-    from fastdiff_core.grids import build_grid
-    from fastdiff_core.metrics import solver_error as se
-    from fastdiff_core.metrics.intervals import wilson_interval
-    from fastdiff_core.solvers import sample
-    from fastdiff_core.solvers.primitives import StepInfo
-    from fastdiff_core.spec import Progress, RunResult
+def _reference(mixture: Mixture, key: tuple, x_start: torch.Tensor, sigma_max: float, cond_all: torch.Tensor | None,
+               uncond_all: torch.Tensor | None, guidance: Guidance, progress: Callable) -> torch.Tensor:
+    """The exact ODE solution from the same noise. It depends on neither the path nor the prediction
+    type nor the solver (VE coordinates), so runs that differ only in those share it (cached per
+    process under ``key``)."""
+    from fastdiff_core.spec import Progress
 
-    t_start = time.perf_counter()
-    # what this world refuses (rollouts, fan-out, speed-ups, students, guidance without a condition) is
-    # declared once in its plugin (fastdiff_core.worlds.mixture.plugin) and refused by RunSpec validation
-    opts = spec.world_options
-    mixture = get_mixture(opts["preset"]).to(device)
-    path = get_path(opts["path"])
-    prediction = opts["prediction"]
-    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    sigmas = build_grid(spec.grid, spec.steps, path, spec.grid_options)
-    info = catalog.solver_info(spec.solver)
-    guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
-    component = condition_component(mixture, opts.get("condition", "none"))
-    n, k = spec.samples, mixture.components
-    progress = on_progress or (lambda p: None)
-
-    gen = torch.Generator().manual_seed(spec.seed)
-    x_start = torch.randn(n, mixture.dim, generator=gen, dtype=F64) * sigmas[0]
-    cond_all = None if component is None else mixture.one_hot(component, n).cpu()
-    uncond_all = torch.zeros(n, k, dtype=F64) if guidance.scale != 1.0 else None
-
-    # -- reference: the exact ODE solution from the same noise ------------------------------------
-    # It depends on neither the path nor the prediction type nor the solver (VE coordinates), so runs
-    # that differ only in those share it (cached per process).
-    t_ref = time.perf_counter()
-    key = (opts["preset"], spec.seed, n, sigmas[0], guidance, component)
     ref = _REFERENCES.get(key)
     if ref is None:
-        refs = []
+        n, refs = len(x_start), []
         for lo in range(0, n, 4 * CHUNK):
             hi = min(n, lo + 4 * CHUNK)
             refs.append(mixture.reference(
-                x_start[lo:hi], sigmas[0], 0.0,
+                x_start[lo:hi], sigma_max, 0.0,
                 prior=None if cond_all is None else cond_all[lo:hi],
                 uncond=None if uncond_all is None else uncond_all[lo:hi], guidance=guidance))
             progress(Progress(hi, n, 0.0, None, "reference"))
@@ -334,16 +304,26 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
         if len(_REFERENCES) >= 8:
             _REFERENCES.pop(next(iter(_REFERENCES)))
         _REFERENCES[key] = ref
-    ref = ref.to(device)
-    ref_seconds = time.perf_counter() - t_ref
+    return ref
 
-    # -- sampling -----------------------------------------------------------------------------------
-    net = MixtureNetwork(mixture, path, prediction)
-    outs, nfe_rows, formula_rows, sample_seconds, done = [], 0.0, 0.0, 0.0, 0
+
+def _sample(spec: Any, net: MixtureNetwork, path: Any, sigmas: list[float], x_start: torch.Tensor,
+            cond_all: torch.Tensor | None, uncond_all: torch.Tensor | None, guidance: Guidance, device: torch.device,
+            dtype: torch.dtype, progress: Callable) -> tuple[torch.Tensor, float, float, float]:
+    """The spec's solver over the noise in chunks of ``CHUNK`` rows, each chunk's NFE checked against
+    the solver's declared NFE: (samples in float64, NFE counted, NFE by the formula, sampling seconds)."""
+    from fastdiff_core import catalog
+    from fastdiff_core.solvers import sample
+    from fastdiff_core.solvers.primitives import StepInfo
+    from fastdiff_core.spec import Progress
+
+    info = catalog.solver_info(spec.solver)
+    n = len(x_start)
+    outs, nfe_rows, formula_rows, sample_seconds = [], 0.0, 0.0, 0.0
     for c, lo in enumerate(range(0, n, CHUNK)):
         hi = min(n, lo + CHUNK)
         counter = NFECounter()
-        den = Denoiser(net, path, prediction, counter=counter, guidance=guidance,
+        den = Denoiser(net, path, spec.world_options["prediction"], counter=counter, guidance=guidance,
                        cond=None if cond_all is None else cond_all[lo:hi].to(device, dtype),
                        uncond=None if uncond_all is None else uncond_all[lo:hi].to(device, dtype))
         evals: list[float] = []
@@ -372,21 +352,26 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
         formula_rows += evaluations * mean_passes * (hi - lo)
         nfe_rows += counter.nfe * (hi - lo)
         outs.append(out.to(F64))
-        done = hi
-        eta = sample_seconds / done * (n - done)
-        progress(Progress(done, n, nfe_rows, eta, "sampling"))
+        progress(Progress(hi, n, nfe_rows, sample_seconds / hi * (n - hi), "sampling"))
     x0 = torch.cat(outs)
     if not bool(torch.isfinite(x0).all()):
         raise FloatingPointError(f"solver {spec.solver!r} produced non-finite samples")
+    return x0, nfe_rows, formula_rows, sample_seconds
 
-    # -- metrics ------------------------------------------------------------------------------------
+
+def _metrics(mixture: Mixture, x0: torch.Tensor, ref: torch.Tensor, component: int | None, nfe_per_sample: float,
+             sigmas: list[float]) -> tuple[dict[str, float], tuple, torch.Tensor]:
+    """Errors against the reference, the rare mode with its Wilson interval, and the mode histograms
+    of the samples and of the reference: (metrics, histograms, each sample's mode)."""
+    from fastdiff_core.metrics import solver_error as se
+    from fastdiff_core.metrics.intervals import wilson_interval
+
+    n, k, rare = len(x0), mixture.components, mixture.rare
     modes, ref_modes = mixture.assign(x0), mixture.assign(ref)
     weights = mixture.weights.tolist()
     truth = weights if component is None else [1.0 if j == component else 0.0 for j in range(k)]
-    rare = mixture.rare
     rare_count = int((modes == rare).sum())
     rare_lo, rare_hi = wilson_interval(rare_count, n)
-    nfe_per_sample = nfe_rows / n
     metrics = {
         "rmse": se.terminal_rmse(x0, ref),
         "median_err": se.median_error(x0, ref),
@@ -403,6 +388,45 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
     }
     histograms = tuple(se.mode_histogram(modes, truth, mixture.labels, "solver")
                        + se.mode_histogram(ref_modes, truth, mixture.labels, "reference"))
+    return metrics, histograms, modes
+
+
+def run(spec: Any, device: torch.device, on_progress: Callable | None = None) -> Any:
+    """Sample the spec's solver/grid/steps/guidance on the mixture world, solve the reference ODE from
+    the same noise, and return a RunResult with NFE (counted and declared), errors, mode histograms
+    with Wilson intervals, a preview of samples and latencies."""
+    from fastdiff_core import catalog
+    from fastdiff_core.grids import build_grid
+    from fastdiff_core.spec import RunResult
+
+    t_start = time.perf_counter()
+    # what this world refuses (rollouts, fan-out, speed-ups, students, guidance without a condition) is
+    # declared once in its plugin (fastdiff_core.worlds.mixture.plugin) and refused by RunSpec validation
+    opts = spec.world_options
+    mixture = get_mixture(opts["preset"]).to(device)
+    path = get_path(opts["path"])
+    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+    sigmas = build_grid(spec.grid, spec.steps, path, spec.grid_options)
+    info = catalog.solver_info(spec.solver)
+    guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
+    component = condition_component(mixture, opts.get("condition", "none"))
+    n, k = spec.samples, mixture.components
+    progress = on_progress or (lambda p: None)
+
+    gen = torch.Generator().manual_seed(spec.seed)
+    x_start = torch.randn(n, mixture.dim, generator=gen, dtype=F64) * sigmas[0]
+    cond_all = None if component is None else mixture.one_hot(component, n).cpu()
+    uncond_all = torch.zeros(n, k, dtype=F64) if guidance.scale != 1.0 else None
+
+    t_ref = time.perf_counter()
+    ref = _reference(mixture, (opts["preset"], spec.seed, n, sigmas[0], guidance, component), x_start, sigmas[0],
+                     cond_all, uncond_all, guidance, progress).to(device)
+    ref_seconds = time.perf_counter() - t_ref
+    x0, nfe_rows, formula_rows, sample_seconds = _sample(
+        spec, MixtureNetwork(mixture, path, opts["prediction"]), path, sigmas, x_start, cond_all, uncond_all,
+        guidance, device, dtype, progress)
+    nfe_per_sample = nfe_rows / n
+    metrics, histograms, modes = _metrics(mixture, x0, ref, component, nfe_per_sample, sigmas)
     m = min(n, PREVIEW_ROWS)
     preview = torch.cat([x0[:m, :2], modes[:m, None].to(F64), ref[:m, :2]], dim=1).cpu().tolist()
     dev = str(device)
@@ -417,7 +441,7 @@ def run(spec: Any, device: torch.device, on_progress: Callable | None = None) ->
         spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(nfe_rows),
         nfe_formula=float(formula_rows), metrics=metrics, histograms=histograms, latency=latency,
         samples=tuple(tuple(r) for r in preview),
-        info={"world": mixture.name, "dim": mixture.dim, "labels": list(mixture.labels), "rare_label": mixture.labels[rare],
+        info={"world": mixture.name, "dim": mixture.dim, "labels": list(mixture.labels), "rare_label": mixture.labels[mixture.rare],
               "sigmas": sigmas, "solver_title": info.title, "solver_paper": info.paper,
               "samples_columns": ["x0", "x1", "mode", "ref_x0", "ref_x1"],
               "reference": "scipy DOP853, float64, rtol=atol=1e-10, to sigma=0",
