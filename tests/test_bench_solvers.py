@@ -14,7 +14,7 @@ from fastdiff_cli import bench_solvers as command
 from fastdiff_core.bench import solvers as bench
 
 # One end-to-end bench run (every solver x grid x NFE, the grid search) shared by the module's tests.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_solvers")]  # one worker runs the bench once
 
 
 @pytest.fixture(scope="module")

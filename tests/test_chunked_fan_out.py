@@ -22,15 +22,6 @@ SCENE = SCENES["child_at_curb"]
 WORLD = DrivingWorldModel(None, SCENE)  # the engine reads the world; the network is passed alongside
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared, loaded CPU: one intra-op thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _proposal() -> TailProposal:
     return TailProposal(torch.randn(3, encoding.FRAME_DIM, generator=torch.Generator().manual_seed(9)),
                         torch.tensor([0.2, 0.3, 0.5]), 0.5)

@@ -12,7 +12,7 @@ import pytest
 
 from workers.faults import FAULTS, UpService, run_fault
 
-pytestmark = [pytest.mark.service, pytest.mark.slow]
+pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.xdist_group("faults")]  # one `fastdiff up` for all
 
 GRACE_S = 60.0  # longer than a run: Ctrl-C lets the running run finish (warm shutdown)
 RECOVERY_S = 60.0

@@ -14,15 +14,6 @@ from fastdiff_core.solvers.picard import picard
 from fastdiff_core.worlds.mixture import MixtureNetwork, get_mixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared, loaded CPU: one intra-op thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 F64 = torch.float64
 
 

@@ -12,15 +12,6 @@ from tests.test_rollout import random_net
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared, loaded CPU: one intra-op thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("changes", [
     {},
     {"importance": "tail", "feature_cache": "controlled", "guidance_scale": 2.0, "guidance_interval": (0.5, 20.0)},

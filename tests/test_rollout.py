@@ -23,15 +23,6 @@ from fastdiff_core.worlds.driving.scenes import ACTIONS, SCENES, branch_probabil
 from fastdiff_core.worlds.driving.simulator import waiting_frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared, loaded CPU: one intra-op thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_net(seed=0, width=48, depth=3):
     """A world-model network with every weight random (the adaLN-zero init would output zeros)."""
     torch.manual_seed(seed)

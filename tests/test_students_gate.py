@@ -18,7 +18,8 @@ from fastdiff_core.students.driving import checkpoint_file, load_shipped, studen
 from fastdiff_core.worlds.driving.branches import branch_counts
 from fastdiff_core.worlds.driving.scenes import get_scene
 
-pytestmark = pytest.mark.slow  # samples the teacher and every student on all scenes (a few minutes)
+# samples the teacher and every student on all scenes (a few minutes); one worker builds the teacher run once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("students_gate")]
 
 PROTOCOL = StudentProtocol(n=300, seed=7, sample_metric_scenes=())
 SHIPPED = [(name, steps) for name, info in catalog.STUDENTS.items() for steps in info.steps]

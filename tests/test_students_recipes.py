@@ -26,6 +26,9 @@ from fastdiff_core.students.reflow import ReflowConfig, couplings, train_reflow
 from fastdiff_core.students.shortcut import ShortcutConfig, train_shortcut
 
 
+pytestmark = pytest.mark.xdist_group("students_recipes")  # one worker trains the tiny teacher once
+
+
 @pytest.fixture(scope="module")
 def teacher():
     torch.set_num_threads(1)
