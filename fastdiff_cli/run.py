@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from fastdiff_core import budget, catalog
-from fastdiff_core.commands.args import int_range
+from fastdiff_core.commands.args import float_range, int_range
 from fastdiff_core.models import model_registry
 from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, MODEL_WORLD, RunResult, RunSpec, parse_json_object
 
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-cap", type=int_range(1), dest="gate_cap",
                    help="sequential coverage gate: sample looks of samples x plans x futures rollouts until every "
                         "check is decided, at most this many rollouts (a multiple of the look; driving world)")
-    p.add_argument("--gate-alpha", type=float, dest="gate_alpha",
+    p.add_argument("--gate-alpha", type=float_range(0.0, 0.5, lo_open=True), dest="gate_alpha",
                    help="the coverage gate's family-wise error rate, in (0, 0.5) (default 0.05)")
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
