@@ -40,8 +40,9 @@ from fastdiff_core.worlds.driving.scenes import LABELS, SCENES, branch_probabili
 
 TRUTH = {s: branch_probabilities(sc, "keep", 6) for s, sc in SCENES.items()}
 # The n the product gates at by default: students' protocol 2000, bench coverage / teacher card 1000 per
-# seed, README tables 300-400, the CI release protocol 4000.
-PRODUCT_N = (300, 400, 1000, 2000, 4000)
+# seed, bench speedups 1500, README tables 300-400, the CI release protocol 4000; RunSpec.samples 1000
+# and the Explore form's 2000 (a driving run's own sequential gate: test_a_runs_sequential_gate_...).
+PRODUCT_N = (300, 400, 1000, 1500, 2000, 4000)
 FIXED_TRIALS = 400
 SEQUENTIAL_TRIALS = 300
 SCHEDULE = Schedule()
