@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -42,10 +43,28 @@ def name_for(source: str) -> str:
     return name or "model"
 
 
+_READ_CACHE: dict[str, tuple[tuple[int, int], dict[str, dict[str, Any]]]] = {}
+_EP_CACHE: dict[tuple[str, ...], dict[str, str]] = {}
+
+
 def _read() -> dict[str, dict[str, Any]]:
+    """The registry's entries (a fresh copy), re-read only when the file changed (every RunSpec naming a
+    model validates against it: a sweep must not re-parse it per point)."""
     f = registry_file()
-    if not f.is_file():
+    try:
+        st = f.stat()
+    except FileNotFoundError:
         return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _READ_CACHE.get(str(f))
+    if hit is not None and hit[0] == stamp:
+        return {k: dict(v) for k, v in hit[1].items()}
+    models = _parse(f)
+    _READ_CACHE[str(f)] = (stamp, models)
+    return {k: dict(v) for k, v in models.items()}
+
+
+def _parse(f: pathlib.Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -66,8 +85,13 @@ def _write(models: Mapping[str, Any]) -> None:
 
 
 def entry_point_names() -> dict[str, str]:
-    """name -> 'module:function' of the installed ``fastdiff.models`` entry points."""
-    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    """name -> 'module:function' of the installed ``fastdiff.models`` entry points (looked up again when
+    sys.path changes: scanning the installed distributions costs ~20 ms)."""
+    key = tuple(sys.path)
+    if key not in _EP_CACHE:
+        _EP_CACHE.clear()
+        _EP_CACHE[key] = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return dict(_EP_CACHE[key])
 
 
 def registered() -> dict[str, dict[str, Any]]:
