@@ -131,14 +131,13 @@ def test_the_entry_point_model_runs_through_a_real_worker_and_the_store(toy_mode
         service.close()
 
 
-def test_the_page_picks_a_registered_model_beside_the_worlds(tmp_path, monkeypatch):
+def test_the_page_picks_a_registered_model_beside_the_worlds(home):
     """The dashboard reads the registry as data (no torch): the model picker lists what is registered,
     a spec naming it can be queued, and the model's declared interface refuses guidance it cannot do."""
     from streamlit.testing.v1 import AppTest
 
     from fastdiff_core.models.interface import ModelInterface, PathDecl
 
-    monkeypatch.setenv("FASTDIFF_HOME", str(tmp_path))
     iface = ModelInterface("eps", PathDecl("vp_linear"), (2,))
     model_registry.add({"name": "blobs", "kind": "module", "source": "toy_models:two_blobs", "checksum": "0" * 64,
                         "interface": iface.to_dict(), "card": {}, "classifier": None, "nbytes": 64})
@@ -203,7 +202,7 @@ def test_a_workers_model_cache_keeps_models_least_recently_used_first_out_within
             del os.environ["FASTDIFF_MODEL_CACHE_MB"]
 
 
-def test_a_finished_model_run_renders_on_the_explore_page(toy_models):
+def test_a_finished_model_run_renders_on_the_explore_page(home, toy_models):  # home: the page's cached store cleared
     """A stored run of a user's model shows its verdict, NFE and mode histogram like any world's."""
     from fastdiff_core.run import execute
     from store import Store
