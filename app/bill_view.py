@@ -52,7 +52,7 @@ def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
                            hovertemplate="%{x}<br>%{customdata}<br>%{y:,.0f} NFE<extra></extra>"))
     fig.update_yaxes(type="log", title="NFE per planning cycle")
     fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10),
-                      title="Waterfall from the seed's vanilla plan (1000 x 2 x 20 x 40)")
+                      title="NFE per planning cycle, from a vanilla plan (1000 NFE x CFG 2 x 20 frames x 40 futures)")
     return fig
 
 

@@ -121,21 +121,38 @@ def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = Fa
     return front
 
 
+# Okabe & Ito's colour-blind-safe palette (without its yellow, too light on white); each keeps >= 3:1
+# against both Streamlit backgrounds (white and #0e1117: tests/test_app_charts.py checks).
+GROUP_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#8C6BB1", "#A6761D")
+GROUP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon")
+
+
 def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], hover: Sequence[str], *,
-                  x_title: str, y_title: str, maximize_y: bool = False, log_x: bool = True) -> go.Figure:
+                  x_title: str, y_title: str, maximize_y: bool = False, log_x: bool = True,
+                  groups: Sequence[str] | None = None, shapes: Sequence[str] | None = None) -> go.Figure:
+    """Runs as points (one colour per ``groups`` value, e.g. the solver or student; one symbol per
+    ``shapes`` value, e.g. the grid), the frontier as a step line; each point carries its run id."""
     front = pareto_front(list(zip(xs, ys)), maximize_y=maximize_y)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="runs", customdata=list(ids), text=list(hover),
-                             marker=dict(size=9, color=GENERATED_COLOR, opacity=0.7),
-                             hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>" + y_title + " %{y:.4g}"
-                                           "<extra>click to open</extra>"))
-    fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines+markers",
-                             name="Pareto frontier", customdata=[ids[i] for i in front],
-                             text=[hover[i] for i in front], line=dict(color=TAIL_COLOR, shape="hv"),
-                             marker=dict(size=11, color=TAIL_COLOR),
-                             hovertemplate="%{text}<extra>frontier</extra>"))
+    groups = list(groups) if groups is not None else ["runs"] * len(xs)
+    shapes = list(shapes) if shapes is not None else [""] * len(xs)
+    shape_of = {v: GROUP_SYMBOLS[i % len(GROUP_SYMBOLS)] for i, v in enumerate(dict.fromkeys(shapes))}
+    for gi, g in enumerate(dict.fromkeys(groups)):
+        sel = [i for i, v in enumerate(groups) if v == g]
+        fig.add_trace(go.Scatter(
+            x=[xs[i] for i in sel], y=[ys[i] for i in sel], mode="markers", name=g,
+            customdata=[ids[i] for i in sel], text=[hover[i] for i in sel],
+            marker=dict(size=10, color=GROUP_COLORS[gi % len(GROUP_COLORS)], symbol=[shape_of[shapes[i]] for i in sel],
+                        line=dict(width=1, color="rgba(128,128,128,0.8)")),
+            hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>" + y_title + " %{y:.4g}<extra>click to open</extra>"))
+    fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines",
+                             name="Pareto frontier", hoverinfo="skip", line=dict(color=TAIL_COLOR, shape="hv", width=2)))
+    if len(shape_of) > 1:
+        for shape, symbol in shape_of.items():  # a legend of the symbols alone (grey)
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"grid: {shape}", hoverinfo="skip",
+                                     marker=dict(size=10, symbol=symbol, color="#8c8c8c")))
     fig.update_xaxes(type="log" if log_x else "linear", title=x_title)
     fig.update_yaxes(title=y_title)
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.15),
+    fig.update_layout(height=440, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2),
                       clickmode="event+select")
     return fig

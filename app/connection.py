@@ -96,6 +96,15 @@ def url_id(param: str, field: str) -> str | None:
     return None
 
 
+def in_flight(run_id: str | None) -> str | None:
+    """``run_id`` if that run is queued or running (by the store's record), else None."""
+    if not run_id:
+        return None
+    s, _ = store()
+    run = s.run(run_id) if s is not None else None
+    return run_id if run is not None and run["status"] not in FINAL else None
+
+
 def empty_state(message: str) -> None:
     st.info(message, icon=":material/inbox:")
 

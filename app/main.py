@@ -32,7 +32,7 @@ VIEWS = pathlib.Path(__file__).parent / "views"
 _KEEP_PREFIXES = ("ex.", "sw.", "bc.")
 _BUTTONS = {"ex.run", "sw.queue"}
 for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(_KEEP_PREFIXES)]:
-    if _key not in _BUTTONS and not _key.endswith((".cancel", ".open")) and ".res." not in _key:
+    if _key not in _BUTTONS and not _key.endswith((".cancel", ".open", ".undo", ".ok", ".go")) and ".res." not in _key:
         st.session_state[_key] = st.session_state[_key]
 
 granted = access.gate()

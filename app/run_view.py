@@ -71,7 +71,7 @@ def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], N
         st.session_state[finished_key] = False
         if allow_cancel and st.button("Cancel", key=f"{key}.cancel", icon=":material/cancel:"):
             n = sum(bool(cli.cancel(s["run_id"])) for s in states if s["status"] not in connection.FINAL)
-            st.toast(f"cancelled {n} run(s)")
+            st.toast(f"Cancelled {n} run(s).", icon=":material/cancel:")
 
     panel()
 
@@ -97,6 +97,12 @@ def dashboard_bill(spec: RunSpec, info: Mapping[str, Any]) -> budget.NFEBill | N
         return None
 
 
+def cancel_reason(run: Mapping[str, Any]) -> str:
+    """Who stopped a cancelled run, in words (the store records the worker's or client's last line)."""
+    lines = [ln for ln in str(run.get("error") or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines and "cancel" in lines[-1].lower() else "cancelled by user"
+
+
 def render_run(run: Mapping[str, Any], *, key: str) -> None:
     """Everything one run measured. ``run`` is ``Store.run(run_id)``. The verdicts are the ones the
     worker stored (``verdict_view.verdicts_of``); every projection here is at the regime's production
@@ -105,7 +111,10 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     st.markdown(f"**{connection.plain(spec.name or spec_summary(spec))}** · run `{run['run_id']}` · "
                 f"status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
-        if run.get("error"):
+        if run["status"] == "cancelled":  # the user's own action, not a failure
+            st.info(f"Cancelled: this run was stopped before it finished ({connection.plain(cancel_reason(run))}). "
+                    "Nothing it measured is shown; run it again to get results.", icon=":material/cancel:")
+        elif run.get("error"):
             st.error(f"{run['status']}: {connection.error_headline(run['error'])}")
             if len(str(run["error"]).strip().splitlines()) > 1:  # the traceback stays in the record, off the page
                 st.caption(f"The worker's full error is in the run's record: `Store().run('{run['run_id']}')['error']`.")

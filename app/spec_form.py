@@ -11,44 +11,18 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import streamlit as st
 
+from app.connection import plain
+from app.form_fields import FIELDS, Field, check_value, url_values
 from fastdiff_core import budget, catalog
 from fastdiff_core.models.model_registry import model_names
 from fastdiff_core.spec import MODEL_WORLD, RunSpec
+from fastdiff_core.worlds import world_plugin
 
-FORM_DEFAULTS: dict[str, Any] = {
-    "regime": "offline",
-    "sampler": "solver",
-    "solver": "dpmpp_2m",
-    "grid": "karras",
-    "student": None,
-    "steps": 20,
-    "guidance_scale": 1.0,
-    "interval_on": False,
-    "interval_lo": 0.3,
-    "interval_hi": 5.0,
-    "guided_fraction": 0.5,
-    "horizon": 1,
-    "plans": 1,
-    "futures": 1,
-    "world": "mixture",
-    "scene": None,
-    "model": None,
-    "preset": "rare2d",
-    "path": "vp_linear",
-    "prediction": "eps",
-    "condition": "none",
-    "seed": 0,
-    "samples": 2000,
-    "per_nfe_ms": 10.0,
-    "parallelism": 1,
-    "usd_per_hour": 2.0,
-    "name": "",
-}
-_TYPES = {k: type(v) for k, v in FORM_DEFAULTS.items() if v is not None}
+FORM_DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 
 
 def _key(prefix: str, name: str) -> str:
@@ -56,30 +30,58 @@ def _key(prefix: str, name: str) -> str:
 
 
 def init_state(prefix: str) -> None:
-    """Fill defaults once per session, then let the URL's query parameters override them."""
+    """Fill defaults once per session, then let the URL's query parameters override them. A value in
+    the link that the field does not allow is refused (``refusals``), never coerced: the field keeps
+    its default and the page says which value was refused and what is allowed."""
     flag = _key(prefix, "_init")
     if st.session_state.get(flag):
         return
     for name, value in FORM_DEFAULTS.items():
         st.session_state.setdefault(_key(prefix, name), value)
-    for name, raw in st.query_params.items():
-        if name in FORM_DEFAULTS:
-            try:
-                st.session_state[_key(prefix, name)] = _parse(name, raw)
-            except (ValueError, TypeError):
-                pass  # a hand-edited URL value that does not parse keeps the default
-    if "parallelism" not in st.query_params:  # the regime's production model, as its verdicts state it
+    params = {name: raw for name, raw in st.query_params.items()}
+    values, refused = url_values(params)
+    for name, value in values.items():
+        st.session_state[_key(prefix, name)] = value
+    if "parallelism" not in values:  # the regime's production model, as its verdicts state it
         st.session_state[_key(prefix, "parallelism")] = _lanes(st.session_state[_key(prefix, "regime")])
     solver = st.session_state[_key(prefix, "solver")]
     options = catalog.SOLVERS[solver].options if solver in catalog.SOLVERS else {}
-    for name, raw in st.query_params.items():
-        opt = options.get(name[len(_OPT):]) if name.startswith(_OPT) else None
-        if opt is not None:
-            try:
-                st.session_state[_option_key(prefix, solver, name[len(_OPT):])] = opt.check(name, _from_url(opt.type, raw))
-            except (ValueError, TypeError):
-                pass
+    for name, raw in params.items():
+        if not name.startswith(_OPT):
+            continue
+        opt = options.get(name[len(_OPT):])
+        if opt is None:
+            refused.append(f"{name}={raw!r} in the link is not allowed: solver {solver!r} has no option "
+                           f"{name[len(_OPT):]!r}" + (f"; its options: {sorted(options)}" if options else ""))
+            continue
+        try:
+            st.session_state[_option_key(prefix, solver, name[len(_OPT):])] = check_value(name, opt, raw)
+        except ValueError as e:
+            refused.append(str(e))
+    st.session_state[_key(prefix, "_refused")] = refused
     st.session_state[flag] = True
+
+
+def refusals(prefix: str) -> list[str]:
+    """The link's values that ``init_state`` refused (empty once the user dismissed them)."""
+    return list(st.session_state.get(_key(prefix, "_refused")) or [])
+
+
+def _dismiss_refusals(prefix: str) -> None:
+    st.session_state[_key(prefix, "_refused")] = []
+
+
+def refusal_notice(prefix: str) -> None:
+    """The refused link values, each named with what is allowed, and a button to go on without them."""
+    refused = refusals(prefix)
+    if not refused:
+        return
+    st.error("This link asked for values the form does not allow; they were not applied:\n\n"
+             + "\n".join(f"- {plain(r)}" for r in refused)
+             + "\n\nThe fields keep their defaults; nothing is run or projected from them until you confirm.",
+             icon=":material/link_off:")
+    st.button("Continue with the form's values", key=_key(prefix, "refused.ok"), on_click=_dismiss_refusals,
+              args=(prefix,))
 
 
 _OPT = "opt."  # query parameters of the chosen solver's options: opt.eta=0.5
@@ -90,21 +92,9 @@ def _option_key(prefix: str, solver: str, name: str) -> str:
     return _key(prefix, f"{_OPT}{solver}.{name}")
 
 
-def _parse(name: str, raw: str) -> Any:
-    t = _TYPES.get(name)
-    if raw == "" and FORM_DEFAULTS[name] is None:
-        return None
-    return _from_url(t, raw) if t in (bool, int, float) else raw
-
-
 def _to_url(v: Any) -> str:
     """A form value as a query parameter: None -> '', booleans -> '1' / '0'."""
     return "" if v is None else (("1" if v else "0") if isinstance(v, bool) else str(v))
-
-
-def _from_url(t: type, raw: str) -> Any:
-    """The inverse of ``_to_url`` for a value of type ``t`` (booleans also from 'true' / 'True')."""
-    return raw in ("1", "true", "True") if t is bool else t(raw)
 
 
 def _lanes(regime: str) -> int:
@@ -136,6 +126,9 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
     if spec.guidance_interval is not None:
         s[_key(prefix, "interval_on")] = True
         s[_key(prefix, "interval_lo")], s[_key(prefix, "interval_hi")] = spec.guidance_interval
+    s[_key(prefix, "_regime_was")], s[_key(prefix, "_world_was")] = spec.regime or "offline", spec.world
+    s[_key(prefix, "_refused")] = []
+    s.pop(_key(prefix, "_changed"), None)
 
 
 def sync_query_params(prefix: str) -> None:
@@ -161,14 +154,94 @@ def sync_query_params(prefix: str) -> None:
         st.query_params.update(wanted)
 
 
+ONE = {"horizon": 1, "plans": 1, "futures": 1, "guidance_scale": 1.0}  # what a world without the capability takes
+
+
+def unsupported(world: str) -> dict[str, str]:
+    """The form fields ``world`` does not take, each with the reason shown beside the disabled widget."""
+    plugin = world_plugin(world)
+    cap, title = plugin.capabilities, plugin.info.title
+    why = f" ({cap.why})" if cap.why else ""
+    out = {}
+    if not cap.rollouts:
+        out["horizon"] = out["futures"] = f"{title} has no rollouts{why}: only 1."
+    if not cap.fan_out:
+        out["plans"] = f"{title} has no candidate plans{why}: only 1."
+    if not cap.guidance:
+        out["guidance_scale"] = f"{title} takes no guidance{why}: only 1."
+    return out
+
+
+def regime_values(regime: str, world: str) -> dict[str, Any]:
+    """What choosing ``regime`` sets in the form: its defaults (catalog.REGIMES) and its production model's
+    lanes; fields the world does not take stay at 1."""
+    values: dict[str, Any] = {n: FORM_DEFAULTS[n] for n in ("horizon", "plans", "futures")}
+    values.update(catalog.REGIMES[regime].defaults)
+    values["parallelism"] = _lanes(regime)
+    for name in unsupported(world):
+        values[name] = ONE[name]
+    return {k: v for k, v in values.items() if k in FORM_DEFAULTS}
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The fields whose value ``after`` changes: name -> (old, new)."""
+    return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
+
+
+def describe_changes(what: str, changed: Mapping[str, tuple[Any, Any]]) -> str:
+    """'Regime set to X: Steps 20 -> 4, Horizon H (frames) 1 -> 12.' (or that nothing else changed)."""
+    if not changed:
+        return f"{what}; no other field changed."
+    parts = [f"{FIELDS[k].label} {old:g} → {new:g}" if isinstance(new, float) and isinstance(old, (int, float))
+             else f"{FIELDS[k].label} {old} → {new}" for k, (old, new) in changed.items()]
+    return f"{what}: " + ", ".join(parts) + "."
+
+
+def _set_with_undo(prefix: str, what: str, values: Mapping[str, Any], undo_extra: Mapping[str, Any]) -> None:
+    """Set ``values`` in the form and remember how to undo it (the notice ``change_notice`` shows)."""
+    s = st.session_state
+    before = {k: s.get(_key(prefix, k)) for k in values}
+    changed = changes(before, values)
+    for name, value in values.items():
+        s[_key(prefix, name)] = value
+    s[_key(prefix, "_changed")] = {"text": describe_changes(what, changed),
+                                   "undo": {**{k: old for k, (old, _) in changed.items()}, **undo_extra}}
+
+
 def _apply_regime(prefix: str) -> None:
-    regime = st.session_state[_key(prefix, "regime")]
-    defaults = {n: FORM_DEFAULTS[n] for n in ("horizon", "plans", "futures")}
-    defaults.update(catalog.REGIMES[regime].defaults)
-    defaults["parallelism"] = _lanes(regime)
-    for name, value in defaults.items():
-        if name in FORM_DEFAULTS:
-            st.session_state[_key(prefix, name)] = value
+    s = st.session_state
+    regime, previous = s[_key(prefix, "regime")], s.get(_key(prefix, "_regime_was"), "offline")
+    s[_key(prefix, "_regime_was")] = regime
+    _set_with_undo(prefix, f"Regime set to {catalog.REGIMES[regime].title}",
+                   regime_values(regime, s[_key(prefix, "world")]), {"regime": previous, "_regime_was": previous})
+
+
+def _apply_world(prefix: str) -> None:
+    s = st.session_state
+    world, previous = s[_key(prefix, "world")], s.get(_key(prefix, "_world_was"), FORM_DEFAULTS["world"])
+    s[_key(prefix, "_world_was")] = world
+    from_regime = regime_values(s[_key(prefix, "regime")], world)  # H, P, R as the regime has them (or 1)
+    resets = {**{n: from_regime[n] for n in ("horizon", "plans", "futures")},
+              **{name: ONE[name] for name in unsupported(world)}}
+    _set_with_undo(prefix, f"World set to {catalog.WORLDS[world].title}", resets,
+                   {"world": previous, "_world_was": previous})
+
+
+def _undo(prefix: str) -> None:
+    s = st.session_state
+    change = s.pop(_key(prefix, "_changed"), None) or {}
+    for name, value in change.get("undo", {}).items():
+        s[_key(prefix, name)] = value
+
+
+def change_notice(prefix: str) -> None:
+    """What the last regime or world change set, with an Undo."""
+    change = st.session_state.get(_key(prefix, "_changed"))
+    if not change:
+        return
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.info(change["text"], icon=":material/info:")
+    c2.button("Undo", key=_key(prefix, "undo"), on_click=_undo, args=(prefix,), icon=":material/undo:")
 
 
 @dataclass(frozen=True)
@@ -179,75 +252,135 @@ class FormResult:
     guided_fraction: float | None  # the user's estimate when the grid's sigmas are not known here
 
 
-def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
-    """Draw the form; return the RunSpec it describes (or the validation error, field named)."""
+def number_field(where: Any, prefix: str, name: str, *, step: float, disabled: str | None = None,
+                 help: str | None = None, fields: Mapping[str, Field] = FIELDS, **kwargs: Any) -> None:
+    """A number field with the label and bounds of ``fields`` (default ``form_fields.FIELDS``);
+    ``disabled``: the reason it does not apply, shown as its help."""
+    opt = fields[name].option
+    cast = int if opt.type is int else float
+    where.number_input(fields[name].label, min_value=cast(opt.min), max_value=cast(opt.max), step=step,
+                       key=_key(prefix, name), disabled=disabled is not None,
+                       help=disabled if disabled is not None else help, **kwargs)
+
+
+def spec_form(prefix: str, *, show_run_options: bool = True, swept: Mapping[str, str] | None = None) -> FormResult:
+    """Draw the form; return the RunSpec it describes (or the validation error, field named). ``swept``:
+    fields a sweep sets (field -> 'X axis: 4, 8, 12'), drawn disabled with that text instead of a value."""
     init_state(prefix)
     k = lambda name: _key(prefix, name)  # noqa: E731
     s = st.session_state
-
-    st.selectbox("Regime", list(catalog.REGIMES), key=k("regime"),
+    s.setdefault(k("_regime_was"), s[k("regime")])
+    s.setdefault(k("_world_was"), s[k("world")])
+    refusal_notice(prefix)
+    swept_off = {n: f"Swept: {axis}. The sweep sets this field; the value here is not used."
+                 for n, axis in (swept or {}).items()}
+    st.selectbox("Regime", list(catalog.REGIMES), key=k("regime"), disabled="regime" in swept_off,
                  format_func=lambda r: catalog.REGIMES[r].title, on_change=_apply_regime, args=(prefix,),
-                 help="The preset sets defaults and the budget the verdict is judged against.")
-    c1, c2 = st.columns(2)
+                 help=swept_off.get("regime", "The preset sets defaults and the budget the verdict is judged against."))
+    st.selectbox("World", list(catalog.WORLDS), key=k("world"), format_func=lambda n: catalog.WORLDS[n].title,
+                 on_change=_apply_world, args=(prefix,), disabled="world" in swept_off, help=swept_off.get("world"))
+    change_notice(prefix)
+    # A field the world does not take is disabled with the reason, unless it holds a value the world
+    # refuses (a link's or a stored spec's): then it stays editable so the refusal can be fixed here.
+    off = {n: why for n, why in unsupported(s[k("world")]).items() if s[k(n)] == ONE[n]}
+    off.update(swept_off)
+    solver_options = _sampler_widgets(prefix, off)
+    _step_widgets(prefix, off)
+    _guidance_widgets(prefix, off)
+    c1, c2, c3 = st.columns(3)
+    number_field(c1, prefix, "horizon", step=1, disabled=off.get("horizon"))
+    number_field(c2, prefix, "plans", step=1, disabled=off.get("plans"))
+    number_field(c3, prefix, "futures", step=1, disabled=off.get("futures"))
+    world_opts = _world_widgets(prefix)
+    if show_run_options:
+        c1, c2 = st.columns(2)
+        number_field(c1, prefix, "seed", step=1, disabled=off.get("seed"))
+        number_field(c2, prefix, "samples", step=100, disabled=off.get("samples"),
+                     help="Independent planning cycles; each draws S x C x H x P·R NFE.")
+        st.text_input(FIELDS["name"].label, key=k("name"), max_chars=200)
+    speedups = _speedup_widgets(prefix)
+    with st.expander("Production model for the latency projection"):
+        c1, c2, c3 = st.columns(3)
+        number_field(c1, prefix, "per_nfe_ms", step=1.0, help="Seed: ~5-15 ms for a 1-3B latent DiT on a datacenter accelerator.")
+        number_field(c2, prefix, "parallelism", step=1, help="Per-sample evaluations that run concurrently in one per-NFE latency.")
+        number_field(c3, prefix, "usd_per_hour", step=0.5)
+    sync_query_params(prefix)
+    return form_result(prefix, world_opts, solver_options, speedups)
+
+
+def _sampler_widgets(prefix: str, off: Mapping[str, str]) -> dict[str, Any]:
+    """Family, then the solver (full width: its label is long) or the student; the solver's options."""
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
     families = ["solver"] + (["student"] if catalog.STUDENTS else [])
-    c1.radio("Family", families, key=k("sampler"), horizontal=True,
+    st.radio("Family", families, key=k("sampler"), horizontal=True,
              help="A training-free solver on the teacher, or a distilled student with its own step count."
              + ("" if catalog.STUDENTS else " (No student checkpoints are registered yet.)"))
     if s[k("sampler")] == "student" and catalog.STUDENTS:
         if s.get(k("student")) not in catalog.STUDENTS:
             s[k("student")] = next(iter(catalog.STUDENTS))
-        c2.selectbox("Student", list(catalog.STUDENTS), key=k("student"),
-                     format_func=lambda n: catalog.STUDENTS[n].title)
-    else:
-        c2.selectbox("Solver", list(catalog.SOLVERS), key=k("solver"),
-                     format_func=lambda n: f"{n} — {catalog.SOLVERS[n].title}")
-    solver_options = _solver_option_widgets(prefix, s[k("solver")]) if s[k("sampler")] == "solver" else {}
+        st.selectbox("Student", list(catalog.STUDENTS), key=k("student"), disabled="student" in off,
+                     help=off.get("student"), format_func=lambda n: catalog.STUDENTS[n].title)
+        return {}
+    st.selectbox("Solver", list(catalog.SOLVERS), key=k("solver"), disabled="solver" in off, help=off.get("solver"),
+                 format_func=lambda n: f"{n} — {catalog.SOLVERS[n].title}")
+    return _solver_option_widgets(prefix, s[k("solver")])
+
+
+def _step_widgets(prefix: str, off: Mapping[str, str]) -> None:
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
     c1, c2 = st.columns(2)
-    c1.selectbox("Grid", [g for g in catalog.GRIDS if g != "custom"], key=k("grid"),
-                 format_func=lambda n: catalog.GRIDS[n].title, help="Chosen independently of the solver.")
+    c1.selectbox("Grid", list(FIELDS["grid"].option.choices), key=k("grid"), disabled="grid" in off,
+                 format_func=lambda n: catalog.GRIDS[n].title, help=off.get("grid", "Chosen independently of the solver."))
     student = catalog.STUDENTS.get(s.get(k("student")) or "") if s[k("sampler")] == "student" else None
     if student is not None and getattr(student, "fixed_steps", True):
         if s.get(k("steps")) not in student.steps:
             s[k("steps")] = student.steps[0]
-        c2.selectbox("Steps", list(student.steps), key=k("steps"),
-                     help=f"{student.title} was distilled for these step counts.")
+        c2.selectbox("Steps", list(student.steps), key=k("steps"), disabled="steps" in off,
+                     help=off.get("steps", f"{student.title} was distilled for these step counts."))
     else:
-        c2.number_input("Steps", min_value=1, max_value=1000, step=1, key=k("steps"))
+        number_field(c2, prefix, "steps", step=1, disabled=off.get("steps"))
+
+
+def _guidance_widgets(prefix: str, off: Mapping[str, str]) -> None:
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
     c1, c2 = st.columns(2)
-    c1.number_input("Guidance scale", min_value=0.0, max_value=50.0, step=0.5, key=k("guidance_scale"),
-                    help="0 and 1 need one network pass; any other scale is CFG: two passes (C = 2).")
-    c2.checkbox("Guidance interval", key=k("interval_on"),
+    number_field(c1, prefix, "guidance_scale", step=0.5, disabled=off.get("guidance_scale"),
+            help="0 and 1 need one network pass; any other scale is CFG: two passes (C = 2).")
+    c2.checkbox("Guidance interval", key=k("interval_on"), disabled="guidance_scale" in off,
                 help="CFG only for sigma inside [lo, hi] (Kynkäänniemi et al. 2024): fractional C.")
     if s[k("interval_on")]:
         c1, c2, c3 = st.columns(3)
-        c1.number_input("sigma lo", min_value=0.0, step=0.1, key=k("interval_lo"))
-        c2.number_input("sigma hi", min_value=0.0, step=0.1, key=k("interval_hi"))
-        c3.slider("Share of evaluations guided (estimate)", 0.0, 1.0, step=0.05, key=k("guided_fraction"),
+        number_field(c1, prefix, "interval_lo", step=0.1)
+        number_field(c2, prefix, "interval_hi", step=0.1)
+        c3.slider(FIELDS["guided_fraction"].label, 0.0, 1.0, step=0.05, key=k("guided_fraction"),
                   help="The grid's sigmas are computed by the workers; until a run counts them, the bill "
                        "uses this estimate. The run records the counted NFE.")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Horizon H (frames)", min_value=1, max_value=1000, step=1, key=k("horizon"))
-    c2.number_input("Plans P", min_value=1, max_value=10_000, step=1, key=k("plans"))
-    c3.number_input("Futures R per plan", min_value=1, max_value=10_000, step=1, key=k("futures"))
-    c1, c2 = st.columns(2)
-    c1.selectbox("World", list(catalog.WORLDS), key=k("world"), format_func=lambda n: catalog.WORLDS[n].title)
+
+
+def _world_widgets(prefix: str) -> dict[str, Any]:
+    """The world's scene and options (choices from the world's plugin)."""
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
     world = catalog.WORLDS[s[k("world")]]
     if world.scenes:
         if s.get(k("scene")) not in world.scenes:
             s[k("scene")] = world.scenes[0]
-        c2.selectbox("Scene", list(world.scenes), key=k("scene"))
+        st.selectbox("Scene", list(world.scenes), key=k("scene"))
     elif world.name == MODEL_WORLD:  # the model picker: the registry read as data (no torch here)
         s[k("scene")] = None
         models = list(model_names())
         if s.get(k("model")) not in models:
             s[k("model")] = models[0] if models else None
         if models:
-            c2.selectbox("Model", models, key=k("model"), help="registered with `fastdiff models add PATH`")
+            st.selectbox("Model", models, key=k("model"), help="registered with `fastdiff models add PATH`")
         else:
-            c2.caption("No models registered: `fastdiff models add PATH` (a diffusers-format directory) adds one.")
+            st.caption("No models registered: `fastdiff models add PATH` (a diffusers-format directory) adds one.")
     else:
         s[k("scene")] = None
-        c2.caption(f"{world.title}: no scenes. {world.doc}")
+        st.caption(f"{world.title}: no scenes. {world.doc}")
     world_opts = {}
     if world.options:
         cols = st.columns(2) * ((len(world.options) + 1) // 2)
@@ -257,26 +390,18 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
                     s[k(name)] = opt.default
                 col.selectbox(f"{name}", list(opt.choices), key=k(name), help=opt.doc)
                 world_opts[name] = s[k(name)]
-    if show_run_options:
-        c1, c2 = st.columns(2)
-        c1.number_input("Seed", min_value=0, step=1, key=k("seed"))
-        c2.number_input("Rollouts (samples)", min_value=1, max_value=1_000_000, step=100, key=k("samples"),
-                        help="Independent planning cycles; each draws S x C x H x P·R NFE.")
-        st.text_input("Name (optional)", key=k("name"), max_chars=200)
-    speedups = _speedup_widgets(prefix)
-    with st.expander("Production model for the latency projection"):
-        c1, c2, c3 = st.columns(3)
-        c1.number_input("Per-NFE latency (ms)", min_value=0.01, max_value=10_000.0, step=1.0, key=k("per_nfe_ms"),
-                        help="Seed: ~5-15 ms for a 1-3B latent DiT on a datacenter accelerator.")
-        c2.number_input("Parallel lanes", min_value=1, max_value=100_000, step=1, key=k("parallelism"),
-                        help="Per-sample evaluations that run concurrently in one per-NFE latency.")
-        c3.number_input("$ per accelerator-hour", min_value=0.0, step=0.5, key=k("usd_per_hour"))
-    sync_query_params(prefix)
+    return world_opts
 
+
+def form_result(prefix: str, world_opts: Mapping[str, Any], solver_options: Mapping[str, Any],
+                speedups: Mapping[str, Any]) -> FormResult:
+    """The form's values as a RunSpec (or the error naming the field) and its production model."""
+    k = lambda name: _key(prefix, name)  # noqa: E731
+    s = st.session_state
     model = budget.ProductionModel(per_nfe_s=float(s[k("per_nfe_ms")]) / 1000.0,
                                    parallelism=int(s[k("parallelism")]), usd_per_hour=float(s[k("usd_per_hour")]))
     fields: dict[str, Any] = {
-        "world": s[k("world")], "world_options": world_opts, "scene": s[k("scene")],
+        "world": s[k("world")], "world_options": dict(world_opts), "scene": s[k("scene")],
         "model": s.get(k("model")) if s[k("world")] == MODEL_WORLD else None,
         "sampler": s[k("sampler")], "grid": s[k("grid")], "steps": int(s[k("steps")]),
         "guidance_scale": float(s[k("guidance_scale")]),
@@ -290,8 +415,11 @@ def spec_form(prefix: str, *, show_run_options: bool = True) -> FormResult:
         fields["student"] = s[k("student")]
     else:
         fields["solver"] = s[k("solver")]
-        fields["solver_options"] = solver_options
+        fields["solver_options"] = dict(solver_options)
     frac = float(s[k("guided_fraction")]) if s[k("interval_on")] else None
+    if refusals(prefix):
+        return FormResult(None, "Values in the link were refused (above): confirm to continue with the form's "
+                                "values.", model, frac)
     try:
         return FormResult(RunSpec(**fields), None, model, frac)
     except ValueError as e:

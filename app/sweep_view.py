@@ -25,6 +25,82 @@ def axis_order(runs: pl.DataFrame, fields: list[str]) -> list[str]:
     return sorted(fields, key=stride, reverse=True)
 
 
+NFE_AXIS = "NFE per planning cycle (counted)"
+LATENCY_AXIS = "projected cycle latency (ms)"
+FIRST_METRICS = ("tail_rate_error", "mode_tv", "tv", "rmse", "recall", "precision", "coverage")
+MAXIMISE = ("recall", "precision", "coverage", "density")
+
+
+def tail_rate_error(hist: pl.DataFrame, tails: dict[str, str | None]) -> pl.DataFrame:
+    """|generated - truth| of each run's declared tail branch (``budget.world_tail``), from its stored
+    histogram: the default metric of a sweep, for every world that declares a tail and reports its truth.
+    Columns run_id, tail_rate_error."""
+    rows = [(rid, tail) for rid, tail in tails.items() if tail is not None]
+    if not rows or hist.height == 0:
+        return pl.DataFrame(schema={"run_id": pl.String, "tail_rate_error": pl.Float64})
+    want = pl.DataFrame(rows, schema={"run_id": pl.String, "label": pl.String}, orient="row")
+    gen = hist.filter((pl.col("group").fill_null("generated") != "reference") & pl.col("truth").is_not_null())
+    return (gen.join(want, on=["run_id", "label"]).group_by("run_id", maintain_order=True)
+            .agg((pl.col("rate") - pl.col("truth")).abs().first().alias("tail_rate_error")))
+
+
+def results_frame(s, done: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """The done runs with their metrics (tail_rate_error first) and the metric names, best first."""
+    metrics = s.metrics(done["run_id"].to_list()).pivot(on="name", index="run_id", values="value")
+    table = done.join(metrics, on="run_id", how="left") if metrics.width > 1 else done
+    tails = {r["run_id"]: budget.world_tail(r["world"]) for r in done.select("run_id", "world").iter_rows(named=True)}
+    err = tail_rate_error(s.histograms(done["run_id"].to_list()), tails)
+    if err.height:
+        table = table.join(err, on="run_id", how="left")
+    names = [c for c in table.columns if c in FIRST_METRICS]
+    names.sort(key=FIRST_METRICS.index)
+    names += [c for c in metrics.columns if c != "run_id" and c not in FIRST_METRICS]
+    return table, names
+
+
+def with_cost(table: pl.DataFrame, axis: str) -> pl.DataFrame:
+    """``table`` with one cost column named ``axis`` (NFE_AXIS or LATENCY_AXIS): the chart's x and the
+    table's column are this one column, so they cannot disagree on the unit."""
+    xs = []
+    drawn = table["cycles"].to_list() if "cycles" in table.columns else [None] * table.height
+    for (spec_text, counted, formula), cycles in zip(table.select("spec", "nfe_counted", "nfe_formula").iter_rows(),
+                                                     drawn):
+        sp = RunSpec.from_json(spec_text, enforce_limits=False)
+        if axis == NFE_AXIS:  # a gated run's cycles are the ones it drew, not spec.samples
+            xs.append(budget.counted_per_cycle(sp, counted, formula, cycles))
+        else:  # a guidance interval's share comes from the run's sigmas; without them, bill it fully guided
+            b = budget.bill_for(sp, guided_fraction=1.0)
+            xs.append(budget.project_latency(b, budget.production_model(sp.regime or "offline")).per_cycle_s * 1000)
+    return table.with_columns(pl.Series(axis, xs, dtype=pl.Float64))
+
+
+def who(r: dict) -> str:
+    """The sampler of a row: the solver's or the student's name."""
+    return str(r["solver"] if r["sampler"] == "solver" else f"student {r['student']}")
+
+
+def with_axis_columns(table: pl.DataFrame, axis_fields: list[str]) -> pl.DataFrame:
+    for f in axis_fields:
+        if f not in table.columns:
+            table = table.with_columns(pl.Series(f, [str(sweep_axes.spec_value(connection.parse_json(t) or {}, f))
+                                                     for t in table["spec"].to_list()]))
+    return table
+
+
+def grid_frames(table: pl.DataFrame, axis_fields: list[str], y: str) -> list[tuple[str | None, pl.DataFrame]]:
+    """The X/Y grid of metric ``y`` (X across, Y down), one per Z value: [(tab title or None, frame)]."""
+    xf = axis_fields[-1]
+    yf = axis_fields[-2] if len(axis_fields) >= 2 else None
+    zf = axis_fields[-3] if len(axis_fields) >= 3 else None
+    cells = table.with_columns(pl.col(y).round(5))
+    out = []
+    for z in (cells[zf].unique(maintain_order=True).to_list() if zf else [None]):
+        sub = cells.filter(pl.col(zf) == z) if zf else cells
+        frame = sub.pivot(on=xf, index=yf, values=y, aggregate_function="first") if yf else sub.select(xf, y)
+        out.append((f"{zf} = {z}" if zf else None, frame))
+    return out
+
+
 def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     """Progress, the grid and the Pareto frontier of one experiment (also used by the shared view)."""
     runs = s.runs(exp_id=exp_id)
@@ -41,69 +117,34 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
         return
     exp = s.experiment(exp_id) or {}
     axis_fields = axis_order(runs, list(((exp.get("sweep") or {}).get("axes") or {}).keys()))
-    metrics = s.metrics(done["run_id"].to_list()).pivot(on="name", index="run_id", values="value")
-    table = done.join(metrics, on="run_id", how="left")
-    if "rare_rate" in table.columns and "rare_rate_truth" in table.columns:
-        table = table.with_columns((pl.col("rare_rate") - pl.col("rare_rate_truth")).abs().alias("tail_rate_error"))
-    metric_names = [c for c in ("tail_rate_error", "mode_tv", "rmse", "recall", "precision", "coverage")
-                    if c in table.columns] + [c for c in metrics.columns if c != "run_id" and c not in (
-                        "tail_rate_error", "mode_tv", "rmse", "recall", "precision", "coverage")]
+    table, metric_names = results_frame(s, done)
     if not metric_names:
         connection.empty_state("The runs reported no metrics.")
         return
     c1, c2 = st.columns(2)
-    y = c1.selectbox("Error / coverage metric", metric_names, key=f"{key}.y")
-    x_choice = c2.radio("Cost axis", ["NFE per planning cycle (counted)", "projected cycle latency"], horizontal=True,
-                        key=f"{key}.x")
-    table = table.filter(pl.col(y).is_not_null())
-    xs = []
-    drawn = table["cycles"].to_list() if "cycles" in table.columns else [None] * table.height
-    for (spec_text, counted, formula), cycles in zip(table.select("spec", "nfe_counted", "nfe_formula").iter_rows(),
-                                                     drawn):
-        sp = RunSpec.from_json(spec_text, enforce_limits=False)
-        # A guidance interval's share comes from the run's sigmas; without them, bill it as fully guided.
-        b = budget.bill_for(sp, guided_fraction=1.0)
-        if x_choice.startswith("NFE"):
-            xs.append(budget.counted_per_cycle(sp, counted, formula, cycles))
-        else:
-            xs.append(budget.project_latency(b, budget.production_model(sp.regime or "offline")).per_cycle_s * 1000)
-    ys = table[y].to_list()
-    ids = table["run_id"].to_list()
-    hover = [f"{r['solver'] if r['sampler'] == 'solver' else r['student']} · {r['grid']} · {r['steps']} steps · "
-             f"w={r['guidance_scale']:g}" for r in table.select("solver", "student", "sampler", "grid", "steps",
-                                                                "guidance_scale").iter_rows(named=True)]
-    maximize = y in ("recall", "precision", "coverage", "density")
-    fig = charts.pareto_figure(xs, ys, ids, hover, x_title="NFE per planning cycle" if x_choice.startswith("NFE")
-                               else "projected cycle latency (ms)", y_title=y, maximize_y=maximize)
+    y = c1.selectbox("Error / coverage metric", metric_names, key=f"{key}.y",
+                     help="tail_rate_error: |generated - truth| of the world's declared tail branch.")
+    x_axis = c2.radio("Cost axis", [NFE_AXIS, LATENCY_AXIS], horizontal=True, key=f"{key}.x")
+    table = with_axis_columns(with_cost(table.filter(pl.col(y).is_not_null()), x_axis), axis_fields)
+    rows = list(table.select("solver", "student", "sampler", "grid", "steps", "guidance_scale").iter_rows(named=True))
+    hover = [f"{who(r)} · {r['grid']} · {r['steps']} steps · w={r['guidance_scale']:g}" for r in rows]
+    fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
+                               x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
+                               groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
     event = st.plotly_chart(fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points",
                             config={"displayModeBar": False})
     picked = None
-    points = (event.selection.points if event and getattr(event, "selection", None) else []) or []
-    for p in points:
+    for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
         if p.get("customdata"):
             picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
-    # The grid: X across, Y down (Z as tabs), the chosen metric in the cells.
-    for f in axis_fields:
-        if f not in table.columns:
-            table = table.with_columns(pl.Series(f, [str(sweep_axes.spec_value(connection.parse_json(t) or {}, f))
-                                                     for t in table["spec"].to_list()]))
     if axis_fields:
-        xf = axis_fields[-1]
-        yf = axis_fields[-2] if len(axis_fields) >= 2 else None
-        zf = axis_fields[-3] if len(axis_fields) >= 3 else None
-        cells = table.with_columns(pl.col(y).round(5))
-        zvals = cells[zf].unique(maintain_order=True).to_list() if zf else [None]
-        tabs = st.tabs([f"{zf} = {z}" for z in zvals]) if zf else [st.container()]
-        for tab, z in zip(tabs, zvals):
-            sub = cells.filter(pl.col(zf) == z) if zf else cells
-            if yf:
-                grid_df = sub.pivot(on=xf, index=yf, values=y, aggregate_function="first")
-            else:
-                grid_df = sub.select(xf, y)
-            tab.dataframe(grid_df, hide_index=True, key=f"{key}.grid.{z}")
+        grids = grid_frames(table, axis_fields, y)
+        tabs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
+        for tab, (title, frame) in zip(tabs, grids):
+            tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
     st.dataframe(table.select([c for c in ("run_id", "solver", "grid", "steps", "guidance_scale", "horizon", "plans",
-                                           "futures", "nfe_counted", "nfe_formula", "wall_s", "device", y)
-                               if c in table.columns]).sort("nfe_counted"), hide_index=True, key=f"{key}.table")
+                                           "futures", x_axis, "wall_s", "device", y) if c in table.columns]).sort(x_axis),
+                 hide_index=True, key=f"{key}.table")
     if picked:
         st.subheader(f"Run {picked}")
         run = s.run(picked)

@@ -31,7 +31,8 @@ class Option:
         lo = "-inf" if self.min is None else repr(self.min)
         hi = "inf" if self.max is None else repr(self.max)
         br = "[" if self.min_inclusive else "("
-        return f"a {self.type.__name__} in {br}{lo}, {hi}]" + (" or null" if self.nullable else "")
+        kind = {int: "an integer", float: "a number", bool: "a boolean"}.get(self.type, f"a {self.type.__name__}")
+        return f"{kind} in {br}{lo}, {hi}]" + (" or null" if self.nullable else "")
 
     def check(self, field: str, value: Any) -> Any:
         """Return the value (ints accepted for floats) or raise ValueError naming ``field``."""

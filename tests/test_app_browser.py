@@ -56,9 +56,10 @@ def wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def dashboard():
-    """A running `fastdiff up` on a loopback port it binds itself, with its own data directory; yields the base URL."""
+    """A running `fastdiff up` on a loopback port it binds itself, with its own data directory; yields the base URL.
+    One per module: the browser tests share it (each makes its own experiments), which keeps the suite short."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdui-", dir="/tmp"))  # short: the broker's Unix socket
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home)}
     env.pop("FASTDIFF_BROKER_URL", None)
@@ -105,42 +106,48 @@ def histogram_rows(page) -> list[list[str]]:
     return table_rows(page, "95% interval")
 
 
-def test_run_then_share_link_shows_the_same_numbers(dashboard):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Debian Chromium for the module's tests (each test opens its own contexts)."""
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: ./dev test installs Debian's chromium"
     from playwright.sync_api import sync_playwright
 
-    base, _home = dashboard
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
-            page.goto(f"{base}/?samples=400&steps=6&solver=euler&name=browser%20e2e")
-            idle(page)
-            page.get_by_role("button", name="Run", exact=True).click()
-            rows = histogram_rows(page)  # waits for the worker's result
-            idle(page)
-            assert rows and all(len(r) == len(rows[0]) for r in rows)
-            text = page.locator("[data-testid=stMain]").inner_text()
-            assert "NFE counted / sample" in text and "Measured verdict — offline" in text
-            counted = page.locator("[data-testid=stMetric]", has_text="NFE counted / sample")
-            assert counted.locator("[data-testid=stMetricValue]").inner_text().strip() == "6"
-            dashboard_formula = page.locator("[data-testid=stMetric]", has_text="formula (dashboard)")
-            assert "= counted" in dashboard_formula.inner_text()
-            link = page.locator("a[href*='?exp=']").first.get_attribute("href")
-            assert link and "exp=e" in link
-
-            # The share link, in a fresh context (no cookies, no session): read-only, same numbers.
-            other = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
-            other.goto(base + link[link.index("/?"):] if "/?" in link else base + "/" + link)
-            shared_rows = histogram_rows(other)
-            idle(other)
-            assert shared_rows == rows
-            shared_text = other.locator("[data-testid=stMain]").inner_text()
-            assert "browser e2e" in shared_text and "read-only" in shared_text
-            assert other.get_by_role("button", name="Run", exact=True).count() == 0
-            assert other.locator("[data-testid=stSidebarNav]").count() == 0
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def test_run_then_share_link_shows_the_same_numbers(dashboard, browser):
+    base, _home = dashboard
+    page = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+    page.goto(f"{base}/?samples=400&steps=6&solver=euler&name=browser%20e2e")
+    idle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    rows = histogram_rows(page)  # waits for the worker's result
+    idle(page)
+    assert rows and all(len(r) == len(rows[0]) for r in rows)
+    text = page.locator("[data-testid=stMain]").inner_text()
+    assert "NFE counted / sample" in text and "Measured verdict — offline" in text
+    counted = page.locator("[data-testid=stMetric]", has_text="NFE counted / sample")
+    assert counted.locator("[data-testid=stMetricValue]").inner_text().strip() == "6"
+    dashboard_formula = page.locator("[data-testid=stMetric]", has_text="formula (dashboard)")
+    assert "= counted" in dashboard_formula.inner_text()
+    link = page.locator("a[href*='?exp=']").first.get_attribute("href")
+    assert link and "exp=e" in link
+
+    # The share link, in a fresh context (no cookies, no session): read-only, same numbers.
+    other = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+    other.goto(base + link[link.index("/?"):] if "/?" in link else base + "/" + link)
+    shared_rows = histogram_rows(other)
+    idle(other)
+    assert shared_rows == rows
+    shared_text = other.locator("[data-testid=stMain]").inner_text()
+    assert "browser e2e" in shared_text and "read-only" in shared_text
+    assert other.get_by_role("button", name="Run", exact=True).count() == 0
+    assert other.locator("[data-testid=stSidebarNav]").count() == 0
 
 
 def result_verdicts(page) -> dict:
@@ -160,61 +167,106 @@ def run_once(page) -> str:
     return page.url.split("run=")[1].split("&")[0]
 
 
-def test_projected_and_measured_verdicts_agree_on_the_result_page_compare_and_links(dashboard):
+def test_projected_and_measured_verdicts_agree_on_the_result_page_compare_and_links(dashboard, browser):
     """A closed-loop driving run, in real Chromium against the real service: the result page, a fresh
     `?run=` link, the `?exp=` share link and compare show the same cost, tail and rates; the run's
     projected and measured cost agree; the `?run=` link shows the run's own spec in the form."""
-    from playwright.sync_api import sync_playwright
 
     base, _home = dashboard
     spec = ("world=driving&scene=red_light_jaywalker&solver=heun&steps=3&samples=40&horizon=3&futures=2"
             "&regime=closed_loop")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
-            page.goto(f"{base}/?{spec}&name=verdict%20e2e")
-            idle(page)
-            main = page.locator("[data-testid=stMain]")
-            assert "Projected verdict (before the run)" in main.inner_text()
-            rid = run_once(page)
-            mine = result_verdicts(page)
-            cost = mine["verdicts"]["cost (binding)"]
-            assert cost["projected"].split(" ")[-1] == cost["measured"].split(" ")[-1]  # counted == billed: one $
-            assert cost["measured how"] == "measured" and cost["measured"].split(" ")[-1].startswith("$")
-            assert mine["tail"] == ["darts (tail)"]  # the declared tail, though 'crosses' is rarer here
-            text = main.inner_text()
-            assert text.count("Measured verdict") == 1 and "Worker's verdict" not in text
-            share = page.locator("a[href*='?exp=']").first.get_attribute("href")
+    page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+    page.goto(f"{base}/?{spec}&name=verdict%20e2e")
+    idle(page)
+    main = page.locator("[data-testid=stMain]")
+    assert "Projected verdict (before the run)" in main.inner_text()
+    rid = run_once(page)
+    mine = result_verdicts(page)
+    cost = mine["verdicts"]["cost (binding)"]
+    assert cost["projected"].split(" ")[-1] == cost["measured"].split(" ")[-1]  # counted == billed: one $
+    assert cost["measured how"] == "measured" and cost["measured"].split(" ")[-1].startswith("$")
+    assert mine["tail"] == ["darts (tail)"]  # the declared tail, though 'crosses' is rarer here
+    text = main.inner_text()
+    assert text.count("Measured verdict") == 1 and "Worker's verdict" not in text
+    share = page.locator("a[href*='?exp=']").first.get_attribute("href")
 
-            # a second run (another horizon) for compare
-            page.goto(f"{base}/?{spec.replace('horizon=3', 'horizon=2')}&name=verdict%20e2e%202")
-            idle(page)
-            rid2 = run_once(page)
+    # a second run (another horizon) for compare
+    page.goto(f"{base}/?{spec.replace('horizon=3', 'horizon=2')}&name=verdict%20e2e%202")
+    idle(page)
+    rid2 = run_once(page)
 
-            fresh = browser.new_context(viewport={"width": 1400, "height": 2400})
-            linked = fresh.new_page()
-            linked.goto(f"{base}/?run={rid}")
-            assert result_verdicts(linked) == mine
-            idle(linked)
-            # the form mirrors its state into the URL: the run's own spec, not the default mixture form
-            for field in ("world=driving", "scene=red_light_jaywalker", "solver=heun", "steps=3", "horizon=3"):
-                assert field in linked.url, linked.url
-            assert linked.get_by_role("spinbutton", name="Steps", exact=True).input_value() == "3"
-            assert linked.get_by_label("Horizon H (frames)").input_value() == "3"
+    fresh = browser.new_context(viewport={"width": 1400, "height": 2400})
+    linked = fresh.new_page()
+    linked.goto(f"{base}/?run={rid}")
+    assert result_verdicts(linked) == mine
+    idle(linked)
+    # the form mirrors its state into the URL: the run's own spec, not the default mixture form
+    for field in ("world=driving", "scene=red_light_jaywalker", "solver=heun", "steps=3", "horizon=3"):
+        assert field in linked.url, linked.url
+    assert linked.get_by_role("spinbutton", name="Steps", exact=True).input_value() == "3"
+    assert linked.get_by_label("Horizon H (frames)").input_value() == "3"
 
-            shared = fresh.new_page()
-            shared.goto(base + share[share.index("/?"):] if "/?" in share else base + "/" + share)
-            assert result_verdicts(shared) == mine
+    shared = fresh.new_page()
+    shared.goto(base + share[share.index("/?"):] if "/?" in share else base + "/" + share)
+    assert result_verdicts(shared) == mine
 
-            cmp = fresh.new_page()
-            cmp.goto(f"{base}/compare?runs={rid},{rid2}")
-            rows = table_dicts(cmp, "tail rate", timeout=60_000)
-            row = next(r for r in rows if rid[:7] in r["run"])
-            assert row["cost"] == cost["measured"].split(" ")[-1] and row["tail"] == "darts"
-            assert row["tail rate"].split(" ")[0] == mine["rates"]["darts"][0]
-            assert row["tail rate"].split(" ", 1)[1] == mine["rates"]["darts"][1]
-            assert row["measured"] == mine["verdicts"]["overall"]["measured"]
-            assert row["projected"] == mine["verdicts"]["overall"]["projected"]
-        finally:
-            browser.close()
+    cmp = fresh.new_page()
+    cmp.goto(f"{base}/compare?runs={rid},{rid2}")
+    rows = table_dicts(cmp, "tail rate", timeout=60_000)
+    row = next(r for r in rows if rid[:7] in r["run"])
+    assert row["cost"] == cost["measured"].split(" ")[-1] and row["tail"] == "darts"
+    assert row["tail rate"].split(" ")[0] == mine["rates"]["darts"][0]
+    assert row["tail rate"].split(" ", 1)[1] == mine["rates"]["darts"][1]
+    assert row["measured"] == mine["verdicts"]["overall"]["measured"]
+    assert row["projected"] == mine["verdicts"]["overall"]["projected"]
+
+
+def alerts(page, kind: str) -> list[str]:
+    """The texts of the page's st.error / st.warning / st.info boxes of ``kind`` ('Error', 'Info', ...)."""
+    return [a.inner_text() for a in page.locator(f"[data-testid=stAlertContent{kind}]").all()]
+
+
+def test_links_out_of_range_double_click_in_flight_and_cancel(dashboard, browser):
+    """Issue 18 item 7 in real Chromium against the real service: link values out of range are refused
+    with the field and the range named (Explore and the Budget calculator), never coerced; a double-click
+    on Run makes one experiment; Run is disabled while that run is in flight; a user's cancel reads as
+    cancelled, not as an error."""
+    from playwright.sync_api import expect
+
+    from store import Store
+
+    base, home = dashboard
+    page = browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()
+    page.goto(f"{base}/?steps=99999999999&guidance_scale=inf&samples=1e308")
+    idle(page)
+    refused = " ".join(alerts(page, "Error"))
+    assert "Steps (steps)='99999999999' in the link is not allowed; expected an integer in [1, 1000]" in refused
+    assert "Guidance scale (guidance_scale)='inf'" in refused and "expected a number in [0.0, 50.0]" in refused
+    assert "(samples)='1e308'" in refused
+    assert page.get_by_role("button", name="Run", exact=True).count() == 0
+    expect(page.get_by_role("spinbutton", name="Steps", exact=True)).to_have_value("20", timeout=60_000)  # the default
+    page.goto(f"{base}/budget?S=1e12")
+    idle(page)
+    assert "S (NFE per frame) (S)='1e12' in the link is not allowed" in " ".join(alerts(page, "Error"))
+    expect(page.get_by_label("S (NFE per frame)")).to_have_value("4", timeout=60_000)
+
+    # A driving run long enough to be seen in flight, double-clicked.
+    spec = "world=driving&scene=red_light_jaywalker&solver=heun&steps=3&samples=400&horizon=6&futures=2"
+    page.goto(f"{base}/?{spec}&regime=closed_loop&name=double%20click")
+    idle(page)
+    before = Store(home / "store").experiments().height
+    page.get_by_role("button", name="Run", exact=True).dblclick()
+    page.wait_for_url("**run=r*", timeout=60_000)
+    run = page.get_by_role("button", name="Run", exact=True)
+    run.wait_for(timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                           "b => b.innerText.trim().endsWith('Run') && b.disabled)", timeout=60_000)
+    assert "is in flight" in page.locator("[data-testid=stMain]").inner_text()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Cancelled: this run was stopped").wait_for(timeout=120_000)
+    idle(page)
+    assert not [t for t in alerts(page, "Error") if "cancel" in t.lower()]
+    assert "Full error" not in page.locator("[data-testid=stMain]").inner_text()
+    assert not run.is_disabled()  # the run is final: Run is back
+    exps = Store(home / "store").experiments()
+    assert exps.height == before + 1 and exps.filter(exps["name"] == "double click").height == 1

@@ -6,6 +6,8 @@ sample counts) and recorded the way the collector records them.
 
 from __future__ import annotations
 
+import json
+
 
 from streamlit.testing.v1 import AppTest
 
@@ -54,6 +56,14 @@ def test_sweep_compare_and_pareto(home):
     assert not at.exception
     assert "two solvers" in texts(at)
     assert len(at.get("plotly_chart")) >= 1
+    # one NFE unit: the table's cost column is the chart's x axis, named; the default metric is the
+    # tail-rate error; the points are coloured by solver
+    assert at.selectbox(key="sw.res.y").value == "tail_rate_error"
+    table = table_with(at, "run_id", "NFE per planning cycle (counted)")
+    assert sorted(table["NFE per planning cycle (counted)"]) == [3.0, 5.0, 6.0, 11.0]  # per sample: Heun 2n - 1
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["xaxis"]["title"]["text"] == "NFE per planning cycle (counted)"
+    assert {"euler", "heun"} <= {t.get("name") for t in fig["data"]}
     cmp = page("compare", runs=f"{run_ids[0]},{run_ids[2]}").run()
     assert not cmp.exception
     diff = cmp.dataframe[0].value
@@ -68,11 +78,22 @@ def test_sweep_over_a_solver_option_plans_runs_and_shows_its_grid(home):
 
     at = page("sweep").run()
     assert "solver_options.eta" not in at.selectbox(key="sw.axis0.field").options  # base: dpmpp_2m
+    # a form field that is an axis shows as such (disabled, saying which axis sets it)
+    assert at.selectbox(key="sw.solver").disabled and "Swept: X axis" in at.selectbox(key="sw.solver").help
+    assert at.number_input(key="sw.steps").disabled and "Swept: Y axis" in at.number_input(key="sw.steps").help
+    assert at.text_input(key="sw.exp_name").value == "sweep over solver, steps"
+    at.selectbox(key="sw.axis0.field").set_value("").run()
+    assert not at.selectbox(key="sw.solver").disabled
+    assert at.text_input(key="sw.exp_name").value == "sweep over steps"  # the name follows the axes
     at.selectbox(key="sw.solver").set_value("ddim").run()
     at.selectbox(key="sw.axis0.field").set_value("solver_options.eta").run()
     at.text_input(key="sw.axis0.values").set_value("0-1 [3]").run()
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["runs"] == "12"  # eta 3 values x steps 4-16 (+4)
+    assert at.text_input(key="sw.exp_name").value == "sweep over solver_options.eta, steps"
+    at.text_input(key="sw.exp_name").set_value("my eta study").run()
+    at.text_input(key="sw.axis1.values").set_value("4-8 (+4)").run()
+    assert at.text_input(key="sw.exp_name").value == "my eta study"  # a typed name is kept
     at.selectbox(key="sw.solver").set_value("euler").run()  # an option of a solver no longer chosen
     assert at.selectbox(key="sw.axis0.field").value == ""
 

@@ -10,12 +10,37 @@ from __future__ import annotations
 import streamlit as st
 
 from app import access, bill_view, connection, run_view, verdict_view
+from app.examples import EXAMPLES, INTRO
 from app.spec_form import load_spec, spec_form, spec_summary
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
 
+def _load_example(i: int) -> None:
+    """An example's spec into the form (before the widgets are drawn: a button callback)."""
+    ex = EXAMPLES[i]
+    load_spec("ex", ex.spec)
+    st.session_state.pop("ex.run_id", None)
+    st.session_state["ex.loaded_run"] = None
+    st.session_state["ex._changed"] = {"text": f"Loaded the example '{ex.title}': {spec_summary(ex.spec)}.",
+                                       "undo": {}}
+    if "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def first_screen(expanded: bool) -> None:
+    """What fastdiff answers, and one ready example per regime."""
+    with st.expander("What fastdiff answers, and three examples to start from", expanded=expanded):
+        st.markdown(INTRO)
+        cols = st.columns(len(EXAMPLES))
+        for i, (col, ex) in enumerate(zip(cols, EXAMPLES)):
+            col.button(ex.title, key=f"ex.example.{ex.regime}.go", on_click=_load_example, args=(i,),
+                       icon=":material/play_circle:", help=ex.question, width="stretch")
+            col.caption(ex.question)
+
+
 st.title("Explore")
 _linked = connection.url_id("run", "run_id")
+first_screen(expanded=not (_linked or st.session_state.get("ex.run_id")))
 if _linked and st.session_state.get("ex.loaded_run") != _linked:
     _store, _ = connection.store()
     _run = _store.run(_linked) if _store is not None else None
@@ -50,7 +75,13 @@ with right:
     st.caption(f"Estimated run time on the workers: {estimate.describe()}.")
     if refusal:
         st.error(refusal, icon=":material/block:")
-    if st.button("Run", type="primary", disabled=refusal is not None, icon=":material/play_arrow:", key="ex.run"):
+    in_flight = connection.in_flight(st.session_state.get("ex.run_id"))
+    if in_flight:
+        st.caption(f"Run is disabled while this form's run `{in_flight}` is in flight: wait for it or cancel it below.")
+    clicked = st.button("Run", type="primary", disabled=refusal is not None or in_flight is not None,
+                        icon=":material/play_arrow:", key="ex.run")
+    # A second click that reached the server before the button was redrawn disabled finds the run in flight.
+    if clicked and connection.in_flight(st.session_state.get("ex.run_id")) is None:
         cli, why = connection.client()
         if cli is None:
             st.error(why)
@@ -64,6 +95,7 @@ with right:
                 st.session_state["ex.loaded_run"] = run_ids[0]  # the form already shows its spec
                 st.query_params["run"] = run_ids[0]
                 st.session_state["ex.run_id.finished"] = False
+                st.rerun()  # redraw the form with Run disabled while this run is in flight
 
 run_id = st.session_state.get("ex.run_id") or connection.url_id("run", "run_id")
 if run_id:

@@ -21,10 +21,24 @@ for i, (f, v) in enumerate(AXIS_DEFAULTS):
     st.session_state.setdefault(f"sw.axis{i}.field", st.query_params.get(f"ax{i}", f))
     st.session_state.setdefault(f"sw.axis{i}.values", st.query_params.get(f"av{i}", v))
 
+def swept_fields() -> dict[str, str]:
+    """The form fields the axes set (field -> 'X axis: its values'), read before the form is drawn."""
+    out = {}
+    for i, name in enumerate(("X", "Y", "Z")):
+        field = st.session_state.get(f"sw.axis{i}.field") or ""
+        if field and not field.startswith(sweep_axes.OPTION_PREFIX):
+            out[field] = f"{name} axis ({st.session_state.get(f'sw.axis{i}.values', '')})"
+    return out
+
+
+def auto_name(axes: dict) -> str:
+    return f"sweep over {', '.join(axes)}" if axes else "sweep"
+
+
 form_col, axes_col = st.columns([1, 2], gap="large")
 with form_col:
     with st.expander("Base configuration", expanded=False):
-        form = spec_form("sw")
+        form = spec_form("sw", swept=swept_fields())
 with axes_col:
     axes: dict[str, list] = {}
     problems = []
@@ -81,7 +95,11 @@ with axes_col:
         refusal = next((r for r in (sp.refusal() for sp in specs) if r), None) or budget.run_guard(est)
         if refusal:
             st.error(refusal, icon=":material/block:")
-        name = st.text_input("Experiment name", value=f"sweep over {', '.join(axes)}", key="sw.exp_name")
+        # The name follows the axes until the user types one of their own.
+        if st.session_state.get("sw.exp_name") in (None, "", st.session_state.get("sw._auto_name")):
+            st.session_state["sw.exp_name"] = auto_name(axes)
+        st.session_state["sw._auto_name"] = auto_name(axes)
+        name = st.text_input("Experiment name", key="sw.exp_name")
         if st.button("Queue sweep", type="primary", disabled=refusal is not None, key="sw.queue",
                      icon=":material/play_arrow:"):
             cli, why = connection.client()
