@@ -19,7 +19,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 
@@ -56,6 +56,23 @@ def share_link(exp_id: str) -> str:
     s = secret()
     params = {"exp": ids.check(exp_id, "exp_id")} | ({"key": share_key(s, exp_id)} if s else {})
     return "/?" + urlencode(params)
+
+
+def absolute(link: str, page_url: str | None) -> str:
+    """``link`` (relative to the dashboard's root) as a full URL on the host the browser used
+    (``page_url``: st.context.url, which carries the page's path); the relative link without one."""
+    if not page_url:
+        return link
+    parts = urlsplit(page_url)
+    return f"{parts.scheme}://{parts.netloc}{link}"
+
+
+def share_panel(exp_id: str) -> None:
+    """The experiment's read-only link as a full URL with a copy button (st.code has one), and what it opens."""
+    url = absolute(share_link(exp_id), st.context.url)
+    st.markdown(f"**Share** — [open the shared view]({url}): read-only, this experiment only, no controls; "
+                "anyone with the link can open it. Copy the link with the button at the right of the box:")
+    st.code(url, language=None, wrap_lines=True)
 
 
 def _refuse(title: str, message: str) -> None:

@@ -7,6 +7,8 @@ from typing import Any, Iterable, Mapping
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import charts
+from app.plots import plot
 from fastdiff_core import budget
 from fastdiff_core.budget import NFEBill, ProductionModel, RegimeBudget, Verdict
 
@@ -45,13 +47,15 @@ def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
     labels = [s.lever for s in stages]
     values = [s.bill.per_cycle for s in stages]
     text = [f"{fmt_nfe(v)}" + (f"  (÷{s.factor:,.3g})" if s.factor != 1.0 else "") for s, v in zip(stages, values)]
-    colors = ["#7f7f7f"] + ["#2ca02c" if s.factor > 1 else ("#d62728" if s.factor < 1 else "#c7c7c7")
-                            for s in stages[1:]]
+    colors = [charts.NEUTRAL_COLOR] + [charts.GOOD_COLOR if s.factor > 1 else (
+        charts.TAIL_COLOR if s.factor < 1 else charts.NEUTRAL_COLOR) for s in stages[1:]]
     fig = go.Figure(go.Bar(x=labels, y=values, text=text, textposition="outside", marker_color=colors,
                            customdata=[s.change for s in stages],
                            hovertemplate="%{x}<br>%{customdata}<br>%{y:,.0f} NFE<extra></extra>"))
-    fig.update_yaxes(type="log", title="NFE per planning cycle")
-    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10),
+    fig.update_traces(cliponaxis=False)
+    fig.update_yaxes(type="log", title="NFE per planning cycle (log)", dtick=1, range=charts.log_range(values))
+    fig.update_xaxes(title="lever applied (each bar: the bill after it)")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10),
                       title="NFE per planning cycle, from a vanilla plan (1000 NFE x CFG 2 x 20 frames x 40 futures)")
     return fig
 
@@ -61,13 +65,18 @@ def latency_figure(lat: budget.LatencyProjection) -> go.Figure:
             ("planning cycle", lat.per_cycle_s), ("cycle, unlimited lanes", lat.floor_cycle_s)]
     fig = go.Figure(go.Bar(y=[r[0] for r in rows], x=[r[1] * 1000 for r in rows], orientation="h",
                            text=[fmt_s(r[1]) for r in rows], textposition="auto", showlegend=False,
-                           marker_color=["#1f77b4", "#1f77b4", "#2ca02c" if lat.fits else "#d62728", "#9edae5"]))
+                           marker_color=[charts.GENERATED_COLOR, charts.GENERATED_COLOR,
+                                         charts.GOOD_COLOR if lat.fits else charts.TAIL_COLOR, charts.NEUTRAL_COLOR]))
     # The budget as a trace, not a shape: shapes on a log axis take log10 coordinates.
     fig.add_trace(go.Scatter(x=[lat.budget_s * 1000] * 2, y=[rows[0][0], rows[-1][0]], mode="lines+text",
-                             line=dict(color="black", dash="dash"), text=["", f"budget {fmt_s(lat.budget_s)}"],
-                             textposition="top center", hoverinfo="skip", showlegend=False))
-    fig.update_xaxes(type="log", title="ms")
-    fig.update_layout(height=240, margin=dict(l=10, r=10, t=30, b=10),
+                             line=dict(color=charts.NEUTRAL_COLOR, dash="dash"),
+                             text=["", f"budget {fmt_s(lat.budget_s)}"], textposition="top right", cliponaxis=False,
+                             hoverinfo="skip", showlegend=False))
+    fig.update_traces(cliponaxis=False, selector=dict(type="bar"))
+    fig.update_xaxes(type="log", title="projected time (ms, log)", dtick=1,
+                     range=charts.log_range([r[1] * 1000 for r in rows] + [lat.budget_s * 1000]))
+    fig.update_yaxes(title="stage")
+    fig.update_layout(height=260, margin=dict(l=10, r=40, t=50, b=10),
                       title=f"Projected latency: {lat.model.describe()}")
     return fig
 
@@ -81,9 +90,8 @@ def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, dist
     bill_table(bill)
     lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
     usd, acc_s = budget.cost_per_1000_scenarios(bill, model)
-    st.plotly_chart(waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf",
-                    config={"displayModeBar": False})
-    st.plotly_chart(latency_figure(lat), key=f"{key}.lat", config={"displayModeBar": False})
+    plot(st, waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf")
+    plot(st, latency_figure(lat), key=f"{key}.lat")
     st.markdown(
         f"Planning cycle **{fmt_s(lat.per_cycle_s)}** vs {fmt_s(lat.budget_s)} budget "
         f"(**{lat.over_budget:,.2f}x**) · {lat.sequential_waves:,.0f} sequential waves · "

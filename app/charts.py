@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+# Every colour that carries meaning keeps >= 3:1 contrast against both of Streamlit's backgrounds
+# (light #ffffff, dark #0e1117; WCAG 1.4.11 for graphics), so it means the same in either theme;
+# chart text is set per theme by ``themed`` (>= 4.5:1). tests/test_app_charts.py checks both.
+BACKGROUNDS = {"light": "#ffffff", "dark": "#0e1117"}
+TEXT = {"light": "#31333f", "dark": "#fafafa"}
+GRID = {"light": "#e6e6ea", "dark": "#31333f"}
 GENERATED_COLOR = "#1f77b4"
 REFERENCE_COLOR = "#9467bd"
-TRUTH_COLOR = "#111111"
+TRUTH_COLOR = "#6e7781"  # was near-black: it vanished on the dark background
 TAIL_COLOR = "#d62728"
+NEUTRAL_COLOR = "#7f7f7f"
+GOOD_COLOR = "#2ca02c"
+# Okabe & Ito's colour-blind-safe hues that pass on both backgrounds (their yellow, orange and sky blue
+# do not on white), then two more; for one colour per solver, student or branch.
+GROUP_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#8C6BB1", "#A6761D", "#6e7781", "#1f77b4")
+GROUP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon")
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two '#rrggbb' colours (1 to 21)."""
+    def lum(h: str) -> float:
+        r, g, b_ = (int(h.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4))
+        f = lambda c: c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4  # noqa: E731
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b_)
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def themed(fig: go.Figure, theme: str | None) -> go.Figure:
+    """``fig`` with its text (title, axis titles, ticks, legend, annotations without their own colour)
+    in the theme's text colour and its grid in the theme's grid colour; ``None``: left to Streamlit."""
+    if theme not in TEXT:
+        return fig
+    text, grid = TEXT[theme], GRID[theme]
+    fig.update_layout(font_color=text, title_font_color=text, legend_font_color=text)
+    fig.update_xaxes(color=text, gridcolor=grid, title_font_color=text, tickfont_color=text)
+    fig.update_yaxes(color=text, gridcolor=grid, title_font_color=text, tickfont_color=text)
+    return fig
+
+
+def log_range(values: Sequence[float]) -> list[float]:
+    """A log axis range from a little below the smallest value to a little above the largest (log10
+    units), so bars start where the data does and 100 vs 200 ms do not both look full."""
+    pos = [v for v in values if v and v > 0]
+    lo, hi = (min(pos), max(pos)) if pos else (1.0, 10.0)
+    return [math.log10(lo) - 0.3, math.log10(hi) + 0.3]
 
 
 def generated_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -34,7 +77,7 @@ def histogram_figure(rows: Sequence[Mapping[str, Any]], *, tail: str | None,
             name=f"{g} (95% Wilson)", x=labels, y=ys, marker_color=color,
             marker_line_color=[TAIL_COLOR if lab == tail else color for lab in labels],
             marker_line_width=[3 if lab == tail else 0 for lab in labels],
-            error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, color="#333"),
+            error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, color=NEUTRAL_COLOR),
             customdata=[[gr[lab]["count"], gr[lab]["n"], gr[lab]["lo"], gr[lab]["hi"]] if lab in gr else [0, 0, 0, 0]
                         for lab in labels],
             hovertemplate="%{x}: %{y:.2%} (%{customdata[0]}/%{customdata[1]}) "
@@ -50,7 +93,8 @@ def histogram_figure(rows: Sequence[Mapping[str, Any]], *, tail: str | None,
                            font=dict(color=TAIL_COLOR), ay=-40)
     fig.update_layout(barmode="group", height=340, title=title, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.15))
-    fig.update_yaxes(tickformat=".1%", type="log" if log_y else "linear", title="rate")
+    fig.update_yaxes(tickformat=".1%", type="log" if log_y else "linear", title="rate (share of samples)")
+    fig.update_xaxes(title="branch")
     return fig
 
 
@@ -75,7 +119,7 @@ def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | 
             for r in samples:
                 lx += [r[idx["ref_x0"]], r[idx["x0"]], None]
                 ly += [r[idx["ref_x1"]], r[idx["x1"]], None]
-            fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color="#bbbbbb", width=1),
+            fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color=NEUTRAL_COLOR, width=1),
                                      name="exact ODE solution -> sample", hoverinfo="skip"))
         for flag, name, color in ((False, "samples", GENERATED_COLOR), (True, f"tail ({tail})", TAIL_COLOR)):
             sel = [i for i, t in enumerate(is_tail) if t == flag]
@@ -83,12 +127,14 @@ def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | 
                 fig.add_trace(go.Scatter(x=[xs[i] for i in sel], y=[ys[i] for i in sel], mode="markers", name=name,
                                          marker=dict(color=color, size=5 if not flag else 8)))
         fig.update_layout(title="Samples (lines: from the exact solution of the same noise)")
+        fig.update_xaxes(title="x0 (first coordinate)")
+        fig.update_yaxes(title="x1 (second coordinate)", scaleanchor="x", scaleratio=1)
     elif {"rollout", "x", "y"} <= set(idx):
         # Rollouts: one line per sampled future, in frame order, coloured by its branch (tail in red).
         by: dict[Any, list[Sequence[float]]] = {}
         for r in samples:
             by.setdefault(r[idx["rollout"]], []).append(r)
-        palette = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+        palette = GROUP_COLORS
         shown: set[str] = set()
         order = [c for c in ("frame", "substep") if c in idx]
         for k, rs in list(by.items())[:200]:
@@ -102,10 +148,12 @@ def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | 
                                      showlegend=label not in shown))
             shown.add(label)
         fig.update_layout(title="Sampled rollouts (one line per future; tail branch in red)")
+        # each axis at the data's own scale (no equal aspect: the motion is mostly along one axis)
+        fig.update_xaxes(title="x (m)")
+        fig.update_yaxes(title="y (m)")
     else:
         return None
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.12))
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
     return fig
 
 
@@ -121,10 +169,6 @@ def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = Fa
     return front
 
 
-# Okabe & Ito's colour-blind-safe palette (without its yellow, too light on white); each keeps >= 3:1
-# against both Streamlit backgrounds (white and #0e1117: tests/test_app_charts.py checks).
-GROUP_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#8C6BB1", "#A6761D")
-GROUP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon")
 
 
 def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], hover: Sequence[str], *,
@@ -150,8 +194,8 @@ def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], 
     if len(shape_of) > 1:
         for shape, symbol in shape_of.items():  # a legend of the symbols alone (grey)
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"grid: {shape}", hoverinfo="skip",
-                                     marker=dict(size=10, symbol=symbol, color="#8c8c8c")))
-    fig.update_xaxes(type="log" if log_x else "linear", title=x_title)
+                                     marker=dict(size=10, symbol=symbol, color=NEUTRAL_COLOR)))
+    fig.update_xaxes(type="log" if log_x else "linear", title=x_title, dtick=1 if log_x else None)
     fig.update_yaxes(title=y_title)
     fig.update_layout(height=440, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2),
                       clickmode="event+select")

@@ -12,7 +12,7 @@ INTRO = (
     "spend and still produce the rare futures a planner must see?** Choose a sampler on the left: its "
     "NFE bill, projected latency and cost appear before anything runs. Then run it on a world with exact "
     "answers and read the verdict against the regime's budget: coverage of every branch (the rare tail "
-    "too), cost, latency. Start from one of the three regimes:"
+    "too), cost, latency. **Run** is below; or start from one of the three regimes' examples:"
 )
 
 

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import bill_view, charts, connection, queue_view, verdict_view
+from app.plots import plot
 from app.spec_form import spec_json, spec_summary
 from fastdiff_core import budget
 from fastdiff_core.spec import RunResult, RunSpec
@@ -82,8 +83,10 @@ def measured_latency_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure | No
     fig = go.Figure(go.Bar(
         y=[f"{r['what']} (batch {r.get('batch')})" for r in rows], x=[float(r["seconds"]) * 1000 for r in rows],
         orientation="h", text=[bill_view.fmt_s(float(r["seconds"])) + f" on {r.get('device')}" for r in rows],
-        textposition="auto", marker_color="#17becf"))
-    fig.update_xaxes(type="log", title="ms (measured)")
+        textposition="auto", marker_color=charts.GOOD_COLOR))
+    fig.update_xaxes(type="log", title="measured time (ms, log)", dtick=1,
+                     range=charts.log_range([float(r["seconds"]) * 1000 for r in rows]))
+    fig.update_yaxes(title="what was timed")
     fig.update_layout(height=60 + 40 * len(rows), margin=dict(l=10, r=10, t=30, b=10),
                       title="Measured on the worker")
     return fig
@@ -156,14 +159,14 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     l1, l2 = st.columns(2)
     if bill is not None:
         lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
-        l1.plotly_chart(bill_view.latency_figure(lat), key=f"{key}.proj", config={"displayModeBar": False})
+        plot(l1, bill_view.latency_figure(lat), key=f"{key}.proj")
     mfig = measured_latency_figure(res.latency)
     if mfig is not None:
-        l2.plotly_chart(mfig, key=f"{key}.meas", config={"displayModeBar": False})
+        plot(l2, mfig, key=f"{key}.meas")
 
     # -- coverage ---------------------------------------------------------------------------------
     if hist:
-        st.plotly_chart(charts.histogram_figure(hist, tail=tail), key=f"{key}.hist", config={"displayModeBar": False})
+        plot(st, charts.histogram_figure(hist, tail=tail), key=f"{key}.hist")
         st.table(verdict_view.branch_rows(hist, tail))
     else:
         connection.empty_state("This run reported no branch histogram.")
@@ -184,6 +187,6 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
                                 res.info.get("labels") or res.info.get("branch_codes"), tail)
     if fig is not None:
-        st.plotly_chart(fig, key=f"{key}.samples", config={"displayModeBar": False})
+        plot(st, fig, key=f"{key}.samples")
     with st.expander("Spec (JSON)"):
         st.code(spec_json(spec), language="json")

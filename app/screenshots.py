@@ -2,7 +2,7 @@
 
 Starts `fastdiff up` on a free loopback port with a fresh data directory, drives the pages the way a
 user does (a guided run in Explore, a solver x steps sweep, a comparison), takes a screenshot of each
-page, then stops everything it started.
+page (Explore also in the dark theme and at 400 px), then stops everything it started.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ def _idle(page) -> None:
     time.sleep(1.0)
 
 
-def _shoot(page, out: pathlib.Path) -> None:
+def _shoot(page, out: pathlib.Path, width: int = 1400) -> None:
     # Streamlit scrolls inside its own container: size the viewport to the content, then shoot.
-    page.set_viewport_size({"width": 1400, "height": 900})
+    page.set_viewport_size({"width": width, "height": 900})
     time.sleep(0.5)
     height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
-    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 900), 4200)})
+    page.set_viewport_size({"width": width, "height": min(max(int(height) + 40, 900), 4200)})
     time.sleep(0.8)
     page.screenshot(path=str(out))
     print(f"wrote {out}")
@@ -79,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             page.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
             _idle(page)
             _shoot(page, out / "explore.png")
+            # The same result in the dark theme, and at 400 px (a phone): the browser's settings, a fresh session.
+            for name, options, width in (("explore-dark.png", {"color_scheme": "dark"}, 1400),
+                                         ("explore-400.png", {}, 400)):
+                other = browser.new_context(viewport={"width": width, "height": 1000}, **options).new_page()
+                other.goto(page.url)
+                other.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
+                _idle(other)
+                _shoot(other, out / name, width)
+                other.context.close()
             share = page.locator("a[href*='?exp=']").first.get_attribute("href") or ""
             # Sweep: 4 solvers x 4 step counts.
             page.goto(f"{base}/sweep?samples=1000")

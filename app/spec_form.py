@@ -499,5 +499,29 @@ def spec_summary(spec: RunSpec) -> str:
             f"H={spec.horizon} · P·R={spec.plans}x{spec.futures} · n={spec.samples}")
 
 
+def spec_rows(spec: RunSpec, axes: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
+    """A spec as a readable table (field, value), the fields a page's form shows first; ``axes``: a
+    sweep's axes, shown as the values each swept field takes instead of the base value."""
+    d = spec.to_dict()
+    first = ["name", "regime", "world", "scene", "world_options", "sampler", "solver", "student", "solver_options",
+             "grid", "steps", "guidance_scale", "guidance_interval", "horizon", "plans", "futures", "samples", "seed"]
+    order = [k for k in first if k in d] + sorted(k for k in d if k not in first)
+    rows = []
+    for k in order:
+        v = d[k]
+        if axes and k in axes:
+            rows.append({"field": k, "value": "swept: " + ", ".join(map(str, axes[k]))})
+            continue
+        if v in (None, "", {}, []) and k not in ("name",):
+            continue
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in sorted(v.items()))
+        rows.append({"field": k, "value": str(v)})
+    for k, vals in (axes or {}).items():
+        if k not in d:
+            rows.append({"field": k, "value": "swept: " + ", ".join(map(str, vals))})
+    return rows
+
+
 def spec_json(spec: RunSpec) -> str:
     return json.dumps(spec.to_dict(), indent=2, sort_keys=True)

@@ -7,6 +7,7 @@ import polars as pl
 import streamlit as st
 
 from app import charts, connection, run_view, sweep_axes
+from app.plots import plot
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
 
@@ -131,8 +132,7 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
                                x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
                                groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
-    event = st.plotly_chart(fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points",
-                            config={"displayModeBar": False})
+    event = plot(st, fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points")
     picked = None
     for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
         if p.get("customdata"):

@@ -21,6 +21,7 @@ import urllib.request
 
 import pytest
 
+from fastdiff_core.spec import RunSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -221,6 +222,12 @@ def test_projected_and_measured_verdicts_agree_on_the_result_page_compare_and_li
     assert row["projected"] == mine["verdicts"]["overall"]["projected"]
 
 
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 def alerts(page, kind: str) -> list[str]:
     """The texts of the page's st.error / st.warning / st.info boxes of ``kind`` ('Error', 'Info', ...)."""
     return [a.inner_text() for a in page.locator(f"[data-testid=stAlertContent{kind}]").all()]
@@ -231,8 +238,6 @@ def test_links_out_of_range_double_click_in_flight_and_cancel(dashboard, browser
     with the field and the range named (Explore and the Budget calculator), never coerced; a double-click
     on Run makes one experiment; Run is disabled while that run is in flight; a user's cancel reads as
     cancelled, not as an error."""
-    from playwright.sync_api import expect
-
     from store import Store
 
     base, home = dashboard
@@ -270,3 +275,69 @@ def test_links_out_of_range_double_click_in_flight_and_cancel(dashboard, browser
     assert not run.is_disabled()  # the run is final: Run is back
     exps = Store(home / "store").experiments()
     assert exps.height == before + 1 and exps.filter(exps["name"] == "double click").height == 1
+
+
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core (the build the axe-playwright-python package ships) run inside the page: the serious and
+    critical WCAG 2.1 A/AA violations, one line each."""
+    import importlib.resources
+
+    page.evaluate(importlib.resources.files("axe_playwright_python").joinpath("axe.min.js").read_text())
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    return [f"{v['id']} ({v['impact']}): {n['html'][:120]}" for v in result["violations"]
+            if v["impact"] in ("serious", "critical") for n in v["nodes"]]
+
+
+def test_accessibility_tab_order_and_narrow_layout(dashboard, browser):
+    """Issue 18 items 6 and 3 in real Chromium: axe-core finds no serious or critical WCAG 2.1 AA
+    violation (contrast, labels, names, ...) on any page in the light or the dark theme; Run is three
+    Tab stops from the page's skip link; at 400 px the page does not scroll sideways and Run with the
+    bill's line sits in the first screen; the first screen's planning example opens runnable."""
+    from store import Store
+
+    base, home = dashboard
+    exp = Store(home / "store").create_experiment("a11y shared", [RunSpec(solver="heun", steps=4)])
+    pages = ["/", "/sweep", "/compare", "/experiments", "/budget", f"/?exp={exp}"]
+    for scheme in ("light", "dark"):
+        page = browser.new_context(viewport={"width": 1400, "height": 1600}, color_scheme=scheme).new_page()
+        for path in pages:
+            page.goto(base + path)
+            idle(page)
+            page.locator("[data-testid=stMain] h1").first.wait_for(timeout=60_000)
+            assert axe_violations(page) == [], (scheme, path)
+        page.context.close()
+
+    page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    page.goto(base + "/")
+    run = page.get_by_role("button", name="Run", exact=True)
+    run.wait_for(timeout=60_000)
+    idle(page)
+    page.keyboard.press("Tab")  # the first Tab stop is Streamlit's "Skip to main content"
+    assert page.evaluate("document.activeElement.innerText").strip() == "Skip to main content"
+    page.keyboard.press("Enter")
+    for stops in range(1, 6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.innerText").strip().endswith("Run"):
+            break
+    else:
+        raise AssertionError("Run is not within 5 Tab stops of the skip link")
+    assert stops + 1 <= 5  # the skip link's stop included
+
+    # the planning example loads runnable (within the world's support and the run guard)
+    page.get_by_role("button", name="In-the-loop planning").click()
+    idle(page)
+    expect(page.get_by_label("Plans P")).to_have_value("10", timeout=60_000)
+    assert not run.is_disabled()  # no refusal by the world or the run guard
+
+    page.set_viewport_size({"width": 400, "height": 900})
+    idle(page)
+    main = page.locator("[data-testid=stMain]")
+    assert page.evaluate("(() => { const m = document.querySelector('[data-testid=stMain]');"
+                         " return m.scrollWidth <= m.clientWidth; })()")
+    box = run.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 900, box  # Run in the first screen
+    assert "NFE per cycle" in main.inner_text()
+    page.context.close()

@@ -33,3 +33,63 @@ def test_rollouts_draw_one_line_per_future_coloured_by_branch():
     darts = [t for t in fig.data if t.name == "darts"]
     assert all(t.line.color == charts.TAIL_COLOR for t in darts)
     assert list(fig.data[1].y) == [0.0, 0.1, 0.2, 0.30000000000000004]  # frames in order
+
+
+def _figures():
+    """One of each figure the pages draw, from small fixed inputs."""
+    from app import bill_view, run_view
+    from fastdiff_core import budget
+
+    bill = budget.NFEBill(S=4, C=1.0, H=12, P=10, R=4)
+    hist = [{"group": "solver", "label": lab, "count": c, "n": 100, "rate": c / 100, "lo": c / 200, "hi": c / 80,
+             "truth": c / 100} for lab, c in (("waits", 60), ("darts", 5))]
+    rows = [(float(i), float(f), 0.0, 0.1 * f, 0.2 * f, float(i % 2)) for i in range(4) for f in range(3)]
+    return {
+        "waterfall": bill_view.waterfall_figure(budget.waterfall(bill, distilled=True)),
+        "latency": bill_view.latency_figure(budget.project_latency(bill, budget.ProductionModel())),
+        "measured": run_view.measured_latency_figure([{"what": "cycle", "batch": 1, "seconds": 0.2, "device": "cpu"}]),
+        "histogram": charts.histogram_figure(hist, tail="darts"),
+        "rollouts": charts.samples_figure(rows, ["rollout", "frame", "substep", "y", "x", "branch"],
+                                          ["waits", "darts"], "darts"),
+        "pareto": charts.pareto_figure([4, 8, 16], [0.1, 0.05, 0.04], ["r1", "r2", "r3"], ["a", "b", "c"],
+                                       x_title="NFE per planning cycle (counted)", y_title="tail_rate_error",
+                                       groups=["euler", "heun", "euler"], shapes=["karras", "karras", "uniform"]),
+    }
+
+
+def test_every_axis_has_a_title_and_colours_keep_their_meaning_in_both_themes():
+    """Item 6: titles on every axis; in light and dark, chart text >= 4.5:1 against the background and every
+    colour that carries meaning (bars, markers, truth, tail, groups) >= 3:1; log axes label decades only and
+    start where the data does."""
+    for theme, bg in charts.BACKGROUNDS.items():
+        assert charts.contrast(charts.TEXT[theme], bg) >= 4.5
+        for color in (charts.GENERATED_COLOR, charts.REFERENCE_COLOR, charts.TRUTH_COLOR, charts.TAIL_COLOR,
+                      charts.NEUTRAL_COLOR, charts.GOOD_COLOR, *charts.GROUP_COLORS):
+            assert charts.contrast(color, bg) >= 3.0, (theme, color)
+        for name, fig in _figures().items():
+            fig = charts.themed(fig, theme)
+            assert fig.layout.font.color == charts.TEXT[theme]
+            for axis in (fig.layout.xaxis, fig.layout.yaxis):
+                assert axis.title.text, (name, "an axis without a title")
+                if axis.type == "log":  # bars on a log axis start at its lower end: set where the data is
+                    assert axis.dtick == 1, name
+                    assert axis.range is not None or not any(t.type == "bar" for t in fig.data), name
+            for trace in fig.data:
+                for attr in ("marker.color", "line.color", "marker.line.color"):
+                    obj = trace
+                    for part in attr.split("."):
+                        obj = getattr(obj, part, None)
+                    colors = obj if isinstance(obj, (list, tuple)) else [obj]
+                    for c in colors:
+                        if isinstance(c, str) and c.startswith("#"):
+                            assert charts.contrast(c, bg) >= 3.0, (theme, name, attr, c)
+
+
+def test_latency_axis_starts_below_the_smallest_bar():
+    from app import bill_view
+    from fastdiff_core import budget
+
+    lat = budget.project_latency(budget.NFEBill(S=1, C=1.0, H=20, P=1, R=1), budget.ProductionModel())  # 200 ms
+    fig = bill_view.latency_figure(lat)
+    lo, hi = fig.layout.xaxis.range
+    assert 10 ** lo < 10 and 10 ** hi > 200  # the 10 ms frame bar and the 200 ms cycle both inside, not at the edge

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-
 from streamlit.testing.v1 import AppTest
 
 from fastdiff_core.spec import RunSpec

@@ -5,7 +5,8 @@ mixture world through ``fastdiff_core.run.execute``, a solver x grid x steps x s
 one sweep experiment plus a few single-run experiments, exactly as the collector records them —
 then renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
 and, when Debian's chromium is present, in a real headless browser (navigation to an idle page).
-Prints the median and max seconds per page.
+Prints the median and max seconds per page: in the browser, until the first content (the page's
+heading), until idle, until every chart is drawn, and from typing a value to the bill showing it.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
     env = {**os.environ, "FASTDIFF_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
                              "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env,
+                             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     run_id = Store().experiment(single_exp)["run_ids"][0]
@@ -158,16 +159,42 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
                         raise
                     time.sleep(0.5)
             idle = "[data-testid=stApp][data-test-script-state=notRunning]"
+            charts_drawn = ("() => { const c = [...document.querySelectorAll('[data-testid=stPlotlyChart]')];"
+                            " return c.length > 0 && c.every(e => e.querySelector('svg.main-svg')); }")
             for label, path in urls.items():
-                times = []
+                first, times, drawn = [], [], []
                 for _ in range(repeat + 1):
                     t0 = time.perf_counter()
                     page.goto(base + path)
                     page.wait_for_selector("[data-testid=stMain] h1", timeout=60000)
+                    first.append(time.perf_counter() - t0)
                     page.wait_for_selector(idle, timeout=60000)
                     times.append(time.perf_counter() - t0)
+                    if page.locator("[data-testid=stPlotlyChart]").count():
+                        page.wait_for_function(charts_drawn, timeout=60000)
+                        drawn.append(time.perf_counter() - t0)
                     server.append(server_seconds([page.get_by_text(RENDERED).first.inner_text()]))
+                out[f"first content {label}"] = first[1:]
                 out[f"load {label}"] = times[1:]
+                if drawn[1:]:
+                    out[f"all charts drawn {label}"] = drawn[1:]
+            # Widget to bill: type a step count on Explore, until the bill's 'per frame' shows its NFE.
+            page.goto(base + "/?solver=euler")
+            page.wait_for_selector(idle, timeout=60000)
+            steps = page.get_by_role("spinbutton", name="Steps", exact=True)
+            bill_shows = ("v => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+                          ".find(e => e.innerText.includes('per frame'));"
+                          " return !!m && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === v; }")
+            times = []
+            for i in range(repeat + 1):
+                value = str(7 + i % 2 * 2)  # Euler: one NFE per step
+                t0 = time.perf_counter()
+                steps.fill(value)
+                steps.press("Enter")
+                page.wait_for_function(bill_shows, arg=value, timeout=60000)
+                times.append(time.perf_counter() - t0)
+                page.wait_for_selector(idle, timeout=60000)
+            out["widget to bill (Explore, Steps)"] = times[1:]
             # In-app navigation (what a user does most): the sidebar link, no page reload.
             page.goto(base + "/experiments")
             page.wait_for_selector(idle, timeout=60000)

@@ -221,7 +221,9 @@ def main(args: argparse.Namespace) -> int:
             children.append(Child("dashboard", [
                 sys.executable, "-m", "streamlit", "run", str(dashboard), "--server.address", args.host,
                 "--server.port", str(args.port), "--server.headless", "true",
-                "--browser.gatherUsageStats", "false"], env, logs / "dashboard.log"))
+                "--browser.gatherUsageStats", "false",
+                # no Deploy button or developer menu for anyone (st.set_option in the app comes too late for it)
+                "--client.toolbarMode", "viewer"], env, logs / "dashboard.log"))
         else:
             print(f"dashboard: {dashboard} does not exist yet; not started")
 

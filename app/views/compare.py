@@ -13,6 +13,7 @@ import polars as pl
 import streamlit as st
 
 from app import charts, connection, verdict_view
+from app.plots import plot
 
 st.title("Compare")
 s, why = connection.store()
@@ -88,7 +89,9 @@ if hist.height:
     fig.update_layout(barmode="group", scattermode="group", height=380, margin=dict(l=10, r=10, t=30, b=10),
                       title=f"Generated rates with 95% Wilson intervals (tail: {', '.join(tails) or 'none'})")
     fig.update_yaxes(tickformat=".1%")
-    st.plotly_chart(fig, config={"displayModeBar": False})
+    fig.update_xaxes(title="branch")
+    fig.update_yaxes(title="rate (share of samples)")
+    plot(st, fig, key="cmp.hist")
 else:
     connection.empty_state("These runs reported no branch histograms.")
 

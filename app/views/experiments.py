@@ -70,8 +70,7 @@ def show_experiment(sel: str) -> None:
 
     st.divider()
     st.subheader(f"{connection.plain(exp['name']) or sel}  ·  `{sel}`")
-    link = access.share_link(sel)
-    st.markdown(f"Share link (read-only, this experiment only): [`{link}`]({link})")
+    access.share_panel(sel)
     a1, a2, a3, a4, a5 = st.columns(5)
     with a1.popover("Rename", icon=":material/edit:"):
         new_name = st.text_input("New name", value=exp["name"], key=f"xp.rename.{sel}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import connection, run_view, sweep_view
+from app.spec_form import spec_rows
+from fastdiff_core.spec import RunSpec
 
 exp_id = connection.url_id("exp", "exp_id")  # app.access has checked the id (and the key) already
 if exp_id is None:
@@ -20,6 +22,10 @@ if exp is None:
     st.stop()
 st.title(connection.plain(exp["name"]) or exp_id)
 st.caption(f"Shared experiment `{exp_id}` · created {exp['created']} · {len(exp['run_ids'])} run(s) · read-only")
+st.subheader("Configuration")
+axes = (exp.get("sweep") or {}).get("axes") if len(exp["run_ids"]) > 1 else None
+st.table(spec_rows(RunSpec.from_dict(exp["spec"], enforce_limits=False), axes))
+st.subheader("Results")
 if len(exp["run_ids"]) == 1:
     run = s.run(exp["run_ids"][0])
     if run is not None:

@@ -134,6 +134,5 @@ if exp is None:
     st.warning(f"experiment {exp_id} is not in the store")
     st.stop()
 st.subheader(f"{connection.plain(exp['name'])}  ·  `{exp_id}`")
-link = access.share_link(exp_id)
-st.markdown(f"Share: [`{link}`]({link})")
+access.share_panel(exp_id)
 sweep_view.sweep_results(s, exp_id, key="sw.res")
