@@ -56,7 +56,7 @@ def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
     fig.update_yaxes(type="log", title="NFE per planning cycle (log)", dtick=1, range=charts.log_range(values))
     fig.update_xaxes(title="lever applied (each bar: the bill after it)")
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10),
-                      title="NFE per planning cycle, from a vanilla plan (1000 NFE x CFG 2 x 20 frames x 40 futures)")
+                      title="NFE per cycle, from a vanilla plan (S 1000 x C 2 x H 20 x P·R 40)")
     return fig
 
 

@@ -3,6 +3,7 @@ error or coverage; clicking a point opens its run. Used by Sweep, Experiments an
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
@@ -102,6 +103,26 @@ def grid_frames(table: pl.DataFrame, axis_fields: list[str], y: str) -> list[tup
     return out
 
 
+def parallel_figure(table: pl.DataFrame, axis_fields: list[str], cost: str, y: str) -> go.Figure:
+    """Parallel coordinates over a sweep: one axis per swept field (choices as their names), then the
+    cost and the metric; each line a run, coloured by the metric."""
+    dims = []
+    for f in axis_fields:
+        values = [str(v) for v in table[f].to_list()]
+        try:
+            dims.append(dict(label=f, values=[float(v) for v in values]))
+        except ValueError:  # a choice axis (solver, grid): its names as tick labels
+            names = list(dict.fromkeys(values))
+            dims.append(dict(label=f, values=[names.index(v) for v in values], tickvals=list(range(len(names))),
+                             ticktext=names))
+    dims += [dict(label=cost, values=table[cost].to_list()), dict(label=y, values=table[y].to_list())]
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=table[y].to_list(), colorscale="Viridis",
+                                                            showscale=True, colorbar=dict(title=y))))
+    fig.update_layout(height=360, margin=dict(l=60, r=60, t=60, b=20),
+                      title=f"Every run of the sweep: swept fields, {cost} and {y}")
+    return fig
+
+
 def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     """Progress, the grid and the Pareto frontier of one experiment (also used by the shared view)."""
     runs = s.runs(exp_id=exp_id)
@@ -138,6 +159,7 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
         if p.get("customdata"):
             picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
     if axis_fields:
+        plot(st, parallel_figure(table, axis_fields, x_axis, y), key=f"{key}.parallel")
         grids = grid_frames(table, axis_fields, y)
         tabs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
         for tab, (title, frame) in zip(tabs, grids):

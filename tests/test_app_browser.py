@@ -300,14 +300,18 @@ def test_accessibility_tab_order_and_narrow_layout(dashboard, browser):
 
     base, home = dashboard
     exp = Store(home / "store").create_experiment("a11y shared", [RunSpec(solver="heun", steps=4)])
-    pages = ["/", "/sweep", "/compare", "/experiments", "/budget", f"/?exp={exp}"]
     for scheme in ("light", "dark"):
         page = browser.new_context(viewport={"width": 1400, "height": 1600}, color_scheme=scheme).new_page()
-        for path in pages:
-            page.goto(base + path)
+        page.goto(base + "/")
+        for title in ("Explore", "Sweep", "Compare", "Experiments", "Queue", "Budget calculator"):
+            page.get_by_role("link", name=title, exact=True).click()  # in-app: no reload, a quicker test
+            page.locator(f"[data-testid=stMain] h1:has-text('{title}')").wait_for(timeout=60_000)
             idle(page)
-            page.locator("[data-testid=stMain] h1").first.wait_for(timeout=60_000)
-            assert axe_violations(page) == [], (scheme, path)
+            assert axe_violations(page) == [], (scheme, title)
+        page.goto(f"{base}/?exp={exp}")
+        page.locator("[data-testid=stMain] h1:has-text('a11y shared')").wait_for(timeout=60_000)
+        idle(page)
+        assert axe_violations(page) == [], (scheme, "shared view")
         page.context.close()
 
     page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
@@ -327,9 +331,9 @@ def test_accessibility_tab_order_and_narrow_layout(dashboard, browser):
     assert stops + 1 <= 5  # the skip link's stop included
 
     # the planning example loads runnable (within the world's support and the run guard)
-    page.get_by_role("button", name="In-the-loop planning").click()
+    page.get_by_role("button", name="Example: In-the-loop planning").click()
     idle(page)
-    expect(page.get_by_label("Plans P")).to_have_value("10", timeout=60_000)
+    expect(page.get_by_role("spinbutton", name="Plans P")).to_have_value("10", timeout=60_000)
     assert not run.is_disabled()  # no refusal by the world or the run guard
 
     page.set_viewport_size({"width": 400, "height": 900})

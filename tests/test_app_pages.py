@@ -81,3 +81,25 @@ def test_edit_in_explore_loads_the_saved_solver_options(home):
     at = _edit_in_explore(RunSpec(solver="ddim", solver_options={"eta": 0.3}, steps=9))
     assert at.selectbox(key="ex.solver").value == "ddim" and at.number_input(key="ex.opt.ddim.eta").value == 0.3
     assert at.query_params["opt.eta"] in ("0.3", ["0.3"])
+
+
+def test_experiment_exports_a_self_contained_html_report(home):
+    """Item 9: one HTML file with the configuration, the verdicts, the branch rates with intervals, the
+    charts as interactive plotly with plotly.js inside (offline), and the link back."""
+    from app import report
+    from store import Store
+    from tests.test_app_results import record_done
+
+    s = Store()
+    exp_id, _ = record_done(s, "report <me>", [RunSpec(samples=200, steps=6, regime="offline")])
+    text = report.experiment_report(s, exp_id, f"http://dash.example/?exp={exp_id}")
+    assert text.startswith("<!doctype html>") and "report &lt;me&gt;" in text  # names escaped
+    assert "<th>field</th>" in text and "<td>steps</td><td>6</td>" in text
+    assert "<th>measured how</th>" in text and "<td>overall</td>" in text  # the verdict table
+    assert "<th>95% interval</th>" in text  # the branch rates with their intervals
+    assert text.count("Plotly.newPlot") >= 2 and "plotly.js" in text.lower()  # figures, library inlined
+    assert "<script src=" not in text  # nothing fetched from the network
+    assert f"href='http://dash.example/?exp={exp_id}'" in text
+    at = page("experiments", sel=exp_id).run()
+    at.button(key=f"xp.report.build.{exp_id}").click().run()
+    assert not at.exception and at.session_state[f"xp.report.{exp_id}"].startswith(b"<!doctype html>")

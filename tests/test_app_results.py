@@ -60,9 +60,15 @@ def test_sweep_compare_and_pareto(home):
     assert at.selectbox(key="sw.res.y").value == "tail_rate_error"
     table = table_with(at, "run_id", "NFE per planning cycle (counted)")
     assert sorted(table["NFE per planning cycle (counted)"]) == [3.0, 5.0, 6.0, 11.0]  # per sample: Heun 2n - 1
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = figs[0]
     assert fig["layout"]["xaxis"]["title"]["text"] == "NFE per planning cycle (counted)"
     assert {"euler", "heun"} <= {t.get("name") for t in fig["data"]}
+    # parallel coordinates over the sweep: the swept fields, the cost and the metric
+    par = next(f for f in figs if f["data"][0]["type"] == "parcoords")["data"][0]
+    assert [d["label"] for d in par["dimensions"]] == ["solver", "steps", "NFE per planning cycle (counted)",
+                                                      "tail_rate_error"]
+    assert par["dimensions"][0]["ticktext"] == ["euler", "heun"]
     cmp = page("compare", runs=f"{run_ids[0]},{run_ids[2]}").run()
     assert not cmp.exception
     diff = cmp.dataframe[0].value

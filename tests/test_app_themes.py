@@ -31,15 +31,19 @@ def stored(home):
 def test_every_page_in_both_themes(stored, theme):
     pages = [("explore", {"run": stored["run"]}), ("sweep", {"sweep": stored["sweep"]}),
              ("compare", {"runs": f"{stored['runs'][0]},{stored['runs'][3]}"}),
-             ("experiments", {"sel": stored["sweep"]}), ("budget_calculator", {}), ("shared", {"exp": stored["single"]})]
+             ("experiments", {"sel": stored["sweep"]}), ("budget_calculator", {}), ("shared", {"exp": stored["single"]}),
+             ("queue", {})]
     for name, params in pages:
         at = page(name, **params)
         at.context["theme"] = theme
         at.run()
         assert not at.exception, (theme, name, at.exception)
         figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-        assert figures or name in ("experiments",), (theme, name, "no chart drawn")
+        assert figures or name in ("experiments", "queue"), (theme, name, "no chart drawn")
         for fig in figures:
             assert fig["layout"]["font"]["color"] == charts.TEXT[theme], (theme, name)
+            if fig["data"][0]["type"] == "parcoords":  # its axes are its dimensions, each labelled
+                assert all(d["label"] for d in fig["data"][0]["dimensions"]), (theme, name)
+                continue
             for axis in ("xaxis", "yaxis"):
                 assert fig["layout"][axis]["title"]["text"], (theme, name, axis)

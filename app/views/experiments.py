@@ -8,11 +8,22 @@ from __future__ import annotations
 import pathlib
 import tempfile
 
+import polars as pl
 import streamlit as st
 
-from app import access, connection, run_view, sweep_view
+from app import access, connection, report, run_view, sweep_view
 from app.spec_form import load_spec
 from fastdiff_core.spec import RunSpec
+
+def with_spec_columns(exps: pl.DataFrame) -> pl.DataFrame:
+    """The experiments with their (first) spec's regime, world and sampler (solver or student) as columns."""
+    specs = [connection.parse_json(t) or {} for t in exps["spec"].to_list()] if "spec" in exps.columns else []
+    return exps.with_columns(
+        pl.Series("regime", [sp.get("regime") or "offline" for sp in specs], dtype=pl.String),
+        pl.Series("world", [sp.get("world") or "" for sp in specs], dtype=pl.String),
+        pl.Series("sampler", [(sp.get("student") if sp.get("sampler") == "student" else sp.get("solver")) or ""
+                              for sp in specs], dtype=pl.String))
+
 
 st.title("Experiments")
 s, why = connection.store()
@@ -51,8 +62,9 @@ if exps.height == 0:
     connection.empty_state("No experiments match." if q else
                            "No experiments yet. Queue a run in Explore or a sweep in Sweep; they are listed here.")
     st.stop()
-shown = exps.select([c for c in ("name", "exp_id", "created", "n_runs", "status", "n_done", "n_failed", "n_queued",
-                                 "imported_from") if c in exps.columns])
+shown = with_spec_columns(exps).select([c for c in ("name", "exp_id", "created", "regime", "world", "sampler",
+                                                   "n_runs", "status", "n_done", "n_failed", "n_queued", "imported_from")
+                                        if c in exps.columns or c in ("regime", "world", "sampler")])
 event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="xp.table",
                      column_config={"created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")})
 rows = event.selection.rows if event is not None else []
@@ -118,6 +130,14 @@ def show_experiment(sel: str) -> None:
         if st.session_state.get(f"xp.bundle.{sel}"):
             st.download_button("Download bundle", st.session_state[f"xp.bundle.{sel}"], file_name=f"fastdiff-{sel}.zip",
                                mime="application/zip", key=f"xp.export.{sel}")
+        st.caption("A report for design reviews: one self-contained HTML file (configuration, verdicts with their "
+                   "numbers, branch rates with intervals, interactive charts, the link back), readable offline.")
+        if st.button("Build HTML report", key=f"xp.report.build.{sel}"):
+            link = access.absolute(access.share_link(sel), st.context.url)
+            st.session_state[f"xp.report.{sel}"] = report.experiment_report(s, sel, link).encode()
+        if st.session_state.get(f"xp.report.{sel}"):
+            st.download_button("Download HTML report", st.session_state[f"xp.report.{sel}"],
+                               file_name=f"fastdiff-{sel}.html", mime="text/html", key=f"xp.report.{sel}.dl")
 
     if a5.button("Edit in Explore", icon=":material/tune:", key=f"xp.edit.{sel}",
                  help="Load the experiment's (first) spec into Explore's form"):
