@@ -105,6 +105,15 @@ def in_flight(run_id: str | None) -> str | None:
     return run_id if run is not None and run["status"] not in FINAL else None
 
 
+def stored_final(run_ids: list[str] | tuple[str, ...]) -> bool:
+    """Whether the store has recorded a final status for every run (the pages draw from the store)."""
+    s, _ = store()
+    if s is None:
+        return True  # nothing to wait for: the page says the store is unavailable
+    runs = s.runs(run_ids=list(run_ids))
+    return runs.height == len(run_ids) and all(st_ in FINAL for st_ in runs["status"].to_list())
+
+
 def empty_state(message: str) -> None:
     st.info(message, icon=":material/inbox:")
 

@@ -62,6 +62,9 @@ def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], N
         errors = [s for s in states if s["status"] == "failed" and s.get("error")]
         for s in errors[:3]:
             st.error(f"run {s['run_id']} failed: {connection.error_headline(s['error'])}")
+        if len(final) == len(run_ids) and not connection.stored_final(run_ids):
+            st.caption("Finished; waiting for the store to record the outcome …")  # the collector lags the queue
+            return
         if len(final) == len(run_ids):
             if not st.session_state.get(finished_key):
                 st.session_state[finished_key] = True

@@ -85,7 +85,7 @@ def dashboard():
 
 def idle(page) -> None:
     """Wait until Streamlit has finished the current script run."""
-    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=180_000)
 
 
 def table_rows(page, header: str, timeout: float = 180_000) -> list[list[str]]:
