@@ -97,10 +97,15 @@ def _take(store: Store, r: redis.Redis, raws: list[bytes]) -> None:
         if outcome.run_id is not None:
             r.publish(outcomes.STORED_CHANNEL, outcome.run_id)
     if done:
+        # Announce first: the results are durable in the store already, and a PUBLISH alone writes
+        # nothing, so Redis answers it without waiting for an fsync (the removals below do wait).
         with r.pipeline(transaction=False) as p:
-            for raw, outcome in done:
-                p.lrem(outcomes.PROCESSING, 1, raw)
+            for _, outcome in done:
                 p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
+            p.execute()
+        with r.pipeline(transaction=False) as p:
+            for raw, _ in done:
+                p.lrem(outcomes.PROCESSING, 1, raw)
             p.execute()
 
 
