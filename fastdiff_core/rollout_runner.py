@@ -48,6 +48,10 @@ def _network(spec, world: WorldModel, gen: torch.Generator):
     sampler and guidance alone otherwise."""
     if world.staged:
         return from_spec(spec, world.net, gen)
+    for name, off in (("feature_cache", "off"), ("precision", "float32"), ("compile", False)):
+        if getattr(spec, name) != off:  # a toggle that would be silently ignored is refused instead
+            raise ValueError(f"{name}={getattr(spec, name)!r} needs a staged network (WorldModelNet's forward); "
+                             f"{type(world).__name__}.staged is False; allowed: {off!r}")
     sampler = frame_sampler(spec.solver, spec.solver_options, parallel=spec.parallel,
                             parallel_options=spec.parallel_options, generator=gen)
     return world.net, sampler, Guidance(spec.guidance_scale, spec.guidance_interval)

@@ -125,6 +125,31 @@ def test_a_toy_world_model_rolls_out_on_the_generic_engine(toy_world):
     assert "precision='bfloat16' is not supported by world='toy_walk'" in refused
 
 
+def test_the_engine_refuses_what_a_world_model_cannot_do_before_any_work(toy_world):
+    import torch
+
+    import toy_walk_world
+    from fastdiff_core.rollout import candidate_plans, planning_cycle
+    from fastdiff_core.rollout_runner import run_world_model
+    from fastdiff_core.speedups import frame_sampler
+    from fastdiff_core.worlds.protocol import check_world_model
+
+    class NoOnset(toy_walk_world.ToyWalk):
+        onset = toy_walk_world.WorldModel.onset  # the protocol's default: importance sampling unsupported
+
+    world = NoOnset(2.0, "stay")
+    with pytest.raises(ValueError, match=r"NoOnset.onset returns None .*allowed: importance='off'"):
+        planning_cycle(world.net, world, candidate_plans(2, 3, actions=3), 4, sampler=frame_sampler("euler"),
+                       sigmas=[1.0, 0.5, 0.0], context=torch.ones(1), fit_tail=True)
+    world.tail = "falls"
+    with pytest.raises(ValueError, match=r"NoOnset.tail='falls' must be one of its labels"):
+        check_world_model(world)
+    # a network speed-up the plugin might declare but an unstaged network cannot apply is refused, not ignored
+    spec = RunSpec.from_dict(walk_spec(feature_cache="fixed"))
+    with pytest.raises(ValueError, match=r"feature_cache='fixed' needs a staged network"):
+        run_world_model(spec, torch.device("cpu"), None, toy_walk_world.ToyWalk(2.0, "stay"))
+
+
 def test_the_toy_world_runs_through_fastdiff_run_and_is_refused_there_with_the_same_message(toy_world):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(toy_world)])}
     cmd = [sys.executable, "-m", "workers.cli", "run", "--spec"]
