@@ -7,7 +7,6 @@ runner, now tallying batch by batch and keeping only the first 2,000 rollouts fo
 import pytest
 
 from fastdiff_core.run import execute
-from tests.test_rollout import one_thread  # noqa: F401  (autouse: one intra-op thread on a shared CPU)
 
 
 PLANNING = {"world": "driving", "scene": "child_at_curb", "solver": "euler", "steps": 4, "horizon": 4, "plans": 6,
