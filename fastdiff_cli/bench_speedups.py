@@ -6,25 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 from typing import Any
 
 import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.bench.speedups import SCENE_SET, SpeedupsBench, lever_rows
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.teacher_bench_args import add_teacher_bench_arguments
+from fastdiff_core.commands.args import int_range
 from fastdiff_core.latency import device_name
 from fastdiff_core.worlds.driving import ACTIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures as JSON here")
-    parser.add_argument("--threads", type=int_range(1, 1024), default=1,
-                        help="intra-op CPU threads (default 1: on a shared CPU, OpenMP oversubscription can stall "
-                             "small ops ~100x; the device string records the count)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
-                        help="world-model checkpoint stem (default: the shipped driving teacher)")
+    add_teacher_bench_arguments(parser)
     parser.add_argument("--n", type=int_range(1, 1_000_000), default=1500, help="futures per scene (coverage and throughput workload)")
     parser.add_argument("--steps", type=int_range(1, 1000), default=8, help="solver steps of the baseline rows")
     parser.add_argument("--solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")

@@ -45,7 +45,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                             "every distilled student vs the teacher: NFE, wall clock at equal TV, tail, gates"),
     ("bench", "speedups"): ("fastdiff_cli.bench_speedups",
                             "caching, Picard, bf16/int8, compile, guidance interval: speed vs coverage, side by side"),
-    ("bench", "rollout"): ("fastdiff_core.bench.rollout",
+    ("bench", "rollout"): ("fastdiff_cli.bench_rollout",
                            "planning fan-out: batched vs loop, overhead, cycle latency + verdict, IS vs uniform"),
 }
 

@@ -1,6 +1,7 @@
-"""``fastdiff bench rollout [--json PATH]``: the planning fan-out measured on the driving teacher.
+"""``fastdiff bench rollout``: the planning fan-out measured on the driving teacher.
 
-Prints, from one run on this machine:
+Measures, in one run on this machine (``run_bench`` yields each section's figures;
+``fastdiff_cli.bench_rollout`` parses the flags and prints them):
   1. batched fan-out vs a Python loop over candidates at P·R = 40 (throughput ratio);
   2. sampler + rollout overhead as a share of network time, at fan-out batches >= 64;
   3. shared context (condition path once per frame / per plan) vs the plain network;
@@ -13,18 +14,17 @@ Prints, from one run on this machine:
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
 import pathlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from fastdiff_core import budget, catalog
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_core import budget
 from fastdiff_core.denoiser import NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import device_name, measure, measure_interleaved
@@ -37,21 +37,6 @@ from fastdiff_core.worlds import driving
 from fastdiff_core.worlds.driving import PATH
 from fastdiff_core.worlds.driving import SCENES
 from fastdiff_core.worlds.driving import DrivingWorldModel, waiting_frame
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures as JSON here")
-    parser.add_argument("--threads", type=int_range(1, 1024), default=1,
-                        help="intra-op CPU threads (default 1: on a shared CPU, OpenMP oversubscription can stall "
-                             "small ops ~100x; the device string records the count)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
-                        help="world-model checkpoint stem (default: the shipped driving teacher)")
-    parser.add_argument("--scene", default="child_at_curb", choices=sorted(SCENES))
-    parser.add_argument("--solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")
-    parser.add_argument("--repeats", type=int_range(1, 10_000), default=5, help="timed repeats per figure (after warm-up)")
-    parser.add_argument("--is-reps", type=int_range(2, 1_000_000), default=100, help="independent estimates per arm (IS vs uniform)")
-    parser.add_argument("--is-seeds", type=int_range(1, 1000), default=3, help="independent repetitions of the IS comparison")
-    parser.add_argument("--only-importance", action="store_true", help="measure only section 5 (IS vs uniform)")
 
 
 def load_network(checkpoint: pathlib.Path | None, device: torch.device) -> nn.Module:
@@ -114,53 +99,66 @@ def _fan_inputs(p: int, r: int, h: int, scene, device, seed: int = 0):
     return plans, noise, ctx
 
 
-def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, args.threads))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev_name = device_name(device)
-    net = load_network(args.checkpoint, device)
-    shared = SharedContextNet(net)
-    scene = SCENES[args.scene]
-    world = DrivingWorldModel(net, scene)  # the engine's view of the scene; the networks below roll it out
-    out: dict[str, Any] = {"device": dev_name, "scene": scene.name, "solver": args.solver}
-    print(f"fastdiff bench rollout — device {dev_name}, scene {scene.name}, solver {args.solver}")
+@dataclass(frozen=True)
+class RolloutBench:
+    """What one ``fastdiff bench rollout`` run measures."""
 
-    # -- 1. batched fan-out vs a loop over candidates, P·R = 40 -----------------------------------------
+    checkpoint: pathlib.Path | None = None  # world-model checkpoint stem (None: the shipped driving teacher)
+    scene: str = "child_at_curb"
+    solver: str = "dpmpp_2m"
+    repeats: int = 5  # timed repeats per figure (after warm-up)
+    is_reps: int = 100  # independent estimates per arm (IS vs uniform)
+    is_seeds: int = 3  # independent repetitions of the IS comparison
+    only_importance: bool = False  # measure only the IS comparison
+
+
+class _Setup:
+    """The network, the scene as the engine sees it, and the P.R = 40 planning cycle every section uses."""
+
     P, R, H, S = 10, 4, 12, 4
-    sigmas = build_grid("karras", S, PATH)
-    sampler = frame_sampler(args.solver)
-    plans, noise, ctx = _fan_inputs(P, R, H, scene, device)
-    if args.only_importance:
-        _importance_section(args, shared, world, sampler, device, out)
-        return _write_json(args, out)
-    ts = measure_interleaved(
-        {"fan": lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
-         "loop": lambda: loop_over_candidates(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
-                                              context=ctx)},
-        batch={"fan": P * R, "loop": 1}, device=device, warmup=1, repeats=max(3, args.repeats // 2),
-        nfe={"fan": S * H * P * R, "loop": S * H * P * R})
-    fan, loop = ts["fan"], ts["loop"]
-    ratio = loop.median_s / fan.median_s
-    print(f"\n1. fan-out vs loop at P·R = {P * R} (H = {H}, S = {S}, C = 1):")
-    print(f"   batched fan-out   {fan.median_s * 1000:9.1f} ms/cycle  (p10-p90 {fan.p10_s * 1000:.1f}-{fan.p90_s * 1000:.1f})")
-    print(f"   loop over P x R   {loop.median_s * 1000:9.1f} ms/cycle  (p10-p90 {loop.p10_s * 1000:.1f}-{loop.p90_s * 1000:.1f})")
-    print(f"   throughput ratio  {ratio:9.1f}x  (target >= 10x; timed interleaved)")
-    out["fan_out_vs_loop"] = {"P": P, "R": R, "H": H, "S": S, "batched": fan.row(), "loop": loop.row(),
-                              "throughput_ratio": ratio}
 
-    # -- 2. sampler + rollout overhead vs network time at batch >= 64 -----------------------------------
-    print("\n2. sampler + rollout overhead as a share of network time (H = 12, S = 4), interleaved:")
-    print("   overhead = the fan-out with the network swapped for its recorded outputs (network time excluded);")
-    print("   network  = the same network calls replayed alone; cross-check = (real fan-out - network) / network,")
-    print("   which also carries the cache interference between the network and everything around it; p10 of")
-    print("   interleaved repeats")
-    overhead_rows = []
+    def __init__(self, bench: RolloutBench, device: torch.device) -> None:
+        self.bench, self.device = bench, device
+        self.dev_name = device_name(device)
+        self.net = load_network(bench.checkpoint, device)
+        self.shared = SharedContextNet(self.net)
+        self.scene = SCENES[bench.scene]
+        self.world = DrivingWorldModel(self.net, self.scene)  # the engine's view of the scene
+        self.sigmas = build_grid("karras", self.S, PATH)
+        self.sampler = frame_sampler(bench.solver)
+        self.plans, self.noise, self.ctx = _fan_inputs(self.P, self.R, self.H, self.scene, device)
+
+    def cycle(self, net: nn.Module, counter: NFECounter | None = None) -> Any:
+        """One fan-out of the planning cycle's P candidates x R futures with ``net``."""
+        return fan_out(net, self.world, self.plans, self.R, sampler=self.sampler, sigmas=self.sigmas,
+                       noise=self.noise, context=self.ctx, counter=counter)
+
+
+def fan_out_vs_loop(w: _Setup) -> dict[str, Any]:
+    """Section 1: the batched fan-out against a Python loop over the candidates, timed interleaved."""
+    P, R, H, S = w.P, w.R, w.H, w.S
+    ts = measure_interleaved(
+        {"fan": lambda: w.cycle(w.shared),
+         "loop": lambda: loop_over_candidates(w.shared, w.world, w.plans, R, sampler=w.sampler, sigmas=w.sigmas,
+                                              noise=w.noise, context=w.ctx)},
+        batch={"fan": P * R, "loop": 1}, device=w.device, warmup=1, repeats=max(3, w.bench.repeats // 2),
+        nfe={"fan": S * H * P * R, "loop": S * H * P * R})
+    return {"P": P, "R": R, "H": H, "S": S, "batched": ts["fan"].row(), "loop": ts["loop"].row(),
+            "throughput_ratio": ts["loop"].median_s / ts["fan"].median_s}
+
+
+def overhead(w: _Setup) -> list[dict[str, Any]]:
+    """Section 2: the fan-out's own work (the network swapped for its recorded outputs) against the same
+    network calls replayed alone, at fan-out batches 64, 256, 1024; p10 of interleaved repeats (on a
+    shared machine the low quantile is the undisturbed time, and the median of a handful of repeats
+    moves by 10% between runs)."""
+    rows_out = []
     for rows in (64, 256, 1024):
         p, r = rows // 4, 4
-        pl, nz, cx = _fan_inputs(p, r, H, scene, device, seed=rows)
-        rec = RecordedNet(shared)
-        fan = functools.partial(fan_out, world=world, plans=pl, futures=r, sampler=sampler, sigmas=sigmas, noise=nz,
-                                context=cx)
+        pl, nz, cx = _fan_inputs(p, r, w.H, w.scene, w.device, seed=rows)
+        rec = RecordedNet(w.shared)
+        fan = functools.partial(fan_out, world=w.world, plans=pl, futures=r, sampler=w.sampler, sigmas=w.sigmas,
+                                noise=nz, context=cx)
         fan(rec)  # records every network call of one fan-out
         rec.mode = "stored"
 
@@ -168,52 +166,44 @@ def main(args: argparse.Namespace) -> int:
             rec._i = 0
             fan(rec)
 
-        ts = measure_interleaved({"stored": stored, "network": rec.replay, "full": lambda: fan(shared)},
-                                 batch=rows, device=device, warmup=1,
-                                 repeats=max(7 if rows >= 1024 else 11, args.repeats))
-        # p10 of interleaved repeats: on a shared machine the low quantile is the undisturbed time, and the
-        # median of a handful of repeats moves by 10% between runs
+        ts = measure_interleaved({"stored": stored, "network": rec.replay, "full": lambda: fan(w.shared)},
+                                 batch=rows, device=w.device, warmup=1,
+                                 repeats=max(7 if rows >= 1024 else 11, w.bench.repeats))
         net_s, own_s, full_s = ts["network"].p10_s, ts["stored"].p10_s, ts["full"].p10_s
-        row = {"batch": rows, "total_s": full_s, "network_s": net_s, "fastdiff_s": own_s,
-               "overhead": own_s / net_s, "cross_check": (full_s - net_s) / net_s}
-        overhead_rows.append(row)
-        print(f"   batch {rows:5d}: network {net_s * 1000:8.1f} ms, fastdiff's own work {own_s * 1000:6.2f} ms = "
-              f"overhead {row['overhead']:5.1%}  (target < 5%);  cross-check: real {full_s * 1000:8.1f} ms "
-              f"= {row['cross_check']:+5.1%}")
-    out["overhead"] = overhead_rows
+        rows_out.append({"batch": rows, "total_s": full_s, "network_s": net_s, "fastdiff_s": own_s,
+                         "overhead": own_s / net_s, "cross_check": (full_s - net_s) / net_s})
+    return rows_out
 
-    # -- 3. shared context vs the plain network ---------------------------------------------------------
-    ts = measure_interleaved(
-        {"shared": lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx),
-         "plain": lambda: fan_out(net, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx)},
-        batch=P * R, device=device, warmup=1, repeats=args.repeats)
-    shared_t, plain = ts["shared"], ts["plain"]
-    print(f"\n3. shared context: {shared_t.median_s * 1000:.1f} ms vs plain network {plain.median_s * 1000:.1f} ms "
-          f"per cycle ({plain.median_s / shared_t.median_s:.2f}x, interleaved)")
-    out["shared_context"] = {"shared": shared_t.row(), "plain": plain.row(),
-                             "ratio": plain.median_s / shared_t.median_s}
 
-    # -- 4. the planning cycle: latency, bill, verdict, projection ----------------------------------------
+def shared_context(w: _Setup) -> dict[str, Any]:
+    """Section 3: the condition path once per frame and plan (SharedContextNet) against the plain network."""
+    ts = measure_interleaved({"shared": lambda: w.cycle(w.shared), "plain": lambda: w.cycle(w.net)},
+                             batch=w.P * w.R, device=w.device, warmup=1, repeats=w.bench.repeats)
+    return {"shared": ts["shared"].row(), "plain": ts["plain"].row(),
+            "ratio": ts["plain"].median_s / ts["shared"].median_s}
+
+
+def planning_cycle(w: _Setup) -> dict[str, Any]:
+    """Section 4: the cycle's NFE bill (counted against the formula), per-NFE / frame / rollout / cycle
+    latency, the measured verdict (on the interval of the median: UNDECIDED when it straddles the
+    budget), and the same cycle projected for a 2B model at 10 ms/NFE, serial and batched."""
+    P, R, H, S, device = w.P, w.R, w.H, w.S, w.device
     counter = NFECounter()
-    fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise, context=ctx, counter=counter)
+    w.cycle(w.shared, counter)
     bill = budget.NFEBill(S=S, C=1.0, H=H, P=P, R=R)
     x_t = torch.randn(P * R, driving.FRAME_DIM, device=device)
-    cond = driving.condition(waiting_frame(scene, P * R).to(device), scene, "keep")
-    c = shared.context(cond)
+    c = w.shared.context(driving.condition(waiting_frame(w.scene, P * R).to(device), w.scene, "keep"))
     t = torch.full((P * R,), 0.5, device=device)
     with torch.no_grad():
-        per_nfe = measure(lambda: shared(x_t, t, c), what="nfe", batch=P * R, device=device, warmup=3,
-                          repeats=max(11, args.repeats), nfe=1)
-    one = _fan_inputs(1, 1, H, scene, device, seed=7)
-    per_rollout = measure(lambda: fan_out(shared, world, one[0], 1, sampler=sampler, sigmas=sigmas,
+        per_nfe = measure(lambda: w.shared(x_t, t, c), what="nfe", batch=P * R, device=device, warmup=3,
+                          repeats=max(11, w.bench.repeats), nfe=1)
+    one = _fan_inputs(1, 1, H, w.scene, device, seed=7)
+    per_rollout = measure(lambda: fan_out(w.shared, w.world, one[0], 1, sampler=w.sampler, sigmas=w.sigmas,
                                           noise=one[1], context=one[2]),
-                          what="rollout (one, alone)", batch=1, device=device, warmup=1, repeats=args.repeats,
+                          what="rollout (one, alone)", batch=1, device=device, warmup=1, repeats=w.bench.repeats,
                           nfe=S * H)
-    cycle = measure(lambda: fan_out(shared, world, plans, R, sampler=sampler, sigmas=sigmas, noise=noise,
-                                    context=ctx), what="cycle", batch=P * R, device=device, warmup=1,
-                    repeats=max(9, args.repeats), nfe=bill.per_cycle)
-    per_frame_s = cycle.median_s / H
-    # the measured verdict decides on the interval of the median (UNDECIDED when it straddles the budget)
+    cycle = measure(lambda: w.cycle(w.shared), what="cycle", batch=P * R, device=device, warmup=1,
+                    repeats=max(9, w.bench.repeats), nfe=bill.per_cycle)
     verdict = budget.verdict("planning", bill, latency=cycle.sample(), basis="measured")
     proj1 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=1))
     proj40 = budget.project_latency(bill, budget.ProductionModel(per_nfe_s=0.010, parallelism=P * R))
@@ -221,79 +211,49 @@ def main(args: argparse.Namespace) -> int:
                         latency_source="for a 2B latent DiT at 10 ms/NFE, no parallelism")
     v40 = budget.verdict("planning", bill, latency_s=proj40.per_cycle_s,
                          latency_source="for a 2B latent DiT at 10 ms/NFE, 40 lanes in one batch")
-    print(f"\n4. planning cycle H = {H}, {S} NFE/frame, C = 1, P·R = {P * R} on {dev_name}:")
-    print(f"   NFE bill {bill.formula()}; counted {counter.rows:,.0f} ({'==' if counter.rows == bill.per_cycle else '!='} formula)")
-    print(f"   per NFE (batch {P * R}) {per_nfe.median_s * 1e3:.3f} ms (p10-p90 {per_nfe.p10_s * 1e3:.3f}-{per_nfe.p90_s * 1e3:.3f}); "
-          f"per frame {per_frame_s * 1e3:.2f} ms; one rollout alone {per_rollout.median_s * 1e3:.1f} ms; "
-          f"cycle {cycle.median_s * 1e3:.1f} ms (p10-p90 {cycle.p10_s * 1e3:.1f}-{cycle.p90_s * 1e3:.1f}; "
-          f"{cycle.confidence:.0%} interval of the median {cycle.lo_s * 1e3:.1f}-{cycle.hi_s * 1e3:.1f} over "
-          f"{cycle.repeats} repeats, {cycle.threads} threads, load {cycle.load:.1f})")
-    print(f"   verdict: {verdict.sentence}")
-    print(f"   2B model at 10 ms/NFE: one rollout {proj1.per_rollout_s * 1e3:.0f} ms ({proj1.per_rollout_s / 0.1:.1f}x the "
-          f"100 ms budget); the cycle {proj1.per_cycle_s:.1f} s serial, {proj40.per_cycle_s * 1e3:.0f} ms with all 40 "
-          f"futures batched")
-    stages = budget.waterfall(bill, distilled=True)
-    print("   waterfall to this cycle: " + "  ->  ".join(
-        f"{st.lever} {st.bill.per_cycle:,.0f}" + (f" (/{st.factor:.3g})" if st.factor != 1 else "") for st in stages))
-    print(f"   verdict (serial): {v1.sentence}")
-    print(f"   verdict (batched): {v40.sentence}")
-    out["planning_cycle"] = {
-        "bill": bill.to_dict(), "nfe_counted": counter.rows, "nfe_formula": bill.per_cycle,
-        "latency": [per_nfe.row(), {"what": "frame", "seconds": per_frame_s, "batch": P * R, "device": dev_name},
-                    per_rollout.row(), cycle.row()],
+    return {
+        "bill": bill.to_dict(), "bill_formula": bill.formula(), "nfe_counted": counter.rows,
+        "nfe_formula": bill.per_cycle,
+        "latency": [per_nfe.row(), {"what": "frame", "seconds": cycle.median_s / H, "batch": P * R,
+                                    "device": w.dev_name}, per_rollout.row(), cycle.row()],
         "verdict": verdict.to_dict(),
         "projection_2b_serial": proj1.to_dict() | {"model": proj1.model.describe()},
         "projection_2b_batched": proj40.to_dict() | {"model": proj40.model.describe()},
         "verdict_2b_serial": v1.to_dict(), "verdict_2b_batched": v40.to_dict(),
-        "waterfall": [st.to_dict() for st in stages],
+        "waterfall": [st.to_dict() for st in budget.waterfall(bill, distilled=True)],
     }
 
-    # -- 5. importance sampling of the tail vs uniform, equal NFE (pilot included) ---------------------------
-    _importance_section(args, shared, world, sampler, device, out)
 
-    # -- 6. warm start --------------------------------------------------------------------------------------
-    planner = Planner(shared, world, plans=P, futures=R, horizon=H, sampler=sampler, sigmas=sigmas, importance=True)
+def importance(w: _Setup) -> list[dict[str, Any]]:
+    """Section 5: importance sampling of the tail against uniform futures at equal NFE, per seed."""
+    return [importance_vs_uniform(w.shared, w.world, w.sampler, w.device, reps=w.bench.is_reps, seed=123 + k)
+            for k in range(w.bench.is_seeds)]
+
+
+def warm_start(w: _Setup) -> dict[str, Any]:
+    """Section 6: what the next planning cycle reuses (the chosen plan shifted, the tail proposal)."""
+    planner = Planner(w.shared, w.world, plans=w.P, futures=w.R, horizon=w.H, sampler=w.sampler, sigmas=w.sigmas,
+                      importance=True)
     g = torch.Generator().manual_seed(11)
-    first = planner.cycle(ctx, g)
-    second = planner.cycle(ctx, g)
-    print(f"\n6. warm start: cycle 2's candidate 0 = cycle 1's choice {first.chosen_plan()} shifted -> "
-          f"{second.plans[0].tolist()}; tail proposal refitted from cycle 1 "
-          f"({'yes' if planner.proposal is not None else 'no tail seen yet'}), no pilot NFE spent")
-    out["warm_start"] = {"first_choice": first.chosen_plan(), "second_candidate0": second.plans[0].tolist(),
-                         "proposal_reused": planner.proposal is not None}
-
-    return _write_json(args, out)
+    first = planner.cycle(w.ctx, g)
+    second = planner.cycle(w.ctx, g)
+    return {"first_choice": first.chosen_plan(), "second_candidate0": second.plans[0].tolist(),
+            "proposal_reused": planner.proposal is not None}
 
 
-def _write_json(args: argparse.Namespace, out: dict[str, Any]) -> int:
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
-        print(f"\nwrote {args.json}")
-    return 0
+SECTIONS: tuple[tuple[str, Callable[[_Setup], Any]], ...] = (
+    ("fan_out_vs_loop", fan_out_vs_loop), ("overhead", overhead), ("shared_context", shared_context),
+    ("planning_cycle", planning_cycle), ("importance", importance), ("warm_start", warm_start))
 
 
-def _importance_section(args: argparse.Namespace, net: nn.Module, world, sampler, device: torch.device,
-                        out: dict[str, Any]) -> None:
-    out["importance"] = [importance_vs_uniform(net, world, sampler, device, reps=args.is_reps, seed=123 + k)
-                         for k in range(args.is_seeds)]
-    print_importance(out["importance"])
-
-
-def print_importance(rows: list[dict[str, Any]]) -> None:
-    first = rows[0]
-    print(f"\n5. tail estimate for plan {first['plan']}, true P(darts) {first['truth']:.2%}; per seed: a uniform pilot "
-          f"of {first.get('pilot_rollouts', 0)} rollouts, then {first.get('reps')} estimates per arm at equal NFE "
-          f"(pilot included): importance {first.get('n')} futures, uniform {first.get('n_uniform')}:")
-    for imp in rows:
-        if "error" in imp:
-            print(f"   seed {imp['seed']}: {imp['error']}")
-            continue
-        print(f"   seed {imp['seed']}: uniform mean {imp['uniform_mean']:.2%} sd {imp['uniform_sd']:.3%} "
-              f"({imp['uniform_tail_count']:.1f} tail rollouts/estimate); importance mean {imp['is_mean']:.2%} "
-              f"sd {imp['is_sd']:.3%} ({imp['is_tail_count']:.1f}, ESS {imp['is_ess']:.0f}); variance ratio "
-              f"uniform / IS {imp['variance_ratio']:.2f}x, 95% F-interval [{imp['variance_ratio_lo']:.2f}, "
-              f"{imp['variance_ratio_hi']:.2f}]; NFE per arm {imp['nfe_per_arm']:,} vs {imp['nfe_importance_arm']:,}")
+def run_bench(bench: RolloutBench, device: torch.device) -> Iterator[tuple[str, Any]]:
+    """Each section's name and figures, as soon as it is measured (``only_importance``: section 5 alone);
+    the first item is ("setup", {device, scene, solver})."""
+    w = _Setup(bench, device)
+    yield "setup", {"device": w.dev_name, "scene": w.scene.name, "solver": bench.solver}
+    for name, section in SECTIONS:
+        if not bench.only_importance or name == "importance":
+            yield name, section(w)
 
 
 def importance_vs_uniform(net: nn.Module, world, sampler, device: torch.device, *, reps: int = 24, n: int = 200,
