@@ -147,7 +147,6 @@ def test_layer_rules(source):
 # entry no file needs any more fails the test.
 PRINTING = {
     "fastdiff_core/bench/coverage.py": "`fastdiff bench coverage` (its front end has not moved to fastdiff_cli yet)",
-    "fastdiff_core/bench/gate.py": "`fastdiff bench gate` (its front end has not moved to fastdiff_cli yet)",
     "fastdiff_core/students/bench.py": "`fastdiff bench students` (its front end has not moved to fastdiff_cli yet)",
 }
 

@@ -27,7 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                            "train the driving world-model teacher, measure it, write weights + card"),
     ("bench", "coverage"): ("fastdiff_core.bench.coverage",
                             "solvers x NFE x guidance on the driving teacher: TV, tail rate, P/R, gate"),
-    ("bench", "gate"): ("fastdiff_core.bench.gate",
+    ("bench", "gate"): ("fastdiff_cli.bench_gate",
                         "the coverage gate's pass/fail/undecided rates by simulation, fixed n and sequential"),
     ("bench", "solvers"): ("fastdiff_cli.bench_solvers", "every solver x grid x NFE on the mixture world, vs peers"),
     ("fit", "grids"): ("fastdiff_cli.fit_grids",
