@@ -27,13 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int_range(1, 1000), default=6)
     parser.add_argument("--repeats", type=int_range(1, 10_000), default=3)
     parser.add_argument("--skip", nargs="*", default=[], help="lever labels (prefixes) to skip, e.g. torch.compile")
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0,
+                        help="seed of the noise and the waiting frames every lever shares")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="coverage columns only (no wall-clock workloads): for re-measuring coverage over seeds")
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bench = SpeedupsBench(checkpoint=args.checkpoint, n=args.n, steps=args.steps, solver=args.solver,
-                          action=args.action, horizon=args.horizon, repeats=args.repeats, skip=tuple(args.skip))
+                          action=args.action, horizon=args.horizon, repeats=args.repeats, skip=tuple(args.skip),
+                          seed=args.seed, timing=not args.no_timing)
     dev_name = device_name(device)
     print(f"fastdiff bench speedups — device {dev_name}; {args.solver} {args.steps} steps, H = {args.horizon}, "
           f"action {args.action}, {args.n} futures x {len(SCENE_SET)} scenes per lever")
@@ -42,9 +47,11 @@ def main(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for row in lever_rows(bench, device):
         rows.append(row)
+        timing = ("       -      -          -      -" if row["throughput"] is None else
+                  f"{row['throughput']['median_s'] * 1e3:8.1f} {row['speed_ratio']:5.2f}x "
+                  f"{row['latency_one_rollout']['median_s'] * 1e3:9.2f} {row['latency_ratio']:5.2f}x")
         print(f"{row['lever']:32s} {row['nfe_per_rollout']:8.1f} {row['rounds_per_frame']:9.1f} {row['deep_fraction']:5.2f} "
-              f"{row['throughput']['median_s'] * 1e3:8.1f} {row['speed_ratio']:5.2f}x "
-              f"{row['latency_one_rollout']['median_s'] * 1e3:9.2f} {row['latency_ratio']:5.2f}x "
+              f"{timing} "
               f"{row['mean_tv']:6.3f} {row['tv_change']:+7.3f} {row['tail_rate']:6.2%} {row['tail_change']:+7.2%} "
               f"{row['implausible']:5.1%} {row['gate']}")
     if rows:
@@ -56,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
           "parallel lanes), 'deep' = share of steps that ran the deep blocks.")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": dev_name, "steps": args.steps, "solver": args.solver,
+        args.json.write_text(json.dumps({"device": dev_name, "steps": args.steps, "solver": args.solver, "seed": args.seed,
                                          "horizon": args.horizon, "n": args.n, "scenes": list(SCENE_SET),
                                          "levers": rows}, indent=2, default=float) + "\n")
         print(f"wrote {args.json}")

@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solvers", type=comma_list(str, choices=tuple(catalog.SOLVERS)),
                         default="euler,heun,dpmpp_2m,unipc,dpmpp_2m_sde")
     parser.add_argument("--nfe", type=comma_list(int_range(1, 1000)), default="4,8,16,32,50", help="NFE per frame (before guidance)")
+    parser.add_argument("--sweeps", type=comma_list(str, choices=("solver", "guidance")), default="solver,guidance",
+                        help="which sweeps to run: the solver x NFE sweep, the guidance sweep, or both")
     parser.add_argument("--guidance", type=comma_list(float_range(0.0)), default="1,1.5,3,5")
     parser.add_argument("--interval", type=comma_list(float_range(0.0), length=2), default="0.3,5.0", help="guidance interval [sigma_lo, sigma_hi] (VE sigma)")
     parser.add_argument("--guidance-solver", choices=sorted(catalog.SOLVERS), default="dpmpp_2m")
@@ -175,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"teacher={args.teacher}  n={args.n}/scene x {len(SCENES)} scenes  H={args.horizon}  action={args.action}")
     print("\n== solver x NFE (guidance 1) ==")
     print(HEADER)
-    for solver in args.solvers:
+    for solver in (args.solvers if "solver" in args.sweeps else []):
         info = catalog.solver_info(solver)
         done = set()
         for nfe in args.nfe:
@@ -192,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
     print(HEADER)
     lo, hi = args.interval
     steps = catalog.solver_info(args.guidance_solver).steps_for_nfe(args.guidance_nfe)
-    for scale in args.guidance:
+    for scale in (args.guidance if "guidance" in args.sweeps else []):
         for interval in (None, (lo, hi)):
             if scale == 1.0 and interval is not None:
                 continue

@@ -1,13 +1,18 @@
 """Measuring a driving student for its model card, side by side with the teacher it came from.
 
 Protocol (``StudentProtocol``): every named scene under one action, H-frame rollouts from fresh noise
-(seeded), n per scene. Per scene: branch counts against the exact probabilities, TV, the tail rate
-with its Wilson interval, the implausible (blurred) share. Over all scenes: the coverage gate against
-the ground truth (``metrics.gate.RELEASE_GATE``) and, two-sample, against the teacher's own counts (the teacher
-sampled on the same protocol with its card's accurate solver, Heun x 16, guidance 1), sample-level metrics (k-NN
-precision/recall, Vendi diversity) on two multimodal scenes, NFE per frame (counted), wall-clock
-per rollout and this process's CPU time per rollout (on a CPU shared with other jobs the wall clock
-carries their load; CPU time is what the speed-up ratios use). Everything is sampled in the call.
+(seeded). Fixed mode: n per scene. Sequential mode (``cap`` set): every scene is sampled in looks
+(250, then x1.5) until both gates have decided it or ``cap`` rollouts, the gates' intervals being
+confidence sequences (``metrics.gate.SequentialGate``), so the looks cost no error rate. Per scene:
+branch counts against the exact probabilities, TV, the tail rate with its Wilson interval, the
+implausible (blurred) share. Over all scenes: the coverage gate against the ground truth
+(``metrics.gate.RELEASE_GATE``) and, two-sample, against the teacher's own counts (the teacher sampled
+on the same protocol and seed with its most accurate curve setting, DPM-Solver++(2M) x 32, guidance 1), sample-level
+metrics (k-NN precision/recall, Vendi diversity) on two multimodal scenes from the first
+``metric_n`` rollouts (the same n for every setting, since k-NN recall grows with n), NFE per frame
+(counted), wall-clock per rollout and this process's CPU time per rollout (on a CPU shared with
+other jobs the wall clock carries their load; CPU time is what the speed-up ratios use). Everything
+is sampled in the call.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from fastdiff_core.denoiser import Guidance, NFECounter
-from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, coverage_gate, teacher_gate
+from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, SequentialGate, coverage_gate, teacher_gate
 from fastdiff_core.worlds.driving import sample_metrics, scene_coverage
 from fastdiff_core.worlds.driving import rollout, sample_frame
-from fastdiff_core.worlds.driving import DEFAULT_HORIZON, SCENES, get_scene
+from fastdiff_core.worlds.driving import DEFAULT_HORIZON, SCENES, branch_probabilities, get_scene
+
+FIRST_LOOK, GROWTH = 250, 1.5  # sequential looks: 250 rollouts per scene, then x1.5 up to the cap
 
 
 @dataclass(frozen=True)
@@ -31,8 +38,10 @@ class StudentProtocol:
 
     action: str = "keep"
     horizon: int = DEFAULT_HORIZON
-    n: int = 2000
+    n: int = 2000  # fixed mode: rollouts per scene
     seed: int = 0
+    cap: int | None = None  # sequential mode: at most this many rollouts per scene
+    metric_n: int = 250  # rollouts per scene the sample-level metrics use
     batch: int = 4096
     scenes: tuple[str, ...] = tuple(SCENES)
     sample_metric_scenes: tuple[str, ...] = ("hesitant_no_signal", "child_at_curb")
@@ -41,13 +50,16 @@ class StudentProtocol:
 
 def sample_scene(net: torch.nn.Module | None, scene_name: str, protocol: StudentProtocol, *,
                  frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
-                 guidance: Guidance = Guidance(), counter: NFECounter | None = None) -> torch.Tensor:
-    """protocol.n rollouts of one scene (CPU float32), batches seeded ``seed * 1000 + scene index + b``."""
+                 guidance: Guidance = Guidance(), counter: NFECounter | None = None, n: int | None = None,
+                 look: int = 0) -> torch.Tensor:
+    """``n`` (default protocol.n) rollouts of one scene (CPU float32), batches seeded
+    ``seed * 1000 + 100 * scene index + b + 100003 * look`` (look k of a sequential run: fresh noise)."""
     scene = get_scene(scene_name)
     out = []
-    base = protocol.seed * 1000 + 100 * list(SCENES).index(scene_name)
-    for b, start in enumerate(range(0, protocol.n, protocol.batch)):
-        size = min(protocol.batch, protocol.n - start)
+    n = protocol.n if n is None else n
+    base = protocol.seed * 1000 + 100 * list(SCENES).index(scene_name) + 100_003 * look
+    for b, start in enumerate(range(0, n, protocol.batch)):
+        size = min(protocol.batch, n - start)
         gen = torch.Generator().manual_seed(base + b)
         with torch.no_grad():
             r = rollout(net, scene, protocol.action, size, protocol.horizon, solver=solver, sigmas=sigmas,
@@ -58,47 +70,86 @@ def sample_scene(net: torch.nn.Module | None, scene_name: str, protocol: Student
 
 def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
             teacher_counts: Mapping[str, Mapping[str, int]] | None, *, frame_sampler: Callable[..., torch.Tensor] = sample_frame, solver: Any = None, sigmas: Any = None,
-            guidance: Guidance = Guidance(), truth_override: Mapping[str, Mapping[str, float]] | None = None
-            ) -> dict[str, Any]:
+            guidance: Guidance = Guidance(), truth_override: Mapping[str, Mapping[str, float]] | None = None,
+            fixed: bool = False) -> dict[str, Any]:
     """Sample every scene and score it; ``teacher_counts[scene][label]`` (the teacher's own branch
-    counts, ``counts_of``) are the second gate's reference, judged by the two-sample ``teacher_gate``
-    so the teacher's sampling noise is carried (None: no second gate, as when measuring the teacher).
-    ``truth_override`` replaces the ground truth with exact rates."""
+    counts, ``counts_of``) are the second gate's reference, judged two-sample so the teacher's
+    sampling noise is carried (None: no second gate, as when measuring the teacher).
+    ``truth_override`` replaces the ground truth with exact rates. ``fixed`` samples protocol.cap
+    rollouts per scene even in sequential mode (the teacher curve: every setting at the same n)."""
     counter = NFECounter()
-    scenes, metrics = {}, {}
+    truth = {s: dict(truth_override[s]) if truth_override else branch_probabilities(get_scene(s), protocol.action,
+                                                                                     protocol.horizon)
+             for s in protocol.scenes}
+    sequential = protocol.cap is not None and not fixed
+    if sequential:
+        looks = [FIRST_LOOK if protocol.cap > FIRST_LOOK else protocol.cap]
+        while looks[-1] < protocol.cap:
+            looks.append(min(protocol.cap, round(looks[-1] * GROWTH)))
+    else:
+        looks = [protocol.n if protocol.cap is None else protocol.cap]
+    gates = []
+    if sequential:
+        gates.append(SequentialGate(truth, protocol.gate, cap=looks[-1]))
+        if teacher_counts is not None:
+            gates.append(SequentialGate({s: dict(teacher_counts[s]) for s in protocol.scenes}, protocol.gate,
+                                        cap=looks[-1], sampled_reference=True))
+    drawn: dict[str, list[torch.Tensor]] = {s: [] for s in protocol.scenes}
     seconds = cpu_seconds = 0.0
+    for k, target in enumerate(looks):
+        todo = list(protocol.scenes) if k == 0 else sorted({s for g in gates for s in g.scenes_to_sample()},
+                                                           key=list(protocol.scenes).index)
+        if not todo:
+            break
+        batch = {}
+        for name in todo:
+            have = sum(len(r) for r in drawn[name])
+            t0, c0 = time.perf_counter(), time.process_time()
+            r = sample_scene(net, name, protocol, frame_sampler=frame_sampler, solver=solver, sigmas=sigmas,
+                             guidance=guidance, counter=counter, n=int(target) - have, look=k)
+            seconds += time.perf_counter() - t0
+            cpu_seconds += time.process_time() - c0
+            drawn[name].append(r)
+            batch[name] = dict(scene_coverage(r, get_scene(name), protocol.action).counts)
+        for i, g in enumerate(gates):
+            if i == 0:
+                g.update(batch)
+            else:
+                g.update(batch, {s: dict(teacher_counts[s]) for s in protocol.scenes} if k == 0 else {})
+    scenes, metrics = {}, {}
     for name in protocol.scenes:
-        t0, c0 = time.perf_counter(), time.process_time()
-        r = sample_scene(net, name, protocol, frame_sampler=frame_sampler, solver=solver, sigmas=sigmas,
-                         guidance=guidance, counter=counter)
-        seconds += time.perf_counter() - t0
-        cpu_seconds += time.process_time() - c0
-        cov = scene_coverage(r, get_scene(name), protocol.action)
-        scenes[name] = cov
+        r = torch.cat(drawn[name])
+        scenes[name] = scene_coverage(r, get_scene(name), protocol.action)
         if name in protocol.sample_metric_scenes:
-            metrics[name] = sample_metrics(r, get_scene(name), protocol.action, seed=protocol.seed)
-    truth = {s: dict(truth_override[s]) if truth_override else dict(c.truth) for s, c in scenes.items()}
+            metrics[name] = sample_metrics(r, get_scene(name), protocol.action, seed=protocol.seed,
+                                           max_n=protocol.metric_n)
     counts = {s: dict(c.counts) for s, c in scenes.items()}
-    gate_truth = coverage_gate(counts, truth, protocol.gate)
-    gate_teacher = (teacher_gate(counts, {s: dict(teacher_counts[s]) for s in scenes}, protocol.gate)
-                    if teacher_counts is not None else None)
+    if sequential:
+        gate_truth = gates[0].result
+        gate_teacher = gates[1].result if teacher_counts is not None else None
+    else:
+        gate_truth = coverage_gate(counts, truth, protocol.gate)
+        gate_teacher = (teacher_gate(counts, {s: dict(teacher_counts[s]) for s in scenes}, protocol.gate)
+                        if teacher_counts is not None else None)
     teacher_rates = ({s: {k: v / sum(teacher_counts[s].values()) for k, v in teacher_counts[s].items()}
                       for s in scenes} if teacher_counts is not None else None)
-    rollouts = protocol.n * len(protocol.scenes)
+    rollouts = sum(c.n for c in scenes.values())
     per_scene = {}
     for s, c in scenes.items():
         d = c.to_dict()
         d["tv_teacher"] = (0.5 * sum(abs(c.counts[k] / c.n - float(teacher_rates[s].get(k, 0.0))) for k in c.counts)
                            if teacher_rates is not None else 0.0)
         per_scene[s] = d
+    mean = len(scenes)
     return {
         "scenes": per_scene,
-        "mean_tv": sum(c.tv for c in scenes.values()) / len(scenes),
+        "mean_tv": sum(c.tv for c in scenes.values()) / mean,
         "max_tv": max(c.tv for c in scenes.values()),
-        "mean_tv_teacher": sum(d["tv_teacher"] for d in per_scene.values()) / len(per_scene),
-        "tail_rate": sum(c.counts["darts"] for c in scenes.values()) / rollouts,
-        "tail_truth": sum(c.truth["darts"] for c in scenes.values()) / len(scenes),
-        "implausible_rate": sum(c.counts["implausible"] for c in scenes.values()) / rollouts,
+        "mean_tv_teacher": sum(d["tv_teacher"] for d in per_scene.values()) / mean,
+        # per-scene rates averaged over scenes (scenes may stop at different n in sequential mode)
+        "tail_rate": sum(c.counts["darts"] / c.n for c in scenes.values()) / mean,
+        "tail_truth": sum(c.truth["darts"] for c in scenes.values()) / mean,
+        "implausible_rate": sum(c.counts["implausible"] / c.n for c in scenes.values()) / mean,
         "gate_truth": _gate(gate_truth),
         "gate_teacher": _gate(gate_teacher) if gate_teacher is not None else None,
         "sample_metrics": metrics,
@@ -106,7 +157,8 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
         "seconds_per_rollout": seconds / rollouts,
         "cpu_seconds_per_rollout": cpu_seconds / rollouts,
         "sampling_seconds": round(seconds, 2),
-        "n_per_scene": protocol.n,
+        "n_per_scene": rollouts / mean,  # mean rollouts drawn per scene
+        "mode": "sequential" if sequential else "fixed",
         "protocol": {**asdict(protocol), "gate": asdict(protocol.gate)},
     }
 

@@ -45,9 +45,10 @@ def driving_pairs(seed: int, rollouts_per_condition: int = 1500, horizon: int = 
     return pairs
 
 
-def checkpoint_file(name: str, steps: int | None = None) -> pathlib.Path:
-    """Where a shipped student lives: ``weights/<name>.safetensors`` (progressive: one per step count)."""
-    return WEIGHTS_DIR / (f"{name}_{steps}.safetensors" if steps is not None else f"{name}.safetensors")
+def checkpoint_file(name: str, steps: int | None = None, weights_dir: pathlib.Path = WEIGHTS_DIR) -> pathlib.Path:
+    """Where a student lives: ``weights/<name>.safetensors`` (progressive: one per step count); the shipped
+    ones in ``WEIGHTS_DIR``, others (``fastdiff train student --out DIR``) in ``weights_dir``."""
+    return weights_dir / (f"{name}_{steps}.safetensors" if steps is not None else f"{name}.safetensors")
 
 
 @functools.lru_cache(maxsize=32)
@@ -55,8 +56,10 @@ def _load(file: str, device: str) -> tuple[StudentNet, dict[str, Any]]:
     return load_student(pathlib.Path(file), device)
 
 
-def load_shipped(name: str, steps: int, device: torch.device | str = "cpu") -> tuple[StudentNet, dict[str, Any]]:
-    """The shipped student ``name`` for ``steps`` steps (cached per process and device)."""
+def load_shipped(name: str, steps: int, device: torch.device | str = "cpu", weights_dir: pathlib.Path = WEIGHTS_DIR
+                 ) -> tuple[StudentNet, dict[str, Any]]:
+    """The shipped student ``name`` for ``steps`` steps (cached per process and device); ``weights_dir``:
+    one trained elsewhere by ``fastdiff train student --out``."""
     from fastdiff_core import catalog
 
     info = catalog.STUDENTS.get(name)
@@ -64,8 +67,11 @@ def load_shipped(name: str, steps: int, device: torch.device | str = "cpu") -> t
         raise ValueError(f"student={name!r} is not one of {sorted(catalog.STUDENTS)}")
     if info.fixed_steps and steps not in info.steps:
         raise ValueError(f"steps={steps!r} is not available for student={name!r}; allowed: {list(info.steps)}")
-    per_steps = checkpoint_file(name, steps)
-    file = per_steps if per_steps.exists() else checkpoint_file(name)
+    per_steps = checkpoint_file(name, steps, weights_dir)
+    file = per_steps if per_steps.exists() else checkpoint_file(name, weights_dir=weights_dir)
+    if not file.exists():
+        raise ValueError(f"student={name!r}: no weights {file.name} in {weights_dir} (train it with "
+                         f"`fastdiff train student {name} --out {weights_dir}`)")
     return _load(str(file), str(device))
 
 
