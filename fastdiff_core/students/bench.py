@@ -177,12 +177,25 @@ def run_bench(only: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
 def write_results(data: dict, write_readme: bool = True, names: list[str] | None = None) -> None:
     """The tracked files: the bench JSON, the cards of ``names`` (default: every student in every run) and
     (``write_readme``) the docs/bench-students.md table."""
+    for run in data["runs"].values():
+        for m in [*run["teacher"], *(r for rows in run["students"].values() for r in rows)]:
+            for key in ("gate_truth", "gate_teacher"):
+                if m.get(key):
+                    m[key] = _compact_gate(m[key])
     BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
     BENCH_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     for name in names or [k for k in catalog.STUDENTS if all(k in run["students"] for run in data["runs"].values())]:
         (WEIGHTS_DIR / f"{name}.md").write_text(render_card(name, data))
     if write_readme:
         write_table(TABLE_PAGE, render_table(data))
+
+
+def _compact_gate(gate: dict) -> dict:
+    """A stored gate summary without its long check lists: the first failures and how many are undecided
+    (the shipped JSON is read by the cards; the full rows are in the run's own --json)."""
+    undecided = gate.get("undecided")
+    return {**gate, "failures": gate["failures"][:3],
+            "undecided": len(undecided) if isinstance(undecided, list) else undecided}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +506,7 @@ def combine(files: list[pathlib.Path]) -> dict[str, Any]:
             raise ValueError(f"--combine {f}: protocol {d['protocol']} differs from {data['protocol']}")
         else:
             data["runs"].update(d["runs"])
+            data["measured_at"] = max(data.get("measured_at", ""), d.get("measured_at", ""))
     data["runs"] = {k: data["runs"][k] for k in sorted(data["runs"], key=int)}
     return data
 
