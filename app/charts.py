@@ -151,9 +151,41 @@ def samples_figure(samples: Sequence[Sequence[float]], columns: Sequence[str] | 
         # each axis at the data's own scale (no equal aspect: the motion is mostly along one axis)
         fig.update_xaxes(title="x (m)")
         fig.update_yaxes(title="y (m)")
+    elif {"label", "p0", "p63"} <= set(idx):
+        return image_grid_figure(samples, idx, labels, tail)
     else:
         return None
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def image_grid_figure(samples: Sequence[Sequence[float]], idx: dict[str, int], labels: Sequence[str] | None,
+                      tail: str | None, per_row: int = 8) -> go.Figure:
+    """Generated 8x8 images (rows: label, p0..p63 in [-1, 1]) as one mosaic, each titled by its label;
+    the tail's images framed in red."""
+    rows = list(samples)[: per_row * per_row]
+    side, gap = 8, 1
+    n_rows = (len(rows) + per_row - 1) // per_row
+    height, width = n_rows * (side + gap) - gap, per_row * (side + gap) - gap
+    z: list[list[float | None]] = [[None] * width for _ in range(height)]
+    fig = go.Figure()
+    for k, r in enumerate(rows):
+        top, left = (k // per_row) * (side + gap), (k % per_row) * (side + gap)
+        for i in range(side):
+            for j in range(side):
+                z[top + i][left + j] = r[idx[f"p{i * side + j}"]]
+        code = int(r[idx["label"]])
+        name = labels[code] if labels is not None and 0 <= code < len(labels) else str(code)
+        fig.add_annotation(x=left + side / 2 - 0.5, y=top - 0.6, text=name, showarrow=False, font=dict(size=10),
+                           yanchor="bottom")
+        if name == tail:
+            fig.add_shape(type="rect", x0=left - 0.5, x1=left + side - 0.5, y0=top - 0.5, y1=top + side - 0.5,
+                          line=dict(color=TAIL_COLOR, width=2))
+    fig.add_trace(go.Heatmap(z=z, colorscale="Greys", zmin=-1, zmax=1, showscale=False, hoverinfo="skip"))
+    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x", scaleratio=1)
+    fig.update_xaxes(visible=False)
+    fig.update_layout(title=f"Generated images and the classifier's labels (tail {tail} framed in red)",
+                      height=120 + 48 * n_rows, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

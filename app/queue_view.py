@@ -48,13 +48,15 @@ def queue_rows(rows: Sequence[Mapping[str, Any]], owner: str) -> list[dict[str, 
     return out
 
 
-def render_queue(cli: Any, key: str = "queue") -> None:
-    """The live queue table (a fragment polled every ``POLL_S``) and cancel for the runs of ``cli``'s
-    owner (a ``workers.client.ServiceClient``: the dashboard's)."""
-    owner = cli.owner
+def render_queue(owner: str, key: str = "queue") -> None:
+    """The live queue table (a fragment polled every ``POLL_S``) and cancel for ``owner``'s runs."""
 
     @st.fragment(run_every=POLL_S)
     def panel() -> None:
+        cli, why = connection.client()
+        if cli is None:
+            st.warning(why)
+            return
         try:
             rows = cli.queue()
         except Exception:  # noqa: BLE001 - the broker is down: say so, the fragment polls again

@@ -93,3 +93,15 @@ def test_latency_axis_starts_below_the_smallest_bar():
     fig = bill_view.latency_figure(lat)
     lo, hi = fig.layout.xaxis.range
     assert 10 ** lo < 10 and 10 ** hi > 200  # the 10 ms frame bar and the 200 ms cycle both inside, not at the edge
+
+
+def test_images_are_drawn_as_one_mosaic_with_the_tail_framed():
+    cols = ["label"] + [f"p{i}" for i in range(64)]
+    rows = [[float(k % 3)] + [(-1.0 if (i + k) % 2 else 1.0) for i in range(64)] for k in range(10)]
+    fig = charts.samples_figure(rows, cols, ["0", "4", "7"], "4")
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 1 and len(heat[0].z) == 2 * 9 - 1 and len(heat[0].z[0]) == 8 * 9 - 1
+    assert heat[0].z[0][0] == 1.0 and heat[0].z[0][1] == -1.0 and heat[0].z[0][8] is None  # a gap column
+    assert heat[0].z[9][0] == rows[8][1]  # image 8 starts the second row
+    assert [a.text for a in fig.layout.annotations] == ["0", "4", "7", "0", "4", "7", "0", "4", "7", "0"]
+    assert len(fig.layout.shapes) == 3  # the three images labelled "4"

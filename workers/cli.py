@@ -39,6 +39,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
     ("bench", "faults"): ("workers.faults", "kill -9 each part of `fastdiff up` mid-sweep (and Ctrl-C): runs "
                                              "stored, duplicated, lost, recovery seconds"),
+    ("train", "digits"): ("fastdiff_cli.train_digits",
+                          "train the digits world's class-conditional UNet + classifier on sklearn's digits, "
+                          "write a diffusers folder + card"),
+    ("bench", "digits"): ("fastdiff_cli.bench_digits",
+                          "digits model: class histogram vs data truth and vs its teacher, per solver x NFE x guidance"),
     ("train", "student"): ("fastdiff_cli.train_student",
                            "distil one student from the shipped driving teacher, write weights + model card"),
     ("bench", "students"): ("fastdiff_core.students.bench",

@@ -11,4 +11,4 @@ cli, why = connection.client()
 if cli is None:
     st.warning(why)
 else:
-    queue_view.render_queue(cli)
+    queue_view.render_queue(cli.owner)

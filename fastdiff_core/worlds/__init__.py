@@ -8,7 +8,8 @@ run of that world executes, so asking for one world does not import the others o
 RunSpec validation asks ``refusal(spec)`` of the spec's world, so the command line, the client (before
 anything is queued), the worker and the page refuse the same specs with the same message.
 
-The built-in worlds (driving, mixture, model: a user's registered model) register here; third-party worlds register through the Python
+The built-in worlds (driving, mixture, digits, model: a user's registered model) register here; third-party
+worlds register through the Python
 entry-point group ``fastdiff.worlds`` (each entry point names a ``WorldPlugin``), or explicitly with
 ``register_world`` — the entry points feed that same call.
 """
@@ -127,12 +128,30 @@ def _attribute(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def lazy_exports(package: str, modules: tuple[str, ...]) -> Callable[[str], Any]:
+    """A plugin package's module ``__getattr__``: a public name is looked up in ``package.<module>`` for
+    each of ``modules`` in order, imported on first use and kept (so a torch-free name stays torch-free)."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        namespace = vars(importlib.import_module(package))
+        for module in modules:
+            found = vars(importlib.import_module(f"{package}.{module}"))
+            if name in found and not name.startswith("_"):
+                namespace[name] = found[name]
+                return found[name]
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------------------------
 
 BUILTIN = ("fastdiff_core.worlds.mixture.plugin:PLUGIN", "fastdiff_core.worlds.driving.plugin:PLUGIN",
-           "fastdiff_core.worlds.model.plugin:PLUGIN")
+           "fastdiff_core.worlds.digits.plugin:PLUGIN", "fastdiff_core.worlds.model.plugin:PLUGIN")
 _REGISTRY: dict[str, WorldPlugin] = {}
 _loaded = False
 

@@ -17,20 +17,9 @@ looked up in the modules below on first use (so a torch-free name such as ``SCEN
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fastdiff_core.worlds import lazy_exports
 
 # where exported names are looked up, in this order (scenes first: it is torch-free)
 _PUBLIC_MODULES = ("scenes", "branches", "encoding", "simulator", "sampling", "evaluation", "model")
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    for module in _PUBLIC_MODULES:
-        mod = importlib.import_module(f"{__name__}.{module}")
-        if name in vars(mod) and not name.startswith("_"):
-            value = vars(mod)[name]
-            globals()[name] = value
-            return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC_MODULES)
