@@ -72,28 +72,10 @@ def optimise_grid(
         value = objective(out, reference)
         return value if math.isfinite(value) else math.inf
 
-    best = score(logs)
-    start_value, evals = best, 1
-    free = range(1, len(logs))  # sigma_max stays
-    while evals < budget and step >= min_step:
-        improved = False
-        for i in free:
-            for direction in (-1.0, 1.0):
-                if evals >= budget:
-                    break
-                trial = list(logs)
-                trial[i] += direction * step
-                upper = logs[i - 1]
-                lower = logs[i + 1] if i + 1 < len(logs) else math.log(sigma_floor) - 1e-12
-                if not (lower < trial[i] < upper):
-                    continue
-                value = score(trial)
-                evals += 1
-                if value < best:
-                    best, logs, improved = value, trial, True
-                    break
-        if not improved:
-            step *= 0.5
+    logs, best, start_value, evals = coordinate_search(
+        score, logs, free=range(1, len(logs)), upper=lambda i, v: v[i - 1],
+        lower=lambda i, v: v[i + 1] if i + 1 < len(v) else math.log(sigma_floor) - 1e-12,
+        budget=budget, step=step, min_step=min_step)
     return GridSearchResult([grid[0]] + [math.exp(v) for v in logs[1:]] + [0.0], best, start_value, evals)
 
 
@@ -148,6 +130,38 @@ def sigmas_to_fractions(sigmas: Sequence[float], sigma_min: float, sigma_max: fl
     return [(math.log(s) - la) / (lb - la) for s in sigmas[1:-1]]
 
 
+def coordinate_search(score: Callable[[list[float]], float], values: Sequence[float], *,
+                      lower: Callable[[int, list[float]], float], upper: Callable[[int, list[float]], float],
+                      free: Sequence[int] | None = None, budget: int, step: float,
+                      min_step: float = 0.01) -> tuple[list[float], float, float, int]:
+    """Derivative-free coordinate search: each sweep tries moving every free value by +-``step``, keeping a
+    move that improves ``score`` and stays strictly inside (lower(i, values), upper(i, values)); ``step``
+    halves after a sweep without an improvement. Stops after ``budget`` scores or when ``step`` <
+    ``min_step``. Returns (best values, best score, first score, scores used)."""
+    vals = list(values)
+    best = score(vals)
+    first, evals = best, 1
+    idx = list(range(len(vals))) if free is None else list(free)
+    while evals < budget and step >= min_step and idx:
+        improved = False
+        for i in idx:
+            for direction in (-1.0, 1.0):
+                if evals >= budget:
+                    break
+                trial = list(vals)
+                trial[i] += direction * step
+                if not (lower(i, vals) < trial[i] < upper(i, vals)):
+                    continue
+                value = score(trial)
+                evals += 1
+                if value < best:
+                    best, vals, improved = value, trial, True
+                    break
+        if not improved:
+            step *= 0.5
+    return vals, best, first, evals
+
+
 @dataclass(frozen=True)
 class TransferResult:
     """A grid fitted across training worlds: its fractions, the geometric-mean RMSE ratio to the start
@@ -179,25 +193,7 @@ def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Seque
             total += math.log(max(e, 1e-300))
         return total / len(worlds)
 
-    best = score(fr)
-    first, evals = best, 1
-    while evals < budget and step >= min_step and fr:
-        improved = False
-        for i in range(len(fr)):
-            for direction in (-1.0, 1.0):
-                if evals >= budget:
-                    break
-                trial = list(fr)
-                trial[i] += direction * step
-                lower = fr[i - 1] if i > 0 else 0.0
-                upper = fr[i + 1] if i + 1 < len(fr) else 1.0 + 1e-12
-                if not (lower < trial[i] < upper):
-                    continue
-                value = score(trial)
-                evals += 1
-                if value < best:
-                    best, fr, improved = value, trial, True
-                    break
-        if not improved:
-            step *= 0.5
+    fr, best, first, evals = coordinate_search(
+        score, fr, lower=lambda i, v: v[i - 1] if i > 0 else 0.0,
+        upper=lambda i, v: v[i + 1] if i + 1 < len(v) else 1.0 + 1e-12, budget=budget, step=step, min_step=min_step)
     return TransferResult(fr, math.exp(best - first), [w.seed for w in worlds], evals)

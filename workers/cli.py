@@ -32,6 +32,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "solvers"): ("fastdiff_cli.bench_solvers", "every solver x grid x NFE on the mixture world, vs peers"),
     ("fit", "grids"): ("fastdiff_cli.fit_grids",
                        "last-step defaults and tuned grids fitted across random worlds, judged on held-out ones"),
+    ("fit", "learned"): ("fastdiff_cli.fit_learned",
+                         "a learned few-step grid + last step per model and NFE (LD3-style), on held-out worlds "
+                         "and the driving teacher"),
     ("up",): ("workers.up", "start the broker (embedded unless configured), workers, the collector and the dashboard"),
     ("worker",): ("workers.worker", "join a broker and run queued runs (FASTDIFF_BROKER_URL or --broker)"),
     ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
