@@ -71,6 +71,9 @@ FIELDS: dict[str, Field] = {
     "condition": _text("none", "condition"),
     "seed": _int(0, "Seed", 0, MAX_SEED),
     "samples": _int(2000, "Rollouts (samples)", 1, 1_000_000),
+    # sequential coverage gate (RunSpec.gate_cap / gate_alpha): 0 = one fixed sample of `samples` cycles
+    "gate_cap": _int(0, "Sequential gate: most rollouts (0 = fixed n)", 0, 10**12),
+    "gate_alpha": _float(0.05, "Gate family-wise error rate", 0.0001, 0.49),
     "per_nfe_ms": _float(10.0, "Per-NFE latency (ms)", 0.01, 10_000.0),
     "parallelism": _int(1, "Parallel lanes", 1, 100_000),
     "usd_per_hour": _float(2.0, "$ per accelerator-hour", 0.0, 10_000.0),

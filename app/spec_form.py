@@ -110,8 +110,9 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
     for name, value in FORM_DEFAULTS.items():
         s[_key(prefix, name)] = value
     for name in ("sampler", "solver", "grid", "student", "steps", "guidance_scale", "horizon", "plans",
-                 "futures", "world", "scene", "model", "seed", "samples", "name"):
+                 "futures", "world", "scene", "model", "seed", "samples", "name", "gate_alpha"):
         s[_key(prefix, name)] = getattr(spec, name)
+    s[_key(prefix, "gate_cap")] = spec.gate_cap or 0
     s[_key(prefix, "regime")] = spec.regime or "offline"
     s[_key(prefix, "parallelism")] = _lanes(spec.regime or "offline")
     if spec.solver in catalog.SOLVERS:
@@ -154,7 +155,7 @@ def sync_query_params(prefix: str) -> None:
         st.query_params.update(wanted)
 
 
-ONE = {"horizon": 1, "plans": 1, "futures": 1, "guidance_scale": 1.0}  # what a world without the capability takes
+ONE = {"horizon": 1, "plans": 1, "futures": 1, "guidance_scale": 1.0, "gate_cap": 0, "gate_alpha": 0.05}  # what a world without the capability takes
 
 
 def unsupported(world: str) -> dict[str, str]:
@@ -169,6 +170,8 @@ def unsupported(world: str) -> dict[str, str]:
         out["plans"] = f"{title} has no candidate plans{why}: only 1."
     if not cap.guidance:
         out["guidance_scale"] = f"{title} takes no guidance{why}: only 1."
+    if not getattr(cap, "coverage_gate", False):
+        out["gate_cap"] = out["gate_alpha"] = f"{title} has no sequential coverage gate: one fixed sample."
     return out
 
 
@@ -297,6 +300,11 @@ def spec_form(prefix: str, *, show_run_options: bool = True, swept: Mapping[str,
         number_field(c1, prefix, "seed", step=1, disabled=off.get("seed"))
         number_field(c2, prefix, "samples", step=100, disabled=off.get("samples"),
                      help="Independent planning cycles; each draws S x C x H x P·R NFE.")
+        c1, c2 = st.columns(2)
+        number_field(c1, prefix, "gate_cap", step=s[k("samples")] * s[k("plans")] * s[k("futures")],
+                     disabled=off.get("gate_cap"), help="Sample in looks of samples x P x R rollouts until every "
+                     "coverage check is decided (anytime-valid), at most this many; a multiple of one look.")
+        number_field(c2, prefix, "gate_alpha", step=0.01, disabled=off.get("gate_alpha"), format="%.4f")
         st.text_input(FIELDS["name"].label, key=k("name"), max_chars=200)
     speedups = _speedup_widgets(prefix)
     with st.expander("Production model for the latency projection"):
@@ -408,7 +416,7 @@ def form_result(prefix: str, world_opts: Mapping[str, Any], solver_options: Mapp
         "guidance_interval": (float(s[k("interval_lo")]), float(s[k("interval_hi")])) if s[k("interval_on")] else None,
         "horizon": int(s[k("horizon")]), "plans": int(s[k("plans")]), "futures": int(s[k("futures")]),
         "seed": int(s[k("seed")]), "samples": int(s[k("samples")]), "regime": s[k("regime")],
-        "name": s[k("name")] or "",
+        "name": s[k("name")] or "", "gate_cap": int(s[k("gate_cap")]) or None, "gate_alpha": float(s[k("gate_alpha")]),
     }
     fields.update(speedups)
     if fields["sampler"] == "student":

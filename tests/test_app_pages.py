@@ -103,3 +103,15 @@ def test_experiment_exports_a_self_contained_html_report(home):
     at = page("experiments", sel=exp_id).run()
     at.button(key=f"xp.report.build.{exp_id}").click().run()
     assert not at.exception and at.session_state[f"xp.report.{exp_id}"].startswith(b"<!doctype html>")
+
+
+def test_edit_in_explore_loads_the_sequential_gate_and_the_form_builds_it(home):
+    spec = RunSpec(world="driving", scene="child_at_curb", horizon=2, samples=100, steps=4, solver="euler",
+                   gate_cap=400, gate_alpha=0.02)
+    at = _edit_in_explore(spec)
+    assert at.number_input(key="ex.gate_cap").value == 400 and at.number_input(key="ex.gate_alpha").value == 0.02
+    assert not at.number_input(key="ex.gate_cap").disabled
+    at.selectbox(key="ex.world").set_value("mixture").run()
+    assert not at.exception
+    gate = [n for n in at.number_input if n.key == "ex.gate_cap"]
+    assert all(n.disabled or n.value for n in gate)  # the mixture has no sequential gate: off, or kept to refuse
