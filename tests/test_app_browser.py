@@ -88,6 +88,15 @@ def idle(page) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=180_000)
 
 
+def settled(page) -> None:
+    """``idle`` and no element still drawn stale (faded) from a previous run: a rerun that has not yet
+    reached the browser leaves notRunning on the app while the old elements are faded, which is what axe
+    would then measure (CI at load: contrast failures on faded captions of the page being re-entered)."""
+    idle(page)
+    page.wait_for_function("!document.querySelector('[data-stale=true]')", timeout=180_000)
+    idle(page)
+
+
 def table_rows(page, header: str, timeout: float = 180_000) -> list[list[str]]:
     """The cells of the page's st.table whose header has ``header`` (waits for it)."""
     table = page.locator("[data-testid=stTable] table", has=page.locator("thead", has_text=header)).first
@@ -303,14 +312,16 @@ def test_accessibility_tab_order_and_narrow_layout(dashboard, browser):
     for scheme in ("light", "dark"):
         page = browser.new_context(viewport={"width": 1400, "height": 1600}, color_scheme=scheme).new_page()
         page.goto(base + "/")
+        page.locator("[data-testid=stMain] h1:has-text('Explore')").wait_for(timeout=60_000)
+        settled(page)
         for title in ("Explore", "Sweep", "Compare", "Experiments", "Queue", "Budget calculator"):
             page.get_by_role("link", name=title, exact=True).click()  # in-app: no reload, a quicker test
             page.locator(f"[data-testid=stMain] h1:has-text('{title}')").wait_for(timeout=60_000)
-            idle(page)
+            settled(page)
             assert axe_violations(page) == [], (scheme, title)
         page.goto(f"{base}/?exp={exp}")
         page.locator("[data-testid=stMain] h1:has-text('a11y shared')").wait_for(timeout=60_000)
-        idle(page)
+        settled(page)
         assert axe_violations(page) == [], (scheme, "shared view")
         page.context.close()
 
