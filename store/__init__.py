@@ -23,6 +23,8 @@ Imports no torch. The dashboard reads it like this::
     s.latency(run_ids)                -> pl.DataFrame: run_id, what, seconds, batch, device
     s.sweeps(exp_id=None)             -> pl.DataFrame: sweep_id, exp_id, axes (JSON {field: [values]}), n_runs
     s.rename_experiment(exp_id, name); s.delete_experiment(exp_id)
+    s.set_tags(id, [tags]); s.set_note(id, text)   (id: a run's or an experiment's)
+    s.annotations(ids=None)           -> pl.DataFrame: id, tags (list), note, updated (annotated ids only)
     s.export_bundle(exp_id, path)     -> path of a zip (experiment.json + Parquet tables)
     s.import_bundle(path)             -> new exp_id
 

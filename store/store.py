@@ -3,6 +3,7 @@
 Write path (no process ever holds a lock another one waits for):
 
     app      create_experiment / rename / delete -> experiments/<exp_id>.json, runs/<run_id>.json
+    app      set_tags / set_note (store.annotations) -> annotations/<id>.json (replaced on each edit)
     collector record_result (first writer wins)   -> results/<run_id>.json
     collector compact (one owner, flock)          -> db/work.duckdb -> copy -> db/gen-N.duckdb, db/CURRENT
 
@@ -32,6 +33,7 @@ import polars as pl
 
 from fastdiff_core.spec import RunResult, RunSpec
 from store import files, ids, records, schema
+from store.annotations import Annotations, check_target
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,7 @@ class Store:
         self.db_dir = self.root / "db"
         for d in (self.root, self.experiments_dir, self.runs_dir, self.results_dir, self.db_dir):
             files.private_dir(d)
+        self._annotations = Annotations(self.root / "annotations")
         self._lock = threading.Lock()
         self._gen: _Generation | None = None
         self._exp_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
@@ -160,12 +163,39 @@ class Store:
                 continue  # a record edited by hand: its entry names no file of this store
             files.remove(self.results_dir, run_id)
             files.remove(self.runs_dir, run_id)
+        self._annotations.remove([exp_id] + [r for r in exp.get("run_ids", ()) if ids.is_id(r, "run_id")])
 
     def _experiment_record(self, exp_id: str) -> dict[str, Any]:
         exp = files.read(self.experiments_dir, ids.check(exp_id, "exp_id"))
         if exp is None:
             raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
         return exp
+
+    # ----------------------------------------------------------------------------------------
+    # writes: tags and notes (the app; store.annotations)
+    # ----------------------------------------------------------------------------------------
+
+    def set_tags(self, target: str, tags: Sequence[str]) -> list[str]:
+        """Replace the tags of a stored run or experiment (``target``: its id); returns them sorted.
+        ValueError naming the tag, or the id when nothing stored has it."""
+        return self._annotations.set_tags(self._stored(target), tags)
+
+    def set_note(self, target: str, note: str) -> str:
+        """Replace the note of a stored run or experiment ("" removes it)."""
+        return self._annotations.set_note(self._stored(target), note)
+
+    def annotations(self, targets: Sequence[str] | None = None) -> pl.DataFrame:
+        """Tags and notes: id (run or experiment), tags (sorted list), note, updated; one row per
+        annotated id (of ``targets`` when given), none for ids that carry neither."""
+        return self._annotations.frame(targets)
+
+    def _stored(self, target: str) -> str:
+        check_target(target)
+        found = (self.experiment(target) is not None if target[0] == "e"
+                 else self.runs(run_ids=[target]).height == 1)
+        if not found:
+            raise ValueError(f"id={target!r} is not a stored run or experiment")
+        return target
 
     # ----------------------------------------------------------------------------------------
     # writes: results (the collector)
