@@ -8,11 +8,13 @@ field, the value and what is allowed, never coerced (``url_value``). Pure: no St
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from fastdiff_core import catalog
 from fastdiff_core.registry import Option
+from fastdiff_core.spec import FIELDS as SPEC_FIELDS
+from fastdiff_core.spec import field_choices
 
 
 @dataclass(frozen=True)
@@ -43,41 +45,51 @@ def _text(default: str | None, label: str, choices: tuple[str, ...] | None = Non
     return Field(label, Option(str, default, choices=choices, nullable=default is None))
 
 
+def _spec(name: str, label: str, default: Any = None, **narrower: Any) -> Field:
+    """A RunSpec field as the form shows it: its declaration (``spec.FIELDS``: type, bounds, choices), with
+    the form's own default and, where a widget needs one, a narrower bound (``narrower``)."""
+    opt = SPEC_FIELDS[name]
+    choices = field_choices(name)
+    return Field(label, replace(opt, default=opt.default if default is None else default, choices=choices,
+                                nullable=opt.nullable and default is None, **narrower))
+
+
 MAX_SEED = 2**53 - 1  # the largest integer a browser's number field holds exactly
-MAX_NAME = 200
+MAX_NAME = SPEC_FIELDS["name"].max_length
 
 # Choices that depend on the chosen world (scene, the world's options) are checked by ``world_value``.
 FIELDS: dict[str, Field] = {
-    "regime": _text("offline", "Regime", tuple(catalog.REGIMES)),
-    "sampler": _text("solver", "Family", ("solver", "student")),
-    "solver": _text("dpmpp_2m", "Solver", tuple(catalog.SOLVERS)),
-    "grid": _text("karras", "Grid", tuple(g for g in catalog.GRIDS if g != "custom")),
-    "student": _text(None, "Student", tuple(catalog.STUDENTS)),
-    "steps": _int(20, "Steps", 1, 1000),
-    "guidance_scale": _float(1.0, "Guidance scale", 0.0, 50.0),
+    "regime": _spec("regime", "Regime", "offline"),
+    "sampler": _spec("sampler", "Family"),
+    "solver": _spec("solver", "Solver"),
+    "grid": Field("Grid", replace(SPEC_FIELDS["grid"], choices=tuple(g for g in catalog.GRIDS if g != "custom"))),
+    "student": _spec("student", "Student"),
+    "steps": _spec("steps", "Steps", 20),
+    "guidance_scale": _spec("guidance_scale", "Guidance scale", max=50.0),  # the widget's bound; RunSpec has none
     "interval_on": _bool(False, "Guidance interval"),
     "interval_lo": _float(0.3, "sigma lo", 0.0, 1000.0),
     "interval_hi": _float(5.0, "sigma hi", 0.0, 1000.0),
     "guided_fraction": _float(0.5, "Share of evaluations guided (estimate)", 0.0, 1.0),
-    "horizon": _int(1, "Horizon H (frames)", 1, 1000),
-    "plans": _int(1, "Plans P", 1, 10_000),
-    "futures": _int(1, "Futures R per plan", 1, 10_000),
-    "world": _text("mixture", "World", tuple(catalog.WORLDS)),
+    "horizon": _spec("horizon", "Horizon H (frames)"),
+    "plans": _spec("plans", "Plans P"),
+    "futures": _spec("futures", "Futures R per plan"),
+    "world": _spec("world", "World"),
     "scene": _text(None, "Scene"),
     "model": _text(None, "Model"),  # a registered model's name (RunSpec checks it against the registry)
     "preset": _text("rare2d", "preset"),
     "path": _text("vp_linear", "path"),
     "prediction": _text("eps", "prediction"),
     "condition": _text("none", "condition"),
-    "seed": _int(0, "Seed", 0, MAX_SEED),
-    "samples": _int(2000, "Rollouts (samples)", 1, 1_000_000),
+    "seed": _spec("seed", "Seed", max=MAX_SEED),
+    "samples": _spec("samples", "Rollouts (samples)", 2000),
     # sequential coverage gate (RunSpec.gate_cap / gate_alpha): 0 = one fixed sample of `samples` cycles
     "gate_cap": _int(0, "Sequential gate: most rollouts (0 = fixed n)", 0, 10**12),
-    "gate_alpha": _float(0.05, "Gate family-wise error rate", 0.0001, 0.49),
+    "gate_alpha": _spec("gate_alpha", "Gate family-wise error rate", min=0.0001, max=0.49, min_inclusive=True,
+                        max_inclusive=True),  # a number widget's closed bounds inside RunSpec's (0, 0.5)
     "per_nfe_ms": _float(10.0, "Per-NFE latency (ms)", 0.01, 10_000.0),
     "parallelism": _int(1, "Parallel lanes", 1, 100_000),
     "usd_per_hour": _float(2.0, "$ per accelerator-hour", 0.0, 10_000.0),
-    "name": _text("", "Name (optional)"),
+    "name": _spec("name", "Name (optional)"),
 }
 # The Budget calculator's fields (query parameter = the name after "bc.").
 BUDGET_FIELDS: dict[str, Field] = {

@@ -8,17 +8,17 @@ import json
 import os
 from typing import Any
 
-from fastdiff_core import budget, catalog
+from fastdiff_core import budget
 from fastdiff_core.commands.args import float_range, int_range
 from fastdiff_core.models import model_registry
-from fastdiff_core.spec import MAX_SAMPLES, MAX_STEPS, MODEL_WORLD, RunResult, RunSpec, parse_json_object
+from fastdiff_core.spec import FIELDS, MODEL_WORLD, RunResult, RunSpec, field_choices, parse_json_object
 
 MAX_SPEC_FILE_BYTES = 1_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="a RunSpec as JSON text or a path to a JSON file (flags below override it)")
-    p.add_argument("--world", choices=sorted(catalog.WORLDS))
+    p.add_argument("--world", choices=sorted(field_choices("world")))
     p.add_argument("--preset", help="world_options.preset")
     p.add_argument("--path", help="world_options.path (noise path)")
     p.add_argument("--prediction", help="world_options.prediction")
@@ -27,27 +27,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                    "(registered on first use; sets --world model)")
     p.add_argument("--label", type=int, help="world_options.label (world model: the class to sample, -1 every class)")
     p.add_argument("--modes", help="world_options.modes (world model: auto | classifier)")
-    p.add_argument("--solver", choices=sorted(catalog.SOLVERS))
+    p.add_argument("--solver", choices=sorted(FIELDS["solver"].choices))
     p.add_argument("--solver-option", action="append", default=[], metavar="KEY=JSON",
                    help="a solver option, e.g. eta=0.5 (repeatable)")
-    p.add_argument("--grid", choices=sorted(catalog.GRIDS))
+    p.add_argument("--grid", choices=sorted(FIELDS["grid"].choices))
     p.add_argument("--grid-option", action="append", default=[], metavar="KEY=JSON",
                    help="a grid option, e.g. rho=5 or sigmas=[80,10,1,0.1] (repeatable)")
-    p.add_argument("--steps", type=int_range(1, MAX_STEPS))
+    p.add_argument("--steps", type=_int_field("steps"))
     p.add_argument("--guidance", type=float, dest="guidance_scale")
-    p.add_argument("--samples", type=int_range(1, MAX_SAMPLES))
-    p.add_argument("--seed", type=int_range(0, 2**63 - 1))
+    p.add_argument("--samples", type=_int_field("samples"))
+    p.add_argument("--seed", type=_int_field("seed"))
     p.add_argument("--gate-cap", type=int_range(1), dest="gate_cap",
                    help="sequential coverage gate: sample looks of samples x plans x futures rollouts until every "
                         "check is decided, at most this many rollouts (a multiple of the look; driving world)")
-    p.add_argument("--gate-alpha", type=float_range(0.0, 0.5, lo_open=True), dest="gate_alpha",
+    alpha = FIELDS["gate_alpha"]
+    p.add_argument("--gate-alpha", type=float_range(alpha.min, alpha.max, lo_open=not alpha.min_inclusive,
+                                                    hi_open=not alpha.max_inclusive), dest="gate_alpha",
                    help="the coverage gate's family-wise error rate, in (0, 0.5) (default 0.05)")
-    p.add_argument("--dtype", choices=("float32", "float64"))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--dtype", choices=FIELDS["dtype"].choices)
+    p.add_argument("--device", choices=FIELDS["device"].choices)
     p.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the spec (fields, limits, the world's support, the device) and print it as JSON "
                         "without running it")
+
+
+def _int_field(name: str):
+    """A flag's type for RunSpec field ``name``: an integer within the field's declared bounds."""
+    return int_range(FIELDS[name].min, FIELDS[name].max)
 
 
 def _options(pairs: list[str], flag: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal, Mapping
 from fastdiff_core import catalog
 from fastdiff_core.limits import RunLimits, peak_memory_mb
 from fastdiff_core.models.model_registry import check_name, model_entry, model_names
-from fastdiff_core.registry import validate_options
+from fastdiff_core.registry import Option, validate_options
 from fastdiff_core.worlds import world_names, world_plugin
 
 SCHEMA_VERSION = 1
@@ -44,14 +44,123 @@ def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(d))
 
 
-def _choice(field_name: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{field_name}={value!r} is not allowed; expected one of {list(allowed)}")
+# RunSpec's scalar fields, declared once: type, default, bounds or choices, doc. RunSpec validation
+# (``_check_field``), the JSON schema published for API users (``fastdiff_core.schema``), the form's
+# bounds (``app.form_fields``) and the `fastdiff run` flags read these. ``world``'s choices are the
+# registered world plugins, read live (``field_choices``).
+FIELDS: dict[str, Option] = {
+    "world": Option(str, "mixture", "a registered world plugin (fastdiff_core.worlds)"),
+    "scene": Option(str, None, "the world's scene: required by a world with scenes, null for one without",
+                    nullable=True),
+    "model": Option(str, None, f"a registered model's name (fastdiff_core.models.model_registry); world "
+                    f"{MODEL_WORLD!r} only", nullable=True),
+    "sampler": Option(str, "solver", "a training-free solver or a distilled student", choices=("solver", "student")),
+    "solver": Option(str, "dpmpp_2m", "the solver (catalog.SOLVERS)", choices=tuple(catalog.SOLVERS)),
+    "grid": Option(str, "karras", "the sigma grid (catalog.GRIDS)", choices=tuple(catalog.GRIDS)),
+    "steps": Option(int, 10, "solver steps", min=1, max=MAX_STEPS),
+    "student": Option(str, None, "the distilled student (catalog.STUDENTS); sampler 'student' only",
+                      choices=tuple(catalog.STUDENTS), nullable=True),
+    "guidance_scale": Option(float, 1.0, "classifier-free guidance scale (1: unguided)", min=0.0),
+    "horizon": Option(int, 1, "rollout frames H", min=1, max=1000),
+    "plans": Option(int, 1, "candidate plans P", min=1, max=10_000),
+    "futures": Option(int, 1, "futures R per plan", min=1, max=10_000),
+    "samples": Option(int, 1000, "samples (planning cycles)", min=1, max=MAX_SAMPLES),
+    "seed": Option(int, 0, "random seed", min=0, max=2**63 - 1),
+    "dtype": Option(str, "float32", "the sampling loop's dtype", choices=("float32", "float64")),
+    "device": Option(str, "auto", "where the run executes (auto: the GPU if there is one)",
+                     choices=("auto", "cpu", "cuda")),
+    "regime": Option(str, None, "the regime the run is judged in (catalog.REGIMES)",
+                     choices=tuple(catalog.REGIMES), nullable=True),
+    "name": Option(str, "", "a free-text label", max_length=200),
+    **{name: Option(str, info.modes[0], info.title, choices=info.modes) for name, info in catalog.SPEEDUPS.items()},
+    "compile": Option(bool, False, "torch.compile the network"),
+    "warm_start": Option(bool, True, "planning: start each cycle from the previous cycle's plan"),
+    "gate_alpha": Option(float, GATE_ALPHA, "the coverage gate's family-wise error rate", min=0.0,
+                         min_inclusive=False, max=MAX_GATE_ALPHA, max_inclusive=False),
+    "gate_cap": Option(int, None, "null: one fixed sample; an integer: a sequential gate's most rollouts, a multiple "
+                       "of samples x plans x futures", min=1, nullable=True),
+}
+# The option maps: field -> the field naming the registry entry whose option schema applies.
+OPTION_FIELDS = {"world_options": "world", "solver_options": "solver", "grid_options": "grid",
+                 "cache_options": "feature_cache", "parallel_options": "parallel", "importance_options": "importance"}
+# Rules RunSpec enforces across fields (beyond each field's own type, bounds and choices). The published
+# JSON schema states those it can (if/then) and lists every one in its description.
+CROSS_FIELD_RULES = (
+    "scene: one of the world's scenes for a world with scenes, else null",
+    f"model: required with world {MODEL_WORLD!r} (a registered model), else null",
+    ("student: required with sampler 'student', null with sampler 'solver'; a fixed-step student takes only "
+     "its own step counts"),
+    ("solver_options, grid_options, world_options, cache_options, parallel_options, importance_options: the options "
+     "of the chosen solver, grid, world and speed-up modes (solver_options are not checked with sampler 'student')"),
+    "grid 'custom': grid_options.sigmas strictly decreasing finite numbers >= 0 whose nonzero count equals steps",
+    "grid 'tuned': steps in 3..10",
+    "guidance_interval: null or [sigma_lo, sigma_hi], finite, 0 <= sigma_lo < sigma_hi",
+    "gate_cap: a multiple of samples x plans x futures, at most 1,000,000 such looks",
+    "parallel 'picard': solver 'euler', 'dpmpp_2m' or 'ddim' with eta 0, sampler 'solver' and feature_cache 'off'",
+    "precision 'int8': not with device 'cuda'",
+    "integer fields take JSON integers (10, not 10.0: JSON schema counts 10.0 as an integer, RunSpec does not)",
+    ("the run limits (FASTDIFF_MAX_RUN_NFE, FASTDIFF_MAX_ROLLOUTS, FASTDIFF_MAX_PEAK_MB; docs/limits.md) bound the "
+     "NFE bill, the rollout frames and the estimated peak memory of a new run"),
+    "what the world supports (its plugin's capabilities: docs/plugins.md) is checked before a run is queued",
+)
+_CHECKED_WITH_OTHERS = ("gate_cap",)  # its message names the look, so _check_gate checks it whole
 
 
-def _int_range(field_name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not (lo <= value <= hi):
-        raise ValueError(f"{field_name}={value!r} must be an integer in [{lo}, {hi}]")
+def field_choices(name: str) -> tuple[Any, ...] | None:
+    """The values RunSpec field ``name`` allows, read live (a world plugin may register after import)."""
+    return world_names() if name == "world" else FIELDS[name].choices
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_field(name: str, opt: Option, value: Any) -> Any:
+    """RunSpec field ``name``'s value checked against its declaration (returned, floats as float), or a
+    ValueError naming the field, the value and what is allowed."""
+    if value is None and opt.nullable:
+        return None
+    if opt.type is str:
+        if not isinstance(value, str):  # a list or a number where a name belongs is refused before any lookup
+            expected = "a string" + (" or null" if opt.nullable else "")
+            raise ValueError(f"{name}={_shown(value)} has type {type(value).__name__}; expected {expected}")
+        allowed = field_choices(name)
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
+        if opt.max_length is not None and len(value) > opt.max_length:
+            raise ValueError(f"{name}={_shown(value)} must be a string of at most {opt.max_length} characters")
+        return value
+    if opt.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} must be true or false")
+        return value
+    if opt.type is int:
+        if isinstance(value, bool) or not isinstance(value, int) or not (opt.min <= value <= opt.max):
+            raise ValueError(f"{name}={_shown(value)} must be an integer in [{opt.min}, {opt.max}]")
+        return value
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if opt.max is None:
+        if not number or value < opt.min:
+            raise ValueError(f"{name}={_shown(value)} must be a finite number >= {opt.min}")
+        return float(value)
+    above = number and (value >= opt.min if opt.min_inclusive else value > opt.min)
+    if not (above and (value <= opt.max if opt.max_inclusive else value < opt.max)):
+        br, ket = "[" if opt.min_inclusive else "(", "]" if opt.max_inclusive else ")"
+        raise ValueError(f"{name}={_shown(value)} must be a number in {br}{opt.min:g}, {opt.max:g}{ket} ({opt.doc}; "
+                         f"default {opt.default:g})")
+    return float(value)
+
+
+def _option_schema(options: str, entry: str) -> Mapping[str, Option]:
+    """The option schema of the registry entry ``entry`` that option map ``options`` belongs to."""
+    if options == "world_options":
+        return catalog.world_info(entry).options
+    if options == "solver_options":
+        return catalog.SOLVERS[entry].options
+    if options == "grid_options":
+        return catalog.GRIDS[entry].options
+    return catalog.SPEEDUPS[OPTION_FIELDS[options]].options
 
 
 def _finite(field_name: str, value: Any, lo: float | None = None) -> float:
@@ -74,109 +183,66 @@ class RunSpec:
     """
 
     # what world
-    world: WorldName = "mixture"
+    world: WorldName = FIELDS["world"].default
     world_options: Mapping[str, Any] = field(default_factory=dict)
     scene: str | None = None
     model: str | None = None  # a registered model's name (fastdiff_core.models.model_registry), world 'model'
     # what sampler
-    sampler: SamplerKind = "solver"
-    solver: str = "dpmpp_2m"
+    sampler: SamplerKind = FIELDS["sampler"].default
+    solver: str = FIELDS["solver"].default
     solver_options: Mapping[str, Any] = field(default_factory=dict)
-    grid: str = "karras"
+    grid: str = FIELDS["grid"].default
     grid_options: Mapping[str, Any] = field(default_factory=dict)
-    steps: int = 10
+    steps: int = FIELDS["steps"].default
     student: str | None = None
-    guidance_scale: float = 1.0
+    guidance_scale: float = FIELDS["guidance_scale"].default
     guidance_interval: tuple[float, float] | None = None
     # what fan-out
-    horizon: int = 1
-    plans: int = 1
-    futures: int = 1
-    samples: int = 1000
+    horizon: int = FIELDS["horizon"].default
+    plans: int = FIELDS["plans"].default
+    futures: int = FIELDS["futures"].default
+    samples: int = FIELDS["samples"].default
     # how run
-    seed: int = 0
-    dtype: Dtype = "float32"
-    device: DeviceChoice = "auto"
+    seed: int = FIELDS["seed"].default
+    dtype: Dtype = FIELDS["dtype"].default
+    device: DeviceChoice = FIELDS["device"].default
     regime: str | None = None
-    name: str = ""
+    name: str = FIELDS["name"].default
     # speed-ups, each a measured toggle (catalog.SPEEDUPS; fastdiff_core.speedups applies them)
-    feature_cache: str = "off"
+    feature_cache: str = FIELDS["feature_cache"].default
     cache_options: Mapping[str, Any] = field(default_factory=dict)
-    parallel: str = "off"
+    parallel: str = FIELDS["parallel"].default
     parallel_options: Mapping[str, Any] = field(default_factory=dict)
-    precision: str = "float32"
-    compile: bool = False
-    importance: str = "off"
+    precision: str = FIELDS["precision"].default
+    compile: bool = FIELDS["compile"].default
+    importance: str = FIELDS["importance"].default
     importance_options: Mapping[str, Any] = field(default_factory=dict)
-    warm_start: bool = True
+    warm_start: bool = FIELDS["warm_start"].default
     # the coverage gate (fastdiff_core.metrics.gate): its family-wise error rate, and the cap of a
     # sequential gate -- null: one fixed sample; an integer: sample looks of samples x plans x futures
     # rollouts until every check is decided, at most gate_cap rollouts (worlds whose plugin declares
     # Capabilities.coverage_gate)
-    gate_alpha: float = GATE_ALPHA
+    gate_alpha: float = FIELDS["gate_alpha"].default
     gate_cap: int | None = None
     schema_version: int = SCHEMA_VERSION
     enforce_limits: InitVar[bool] = True
 
     def __post_init__(self, enforce_limits: bool) -> None:
-        _check_text_fields(self)
-        _choice("world", self.world, world_names())
-        _choice("sampler", self.sampler, ("solver", "student"))
-        _choice("dtype", self.dtype, ("float32", "float64"))
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"schema_version={self.schema_version!r}; this build writes {SCHEMA_VERSION}")
-        world = catalog.world_info(self.world)
-        object.__setattr__(self, "world_options",
-                           _frozen(validate_options("world_options", self.world_options, world.options)))
-        if world.scenes:
-            if self.scene is None or self.scene not in world.scenes:
-                raise ValueError(f"scene={self.scene!r} is not one of {list(world.scenes)} for world={self.world!r}")
-        elif self.scene is not None:
-            raise ValueError(f"scene={self.scene!r} given, but world={self.world!r} has no scenes")
-        self._check_model()
-        _int_range("steps", self.steps, 1, MAX_STEPS)
-        if self.sampler == "solver":
-            info = catalog.solver_info(self.solver)
-            object.__setattr__(self, "solver_options",
-                               _frozen(validate_options("solver_options", self.solver_options, info.options)))
-            if self.student is not None:
-                raise ValueError(f"student={self.student!r} given with sampler='solver'; set sampler='student'")
-        else:
-            if self.student not in catalog.STUDENTS:
-                raise ValueError(f"student={self.student!r} is not one of {sorted(catalog.STUDENTS)}")
-            sinfo = catalog.STUDENTS[self.student]
-            if sinfo.fixed_steps and self.steps not in sinfo.steps:
-                raise ValueError(f"steps={self.steps!r} is not available for student={self.student!r}; "
-                                 f"allowed: {list(sinfo.steps)}")
-            object.__setattr__(self, "solver_options", _frozen(dict(self.solver_options)))
-        ginfo = catalog.grid_info(self.grid)
-        object.__setattr__(self, "grid_options",
-                           _frozen(validate_options("grid_options", self.grid_options, ginfo.options)))
-        if self.grid == "custom":
-            _check_custom_sigmas(self.grid_options["sigmas"], self.steps)
-        if self.grid == "tuned" and self.steps not in catalog.TUNED_STEPS:
-            raise ValueError(f"steps={self.steps!r} has no tuned grid; allowed with grid='tuned': "
-                             f"{catalog.TUNED_STEPS[0]}-{catalog.TUNED_STEPS[-1]}")
-        _finite("guidance_scale", self.guidance_scale, lo=0.0)
-        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
-        if self.guidance_interval is not None:
-            gi = self.guidance_interval
-            if not isinstance(gi, (tuple, list)) or len(gi) != 2:
-                raise ValueError(f"guidance_interval={gi!r} must be [sigma_lo, sigma_hi] or null")
-            lo, hi = _finite("guidance_interval[0]", gi[0], 0.0), _finite("guidance_interval[1]", gi[1], 0.0)
-            if not lo < hi:
-                raise ValueError(f"guidance_interval={list(gi)!r} must have sigma_lo < sigma_hi")
-            object.__setattr__(self, "guidance_interval", (lo, hi))
-        _int_range("horizon", self.horizon, 1, 1000)
-        _int_range("plans", self.plans, 1, 10_000)
-        _int_range("futures", self.futures, 1, 10_000)
-        _int_range("samples", self.samples, 1, MAX_SAMPLES)
-        _int_range("seed", self.seed, 0, 2**63 - 1)
-        if self.regime is not None:
-            _choice("regime", self.regime, tuple(catalog.REGIMES))
-        if not isinstance(self.name, str) or len(self.name) > 200:
-            raise ValueError(f"name={self.name!r} must be a string of at most 200 characters")
+        for name, opt in FIELDS.items():  # each field's own type, bounds and choices
+            if name not in _CHECKED_WITH_OTHERS:
+                object.__setattr__(self, name, _check_field(name, opt, getattr(self, name)))
+        for options, entry in OPTION_FIELDS.items():  # the options of the chosen entries
+            if options != "solver_options" or self.sampler == "solver":
+                schema = _option_schema(options, getattr(self, entry))
+                object.__setattr__(self, options, _frozen(validate_options(options, getattr(self, options), schema)))
+            else:  # a student's solver options are not the solver's
+                object.__setattr__(self, options, _frozen(dict(self.solver_options)))
+        self._check_world()
+        self._check_student()
+        self._check_grid()
+        self._check_guidance_interval()
         self._check_speedups()
         self._check_gate()
         if enforce_limits:
@@ -196,8 +262,14 @@ class RunSpec:
             raise ValueError(why)
         return self
 
-    def _check_model(self) -> None:
-        """A user's model is named by its registry name (an id; never a path), with world 'model'."""
+    def _check_world(self) -> None:
+        """The world's scene, and a user's model named by its registry name (an id; never a path)."""
+        scenes = catalog.world_info(self.world).scenes
+        if scenes:
+            if self.scene is None or self.scene not in scenes:
+                raise ValueError(f"scene={self.scene!r} is not one of {list(scenes)} for world={self.world!r}")
+        elif self.scene is not None:
+            raise ValueError(f"scene={self.scene!r} given, but world={self.world!r} has no scenes")
         if self.world == MODEL_WORLD and self.model is None:
             raise ValueError(f"model=None: world={MODEL_WORLD!r} needs a registered model; available: "
                              f"{list(model_names())}")
@@ -207,19 +279,37 @@ class RunSpec:
                                  f"set world={MODEL_WORLD!r}")
             model_entry(check_name(self.model))
 
+    def _check_student(self) -> None:
+        if self.sampler == "solver":
+            if self.student is not None:
+                raise ValueError(f"student={self.student!r} given with sampler='solver'; set sampler='student'")
+            return
+        if self.student is None:
+            raise ValueError(f"student=None is not one of {list(FIELDS['student'].choices)} (sampler='student')")
+        info = catalog.STUDENTS[self.student]
+        if info.fixed_steps and self.steps not in info.steps:
+            raise ValueError(f"steps={self.steps!r} is not available for student={self.student!r}; "
+                             f"allowed: {list(info.steps)}")
+
+    def _check_grid(self) -> None:
+        if self.grid == "custom":
+            _check_custom_sigmas(self.grid_options["sigmas"], self.steps)
+        if self.grid == "tuned" and self.steps not in catalog.TUNED_STEPS:
+            raise ValueError(f"steps={self.steps!r} has no tuned grid; allowed with grid='tuned': "
+                             f"{catalog.TUNED_STEPS[0]}-{catalog.TUNED_STEPS[-1]}")
+
+    def _check_guidance_interval(self) -> None:
+        gi = self.guidance_interval
+        if gi is None:
+            return
+        if not isinstance(gi, (tuple, list)) or len(gi) != 2:
+            raise ValueError(f"guidance_interval={gi!r} must be [sigma_lo, sigma_hi] or null")
+        lo, hi = _finite("guidance_interval[0]", gi[0], 0.0), _finite("guidance_interval[1]", gi[1], 0.0)
+        if not lo < hi:
+            raise ValueError(f"guidance_interval={list(gi)!r} must have sigma_lo < sigma_hi")
+        object.__setattr__(self, "guidance_interval", (lo, hi))
+
     def _check_speedups(self) -> None:
-        for mode_field, opts_field, name in (("feature_cache", "cache_options", "feature_cache"),
-                                             ("parallel", "parallel_options", "parallel"),
-                                             ("precision", None, "precision"),
-                                             ("importance", "importance_options", "importance")):
-            info = catalog.speedup_info(name)
-            _choice(mode_field, getattr(self, mode_field), info.modes)
-            if opts_field is not None:
-                object.__setattr__(self, opts_field, _frozen(validate_options(
-                    opts_field, getattr(self, opts_field), info.options)))
-        for flag in ("compile", "warm_start"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag}={getattr(self, flag)!r} must be true or false")
         if self.parallel == "picard":
             if self.sampler != "solver" or self.solver not in ("euler", "ddim", "dpmpp_2m") or (
                     self.solver == "ddim" and self.solver_options.get("eta", 0.0) != 0.0):
@@ -365,21 +455,6 @@ def parse_json_object(text: Any, what: str) -> Any:
     except RecursionError:
         raise ValueError(f"{what} nests too deeply to be a RunSpec (JSON objects and lists nested "
                          f"more than about {sys.getrecursionlimit()} levels)") from None
-
-
-_TEXT_FIELDS = ("world", "sampler", "solver", "grid", "dtype", "device", "name", "feature_cache", "parallel",
-                "precision", "importance")
-_OPTIONAL_TEXT_FIELDS = ("scene", "student", "regime", "model")
-
-
-def _check_text_fields(spec: RunSpec) -> None:
-    """Names are strings (a list or a number where a name belongs is refused before any lookup)."""
-    for name in _TEXT_FIELDS + _OPTIONAL_TEXT_FIELDS:
-        value = getattr(spec, name)
-        if not isinstance(value, str) and not (value is None and name in _OPTIONAL_TEXT_FIELDS):
-            expected = "a string" + (" or null" if name in _OPTIONAL_TEXT_FIELDS else "")
-            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-            raise ValueError(f"{name}={shown} has type {type(value).__name__}; expected {expected}")
 
 
 def _check_custom_sigmas(sigmas: Any, steps: int) -> None:

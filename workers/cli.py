@@ -15,6 +15,7 @@ import sys
 
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("fastdiff_cli.run", "run one RunSpec and print its RunResult as a table"),
+    ("schema",): ("fastdiff_cli.schema", "the JSON schema of a RunSpec (--write: docs/schema/, --check: up to date)"),
     ("models", "list"): ("fastdiff_cli.models", "the registered models (name, kind, prediction, path, sha256)"),
     ("models", "add"): ("fastdiff_cli.models",
                         "check a diffusers-format directory or a 'module:function' PyTorch model and register it"),

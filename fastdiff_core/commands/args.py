@@ -50,11 +50,14 @@ def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], i
     return parse
 
 
-def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Callable[[str], float]:
-    """A finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """A finite number in [lo, hi] (open at either end with ``lo_open`` / ``hi_open``)."""
     allowed = _range_text(lo, hi, "a finite number")
     if lo_open and lo is not None:
         allowed = allowed.replace(">= ", "> ").replace("[", "(", 1)
+    if hi_open and hi is not None:
+        allowed = allowed.replace("<= ", "< ")[:-1] + (")" if allowed.endswith("]") else allowed[-1])
 
     def parse(text: str) -> float:
         try:
@@ -62,7 +65,8 @@ def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bo
         except ValueError:
             value = math.nan
         too_low = lo is not None and (value <= lo if lo_open else value < lo)
-        if not math.isfinite(value) or too_low or (hi is not None and value > hi):
+        too_high = hi is not None and (value >= hi if hi_open else value > hi)
+        if not math.isfinite(value) or too_low or too_high:
             raise _Error(f"{text!r} is not allowed; expected {allowed}")
         return value
 

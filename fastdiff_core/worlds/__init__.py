@@ -203,6 +203,11 @@ def world_plugin(name: str) -> WorldPlugin:
     return _REGISTRY[name]
 
 
+def builtin_world_names() -> tuple[str, ...]:
+    """The worlds that ship with fastdiff (``BUILTIN``), whatever else is registered."""
+    return tuple(_attribute(target).name for target in BUILTIN)
+
+
 def world_names() -> tuple[str, ...]:
     load_plugins()
     return tuple(_REGISTRY)
