@@ -215,7 +215,7 @@ def test_torch_free_modules_load_no_torch_at_run_time():
 
 # Every world plugin in this tree (a package under fastdiff_core/worlds with a plugin.py). Named here so a
 # world that moves or loses its declaration fails the test instead of dropping out of the rule.
-WORLD_PLUGINS = {"driving", "mixture", "model", "digits"}
+WORLD_PLUGINS = {"driving", "mixture", "model", "digits", "moving_digits"}
 
 
 def test_only_a_world_plugin_imports_its_internals():

@@ -46,6 +46,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train", "digits"): ("fastdiff_cli.train_digits",
                           "train the digits world's class-conditional UNet + classifier on sklearn's digits, "
                           "write a diffusers folder + card"),
+    ("train", "moving_digits"): ("fastdiff_cli.train_moving_digits",
+                                 "train the moving-digits world's frame denoiser on sklearn's digits, write weights + card"),
     ("bench", "digits"): ("fastdiff_cli.bench_digits",
                           "digits model: class histogram vs data truth and vs its teacher, per solver x NFE x guidance"),
     ("train", "student"): ("fastdiff_cli.train_student",
