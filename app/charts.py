@@ -55,11 +55,6 @@ def log_range(values: Sequence[float]) -> list[float]:
     return [math.log10(lo) - 0.3, math.log10(hi) + 0.3]
 
 
-def generated_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The sampler's branch rows (a world may also report its reference solve's rows, group 'reference')."""
-    return [r for r in rows if r.get("group") != "reference"]
-
-
 def histogram_figure(rows: Sequence[Mapping[str, Any]], *, tail: str | None,
                      title: str = "Branch rates: generated vs truth", log_y: bool = False) -> go.Figure:
     """Grouped bars per group with Wilson intervals, the truth as markers, the tail branch (the world's

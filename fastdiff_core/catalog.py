@@ -329,9 +329,3 @@ SPEEDUPS: dict[str, SpeedupInfo] = {
                                     min=0.0, max=0.95)}),
     ]
 }
-
-
-def speedup_info(name: str) -> SpeedupInfo:
-    if name not in SPEEDUPS:
-        raise ValueError(f"speedup={name!r} is not one of {sorted(SPEEDUPS)}")
-    return SPEEDUPS[name]

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from fastdiff_core.budget import LatencySample
-from fastdiff_core.metrics.intervals import median_interval
+from fastdiff_core.metrics.intervals import median_interval, quantile
 
 MEDIAN_CONFIDENCE = 0.95
 
@@ -93,7 +93,7 @@ def timing_from(values: list[float], *, what: str, batch: int, device: torch.dev
     if not ts:
         raise ValueError("values=[] must hold at least one timing")
     ci = median_interval(ts, MEDIAN_CONFIDENCE)
-    return Timing(what, int(batch), statistics.median(ts), _quantile(ts, 0.1), _quantile(ts, 0.9), len(ts),
+    return Timing(what, int(batch), statistics.median(ts), quantile(ts, 0.1), quantile(ts, 0.9), len(ts),
                   device_name(device), float(nfe), *(ci if ci else (None, None, None)), torch.get_num_threads(),
                   machine_load())
 
@@ -104,13 +104,6 @@ def machine_load() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    pos = q * (len(sorted_values) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def measure(fn: Callable[[], Any], *, what: str, batch: int, device: torch.device | str,

@@ -304,8 +304,6 @@ class RectifiedFlow:
         return 1.0 / (1.0 + math.exp(0.5 * log_snr))
 
 
-PathName = Literal["vp_discrete", "vp_linear", "vp_cosine", "rectified_flow"]
-
 PATHS: dict[str, Callable[[], NoisePath]] = {
     "vp_discrete": VPDiscrete,
     "vp_linear": VPLinear,

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import norm
 
 from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, GateLayout, combine, intervals
-from fastdiff_core.metrics.intervals import label_effective_n, snis_rate_variance
+from fastdiff_core.metrics.intervals import label_effective_n, quantile, snis_rate_variance
 from fastdiff_core.worlds.driving import (
     BRANCHES,
     IMPLAUSIBLE,
@@ -275,7 +275,7 @@ def _row(mode: str, n: int | None, sampler: str, codes: np.ndarray, rollouts: np
     return {"mode": mode, "n": n, "sampler": sampler, "trials": int(codes.size),
             "pass_rate": float((codes == 1).mean()), "fail_rate": float((codes == -1).mean()),
             "undecided_rate": float((codes == 0).mean()), "mean_rollouts": float(rollouts.mean()),
-            "p95_rollouts": float(np.quantile(rollouts, 0.95))}
+            "p95_rollouts": quantile(rollouts, 0.95)}
 
 
 def operating_characteristics(trials: int = 1000, seed: int = 0, ns: tuple[int, ...] = FIXED_N,

@@ -32,7 +32,7 @@ from fastdiff_core import catalog
 from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
 from fastdiff_core.grids import FIXED_GRIDS, build_grid
-from fastdiff_core.metrics.intervals import wilson_interval
+from fastdiff_core.metrics.intervals import quantile, wilson_interval
 from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
@@ -758,8 +758,8 @@ def heldout_summary(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[d
         item = {"nfe": nfe, "worlds": len(seeds), "rare_diff": diffs / total if total else math.nan,
                 "rare_diff_se": se, "rare_within_2se": abs(diffs / total) <= 2 * se if total and se > 0 else diffs == 0}
         if ratios:
-            q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-            item.update(ratio_median=statistics.median(ratios), ratio_q1=q[0], ratio_q3=q[2],
+            item.update(ratio_median=statistics.median(ratios), ratio_q1=quantile(ratios, 0.25),
+                        ratio_q3=quantile(ratios, 0.75),
                         worlds_better=sum(v < 1 for v in ratios), worlds_compared=len(ratios))
         out.append(item)
     return out

@@ -154,6 +154,21 @@ def _checked_counts(successes: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.
     return s.astype(float), m.astype(float)
 
 
+def quantile(values: ArrayLike, q: float) -> float:
+    """The ``q``-quantile of ``values`` by linear interpolation between order statistics (numpy's default,
+    ``statistics.quantiles(method='inclusive')``): the one definition every percentile fastdiff reports
+    uses (latency percentiles, quartiles over worlds)."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q={q!r} must be a number in [0, 1]")
+    ordered = sorted(float(v) for v in np.ravel(values))
+    if not ordered:
+        raise ValueError("values=[] must hold at least one value")
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def median_interval(values: list[float] | tuple[float, ...], confidence: float = 0.95) -> tuple[float, float, float] | None:
     """Distribution-free interval for the median of repeated timings: order statistics (x_(k), x_(n+1-k))
     with the largest k whose binomial(n, 1/2) coverage is still >= ``confidence`` (Hahn & Meeker,

@@ -96,11 +96,6 @@ def _log_norm(lj: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(lj - top).sum(1, keepdims=True))
 
 
-def _log_resp(x, weights, means, covs) -> np.ndarray:
-    lj = _log_joint(x, weights, means, covs)
-    return lj - _log_norm(lj)
-
-
 def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     centres = [x[rng.integers(len(x))]]
     for _ in range(1, k):

@@ -179,11 +179,6 @@ def sample_digits(model: DigitsModel, *, condition: str, n: int, solver: str, st
 # ---------------------------------------------------------------------------------------------
 
 
-def gate_config(model: DigitsModel, alpha: float = 0.05) -> GateConfig:
-    """The release tolerances with the rare digit as the tail and ``unreadable`` as the leak."""
-    return GateConfig(alpha=alpha, tail=model.rare, leak_labels=(UNREADABLE,))
-
-
 def judge(model: DigitsModel, condition: str, counts: Mapping[str, int], teacher: Mapping[str, int] | None,
           alpha: float = 0.05) -> dict:
     """The generated histogram against the data truth and the teacher: rates, TVs and both gates. Labels

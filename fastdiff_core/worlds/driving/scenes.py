@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["brake", "keep", "accelerate"]
 Signal = Literal["walk", "dont_walk", "none"]
 
 ACTIONS: tuple[str, ...] = ("brake", "keep", "accelerate")
