@@ -167,3 +167,21 @@ def test_commands_refuse_bad_arguments_with_exit_2():
                            timeout=120)
         assert p.returncode == 2, (argv, p.stderr)
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_model_world_names_the_digit_classifiers_modes_by_its_own_labels():
+    """The generic model world reads the digits folder's classifier hook: its modes are the ten digits the
+    classifier reads, each counted as the classifier labels it, never the model's conditioning names (13 rows:
+    the digits, 'even', 'odd' and the null class 'none', which no classifier output means)."""
+    from fastdiff_core.models.loading import load_diffusers_dir
+    from fastdiff_core.worlds.model.runner import classify
+
+    loaded = load_diffusers_dir(WEIGHTS_DIR, name="digits")
+    assert loaded.interface.class_names[-3:] == ("even", "odd", "none")  # the conditions the bug named modes by
+    split = load_split(seed=0)
+    images = torch.from_numpy(split.test_images[:200]).unsqueeze(1)
+    counts = classify(loaded, images)
+    assert list(counts) == [str(d) for d in range(10)]
+    clf = load_model(WEIGHTS_DIR).classifier
+    top = clf(images).argmax(-1)
+    assert counts == {str(d): int((top == d).sum()) for d in range(10)}

@@ -232,7 +232,8 @@ def load_source(kind: str, source: str, name: str) -> LoadedModel:
 
 
 def load_classifier(target: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A model's declared classifier: 'module:function' returning f(x) -> (B,) class indices."""
+    """A model's declared classifier: 'module:function' returning f(x) -> (B,) class indices; f may carry
+    ``labels``, the names of its outputs (else they are the model's class names, the null class left out)."""
     module, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)()

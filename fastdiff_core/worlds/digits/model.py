@@ -139,11 +139,13 @@ def load_classifier(directory: Path) -> DigitClassifier:
 
 def digit_classifier() -> Any:
     """The shipped classifier as the model loader's ``classifier`` hook (``fastdiff_model.json``):
-    f(x) -> (B,) top digit, for the generic ``model`` world (which has no ``unreadable`` label)."""
+    f(x) -> (B,) top digit, for the generic ``model`` world (which has no ``unreadable`` label); ``f.labels`` names
+    its outputs (the ten digits, not the model's thirteen conditions)."""
     model = load_classifier(WEIGHTS_DIR / "classifier")
 
     @torch.no_grad()
     def classify(x: torch.Tensor) -> torch.Tensor:
         return model(x.clamp(-1.0, 1.0).to(torch.float32).cpu()).argmax(dim=-1)
 
+    classify.labels = DIGITS  # type: ignore[attr-defined]
     return classify

@@ -102,19 +102,34 @@ def draw(model: LoadedModel, sampler: Callable, sigmas, n: int, labels: torch.Te
     return torch.cat(out)
 
 
-def _mode_names(model: LoadedModel, classes: int) -> tuple[str, ...]:
-    names = model.interface.class_names
-    return tuple(names) if len(names) >= classes else tuple(f"class {i}" for i in range(classes))
+def mode_names(model: LoadedModel, f: Callable, found: int) -> tuple[str, ...]:
+    """The names of a classifier's outputs: its own ``labels`` when it declares them (a classifier's outputs are
+    not the model's conditioning classes: the digits model is conditioned on 13, its classifier reads 10), else
+    the model's class names (a classifier of the model's own classes, index for index; a null class in the last
+    row is no class and left out), else 'class i'. Every declared output is listed, so a mode no sample reached
+    is counted 0 instead of vanishing."""
+    declared = getattr(f, "labels", None)  # an optional attribute of the user's classifier hook
+    if declared is not None:
+        names = tuple(str(n) for n in declared)
+        if found > len(names):
+            raise ValueError(f"classifier {model.record.classifier!r} returned class {found - 1}, but declares only "
+                             f"{len(names)} labels {list(names)}")
+        return names
+    iface = model.interface
+    names = tuple(iface.class_names)
+    if names and iface.null_class == len(names) - 1:
+        names = names[:-1]
+    classes = max(found, len(names))
+    return names if len(names) >= classes else tuple(f"class {i}" for i in range(classes))
 
 
 def classify(model: LoadedModel, x: torch.Tensor) -> dict[str, int]:
-    """Mode counts from the model's declared classifier."""
+    """Mode counts from the model's declared classifier, keyed by ``mode_names``."""
     f = load_classifier(model.record.classifier)
     with torch.no_grad():
         idx = torch.as_tensor(f(x)).long().reshape(-1)
-    classes = max(int(idx.max()) + 1, model.interface.num_classes)
-    names = _mode_names(model, classes)
-    return {names[i]: int((idx == i).sum()) for i in range(classes)}
+    names = mode_names(model, f, int(idx.max()) + 1 if idx.numel() else 0)
+    return {name: int((idx == i).sum()) for i, name in enumerate(names)}
 
 
 def reference(model: LoadedModel, opts: dict, seed: int) -> tuple[Reference, bool]:
