@@ -6,6 +6,7 @@ Also the progress panel (a polling ``st.fragment``) that follows queued runs wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -117,21 +118,10 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     st.markdown(f"**{connection.plain(spec.name or spec_summary(spec))}** · run `{run['run_id']}` · "
                 f"status **{run['status']}**")
     if run["status"] != "done" or not run.get("result"):
-        if run["status"] == "cancelled":  # the user's own action, not a failure
-            st.info(f"Cancelled: this run was stopped before it finished ({connection.plain(cancel_reason(run))}). "
-                    "Nothing it measured is shown; run it again to get results.", icon=":material/cancel:")
-        elif run.get("error"):
-            st.error(f"{run['status']}: {connection.error_headline(run['error'])}")
-            if len(str(run["error"]).strip().splitlines()) > 1:  # the traceback stays in the record, off the page
-                st.caption(f"The worker's full error is in the run's record: `Store().run('{run['run_id']}')['error']`.")
-        else:
-            connection.empty_state(f"No results yet (status: {run['status']}).")
+        render_unfinished(run)
         return
     res = RunResult.from_dict(run["result"])
     regime = spec.regime or "offline"
-    rb = budget.regime_budget(regime)
-    model = budget.production_model(regime)
-    hist = [dict(r) for r in res.histograms]
     bill = dashboard_bill(spec, res.info)
 
     # -- verdict --------------------------------------------------------------------------------
@@ -140,34 +130,18 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     tail = (measured or projected).tail if (measured or projected) else budget.world_tail(spec.world)
 
     # -- NFE and latency ------------------------------------------------------------------------
-    counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula, res.metrics.get("cycles"))
-    scale = counted / res.nfe_counted if res.nfe_counted else 1.0
-    c = st.columns(5)
-    c[0].metric("NFE counted / sample", bill_view.fmt_nfe(counted), help="per planning cycle, as the counter saw it")
-    c[1].metric("formula (worker)", bill_view.fmt_nfe(res.nfe_formula * scale))
-    if bill is not None:
-        match = abs(bill.per_cycle - counted) <= 1e-9 * max(1.0, bill.per_cycle)
-        c[2].metric("formula (dashboard)", bill_view.fmt_nfe(bill.per_cycle),
-                    delta="= counted" if match else f"{counted - bill.per_cycle:+,.2f} vs counted",
-                    delta_color="normal" if match else "inverse")
-    c[3].metric("wall clock", bill_view.fmt_s(res.wall_s))
-    c[4].metric("device", res.device)
-    if bill is not None:
-        drawn = int(res.metrics.get("cycles") or spec.samples)
-        seq = res.info.get("sequential")
-        st.caption(f"NFE = {bill.formula()} per planning cycle; x {drawn:,} rollouts = "
-                   f"{bill.per_cycle * drawn:,.0f} per run" + (
-                       f" (sequential gate: {seq['looks']} look(s) of {seq['look']:,}, {seq['stopped']}; "
-                       f"worst case {bill.per_run:,.0f} at the cap of {seq['cap']:,})" if seq else "") + ".")
+    render_nfe(nfe_figures(spec, res, bill))
     l1, l2 = st.columns(2)
     if bill is not None:
-        lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
+        lat = budget.project_latency(bill, budget.production_model(regime),
+                                     budget.regime_budget(regime).latency_budget_s or budget.PLANNING_BUDGET_S)
         plot(l1, bill_view.latency_figure(lat), key=f"{key}.proj")
     mfig = measured_latency_figure(res.latency)
     if mfig is not None:
         plot(l2, mfig, key=f"{key}.meas")
 
     # -- coverage ---------------------------------------------------------------------------------
+    hist = [dict(r) for r in res.histograms]
     if hist:
         plot(st, charts.histogram_figure(hist, tail=tail), key=f"{key}.hist")
         st.table(verdict_view.branch_rows(hist, tail))
@@ -175,8 +149,80 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
         connection.empty_state("This run reported no branch histogram.")
 
     # -- metrics: precision/recall first ------------------------------------------------------------
-    metrics = dict(res.metrics)
-    pr = {k: v for k, v in metrics.items() if any(w in k for w in ("precision", "recall", "density", "coverage"))}
+    render_metrics(dict(res.metrics), key=key)
+    fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
+                                res.info.get("labels") or res.info.get("branch_codes"), tail)
+    if fig is not None:
+        plot(st, fig, key=f"{key}.samples")
+    with st.expander("Spec (JSON)"):
+        st.code(spec_json(spec), language="json")
+
+
+def render_unfinished(run: Mapping[str, Any]) -> None:
+    """A run with no result: cancelled (the user's own action), failed (its error line), or still going."""
+    if run["status"] == "cancelled":  # the user's own action, not a failure
+        st.info(f"Cancelled: this run was stopped before it finished ({connection.plain(cancel_reason(run))}). "
+                "Nothing it measured is shown; run it again to get results.", icon=":material/cancel:")
+    elif run.get("error"):
+        st.error(f"{run['status']}: {connection.error_headline(run['error'])}")
+        if len(str(run["error"]).strip().splitlines()) > 1:  # the traceback stays in the record, off the page
+            st.caption(f"The worker's full error is in the run's record: `Store().run('{run['run_id']}')['error']`.")
+    else:
+        connection.empty_state(f"No results yet (status: {run['status']}).")
+
+
+@dataclass(frozen=True)
+class NFEFigures:
+    """The NFE row of a run: counted per planning cycle, the worker's and the dashboard's formula, the caption."""
+
+    counted: float
+    worker_formula: float
+    dashboard_formula: float | None  # None: the dashboard cannot bill this spec
+    matches: bool  # the dashboard's formula equals the counted NFE
+    wall_s: float
+    device: str
+    caption: str | None
+
+
+def nfe_figures(spec: RunSpec, res: RunResult, bill: budget.NFEBill | None) -> NFEFigures:
+    """The NFE row's figures (pure): per planning cycle, as the counter saw it, beside both formulas."""
+    counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula, res.metrics.get("cycles"))
+    scale = counted / res.nfe_counted if res.nfe_counted else 1.0
+    caption = None
+    if bill is not None:
+        drawn = int(res.metrics.get("cycles") or spec.samples)
+        seq = res.info.get("sequential")
+        caption = (f"NFE = {bill.formula()} per planning cycle; x {drawn:,} rollouts = "
+                   f"{bill.per_cycle * drawn:,.0f} per run" + (
+                       f" (sequential gate: {seq['looks']} look(s) of {seq['look']:,}, {seq['stopped']}; "
+                       f"worst case {bill.per_run:,.0f} at the cap of {seq['cap']:,})" if seq else "") + ".")
+    return NFEFigures(counted=counted, worker_formula=res.nfe_formula * scale,
+                      dashboard_formula=None if bill is None else bill.per_cycle,
+                      matches=bill is not None and abs(bill.per_cycle - counted) <= 1e-9 * max(1.0, bill.per_cycle),
+                      wall_s=res.wall_s, device=res.device, caption=caption)
+
+
+def render_nfe(f: NFEFigures) -> None:
+    c = st.columns(5)
+    c[0].metric("NFE counted / sample", bill_view.fmt_nfe(f.counted), help="per planning cycle, as the counter saw it")
+    c[1].metric("formula (worker)", bill_view.fmt_nfe(f.worker_formula))
+    if f.dashboard_formula is not None:
+        c[2].metric("formula (dashboard)", bill_view.fmt_nfe(f.dashboard_formula),
+                    delta="= counted" if f.matches else f"{f.counted - f.dashboard_formula:+,.2f} vs counted",
+                    delta_color="normal" if f.matches else "inverse")
+    c[3].metric("wall clock", bill_view.fmt_s(f.wall_s))
+    c[4].metric("device", f.device)
+    if f.caption is not None:
+        st.caption(f.caption)
+
+
+def precision_recall(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The sample-level metrics shown first (precision, recall, density, coverage), in the run's order."""
+    return {k: v for k, v in metrics.items() if any(w in k for w in ("precision", "recall", "density", "coverage"))}
+
+
+def render_metrics(metrics: dict[str, float], *, key: str) -> None:
+    pr = precision_recall(metrics)
     if pr:
         cols = st.columns(min(len(pr), 5))
         for col, (k, v) in zip(cols * 10, pr.items()):
@@ -186,10 +232,3 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     with st.expander("All metrics", expanded=not pr):
         st.dataframe([{"metric": k, "value": v} for k, v in sorted(metrics.items())], hide_index=True,
                      key=f"{key}.metrics")
-
-    fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
-                                res.info.get("labels") or res.info.get("branch_codes"), tail)
-    if fig is not None:
-        plot(st, fig, key=f"{key}.samples")
-    with st.expander("Spec (JSON)"):
-        st.code(spec_json(spec), language="json")

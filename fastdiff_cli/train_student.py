@@ -35,7 +35,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"training student {args.name} from driving_teacher_{TEACHER}", flush=True)
     train_and_save(args.name, args.seed, args.scale, args.out, log=lambda m: print(m, flush=True))
     if not args.no_card:
+        from fastdiff_cli.bench_students import print_progress
         from fastdiff_core.students import bench
 
-        bench.run_bench([args.name], write_readme=False, write=True)  # training writes its card
+        data = bench.run_bench([args.name], write_readme=False, write=True, on_row=print_progress)  # writes its card
+        print(bench.render_table(data))
     return 0

@@ -134,6 +134,30 @@ def evaluation_sigmas(solver: str, grid_sigmas: Sequence[float], steps: int) -> 
     return None
 
 
+def _interval_fraction(spec: RunSpec, sigmas: Sequence[float] | None, guided_fraction: float | None,
+                       notes: list[str]) -> tuple[float, bool]:
+    """The share of evaluations inside ``spec.guidance_interval`` and whether it is exact: from the
+    grid's evaluation sigmas when known torch-free, else the caller's ``guided_fraction``."""
+    if sigmas is None and spec.grid == "custom":
+        sigmas = spec.grid_options["sigmas"]
+    evals = None
+    if sigmas is not None and spec.sampler == "solver":
+        evals = evaluation_sigmas(spec.solver, sigmas, spec.steps)
+    if evals is not None:
+        frac = guided_fraction_from_sigmas(evals, spec.guidance_interval)
+        notes.append(f"guidance interval covers {frac:.0%} of the {len(evals)} evaluations")
+        return frac, True
+    if guided_fraction is not None:
+        if isinstance(guided_fraction, bool) or not isinstance(guided_fraction, (int, float)) \
+                or not 0.0 <= guided_fraction <= 1.0:
+            raise ValueError(f"guided_fraction={guided_fraction!r} must be a number in [0, 1]")
+        notes.append(f"guidance interval: {float(guided_fraction):.0%} of evaluations guided (caller's estimate)")
+        return float(guided_fraction), False
+    raise ValueError(
+        f"guidance_interval={list(spec.guidance_interval)} on grid={spec.grid!r}: pass sigmas= (the "
+        "grid's sigmas) or guided_fraction= (share of evaluations inside the interval, in [0, 1])")
+
+
 def bill_for(spec: RunSpec, *, sigmas: Sequence[float] | None = None,
              guided_fraction: float | None = None) -> NFEBill:
     """The NFE bill of a RunSpec.
@@ -171,25 +195,8 @@ def bill_for(spec: RunSpec, *, sigmas: Sequence[float] | None = None,
     elif spec.guidance_interval is None:
         frac = 1.0
     else:
-        if sigmas is None and spec.grid == "custom":
-            sigmas = spec.grid_options["sigmas"]
-        evals = None
-        if sigmas is not None and spec.sampler == "solver":
-            evals = evaluation_sigmas(spec.solver, sigmas, spec.steps)
-        if evals is not None:
-            frac = guided_fraction_from_sigmas(evals, spec.guidance_interval)
-            notes.append(f"guidance interval covers {frac:.0%} of the {len(evals)} evaluations")
-        elif guided_fraction is not None:
-            if isinstance(guided_fraction, bool) or not isinstance(guided_fraction, (int, float)) \
-                    or not 0.0 <= guided_fraction <= 1.0:
-                raise ValueError(f"guided_fraction={guided_fraction!r} must be a number in [0, 1]")
-            frac = float(guided_fraction)
-            exact = False
-            notes.append(f"guidance interval: {frac:.0%} of evaluations guided (caller's estimate)")
-        else:
-            raise ValueError(
-                f"guidance_interval={list(spec.guidance_interval)} on grid={spec.grid!r}: pass sigmas= (the "
-                "grid's sigmas) or guided_fraction= (share of evaluations inside the interval, in [0, 1])")
+        frac, frac_exact = _interval_fraction(spec, sigmas, guided_fraction, notes)
+        exact = exact and frac_exact
     if spec.sequential:
         notes.append(f"sequential gate: at most {spec.max_cycles:,} cycles (gate_cap {spec.gate_cap:,} rollouts), "
                      f"in looks of {spec.samples:,}; the run bills the cycles it draws")

@@ -27,11 +27,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from fastdiff_core.commands.args import float_range, int_range, port
 from workers.broker import RedisServer
-from workers.settings import check_dashboard_host, load_settings, shown_url
+from workers.settings import ServiceSettings, check_dashboard_host, load_settings, shown_url
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S: a child that cannot start (port taken, bad config) stops `up`
@@ -175,6 +177,48 @@ def main(args: argparse.Namespace) -> int:
         check_dashboard_host(args.host, settings.dashboard_secret)
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(home)  # held (and released by the kernel) for the life of `up`
+    if lock is None:
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stale = stop_stale(home, args.grace)
+    if stale:
+        print(f"stopped what a previous `up` left running: {', '.join(stale)}", flush=True)
+    broker = start_broker(settings, home)
+    children = make_children(args, home, settings.resolved_broker_url())
+
+    def record() -> None:
+        write_pids(home, {"broker": broker.proc if broker else None, **{c.name: c.proc for c in children}})
+
+    status = 0
+    try:
+        for child in children:
+            offset = child.log.stat().st_size if child.log.exists() else 0
+            child.start()
+            print(f"{child.name}: pid {child.proc.pid}, log {child.log}")
+            if child.name == "dashboard":
+                port = args.port or listening_port(child, offset)
+                print(f"\n  fastdiff dashboard: http://{args.host}:{port}\n")
+        record()
+        print("Ctrl-C stops everything.", flush=True)
+        status = supervise(children, broker, stop, record)
+    finally:
+        print("stopping ...", flush=True)
+        for child in reversed(children):
+            child.stop(args.grace if child.name == "workers" else 10.0)
+            print(f"{child.name}: stopped", flush=True)
+        if broker is not None:
+            broker.stop()
+            print("broker: stopped", flush=True)
+        (home / PIDS).unlink(missing_ok=True)
+    return status
+
+
+def hold_lock(home: pathlib.Path) -> IO[str] | None:
+    """Take ``up.lock`` (one ``up`` per FASTDIFF_HOME) and write this pid into it; None (said on stderr)
+    when another ``up`` holds it."""
     lock = open(home / LOCK, "a+")  # noqa: SIM115 - held (and released by the kernel) for the life of `up`
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,31 +226,31 @@ def main(args: argparse.Namespace) -> int:
         lock.seek(0)
         print(f"another `fastdiff up` (pid {lock.read().strip() or '?'}) is running with FASTDIFF_HOME={home}; "
               "stop it first", file=sys.stderr, flush=True)
-        return 1
+        return None
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stale = stop_stale(home, args.grace)
-    if stale:
-        print(f"stopped what a previous `up` left running: {', '.join(stale)}", flush=True)
+    return lock
 
-    broker = None
-    broker_restarts: list[float] = []
-    if settings.broker_url is None:
-        broker = RedisServer(home / "broker", unix_socket=settings.embedded_socket)
-        if broker.ping():
-            print(f"broker: embedded Redis already running at {broker.url} (reused, not stopped at exit)")
-            broker = None
-        else:
-            broker.start()
-            print(f"broker: embedded Redis {broker.url}, pid {broker.proc.pid} (append-only, fsync always): "
-                  f"{broker.description}")
-    else:
+
+def start_broker(settings: ServiceSettings, home: pathlib.Path) -> RedisServer | None:
+    """The embedded Redis, started unless a broker is configured or one already answers (reused, then
+    not ours to stop); None when ``up`` does not own the broker."""
+    if settings.broker_url is not None:
         print(f"broker: {shown_url(settings.broker_url)}")
-    url = settings.resolved_broker_url()
+        return None
+    broker = RedisServer(home / "broker", unix_socket=settings.embedded_socket)
+    if broker.ping():
+        print(f"broker: embedded Redis already running at {broker.url} (reused, not stopped at exit)")
+        return None
+    broker.start()
+    print(f"broker: embedded Redis {broker.url}, pid {broker.proc.pid} (append-only, fsync always): "
+          f"{broker.description}")
+    return broker
+
+
+def make_children(args: argparse.Namespace, home: pathlib.Path, url: str) -> list[Child]:
+    """The collector, the workers (unless --workers 0) and the dashboard (unless --no-dashboard), in start order."""
     env = {**os.environ, "FASTDIFF_HOME": str(home), "FASTDIFF_BROKER_URL": url,
            "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     logs = home / "logs"
@@ -226,54 +270,36 @@ def main(args: argparse.Namespace) -> int:
                 "--client.toolbarMode", "viewer"], env, logs / "dashboard.log"))
         else:
             print(f"dashboard: {dashboard} does not exist yet; not started")
+    return children
 
-    def record() -> None:
-        write_pids(home, {"broker": broker.proc if broker else None, **{c.name: c.proc for c in children}})
 
-    status = 0
-    try:
+def supervise(children: list[Child], broker: RedisServer | None, stop: threading.Event,
+              record: Callable[[], None]) -> int:
+    """Restart whatever exits (the broker included) until ``stop`` is set; 1 when something exits more than
+    MAX_RESTARTS times within RESTART_WINDOW_S (``up`` then gives up), else 0."""
+    broker_restarts: list[float] = []
+    while not stop.wait(0.5):
+        if broker is not None and broker.proc.poll() is not None:
+            if too_often(broker_restarts):
+                print(f"broker exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s; giving up. "
+                      f"See {broker.data_dir / 'redis.log'}", flush=True)
+                return 1
+            print(f"broker exited (code {broker.proc.returncode}); restarting", flush=True)
+            try:
+                broker.start()
+            except RuntimeError as e:
+                print(f"broker did not restart: {e}", flush=True)
+                continue
+            record()
         for child in children:
-            offset = child.log.stat().st_size if child.log.exists() else 0
-            child.start()
-            print(f"{child.name}: pid {child.proc.pid}, log {child.log}")
-            if child.name == "dashboard":
-                port = args.port or listening_port(child, offset)
-                print(f"\n  fastdiff dashboard: http://{args.host}:{port}\n")
-        record()
-        print("Ctrl-C stops everything.", flush=True)
-        while not stop.wait(0.5):
-            if broker is not None and broker.proc.poll() is not None:
-                if too_often(broker_restarts):
-                    print(f"broker exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s; giving up. "
-                          f"See {broker.data_dir / 'redis.log'}", flush=True)
-                    status = 1
-                    break
-                print(f"broker exited (code {broker.proc.returncode}); restarting", flush=True)
-                try:
-                    broker.start()
-                except RuntimeError as e:
-                    print(f"broker did not restart: {e}", flush=True)
-                    continue
+            if not child.alive():
+                if too_often(child.restart_times):
+                    print(f"{child.name} exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s "
+                          f"(last code {child.proc.returncode}); giving up. See {child.log}", flush=True)
+                    stop.set()
+                    return 1
+                print(f"{child.name} exited (code {child.proc.returncode}); restarting, see {child.log}",
+                      flush=True)
+                child.start()
                 record()
-            for child in children:
-                if not child.alive():
-                    if too_often(child.restart_times):
-                        print(f"{child.name} exited {MAX_RESTARTS + 1} times within {RESTART_WINDOW_S:.0f} s "
-                              f"(last code {child.proc.returncode}); giving up. See {child.log}", flush=True)
-                        status = 1
-                        stop.set()
-                        break
-                    print(f"{child.name} exited (code {child.proc.returncode}); restarting, see {child.log}",
-                          flush=True)
-                    child.start()
-                    record()
-    finally:
-        print("stopping ...", flush=True)
-        for child in reversed(children):
-            child.stop(args.grace if child.name == "workers" else 10.0)
-            print(f"{child.name}: stopped", flush=True)
-        if broker is not None:
-            broker.stop()
-            print("broker: stopped", flush=True)
-        (home / PIDS).unlink(missing_ok=True)
-    return status
+    return 0

@@ -367,70 +367,89 @@ def _per_call_us(fns: list[Callable[[], int]], repeats: int) -> list[float]:
     return [min(ts) for ts in _per_round_us(fns, repeats)]
 
 
+def _noise_draw(x: torch.Tensor, sig: Sequence[float], steps: int) -> Callable[[], int]:
+    """What a stochastic sampler's noise costs alone: one standard-normal draw of ``x``'s shape per noisy
+    step (the same torch.randn k-diffusion and diffusers call; CPU: mt19937), counted as ``steps`` calls."""
+    gen = torch.Generator().manual_seed(2)
+    noisy_steps = sum(1 for s in sig[1:] if s > 0.0)
+
+    def draw() -> int:
+        for _ in range(noisy_steps):
+            torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        return steps
+    return draw
+
+
+def _counting_solver(name: str, x: torch.Tensor, d0: torch.Tensor, sig: Sequence[float]) -> Callable[[], int]:
+    """Our solver ``name`` over a network that costs nothing (returns ``d0``); returns its call count."""
+    calls = [0]
+
+    def null(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        calls[0] += 1
+        return d0
+
+    def ours() -> int:
+        calls[0] = 0
+        sample(name, null, x, sig, options={}, generator=torch.Generator().manual_seed(0))
+        return calls[0]
+    return ours
+
+
+def _counting_k_diffusion(kd: types.ModuleType, kname: str, kw: dict[str, Any], x: torch.Tensor, d0: torch.Tensor,
+                          sig: Sequence[float]) -> Callable[[], int]:
+    """k-diffusion's sampler ``kname`` over the same free network; returns its call count."""
+    ksig = torch.tensor(sig, dtype=torch.float32)
+    kcalls = [0]
+
+    def null_k(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        kcalls[0] += 1
+        return d0
+
+    def theirs() -> int:
+        kcalls[0] = 0
+        extra = dict(kw)
+        if "eta" in kw:
+            extra["noise_sampler"] = kd.default_noise_sampler(x)
+        getattr(kd, kname)(null_k, x, ksig, disable=True, **extra)
+        return kcalls[0]
+    return theirs
+
+
+def _overhead_row(kd: types.ModuleType | None, name: str, x: torch.Tensor, d0: torch.Tensor, sig: Sequence[float],
+                  steps: int, repeats: int) -> dict[str, Any]:
+    """One solver's time per network call at ``x``'s batch; beside k-diffusion's same sampler (timed in
+    the same interleaved rounds) when ``kd`` is given and has it."""
+    ours = _counting_solver(name, x, d0, sig)
+    row: dict[str, Any] = {"solver": name, "batch": x.shape[0]}
+    if kd is None or name not in KDIFF_SAME:
+        row["overhead_us"] = _per_call_us([ours], repeats)[0]
+        return row
+    kname, kw = KDIFF_SAME[name]
+    theirs = _counting_k_diffusion(kd, kname, kw, x, d0, sig)
+    if name in STOCHASTIC:
+        # both draw the same standard-normal tensor per noisy step; timed alone, so the rest of each
+        # sampler's overhead can be compared without it
+        mine, kd_us, noise_us = _per_call_us([ours, theirs, _noise_draw(x, sig, steps)], repeats)
+        row["noise_draw_us"] = noise_us
+        row["ratio_vs_k_diffusion_excluding_noise"] = (mine - noise_us) / (kd_us - noise_us)
+    else:
+        mine, kd_us = _per_call_us([ours, theirs], repeats)
+    row["overhead_us"], row["k_diffusion_overhead_us"] = mine, kd_us
+    row["k_diffusion_sampler"] = kname
+    row["ratio_vs_k_diffusion"] = row["overhead_us"] / row["k_diffusion_overhead_us"]
+    return row
+
+
 def overhead_rows(kd: types.ModuleType | None, path: Any, dim: int, batches: tuple[int, ...], steps: int,
                   repeats: int, *, diffusers_peer: bool = True) -> list[dict[str, Any]]:
     """Solver time per network call with a network that costs nothing (returns a stored tensor); beside
-    k-diffusion's same sampler when ``kd`` is given, and diffusers' schedulers when ``diffusers_peer``.
-
-    Over 60 lines on purpose: the timed closures (ours, k-diffusion's, the noise draw alone) must be
-    built side by side on the same tensors and timed in the same interleaved rounds."""
+    k-diffusion's same sampler when ``kd`` is given, and diffusers' schedulers when ``diffusers_peer``."""
     rows = []
     for batch in batches:
         x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(0)) * 80.0
         d0 = torch.randn(batch, dim, generator=torch.Generator().manual_seed(1))
-        for name, opts in [(n, {}) for n, info in catalog.SOLVERS.items() if not info.adaptive]:
-            sig = build_grid("karras", steps, path)
-            calls = [0]
-
-            def null(x: torch.Tensor, sigma: float) -> torch.Tensor:
-                calls[0] += 1
-                return d0
-
-            def ours() -> int:
-                calls[0] = 0
-                sample(name, null, x, sig, options=opts, generator=torch.Generator().manual_seed(0))
-                return calls[0]
-
-            row: dict[str, Any] = {"solver": name, "batch": batch}
-            if kd is not None and name in KDIFF_SAME:
-                kname, kw = KDIFF_SAME[name]
-                ksig = torch.tensor(sig, dtype=torch.float32)
-                kcalls = [0]
-
-                def null_k(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-                    kcalls[0] += 1
-                    return d0
-
-                def theirs() -> int:
-                    kcalls[0] = 0
-                    extra = dict(kw)
-                    if "eta" in kw:
-                        extra["noise_sampler"] = kd.default_noise_sampler(x)
-                    getattr(kd, kname)(null_k, x, ksig, disable=True, **extra)
-                    return kcalls[0]
-
-                if name in STOCHASTIC:
-                    # both draw the same standard-normal tensor per noisy step (torch.randn, CPU: mt19937);
-                    # timed alone, so the rest of each sampler's overhead can be compared without it
-                    gen = torch.Generator().manual_seed(2)
-                    noisy_steps = sum(1 for s in sig[1:] if s > 0.0)
-
-                    def draw() -> int:
-                        for _ in range(noisy_steps):
-                            torch.randn(x.shape, generator=gen, dtype=x.dtype)
-                        return steps
-
-                    mine, kd_us, noise_us = _per_call_us([ours, theirs, draw], repeats)
-                    row["noise_draw_us"] = noise_us
-                    row["ratio_vs_k_diffusion_excluding_noise"] = (mine - noise_us) / (kd_us - noise_us)
-                else:
-                    mine, kd_us = _per_call_us([ours, theirs], repeats)
-                row["overhead_us"], row["k_diffusion_overhead_us"] = mine, kd_us
-                row["k_diffusion_sampler"] = kname
-                row["ratio_vs_k_diffusion"] = row["overhead_us"] / row["k_diffusion_overhead_us"]
-            else:
-                row["overhead_us"] = _per_call_us([ours], repeats)[0]
-            rows.append(row)
+        for name in [n for n, info in catalog.SOLVERS.items() if not info.adaptive]:
+            rows.append(_overhead_row(kd, name, x, d0, build_grid("karras", steps, path), steps, repeats))
         if diffusers_peer:
             rows += _diffusers_overhead(batch, dim, steps, repeats)
     return rows
@@ -464,6 +483,18 @@ def _diffusers_overhead(batch: int, dim: int, steps: int, repeats: int) -> list[
     return rows
 
 
+def _mlp(dim: int) -> tuple[Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor], int]:
+    """A ~100k-parameter MLP network ``net(x_t, t, cond)`` (seed 0) and its parameter count."""
+    torch.manual_seed(0)
+    hidden = 300
+    mlp = torch.nn.Sequential(torch.nn.Linear(dim + 1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+                              torch.nn.SiLU(), torch.nn.Linear(hidden, dim))
+
+    def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return mlp(torch.cat([x_t, t[:, None]], dim=1))
+    return net, sum(p.numel() for p in mlp.parameters())
+
+
 def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str, Any]]:
     """The whole fastdiff path (Denoiser conversions + solver) around a ~100k-parameter MLP at batch 256,
     as a fraction of the MLP's own forward time.
@@ -472,19 +503,8 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
     that returns a stored output of the MLP's shape, so nothing but fastdiff's own work is on the
     clock. ``total_minus_network_us`` is the cross-check by subtraction (real MLP inside the solver
     minus the MLP alone); it is the difference of two ~0.5 ms figures and on a busy CPU its noise is
-    larger than the overhead itself, which is why it is not the headline.
-
-    Over 60 lines on purpose: every solver's two closures, the MLP alone and the noise draw are timed
-    in the same interleaved rounds, and the fractions are taken round by round from those rounds."""
-    torch.manual_seed(0)
-    hidden = 300
-    mlp = torch.nn.Sequential(torch.nn.Linear(dim + 1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.SiLU(), torch.nn.Linear(hidden, dim))
-    params = sum(p.numel() for p in mlp.parameters())
-
-    def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return mlp(torch.cat([x_t, t[:, None]], dim=1))
-
+    larger than the overhead itself, which is why it is not the headline."""
+    net, params = _mlp(dim)
     batch = 256
     x = torch.randn(batch, dim) * 80.0
     t_in = torch.full((batch,), 0.5)
@@ -514,22 +534,21 @@ def mlp_overhead(path: Any, dim: int, steps: int, repeats: int) -> list[dict[str
         # every solver, with the stored output and with the MLP, and the MLP alone, interleaved round by
         # round: a slow phase of a shared machine then slows all of them alike, and the minimum over rounds
         # keeps the undisturbed time
-        gen = torch.Generator().manual_seed(2)
-        noisy_steps = sum(1 for s in sig[1:] if s > 0.0)
-
-        def draw() -> int:  # what a stochastic sampler's noise costs alone (one draw per noisy step)
-            for _ in range(noisy_steps):
-                torch.randn(x.shape, generator=gen, dtype=x.dtype)
-            return steps
-
-        fns = [network_only, draw]
+        fns = [network_only, _noise_draw(x, sig, steps)]
         for name in names:
             fns += [run(name, Denoiser(null_net, path, "eps", counter=counter)),
                     run(name, Denoiser(net, path, "eps", counter=counter))]
         rounds = _per_round_us(fns, repeats)
-    # the fraction is taken round by round (overhead and network timed moments apart) and its median
-    # reported: this machine's speed drifts by 20% over tens of seconds, which a ratio of two minima
-    # taken at different moments would carry
+    return _mlp_rows(names, rounds, batch, params)
+
+
+def _mlp_rows(names: list[str], rounds: list[list[float]], batch: int, params: int) -> list[dict[str, Any]]:
+    """``mlp_overhead``'s rows from its interleaved rounds: the network alone, the noise draw, then each
+    solver with the stored output and with the MLP.
+
+    The fraction is taken round by round (overhead and network timed moments apart) and its median
+    reported: this machine's speed drifts by 20% over tens of seconds, which a ratio of two minima
+    taken at different moments would carry."""
     net_rounds, draw_rounds = rounds[0], rounds[1]
     per_call_net = statistics.median(net_rounds)
     rows = []

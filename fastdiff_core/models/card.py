@@ -112,36 +112,47 @@ def render_card(title: str, meta: dict) -> str:
             f"| {s} | {cnt['waits'] / n:.3f} / {tr['waits']:.3f} | {cnt['crosses'] / n:.3f} / {tr['crosses']:.3f} | "
             f"{c['tail_rate']:.4f} [{c['tail_lo']:.4f}, {c['tail_hi']:.4f}] / {tr['darts']:.4f} | "
             f"{c['implausible_rate']:.4f} | {c['tv']:.4f} |")
-    g = p["gate"]
-    lines += [
-        "", f"Mean TV {m['mean_tv']:.4f}, max TV {m['max_tv']:.4f}.", "",
+    lines += ["", f"Mean TV {m['mean_tv']:.4f}, max TV {m['max_tv']:.4f}.", "", *_gate_lines(m)]
+    if m["sample_metrics"]:
+        lines += ["", *_sample_metric_lines(m["sample_metrics"])]
+    for extra in meta.get("notes", []):
+        lines += ["", extra]
+    return "\n".join(lines) + "\n"
+
+
+def _gate_lines(m: dict) -> list[str]:
+    """The card's release-gate section: the outcome, the stated tolerances, every failed or undecided check."""
+    g, gate = m["protocol"]["gate"], m["gate"]
+    lines = [
         "## Release gate", "",
-        f"**{m['gate'].get('outcome', 'PASS' if m['gate']['passed'] else 'FAIL')}** — an equivalence decision per "
+        f"**{gate.get('outcome', 'PASS' if gate['passed'] else 'FAIL')}** — an equivalence decision per "
         f"check (PASS: interval inside its band, FAIL: outside it, else UNDECIDED), family-wise alpha {g['alpha']} "
-        f"(Bonferroni, per-interval confidence {m['gate']['confidence']:.5f}); stated tolerances: tail rate "
+        f"(Bonferroni, per-interval confidence {gate['confidence']:.5f}); stated tolerances: tail rate "
         f"±{g['tail_tolerance']:.0%} relative or ±{g.get('tail_tolerance_abs', 0) * 100:.1f} point (the wider), other "
         f"branches ±{g.get('branch_tolerance', 0) * 100:.0f} points, implausible at most {g['leak_tolerance']:.1%} "
         f"(upper bound shown), per-scene TV at most {g['tv_tolerance']} (`fastdiff bench gate`, docs/gate.md).",
     ]
-    for f in m["gate"]["failures"] + m["gate"].get("undecided", []):
+    for f in gate["failures"] + gate.get("undecided", []):
         lines.append(f"- {f['outcome'].lower() if 'outcome' in f else 'failed'}: {f['check']} {f['scene']} "
                      f"{f['label']} rate {f['rate']:.4f} [{f['lo']:.4f}, {f['hi']:.4f}] vs band "
                      f"[{f['band_lo']:.4f}, {f['band_hi']:.4f}]")
-    if m["gate"].get("more_samples_needed"):
+    if gate.get("more_samples_needed"):
         lines.append("- rollouts per scene likely to decide: " + ", ".join(
             f"{s} {'more reference samples' if v is None else f'{v:,}'}"
-            for s, v in m["gate"]["more_samples_needed"].items()))
-    if m["sample_metrics"]:
-        lines += ["", "## Sample-level metrics (vs simulator rollouts, k = 5)", "",
-                  "| scene | precision | recall | density | coverage | Vendi (gen / sim) | MMD | sliced W1 |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for s, v in m["sample_metrics"].items():
-            lines.append(f"| {s} | {v['precision']:.3f} | {v['recall']:.3f} | {v['density']:.3f} | "
-                         f"{v['coverage']:.3f} | {v['vendi']:.2f} / {v['vendi_truth']:.2f} | {v['mmd']:.5f} | "
-                         f"{v['sliced_w1']:.4f} |")
-    for extra in meta.get("notes", []):
-        lines += ["", extra]
-    return "\n".join(lines) + "\n"
+            for s, v in gate["more_samples_needed"].items()))
+    return lines
+
+
+def _sample_metric_lines(metrics: dict) -> list[str]:
+    """The card's sample-level metrics table, one row per scene."""
+    lines = ["## Sample-level metrics (vs simulator rollouts, k = 5)", "",
+             "| scene | precision | recall | density | coverage | Vendi (gen / sim) | MMD | sliced W1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s, v in metrics.items():
+        lines.append(f"| {s} | {v['precision']:.3f} | {v['recall']:.3f} | {v['density']:.3f} | "
+                     f"{v['coverage']:.3f} | {v['vendi']:.2f} / {v['vendi_truth']:.2f} | {v['mmd']:.5f} | "
+                     f"{v['sliced_w1']:.4f} |")
+    return lines
 
 
 # What CI runs on every push: the same solver, fewer rollouts (the gate's limits widen with smaller n).

@@ -21,25 +21,24 @@ without it nothing tracked is written.
     fastdiff bench students --weights-dir DIR --seeds 1 --json out.json   # students trained elsewhere
     fastdiff bench students --combine a.json b.json            # tables over runs of several files
     fastdiff bench students --seeds 0 --json s0.json & ... ; fastdiff bench students --combine s0.json s1.json s2.json --write
+
+This module measures, summarises and renders the tracked tables and cards; ``fastdiff_cli.bench_students``
+parses the command's flags and prints the progress lines and the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
-from typing import Any
-
-import torch
+from typing import Any, Callable
 
 from fastdiff_core import catalog
-from fastdiff_core.commands.args import comma_list, int_range, writable_dir, writable_file
 from fastdiff_core.denoiser import Guidance
 from fastdiff_core.metrics.equal_tv import equal_tv_rows
 from fastdiff_core.metrics.intervals import t_interval
 from fastdiff_core.students.card import StudentProtocol, counts_of, measure
-from fastdiff_core.students.driving import WEIGHTS_DIR, load_shipped, student_frame_sampler
+from fastdiff_core.students.driving import WEIGHTS_DIR, checkpoint_file, load_shipped, student_frame_sampler
 from fastdiff_core.students.training import TEACHER
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -58,6 +57,8 @@ COMPARISONS = ((("rcm", 4), ("consistency", 4)), (("rcm", 2), ("consistency", 2)
                (("dmd", 1), ("consistency", 1)))
 CONFIDENCE = 0.95
 START, END = "<!-- students-table:start -->", "<!-- students-table:end -->"
+# Progress: called with ("teacher" | "student", evaluation seed, the measured row) as each setting is done.
+OnRow = Callable[[str, int, dict], None]
 
 
 def _solver(name: str, steps: int):
@@ -66,7 +67,7 @@ def _solver(name: str, steps: int):
     return solver_and_grid(name, steps)
 
 
-def measure_teacher_curve(protocol: StudentProtocol, log=print) -> list[dict[str, Any]]:
+def measure_teacher_curve(protocol: StudentProtocol, on_row: OnRow | None = None) -> list[dict[str, Any]]:
     """Every TEACHER_CURVE setting at the protocol's cap (or n) per scene, the same n for every setting."""
     from fastdiff_core.models.teacher import load_teacher
 
@@ -76,13 +77,12 @@ def measure_teacher_curve(protocol: StudentProtocol, log=print) -> list[dict[str
         fn, sigmas = _solver(solver, steps)
         m = measure(net, protocol, None, solver=fn, sigmas=sigmas, fixed=True)
         rows.append({"solver": solver, "steps": steps, **m})
-        log(f"seed {protocol.seed} teacher {solver} x {steps}: NFE/frame {m['nfe_per_frame']:.0f}, mean TV "
-            f"{m['mean_tv']:.4f}, tail {m['tail_rate']:.4f}, gate {m['gate_truth']['outcome']}, "
-            f"{m['cpu_seconds_per_rollout'] * 1e3:.3f} CPU ms/rollout")
+        if on_row is not None:
+            on_row("teacher", protocol.seed, rows[-1])
     return rows
 
 
-def measure_student(name: str, protocol: StudentProtocol, ref: dict, log=print,
+def measure_student(name: str, protocol: StudentProtocol, ref: dict, on_row: OnRow | None = None,
                     weights_dir: pathlib.Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
     """Every measured setting of one student (fresh samples)."""
     info = catalog.STUDENTS[name]
@@ -104,13 +104,15 @@ def measure_student(name: str, protocol: StudentProtocol, ref: dict, log=print,
                                           "tail_rate": cfg["tail_rate"],
                                           "seconds_per_rollout": cfg["seconds_per_rollout"]}
                              if scale != 1.0 else None))
-            log(_line(rows[-1], protocol.seed))
+            if on_row is not None:
+                on_row("student", protocol.seed, rows[-1])
         return rows
     for steps in info.steps:
         student, facts = load_shipped(name, steps, weights_dir=weights_dir)
         m = measure(None, protocol, ref, frame_sampler=student_frame_sampler(student, facts, steps))
         rows.append(_row(name, steps, facts, m))
-        log(_line(rows[-1], protocol.seed))
+        if on_row is not None:
+            on_row("student", protocol.seed, rows[-1])
     return rows
 
 
@@ -121,21 +123,15 @@ def _row(name: str, steps: int, facts: dict, m: dict, **more: Any) -> dict[str, 
             "train_seed": facts.get("seed"), "config": facts["config"], **more, **m}
 
 
-def _line(r: dict, seed: int) -> str:
-    return (f"seed {seed} {r['student']} x {r['steps']}" + (f" (w={r['guidance']})" if r.get("guidance") else "")
-            + f": NFE/frame {r['nfe_per_frame']:.0f}, mean TV {r['mean_tv']:.4f}, tail {r['tail_rate']:.4f} "
-            f"(truth {r['tail_truth']:.4f}), implausible {r['implausible_rate']:.4f}, gate truth "
-            f"{_g(r['gate_truth'])}, gate teacher {_g(r['gate_teacher'])} at {r['n_per_scene']:.0f} rollouts per scene")
-
-
 def _protocol_key(protocol: StudentProtocol) -> dict[str, Any]:
     return {"mode": "fixed" if protocol.cap is None else "sequential", "n": None if protocol.cap else protocol.n,
             "cap": protocol.cap, "action": protocol.action, "horizon": protocol.horizon}
 
 
 def run_bench(only: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2), n: int | None = None,
-              cap: int | None = 1000, write_readme: bool = True, teacher: bool | None = None, log=print, *,
-              write: bool = False, weights_dir: pathlib.Path | None = None, on_seed=None) -> dict[str, Any]:
+              cap: int | None = 1000, write_readme: bool = True, teacher: bool | None = None,
+              on_row: OnRow | None = None, *, write: bool = False, weights_dir: pathlib.Path | None = None,
+              on_seed: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Measure (some) students over ``seeds`` and merge them into the shipped bench JSON's data. With
     ``write``: save that JSON, rewrite the cards and (``write_readme``) the docs/bench-students.md table,
     all tracked files; without it nothing tracked is written. ``weights_dir``: students trained
@@ -153,14 +149,14 @@ def run_bench(only: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
         protocol = StudentProtocol(n=base.n, cap=base.cap, seed=seed)
         run = data["runs"].get(str(seed))
         if teacher or run is None or not run.get("teacher"):
-            run = {"seed": seed, "teacher": measure_teacher_curve(protocol, log), "students": {}}
+            run = {"seed": seed, "teacher": measure_teacher_curve(protocol, on_row), "students": {}}
         run["weights"] = "shipped" if weights_dir is None else str(weights_dir)
         ref = counts_of(run["teacher"][-1])
         # students trained elsewhere: only those measured now, never beside shipped ones in one run
         students = {} if weights_dir is not None else {k: v for k, v in run.get("students", {}).items()
                                                        if k not in names}
         for name in names:
-            students[name] = measure_student(name, protocol, ref, log, weights_dir or WEIGHTS_DIR)
+            students[name] = measure_student(name, protocol, ref, on_row, weights_dir or WEIGHTS_DIR)
         run["students"] = {k: students[k] for k in catalog.STUDENTS if k in students}
         data["runs"][str(seed)] = run
         if on_seed is not None:  # a checkpoint after every seed (long runs on a shared machine)
@@ -170,7 +166,6 @@ def run_bench(only: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
     data["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if write:
         write_results(data, write_readme, names)
-    log(render_table(data))
     return data
 
 
@@ -239,7 +234,7 @@ def summarise(data: dict) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "key": list(key), "label": _label(key), "kind": key[0], "name": key[1], "steps": key[2],
             "guidance": key[3], "seeds": list(by_seed), "nfe_per_frame": ms[0]["nfe_per_frame"],
-            "gate_truth": [_g(m["gate_truth"]) for m in ms], "gate_teacher": [_g(m["gate_teacher"]) for m in ms],
+            "gate_truth": [gate_text(m["gate_truth"]) for m in ms], "gate_teacher": [gate_text(m["gate_teacher"]) for m in ms],
             "rollouts": [m["n_per_scene"] for m in ms], "mean_rollouts": sum(m["n_per_scene"] for m in ms) / len(ms),
             "ms_per_rollout": sum(m["seconds_per_rollout"] for m in ms) / len(ms) * 1e3,
             "recall": _mean([_metric(m, "recall") for m in ms]), "vendi": _mean([_metric(m, "vendi") for m in ms]),
@@ -286,7 +281,7 @@ def _mean(xs: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _g(gate: dict | None) -> str:
+def gate_text(gate: dict | None) -> str:
     """PASS / FAIL / UNDECIDED (results stored before the three-outcome gate: pass / FAIL)."""
     if gate is None:
         return "-"
@@ -386,16 +381,34 @@ def write_table(readme: pathlib.Path, table: str) -> None:
 
 
 def render_card(name: str, data: dict) -> str:
+    """A student's model card (markdown) from the bench data: how to reproduce it, its training, its
+    measured table rows and, per setting, the gates per seed and the per-scene table."""
+    runs = list(data["runs"].values())
+    summary = [r for r in summarise(data) if r["kind"] == "student" and r["name"] == name]
+    table = render_table(data).split("\n")
+    lines = [*_card_head(name, data), table[0], "", *table[2:4], *(_table_row(r) for r in summary), ""]
+    gate = runs[0]["students"][name][0]["protocol"]["gate"]
+    lines += [f"Gates: the three-outcome gate of `fastdiff_core.metrics.gate`, family alpha {gate['alpha']}, the "
+              "teacher gate two-sample; stated tolerances "
+              f"{json.dumps({k: v for k, v in gate.items() if 'tolerance' in k})} (docs/gate.md). A PASS needs about "
+              "12,000-16,000 rollouts per scene with these tolerances, so a capped run ends UNDECIDED where the "
+              "setting is not shown outside its bands.", ""]
+    for r in summary:
+        by_seed = {run["seed"]: next(m for m in run["students"][name] if m["steps"] == r["steps"]
+                                     and m.get("guidance") == r["guidance"]) for run in runs}
+        lines += _card_setting(r, by_seed)
+    return "\n".join(lines) + "\n"
+
+
+def _card_head(name: str, data: dict) -> list[str]:
+    """The card's title, reproduce commands and training facts, up to the measured section's heading."""
     info = catalog.STUDENTS[name]
     runs = list(data["runs"].values())
     first = runs[0]["students"][name][0]
     key = data["protocol"]
     seeds = ",".join(str(run["seed"]) for run in runs)
     size = f"--cap {key['cap']}" if key["mode"] == "sequential" else f"--n {key['n']}"
-    summary = [r for r in summarise(data) if r["kind"] == "student" and r["name"] == name]
-    table = render_table(data).split("\n")
-    head = table[2:4]
-    lines = [
+    return [
         f"# Student `{name}`: {info.title}", "",
         f"{info.doc}. Paper: {info.paper}. Distilled from `driving_teacher_{TEACHER}` (guidance passes per step: "
         f"{info.guidance_passes}).", "",
@@ -413,47 +426,39 @@ def render_card(name: str, data: dict) -> str:
         "- one training seed (the shipped weights); the intervals below are over evaluation seeds only, so they "
         "carry the sampling noise, not the training noise (docs/bench-students.md measures both for some students)",
         "", f"## Measured (fresh samples, `fastdiff bench students`, {data['measured_at']})", "",
-        table[0], "", *head, *(_table_row(r) for r in summary), "",
     ]
-    gate = runs[0]["students"][name][0]["protocol"]["gate"]
-    lines += [f"Gates: the three-outcome gate of `fastdiff_core.metrics.gate`, family alpha {gate['alpha']}, the "
-              "teacher gate two-sample; stated tolerances "
-              f"{json.dumps({k: v for k, v in gate.items() if 'tolerance' in k})} (docs/gate.md). A PASS needs about "
-              "12,000-16,000 rollouts per scene with these tolerances, so a capped run ends UNDECIDED where the "
-              "setting is not shown outside its bands.", ""]
-    for r in summary:
-        by_seed = {run["seed"]: next(m for m in run["students"][name] if m["steps"] == r["steps"]
-                                     and m.get("guidance") == r["guidance"]) for run in runs}
-        e = r["equal_tv"]
-        nfe_cell, speed_cell = _equal_text(e)
-        lines += [f"### {r['steps']} step(s)" + (f", w = {r['guidance']:g}" if r["guidance"] else ""), "",
-                  f"NFE per frame {r['nfe_per_frame']:.0f}. At equal branch TV the teacher (DPM-Solver++(2M)) needs "
-                  f"{nfe_cell} NFE per frame; CPU-time speed-up {speed_cell} (interpolated on the teacher's TV-vs-NFE "
-                  "curve per seed, `metrics.equal_tv`).", ""]
-        for seed, m in by_seed.items():
-            lines.append(f"- seed {seed}: gate vs truth **{_g(m['gate_truth'])}**, vs the teacher's counts "
-                         f"**{_g(m['gate_teacher'])}** at {m['n_per_scene']:.0f} rollouts per scene (mean over scenes)"
-                         + _first_failure(m["gate_truth"]))
-        scenes = list(next(iter(by_seed.values()))["scenes"])
-        lines += ["", "Per scene, seeds " + " / ".join(map(str, by_seed)) + ":", "",
-                  "| scene | truth (waits, crosses, darts) | darts (tail) | implausible | TV vs truth | TV vs teacher | n |",
-                  "|---|---|---|---|---|---|---|"]
-        for s in scenes:
-            cs = [by_seed[k]["scenes"][s] for k in by_seed]
-            tr = cs[0]["truth"]
-            lines.append(f"| {s} | {tr['waits']:.3f}, {tr['crosses']:.3f}, {tr['darts']:.4f} | "
-                         + " / ".join(f"{c['tail_rate']:.4f}" for c in cs) + " | "
-                         + " / ".join(f"{c['implausible_rate']:.4f}" for c in cs) + " | "
-                         + " / ".join(f"{c['tv']:.3f}" for c in cs) + " | "
-                         + " / ".join(f"{c['tv_teacher']:.3f}" for c in cs) + " | "
-                         + " / ".join(str(c["n"]) for c in cs) + " |")
-        ct = next(iter(by_seed.values())).get("cfg_teacher")
-        if ct:
-            lines += ["", f"CFG teacher at the same w and solver (seed {next(iter(by_seed))}): "
-                      f"{ct['nfe_per_frame']:.0f} NFE/frame, mean TV vs truth {ct['mean_tv']:.4f}, tail "
-                      f"{ct['tail_rate']:.4f}; the 'teacher' gate above is against these CFG counts."]
-        lines.append("")
-    return "\n".join(lines) + "\n"
+
+
+def _card_setting(r: dict, by_seed: dict[int, dict]) -> list[str]:
+    """One measured setting of a student's card: equal-TV figures, the gates per seed, the per-scene table."""
+    nfe_cell, speed_cell = _equal_text(r["equal_tv"])
+    lines = [f"### {r['steps']} step(s)" + (f", w = {r['guidance']:g}" if r["guidance"] else ""), "",
+             f"NFE per frame {r['nfe_per_frame']:.0f}. At equal branch TV the teacher (DPM-Solver++(2M)) needs "
+             f"{nfe_cell} NFE per frame; CPU-time speed-up {speed_cell} (interpolated on the teacher's TV-vs-NFE "
+             "curve per seed, `metrics.equal_tv`).", ""]
+    for seed, m in by_seed.items():
+        lines.append(f"- seed {seed}: gate vs truth **{gate_text(m['gate_truth'])}**, vs the teacher's counts "
+                     f"**{gate_text(m['gate_teacher'])}** at {m['n_per_scene']:.0f} rollouts per scene (mean over scenes)"
+                     + _first_failure(m["gate_truth"]))
+    scenes = list(next(iter(by_seed.values()))["scenes"])
+    lines += ["", "Per scene, seeds " + " / ".join(map(str, by_seed)) + ":", "",
+              "| scene | truth (waits, crosses, darts) | darts (tail) | implausible | TV vs truth | TV vs teacher | n |",
+              "|---|---|---|---|---|---|---|"]
+    for s in scenes:
+        cs = [by_seed[k]["scenes"][s] for k in by_seed]
+        tr = cs[0]["truth"]
+        lines.append(f"| {s} | {tr['waits']:.3f}, {tr['crosses']:.3f}, {tr['darts']:.4f} | "
+                     + " / ".join(f"{c['tail_rate']:.4f}" for c in cs) + " | "
+                     + " / ".join(f"{c['implausible_rate']:.4f}" for c in cs) + " | "
+                     + " / ".join(f"{c['tv']:.3f}" for c in cs) + " | "
+                     + " / ".join(f"{c['tv_teacher']:.3f}" for c in cs) + " | "
+                     + " / ".join(str(c["n"]) for c in cs) + " |")
+    ct = next(iter(by_seed.values())).get("cfg_teacher")
+    if ct:
+        lines += ["", f"CFG teacher at the same w and solver (seed {next(iter(by_seed))}): "
+                  f"{ct['nfe_per_frame']:.0f} NFE/frame, mean TV vs truth {ct['mean_tv']:.4f}, tail "
+                  f"{ct['tail_rate']:.4f}; the 'teacher' gate above is against these CFG counts."]
+    return [*lines, ""]
 
 
 def _first_failure(gate: dict) -> str:
@@ -463,32 +468,6 @@ def _first_failure(gate: dict) -> str:
     f = fails[0]
     return (f"; first failing check: {f['check']} {f['scene']} {f['label']} {f['rate']:.4f} "
             f"[{f['lo']:.4f}, {f['hi']:.4f}] vs band [{f['band_lo']:.4f}, {f['band_hi']:.4f}]")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", nargs="*", default=None, choices=sorted(catalog.STUDENTS))
-    parser.add_argument("--teacher", action="store_true", help="re-measure the teacher curve even if stored")
-    parser.add_argument("--seeds", type=comma_list(int_range(0, 10**6)), default="0,1,2",
-                        help="evaluation seeds: every setting once per seed")
-    parser.add_argument("--cap", type=int_range(250, 1_000_000), default=1000,
-                        help="sequential (default): rollouts per scene at most")
-    parser.add_argument("--n", type=int_range(10, 1_000_000), default=None,
-                        help="a fixed n rollouts per scene instead of sequential sampling")
-    parser.add_argument("--write", action="store_true",
-                        help="save the shipped bench JSON and model cards and the docs/bench-students.md table "
-                             "(tracked files); without it the bench only prints (and writes --json)")
-    parser.add_argument("--no-readme", action="store_true", help="with --write: leave docs/bench-students.md as is")
-    parser.add_argument("--json", type=writable_file, default=None,
-                        help="also write the results here (after every seed)")
-    parser.add_argument("--weights-dir", type=writable_dir, default=None,
-                        help="measure students trained elsewhere (`fastdiff train student NAME --out DIR`); "
-                             "not with --write")
-    parser.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch threads (2 spin-wait on a loaded 2-core CPU)")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the cards and the docs/bench-students.md table from the bench JSON without sampling")
-    parser.add_argument("--combine", nargs="+", type=pathlib.Path, default=None, metavar="JSON",
-                        help="print the tables over the runs of these bench JSON files (a later file's run replaces "
-                             "an earlier one of the same seed); with --write they become the shipped results")
 
 
 def combine(files: list[pathlib.Path]) -> dict[str, Any]:
@@ -511,47 +490,24 @@ def combine(files: list[pathlib.Path]) -> dict[str, Any]:
     return data
 
 
-def render_only(write_readme: bool = True, write: bool = False) -> None:
-    """Rewrite the cards and the table from the bench JSON (with ``write``); else print the table."""
-    data = json.loads(BENCH_JSON.read_text())
-    if write:
-        write_results(data, write_readme)
-    else:
-        print(render_table(data))
+def load_results() -> dict[str, Any]:
+    """The shipped bench JSON (what the cards and the docs table are rendered from)."""
+    return json.loads(BENCH_JSON.read_text())
 
 
-def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    if args.combine:
-        data = combine(args.combine)
-        if args.write:  # runs measured by separate processes (one seed each) become the shipped results
-            others = sorted({run.get("weights", "shipped") for run in data["runs"].values()} - {"shipped"})
-            if others:
-                raise ValueError(f"--combine --write: runs of students trained elsewhere ({others}); only "
-                                 "the shipped students' results are tracked files")
-            write_results(data, not args.no_readme)
-        print(render_table(data))
-        return 0
-    if args.render_only:
-        render_only(not args.no_readme, write=args.write)
-        return 0
-    if args.weights_dir is not None:
-        if args.write:
-            raise ValueError("--write with --weights-dir: only the shipped students' results are tracked files")
-        from fastdiff_core.students.driving import checkpoint_file
+def check_weights_dir(weights_dir: pathlib.Path, names: list[str] | None = None) -> None:
+    """Refuse a weights folder that holds none of the named students' weights, before any sampling."""
+    for name in names or catalog.STUDENTS:
+        steps = catalog.STUDENTS[name].steps
+        if not any(checkpoint_file(name, k, weights_dir).exists() for k in (*steps, None)):
+            raise ValueError(f"--weights-dir={weights_dir}: no weights of student {name!r} there "
+                             f"(`fastdiff train student {name} --out {weights_dir}`); or pick --only")
 
-        for name in args.only or catalog.STUDENTS:
-            steps = catalog.STUDENTS[name].steps
-            if not any(checkpoint_file(name, k, args.weights_dir).exists() for k in (*steps, None)):
-                raise ValueError(f"--weights-dir={args.weights_dir}: no weights of student {name!r} there "
-                                 f"(`fastdiff train student {name} --out {args.weights_dir}`); or pick --only")
 
-    def checkpoint(data: dict) -> None:
-        if args.json is not None:
-            args.json.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-    data = run_bench(args.only, tuple(args.seeds), args.n, args.cap, not args.no_readme,
-                     True if args.teacher else None, log=lambda m: print(m, flush=True), write=args.write,
-                     weights_dir=args.weights_dir, on_seed=checkpoint)
-    checkpoint(data)
-    return 0
+def check_combined(data: dict[str, Any]) -> None:
+    """``--combine --write``: runs measured by separate processes (one seed each) become the shipped
+    results only if every run measured the shipped students."""
+    others = sorted({run.get("weights", "shipped") for run in data["runs"].values()} - {"shipped"})
+    if others:
+        raise ValueError(f"--combine --write: runs of students trained elsewhere ({others}); only "
+                         "the shipped students' results are tracked files")

@@ -82,40 +82,11 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
                                                                                      protocol.horizon)
              for s in protocol.scenes}
     sequential = protocol.cap is not None and not fixed
-    if sequential:
-        looks = [FIRST_LOOK if protocol.cap > FIRST_LOOK else protocol.cap]
-        while looks[-1] < protocol.cap:
-            looks.append(min(protocol.cap, round(looks[-1] * GROWTH)))
-    else:
-        looks = [protocol.n if protocol.cap is None else protocol.cap]
-    gates = []
-    if sequential:
-        gates.append(SequentialGate(truth, protocol.gate, cap=looks[-1]))
-        if teacher_counts is not None:
-            gates.append(SequentialGate({s: dict(teacher_counts[s]) for s in protocol.scenes}, protocol.gate,
-                                        cap=looks[-1], sampled_reference=True))
-    drawn: dict[str, list[torch.Tensor]] = {s: [] for s in protocol.scenes}
-    seconds = cpu_seconds = 0.0
-    for k, target in enumerate(looks):
-        todo = list(protocol.scenes) if k == 0 else sorted({s for g in gates for s in g.scenes_to_sample()},
-                                                           key=list(protocol.scenes).index)
-        if not todo:
-            break
-        batch = {}
-        for name in todo:
-            have = sum(len(r) for r in drawn[name])
-            t0, c0 = time.perf_counter(), time.process_time()
-            r = sample_scene(net, name, protocol, frame_sampler=frame_sampler, solver=solver, sigmas=sigmas,
-                             guidance=guidance, counter=counter, n=int(target) - have, look=k)
-            seconds += time.perf_counter() - t0
-            cpu_seconds += time.process_time() - c0
-            drawn[name].append(r)
-            batch[name] = dict(scene_coverage(r, get_scene(name), protocol.action).counts)
-        for i, g in enumerate(gates):
-            if i == 0:
-                g.update(batch)
-            else:
-                g.update(batch, {s: dict(teacher_counts[s]) for s in protocol.scenes} if k == 0 else {})
+    looks = _looks(protocol, sequential)
+    gates = _sequential_gates(truth, teacher_counts, protocol, looks[-1]) if sequential else []
+    drawn, seconds, cpu_seconds = _sample_looks(
+        net, protocol, looks, gates, teacher_counts,
+        dict(frame_sampler=frame_sampler, solver=solver, sigmas=sigmas, guidance=guidance, counter=counter))
     scenes, metrics = {}, {}
     for name in protocol.scenes:
         r = torch.cat(drawn[name])
@@ -131,9 +102,75 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
         gate_truth = coverage_gate(counts, truth, protocol.gate)
         gate_teacher = (teacher_gate(counts, {s: dict(teacher_counts[s]) for s in scenes}, protocol.gate)
                         if teacher_counts is not None else None)
+    rollouts = sum(c.n for c in scenes.values())
+    return {
+        **_scene_figures(scenes, teacher_counts),
+        "gate_truth": _gate(gate_truth),
+        "gate_teacher": _gate(gate_teacher) if gate_teacher is not None else None,
+        "sample_metrics": metrics,
+        "nfe_per_frame": counter.rows / (rollouts * protocol.horizon),  # per-sample evaluations per frame
+        "seconds_per_rollout": seconds / rollouts,
+        "cpu_seconds_per_rollout": cpu_seconds / rollouts,
+        "sampling_seconds": round(seconds, 2),
+        "n_per_scene": rollouts / len(scenes),  # mean rollouts drawn per scene
+        "mode": "sequential" if sequential else "fixed",
+        "protocol": {**asdict(protocol), "gate": asdict(protocol.gate)},
+    }
+
+
+def _looks(protocol: StudentProtocol, sequential: bool) -> list[int]:
+    """Cumulative rollouts per scene at each look: one look of n (or the cap) in fixed mode."""
+    if not sequential:
+        return [protocol.n if protocol.cap is None else protocol.cap]
+    looks = [FIRST_LOOK if protocol.cap > FIRST_LOOK else protocol.cap]
+    while looks[-1] < protocol.cap:
+        looks.append(min(protocol.cap, round(looks[-1] * GROWTH)))
+    return looks
+
+
+def _sequential_gates(truth: dict[str, dict[str, float]], teacher_counts: Mapping[str, Mapping[str, int]] | None,
+                      protocol: StudentProtocol, cap: int) -> list[SequentialGate]:
+    """The truth gate and (with teacher counts) the two-sample teacher gate, both as confidence sequences."""
+    gates = [SequentialGate(truth, protocol.gate, cap=cap)]
+    if teacher_counts is not None:
+        gates.append(SequentialGate({s: dict(teacher_counts[s]) for s in protocol.scenes}, protocol.gate,
+                                    cap=cap, sampled_reference=True))
+    return gates
+
+
+def _sample_looks(net: torch.nn.Module | None, protocol: StudentProtocol, looks: list[int],
+                  gates: list[SequentialGate], teacher_counts: Mapping[str, Mapping[str, int]] | None,
+                  sampling: dict[str, Any]) -> tuple[dict[str, list[torch.Tensor]], float, float]:
+    """Every scene's rollouts look by look (after the first, only scenes some gate has not decided), the
+    gates updated after each look; returns the rollouts per scene and the wall and CPU seconds spent."""
+    drawn: dict[str, list[torch.Tensor]] = {s: [] for s in protocol.scenes}
+    seconds = cpu_seconds = 0.0
+    for k, target in enumerate(looks):
+        todo = list(protocol.scenes) if k == 0 else sorted({s for g in gates for s in g.scenes_to_sample()},
+                                                           key=list(protocol.scenes).index)
+        if not todo:
+            break
+        batch = {}
+        for name in todo:
+            have = sum(len(r) for r in drawn[name])
+            t0, c0 = time.perf_counter(), time.process_time()
+            r = sample_scene(net, name, protocol, n=int(target) - have, look=k, **sampling)
+            seconds += time.perf_counter() - t0
+            cpu_seconds += time.process_time() - c0
+            drawn[name].append(r)
+            batch[name] = dict(scene_coverage(r, get_scene(name), protocol.action).counts)
+        for i, g in enumerate(gates):
+            if i == 0:
+                g.update(batch)
+            else:
+                g.update(batch, {s: dict(teacher_counts[s]) for s in protocol.scenes} if k == 0 else {})
+    return drawn, seconds, cpu_seconds
+
+
+def _scene_figures(scenes: dict[str, Any], teacher_counts: Mapping[str, Mapping[str, int]] | None) -> dict[str, Any]:
+    """Per-scene coverage (with the TV against the teacher's rates) and its means over scenes."""
     teacher_rates = ({s: {k: v / sum(teacher_counts[s].values()) for k, v in teacher_counts[s].items()}
                       for s in scenes} if teacher_counts is not None else None)
-    rollouts = sum(c.n for c in scenes.values())
     per_scene = {}
     for s, c in scenes.items():
         d = c.to_dict()
@@ -150,16 +187,6 @@ def measure(net: torch.nn.Module | None, protocol: StudentProtocol,
         "tail_rate": sum(c.counts["darts"] / c.n for c in scenes.values()) / mean,
         "tail_truth": sum(c.truth["darts"] for c in scenes.values()) / mean,
         "implausible_rate": sum(c.counts["implausible"] / c.n for c in scenes.values()) / mean,
-        "gate_truth": _gate(gate_truth),
-        "gate_teacher": _gate(gate_teacher) if gate_teacher is not None else None,
-        "sample_metrics": metrics,
-        "nfe_per_frame": counter.rows / (rollouts * protocol.horizon),  # per-sample evaluations per frame
-        "seconds_per_rollout": seconds / rollouts,
-        "cpu_seconds_per_rollout": cpu_seconds / rollouts,
-        "sampling_seconds": round(seconds, 2),
-        "n_per_scene": rollouts / mean,  # mean rollouts drawn per scene
-        "mode": "sequential" if sequential else "fixed",
-        "protocol": {**asdict(protocol), "gate": asdict(protocol.gate)},
     }
 
 
