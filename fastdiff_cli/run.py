@@ -101,18 +101,37 @@ def model_name(value: str) -> str:
                      f"{list(model_registry.model_names())}")
 
 
+def _check_model_flag(args: argparse.Namespace, name: str, d: dict[str, Any], what: str) -> None:
+    """--model sets the world 'model' and the model: a --world flag, or a --spec that names another world
+    or another model, contradicts it and is refused naming both values (never one silently winning)."""
+    if args.world is not None and args.world != MODEL_WORLD:
+        raise ValueError(f"--model={args.model!r} runs the world {MODEL_WORLD!r}, but --world={args.world!r}; "
+                         "drop one of them")
+    if d.get("world", MODEL_WORLD) != MODEL_WORLD:
+        raise ValueError(f"--model={args.model!r} runs the world {MODEL_WORLD!r}, but {what} sets "
+                         f"world={d['world']!r}; drop one of them")
+    if d.get("model") is not None and d["model"] != name:
+        raise ValueError(f"--model={args.model!r} (model {name!r}) conflicts with model={d['model']!r} in {what}; "
+                         "drop one of them")
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The --spec's own fields (as written, so the defaults of the final world and solver apply), then
+    the flags over them; --model merges with the spec (a conflict is refused, naming both values)."""
     d: dict[str, Any] = {}
+    what = "--spec"
     if args.spec:
         text, what = _spec_text(args.spec)
-        d = RunSpec.from_dict(parse_json_object(text, what)).to_dict()
+        d = dict(parse_json_object(text, what))
+    if args.model is not None:
+        name = model_name(args.model)
+        _check_model_flag(args, name, d, what)
+        d["world"], d["model"] = MODEL_WORLD, name
     for name in ("world", "solver", "grid", "steps", "guidance_scale", "samples", "seed", "dtype", "device",
                  "gate_cap", "gate_alpha"):
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
     world_options = dict(d.get("world_options", {}))
-    if args.model is not None:
-        d["world"], d["model"] = MODEL_WORLD, model_name(args.model)
     for name in ("preset", "path", "prediction", "condition", "label", "modes"):
         if getattr(args, name) is not None:
             world_options[name] = getattr(args, name)

@@ -83,6 +83,39 @@ def test_unknown_models_and_bad_combinations_are_refused_naming_what_is_allowed(
         RunSpec.from_dict(spec(model="../x"))
 
 
+def test_run_model_flag_merges_with_a_spec_file_and_refuses_a_conflict_naming_both(toy_models, tmp_path):
+    """`fastdiff run --model M --spec FILE`: the file's fields and the model together (the model was dropped
+    before); a file naming another world or another model is refused with both values, not silently overridden."""
+    import argparse
+
+    from fastdiff_cli.run import add_arguments, spec_from_args
+    from fastdiff_core.models.loading import register_model
+
+    def parse(*argv: str) -> RunSpec:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return spec_from_args(parser.parse_args(argv))
+
+    f = tmp_path / "spec.json"
+    f.write_text(json.dumps({"steps": 6, "samples": 300, "solver": "euler", "world_options": SMALL}))
+    for argv in (("--model", "two_blobs", "--spec", str(f)), ("--spec", str(f), "--model", "two_blobs")):
+        s = parse(*argv)
+        assert (s.world, s.model, s.steps, s.samples, s.solver) == ("model", "two_blobs", 6, 300, "euler")
+        assert s.world_options["reference_samples"] == SMALL["reference_samples"]
+    f.write_text(json.dumps({"world": "model", "model": "two_blobs", "steps": 6}))  # the same model: merged
+    assert parse("--model", "two_blobs", "--spec", str(f), "--steps", "4").steps == 4  # flags over the file
+    register_model("toy_models:two_blobs", name="blobs")
+    with pytest.raises(ValueError, match=r"--model='blobs' \(model 'blobs'\) conflicts with model='two_blobs' in "
+                                         r"--spec file '.*spec.json'; drop one of them"):
+        parse("--model", "blobs", "--spec", str(f))
+    f.write_text(json.dumps({"world": "mixture", "steps": 6}))
+    with pytest.raises(ValueError, match=r"--model='blobs' runs the world 'model', but --spec file '.*' sets "
+                                         r"world='mixture'; drop one of them"):
+        parse("--model", "blobs", "--spec", str(f))
+    with pytest.raises(ValueError, match=r"--model='blobs' runs the world 'model', but --world='driving'"):
+        parse("--model", "blobs", "--world", "driving")
+
+
 @pytest.mark.slow  # three `fastdiff` processes, each importing torch: ~15 s quiet, 40 s at load 16
 def test_fastdiff_run_and_models_commands(toy_models, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(toy_models)])}
