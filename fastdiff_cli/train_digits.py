@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rare-fraction", type=float_range(0.001, 0.09), default=d.rare_fraction)
     parser.add_argument("--classifier-steps", type=int_range(1), default=d.classifier_steps)
     parser.add_argument("--seed", type=int_range(0, 2**31 - 1), default=d.seed)
+    parser.add_argument("--no-ema-warmup", action="store_true",
+                        help="keep the EMA decay fixed from step 0 (how the shipped weights were trained)")
     parser.add_argument("--threads", type=int_range(1, 1024), default=d.threads)
     parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR, help="the model folder to write")
     parser.add_argument("--card-only", action="store_true", help="re-measure the folder's weights, rewrite the card")
@@ -48,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, rare_digit=args.rare_digit,
                              rare_fraction=args.rare_fraction, classifier_steps=args.classifier_steps,
-                             seed=args.seed, threads=args.threads)
+                             seed=args.seed, threads=args.threads, ema_warmup=not args.no_ema_warmup)
         train_digits(config, args.out, card_n=args.card_n, on_stage=_stage,
                      on_step=lambda s, loss, sec: print(f"  step {s:6d}  loss {loss:.4f}  {sec:7.1f}s", flush=True))
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())

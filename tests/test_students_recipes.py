@@ -239,3 +239,20 @@ def test_runspec_checks_student_steps():
     RunSpec(sampler="student", student="guidance", steps=13)  # any step count: it is sampled by a solver
     with pytest.raises(ValueError, match=r"steps=3 is not available for student='progressive'; allowed: \[8, 4, 2, 1\]"):
         RunSpec(sampler="student", student="progressive", steps=3)
+
+
+def test_the_optimisers_ema_warms_up_its_decay():
+    """EMA decay min(d, (1 + k) / (10 + k)) after step k: the first update keeps 1/10 of the initial weights
+    (fixed from step 0 it kept d = 0.995 of them), and the decay reaches d once (1 + k) / (10 + k) does."""
+    from fastdiff_core.students.distill import Optimiser, ema_decay_at
+
+    assert ema_decay_at(0, 0.995) == pytest.approx(0.1) and ema_decay_at(5000, 0.995) == 0.995
+    for warm, kept in ((True, 0.1), (False, 0.995)):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        init = [p.detach().clone() for p in net.parameters()]
+        opt = Optimiser(net, lr=0.1, steps=10, warmup=1, ema=0.995, ema_warmup=warm)
+        opt.step(net(torch.ones(4, 3)).pow(2).mean())
+        for pe, p0, p1 in zip(opt.result().parameters(), init, net.parameters()):
+            assert not torch.allclose(p0, p1)
+            assert torch.allclose(pe, kept * p0 + (1 - kept) * p1.detach(), atol=1e-6)

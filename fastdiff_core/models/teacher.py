@@ -32,6 +32,7 @@ import torch
 from fastdiff_core.denoiser import prediction_from_x0_eps
 from fastdiff_core.models.world_model import WorldModelConfig, WorldModelNet, parameter_count
 from fastdiff_core.paths import RectifiedFlow
+from fastdiff_core.students.distill import ema_decay_at
 from fastdiff_core.worlds import driving
 from fastdiff_core.worlds.driving import STILL, frame_modes
 from fastdiff_core.worlds.driving import ACTIONS, SCENES
@@ -161,7 +162,7 @@ def train_teacher(config: TrainConfig, on_progress: Callable[[int, float, float]
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            decay = min(config.ema, (1 + step) / (10 + step))
+            decay = ema_decay_at(step, config.ema)
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()

@@ -223,6 +223,13 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay used after optimiser step ``step`` (0-based) with the standard warm-up,
+    min(decay, (1 + step) / (10 + step)): the average forgets the random initialisation within the
+    first steps instead of keeping decay^steps of it (0.999 over 2,000 steps: 13.5%)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
     """average <- decay * average + (1 - decay) * current, parameter by parameter (EMA / target network)."""
@@ -231,14 +238,15 @@ def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
 
 
 class Optimiser:
-    """AdamW with the shared schedule and gradient clipping; optionally keeps an EMA copy."""
+    """AdamW with the shared schedule and gradient clipping; optionally keeps an EMA copy, its decay
+    warmed up (``ema_decay_at``) unless ``ema_warmup`` is False (fixed from step 0, as before)."""
 
     def __init__(self, module: nn.Module, lr: float, steps: int, warmup: int = 50, ema: float = 0.0,
-                 clip: float = 1.0) -> None:
+                 clip: float = 1.0, *, ema_warmup: bool = True) -> None:
         self.module, self.lr, self.steps, self.warmup, self.clip = module, lr, steps, warmup, clip
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-        self.ema_decay = ema
+        self.ema_decay, self.ema_warmup = ema, ema_warmup
         self.ema = copy.deepcopy(module).requires_grad_(False) if ema > 0 else None
         self.step_count = 0
 
@@ -249,9 +257,10 @@ class Optimiser:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.opt.step()
-        self.step_count += 1
         if self.ema is not None:
-            ema_update(self.ema, self.module, self.ema_decay)
+            decay = ema_decay_at(self.step_count, self.ema_decay) if self.ema_warmup else self.ema_decay
+            ema_update(self.ema, self.module, decay)
+        self.step_count += 1
 
     def result(self) -> nn.Module:
         """The EMA weights when kept, else the trained ones, in eval mode without gradients."""

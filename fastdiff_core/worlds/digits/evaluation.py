@@ -268,7 +268,9 @@ def render_card(meta: dict) -> str:
         f"- data: {data['diffusion_n']} training images ({data['train_n']} in the training split, {rare} thinned to "
         f"{freq[rare]:.2%}); {data['test_n']} held out (stratified, seed {train['seed']})",
         f"- {train['steps']} steps, batch {train['batch']}, AdamW lr {train['lr']} (warm-up, cosine to 2%, "
-        f"{train['warmup']}), EMA {train['ema']}, seed {train['seed']}",
+        f"{train['warmup']}), EMA {train['ema']} "
+        f"({'warmed up: min(decay, (1 + k) / (10 + k))' if train.get('ema_warmup') else 'fixed from step 0'}), "
+        f"seed {train['seed']}",
         f"- training time: **{stats['unet_seconds'] / 60:.1f} min** UNet + {stats['classifier_seconds']:.0f} s "
         f"classifier on {stats['threads']} CPU thread(s) ({stats['host']}); final loss {stats['final_loss']:.4f}", "",
         "## Classifier", "",

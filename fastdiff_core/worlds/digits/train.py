@@ -43,7 +43,10 @@ class TrainConfig:
     batch: int = 128
     lr: float = 1.5e-3
     warmup: int = 200
-    ema: float = 0.995  # no EMA warm-up (the shared Optimiser): 0.995^steps leaves nothing of the init
+    ema: float = 0.995
+    # the EMA decay warmed up, min(ema, (1 + k) / (10 + k)); the shipped weights were trained with it fixed
+    # from step 0 (their fastdiff.json has no such field; --no-ema-warmup reproduces them)
+    ema_warmup: bool = True
     p_null: float = 0.2  # label dropout to the null class (classifier-free guidance)
     p_group: float = 0.3  # the parity label instead of the digit
     rare_digit: int = 4
@@ -69,7 +72,7 @@ def train_unet(split: DigitsSplit, config: TrainConfig, report=None) -> tuple[to
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the UNet's initialisation
     unet = config.unet.build()
-    opt = Optimiser(unet, config.lr, config.steps, config.warmup, ema=config.ema)
+    opt = Optimiser(unet, config.lr, config.steps, config.warmup, ema=config.ema, ema_warmup=config.ema_warmup)
     clock = Clock()
     path = VPDiscrete(ddpm_betas("linear", NUM_TRAIN_TIMESTEPS, BETA_START, BETA_END))
     images = torch.from_numpy(split.diffusion_images).unsqueeze(1)
