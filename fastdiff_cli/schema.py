@@ -1,6 +1,7 @@
 """``fastdiff schema``: the JSON schema of a RunSpec, generated from the declarations RunSpec validates
-with (``fastdiff_core.schema``); ``--write`` writes the published file docs/schema/runspec.schema.json,
-``--check`` exits 1 when that file is out of date."""
+with (``fastdiff_core.schema``), and of the service's messages (``workers.messages``); ``--write`` writes
+the published files docs/schema/runspec.schema.json and messages.schema.json, ``--check`` exits 1 when
+they are out of date."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 
 from fastdiff_core.schema import runspec_schema
 from fastdiff_core.worlds import builtin_world_names
+from workers.messages import messages_schema
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "schema"
 
@@ -18,7 +20,8 @@ DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "schema"
 def published() -> dict[str, str]:
     """File name -> its text, as published in docs/schema/ (the worlds that ship with fastdiff; a
     plugin's worlds are in what ``fastdiff schema`` prints where the plugin is installed)."""
-    return {"runspec.schema.json": json.dumps(runspec_schema(builtin_world_names()), indent=2) + "\n"}
+    return {"runspec.schema.json": json.dumps(runspec_schema(builtin_world_names()), indent=2) + "\n",
+            "messages.schema.json": json.dumps(messages_schema(), indent=2) + "\n"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not (args.write or args.check):
-        print(json.dumps(runspec_schema(), indent=2))
+        print(json.dumps({"runspec": runspec_schema(), "messages": messages_schema()}, indent=2))
         return 0
     stale = [name for name, text in published().items()
              if not (DOCS / name).exists() or (DOCS / name).read_text() != text]

@@ -26,7 +26,7 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 def test_the_published_files_are_up_to_date():
     for name, text in schema_command.published().items():
         assert (schema_command.DOCS / name).read_text() == text, f"run `fastdiff schema --write` ({name})"
-    jsonschema.Draft202012Validator.check_schema(json.loads((schema_command.DOCS / "runspec.schema.json").read_text()))
+        jsonschema.Draft202012Validator.check_schema(json.loads((schema_command.DOCS / name).read_text()))
 
 
 def test_every_field_is_in_the_schema_with_runspec_defaults():
@@ -144,7 +144,7 @@ def test_the_command_prints_and_checks(capsys, tmp_path, monkeypatch):
     from workers.cli import main
 
     assert main(["schema"]) == 0
-    assert json.loads(capsys.readouterr().out)["title"] == "RunSpec"
+    assert json.loads(capsys.readouterr().out)["runspec"]["title"] == "RunSpec"
     assert main(["schema", "--check"]) == 0
     monkeypatch.setattr(schema_command, "DOCS", tmp_path)
     assert main(["schema", "--check"]) == 1

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import statistics
 import time
 import uuid
@@ -37,6 +36,8 @@ from typing import Any
 import redis
 
 from store import ids
+from workers import messages
+from workers.messages import MAX_BATCH
 
 QUEUE = "fastdiff"  # Celery's queue (workers.celery_app.QUEUE); kombu's key for priority 0
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: key of priority p > 0 is f"{queue}{sep}{p}"
@@ -47,9 +48,7 @@ RING = "fastdiff:q:ring"
 RECENT = "fastdiff:q:recent"  # wall seconds of the newest runs (for the estimated start)
 RECENT_KEEP = 200
 RECORD_TTL_S = 30 * 24 * 3600
-MAX_BATCH = 16
 BATCH_PARTS = 8  # a sweep is cut into at least this many batches (when it has as many runs)
-BATCH_ID = re.compile(r"b[0-9a-f]{12}", re.ASCII)
 BATCH_TASK = "fastdiff.batch"
 BATCH_BUDGET_S = 0.5  # a batch hands its unstarted runs back to its lane after running this long
 
@@ -76,17 +75,9 @@ def new_batches(exp_id: str, runs: list[tuple[str, str]]) -> list[dict[str, Any]
 
 
 def check_batch(batch: Any) -> dict[str, Any]:
-    """A batch payload from a task message or a lane, checked; ValueError naming what is wrong."""
-    if not isinstance(batch, dict) or set(batch) != {"batch_id", "exp_id", "runs"}:
-        raise ValueError(f"batch={ids.shown(batch)} is not a batch payload {{batch_id, exp_id, runs}}")
-    if not isinstance(batch["batch_id"], str) or not BATCH_ID.fullmatch(batch["batch_id"]):
-        raise ValueError(f"batch_id={ids.shown(batch['batch_id'])} is not 'b' and 12 lowercase hex digits")
-    ids.check(batch["exp_id"], "exp_id")
-    runs = batch["runs"]
-    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_BATCH or not all(
-            isinstance(x, list) and len(x) == 2 and ids.is_id(x[0], "run_id") and isinstance(x[1], str) for x in runs):
-        raise ValueError(f"runs={ids.shown(runs)} must be 1 to {MAX_BATCH} [run_id, spec_json] pairs")
-    return batch
+    """A batch payload from a task message or a lane, checked against its declaration
+    (``workers.messages.BATCH``); ValueError naming what is wrong."""
+    return messages.check(messages.BATCH, batch, "batch")
 
 
 def record_fields(exp_id: str, owner: str, kind: str, submitted: float) -> dict[str, str]:
