@@ -7,7 +7,6 @@ are cleared on page switch, session state carries the form across pages).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from app.connection import plain
 from app.form_fields import FIELDS, Field, check_value, url_values
 from fastdiff_core import budget, catalog
 from fastdiff_core.models.model_registry import model_names
+from fastdiff_core.spec import FIELDS as SPEC_FIELDS
 from fastdiff_core.spec import MODEL_WORLD, RunSpec
 from fastdiff_core.worlds import world_plugin
 
@@ -121,9 +121,8 @@ def load_spec(prefix: str, spec: RunSpec) -> None:
     for name in ("preset", "path", "prediction", "condition"):
         if name in spec.world_options:
             s[_key(prefix, name)] = spec.world_options[name]
-    for name in [*getattr(catalog, "SPEEDUPS", {}), *_SPEEDUP_FLAGS]:
-        if hasattr(spec, name):
-            s[_key(prefix, name)] = getattr(spec, name)
+    for name in [*catalog.SPEEDUPS, *_SPEEDUP_FLAGS]:
+        s[_key(prefix, name)] = getattr(spec, name)
     if spec.guidance_interval is not None:
         s[_key(prefix, "interval_on")] = True
         s[_key(prefix, "interval_lo")], s[_key(prefix, "interval_hi")] = spec.guidance_interval
@@ -155,7 +154,9 @@ def sync_query_params(prefix: str) -> None:
         st.query_params.update(wanted)
 
 
-ONE = {"horizon": 1, "plans": 1, "futures": 1, "guidance_scale": 1.0, "gate_cap": 0, "gate_alpha": 0.05}  # what a world without the capability takes
+# what a world without the capability takes
+ONE = {"horizon": 1, "plans": 1, "futures": 1, "guidance_scale": 1.0, "gate_cap": 0,
+       "gate_alpha": SPEC_FIELDS["gate_alpha"].default}
 
 
 def unsupported(world: str) -> dict[str, str]:
@@ -170,7 +171,7 @@ def unsupported(world: str) -> dict[str, str]:
         out["plans"] = f"{title} has no candidate plans{why}: only 1."
     if not cap.guidance:
         out["guidance_scale"] = f"{title} takes no guidance{why}: only 1."
-    if not getattr(cap, "coverage_gate", False):
+    if not cap.coverage_gate:
         out["gate_cap"] = out["gate_alpha"] = f"{title} has no sequential coverage gate: one fixed sample."
     return out
 
@@ -468,17 +469,12 @@ def _solver_option_widgets(prefix: str, solver: str) -> dict[str, Any]:
     return changed  # a widget's value is in session state before the run that draws it
 
 
-_SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
-_SPEEDUP_FLAGS = {"compile": (False, "torch.compile the network"),
-                  "warm_start": (True, "start each planning cycle from the previous one")}
+_SPEEDUP_FLAGS = ("compile", "warm_start")  # RunSpec's boolean speed-up fields (spec.FIELDS: default, doc)
 
 
 def _speedup_widgets(prefix: str) -> dict[str, Any]:
     """The systems speed-ups RunSpec has (catalog.SPEEDUPS), each a toggle measured by the run."""
-    infos = {n: i for n, i in getattr(catalog, "SPEEDUPS", {}).items() if n in _SPEC_FIELDS}
-    flags = {n: v for n, v in _SPEEDUP_FLAGS.items() if n in _SPEC_FIELDS}
-    if not infos and not flags:
-        return {}
+    infos = catalog.SPEEDUPS
     out: dict[str, Any] = {}
     s = st.session_state
     with st.expander("Speed-ups (each one measured on NFE, wall clock and coverage)"):
@@ -489,10 +485,10 @@ def _speedup_widgets(prefix: str) -> dict[str, Any]:
                 s[key] = info.modes[0]
             col.selectbox(info.title, list(info.modes), key=key, help=info.paper)
             out[name] = s[key]
-        for name, (default, doc) in flags.items():
+        for name in _SPEEDUP_FLAGS:
             key = _key(prefix, name)
-            s.setdefault(key, default)
-            st.checkbox(name.replace("_", " "), key=key, help=doc)
+            s.setdefault(key, SPEC_FIELDS[name].default)
+            st.checkbox(name.replace("_", " "), key=key, help=SPEC_FIELDS[name].doc)
             out[name] = bool(s[key])
     return out
 

@@ -15,17 +15,15 @@ import re
 from typing import Any, Callable
 
 from fastdiff_core import catalog
+from fastdiff_core.spec import field_choices
 
 INT_FIELDS = ("steps", "horizon", "plans", "futures", "samples", "seed")
 FLOAT_FIELDS = ("guidance_scale",)
-CHOICE_FIELDS = {
-    "solver": lambda: tuple(catalog.SOLVERS),
-    "grid": lambda: tuple(g for g in catalog.GRIDS if g != "custom"),
-    "student": lambda: tuple(catalog.STUDENTS),
-    "world": lambda: tuple(catalog.WORLDS),
-    "regime": lambda: tuple(catalog.REGIMES),
-    "dtype": lambda: ("float32", "float64"),
-}
+# the choices of each sweepable name field, read live from RunSpec's declarations (spec.FIELDS)
+CHOICE_FIELDS: dict[str, Callable[[], tuple[Any, ...]]] = {
+    name: (lambda name=name: tuple(c for c in field_choices(name) if c is not None))
+    for name in ("solver", "student", "world", "regime", "dtype")}
+CHOICE_FIELDS["grid"] = lambda: tuple(g for g in field_choices("grid") if g != "custom")  # custom needs sigmas
 SWEEPABLE = (*CHOICE_FIELDS, *INT_FIELDS, *FLOAT_FIELDS)
 OPTION_PREFIX = "solver_options."  # an axis over one of the base solver's options: solver_options.eta
 MAX_AXIS_VALUES = 200

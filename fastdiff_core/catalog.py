@@ -301,6 +301,9 @@ class SpeedupInfo:
     options: Mapping[str, Option] = field(default_factory=dict)
 
 
+# Solvers Picard iteration can run: deterministic, one evaluation per step (DDIM with eta = 0 only).
+PICARD_SOLVERS = ("ddim", "dpmpp_2m", "euler")
+
 SPEEDUPS: dict[str, SpeedupInfo] = {
     s.name: s
     for s in [

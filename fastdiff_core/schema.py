@@ -105,7 +105,7 @@ def _speedup_rules() -> list[dict[str, Any]]:
     picard = _when("parallel", "picard")
     return [
         {"if": picard, "then": {"properties": {"sampler": {"const": "solver"}, "feature_cache": {"const": "off"},
-                                               "solver": {"enum": ["ddim", "dpmpp_2m", "euler"]}}}},
+                                               "solver": {"enum": list(catalog.PICARD_SOLVERS)}}}},
         {"if": _when("parallel", "picard", also={"solver": {"const": "ddim"}}),
          "then": {"properties": {"solver_options": {"properties": {"eta": {"const": 0}}}}}},
         {"if": _when("precision", "int8"), "then": {"properties": {"device": {"not": {"const": "cuda"}}}}},

@@ -96,7 +96,8 @@ CROSS_FIELD_RULES = (
     "grid 'tuned': steps in 3..10",
     "guidance_interval: null or [sigma_lo, sigma_hi], finite, 0 <= sigma_lo < sigma_hi",
     "gate_cap: a multiple of samples x plans x futures, at most 1,000,000 such looks",
-    "parallel 'picard': solver 'euler', 'dpmpp_2m' or 'ddim' with eta 0, sampler 'solver' and feature_cache 'off'",
+    f"parallel 'picard': solver one of {list(catalog.PICARD_SOLVERS)} (ddim with eta 0), sampler 'solver' and "
+    "feature_cache 'off'",
     "precision 'int8': not with device 'cuda'",
     "integer fields take JSON integers (10, not 10.0: JSON schema counts 10.0 as an integer, RunSpec does not)",
     ("the run limits (FASTDIFF_MAX_RUN_NFE, FASTDIFF_MAX_ROLLOUTS, FASTDIFF_MAX_PEAK_MB; docs/limits.md) bound the "
@@ -311,10 +312,11 @@ class RunSpec:
 
     def _check_speedups(self) -> None:
         if self.parallel == "picard":
-            if self.sampler != "solver" or self.solver not in ("euler", "ddim", "dpmpp_2m") or (
+            if self.sampler != "solver" or self.solver not in catalog.PICARD_SOLVERS or (
                     self.solver == "ddim" and self.solver_options.get("eta", 0.0) != 0.0):
                 raise ValueError(f"parallel='picard' with solver={self.solver!r}: Picard iteration needs a deterministic "
-                                 "one-evaluation-per-step solver; allowed: ['ddim' (eta=0), 'dpmpp_2m', 'euler']")
+                                 f"one-evaluation-per-step solver; allowed: {list(catalog.PICARD_SOLVERS)} (ddim with "
+                                 "eta=0)")
             if self.feature_cache != "off":
                 raise ValueError(f"feature_cache={self.feature_cache!r} with parallel='picard': a window evaluates "
                                  "several steps in one forward, so there is no previous step to reuse; allowed: 'off'")
