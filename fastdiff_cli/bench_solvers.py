@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.bench.solvers import STOCHASTIC, SolversBench, SolversReport, heldout_wins, run_bench
+from fastdiff_core.bench.solvers import STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.solvers.brownian import NOISE_KINDS
 
@@ -67,6 +67,30 @@ def print_heldout(report: SolversReport, samples: int) -> None:
     print("fastdiff settings that were best on a (world, NFE):")
     for setting, wins in heldout_wins(report.held_out):
         print(f"  {wins:>3}  {setting}")
+    print_heldout_settings(report)
+
+
+def _rare_cell(r: dict[str, Any]) -> str:
+    return (f"{r['rare_diff']:+.4f} +- {r['rare_diff_se']:.4f} {'within' if r['rare_within_2se'] else 'OUTSIDE'}"
+            + (f"  ratio {r['ratio_median']:.3f}" if "ratio_median" in r else ""))
+
+
+def print_heldout_settings(report: SolversReport, most: int = 6) -> None:
+    """Per NFE: the rare-mode criterion of each fixed setting (the lowest-RMSE ones), and the tail-safe setting."""
+    print("rare mode per setting, pooled over the worlds (paired diff +- SE, within 2 SE?), RMSE / the world's best "
+          "fastdiff (geometric mean) and / the best peer (median):")
+    for s in report.held_out_summary:
+        print(f"  NFE {s['nfe']}:")
+        for r in heldout_settings(report.held_out, s["nfe"])[:most]:
+            print(f"    {r['setting']:<58} rmse/best {r['rmse_vs_best']:.3f}  {_rare_cell(r)}")
+        t = s.get("tail_safe")
+        if t is None:
+            print("    tail-safe: no setting within 2 SE on the choosing half (or fewer than 2 worlds)")
+        else:
+            print(f"    tail-safe (chosen on {len(t['chosen_on'])} worlds, judged on the other {len(t['judged_on'])}): "
+                  f"{t['setting']}\n      chosen: rmse/best {t['choice']['rmse_vs_best']:.3f}  {_rare_cell(t['choice'])}"
+                  + (f"\n      judged: rmse/best {t['judged']['rmse_vs_best']:.3f}  {_rare_cell(t['judged'])}"
+                     if t["judged"] else "\n      judged: the setting has no finite row on every judging world"))
 
 
 def print_accuracy(report: SolversReport) -> None:

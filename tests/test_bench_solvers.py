@@ -95,3 +95,4 @@ def test_held_out_worlds_section_spends_exact_budgets_on_fixed_and_shipped_grids
     summary = bench.heldout_summary(rows, (4, 6))
     assert [s["nfe"] for s in summary] == [4, 6] and all("ratio_median" not in s for s in summary)
     assert all(s["rare_diff_se"] >= 0 and abs(s["rare_diff"]) <= 1 for s in summary)
+    assert all("tail_safe" in s for s in summary)  # one world: None (nothing to judge the choice on)

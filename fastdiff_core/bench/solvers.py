@@ -33,7 +33,7 @@ from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
 from fastdiff_core.grids import FIXED_GRIDS, build_grid
 from fastdiff_core.metrics.intervals import quantile, wilson_interval
-from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, terminal_rmse
+from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, paired_rate_difference, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
 from fastdiff_core.solvers.brownian import NOISE_KINDS
@@ -752,36 +752,92 @@ def _heldout_world(seed: int, samples: int, nfes: tuple[int, ...], kd: types.Mod
     return world_rows
 
 
+def _finite_at(rows: list[dict[str, Any]], nfe: int) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("nfe_target") == nfe and "rmse" in r and math.isfinite(r["rmse"])]
+
+
 def heldout_summary(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[dict[str, Any]]:
     """Per NFE: over worlds, best fastdiff RMSE (fixed or shipped grids) / best peer RMSE (median and
     quartiles), and the rare mode of each world's best fastdiff setting pooled over worlds against the
-    reference: the paired difference and its standard error sqrt(in + out) / N (samples that moved
-    into or out of the rare mode; McNemar's variance under no difference)."""
+    reference (``paired_rate_difference``); and the tail-safe setting (``tail_safe``)."""
     out = []
     seeds = sorted({r["world_seed"] for r in rows})
     for nfe in nfes:
-        ratios, moved_in, moved_out, total, diffs = [], 0, 0, 0, 0
+        here = _finite_at(rows, nfe)
+        ratios, moved_in, moved_out, total = [], 0, 0, 0
         for seed in seeds:
-            here = [r for r in rows if r["world_seed"] == seed and r.get("nfe_target") == nfe
-                    and "rmse" in r and math.isfinite(r["rmse"])]
-            ours = [r for r in here if r["impl"] == "fastdiff"]
-            peers = [r for r in here if r["impl"] != "fastdiff"]
+            ours = [r for r in here if r["world_seed"] == seed and r["impl"] == "fastdiff"]
+            peers = [r for r in here if r["world_seed"] == seed and r["impl"] != "fastdiff"]
             if not ours:
                 continue
             b = min(ours, key=lambda r: r["rmse"])
             if peers:
                 ratios.append(b["rmse"] / min(r["rmse"] for r in peers))
             moved_in, moved_out, total = moved_in + b["rare_in"], moved_out + b["rare_out"], total + b["n"]
-            diffs += b["rare_in"] - b["rare_out"]
-        se = math.sqrt(moved_in + moved_out) / total if total else math.nan
-        item = {"nfe": nfe, "worlds": len(seeds), "rare_diff": diffs / total if total else math.nan,
-                "rare_diff_se": se, "rare_within_2se": abs(diffs / total) <= 2 * se if total and se > 0 else diffs == 0}
+        if not total:
+            continue
+        rare = paired_rate_difference(moved_in, moved_out, total)
+        item = {"nfe": nfe, "worlds": len(seeds), **{k: rare[k] for k in ("rare_diff", "rare_diff_se", "rare_within_2se")}}
         if ratios:
             item.update(ratio_median=statistics.median(ratios), ratio_q1=quantile(ratios, 0.25),
                         ratio_q3=quantile(ratios, 0.75),
                         worlds_better=sum(v < 1 for v in ratios), worlds_compared=len(ratios))
+        item["tail_safe"] = tail_safe(rows, nfe)
         out.append(item)
     return out
+
+
+def heldout_settings(rows: list[dict[str, Any]], nfe: int, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Every fastdiff setting ("solver / grid") with a finite row on every world of ``seeds`` (default: all)
+    at ``nfe``: its RMSE over worlds -- the geometric mean of RMSE / the world's best fastdiff RMSE, and
+    the median of RMSE / the world's best peer RMSE when every world has peers -- and its rare-mode rate
+    pooled over the worlds against the reference (``paired_rate_difference``). Sorted by the geometric mean."""
+    here = _finite_at(rows, nfe)
+    seeds = sorted({r["world_seed"] for r in here}) if seeds is None else list(seeds)
+    ours: dict[str, dict[int, dict[str, Any]]] = {}
+    best_ours: dict[int, float] = {}
+    best_peer: dict[int, float] = {}
+    for r in here:
+        s = r["world_seed"]
+        if s not in seeds:
+            continue
+        if r["impl"] == "fastdiff":
+            ours.setdefault(f"{r['solver']} / {r['grid']}", {})[s] = r
+            best_ours[s] = min(best_ours.get(s, math.inf), r["rmse"])
+        else:
+            best_peer[s] = min(best_peer.get(s, math.inf), r["rmse"])
+    out = []
+    for setting, by_world in ours.items():
+        if len(by_world) < len(seeds) or not seeds:
+            continue
+        world_rows = [by_world[s] for s in seeds]
+        item = {"setting": setting, "nfe": nfe, "worlds": len(seeds),
+                "rmse_vs_best": math.exp(statistics.fmean(math.log(r["rmse"] / best_ours[r["world_seed"]])
+                                                          for r in world_rows)),
+                **paired_rate_difference(sum(r["rare_in"] for r in world_rows), sum(r["rare_out"] for r in world_rows),
+                              sum(r["n"] for r in world_rows))}
+        if all(s in best_peer for s in seeds):
+            item["ratio_median"] = statistics.median(r["rmse"] / best_peer[r["world_seed"]] for r in world_rows)
+        out.append(item)
+    return sorted(out, key=lambda r: r["rmse_vs_best"])
+
+
+def tail_safe(rows: list[dict[str, Any]], nfe: int) -> dict[str, Any] | None:
+    """The setting a user who cares about the rare mode should ship at ``nfe``, chosen on one half of the
+    worlds and judged on the other: among the settings whose pooled rare-mode rate lies within 2 SE of
+    the reference on the first half, the one with the lowest RMSE there (``heldout_settings``); then its
+    RMSE and rare-mode figures on the second half, which played no part in the choice. None with fewer
+    than two worlds or when no setting passes on the first half."""
+    seeds = sorted({r["world_seed"] for r in _finite_at(rows, nfe)})
+    if len(seeds) < 2:
+        return None
+    choose, judge = seeds[: len(seeds) // 2], seeds[len(seeds) // 2:]
+    passing = [r for r in heldout_settings(rows, nfe, choose) if r["rare_within_2se"]]
+    if not passing:
+        return None
+    judged = {r["setting"]: r for r in heldout_settings(rows, nfe, judge)}.get(passing[0]["setting"])
+    return {"setting": passing[0]["setting"], "chosen_on": choose, "judged_on": judge, "choice": passing[0],
+            "judged": judged}
 
 
 def heldout_wins(rows: list[dict[str, Any]], most: int = 8) -> list[tuple[str, int]]:

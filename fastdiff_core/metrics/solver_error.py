@@ -55,6 +55,21 @@ def mode_flip_rate(modes: torch.Tensor, ref_modes: torch.Tensor) -> float:
     return float((modes != ref_modes).to(torch.float64).mean())
 
 
+def paired_rate_difference(moved_in: int, moved_out: int, n: int) -> dict[str, float | int | bool]:
+    """A rate (of the rare mode, of the tail) on samples minus the same rate on their paired references:
+    ``moved_in`` samples are in where their reference is not, ``moved_out`` the reverse, of ``n``.
+
+    Returns the difference (in - out) / n, its standard error sqrt(in + out) / n (McNemar's variance
+    under no difference: only the samples that moved carry information about it) and whether the
+    difference lies within 2 SE (no moves: within). As a test of "no difference" the 2-SE rule rejects
+    about 5% of the time when there is none (tests/test_metrics.py simulates it)."""
+    if n < 1 or moved_in < 0 or moved_out < 0 or moved_in + moved_out > n:
+        raise ValueError(f"moved_in={moved_in!r}, moved_out={moved_out!r} must be >= 0 with a sum <= n={n!r} >= 1")
+    return {"rare_in": moved_in, "rare_out": moved_out, "n": n, "rare_diff": (moved_in - moved_out) / n,
+            "rare_diff_se": math.sqrt(moved_in + moved_out) / n,
+            "rare_within_2se": abs(moved_in - moved_out) <= 2 * math.sqrt(moved_in + moved_out)}
+
+
 def mode_histogram(modes: torch.Tensor, truth: Sequence[float], labels: Sequence[str], group: str,
                    confidence: float = 0.95) -> list[dict]:
     """Rows {group, label, count, n, rate, lo, hi, truth}: each mode's rate with its Wilson interval
