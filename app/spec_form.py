@@ -15,11 +15,11 @@ from typing import Any, Mapping
 import streamlit as st
 
 from app.connection import plain
-from app.form_fields import FIELDS, Field, check_value, url_values
+from app.form_fields import FIELDS, MAX_NAME, Field, check_value, url_values
 from fastdiff_core import budget, catalog
 from fastdiff_core.models.model_registry import model_names
 from fastdiff_core.spec import FIELDS as SPEC_FIELDS
-from fastdiff_core.spec import MODEL_WORLD, RunSpec
+from fastdiff_core.spec import MODEL_WORLD, RunSpec, field_choices
 from fastdiff_core.worlds import world_plugin
 
 FORM_DEFAULTS: dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
@@ -278,10 +278,10 @@ def spec_form(prefix: str, *, show_run_options: bool = True, swept: Mapping[str,
     refusal_notice(prefix)
     swept_off = {n: f"Swept: {axis}. The sweep sets this field; the value here is not used."
                  for n, axis in (swept or {}).items()}
-    st.selectbox("Regime", list(catalog.REGIMES), key=k("regime"), disabled="regime" in swept_off,
+    st.selectbox(FIELDS["regime"].label, list(FIELDS["regime"].option.choices), key=k("regime"), disabled="regime" in swept_off,
                  format_func=lambda r: catalog.REGIMES[r].title, on_change=_apply_regime, args=(prefix,),
                  help=swept_off.get("regime", "The preset sets defaults and the budget the verdict is judged against."))
-    st.selectbox("World", list(catalog.WORLDS), key=k("world"), format_func=lambda n: catalog.WORLDS[n].title,
+    st.selectbox(FIELDS["world"].label, list(field_choices("world")), key=k("world"), format_func=lambda n: catalog.WORLDS[n].title,
                  on_change=_apply_world, args=(prefix,), disabled="world" in swept_off, help=swept_off.get("world"))
     change_notice(prefix)
     # A field the world does not take is disabled with the reason, unless it holds a value the world
@@ -306,7 +306,7 @@ def spec_form(prefix: str, *, show_run_options: bool = True, swept: Mapping[str,
                      disabled=off.get("gate_cap"), help="Sample in looks of samples x P x R rollouts until every "
                      "coverage check is decided (anytime-valid), at most this many; a multiple of one look.")
         number_field(c2, prefix, "gate_alpha", step=0.01, disabled=off.get("gate_alpha"), format="%.4f")
-        st.text_input(FIELDS["name"].label, key=k("name"), max_chars=200)
+        st.text_input(FIELDS["name"].label, key=k("name"), max_chars=MAX_NAME)
     speedups = _speedup_widgets(prefix)
     with st.expander("Production model for the latency projection"):
         c1, c2, c3 = st.columns(3)
@@ -321,17 +321,17 @@ def _sampler_widgets(prefix: str, off: Mapping[str, str]) -> dict[str, Any]:
     """Family, then the solver (full width: its label is long) or the student; the solver's options."""
     k = lambda name: _key(prefix, name)  # noqa: E731
     s = st.session_state
-    families = ["solver"] + (["student"] if catalog.STUDENTS else [])
-    st.radio("Family", families, key=k("sampler"), horizontal=True,
+    families = [f for f in FIELDS["sampler"].option.choices if f == "solver" or catalog.STUDENTS]
+    st.radio(FIELDS["sampler"].label, families, key=k("sampler"), horizontal=True,
              help="A training-free solver on the teacher, or a distilled student with its own step count."
              + ("" if catalog.STUDENTS else " (No student checkpoints are registered yet.)"))
     if s[k("sampler")] == "student" and catalog.STUDENTS:
         if s.get(k("student")) not in catalog.STUDENTS:
             s[k("student")] = next(iter(catalog.STUDENTS))
-        st.selectbox("Student", list(catalog.STUDENTS), key=k("student"), disabled="student" in off,
+        st.selectbox(FIELDS["student"].label, list(FIELDS["student"].option.choices), key=k("student"), disabled="student" in off,
                      help=off.get("student"), format_func=lambda n: catalog.STUDENTS[n].title)
         return {}
-    st.selectbox("Solver", list(catalog.SOLVERS), key=k("solver"), disabled="solver" in off, help=off.get("solver"),
+    st.selectbox(FIELDS["solver"].label, list(FIELDS["solver"].option.choices), key=k("solver"), disabled="solver" in off, help=off.get("solver"),
                  format_func=lambda n: f"{n} — {catalog.SOLVERS[n].title}")
     return _solver_option_widgets(prefix, s[k("solver")])
 
@@ -340,13 +340,13 @@ def _step_widgets(prefix: str, off: Mapping[str, str]) -> None:
     k = lambda name: _key(prefix, name)  # noqa: E731
     s = st.session_state
     c1, c2 = st.columns(2)
-    c1.selectbox("Grid", list(FIELDS["grid"].option.choices), key=k("grid"), disabled="grid" in off,
+    c1.selectbox(FIELDS["grid"].label, list(FIELDS["grid"].option.choices), key=k("grid"), disabled="grid" in off,
                  format_func=lambda n: catalog.GRIDS[n].title, help=off.get("grid", "Chosen independently of the solver."))
     student = catalog.STUDENTS.get(s.get(k("student")) or "") if s[k("sampler")] == "student" else None
-    if student is not None and getattr(student, "fixed_steps", True):
+    if student is not None and student.fixed_steps:
         if s.get(k("steps")) not in student.steps:
             s[k("steps")] = student.steps[0]
-        c2.selectbox("Steps", list(student.steps), key=k("steps"), disabled="steps" in off,
+        c2.selectbox(FIELDS["steps"].label, list(student.steps), key=k("steps"), disabled="steps" in off,
                      help=off.get("steps", f"{student.title} was distilled for these step counts."))
     else:
         number_field(c2, prefix, "steps", step=1, disabled=off.get("steps"))
@@ -358,7 +358,7 @@ def _guidance_widgets(prefix: str, off: Mapping[str, str]) -> None:
     c1, c2 = st.columns(2)
     number_field(c1, prefix, "guidance_scale", step=0.5, disabled=off.get("guidance_scale"),
             help="0 and 1 need one network pass; any other scale is CFG: two passes (C = 2).")
-    c2.checkbox("Guidance interval", key=k("interval_on"), disabled="guidance_scale" in off,
+    c2.checkbox(FIELDS["interval_on"].label, key=k("interval_on"), disabled="guidance_scale" in off,
                 help="CFG only for sigma inside [lo, hi] (Kynkäänniemi et al. 2024): fractional C.")
     if s[k("interval_on")]:
         c1, c2, c3 = st.columns(3)
@@ -377,14 +377,14 @@ def _world_widgets(prefix: str) -> dict[str, Any]:
     if world.scenes:
         if s.get(k("scene")) not in world.scenes:
             s[k("scene")] = world.scenes[0]
-        st.selectbox("Scene", list(world.scenes), key=k("scene"))
+        st.selectbox(FIELDS["scene"].label, list(world.scenes), key=k("scene"))
     elif world.name == MODEL_WORLD:  # the model picker: the registry read as data (no torch here)
         s[k("scene")] = None
         models = list(model_names())
         if s.get(k("model")) not in models:
             s[k("model")] = models[0] if models else None
         if models:
-            st.selectbox("Model", models, key=k("model"), help="registered with `fastdiff models add PATH`")
+            st.selectbox(FIELDS["model"].label, models, key=k("model"), help="registered with `fastdiff models add PATH`")
         else:
             st.caption("No models registered: `fastdiff models add PATH` (a diffusers-format directory) adds one.")
     else:
