@@ -17,9 +17,12 @@ PLANNING_COUNTS = {
 }
 PLAIN = {"world": "driving", "scene": "child_at_curb", "solver": "dpmpp_2m", "steps": 4, "horizon": 3,
          "samples": 2500, "seed": 9, "world_options": {"batch": 700}}
-PLAIN_METRICS = {"coverage": 0.6205, "density": 14.096, "implausible_rate": 0.222, "mmd": 0.02403237650125134,
-                 "precision": 0.6825, "recall": 0.194, "sliced_w1": 0.26667201647809935, "tail_rate": 0.0004,
-                 "tail_truth": 0.08229325809935568, "tv": 0.222, "vendi": 2.451441320359122,
+# batches 1..3 of the plain run take seeds.derived_seed(9, b) since the batch seeds stopped overlapping
+# neighbouring run seeds (they were 9 + b: run seed 10's batch 0 was this run's batch 1); batch 0 is unchanged
+PLAIN_COUNTS = (1632, 304, 2, 562)  # were (1654, 290, 1, 555) with seed + b
+PLAIN_METRICS = {"coverage": 0.601, "density": 13.3667, "implausible_rate": 0.2248, "mmd": 0.023855864418307338,
+                 "precision": 0.666, "recall": 0.1775, "sliced_w1": 0.25994252051786615, "tail_rate": 0.0008,
+                 "tail_truth": 0.08229325809935568, "tv": 0.2248, "vendi": 2.4628221644525814,
                  "vendi_truth": 4.28589305842447}
 
 
@@ -42,7 +45,7 @@ def test_a_planning_run_gives_the_numbers_it_gave_before_the_protocol():
 
 def test_a_plain_run_streams_its_batches_and_gives_the_numbers_it_gave_before():
     result = execute(PLAIN)
-    assert counts_by_group(result) == {"child_at_curb": (1654, 290, 1, 555)}
+    assert counts_by_group(result) == {"child_at_curb": PLAIN_COUNTS}
     assert result.nfe_counted == result.nfe_formula == 30000
     assert {k: result.metrics[k] for k in PLAIN_METRICS} == pytest.approx(PLAIN_METRICS, rel=1e-6)
 

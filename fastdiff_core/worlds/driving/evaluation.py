@@ -17,6 +17,7 @@ from fastdiff_core.metrics.coverage import (
     density_coverage, median_bandwidth, mmd_rbf, precision_recall, sliced_wasserstein, tail_rate, total_variation,
     vendi_score,
 )
+from fastdiff_core.seeds import derived_seed
 from fastdiff_core.worlds.driving.branches import branch_counts
 from fastdiff_core.worlds.driving.sampling import PATH, FrameSampler, Solver, rollout, sample_frame
 from fastdiff_core.worlds.driving.scenes import IMPLAUSIBLE, LABELS, TAIL, Scene, branch_probabilities
@@ -84,13 +85,14 @@ def stream_rollouts(net: torch.nn.Module, scene: Scene, action: str, n: int, hor
     """n model rollouts, yielded batch by batch: CPU tensors (<= batch, horizon + 1, SUBSTEPS, 2), so a
     caller that tallies each batch holds one batch at a time.
 
-    Each batch b uses generator seed ``seed + b`` so results do not depend on the batch split
-    beyond that. ``on_frame(frames_done, frames_total)`` reports progress across batches.
+    Batch b uses generator seed ``derived_seed(seed, b)`` (``seed`` itself for batch 0; never another
+    seed's batch, as ``seed + b`` was). ``on_frame(frames_done, frames_total)`` reports progress across
+    batches.
     """
     batches = [min(batch, n - i) for i in range(0, n, batch)]
     total = len(batches) * horizon
     for b, size in enumerate(batches):
-        gen = torch.Generator(device=device).manual_seed(seed + b)
+        gen = torch.Generator(device=device).manual_seed(derived_seed(seed, b))
         cb = None if on_frame is None else (lambda h, _f, b=b: on_frame(b * horizon + h + 1, total))
         r = rollout(net, scene, action, size, horizon, solver=solver, sigmas=sigmas, guidance=guidance,
                     generator=gen, counter=counter, device=device, on_frame=cb, frame_sampler=frame_sampler,
