@@ -40,7 +40,9 @@ class NFEBill:
     student's steps). C = 1 + guided_fraction: 2 for CFG at every evaluation, 1 when distilled or
     scale in {0, 1}, fractional under a guidance interval. ``cycles`` = independent planning cycles
     (RunSpec.samples). ``exact`` is False when S is an upper bound (adaptive solvers) or the guided
-    fraction was an estimate the caller supplied rather than computed from the grid.
+    fraction was an estimate the caller supplied rather than computed from the grid. ``repeats``: the
+    per-sample evaluations a run re-did beyond the sequential count (Picard sweeps re-evaluating a step,
+    ``NFECounter.repeat_rows``): 0 before a run, the counted figure after it, added to ``per_run``.
     """
 
     S: float
@@ -51,6 +53,7 @@ class NFEBill:
     cycles: int = 1
     exact: bool = True
     notes: tuple[str, ...] = ()
+    repeats: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("S", "C"):
@@ -59,6 +62,9 @@ class NFEBill:
                 raise ValueError(f"{name}={v!r} must be a finite number > 0")
         if not 1.0 <= self.C <= 2.0:
             raise ValueError(f"C={self.C!r} must be in [1, 2] (guidance passes per evaluation)")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, (int, float)) or not (
+                math.isfinite(self.repeats) and self.repeats >= 0):
+            raise ValueError(f"repeats={self.repeats!r} must be a finite number >= 0")
         for name in ("H", "P", "R", "cycles"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -86,11 +92,16 @@ class NFEBill:
 
     @property
     def per_run(self) -> float:
-        return self.per_cycle * self.cycles
+        return self.per_cycle * self.cycles + self.repeats
 
     def formula(self) -> str:
-        """The bill as the seed writes it, e.g. '4 x 1 x 12 x 8 = 384'."""
-        return (f"{_num(self.S)} x {_num(self.C)} x {self.H} x {self.fan_out} = {_num(self.per_cycle)}")
+        """The bill as the seed writes it, e.g. '4 x 1 x 12 x 8 = 384' (per cycle); with re-evaluations,
+        the run's total beside it, e.g. '... = 384; run: 2 cycles x 384 + 96 Picard re-evaluations = 864'."""
+        out = f"{_num(self.S)} x {_num(self.C)} x {self.H} x {self.fan_out} = {_num(self.per_cycle)}"
+        if self.repeats:
+            out += (f"; run: {self.cycles:,} cycles x {_num(self.per_cycle)} + {_num(self.repeats)} Picard "
+                    f"re-evaluations = {_num(self.per_run)}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,6 +169,19 @@ def _interval_fraction(spec: RunSpec, sigmas: Sequence[float] | None, guided_fra
         "grid's sigmas) or guided_fraction= (share of evaluations inside the interval, in [0, 1])")
 
 
+def _speedup_notes(spec: RunSpec) -> list[str]:
+    """What the bill says about speed-ups that change the counted NFE (Picard) or only its cost (cache)."""
+    notes = []
+    if spec.feature_cache != "off":
+        notes.append(f"feature_cache={spec.feature_cache!r}: every evaluation is counted; the cache skips deep "
+                     "blocks on some of them (metrics.deep_fraction), which saves time per NFE, not NFE")
+    if spec.parallel == "picard":
+        window = int(spec.parallel_options.get("window", 1))
+        notes.append(f"parallel='picard': S is the sequential count; the run adds the re-evaluations it counts "
+                     f"(at most {window - 1} x S with window {window})")
+    return notes
+
+
 def bill_for(spec: RunSpec, *, sigmas: Sequence[float] | None = None,
              guided_fraction: float | None = None) -> NFEBill:
     """The NFE bill of a RunSpec.
@@ -197,6 +221,7 @@ def bill_for(spec: RunSpec, *, sigmas: Sequence[float] | None = None,
     else:
         frac, frac_exact = _interval_fraction(spec, sigmas, guided_fraction, notes)
         exact = exact and frac_exact
+    notes.extend(_speedup_notes(spec))
     if spec.sequential:
         notes.append(f"sequential gate: at most {spec.max_cycles:,} cycles (gate_cap {spec.gate_cap:,} rollouts), "
                      f"in looks of {spec.samples:,}; the run bills the cycles it draws")

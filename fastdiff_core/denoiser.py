@@ -112,15 +112,19 @@ def prediction_from_x0_eps(
 class NFECounter:
     """Counts what a sampling run cost. ``nfe`` is per-sample network evaluations (the unit of the
     cost model); ``calls`` is denoiser calls as the solver sees them; ``forwards`` is batched network
-    forwards; ``rows`` is samples pushed through the network in total."""
+    forwards; ``rows`` is samples pushed through the network in total. ``repeat_rows`` is the part of
+    ``rows`` that re-evaluated a noise level the same samples had already been evaluated at (Picard
+    iterations beyond the sequential solver's count, ``Denoiser.stacked(..., repeated=)``), so
+    ``rows - repeat_rows`` is what the sequential solver would have counted."""
 
     nfe: float = 0.0
     calls: int = 0
     forwards: int = 0
     rows: int = 0
+    repeat_rows: int = 0
 
     def reset(self) -> None:
-        self.nfe, self.calls, self.forwards, self.rows = 0.0, 0, 0, 0
+        self.nfe, self.calls, self.forwards, self.rows, self.repeat_rows = 0.0, 0, 0, 0, 0
 
 
 @dataclass(frozen=True)
@@ -271,17 +275,21 @@ class Denoiser:
         cnt.rows += passes * batch
         return result
 
-    def stacked(self, x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    def stacked(self, x: torch.Tensor, sigmas: Sequence[float], *, repeated: int = 0) -> torch.Tensor:
         """D at several noise levels in ONE batched forward (what parallel samplers need).
 
         x: (K * B, ...) stacked as K blocks of B rows, block k at noise level ``sigmas[k]``; the
         conditions (B, ...) are repeated per block. Equal, row for row, to K calls of ``self(x_k,
         sigma_k)``. NFE: sum over blocks of ``guidance.passes(sigma_k)`` (K calls, 1 forward).
+        ``repeated``: the first blocks that re-evaluate a noise level these rows were evaluated at
+        before (a Picard sweep's); their rows are also counted in ``counter.repeat_rows``.
         """
         sig = [float(s) for s in sigmas]
         k = len(sig)
         if k == 0 or x.shape[0] % k != 0:
             raise ValueError(f"x has {x.shape[0]} rows; expected a positive multiple of len(sigmas)={k}")
+        if isinstance(repeated, bool) or not isinstance(repeated, int) or not 0 <= repeated <= k:
+            raise ValueError(f"repeated={repeated!r} must be an integer in [0, {k}] (blocks re-evaluated)")
         batch = x.shape[0] // k
         net_dtype = self.net_dtype or x.dtype
         coeffs = [self.coefficients(s) for s in sig]
@@ -315,4 +323,5 @@ class Denoiser:
         cnt.calls += k
         cnt.forwards += 1
         cnt.rows += sum(passes) * batch
+        cnt.repeat_rows += sum(passes[:repeated]) * batch
         return result

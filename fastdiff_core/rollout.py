@@ -404,18 +404,12 @@ def fan_out(net: SharedContextNet | nn.Module, world: WorldModel, plans: torch.T
     encode = owner.context if owner is not None else (lambda c: c)
     prediction = owner.prediction if owner is not None else net.prediction
     dev, dtype = noise.device, noise.dtype
-    ctx0 = context.to(device=dev, dtype=dtype)
-    shape = tuple(world.frame_shape)
-    if tuple(ctx0.shape) == shape:
-        ctx0 = ctx0.expand(p, *ctx0.shape)
-    if tuple(ctx0.shape) != (p, *shape):
-        raise ValueError(f"context shape={tuple(context.shape)} must be {shape} or {(p, *shape)}")
+    ctx0 = _observed_per_plan(world, context, p).to(device=dev, dtype=dtype)
     # the plans this chunk touches, and the chunk's rows within their P'·R rows
     p0, p1 = lo // futures, (hi - 1) // futures + 1
     plans, ctx0 = plans[p0:p1].to(dev), ctx0[p0:p1]
     take = slice(lo - p0 * futures, hi - p0 * futures)
-    prev = ctx0.repeat_interleave(futures, 0)[take]  # (rows, *frame_shape)
-    frames = [prev]
+    frames = [ctx0.repeat_interleave(futures, 0)[take]]  # (rows, *frame_shape)
     counter = counter if counter is not None else NFECounter()
     den: Denoiser | None = None
     # the condition's history-free part (scene, action, ...) for every plan and frame, built once per cycle
@@ -425,14 +419,11 @@ def fan_out(net: SharedContextNet | nn.Module, world: WorldModel, plans: torch.T
         for k in range(h):
             if k == 0 and share_context:
                 # all R futures of a plan share the observed frame and the first action: context once per plan
-                cond = world.condition([ctx0], static[:, 0])
-                ctx = encode(cond).repeat_interleave(futures, 0)[take]
-                uctx = encode(world.uncondition(cond)).repeat_interleave(futures, 0)[take] \
-                    if guidance.scale != 1.0 else None
+                ctx, uctx = _contexts(world, encode, world.condition([ctx0], static[:, 0]), guidance)
+                ctx = ctx.repeat_interleave(futures, 0)[take]
+                uctx = None if uctx is None else uctx.repeat_interleave(futures, 0)[take]
             else:
-                cond = world.condition(frames, static_rows[:, k])
-                ctx = encode(cond)
-                uctx = encode(world.uncondition(cond)) if guidance.scale != 1.0 else None
+                ctx, uctx = _contexts(world, encode, world.condition(frames, static_rows[:, k]), guidance)
             # x_t and t enter in the sampling dtype; the network casts x_t itself (and keeps t in float32).
             # One denoiser for all frames (its per-sigma coefficient and time caches stay warm): only the
             # conditions change from frame to frame.
@@ -440,10 +431,24 @@ def fan_out(net: SharedContextNet | nn.Module, world: WorldModel, plans: torch.T
                 den = Denoiser(net, world.path, prediction, cond=ctx, uncond=uctx, guidance=guidance, counter=counter)
             den.cond, den.uncond = ctx, uctx
             x0 = sampler(den, noise[:, k] * float(sigmas[0]), sigmas)
-            prev = world.decode(x0, frames)
-            frames.append(prev)
+            frames.append(world.decode(x0, frames))
     out = torch.stack(frames, 1)
-    return out if rows is not None else out.reshape(p, futures, h + 1, *prev.shape[1:])
+    return out if rows is not None else out.reshape(p, futures, h + 1, *frames[-1].shape[1:])
+
+
+def _observed_per_plan(world: WorldModel, context: torch.Tensor, plans: int) -> torch.Tensor:
+    """The observed frame per plan (P, *frame_shape): ``context`` as given, or one frame repeated."""
+    shape = tuple(world.frame_shape)
+    ctx0 = context.expand(plans, *context.shape) if tuple(context.shape) == shape else context
+    if tuple(ctx0.shape) != (plans, *shape):
+        raise ValueError(f"context shape={tuple(context.shape)} must be {shape} or {(plans, *shape)}")
+    return ctx0
+
+
+def _contexts(world: WorldModel, encode: Callable, cond: torch.Tensor, guidance: Guidance
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the condition's context, the unconditional one when guidance needs a second pass, else None)."""
+    return encode(cond), (encode(world.uncondition(cond)) if guidance.scale != 1.0 else None)
 
 
 def loop_over_candidates(net: nn.Module, world: WorldModel, plans: torch.Tensor, futures: int, *, sampler: FrameSampler,
@@ -533,6 +538,7 @@ class CycleResult:
     seconds: float  # time in the fan-out (network and solver), chunks summed
     chunks: int = 1
     tail_fit: TailFit | None = field(repr=False, default=None)
+    repeats: float = 0.0  # of ``nfe``: re-evaluations beyond the sequential count (Picard sweeps)
 
     def chosen_plan(self) -> list[int]:
         return [int(a) for a in self.plans[self.chosen]]
@@ -585,7 +591,7 @@ def planning_cycle(net: nn.Module, world: WorldModel, plans: torch.Tensor, futur
     rates = torch.stack([t.rates for t in tallies])
     cost = plan_costs(world, plans, rates)
     return CycleResult(plans.cpu(), tallies, rates, cost, int(cost.argmin()), float(counter.rows), counter.forwards,
-                       seconds, chunks, tail_fit)
+                       seconds, chunks, tail_fit, float(counter.repeat_rows))
 
 
 class Planner:

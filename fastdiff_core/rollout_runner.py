@@ -21,6 +21,7 @@ importance sampling to every world model.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -29,7 +30,8 @@ from fastdiff_core import budget
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.latency import timing_from
-from fastdiff_core.rollout import BranchTally, Planner, chunk_rollouts, fan_out
+from fastdiff_core.metrics.gate import RELEASE_GATE, SequentialGate, run_summary
+from fastdiff_core.rollout import BranchTally, Planner, candidate_plans, chunk_rollouts, fan_out
 from fastdiff_core.spec import Progress, RunResult
 from fastdiff_core.speedups import frame_sampler, from_spec
 from fastdiff_core.worlds import world_plugin
@@ -57,9 +59,27 @@ def _network(spec, world: WorldModel, gen: torch.Generator):
     return world.net, sampler, Guidance(spec.guidance_scale, spec.guidance_interval)
 
 
+@dataclass
+class _Drawn:
+    """What a run's looks drew so far: per-plan tallies, per-cycle (or per-batch) seconds, the counted NFE,
+    its re-evaluations beyond the sequential count (Picard), forwards, cycles and looks."""
+
+    per_plan: dict[tuple[int, ...], BranchTally] = field(default_factory=dict)
+    cycle_s: list[float] = field(default_factory=list)
+    nfe: float = 0.0
+    repeats: float = 0.0
+    forwards: int = 0
+    cycles: int = 0
+    looks: int = 0
+
+    def counts(self, plans: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+        return {p: self.per_plan[p].count.tolist() if p in self.per_plan else None for p in plans}
+
+
 def run_world_model(spec, device: torch.device, on_progress: Callable | None, world: WorldModel) -> RunResult:
     """``spec.samples`` planning cycles (P > 1) or ``samples x futures`` rollouts of the constant plan (P = 1)
-    of ``world`` with the spec's sampler and speed-ups (see the module docstring)."""
+    of ``world`` with the spec's sampler and speed-ups (see the module docstring); with ``spec.gate_cap``,
+    looks of that many until the per-plan coverage gate decides or the cap is reached."""
     if spec.sampler != "solver":
         raise ValueError(f"sampler={spec.sampler!r}: rollout runs sample the world model with a solver; "
                          f"allowed: 'solver'")
@@ -73,63 +93,106 @@ def run_world_model(spec, device: torch.device, on_progress: Callable | None, wo
                       sigmas=sigmas, guidance=guidance, importance=spec.importance == "tail",
                       beta=float(spec.importance_options.get("beta", 0.5)), warm_start=spec.warm_start,
                       chunk=chunk_rollouts())
-    per_plan: dict[tuple[int, ...], BranchTally] = {}
-    cycle_s: list[float] = []
-    run_ = _constant_plan if spec.plans == 1 else _cycles
-    nfe, forwards = run_(spec, device, on_progress, world, planner, per_plan, cycle_s, gen)
-    return _result(spec, device, world, planner, per_plan, cycle_s, nfe, forwards, bill, sigmas, net, t_start)
+    gate, family = _plan_gate(spec, world)
+    draw_look = _constant_plan if spec.plans == 1 else _cycles
+    drawn = _Drawn()
+    while True:  # one look without a gate; with one, looks until it stops or the cap is reached
+        before = drawn.counts(family)
+        draw_look(spec, device, on_progress, world, planner, drawn, gen)
+        drawn.looks += 1
+        if gate is not None:
+            gate.update(_look_counts(world, family, before, drawn.counts(family)))
+        if gate is None or gate.stop or drawn.cycles >= spec.max_cycles:
+            break
+    bill = replace(bill, cycles=drawn.cycles, repeats=drawn.repeats)
+    return _result(spec, device, world, planner, drawn, bill, sigmas, net, t_start, gate)
 
 
-def _constant_plan(spec, device, on_progress, world, planner, per_plan, cycle_s, gen) -> tuple[float, int]:
-    """samples x futures independent rollouts under the world model's action, batched like a world's own
-    runner, so a speed-up's coverage is measured on the same footing as the plain network."""
+def _plan_gate(spec, world: WorldModel) -> tuple[SequentialGate | None, list[tuple[int, ...]]]:
+    """The sequential gate of a run with ``gate_cap``, and the plans it judges (its family): the first
+    cycle's candidate plans (P > 1; known before the run, so the family-wise alpha is fixed) or the
+    constant plan (P = 1), each against its exact branch probabilities. (None, []) without a cap."""
+    if not spec.sequential:
+        return None, []
+    if spec.importance != "off":  # the weighted intervals are normal approximations at one look
+        raise ValueError(f"importance={spec.importance!r} with gate_cap={spec.gate_cap!r}: weighted rates are not "
+                         "anytime-valid; allowed: importance 'off', or gate_cap null")
+    plans = (candidate_plans(spec.plans, spec.horizon, actions=len(world.actions)) if spec.plans > 1
+             else torch.full((1, spec.horizon), world.action, dtype=torch.long))
+    family = [tuple(p) for p in plans.tolist()]
+    truth = {world.plan_name(p): world.truth(p) for p in family}
+    if any(t is None for t in truth.values()):
+        raise ValueError(f"gate_cap={spec.gate_cap!r}: the sequential gate needs each plan's exact branch "
+                         f"probabilities, which {type(world).__name__}.truth does not give; allowed: gate_cap null")
+    config = replace(RELEASE_GATE, alpha=spec.gate_alpha, tail=world.tail,
+                     leak_labels=tuple(k for k in RELEASE_GATE.leak_labels if k in world.labels and k != world.tail))
+    return SequentialGate(truth, config, cap=spec.gate_cap, labels={s: list(world.labels) for s in truth}), family
+
+
+def _look_counts(world: WorldModel, family, before, after) -> dict[str, dict[str, int]]:
+    """The branch counts one look added to each plan of the gate's family (plans it did not sample left out)."""
+    out = {}
+    for plan in family:
+        if after[plan] is not None and after[plan] != before[plan]:
+            old = before[plan] or [0] * len(world.labels)
+            out[world.plan_name(plan)] = {lab: a - b for lab, a, b in zip(world.labels, after[plan], old)}
+    return out
+
+
+def _constant_plan(spec, device, on_progress, world, planner, drawn: _Drawn, gen) -> None:
+    """One look of samples x futures independent rollouts under the world model's action, batched like a
+    world's own runner, so a speed-up's coverage is measured on the same footing as the plain network."""
     plan = torch.full((1, spec.horizon), world.action, dtype=torch.long)
-    tally = per_plan.setdefault(tuple(plan[0].tolist()), BranchTally(len(world.labels)))
+    tally = drawn.per_plan.setdefault(tuple(plan[0].tolist()), BranchTally(len(world.labels)))
     batch = int(spec.world_options.get("batch", DEFAULT_BATCH))
-    chunk = planner.chunk
-    done, total, nfe, forwards = 0, spec.samples * spec.futures, 0.0, 0
+    total = spec.samples * spec.futures
+    done, offset, cap = 0, drawn.looks * total, spec.max_cycles * spec.futures
     while done < total:
         n = min(batch, total - done)
         counter = NFECounter()
         noise = torch.randn(n, spec.horizon, world.frame_dim, generator=gen).to(device)
         context = world.observe(1, gen)[0].to(device)
         seconds = 0.0
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
+        for lo in range(0, n, planner.chunk):
+            hi = min(n, lo + planner.chunk)
             t0 = time.perf_counter()
             frames = fan_out(planner.net, world, plan, n, sampler=planner.sampler, sigmas=planner.sigmas,
                              noise=noise[lo:hi], context=context, guidance=planner.guidance, counter=counter,
                              rows=(lo, hi))
             seconds += time.perf_counter() - t0
             tally.add(world.classify(frames))
-        cycle_s.append(seconds)
-        nfe += counter.rows
-        forwards += counter.forwards
+        drawn.cycle_s.append(seconds)
+        drawn.nfe += counter.rows
+        drawn.repeats += counter.repeat_rows
+        drawn.forwards += counter.forwards
         done += n
         if on_progress is not None:
-            on_progress(Progress(done, total, nfe, sum(cycle_s) / done * (total - done), "sampling"))
-    return nfe, forwards
+            at = offset + done
+            on_progress(Progress(at, cap, drawn.nfe, sum(drawn.cycle_s) / at * (cap - at), "sampling"))
+    drawn.cycles += spec.samples
 
 
-def _cycles(spec, device, on_progress, world, planner, per_plan, cycle_s, gen) -> tuple[float, int]:
-    nfe, forwards = 0.0, 0
-    for c in range(spec.samples):
+def _cycles(spec, device, on_progress, world, planner, drawn: _Drawn, gen) -> None:
+    """One look of ``spec.samples`` planning cycles."""
+    for _ in range(spec.samples):
         context = world.observe(1, gen)[0].to(device)
         res = planner.cycle(context, gen)
-        cycle_s.append(res.seconds)
-        nfe += res.nfe
-        forwards += res.forwards
+        drawn.cycle_s.append(res.seconds)
+        drawn.nfe += res.nfe
+        drawn.repeats += res.repeats
+        drawn.forwards += res.forwards
+        drawn.cycles += 1
         for plan, tally in zip(res.plans.tolist(), res.tallies):
-            per_plan.setdefault(tuple(plan), BranchTally(len(world.labels))).merge(tally)
+            drawn.per_plan.setdefault(tuple(plan), BranchTally(len(world.labels))).merge(tally)
         if on_progress is not None:
-            done = c + 1
-            on_progress(Progress(done, spec.samples, nfe, sum(cycle_s) / done * (spec.samples - done), "planning"))
-    return nfe, forwards
+            done, cap = drawn.cycles, spec.max_cycles
+            on_progress(Progress(done, cap, drawn.nfe, sum(drawn.cycle_s) / done * (cap - done), "planning"))
 
 
-def _result(spec, device, world, planner, per_plan, cycle_s, nfe, forwards, bill, sigmas, net, t_start) -> RunResult:
+def _result(spec, device, world, planner, drawn: _Drawn, bill, sigmas, net, t_start,
+            gate: SequentialGate | None) -> RunResult:
     rows, tails, tvs = [], [], []
-    for plan, tally in per_plan.items():
+    for plan, tally in drawn.per_plan.items():
         truth = world.truth(plan)
         group = tally.rows(truth or {}, group=world.plan_name(plan), labels=world.labels)
         if truth is None:  # no ground truth: the rows say so instead of claiming 0
@@ -139,33 +202,48 @@ def _result(spec, device, world, planner, per_plan, cycle_s, nfe, forwards, bill
         tails.append((rates[world.tail], None if truth is None else truth.get(world.tail, 0.0)))
         if truth is not None:
             tvs.append(0.5 * sum(abs(rates[lab] - truth.get(lab, 0.0)) for lab in world.labels))
-    # the first cycle includes warm-up (allocator, lazy init): it is timed but left out of the cycle's
-    # latency when there are others; the median's interval comes from the remaining repeats
-    timed = cycle_s[1:] if len(cycle_s) > 1 else cycle_s
-    cycle = timing_from(timed, what="cycle", batch=spec.plans * spec.futures, device=device,
-                        nfe=nfe / max(spec.samples, 1))
-    dev, fan, med = cycle.device, spec.plans * spec.futures, cycle.median_s
-    latency = (
-        {"what": "nfe", "seconds": sum(cycle_s) / max(forwards, 1), "batch": fan, "device": dev},
-        {"what": "frame", "seconds": med / spec.horizon, "batch": fan, "device": dev},
-        {**cycle.row(), "note": "median over the cycles after the first (warm-up)" if len(cycle_s) > 1 else
-         "one cycle: no interval"},
-    )
+    cycles, nfe = drawn.cycles, drawn.nfe
     known = all(t is not None for _, t in tails)  # every plan's truth known: TV and the true tail rate
-    metrics = {"mean_tv": sum(tvs) / len(tvs) if known else None, "cycle_s": med, "cycles": float(spec.samples),
+    latency = _latency(spec, device, drawn)
+    metrics = {"mean_tv": sum(tvs) / len(tvs) if known else None, "cycle_s": latency[-1]["seconds"],
+               "cycles": float(cycles), "rollouts_drawn": float(cycles * spec.plans * spec.futures),
                "tail_rate_mean": sum(t for t, _ in tails) / len(tails),
                "tail_truth_mean": sum(t for _, t in tails) / len(tails) if known else None,
-               "forwards_per_cycle": forwards / spec.samples, "nfe_per_cycle": nfe / spec.samples}
+               "forwards_per_cycle": drawn.forwards / cycles, "nfe_per_cycle": nfe / cycles,
+               "nfe_repeats": drawn.repeats}
     metrics = {k: v for k, v in metrics.items() if v is not None}
     stats = getattr(net, "stats", None)
     if stats is not None:
         metrics["deep_fraction"] = stats.deep_fraction
     proposal = planner.proposal
-    info = {"bill": bill.formula(), "sigmas": list(sigmas), "chosen_last": planner.previous,
-            "plans": [world.plan_name(p) for p in per_plan], "importance": spec.importance,
+    info = {"bill": bill.formula(), "bill_parts": {"sequential": bill.per_cycle * cycles, "picard_repeats": bill.repeats},
+            "sigmas": list(sigmas), "chosen_last": planner.previous,
+            "plans": [world.plan_name(p) for p in drawn.per_plan], "importance": spec.importance,
             # the last fitted proposal: mu (H, D) and the frame shares pi (H,)
             "proposal_shift": None if proposal is None else proposal.mu.tolist(),
             "proposal_frames": None if proposal is None else proposal.pi.tolist()}
-    return RunResult(spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(nfe),
-                     nfe_formula=float(bill.per_run), metrics=metrics, histograms=tuple(rows), latency=latency,
-                     info=info)
+    if gate is not None:
+        info["gate"] = run_summary(gate.result, gate, what="coverage gate per plan (the first cycle's candidates)",
+                                   unit="plan")
+        info["gate_failures"] = [dict(f) for f in gate.result.failures]
+        info["sequential"] = gate.record(spec.samples * spec.plans * spec.futures, drawn.looks)
+    return RunResult(spec=spec, device=latency[0]["device"], wall_s=time.perf_counter() - t_start,
+                     nfe_counted=float(nfe), nfe_formula=float(bill.per_run), metrics=metrics,
+                     histograms=tuple(rows), latency=latency, info=info)
+
+
+def _latency(spec, device, drawn: _Drawn) -> tuple[dict, ...]:
+    """Per NFE (batch P·R), frame and cycle (median, spread). The first cycle includes warm-up (allocator,
+    lazy init): it is timed but left out of the cycle's latency when there are others; the median's
+    interval comes from the remaining repeats."""
+    cycle_s = drawn.cycle_s
+    timed = cycle_s[1:] if len(cycle_s) > 1 else cycle_s
+    cycle = timing_from(timed, what="cycle", batch=spec.plans * spec.futures, device=device,
+                        nfe=drawn.nfe / max(drawn.cycles, 1))
+    dev, fan, med = cycle.device, spec.plans * spec.futures, cycle.median_s
+    return (
+        {"what": "nfe", "seconds": sum(cycle_s) / max(drawn.forwards, 1), "batch": fan, "device": dev},
+        {"what": "frame", "seconds": med / spec.horizon, "batch": fan, "device": dev},
+        {**cycle.row(), "note": "median over the cycles after the first (warm-up)" if len(cycle_s) > 1 else
+         "one cycle: no interval"},
+    )

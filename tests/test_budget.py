@@ -285,12 +285,22 @@ def test_each_world_declares_its_tail_once():
         assert mix.labels[mix.rare] == budget.world_tail("mixture")
 
 
-@pytest.mark.parametrize("field, value", [("S", 0), ("C", 2.5), ("H", 0), ("P", 1.5), ("cycles", -1)])
+@pytest.mark.parametrize("field, value", [("S", 0), ("C", 2.5), ("H", 0), ("P", 1.5), ("cycles", -1),
+                                          ("repeats", -1.0), ("repeats", float("nan"))])
 def test_bill_validation_names_field(field, value):
     kw = dict(S=1, C=1, H=1, P=1, R=1)
     kw[field] = value
     with pytest.raises(ValueError, match=f"^{field}="):
         NFEBill(**kw)
+
+
+def test_picard_re_evaluations_are_a_line_of_the_bill():
+    bill = NFEBill(S=4, C=1, H=3, P=2, R=20, cycles=2, repeats=96)
+    assert bill.per_run == 4 * 3 * 40 * 2 + 96 and bill.to_dict()["repeats"] == 96
+    assert bill.formula() == "4 x 1 x 3 x 40 = 480; run: 2 cycles x 480 + 96 Picard re-evaluations = 1,056"
+    assert NFEBill(S=4, C=1, H=3, P=2, R=20).formula() == "4 x 1 x 3 x 40 = 480"
+    spec = RunSpec(solver="euler", steps=4, parallel="picard", parallel_options={"window": 3})
+    assert any("at most 2 x S with window 3" in note for note in budget.bill_for(spec).notes)
 
 
 @given(st.integers(1, 50), st.sampled_from(sorted(catalog.SOLVERS)), st.integers(1, 30), st.integers(1, 8),

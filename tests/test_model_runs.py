@@ -72,6 +72,30 @@ def test_the_store_row_names_the_model_and_its_checksum(toy_models):
     assert row["model"] == "two_blobs" and row["model_checksum"] == result.info["model"]["checksum"]
 
 
+def test_a_model_run_samples_in_looks_until_its_two_sample_gate_decides_or_the_cap(toy_models):
+    """gate_cap on the user-model world: looks of ``samples`` draws, gated two-sample against the model's
+    own reference (whose counts enter once) until decided or the cap; the bill counts what was drawn."""
+    from fastdiff_core.run import execute
+
+    small = {**SMALL, "modes": "classifier", "reference_samples": 2000}
+    fixed = execute(spec(samples=200, world_options=small))
+    for solver, steps in (("euler", 1), ("dpmpp_2m", 8)):  # one step collapses the 10% blob; 8 keep it
+        res = execute(spec(samples=200, gate_cap=800, solver=solver, steps=steps, world_options=small))
+        seq = res.info["sequential"]
+        drawn = seq["rollouts"]["model"]
+        assert drawn == 200 * seq["looks"] <= 800 and res.metrics["cycles"] == res.metrics["rollouts_drawn"] == drawn
+        assert res.nfe_counted == res.nfe_formula == steps * drawn
+        assert (seq["stopped"] == "decided") == (seq["outcome"] != "UNDECIDED")
+        assert seq["stopped"] == "decided" or (seq["stopped"] == "cap of 800 rollouts reached" and drawn == 800)
+        assert f"sequential: {seq['stopped']}, {drawn:,} samples drawn" in res.info["gate"]["text"]
+        assert sum(r["count"] for r in res.histograms if r["group"] == "model") == drawn
+        if solver == "euler":
+            assert seq["outcome"] == "FAIL" and seq["looks"] == 1  # a deleted mode is shown at the first look
+        else:
+            assert res.samples == fixed.samples  # the first look is the fixed run of the same spec
+    assert RunSpec.from_dict(spec(samples=100, gate_cap=300)).runnable().max_cycles == 300
+
+
 def test_unknown_models_and_bad_combinations_are_refused_naming_what_is_allowed(toy_models):
     with pytest.raises(ValueError, match=r"model='nope' is not registered; available: \['two_blobs'\]"):
         RunSpec.from_dict(spec(model="nope"))

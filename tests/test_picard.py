@@ -123,3 +123,32 @@ def test_bad_options_raise_value_errors():
         picard(den(), x, sigmas, tol=-1.0)
     with pytest.raises(ValueError, match="base"):
         picard(den(), x, sigmas, base="heun")
+
+
+@pytest.mark.parametrize("window,tol", [(1, 0.0), (4, 0.0), (4, 1e-3), (8, math.inf)])
+def test_re_evaluations_are_counted_apart_so_the_sequential_count_is_exact(window, tol):
+    # with a guidance interval, so a re-evaluated step costs 1 or 2 passes depending on its sigma
+    mix = get_mixture("rare2d")
+    n, steps = 16, 12
+    g = Guidance(3.0, (0.5, 5.0))
+    cond = mix.one_hot(mix.rare, n)
+    _, sigmas, x, den = mixture_setup(steps=steps, n=n, guidance=g, cond=cond, uncond=torch.zeros_like(cond))
+    d, seq = den(), den()
+    rounds = []
+    picard(d, x, sigmas, window=window, tol=tol, callback=rounds.append)
+    get_solver("euler").function(seq, x, sigmas)
+    # what is left after the re-evaluations is exactly the sequential solver's count (one per step)
+    assert d.counter.rows - d.counter.repeat_rows == seq.counter.rows == n * sum(g.passes(s) for s in sigmas[:-1])
+    # re-evaluations: every window position below the furthest step evaluated so far, at its passes
+    reached, expected, t = 0, 0, 0
+    for info in rounds:
+        window_sigmas = list(info.eval_sigmas)
+        start = t
+        expected += n * sum(g.passes(s) for s in window_sigmas[:max(0, reached - start)])
+        reached = max(reached, start + len(window_sigmas))
+        t = info.i + 1
+    assert d.counter.repeat_rows == expected
+    # a window of one, or a tolerance that accepts every window at once, re-evaluates nothing
+    assert (d.counter.repeat_rows > 0) == (window > 1 and tol != math.inf)
+    with pytest.raises(ValueError, match="repeated=5"):
+        d.stacked(torch.cat([x] * 2), sigmas[:2], repeated=5)

@@ -90,11 +90,11 @@ def test_gate_fields_are_validated_naming_field_value_and_allowed(changes, messa
 @pytest.mark.parametrize("spec,message", [
     (dict(world="mixture", samples=100, gate_cap=1000),
      r"gate_cap=1000 is not supported by world='mixture'.*no coverage gate.*allowed: null"),
-    (dict(**DRIVING, samples=10, plans=2, gate_cap=100), r"plans=2 with gate_cap=100.*allowed: plans 1"),
     (dict(**DRIVING, samples=10, importance="tail", gate_cap=100),
      r"importance='tail' with gate_cap=100.*allowed: importance 'off', or gate_cap null"),
 ])
 def test_worlds_and_runners_without_a_sequential_gate_refuse_a_cap(spec, message):
+    # (planning runs, speed-ups and the user-model world sample sequentially: tests/test_sequential_planning.py)
     with pytest.raises(ValueError, match=message):
         RunSpec(**spec).runnable()
 

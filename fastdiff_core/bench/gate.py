@@ -43,6 +43,7 @@ from fastdiff_core.worlds.driving import (
     SCENES,
     TAIL,
     branch_probabilities,
+    plan_branch_probabilities,
 )
 
 FIXED_N: tuple[int, ...] = (300, 1000, 4000)
@@ -94,6 +95,13 @@ def truth_table(action: str = "keep", horizon: int = 6, scenes: tuple[str, ...] 
     """(scenes, labels) exact rates, labels = waits, crosses, darts, implausible (0)."""
     return np.array([[branch_probabilities(SCENES[sc], action, horizon)[b] for b in BRANCHES] + [0.0]
                      for sc in scenes])
+
+
+def plan_truth_table(scene: str, plans) -> np.ndarray:
+    """(plans, labels) exact rates of candidate plans (action indices per frame) in one scene: the family
+    a planning run's sequential gate judges (``rollout_runner``: the first cycle's candidates)."""
+    return np.array([[plan_branch_probabilities(SCENES[scene], plan)[b] for b in BRANCHES] + [0.0]
+                     for plan in plans])
 
 
 def sampler_rates(name: str, truth: np.ndarray) -> np.ndarray:
@@ -158,9 +166,11 @@ def simulate_fixed(sampler: str, n: int, trials: int, seed: int, config: GateCon
 
 def simulate_sequential(sampler: str, schedule: Schedule | EqualLooks, trials: int, seed: int,
                         config: GateConfig = RELEASE_GATE, truth: np.ndarray | None = None,
-                        scenes: tuple[str, ...] = tuple(SCENES)) -> tuple[np.ndarray, np.ndarray]:
+                        scenes: tuple[str, ...] = tuple(SCENES), joint: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(gate codes (trials,), rollouts per scene averaged over scenes (trials,)) under ``schedule``, over
-    ``scenes`` (one family; ``truth`` their rows, default ``truth_table(scenes=scenes)``)."""
+    ``scenes`` (one family; ``truth`` their rows, default ``truth_table(scenes=scenes)``). ``joint``: every
+    scene (plan) is sampled in every look until the whole gate stops, as a planning cycle samples all its
+    plans at once (the decisions are the same: a decided check never changes; only the rollouts differ)."""
     truth = truth_table(scenes=scenes) if truth is None else truth
     rng = np.random.default_rng(seed)
     sampled = sampler.startswith("teacher")
@@ -194,7 +204,7 @@ def simulate_sequential(sampler: str, schedule: Schedule | EqualLooks, trials: i
     any_fail = fail_at.min(1)
     end = np.minimum(any_fail, stop.max(1))  # all sampling stops at the first FAIL
     outcome = np.where(any_fail < np.iinfo(int).max, -1, np.where((final == 1).all(1), 1, 0))
-    rollouts = looks[np.minimum(stop, end[:, None])].mean(1)
+    rollouts = looks[end].astype(float) if joint else looks[np.minimum(stop, end[:, None])].mean(1)
     return outcome, rollouts
 
 

@@ -481,6 +481,36 @@ class SequentialGate:
     def stop(self) -> bool:
         return self._result is not None and not self.scenes_to_sample()
 
+    @property
+    def stopped(self) -> str:
+        """Why sampling stopped: every check decided, or the cap reached with some still open."""
+        return "decided" if self.result.outcome != "UNDECIDED" else f"cap of {self.cap:,} rollouts reached"
+
+    def record(self, look: int, looks: int) -> dict:
+        """What a sequential run stores: cap, look size, looks drawn, rollouts per scene (or plan), alpha,
+        the outcome and why sampling stopped."""
+        return {"cap": self.cap, "look": look, "looks": looks, "alpha": self.config.alpha,
+                "rollouts": {s: self.rollouts(s) for s in self.counts}, "outcome": self.result.outcome,
+                "stopped": self.stopped, "method": SEQUENTIAL_METHOD}
+
+
+SEQUENTIAL_METHOD = "beta-binomial confidence sequence (anytime-valid; fastdiff_core.metrics.gate.SequentialGate)"
+
+
+def run_summary(gate: GateResult, sequential: SequentialGate | None = None, *,
+                what: str = "release coverage gate", unit: str = "scene") -> dict:
+    """A run's gate outcome as its verdict quotes it: {outcome: pass|fail|undecided, text}; the text names
+    the checks, the family alpha, how sampling stopped (sequential) and what failed or is still open."""
+    shown = gate.failures if gate.outcome == "FAIL" else gate.undecided
+    how = "" if sequential is None else (
+        f", sequential: {sequential.stopped}, {sum(map(sequential.rollouts, sequential.counts)):,} rollouts drawn")
+    more = max([(v or 0) for v in gate.more_samples_needed.values()] or [0])
+    text = (f"{what} ({len(gate.checks)} checks, family-wise alpha {gate.alpha:g}{how}) {gate.outcome}"
+            + ("" if gate.outcome == "PASS" else
+               f" on {len(shown)}: " + "; ".join(f"{f['check']} {f['scene']} {f['label']}".strip() for f in shown[:3])
+               + ("" if gate.outcome == "FAIL" else f" (rollouts per {unit} likely to decide: {more:,})")))
+    return {"outcome": gate.outcome.lower(), "text": text}
+
 
 def _intersect(lo_run, hi_run, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     new_lo, new_hi = np.maximum(lo_run, lo), np.minimum(hi_run, hi)

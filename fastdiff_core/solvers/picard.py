@@ -52,7 +52,9 @@ def picard(denoiser, x: torch.Tensor, sigmas: Sequence[float], *, base: str = "e
     x: (B, ...) = sigmas[0] * noise. window: steps evaluated per round (1 = the sequential solver).
     tol: accept a state when its mean squared change per element, worst sample, is below
     (tol * sigma)^2 at that state's noise level (tol = 0: iterate to the exact fixed point).
-    NFE = sum of the window sizes over rounds (>= n, <= n * window); rounds >= ceil(n / window).
+    NFE = sum of the window sizes over rounds (>= n, <= n * window); rounds >= ceil(n / window). Of them,
+    exactly n per sample are first evaluations (the sequential solver's count); the rest are re-evaluations,
+    which the denoiser's counter also tallies in ``repeat_rows``.
     The callback gets one StepInfo per round: i = last accepted step, eval_sigmas = the window.
     """
     sigmas = checked_inputs(x, sigmas)
@@ -71,12 +73,15 @@ def picard(denoiser, x: torch.Tensor, sigmas: Sequence[float], *, base: str = "e
     batch = x.shape[0]
     states = x.unsqueeze(0).repeat((n + 1,) + (1,) * x.ndim)  # initial guess: every state = x_T
     den = torch.zeros((n,) + tuple(x.shape), dtype=x.dtype, device=dev)
-    t, evals, rounds = 0, 0, 0
+    t, evals, rounds, reached = 0, 0, 0, 0  # reached: steps evaluated at least once (a prefix)
     while t < n:
         end = min(t + window, n)
         k = end - t
         xw = states[t:end]
-        d = denoiser.stacked(xw.reshape((k * batch,) + tuple(x.shape[1:])), sigmas[t:end]).reshape(xw.shape)
+        # steps t .. reached-1 were evaluated in an earlier round: beyond the sequential solver's count
+        d = denoiser.stacked(xw.reshape((k * batch,) + tuple(x.shape[1:])), sigmas[t:end],
+                             repeated=max(0, reached - t)).reshape(xw.shape)
+        reached = max(reached, end)
         evals += k
         rounds += 1
         # D_{i-1} for each step of the window (the first uses the last accepted evaluation)

@@ -30,17 +30,11 @@ CAPABILITIES = Capabilities(
 
 
 def check(spec) -> str | None:
-    """A sequential gate runs on the world's own runner (one plan, no speed-up toggles): the planning
-    runner (candidate plans, speed-ups) reports per-plan rows, not the release gate it samples until."""
-    if spec.gate_cap is None:
-        return None
-    if spec.plans != 1:
-        return (f"plans={spec.plans!r} with gate_cap={spec.gate_cap!r}: the sequential gate samples one plan's "
-                "futures; allowed: plans 1, or gate_cap null")
-    for name, off in SPEEDUP_FIELDS.items():
-        if getattr(spec, name) != off:
-            return (f"{name}={getattr(spec, name)!r} with gate_cap={spec.gate_cap!r}: the sequential gate runs "
-                    f"without speed-up toggles; allowed: {name} {off!r}, or gate_cap null")
+    """A sequential gate judges exact branch rates at every look, which importance-weighted rates (normal
+    approximations at one look) cannot give: importance sampling runs at a fixed n."""
+    if spec.gate_cap is not None and spec.importance != "off":
+        return (f"importance={spec.importance!r} with gate_cap={spec.gate_cap!r}: weighted rates are not "
+                "anytime-valid; allowed: importance 'off', or gate_cap null")
     return None
 
 

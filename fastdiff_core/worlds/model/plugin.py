@@ -37,7 +37,7 @@ CAPABILITIES = Capabilities(
     rollouts=False, fan_out=False, guidance=True, samplers=("solver",), speedups=("parallel", "precision", "compile"),
     metrics=("tv_reference", "tail_rate", "tail_rate_reference", "reference_tv_convergence", "clusters",
              "reference_nfe"),
-    why="independent samples of a user's model")
+    coverage_gate=True, why="independent samples of a user's model")
 
 
 def check(spec: Any) -> str | None:

@@ -29,7 +29,7 @@ from fastdiff_core import budget
 from fastdiff_core.denoiser import Guidance, NFECounter
 from fastdiff_core.grids import build_grid
 from fastdiff_core.metrics.coverage import branch_histogram, tail_rate, total_variation
-from fastdiff_core.metrics.gate import RELEASE_GATE, GateConfig, teacher_gate
+from fastdiff_core.metrics.gate import GateConfig, SequentialGate, teacher_gate
 from fastdiff_core.metrics.reference_modes import OUTLIER, ModeModel, fit_modes
 from fastdiff_core.models.loading import LoadedModel, load_classifier
 from fastdiff_core.models.model_cache import MODELS
@@ -168,70 +168,123 @@ def _tail(ref: Reference, tail_rate_limit: float) -> str | None:
     return min(rare, key=lambda k: (rare[k], k)) if rare else None
 
 
+@dataclass
+class _Sampled:
+    """The spec's sampler's draws: mode counts, the preview rows, samples and looks drawn, the sequential
+    gate (None at a fixed n), sampling time, the counter and the grid."""
+
+    counts: dict[str, int]
+    preview: torch.Tensor
+    n: int
+    looks: int
+    sequential: SequentialGate | None
+    seconds: float
+    counter: NFECounter
+    sigmas: list[float]
+
+
 def run(spec: Any, device: torch.device, on_progress: Callable | None = None) -> RunResult:
-    """Sample ``spec.model`` with the spec's sampler and gate its modes against the model's reference."""
+    """Sample ``spec.model`` with the spec's sampler and gate its modes against the model's reference; with
+    ``spec.gate_cap``, in looks of ``samples`` until the gate decides or the cap is reached."""
     t_start = time.perf_counter()
     opts = dict(spec.world_options)
     model, warm = MODELS.get(spec.model, device)
     load_s = time.perf_counter() - t_start
     ref, cached = reference(model, opts, spec.seed)
-    n = spec.samples
+    tail = _tail(ref, opts["tail_rate"])
+    drawn = _sample(spec, model, ref, _gate_config(spec, ref, tail), on_progress)
+    counts, n = drawn.counts, drawn.n
+    labels_all = list(ref.counts) + [k for k in counts if k not in ref.counts]
+    config = _gate_config(spec, ref, tail, labels_all)
+    gate = (teacher_gate({"model": {k: counts.get(k, 0) for k in labels_all}},
+                         {"model": {k: ref.counts.get(k, 0) for k in labels_all}}, config)
+            if drawn.sequential is None else drawn.sequential.result)
+    ref_rates = {k: v / sum(ref.counts.values()) for k, v in ref.counts.items()}
+    dev = str(device)
+    info = {"model": model.record.to_dict() | {"interface": None}, "model_checksum": model.record.checksum,
+            "gate": _summary(gate, drawn.sequential, ref, opts, tail), "tail": tail, "sigmas": list(drawn.sigmas),
+            "modes": ref.modes.summary() if ref.modes is not None else {"classifier": model.record.classifier},
+            "reference": {"solver": REFERENCE_SOLVER, "steps": opts["reference_steps"],
+                          "samples": sum(ref.counts.values()), "convergence_tv": ref.convergence_tv,
+                          "converged": ref.convergence_tv <= CONVERGED_TV, "converged_if_tv_at_most": CONVERGED_TV,
+                          "half_steps_counts": ref.counts_half, "cached": cached},
+            "nfe_unit": "per run; the reference's evaluations are metrics.reference_nfe"}
+    if drawn.sequential is not None:
+        info["sequential"] = drawn.sequential.record(spec.samples, drawn.looks)
+    bill = budget.bill_for(spec, sigmas=drawn.sigmas)
+    return RunResult(
+        spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(drawn.counter.rows),
+        nfe_formula=float(dataclasses.replace(bill, cycles=n, repeats=drawn.counter.repeat_rows).per_run),
+        metrics={"tv_reference": total_variation(counts, ref_rates),
+                 "tail_rate": tail_rate(counts, tail)[0] if tail else 0.0,
+                 "tail_rate_reference": ref_rates.get(tail, 0.0), "reference_tv_convergence": ref.convergence_tv,
+                 "clusters": float(ref.modes.k if ref.modes is not None else len(ref.counts)),
+                 "reference_nfe": 0.0 if cached else ref.nfe, "nfe_per_sample": drawn.counter.rows / n,
+                 "nfe_repeats": float(drawn.counter.repeat_rows), "cycles": float(n), "rollouts_drawn": float(n),
+                 "model_cached": float(warm), "model_load_s": load_s},
+        histograms=tuple(branch_histogram(counts, ref_rates, group="model")
+                         + branch_histogram(ref.counts, ref_rates, group="reference")),
+        latency=({"what": "sampling", "seconds": drawn.seconds, "batch": min(n, opts["batch"]), "device": dev},
+                 {"what": "reference", "seconds": 0.0 if cached else ref.seconds, "batch": opts["batch"],
+                  "device": dev}),
+        samples=tuple(tuple(float(v) for v in row.reshape(-1)[:64]) for row in drawn.preview), info=info)
 
+
+def _gate_config(spec: Any, ref: Reference, tail: str | None, labels: list[str] | None = None) -> GateConfig:
+    """The release tolerances at the spec's alpha, with the model's tail and its outlier mode as a leak."""
+    labels = list(ref.counts) if labels is None else labels
+    return GateConfig(alpha=spec.gate_alpha, tail=tail or "(no tail)",
+                      leak_labels=(OUTLIER,) if OUTLIER in labels else ())
+
+
+def _sample(spec: Any, model: LoadedModel, ref: Reference, config: GateConfig,
+            on_progress: Callable | None) -> _Sampled:
+    """Looks of ``spec.samples`` draws from one generator (the first look is the fixed-n run), counted into
+    modes; with a sequential gate (two-sample against the reference, whose counts enter once), looks go on
+    until it stops or ``gate_cap`` draws."""
+    opts = spec.world_options
     counter = NFECounter()
-
-    def progress(done: int) -> None:
-        if on_progress is not None:
-            on_progress(Progress(done, n, float(counter.rows), None))
-
     gen = torch.Generator().manual_seed(spec.seed)
     sigmas = build_grid(spec.grid, spec.steps, model.path, spec.grid_options)
     sampler = frame_sampler(spec.solver, spec.solver_options, parallel=spec.parallel,
                             parallel_options=spec.parallel_options, generator=gen)
-    labels = class_labels(model, opts["label"], n, gen)
-    t0 = time.perf_counter()
     fast, net_dtype = with_speedups(model, spec.precision, spec.compile)
-    x = draw(fast, sampler, sigmas, n, labels, Guidance(spec.guidance_scale, spec.guidance_interval), counter, gen,
-             opts["batch"], progress, net_dtype)
-    sample_s = time.perf_counter() - t0
-    counts = classify(model, x) if ref.modes is None else ref.modes.counts(x.numpy())
-    tail = _tail(ref, opts["tail_rate"])
-    labels_all = list(ref.counts) + [k for k in counts if k not in ref.counts]
-    gate = teacher_gate({"model": {k: counts.get(k, 0) for k in labels_all}},
-                        {"model": {k: ref.counts.get(k, 0) for k in labels_all}},
-                        GateConfig(alpha=RELEASE_GATE.alpha, tail=tail or "(no tail)",
-                                   leak_labels=(OUTLIER,) if OUTLIER in labels_all else ()))
-    ref_rates = {k: v / sum(ref.counts.values()) for k, v in ref.counts.items()}
-    rate = tail_rate(counts, tail)[0] if tail else 0.0
+    guidance = Guidance(spec.guidance_scale, spec.guidance_interval)
+    sequential = (SequentialGate({"model": ref.counts}, config, cap=spec.gate_cap, sampled_reference=True)
+                  if spec.sequential else None)
+    counts: dict[str, int] = {}
+    looks, n, preview, t0 = 0, spec.samples, None, time.perf_counter()
+    while True:
+        def progress(done: int, before: int = looks * n) -> None:
+            if on_progress is not None:
+                on_progress(Progress(before + done, spec.max_cycles, float(counter.rows), None))
+
+        labels = class_labels(model, opts["label"], n, gen)
+        x = draw(fast, sampler, sigmas, n, labels, guidance, counter, gen, opts["batch"], progress, net_dtype)
+        look = classify(model, x) if ref.modes is None else ref.modes.counts(x.numpy())
+        counts = {k: counts.get(k, 0) + look.get(k, 0) for k in {**counts, **look}}
+        preview = x[:PREVIEW_ROWS] if preview is None else preview
+        looks += 1
+        if sequential is None:
+            break
+        sequential.update({"model": look}, teacher_counts={"model": ref.counts if looks == 1 else {}})
+        if sequential.stop or looks * n >= spec.max_cycles:
+            break
+    return _Sampled(counts, preview, looks * n, looks, sequential, time.perf_counter() - t0, counter, sigmas)
+
+
+def _summary(gate, sequential: SequentialGate | None, ref: Reference, opts: dict, tail: str | None) -> dict:
+    """The gate's outcome as the verdict quotes it; a PASS against an unconverged reference proves
+    nothing and is reported UNDECIDED."""
     summary = gate.summary()
-    converged = ref.convergence_tv <= CONVERGED_TV
+    how = "" if sequential is None else f"sequential: {sequential.stopped}, {sequential.rollouts('model'):,} samples drawn; "
     summary["text"] = (f"{gate.outcome} against the model's own reference ({REFERENCE_SOLVER}, "
                        f"{opts['reference_steps']} steps, {sum(ref.counts.values())} samples; convergence TV "
-                       f"{ref.convergence_tv:.3f}); " + (f"tail {tail!r}" if tail else "no mode below the tail rate"))
-    if not converged and gate.outcome == "PASS":  # a PASS against an unconverged reference proves nothing
+                       f"{ref.convergence_tv:.3f}); " + how
+                       + (f"tail {tail!r}" if tail else "no mode below the tail rate"))
+    if ref.convergence_tv > CONVERGED_TV and gate.outcome == "PASS":
         summary.update(outcome="UNDECIDED", passed=False)
         summary["text"] = (f"UNDECIDED: the reference has not converged (TV {ref.convergence_tv:.3f} > {CONVERGED_TV} "
                            f"between {opts['reference_steps']} and {opts['reference_steps'] // 2} steps; raise "
                            "world_options.reference_steps); against it the sampler would PASS")
-    dev = str(device)
-    return RunResult(
-        spec=spec, device=dev, wall_s=time.perf_counter() - t_start, nfe_counted=float(counter.rows),
-        nfe_formula=float(budget.bill_for(spec, sigmas=sigmas).per_run),
-        metrics={"tv_reference": total_variation(counts, ref_rates), "tail_rate": rate,
-                 "tail_rate_reference": ref_rates.get(tail, 0.0), "reference_tv_convergence": ref.convergence_tv,
-                 "clusters": float(ref.modes.k if ref.modes is not None else len(ref.counts)), "reference_nfe": 0.0 if cached else ref.nfe,
-                 "nfe_per_sample": counter.rows / n, "model_cached": float(warm), "model_load_s": load_s},
-        histograms=tuple(branch_histogram(counts, ref_rates, group="model")
-                         + branch_histogram(ref.counts, ref_rates, group="reference")),
-        latency=({"what": "sampling", "seconds": sample_s, "batch": min(n, opts["batch"]), "device": dev},
-                 {"what": "reference", "seconds": 0.0 if cached else ref.seconds, "batch": opts["batch"],
-                  "device": dev}),
-        samples=tuple(tuple(float(v) for v in row.reshape(-1)[:64]) for row in x[:PREVIEW_ROWS]),
-        info={"model": model.record.to_dict() | {"interface": None}, "model_checksum": model.record.checksum,
-              "gate": summary, "tail": tail, "sigmas": list(sigmas),
-              "modes": ref.modes.summary() if ref.modes is not None else {"classifier": model.record.classifier},
-              "reference": {"solver": REFERENCE_SOLVER, "steps": opts["reference_steps"],
-                            "samples": sum(ref.counts.values()), "convergence_tv": ref.convergence_tv,
-                            "converged": converged, "converged_if_tv_at_most": CONVERGED_TV,
-                            "half_steps_counts": ref.counts_half, "cached": cached},
-              "nfe_unit": "per run; the reference's evaluations are metrics.reference_nfe"},
-    )
+    return summary
