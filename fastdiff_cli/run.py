@@ -159,8 +159,10 @@ def format_result(r: RunResult) -> str:
     lines += [f"{k:<18}{v:>14.6g}" for k, v in r.metrics.items()]
     seq = r.info.get("sequential")
     if seq:
+        per = "plan" if s.plans > 1 else "scene"  # a planning run gates each candidate plan
         lines += ["", f"sequential gate: {seq['outcome']} ({seq['stopped']}) after {seq['looks']} look(s) of "
-                      f"{seq['look']:,}: rollouts per scene {seq['rollouts']} (cap {seq['cap']:,}, alpha {seq['alpha']:g})"]
+                      f"{seq['look']:,}: rollouts per {per} {seq['rollouts']} (cap {seq['cap']:,}, "
+                      f"alpha {seq['alpha']:g})"]
     if r.histograms:
         lines += ["", f"{'group':<11}{'mode':<9}{'count':>7}{'rate':>9}{'95% CI':>19}{'truth':>8}"]
         for h in r.histograms:

@@ -216,7 +216,8 @@ def _result(spec, device, world, planner, drawn: _Drawn, bill, sigmas, net, t_st
     if stats is not None:
         metrics["deep_fraction"] = stats.deep_fraction
     proposal = planner.proposal
-    info = {"bill": bill.formula(), "bill_parts": {"sequential": bill.per_cycle * cycles, "picard_repeats": bill.repeats},
+    info = {"bill": bill.formula(),
+            "bill_parts": {"sequential": bill.per_cycle * cycles, "picard_repeats": bill.repeats},
             "sigmas": list(sigmas), "chosen_last": planner.previous,
             "plans": [world.plan_name(p) for p in drawn.per_plan], "importance": spec.importance,
             # the last fitted proposal: mu (H, D) and the frame shares pi (H,)

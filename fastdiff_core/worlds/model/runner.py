@@ -277,7 +277,8 @@ def _summary(gate, sequential: SequentialGate | None, ref: Reference, opts: dict
     """The gate's outcome as the verdict quotes it; a PASS against an unconverged reference proves
     nothing and is reported UNDECIDED."""
     summary = gate.summary()
-    how = "" if sequential is None else f"sequential: {sequential.stopped}, {sequential.rollouts('model'):,} samples drawn; "
+    how = ("" if sequential is None else
+           f"sequential: {sequential.stopped}, {sequential.rollouts('model'):,} samples drawn; ")
     summary["text"] = (f"{gate.outcome} against the model's own reference ({REFERENCE_SOLVER}, "
                        f"{opts['reference_steps']} steps, {sum(ref.counts.values())} samples; convergence TV "
                        f"{ref.convergence_tv:.3f}); " + how
