@@ -284,9 +284,6 @@ MAX_FUNCTION_LINES = 60
 # The lead removes these at the end; an entry that is no longer needed is reported as a warning (not a
 # failure, so the owner's split does not turn main red before the entry goes).
 LONG_PENDING = {
-    ("fastdiff_core/rollout.py", "fan_out"): "being split by seqplan (rollout engine)",
-    ("fastdiff_core/worlds/driving/runner.py", "run"): "being split by seqplan (driving runner)",
-    ("fastdiff_core/worlds/model/runner.py", "run"): "being split by seqplan (world-model runner)",
     ("fastdiff_core/learned_grid.py", "fit_discretisation"): "being split by rare (learned grids)",
     ("app/views/experiments.py", "show_experiment"): "being split by runstable (Experiments page)",
     ("app/screenshots.py", "main"): "being split by runstable (screenshots)",
