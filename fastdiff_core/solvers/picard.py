@@ -52,9 +52,8 @@ def picard(denoiser, x: torch.Tensor, sigmas: Sequence[float], *, base: str = "e
     x: (B, ...) = sigmas[0] * noise. window: steps evaluated per round (1 = the sequential solver).
     tol: accept a state when its mean squared change per element, worst sample, is below
     (tol * sigma)^2 at that state's noise level (tol = 0: iterate to the exact fixed point).
-    NFE = sum of the window sizes over rounds (>= n, <= n * window); rounds >= ceil(n / window). Of them,
-    exactly n per sample are first evaluations (the sequential solver's count); the rest are re-evaluations,
-    which the denoiser's counter also tallies in ``repeat_rows``.
+    NFE = sum of the window sizes over rounds (>= n, <= n * window), n of them first evaluations and the
+    rest re-evaluations (also tallied in ``counter.repeat_rows``); rounds >= ceil(n / window).
     The callback gets one StepInfo per round: i = last accepted step, eval_sigmas = the window.
     """
     sigmas = checked_inputs(x, sigmas)
@@ -81,8 +80,7 @@ def picard(denoiser, x: torch.Tensor, sigmas: Sequence[float], *, base: str = "e
         # steps t .. reached-1 were evaluated in an earlier round: beyond the sequential solver's count
         d = denoiser.stacked(xw.reshape((k * batch,) + tuple(x.shape[1:])), sigmas[t:end],
                              repeated=max(0, reached - t)).reshape(xw.shape)
-        reached = max(reached, end)
-        evals += k
+        reached, evals = max(reached, end), evals + k
         rounds += 1
         # D_{i-1} for each step of the window (the first uses the last accepted evaluation)
         prev = torch.cat([den[t - 1:t] if t > 0 else d[:1], d[:-1]])
