@@ -188,17 +188,20 @@ def nfe_figures(spec: RunSpec, res: RunResult, bill: budget.NFEBill | None) -> N
     """The NFE row's figures (pure): per planning cycle, as the counter saw it, beside both formulas."""
     counted = budget.counted_per_cycle(spec, res.nfe_counted, res.nfe_formula, res.metrics.get("cycles"))
     scale = counted / res.nfe_counted if res.nfe_counted else 1.0
-    caption = None
+    caption, billed = None, None
     if bill is not None:
         drawn = int(res.metrics.get("cycles") or spec.samples)
+        repeats = float(res.metrics.get("nfe_repeats") or 0.0)  # Picard's re-evaluations, counted by the run
+        billed = bill.per_cycle + repeats / drawn
         seq = res.info.get("sequential")
         caption = (f"NFE = {bill.formula()} per planning cycle; x {drawn:,} rollouts = "
                    f"{bill.per_cycle * drawn:,.0f} per run" + (
+                       f" + {repeats:,.0f} Picard re-evaluations = {bill.per_cycle * drawn + repeats:,.0f}"
+                       if repeats else "") + (
                        f" (sequential gate: {seq['looks']} look(s) of {seq['look']:,}, {seq['stopped']}; "
                        f"worst case {bill.per_run:,.0f} at the cap of {seq['cap']:,})" if seq else "") + ".")
-    return NFEFigures(counted=counted, worker_formula=res.nfe_formula * scale,
-                      dashboard_formula=None if bill is None else bill.per_cycle,
-                      matches=bill is not None and abs(bill.per_cycle - counted) <= 1e-9 * max(1.0, bill.per_cycle),
+    return NFEFigures(counted=counted, worker_formula=res.nfe_formula * scale, dashboard_formula=billed,
+                      matches=billed is not None and abs(billed - counted) <= 1e-9 * max(1.0, billed),
                       wall_s=res.wall_s, device=res.device, caption=caption)
 
 

@@ -107,3 +107,16 @@ def test_importance_run_on_the_shipped_teacher_judges_weighted_rates_inside_thei
     # the raw counts play no part in the coverage check
     stripped = [{k: v for k, v in r.items() if k != "count"} for r in res.histograms]
     assert budget.coverage_gate(stripped) == budget.coverage_gate(res.histograms)
+
+
+def test_the_run_page_bills_picards_re_evaluations_and_agrees_with_the_counter():
+    from app.run_view import nfe_figures
+
+    spec = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=4, horizon=2, plans=2, futures=4,
+                   samples=2, parallel="picard", parallel_options={"window": 3, "tol": 0.0})
+    res = run_planning(spec, torch.device("cpu"), net=random_net(width=32, depth=2))
+    repeats = res.metrics["nfe_repeats"]
+    assert repeats > 0
+    fig = nfe_figures(spec, res, budget.bill_for(spec, sigmas=res.info["sigmas"]))
+    assert fig.matches and fig.dashboard_formula == fig.counted == res.nfe_counted / 2
+    assert f"+ {repeats:,.0f} Picard re-evaluations = {res.nfe_counted:,.0f}" in fig.caption
