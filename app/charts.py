@@ -200,9 +200,11 @@ def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = Fa
 
 def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], hover: Sequence[str], *,
                   x_title: str, y_title: str, maximize_y: bool = False, log_x: bool = True,
-                  groups: Sequence[str] | None = None, shapes: Sequence[str] | None = None) -> go.Figure:
+                  groups: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
+                  frontier: bool = True) -> go.Figure:
     """Runs as points (one colour per ``groups`` value, e.g. the solver or student; one symbol per
-    ``shapes`` value, e.g. the grid), the frontier as a step line; each point carries its run id."""
+    ``shapes`` value, e.g. the grid), the frontier as a step line (unless ``frontier`` is False: the
+    runs table's scatter of any two columns); each point carries its run id."""
     front = pareto_front(list(zip(xs, ys)), maximize_y=maximize_y)
     fig = go.Figure()
     groups = list(groups) if groups is not None else ["runs"] * len(xs)
@@ -216,8 +218,9 @@ def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], 
             marker=dict(size=10, color=GROUP_COLORS[gi % len(GROUP_COLORS)], symbol=[shape_of[shapes[i]] for i in sel],
                         line=dict(width=1, color="rgba(128,128,128,0.8)")),
             hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>" + y_title + " %{y:.4g}<extra>click to open</extra>"))
-    fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines",
-                             name="Pareto frontier", hoverinfo="skip", line=dict(color=TAIL_COLOR, shape="hv", width=2)))
+    if frontier:
+        fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto frontier",
+                                 hoverinfo="skip", line=dict(color=TAIL_COLOR, shape="hv", width=2)))
     if len(shape_of) > 1:
         for shape, symbol in shape_of.items():  # a legend of the symbols alone (grey)
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"grid: {shape}", hoverinfo="skip",

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from app import charts, connection, run_view, sweep_axes
+from app import charts, connection, run_view, runs_table, runs_view, sweep_axes
 from app.plots import plot
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
@@ -29,7 +29,7 @@ def axis_order(runs: pl.DataFrame, fields: list[str]) -> list[str]:
 
 NFE_AXIS = "NFE per planning cycle (counted)"
 LATENCY_AXIS = "projected cycle latency (ms)"
-FIRST_METRICS = ("tail_rate_error", "mode_tv", "tv", "rmse", "recall", "precision", "coverage")
+FIRST_METRICS = tuple(m for m in runs_table.FIRST_METRICS if m != "tail_rate")
 MAXIMISE = ("recall", "precision", "coverage", "density")
 
 
@@ -37,13 +37,7 @@ def tail_rate_error(hist: pl.DataFrame, tails: dict[str, str | None]) -> pl.Data
     """|generated - truth| of each run's declared tail branch (``budget.world_tail``), from its stored
     histogram: the default metric of a sweep, for every world that declares a tail and reports its truth.
     Columns run_id, tail_rate_error."""
-    rows = [(rid, tail) for rid, tail in tails.items() if tail is not None]
-    if not rows or hist.height == 0:
-        return pl.DataFrame(schema={"run_id": pl.String, "tail_rate_error": pl.Float64})
-    want = pl.DataFrame(rows, schema={"run_id": pl.String, "label": pl.String}, orient="row")
-    gen = hist.filter((pl.col("group").fill_null("generated") != "reference") & pl.col("truth").is_not_null())
-    return (gen.join(want, on=["run_id", "label"]).group_by("run_id", maintain_order=True)
-            .agg((pl.col("rate") - pl.col("truth")).abs().first().alias("tail_rate_error")))
+    return runs_table.tail_rates(hist, tails).select("run_id", "tail_rate_error").drop_nulls()
 
 
 def results_frame(s, done: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
@@ -164,9 +158,9 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
         tabs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
         for tab, (title, frame) in zip(tabs, grids):
             tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
-    st.dataframe(table.select([c for c in ("run_id", "solver", "grid", "steps", "guidance_scale", "horizon", "plans",
-                                           "futures", x_axis, "wall_s", "device", y) if c in table.columns]).sort(x_axis),
-                 hide_index=True, key=f"{key}.table")
+    st.markdown(f"**Every run of the sweep** (cost as *{x_axis}* is the chart's x axis)")
+    runs_view.render(s, runs, key=f"{key}.runs", exp_names={exp_id: exp.get("name", "")}, read_only=read_only,
+                     extra=table.select("run_id", x_axis))
     if picked:
         st.subheader(f"Run {picked}")
         run = s.run(picked)

@@ -356,3 +356,71 @@ def test_accessibility_tab_order_and_narrow_layout(dashboard, browser):
     assert box is not None and box["y"] + box["height"] <= 900, box  # Run in the first screen
     assert "NFE per cycle" in main.inner_text()
     page.context.close()
+
+
+def runs_grid_cells(page, rows: int) -> list[str]:
+    """The text of every cell of the Runs table (glide's accessible grid under the canvas), row by row,
+    once it has ``rows`` rows."""
+    grid = page.locator("[data-testid=stDataFrame]", has=page.locator("td", has_text=re.compile(r"^r[0-9a-f]{12}$"))).last
+    grid.locator("table[role=grid]").wait_for(state="attached", timeout=60_000)
+    page.wait_for_function("([g, n]) => g.querySelector('table[role=grid]').getAttribute('aria-rowcount') == n + 1",
+                           arg=[grid.element_handle(), rows], timeout=60_000)
+    return grid.evaluate("g => [...g.querySelectorAll('td[role=gridcell]')].map(c => c.textContent)")
+
+
+def test_runs_table_tag_filter_baseline_and_shared_link(dashboard, browser):
+    """Issue 18 item 4 in real Chromium: on Experiments, select a run in the Runs table, tag it from the
+    page, pin it as the baseline, filter the table by the tag; the URL then holds the table's state and
+    a fresh browser opening it sees the same rows, the same baseline and the deltas."""
+    from fastdiff_core.run import execute
+    from store import Store
+
+    base, home = dashboard
+    s = Store(home / "store")
+    specs = [RunSpec(samples=32, solver="euler", steps=k) for k in (3, 5, 8)]
+    exp, run_ids = s.new_experiment("runs table e2e", specs, sweep={"steps": [3, 5, 8]})
+    for rid, spec in zip(run_ids, specs):
+        s.record_result(rid, "done", execute(spec), worker="test")
+    page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    page.goto(f"{base}/experiments?q=runs%20table%20e2e&sort=steps&cols=run_id,steps,tail_rate")
+    page.locator("[data-testid=stMain] h3:has-text('Runs')").wait_for(timeout=60_000)
+    settled(page)
+    assert [c for c in runs_grid_cells(page, 3) if re.fullmatch(r"r[0-9a-f]{12}", c)] == run_ids  # sorted by steps
+    grid = page.locator("[data-testid=stDataFrame]").last
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 35 + 17 + 1 * 35)  # the second row's selection box (steps 5)
+    settled(page)
+    page.get_by_text(f"Run {run_ids[1]}").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Tags and note").click()
+    tags = page.get_by_role("combobox", name="Tags", exact=True)
+    tags.fill("golden")
+    tags.press("Enter")
+    page.get_by_role("button", name="Save", exact=True).click()
+    settled(page)
+    assert Store(home / "store").annotations([run_ids[1]])["tags"].to_list() == [["golden"]]
+    page.get_by_role("button", name="Pin as baseline").click()
+    settled(page)
+    page.get_by_role("combobox", name="Tags (any of)").click()
+    page.get_by_role("option", name="golden").click()
+    page.keyboard.press("Escape")
+    settled(page)
+    page.wait_for_url(re.compile(r"tag=golden"), timeout=60_000)
+    url = page.url
+    assert f"base={run_ids[1]}" in url and "sort=steps" in url and "cols=run_id" in url
+    mine = runs_grid_cells(page, 1)
+    assert run_ids[1] in mine and run_ids[0] not in mine and run_ids[2] not in mine
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert f"Baseline: run {run_ids[1]}" in main and "1 of 3 runs" in main
+
+    other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    other.goto(url)
+    other.locator("[data-testid=stMain] h3:has-text('Runs')").wait_for(timeout=60_000)
+    settled(other)
+    assert runs_grid_cells(other, 1) == mine
+    shared = other.locator("[data-testid=stMain]").inner_text()
+    assert f"Baseline: run {run_ids[1]}" in shared and "1 of 3 runs" in shared
+    headers = other.locator("[data-testid=stDataFrame]").last.evaluate(
+        "g => [...g.querySelectorAll('th')].map(c => c.textContent)")
+    assert headers[:4] == ["run_id", "steps", "tail_rate", "Δ tail_rate"] and "tail_rate vs baseline" in headers
+    page.context.close()
+    other.context.close()

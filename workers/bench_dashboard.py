@@ -1,9 +1,13 @@
 """``fastdiff bench dashboard``: how long each dashboard page takes to render over N stored runs.
 
-Fills a fresh store (a temporary FASTDIFF_HOME unless ``--home`` is given) with N real runs — the
-mixture world through ``fastdiff_core.run.execute``, a solver x grid x steps x seed grid recorded as
-one sweep experiment plus a few single-run experiments, exactly as the collector records them —
-then renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
+Fills a fresh store (a temporary FASTDIFF_HOME unless ``--home`` is given) with N real runs through
+the store's write path (``Store.new_experiment`` as the client records a submission, ``record_result``
+in batches inside ``batched_writes`` as the collector stores results, then ``compact``): sweeps of at
+most 1,000 runs over solver x grid x steps x a ``name`` axis (copies), plus four single-run
+experiments. Every distinct computation (spec without its name) is executed once on the mixture
+world with ``fastdiff_core.run.execute``; its copies store that same result under their own name (the
+name does not enter the computation, and a seeded CPU run is deterministic, so executing each copy
+again would store the same numbers). Then it renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
 and, when Debian's chromium is present, in a real headless browser (navigation to an idle page).
 Prints the median and max seconds per page: in the browser, until the first content (the page's
 heading), until idle, until every chart is drawn, and from typing a value to the bill showing it.
@@ -12,6 +16,8 @@ heading), until idle, until every chart is drawn, and from typing a value to the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -26,6 +32,7 @@ import time
 from fastdiff_core.commands.args import int_range, writable_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+BATCH = 64  # results per collector batch (workers.collector.BATCH)
 RENDERED = re.compile(r"Rendered on the server in ([0-9.]+) s")
 
 
@@ -38,8 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=writable_file, default=None, help="also write the figures to this JSON file")
 
 
+SWEEP_RUNS = 1000  # runs per sweep experiment (a store of 100,000 runs holds 100 sweeps)
+
+
 def fill(store, n: int, samples: int) -> tuple[str, str]:
-    """Record n real mixture runs: one sweep experiment of n - 4 runs, then 4 single-run experiments."""
+    """Record n real mixture runs: sweeps of at most SWEEP_RUNS runs, then 4 single-run experiments.
+    Returns (the first sweep's id, the last single run's experiment id)."""
     from fastdiff_core import catalog
     from fastdiff_core.run import execute
     from fastdiff_core.spec import RunSpec
@@ -47,27 +58,40 @@ def fill(store, n: int, samples: int) -> tuple[str, str]:
     solvers = [s for s, info in catalog.SOLVERS.items() if not info.adaptive]
     grids = [g for g in catalog.GRIDS if g not in ("custom", "tuned")]  # tuned: steps 3-10 only
     base = RunSpec(samples=samples, regime="offline", device="cpu")
-    combos = itertools.product(range(1000), grids, (3, 5, 8, 12, 20), solvers)
-    axes_seen: dict[str, list] = {"seed": [], "grid": [], "steps": [], "solver": []}
-    specs = []
-    for seed, grid, steps, solver in itertools.islice(combos, max(n - 4, 1)):
-        specs.append(base.replace(solver=solver, grid=grid, steps=steps, seed=seed))
-        for k, v in (("seed", seed), ("grid", grid), ("steps", steps), ("solver", solver)):
-            if v not in axes_seen[k]:
-                axes_seen[k].append(v)
-    sweep_exp, run_ids = store.new_experiment(f"bench sweep ({len(specs)} runs)", specs, axes_seen)
-    t0 = time.perf_counter()
-    for i, (rid, spec) in enumerate(zip(run_ids, specs)):
-        store.record_result(rid, "done", execute(spec), worker="bench")
-        if (i + 1) % 100 == 0:
-            print(f"  filled {i + 1}/{len(specs)} runs ({time.perf_counter() - t0:.0f} s)", flush=True)
+    executed: dict[str, object] = {}
+
+    def result_of(spec: RunSpec):
+        key = spec.replace(name="").to_json()
+        if key not in executed:
+            executed[key] = execute(spec.replace(name=""))
+        return dataclasses.replace(executed[key], spec=spec)
+
+    combos = list(itertools.product(grids, (3, 5, 8, 12, 20), solvers))
+    remaining, sweeps, t0, k = n - 4, [], time.perf_counter(), 0
+    while remaining > 0:
+        size = min(SWEEP_RUNS, remaining)
+        copies = [f"copy {c}" for c in range(-(-size // len(combos)))]
+        grid = list(itertools.islice(itertools.product(copies, combos), size))
+        specs = [base.replace(grid=g, steps=st_, solver=sv, name=c) for c, (g, st_, sv) in grid]
+        axes = {"name": list(dict.fromkeys(c for c, _ in grid)), "grid": list(dict.fromkeys(g for _, (g, _, _) in grid)),
+                "steps": list(dict.fromkeys(x for _, (_, x, _) in grid)), "solver": list(dict.fromkeys(v for *_, (_, _, v) in grid))}
+        exp, run_ids = store.new_experiment(f"bench sweep {len(sweeps) + 1} ({size} runs)", specs, axes)
+        sweeps.append(exp)
+        for i in range(0, size, BATCH):
+            with store.batched_writes():
+                for rid, spec in zip(run_ids[i:i + BATCH], specs[i:i + BATCH]):
+                    store.record_result(rid, "done", result_of(spec), worker="bench")
+        remaining, k = remaining - size, k + size
+        if k % (10 * SWEEP_RUNS) == 0 or remaining <= 0:  # the collector compacts as it goes; 10 sweeps at a time here
+            store.compact()
+        print(f"  filled {k}/{n - 4} sweep runs ({len(executed)} executed, {time.perf_counter() - t0:.0f} s)", flush=True)
     single = None
-    for k in range(min(4, n - len(specs))):
-        spec = base.replace(solver="dpmpp_2m", steps=10 + k, name=f"single {k}")
-        single, (rid,) = store.new_experiment(f"single {k}", spec)
-        store.record_result(rid, "done", execute(spec), worker="bench")
+    for j in range(4):
+        spec = base.replace(solver="dpmpp_2m", steps=10 + j, name=f"single {j}")
+        single, (rid,) = store.new_experiment(f"single {j}", spec)
+        store.record_result(rid, "done", result_of(spec), worker="bench")
     store.compact()
-    return sweep_exp, single or sweep_exp
+    return sweeps[0], single
 
 
 def time_pages(sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[float]]:
@@ -85,6 +109,8 @@ def time_pages(sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[f
         "Compare (2 runs)": ("compare", {"runs": two}),
         "Experiments (list)": ("experiments", {}),
         "Experiments (the sweep selected)": ("experiments", {"sel": sweep_exp}),
+        "Experiments (runs table: filter, sort, baseline)": ("experiments", {"filter": "steps>=8", "sort": "-rmse",
+                                                                             "base": single_run}),
         "Budget calculator": ("budget_calculator", {}),
         "Shared link (?exp=sweep)": ("shared", {"exp": sweep_exp}),
     }
@@ -118,14 +144,19 @@ def server_seconds(captions: list[str]) -> float:
     raise RuntimeError(f"no 'Rendered on the server in …' caption among {captions[-3:]}")
 
 
-def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[float]]:
-    """Navigation to an idle page in headless Chromium against a real `streamlit run app/main.py`."""
+IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
+CHARTS_DRAWN = ("() => { const c = [...document.querySelectorAll('[data-testid=stPlotlyChart]')];"
+                " return c.length > 0 && c.every(e => e.querySelector('svg.main-svg')); }")
+BILL_SHOWS = ("v => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+              ".find(e => e.innerText.includes('per frame'));"
+              " return !!m && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === v; }")
+
+
+@contextlib.contextmanager
+def serving(home: pathlib.Path):
+    """A real `streamlit run app/main.py` over ``home`` on a free loopback port; yields its base URL."""
     import socket
     import subprocess
-
-    from playwright.sync_api import sync_playwright
-
-    from store import Store
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -135,98 +166,126 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
                              "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
                              "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    run_id = Store().experiment(single_exp)["run_ids"][0]
-    urls = {"Explore (a finished run)": f"/?run={run_id}", "Sweep (1 sweep, Pareto + grid)": f"/sweep?sweep={sweep_exp}",
-            "Experiments (list)": "/experiments", "Budget calculator": "/budget",
-            "Shared link (?exp=sweep)": f"/?exp={sweep_exp}"}
-    out: dict[str, list[float]] = {}
-    server: list[float] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    page.goto(base + "/budget", timeout=5000)
-                    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=30000)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
-            idle = "[data-testid=stApp][data-test-script-state=notRunning]"
-            charts_drawn = ("() => { const c = [...document.querySelectorAll('[data-testid=stPlotlyChart]')];"
-                            " return c.length > 0 && c.every(e => e.querySelector('svg.main-svg')); }")
-            for label, path in urls.items():
-                first, times, drawn = [], [], []
-                for _ in range(repeat + 1):
-                    t0 = time.perf_counter()
-                    page.goto(base + path)
-                    page.wait_for_selector("[data-testid=stMain] h1", timeout=60000)
-                    first.append(time.perf_counter() - t0)
-                    page.wait_for_selector(idle, timeout=60000)
-                    times.append(time.perf_counter() - t0)
-                    if page.locator("[data-testid=stPlotlyChart]").count():
-                        page.wait_for_function(charts_drawn, timeout=60000)
-                        drawn.append(time.perf_counter() - t0)
-                    server.append(server_seconds([page.get_by_text(RENDERED).first.inner_text()]))
-                out[f"first content {label}"] = first[1:]
-                out[f"load {label}"] = times[1:]
-                if drawn[1:]:
-                    out[f"all charts drawn {label}"] = drawn[1:]
-            # Widget to bill: type a step count on Explore, until the bill's 'per frame' shows its NFE.
-            page.goto(base + "/?solver=euler")
-            page.wait_for_selector(idle, timeout=60000)
-            steps = page.get_by_role("spinbutton", name="Steps", exact=True)
-            bill_shows = ("v => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
-                          ".find(e => e.innerText.includes('per frame'));"
-                          " return !!m && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === v; }")
-            times = []
-            for i in range(repeat + 1):
-                value = str(7 + i % 2 * 2)  # Euler: one NFE per step
-                t0 = time.perf_counter()
-                steps.fill(value)
-                steps.press("Enter")
-                page.wait_for_function(bill_shows, arg=value, timeout=60000)
-                times.append(time.perf_counter() - t0)
-                page.wait_for_selector(idle, timeout=60000)
-            out["widget to bill (Explore, Steps)"] = times[1:]
-            # In-app navigation (what a user does most): the sidebar link, no page reload.
-            page.goto(base + "/experiments")
-            page.wait_for_selector(idle, timeout=60000)
-            for title in ("Sweep", "Compare", "Experiments", "Budget calculator", "Explore"):
-                times = []
-                for _ in range(repeat + 1):
-                    page.get_by_role("link", name="Budget calculator" if title != "Budget calculator" else "Explore",
-                                     exact=True).click()
-                    page.wait_for_selector(idle, timeout=60000)
-                    page.wait_for_timeout(200)
-                    t0 = time.perf_counter()
-                    page.get_by_role("link", name=title, exact=True).click()
-                    page.wait_for_selector(f"[data-testid=stMain] h1:has-text('{title}')", timeout=60000)
-                    page.wait_for_selector(idle, timeout=60000)
-                    times.append(time.perf_counter() - t0)
-                    caption = page.get_by_text(RENDERED)  # absent on a page that ended in an empty state
-                    if caption.count():
-                        server.append(server_seconds([caption.first.inner_text()]))
-                out[f"switch to {title}"] = times[1:]
-            browser.close()
-        out["(server render inside those, all pages)"] = server
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+def _first_page(page, base: str) -> None:
+    """Wait for the server to answer with an idle page (it starts while we launch the browser)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            page.goto(base + "/budget", timeout=5000)
+            page.wait_for_selector(IDLE, timeout=60000)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _server_figure(page, server: list[float]) -> None:
+    caption = page.get_by_text(RENDERED)  # absent on a page that ended in an empty state
+    if caption.count():
+        server.append(server_seconds([caption.first.inner_text()]))
+
+
+def _loads(page, base: str, urls: dict[str, str], repeat: int, server: list[float]) -> dict[str, list[float]]:
+    """Per page: navigation until the heading (first content), until idle, until every chart is drawn."""
+    out: dict[str, list[float]] = {}
+    for label, path in urls.items():
+        first, times, drawn = [], [], []
+        for _ in range(repeat + 1):
+            t0 = time.perf_counter()
+            page.goto(base + path)
+            page.wait_for_selector("[data-testid=stMain] h1", timeout=600_000)
+            first.append(time.perf_counter() - t0)
+            page.wait_for_selector(IDLE, timeout=600_000)
+            times.append(time.perf_counter() - t0)
+            if page.locator("[data-testid=stPlotlyChart]").count():
+                page.wait_for_function(CHARTS_DRAWN, timeout=600_000)
+                drawn.append(time.perf_counter() - t0)
+            _server_figure(page, server)
+        out[f"first content {label}"], out[f"load {label}"] = first[1:], times[1:]
+        if drawn[1:]:
+            out[f"all charts drawn {label}"] = drawn[1:]
+    return out
+
+
+def _widget_to_bill(page, base: str, repeat: int) -> list[float]:
+    """Type a step count on Explore until the bill's 'per frame' shows its NFE (Euler: one per step)."""
+    page.goto(base + "/?solver=euler")
+    page.wait_for_selector(IDLE, timeout=600_000)
+    steps = page.get_by_role("spinbutton", name="Steps", exact=True)
+    times = []
+    for i in range(repeat + 1):
+        value = str(7 + i % 2 * 2)
+        t0 = time.perf_counter()
+        steps.fill(value)
+        steps.press("Enter")
+        page.wait_for_function(BILL_SHOWS, arg=value, timeout=600_000)
+        times.append(time.perf_counter() - t0)
+        page.wait_for_selector(IDLE, timeout=600_000)
+    return times[1:]
+
+
+def _switches(page, base: str, repeat: int, server: list[float]) -> dict[str, list[float]]:
+    """In-app navigation (what a user does most): the sidebar link, no page reload."""
+    out: dict[str, list[float]] = {}
+    page.goto(base + "/experiments")
+    page.wait_for_selector(IDLE, timeout=600_000)
+    for title in ("Sweep", "Compare", "Experiments", "Budget calculator", "Explore"):
+        times = []
+        for _ in range(repeat + 1):
+            away = "Budget calculator" if title != "Budget calculator" else "Explore"
+            page.get_by_role("link", name=away, exact=True).click()
+            page.wait_for_selector(IDLE, timeout=600_000)
+            page.wait_for_timeout(200)
+            t0 = time.perf_counter()
+            page.get_by_role("link", name=title, exact=True).click()
+            page.wait_for_selector(f"[data-testid=stMain] h1:has-text('{title}')", timeout=600_000)
+            page.wait_for_selector(IDLE, timeout=600_000)
+            times.append(time.perf_counter() - t0)
+            _server_figure(page, server)
+        out[f"switch to {title}"] = times[1:]
+    return out
+
+
+def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[float]]:
+    """First content, idle and charts drawn per page, widget to bill and page switches, in headless
+    Chromium against a real `streamlit run app/main.py` over ``home``."""
+    from playwright.sync_api import sync_playwright
+
+    from store import Store
+
+    run_id = Store().experiment(single_exp)["run_ids"][0]
+    urls = {"Explore (a finished run)": f"/?run={run_id}", "Sweep (1 sweep, Pareto + grid)": f"/sweep?sweep={sweep_exp}",
+            "Experiments (list + runs table)": "/experiments",
+            "Experiments (runs table: filter, sort, baseline)": f"/experiments?filter=steps>=8&sort=-rmse&base={run_id}",
+            "Budget calculator": "/budget", "Shared link (?exp=sweep)": f"/?exp={sweep_exp}"}
+    server: list[float] = []
+    with serving(home) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        _first_page(page, base)
+        out = _loads(page, base, urls, repeat, server)
+        out["widget to bill (Explore, Steps)"] = _widget_to_bill(page, base, repeat)
+        out.update(_switches(page, base, repeat, server))
+        browser.close()
+    out["(server render inside those, all pages)"] = server
     return out
 
 
 def _report(title: str, figures: dict[str, list[float]]) -> None:
     print(f"\n{title}")
-    print(f"  {'page':<44} {'median s':>9} {'max s':>7}")
+    print(f"  {'page':<64} {'median s':>9} {'max s':>7}")
     for label, times in figures.items():
-        print(f"  {label:<44} {statistics.median(times):>9.3f} {max(times):>7.3f}")
+        print(f"  {label:<64} {statistics.median(times):>9.3f} {max(times):>7.3f}")
 
 
 def main(args: argparse.Namespace) -> int:

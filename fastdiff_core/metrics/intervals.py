@@ -207,3 +207,15 @@ def t_interval(values: list[float] | tuple[float, ...], confidence: float = 0.95
 
     half = float(stats.t.ppf(0.5 + confidence / 2, xs.size - 1) * xs.std(ddof=1) / math.sqrt(xs.size))
     return mean, mean - half, mean + half
+
+
+def difference_interval(a: ArrayLike, a_lo: ArrayLike, a_hi: ArrayLike, b: ArrayLike, b_lo: ArrayLike,
+                        b_hi: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a - b, lo, hi): an interval for the difference of two independent estimates from their own
+    intervals, by MOVER (Zou & Donner 2008; with Wilson intervals this is Newcombe's 1998 hybrid score
+    interval for a difference of proportions, method 10):
+        lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2),  hi = d + sqrt((a_hi - a)^2 + (b - b_lo)^2).
+    Elementwise over arrays; NaN where an input is missing."""
+    a, a_lo, a_hi, b, b_lo, b_hi = (np.asarray(v, dtype=float) for v in (a, a_lo, a_hi, b, b_lo, b_hi))
+    d = a - b
+    return d, d - np.hypot(a - a_lo, b_hi - b), d + np.hypot(a_hi - a, b - b_lo)
