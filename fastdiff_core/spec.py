@@ -421,10 +421,14 @@ def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
     # a guidance interval on a built-in grid is billed as guided everywhere: an upper bound, torch-free
     bill = bill_for(spec, guided_fraction=1.0)  # a sequential gate's worst case: every look up to gate_cap
     samples = "samples" if spec.gate_cap is None else "gate_cap / (plans x futures)"
-    if bill.per_run > limits.max_run_nfe:
+    # Picard evaluates up to `window` steps per sequential step (re-evaluations): its worst case, in NFE and rows
+    window = int(spec.parallel_options.get("window", 1)) if spec.parallel == "picard" else 1
+    picard = (f" x window (Picard's worst case)", f" x {window}") if window > 1 else ("", "")
+    if bill.per_run * window > limits.max_run_nfe:
         raise ValueError(
-            f"NFE bill S x C x horizon x plans x futures x {samples} = {bill.S:g} x {bill.C:g} x {spec.horizon} x "
-            f"{spec.plans} x {spec.futures} x {spec.max_cycles} = {bill.per_run:,.0f} (steps={spec.steps}, "
+            f"NFE bill S x C x horizon x plans x futures x {samples}{picard[0]} = {bill.S:g} x {bill.C:g} x "
+            f"{spec.horizon} x {spec.plans} x {spec.futures} x {spec.max_cycles}{picard[1]} = "
+            f"{bill.per_run * window:,.0f} (steps={spec.steps}, "
             f"solver={spec.solver!r}, guidance_scale={spec.guidance_scale:g}) exceeds FASTDIFF_MAX_RUN_NFE="
             f"{limits.max_run_nfe:,.0f}; lower a field or raise the limit")
     rollouts = spec.max_cycles * spec.plans * spec.futures
@@ -436,7 +440,7 @@ def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
             "lower a field or raise the limit")
     chunk = min(limits.chunk_rollouts, int(spec.world_options.get("batch", limits.chunk_rollouts)))
     peak = peak_memory_mb(spec.world, rollouts=rollouts, horizon=spec.horizon, chunk=chunk,
-                          guidance_passes=bill.C, itemsize=8 if spec.dtype == "float64" else 4)
+                          guidance_passes=bill.C * window, itemsize=8 if spec.dtype == "float64" else 4)
     if peak > limits.max_peak_mb:
         raise ValueError(
             f"estimated peak memory {peak:,.0f} MiB for samples x plans x futures = {rollouts:,} rollouts of "

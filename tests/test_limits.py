@@ -73,6 +73,19 @@ def test_nfe_bound_uses_the_guidance_interval_upper_bound():
         check_run_limits(spec, RunLimits(max_run_nfe=19 * 2 * 1000 - 1))
 
 
+def test_picard_is_limited_at_its_worst_case_of_window_evaluations_per_step():
+    """Picard may evaluate up to `window` steps per sequential step (its re-evaluations are billed): the
+    NFE limit and the peak-memory estimate take that worst case before the run."""
+    spec = RunSpec(world="driving", scene="child_at_curb", solver="euler", steps=8, horizon=6, plans=2, futures=10,
+                   samples=3, parallel="picard", parallel_options={"window": 4})
+    sequential = budget.bill_for(spec).per_run
+    assert sequential == 8 * 6 * 20 * 3
+    check_run_limits(spec, RunLimits(max_run_nfe=4 * sequential))
+    with pytest.raises(ValueError, match=r"x window \(Picard's worst case\) = 8 x 1 x 6 x 2 x 10 x 3 x 4 = 11,520"):
+        check_run_limits(spec, RunLimits(max_run_nfe=4 * sequential - 1))
+    check_run_limits(spec.replace(parallel="off", parallel_options={}), RunLimits(max_run_nfe=sequential))
+
+
 def test_rollout_refusal_names_fields_product_and_limit():
     spec = _spec(horizon=6, plans=4, futures=25, samples=10)
     check_run_limits(spec, RunLimits(max_rollouts=6000))
