@@ -99,7 +99,8 @@ class NFEBill:
         the run's total beside it, e.g. '... = 384; run: 2 cycles x 384 + 96 Picard re-evaluations = 864'."""
         out = f"{_num(self.S)} x {_num(self.C)} x {self.H} x {self.fan_out} = {_num(self.per_cycle)}"
         if self.repeats:
-            out += (f"; run: {self.cycles:,} cycles x {_num(self.per_cycle)} + {_num(self.repeats)} Picard "
+            out += (f"; run: {self.cycles:,} cycle{'s' if self.cycles != 1 else ''} x {_num(self.per_cycle)} + "
+                    f"{_num(self.repeats)} Picard "
                     f"re-evaluations = {_num(self.per_run)}")
         return out
 
