@@ -13,6 +13,7 @@ from fastdiff_core import catalog
 from fastdiff_core.bench.coverage import CoverageBench, guidance_sweep, solver_sweep, summary
 from fastdiff_core.commands.args import comma_list, float_range, int_range, writable_file
 from fastdiff_core.models.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher
+from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.worlds.driving import ACTIONS, SCENES
 
 
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int_range(1, 1_000_000), default=1000, help="rollouts per scene per configuration")
     parser.add_argument("--horizon", type=int_range(1, 1000), default=6)
     parser.add_argument("--action", choices=ACTIONS, default="keep")
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
-    parser.add_argument("--seeds", type=comma_list(int_range(0, 2**63 - 1)), default=None,
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=0)
+    parser.add_argument("--seeds", type=comma_list(int_range(0, MAX_SEED)), default=None,
                         help="comma-separated seeds: every configuration once per seed")
     parser.add_argument("--sequential", action="store_true", help="sample in batches until the gate decides")
     parser.add_argument("--cap", type=int_range(1), default=4000, help="sequential: rollouts per scene at most")

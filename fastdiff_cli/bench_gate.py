@@ -16,13 +16,14 @@ from fastdiff_core.bench.gate import (
 )
 from fastdiff_core.commands.args import comma_list, int_range, writable_file
 from fastdiff_core.metrics.gate import RELEASE_GATE
+from fastdiff_core.spec import MAX_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int_range(1), default=1000, help="simulated gate runs per row (>= 1)")
     parser.add_argument("--n", type=comma_list(int_range(1)), default=list(FIXED_N),
                         help="fixed-n modes: rollouts per scene, comma-separated")
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=0)
     parser.add_argument("--cap", type=int_range(1), default=Schedule.cap, help="sequential: rollouts per scene at most")
     parser.add_argument("--json", type=writable_file, default=None, help="write the rows as JSON here")
     parser.add_argument("--plot", type=writable_file, default=None, help="write a PNG of the curves here")

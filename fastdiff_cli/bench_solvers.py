@@ -16,6 +16,7 @@ from fastdiff_core import catalog
 from fastdiff_core.bench.solvers import STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
 from fastdiff_core.commands.args import int_range, writable_file
 from fastdiff_core.solvers.brownian import NOISE_KINDS
+from fastdiff_core.spec import MAX_SEED
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="CI-sized: fewer samples and NFEs, no grid search")
     p.add_argument("--preset", default="rare2d", choices=sorted(catalog.WORLDS["mixture"].options["preset"].choices))
     p.add_argument("--samples", type=int_range(1, 1_000_000), default=None, help="noise samples (default 1000, quick 300)")
-    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    p.add_argument("--seed", type=int_range(0, MAX_SEED), default=0)
     p.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
     p.add_argument("--worlds", type=int_range(0, 100_000), default=0, help="held-out random worlds to report first (default 0)")
     p.add_argument("--world-samples", type=int_range(1, 1_000_000), default=300, help="noise samples per held-out world (default 300)")

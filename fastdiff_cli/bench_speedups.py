@@ -15,6 +15,7 @@ from fastdiff_core.bench.speedups import SCENE_SET, SpeedupsBench, lever_rows
 from fastdiff_cli.teacher_bench_args import add_teacher_bench_arguments
 from fastdiff_core.commands.args import int_range
 from fastdiff_core.latency import device_name
+from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.worlds.driving import ACTIONS
 
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int_range(1, 1000), default=6)
     parser.add_argument("--repeats", type=int_range(1, 10_000), default=3)
     parser.add_argument("--skip", nargs="*", default=[], help="lever labels (prefixes) to skip, e.g. torch.compile")
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0,
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=0,
                         help="seed of the noise and the waiting frames every lever shares")
     parser.add_argument("--no-timing", action="store_true",
                         help="coverage columns only (no wall-clock workloads): for re-measuring coverage over seeds")

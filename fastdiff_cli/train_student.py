@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from fastdiff_core.commands.args import float_range, int_range, writable_dir
+from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.students import recipes
 from fastdiff_core.students.driving import WEIGHTS_DIR
 from fastdiff_core.students.training import DRIVING_CONFIGS, TEACHER, train_and_save
@@ -21,7 +22,7 @@ from fastdiff_core.students.training import DRIVING_CONFIGS, TEACHER, train_and_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(DRIVING_CONFIGS), help="which student")
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=0)
     parser.add_argument("--scale", type=float_range(0.0, 1000.0, lo_open=True), default=1.0, help="multiply optimiser steps (quick tries)")
     parser.add_argument("--threads", type=int_range(1, 1024), default=1)
     parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR)

@@ -18,6 +18,7 @@ from fastdiff_core.models.teacher import (
     WEIGHTS_DIR, TrainConfig, load_checkpoint, save_checkpoint, train_teacher,
 )
 from fastdiff_core.models.world_model import WorldModelConfig
+from fastdiff_core.spec import MAX_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int_range(1, 65536), default=d.model.width)
     parser.add_argument("--depth", type=int_range(1, 1024), default=d.model.depth)
     parser.add_argument("--tail-fraction", type=float_range(0.0, 1.0), default=d.tail_fraction)
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=d.seed)
+    parser.add_argument("--seed", type=int_range(0, MAX_SEED), default=d.seed)
     parser.add_argument("--threads", type=int_range(1, 1024), default=d.threads)
     parser.add_argument("--out", type=writable_dir, default=WEIGHTS_DIR, help="directory for weights and card")
     parser.add_argument("--name", type=file_stem, default=None, help="checkpoint name (default driving_teacher_<prediction>)")

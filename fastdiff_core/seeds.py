@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_SEED = 2**63 - 1
+from fastdiff_core.spec import MAX_SEED
 
 
 def derived_seed(seed: int, *key: int) -> int:

@@ -38,6 +38,7 @@ MODEL_WORLD = "model"  # the world that samples a user's model (fastdiff_core.wo
 MAX_STEPS = 1000
 GATE_ALPHA = 0.05  # the release gate's family-wise error rate (metrics.gate.RELEASE_GATE)
 MAX_GATE_ALPHA = 0.5
+MAX_SEED = 2**63 - 1  # run seeds are 63-bit (fastdiff_core.seeds derives generator seeds in this range)
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -65,7 +66,7 @@ FIELDS: dict[str, Option] = {
     "plans": Option(int, 1, "candidate plans P", min=1, max=10_000),
     "futures": Option(int, 1, "futures R per plan", min=1, max=10_000),
     "samples": Option(int, 1000, "samples (planning cycles)", min=1, max=MAX_SAMPLES),
-    "seed": Option(int, 0, "random seed", min=0, max=2**63 - 1),
+    "seed": Option(int, 0, "random seed", min=0, max=MAX_SEED),
     "dtype": Option(str, "float32", "the sampling loop's dtype", choices=("float32", "float64")),
     "device": Option(str, "auto", "where the run executes (auto: the GPU if there is one)",
                      choices=("auto", "cpu", "cuda")),
