@@ -97,3 +97,19 @@ def test_a_declaration_the_check_cannot_read_is_refused():
         messages.check({"type": "integer", "minimum": 0}, 3, "x")
     with pytest.raises(ValueError, match="anchored"):
         messages.check({"type": "string", "pattern": "b[0-9]"}, "b1", "x")
+
+
+@pytest.mark.parametrize("kind", ["run_id", "exp_id", "sweep_id"])
+@settings(max_examples=200, deadline=None)
+@given(value=st.one_of(st.from_regex(r"[ers][0-9a-fA-F]{11,13}\n?", fullmatch=True), st.text(max_size=14),
+                       st.integers(), st.none()))
+def test_declared_ids_are_the_store_s_one_pattern(kind, value):
+    """The messages' id declarations accept exactly what store.ids (the one pattern, STYLE rule 14) does."""
+    from store import ids
+
+    try:
+        messages.check(messages.id_schema(kind), value, kind)
+        declared = True
+    except ValueError:
+        declared = False
+    assert declared == ids.is_id(value, kind), value
