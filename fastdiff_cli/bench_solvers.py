@@ -72,14 +72,17 @@ def print_heldout(report: SolversReport, samples: int) -> None:
 
 
 def _rare_cell(r: dict[str, Any]) -> str:
-    return (f"{r['rare_diff']:+.4f} +- {r['rare_diff_se']:.4f} {'within' if r['rare_within_2se'] else 'OUTSIDE'}"
+    off = f", {r['rare_in_off_mode']} off-mode" if "rare_in_off_mode" in r else ""
+    return (f"{r['rare_diff']:+.4f} +- {r['rare_diff_se']:.4f} {'within' if r['rare_within_2se'] else 'OUTSIDE'} "
+            f"(in {r['rare_in']}{off}, out {r['rare_out']})"
             + (f"  ratio {r['ratio_median']:.3f}" if "ratio_median" in r else ""))
 
 
 def print_heldout_settings(report: SolversReport, most: int = 6) -> None:
     """Per NFE: the rare-mode criterion of each fixed setting (the lowest-RMSE ones), and the tail-safe setting."""
-    print("rare mode per setting, pooled over the worlds (paired diff +- SE, within 2 SE?), RMSE / the world's best "
-          "fastdiff (geometric mean) and / the best peer (median):")
+    print("rare mode per setting, pooled over the worlds (paired diff +- SE, within 2 SE?; samples moved in, of them "
+          "off-mode = outside the rare mode's 99.9% ellipsoid, and out), RMSE / the world's best fastdiff (geometric "
+          "mean) and / the best peer (median):")
     for s in report.held_out_summary:
         print(f"  NFE {s['nfe']}:")
         for r in heldout_settings(report.held_out, s["nfe"])[:most]:

@@ -92,6 +92,7 @@ def test_held_out_worlds_section_spends_exact_budgets_on_fixed_and_shipped_grids
     assert all(r["nfe"] == r["nfe_target"] for r in rows)
     assert {"tuned", "karras", "quadratic"} <= {r["grid"] for r in rows}
     assert any("final=sigma_min" in r["solver"] for r in rows)
+    assert all(0 <= r["rare_in_off_mode"] <= r["rare_in"] for r in rows if "rare_in" in r)  # blur among moves in
     summary = bench.heldout_summary(rows, (4, 6))
     assert [s["nfe"] for s in summary] == [4, 6] and all("ratio_median" not in s for s in summary)
     assert all(s["rare_diff_se"] >= 0 and abs(s["rare_diff"]) <= 1 for s in summary)
