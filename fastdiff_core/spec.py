@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import InitVar, asdict, dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args
 
 from fastdiff_core import catalog
 from fastdiff_core.limits import RunLimits, peak_memory_mb
@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 RESULT_SCHEMA_VERSION = 2
 
 WorldName = str  # a registered world plugin's name (fastdiff_core.worlds)
+# the choices of dtype, device and sampler (spec.FIELDS reads them from these annotations)
 Dtype = Literal["float32", "float64"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 SamplerKind = Literal["solver", "student"]
@@ -55,7 +56,7 @@ FIELDS: dict[str, Option] = {
                     nullable=True),
     "model": Option(str, None, f"a registered model's name (fastdiff_core.models.model_registry); world "
                     f"{MODEL_WORLD!r} only", nullable=True),
-    "sampler": Option(str, "solver", "a training-free solver or a distilled student", choices=("solver", "student")),
+    "sampler": Option(str, "solver", "a training-free solver or a distilled student", choices=get_args(SamplerKind)),
     "solver": Option(str, "dpmpp_2m", "the solver (catalog.SOLVERS)", choices=tuple(catalog.SOLVERS)),
     "grid": Option(str, "karras", "the sigma grid (catalog.GRIDS)", choices=tuple(catalog.GRIDS)),
     "steps": Option(int, 10, "solver steps", min=1, max=MAX_STEPS),
@@ -67,9 +68,9 @@ FIELDS: dict[str, Option] = {
     "futures": Option(int, 1, "futures R per plan", min=1, max=10_000),
     "samples": Option(int, 1000, "samples (planning cycles)", min=1, max=MAX_SAMPLES),
     "seed": Option(int, 0, "random seed", min=0, max=MAX_SEED),
-    "dtype": Option(str, "float32", "the sampling loop's dtype", choices=("float32", "float64")),
+    "dtype": Option(str, "float32", "the sampling loop's dtype", choices=get_args(Dtype)),
     "device": Option(str, "auto", "where the run executes (auto: the GPU if there is one)",
-                     choices=("auto", "cpu", "cuda")),
+                     choices=get_args(DeviceChoice)),
     "regime": Option(str, None, "the regime the run is judged in (catalog.REGIMES)",
                      choices=tuple(catalog.REGIMES), nullable=True),
     "name": Option(str, "", "a free-text label", max_length=200),
