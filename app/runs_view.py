@@ -155,7 +155,9 @@ def render(s, runs: pl.DataFrame, *, key: str, exp_names: Mapping[str, str], rea
     cols = list(dict.fromkeys(["run_id", *(c for c in chosen if c in shown.columns)]))
     event = st.dataframe(_styled(shown.select(cols), groups, state.color), hide_index=True, key=f"{key}.table",
                          on_select="rerun", selection_mode="single-row",
-                         column_config={"tags": st.column_config.ListColumn("tags")})
+                         column_config={"tags": st.column_config.ListColumn("tags"),
+                                        **{c: st.column_config.NumberColumn(c, format="%.4g") for c, t in
+                                           shown.select(cols).schema.items() if t == pl.Float64}})
     picked = shown["run_id"][event.selection.rows[0]] if event is not None and event.selection.rows else None
     picked = _scatter(shown, groups, state.color, metrics, key) or picked
     if picked:

@@ -77,8 +77,10 @@ def explore(browser, page, base: str, out: pathlib.Path) -> str:
     """A guided run in Explore (light, dark, 400 px) and the sequential gate's fields; returns the share link."""
     # DDIM half-way to ancestral (eta 0.5: its options open under the solver), 6 steps.
     page.goto(f"{base}/?solver=ddim&opt.eta=0.5&steps=6&samples=4000&name=ddim%20eta%200.5%2C%206%20steps")
+    run = page.get_by_role("button", name="Run", exact=True)
+    run.wait_for(timeout=300_000)  # a loaded machine takes a while to draw the first page
     _idle(page)
-    page.get_by_role("button", name="Run", exact=True).click()
+    run.click()
     page.locator("[data-testid=stTable]").first.wait_for(timeout=300_000)
     _idle(page)
     _shoot(page, out / "explore.png")
@@ -102,6 +104,7 @@ def explore(browser, page, base: str, out: pathlib.Path) -> str:
 def sweep(page, base: str, out: pathlib.Path) -> None:
     """A 4 solvers x 4 step counts sweep; the Queue page while it runs; its results with a point clicked."""
     page.goto(f"{base}/sweep?samples=1000")
+    page.get_by_role("button", name="Queue sweep").wait_for(timeout=300_000)
     _idle(page)
     page.get_by_role("button", name="Queue sweep").click()
     page.wait_for_url("**sweep=e*", timeout=120_000)

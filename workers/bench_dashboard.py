@@ -130,6 +130,7 @@ def time_pages(sweep_exp: str, single_exp: str, repeat: int) -> dict[str, list[f
                 raise RuntimeError(f"{label}: {at.exception[0].value}")
             times.append(server_seconds([c.value for c in at.caption]))
         out[label] = times[1:]
+        print(f"  rendered {label}: {times}", flush=True)  # progress: the first render warms caches
         if main is not None:
             sys.modules["__main__"] = main
     return out
@@ -210,6 +211,7 @@ def _loads(page, base: str, urls: dict[str, str], repeat: int, server: list[floa
                 drawn.append(time.perf_counter() - t0)
             _server_figure(page, server)
         out[f"first content {label}"], out[f"load {label}"] = first[1:], times[1:]
+        print(f"  loaded {label}: first content {first}, idle {times}, charts {drawn}", flush=True)
         if drawn[1:]:
             out[f"all charts drawn {label}"] = drawn[1:]
     return out
@@ -272,6 +274,7 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.set_default_timeout(600_000)  # a loaded machine: every wait is measured, none may give up early
         _first_page(page, base)
         out = _loads(page, base, urls, repeat, server)
         out["widget to bill (Explore, Steps)"] = _widget_to_bill(page, base, repeat)
