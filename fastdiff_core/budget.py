@@ -23,6 +23,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from fastdiff_core import catalog
+from fastdiff_core.regimes import PLANNING_BUDGET_S, REGIMES, Binding, RegimeBudget  # noqa: F401 (re-exported)
 from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
 from fastdiff_core.metrics.gate import coverage_gate as _gate
 from fastdiff_core.spec import RunResult, RunSpec
@@ -296,7 +297,6 @@ def waterfall(target: NFEBill, *, distilled: bool, vanilla: NFEBill = VANILLA,
 # Latency and cost projection
 # ---------------------------------------------------------------------------------------------
 
-PLANNING_BUDGET_S = 0.100  # 10 Hz planning: one decision per 100 ms
 
 
 @dataclass(frozen=True)
@@ -395,43 +395,12 @@ def cost_per_1000_scenarios(bill: NFEBill, model: ProductionModel = ProductionMo
 # Regimes and verdicts
 # ---------------------------------------------------------------------------------------------
 
-Binding = Literal["coverage", "cost", "latency"]
 # Three outcomes of a decision plus "unmeasured" (nothing to decide on yet, e.g. coverage before a run).
 Status = Literal["pass", "fail", "undecided", "unmeasured"]
 Basis = Literal["projected", "measured"]
 
 
-@dataclass(frozen=True)
-class RegimeBudget:
-    """A regime's binding constraint and thresholds (the dashboard lets users edit them).
-
-    latency_budget_s: per planning cycle, None where latency is irrelevant. cost_budget_usd: per
-    1,000 simulated scenarios, None where cost does not bind. coverage_gate: whether the coverage gate
-    is part of the verdict. nfe_per_frame: the seed's typical target band (advice, not a gate). lanes:
-    the parallel lanes the regime's production model assumes (closed-loop sim batches; planning is serial).
-    """
-
-    regime: str
-    binding: Binding
-    latency_budget_s: float | None
-    cost_budget_usd: float | None
-    coverage_gate: bool
-    nfe_per_frame: tuple[int, int]
-    lanes: int = 1
-
-    def with_thresholds(self, **changes: Any) -> "RegimeBudget":
-        d = asdict(self)
-        d.update(changes)
-        return RegimeBudget(**d)
-
-
-REGIME_BUDGETS: dict[str, RegimeBudget] = {
-    "offline": RegimeBudget("offline", "coverage", None, None, True, (20, 50)),
-    # $0.15 per 1,000 scenarios at the default production model (10 ms/NFE, 8 batched lanes, $2/h):
-    # a 4-8 NFE/frame student at H = 20 fits, a 30-NFE solver does not (the seed's ~7-8x).
-    "closed_loop": RegimeBudget("closed_loop", "cost", None, 0.15, True, (4, 8), lanes=8),
-    "planning": RegimeBudget("planning", "latency", PLANNING_BUDGET_S, None, False, (1, 4)),
-}
+REGIME_BUDGETS: dict[str, RegimeBudget] = {name: r.budget for name, r in REGIMES.items()}
 
 
 def regime_budget(name: str) -> RegimeBudget:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from fastdiff_core.registry import Option
+from fastdiff_core.regimes import REGIMES, RegimeInfo  # noqa: F401 (re-exported: the form reads them here)
 from fastdiff_core.worlds import WORLD_INFOS, WorldInfo, world_plugin
 
 NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
@@ -257,27 +258,6 @@ STUDENTS: dict[str, StudentInfo] = {
                     "Frans et al. 2024, One Step Diffusion via Shortcut Models", (1, 2, 4, 8), 1,
                     doc="one network for every step count by self-consistency of step sizes"),
     ]
-}
-
-
-@dataclass(frozen=True)
-class RegimeInfo:
-    """A regime preset: its title and dashboard defaults. Its binding constraint and thresholds are
-    defined once, in ``budget.REGIME_BUDGETS`` (same names; tests/test_budget.py holds them equal)."""
-
-    name: str
-    title: str
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-
-
-REGIMES: dict[str, RegimeInfo] = {
-    "offline": RegimeInfo("offline", "Offline scenario generation",
-                          {"solver": "dpmpp_2m", "steps": 20, "guidance_scale": 1.0}),
-    "closed_loop": RegimeInfo("closed_loop", "Closed-loop simulation at scale",
-                              {"solver": "dpmpp_2m", "steps": 6, "guidance_scale": 1.0, "horizon": 20}),
-    "planning": RegimeInfo("planning", "In-the-loop planning at 10 Hz",
-                           {"solver": "dpmpp_2m", "steps": 4, "guidance_scale": 1.0, "horizon": 12, "plans": 10,
-                            "futures": 4}),
 }
 
 
