@@ -23,9 +23,9 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from fastdiff_core import catalog
-from fastdiff_core.regimes import PLANNING_BUDGET_S, REGIMES, Binding, RegimeBudget  # noqa: F401 (re-exported)
 from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
 from fastdiff_core.metrics.gate import coverage_gate as _gate
+from fastdiff_core.regimes import PLANNING_BUDGET_S, REGIMES, Binding, RegimeBudget  # noqa: F401 (re-exported)
 from fastdiff_core.spec import RunResult, RunSpec
 
 # ---------------------------------------------------------------------------------------------

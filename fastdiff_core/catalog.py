@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from fastdiff_core.registry import Option
 from fastdiff_core.regimes import REGIMES, RegimeInfo  # noqa: F401 (re-exported: the form reads them here)
+from fastdiff_core.registry import Option
 from fastdiff_core.worlds import WORLD_INFOS, WorldInfo, world_plugin
 
 NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
