@@ -176,7 +176,8 @@ def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
     if s is None:
         return []
     try:
-        runs = s.runs().filter((pl.col("status") == "done") & (pl.col("world") == world))
+        runs = s.runs(status="done", columns=["run_id", "world", "spec", "status", "device", "wall_s", "nfe_counted",
+                                              "nfe_formula"]).filter(pl.col("world") == world)
         if runs.height == 0:
             return []
         m = s.metrics(runs["run_id"].to_list())

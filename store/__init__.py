@@ -10,11 +10,14 @@ Imports no torch. The dashboard reads it like this::
                                          (empty|queued|running|done|failed|cancelled), n_done, n_failed,
                                          n_cancelled, n_queued
     s.experiment(exp_id)              -> dict {exp_id, name, created, run_ids, spec, sweep, imported_from} | None
-    s.runs(exp_id=None, run_ids=None) -> pl.DataFrame, one row per run: run_id, exp_id, idx, name, world,
+    s.runs(exp_id=None, run_ids=None, status=None, columns=None)
+                                      -> pl.DataFrame, one row per run (only ``columns`` when given, only
+                                         runs of ``status`` when given): run_id, exp_id, idx, name, world,
                                          scene, sampler, solver, student, grid, steps, guidance_scale,
                                          horizon, plans, futures, samples, seed, dtype, regime, spec (JSON),
                                          submitted, status (queued|done|failed|cancelled), finished, device,
-                                         worker, wall_s, nfe_counted, nfe_formula, verdict (JSON), error
+                                         worker, wall_s, nfe_counted, nfe_formula, verdict (JSON), error,
+                                         model, model_checksum
     s.run(run_id)                     -> dict {run_id, exp_id, idx, spec (RunSpec dict), submitted, status,
                                          result (RunResult dict, incl. samples) | None, error, worker,
                                          finished} | None
@@ -34,8 +37,10 @@ then queues). ``create_experiment(name, specs, sweep=None) -> exp_id`` and ``new
 collector process. Ids are strings: experiments ``e…``, runs ``r…``. Errors are ValueError naming
 the field. Timestamps are naive UTC.
 
-How many processes share it without DuckDB lock errors, and why nothing is lost or duplicated, is
-in ``store.store``'s docstring.
+How it is laid out (a journal of sealed lines, Parquet segments appended one per compaction, a
+manifest), how many processes share it without waiting on each other, and why nothing is lost or
+duplicated, is in ``store.store``'s docstring; ``store.legacy`` migrates a store of the per-record
+format when it is opened; ``fastdiff bench store`` measures it (docs/bench-store.md).
 """
 
 from store.records import FINAL_STATUSES, RUN_STATUSES

@@ -11,7 +11,7 @@ import zipfile
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from store import files, ids, records
+from store import ids, records
 
 if TYPE_CHECKING:
     from store.store import Store
@@ -25,11 +25,7 @@ def export_bundle(store: Store, exp_id: str, path: pathlib.Path) -> pathlib.Path
     exp = store.experiment(exp_id)
     if exp is None:
         raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
-    runs = []
-    for run_id in exp["run_ids"]:
-        sub = files.read(store.runs_dir, run_id)
-        if sub is not None:
-            runs.append({"run": sub, "result": files.read(store.results_dir, run_id)})
+    runs = [{"run": sub, "result": res} for sub, res in store.submission_records(exp_id)]
     doc = {"bundle_format": BUNDLE_FORMAT, "experiment": exp, "runs": runs}
     run_ids = [r["run"]["run_id"] for r in runs]
     tables = {
@@ -98,26 +94,16 @@ def check_bundle(doc: Any) -> tuple[dict[str, Any], list[tuple[dict[str, Any], d
 def import_bundle(store: Store, path: pathlib.Path) -> str:
     """Import a bundle as a new experiment with fresh ids; returns its exp_id.
 
-    Every record is checked before anything is written; then the runs and results are written and
-    the experiment record last, so readers see the whole experiment or none of it. A write that
-    fails half way (a full disk) removes what it wrote."""
+    Every record is checked before anything is written; then the experiment, its runs and their
+    outcomes are written as one file (``Store``'s inbox), so readers see the whole experiment or none
+    of it, and a write that fails half way leaves nothing."""
     exp, checked = check_bundle(_load(path))
     exp_id = ids.new_id("e")
     run_ids = [ids.new_id("r") for _ in checked]
-    written: list[tuple[pathlib.Path, str]] = []
-    try:
-        for run_id, (sub, res) in zip(run_ids, checked):
-            files.publish_once(store.runs_dir, run_id, dict(sub, run_id=run_id, exp_id=exp_id))
-            written.append((store.runs_dir, run_id))
-            if res is not None:
-                files.publish_once(store.results_dir, run_id, dict(res, format=1, run_id=run_id))
-                written.append((store.results_dir, run_id))
-        sweep = exp["sweep"]
-        files.publish_replace(store.experiments_dir, exp_id, dict(
-            exp, exp_id=exp_id, run_ids=run_ids, imported_from=exp["exp_id"],
-            sweep=dict(sweep, sweep_id=ids.new_id("s")) if sweep else None))
-    except BaseException:
-        for directory, key in reversed(written):
-            files.remove(directory, key)
-        raise
+    subs = [dict(sub, run_id=run_id, exp_id=exp_id) for run_id, (sub, _) in zip(run_ids, checked)]
+    outcomes = {run_id: dict(res, format=1, run_id=run_id) for run_id, (_, res) in zip(run_ids, checked)
+                if res is not None}
+    sweep = exp["sweep"]
+    store._publish_experiment(dict(exp, exp_id=exp_id, run_ids=run_ids, imported_from=exp["exp_id"],
+                                   sweep=dict(sweep, sweep_id=ids.new_id("s")) if sweep else None), subs, outcomes)
     return exp_id

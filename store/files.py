@@ -1,14 +1,9 @@
-"""Write-once and atomically replaced JSON records: the store's durable source of truth.
+"""Small JSON records, one file each, atomically replaced: tags and notes (``store.annotations``), and
+the records of a store in the per-record format that ``store.legacy`` migrates; fsync helpers.
 
-Every record is its own file, written to a temporary name in the same directory, fsynced, then
-published in one atomic step:
-
-- ``publish_once``: ``link(tmp, final)`` — fails if ``final`` exists, so the first writer wins and a
-  redelivered result can never overwrite or duplicate the first one (idempotent by key);
-- ``publish_replace``: ``rename(tmp, final)`` — last writer wins (experiment renames).
-
-Readers only see complete files (names starting with '.' are in-flight temporaries and are skipped)
-and tolerate a file vanishing between listing and opening (a deleted experiment).
+``publish_replace`` writes to a temporary name in the same directory, fsyncs, then renames (last
+writer wins). Readers only see complete files (names starting with '.' are in-flight temporaries and
+are skipped) and tolerate a file vanishing between listing and opening.
 
 A key is always an id (``store.ids``), checked here before it becomes a file name: whatever a caller
 passes, no function of this module touches a file outside ``directory``. Files are 600 and
@@ -17,8 +12,6 @@ directories 700: the store is private to the user who runs the service.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import os
 import pathlib
@@ -58,8 +51,9 @@ def _tmp_write(directory: pathlib.Path, data: bytes) -> pathlib.Path:
     return tmp
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: pathlib.Path) -> None:
+    """fsync a file or a directory (a directory's: the names in it are durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -70,48 +64,12 @@ def _encode(record: Any) -> bytes:
     return json.dumps(record, sort_keys=True, allow_nan=True).encode()
 
 
-_DEFERRED: contextvars.ContextVar[set[pathlib.Path] | None] = contextvars.ContextVar("deferred", default=None)
-
-
-@contextlib.contextmanager
-def deferred_dir_sync() -> Iterator[None]:
-    """Within this block, ``publish_once`` fsyncs each file but each directory only once, at the end:
-    the records written in the block are durable when the block exits (not before), for one
-    directory fsync instead of one per record (the collector stores a batch of results this way)."""
-    dirs: set[pathlib.Path] = set()
-    token = _DEFERRED.set(dirs)
-    try:
-        yield
-    finally:
-        _DEFERRED.reset(token)
-        for d in dirs:
-            _fsync_dir(d)
-
-
-def publish_once(directory: pathlib.Path, key: str, record: Any) -> bool:
-    """Write ``directory/key.json`` unless it exists. True if this call wrote it."""
-    final = _path(directory, key)
-    tmp = _tmp_write(directory, _encode(record))
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-    deferred = _DEFERRED.get()
-    if deferred is None:
-        _fsync_dir(directory)
-    else:
-        deferred.add(directory)
-    return True
-
-
 def publish_replace(directory: pathlib.Path, key: str, record: Any) -> None:
     """Write ``directory/key.json``, atomically replacing any previous version."""
     final = _path(directory, key)
     tmp = _tmp_write(directory, _encode(record))
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_path(directory)
 
 
 def read(directory: pathlib.Path, key: str) -> dict[str, Any] | None:

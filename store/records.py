@@ -311,3 +311,11 @@ def latency_rows(run_id: str, res: Mapping[str, Any] | None) -> list[dict[str, A
 
 
 ROWS_FOR = {"metrics": metric_rows, "histograms": histogram_rows, "latency": latency_rows}
+
+
+def catalog_row(exp: Mapping[str, Any], seq: int) -> dict[str, Any]:
+    """An experiment as a segment's catalog row: the Experiments page's columns, the sweep's axes,
+    and the record itself (JSON, what ``Store.experiment`` returns)."""
+    sweep = exp.get("sweep") or {}
+    return {**experiment_row(exp), "axes": json.dumps(sweep["axes"], sort_keys=True) if sweep else None,
+            "record": json.dumps(exp, sort_keys=True), "_seq": seq}

@@ -1,96 +1,100 @@
-"""The compacted store's tables, their polars dtypes, and the numbered migrations that build them.
+"""The store's tables: their columns and polars dtypes, declared once.
 
-Each table is declared once as (column, DuckDB type, polars dtype); the DDL of migration 1 and the
-frames built from not-yet-compacted files both come from these declarations, so the two read paths
-cannot drift apart. A new column is a new migration (``ALTER TABLE ... ADD COLUMN``) plus an entry
-here; ``SCHEMA_VERSION`` is the number of migrations.
+The frames the store returns (``runs``, ``experiments``, ``sweeps``, ``metrics``, ``histograms``,
+``latency``) and the segment files it writes (``store.segments``) both take their columns from these
+declarations, so the rows read from segments and the rows built from not-yet-compacted records cannot
+drift apart. Segment tables add ``_seq`` (the batch that wrote a row: of two rows of one key, the later
+batch's wins) and the lossless records (``catalog.record``, ``records.submission`` / ``.outcome``:
+the JSON a run or experiment reads back as).
+
+``SCHEMA_VERSION`` numbers the store's on-disk formats: 1-3 were the per-record JSON files with a
+DuckDB cache (3 added ``model`` / ``model_checksum``); 4 is Parquet segments (``store.segments``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 import polars as pl
 
-Column = tuple[str, str, Any]
+Column = tuple[str, Any]
 
 EXPERIMENTS: list[Column] = [
-    ("exp_id", "VARCHAR", pl.String),
-    ("name", "VARCHAR", pl.String),
-    ("created", "TIMESTAMP", pl.Datetime("us")),
-    ("spec", "VARCHAR", pl.String),          # JSON: the base RunSpec (first run's spec)
-    ("sweep_id", "VARCHAR", pl.String),
-    ("n_runs", "INTEGER", pl.Int32),
-    ("imported_from", "VARCHAR", pl.String),
+    ("exp_id", pl.String),
+    ("name", pl.String),
+    ("created", pl.Datetime("us")),
+    ("spec", pl.String),          # JSON: the base RunSpec (first run's spec)
+    ("sweep_id", pl.String),
+    ("n_runs", pl.Int32),
+    ("imported_from", pl.String),
 ]
 
 SWEEPS: list[Column] = [
-    ("sweep_id", "VARCHAR", pl.String),
-    ("exp_id", "VARCHAR", pl.String),
-    ("axes", "VARCHAR", pl.String),          # JSON: {field: [values, ...]}
-    ("n_runs", "INTEGER", pl.Int32),
+    ("sweep_id", pl.String),
+    ("exp_id", pl.String),
+    ("axes", pl.String),          # JSON: {field: [values, ...]}
+    ("n_runs", pl.Int32),
 ]
 
 RUNS: list[Column] = [
-    ("run_id", "VARCHAR", pl.String),
-    ("exp_id", "VARCHAR", pl.String),
-    ("idx", "INTEGER", pl.Int32),
-    ("name", "VARCHAR", pl.String),
-    ("world", "VARCHAR", pl.String),
-    ("scene", "VARCHAR", pl.String),
-    ("sampler", "VARCHAR", pl.String),
-    ("solver", "VARCHAR", pl.String),
-    ("student", "VARCHAR", pl.String),
-    ("grid", "VARCHAR", pl.String),
-    ("steps", "INTEGER", pl.Int32),
-    ("guidance_scale", "DOUBLE", pl.Float64),
-    ("horizon", "INTEGER", pl.Int32),
-    ("plans", "INTEGER", pl.Int32),
-    ("futures", "INTEGER", pl.Int32),
-    ("samples", "INTEGER", pl.Int32),
-    ("seed", "BIGINT", pl.Int64),
-    ("dtype", "VARCHAR", pl.String),
-    ("regime", "VARCHAR", pl.String),
-    ("spec", "VARCHAR", pl.String),          # JSON of the RunSpec
-    ("submitted", "TIMESTAMP", pl.Datetime("us")),
-    ("status", "VARCHAR", pl.String),        # queued | done | failed | cancelled
-    ("finished", "TIMESTAMP", pl.Datetime("us")),
-    ("device", "VARCHAR", pl.String),
-    ("worker", "VARCHAR", pl.String),
-    ("wall_s", "DOUBLE", pl.Float64),
-    ("nfe_counted", "DOUBLE", pl.Float64),
-    ("nfe_formula", "DOUBLE", pl.Float64),
-    ("verdict", "VARCHAR", pl.String),       # JSON or null
-    ("error", "VARCHAR", pl.String),
-    ("model", "VARCHAR", pl.String),         # world 'model': the registered model's name (migration 3)
-    ("model_checksum", "VARCHAR", pl.String),  # and the sha256 of the weights the run loaded
+    ("run_id", pl.String),
+    ("exp_id", pl.String),
+    ("idx", pl.Int32),
+    ("name", pl.String),
+    ("world", pl.String),
+    ("scene", pl.String),
+    ("sampler", pl.String),
+    ("solver", pl.String),
+    ("student", pl.String),
+    ("grid", pl.String),
+    ("steps", pl.Int32),
+    ("guidance_scale", pl.Float64),
+    ("horizon", pl.Int32),
+    ("plans", pl.Int32),
+    ("futures", pl.Int32),
+    ("samples", pl.Int32),
+    ("seed", pl.Int64),
+    ("dtype", pl.String),
+    ("regime", pl.String),
+    ("spec", pl.String),          # JSON of the RunSpec
+    ("submitted", pl.Datetime("us")),
+    ("status", pl.String),        # queued | done | failed | cancelled
+    ("finished", pl.Datetime("us")),
+    ("device", pl.String),
+    ("worker", pl.String),
+    ("wall_s", pl.Float64),
+    ("nfe_counted", pl.Float64),
+    ("nfe_formula", pl.Float64),
+    ("verdict", pl.String),       # JSON or null
+    ("error", pl.String),
+    ("model", pl.String),         # world 'model': the registered model's name (migration 3)
+    ("model_checksum", pl.String),  # and the sha256 of the weights the run loaded
 ]
 
 METRICS: list[Column] = [
-    ("run_id", "VARCHAR", pl.String),
-    ("name", "VARCHAR", pl.String),
-    ("value", "DOUBLE", pl.Float64),
+    ("run_id", pl.String),
+    ("name", pl.String),
+    ("value", pl.Float64),
 ]
 
 HISTOGRAMS: list[Column] = [
-    ("run_id", "VARCHAR", pl.String),
-    ("group", "VARCHAR", pl.String),
-    ("label", "VARCHAR", pl.String),
-    ("count", "BIGINT", pl.Int64),
-    ("n", "BIGINT", pl.Int64),
-    ("rate", "DOUBLE", pl.Float64),
-    ("lo", "DOUBLE", pl.Float64),
-    ("hi", "DOUBLE", pl.Float64),
-    ("truth", "DOUBLE", pl.Float64),
+    ("run_id", pl.String),
+    ("group", pl.String),
+    ("label", pl.String),
+    ("count", pl.Int64),
+    ("n", pl.Int64),
+    ("rate", pl.Float64),
+    ("lo", pl.Float64),
+    ("hi", pl.Float64),
+    ("truth", pl.Float64),
 ]
 
 LATENCY: list[Column] = [
-    ("run_id", "VARCHAR", pl.String),
-    ("what", "VARCHAR", pl.String),
-    ("seconds", "DOUBLE", pl.Float64),
-    ("batch", "BIGINT", pl.Int64),
-    ("device", "VARCHAR", pl.String),
+    ("run_id", pl.String),
+    ("what", pl.String),
+    ("seconds", pl.Float64),
+    ("batch", pl.Int64),
+    ("device", pl.String),
 ]
 
 TABLES: dict[str, list[Column]] = {
@@ -102,54 +106,35 @@ TABLES: dict[str, list[Column]] = {
     "latency": LATENCY,
 }
 
-# Tables keyed by run id (rows replaced together when a run's result is compacted).
-PER_RUN_TABLES = ("runs", "metrics", "histograms", "latency")
+# Tables keyed by run id whose rows are written once, when a run's outcome is compacted.
+PER_RUN_TABLES = ("metrics", "histograms", "latency")
+
+SEQ: Column = ("_seq", pl.Int64)
+# What a segment holds, per table: the frames' columns, plus _seq and the lossless records.
+SEGMENT_TABLES: dict[str, list[Column]] = {
+    "catalog": EXPERIMENTS + [("axes", pl.String), ("record", pl.String), SEQ],  # record: the experiment's JSON
+    "runs": RUNS + [SEQ],
+    "records": [("run_id", pl.String), ("submission", pl.String), ("outcome", pl.String), SEQ],
+    "metrics": METRICS,
+    "histograms": HISTOGRAMS,
+    "latency": LATENCY,
+}
+SCHEMA_VERSION = 4
 
 
 def polars_schema(table: str) -> dict[str, Any]:
-    return {name: dtype for name, _, dtype in TABLES[table]}
+    return dict(TABLES[table]) if table in TABLES else dict(SEGMENT_TABLES[table])
+
+
+def segment_schema(table: str) -> dict[str, Any]:
+    return dict(SEGMENT_TABLES[table])
 
 
 def empty_frame(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=polars_schema(table))
 
 
-def frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+def frame(table: str, rows: list[dict[str, Any]], schema: dict[str, Any] | None = None) -> pl.DataFrame:
     """Rows (dicts with any subset of the table's columns) as a frame with exactly the table's schema."""
-    schema = polars_schema(table)
+    schema = schema or polars_schema(table)
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
-
-
-def _create(table: str) -> str:
-    cols = ", ".join(f'"{name}" {sqltype}' for name, sqltype, _ in TABLES[table])
-    return f"CREATE TABLE {table} ({cols})"
-
-
-# version -> statements. Migration 1 creates the schema; later ones alter it.
-MIGRATIONS: dict[int, list[str]] = {
-    1: [_create(t) for t in TABLES] + [
-        "CREATE INDEX runs_exp ON runs (exp_id)",
-    ],
-    # RunResult schema 2: NFE per run for every world; rows of older mixture results held it per sample
-    2: ["UPDATE runs SET nfe_counted = nfe_counted * samples, nfe_formula = nfe_formula * samples "
-        "WHERE world = 'mixture' AND samples IS NOT NULL"],
-    # users' models: which model and which weights produced a run (its card stays in the result record)
-    3: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
-        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_checksum VARCHAR"],
-}
-SCHEMA_VERSION = max(MIGRATIONS)
-
-
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring ``con``'s database to SCHEMA_VERSION; returns the version it was at."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied TIMESTAMP)")
-    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        raise ValueError(f"store schema_version={current} is newer than this build reads (<= {SCHEMA_VERSION})")
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        con.execute("BEGIN TRANSACTION")
-        for statement in MIGRATIONS[version]:
-            con.execute(statement)
-        con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [version])
-        con.execute("COMMIT")
-    return current

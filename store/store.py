@@ -1,44 +1,65 @@
-"""``Store``: experiments, runs and their results on disk, read through DuckDB as polars frames.
+"""``Store``: experiments, runs and their results: Parquet segments appended in batches, read as polars.
 
-Write path (no process ever holds a lock another one waits for):
+Write path (no reader ever waits for a writer):
 
-    app      create_experiment / rename / delete -> experiments/<exp_id>.json, runs/<run_id>.json
-    app      set_tags / set_note (store.annotations) -> annotations/<id>.json (replaced on each edit)
-    collector record_result (first writer wins)   -> results/<run_id>.json
-    collector compact (one owner, flock)          -> db/work.duckdb -> copy -> db/gen-N.duckdb, db/CURRENT
+    app       new_experiment / import_bundle  -> one journal line: the experiment and all its runs
+    app       rename / delete                 -> one journal line
+    app       set_tags / set_note (store.annotations) -> annotations/<id>.json (replaced on each edit)
+    collector record_result in batched_writes -> one journal line per batch (first outcome wins)
+    collector compact (one owner: compact.lock) -> segments/<batch>.<table>.parquet, MANIFEST
 
-Read path: open the newest immutable generation read-only (any number of processes may), then add
-the few records written since it was published, straight from their JSON files. A generation is
-never modified after it is published, so DuckDB's single-writer rule is never in play for readers.
+The journal (``store.journal``: inbox/journal.jsonl, sealed JSON lines, one fsync per write) is the
+store's commit log. A compaction rotates it, folds the rotated file into ONE new segment (one Parquet
+file per table: catalog, runs, records, metrics, histograms, latency), publishes a new manifest
+naming the segment and the folded file, and only then removes the file: its cost is the size of the
+journal, not of the store (``store.segments`` merges small segments, never past a bounded size).
+Between compactions a read adds the journal's lines to what the manifest lists.
+
+Read path: a reader reads the journal first and the manifest second, and drops journal files the
+manifest says it folded, so a record a compaction moves meanwhile is seen once, never zero times.
+Segments are immutable; a reader keeps the light columns of each (run ids, statuses, the catalog) in
+memory, loads only the segments new since its last read, and reads a run's full row, its results or
+its record only from the segment that holds it.
+
+Idempotence: outcome writers take turns (``results.lock``) and check the journal and the manifest
+before they write, so a run's first outcome is its only one; submissions and outcomes already in a
+segment are skipped when a journal line repeats them.
+
+Stores written in the per-record format (experiments/, runs/, results/, db/) are migrated when a
+``Store`` opens them (``store.legacy``).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import contextvars
+import dataclasses
 import fcntl
-import itertools
 import json
 import logging
 import os
 import pathlib
-import shutil
+import re
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from fastdiff_core.spec import RunResult, RunSpec
-from store import files, ids, records, schema
+from store import files, ids, journal, records, schema, segments
 from store.annotations import Annotations, check_target
 
 log = logging.getLogger(__name__)
 
-KEEP_GENERATIONS = 3
-GENERATION_GRACE_S = 10.0  # a reader opens a generation within ms of reading CURRENT
+GRACE_S = 10.0  # a reader opens a segment within ms of reading the manifest; an orphan result may be early
+MAX_QUEUED_SUBS = 200_000
+UNREADABLE = "unreadable.jsonl"  # unreadable journal lines, kept byte for byte once compacted
+LIGHT_RUN_COLUMNS = ["run_id", "exp_id", "status", "_seq"]
+CATALOG_COLUMNS = [c for c in schema.segment_schema("catalog") if c != "record"]
+FRAME_RUN_COLUMNS = list(schema.polars_schema("runs"))
 
 
 def default_root() -> pathlib.Path:
@@ -77,26 +98,73 @@ def _status(counts: Mapping[str, int], n_runs: int) -> str:
     return "done"
 
 
-class _Generation:
-    """One published, immutable compacted database, opened read-only."""
-
-    def __init__(self, path: pathlib.Path):
-        self.name = path.name
-        self.con = duckdb.connect(str(path), read_only=True)
-        rows = self.con.execute("SELECT run_id, status FROM runs").fetchall()
-        self.status: dict[str, str] = dict(rows)
-        version = self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if version > schema.SCHEMA_VERSION:
-            raise ValueError(f"store generation {path.name} has schema_version={version}; "
-                             f"this build reads <= {schema.SCHEMA_VERSION}")
-
-    def query(self, table: str, sql: str, params: list[Any]) -> pl.DataFrame:
-        df = pl.from_arrow(self.con.cursor().sql(sql, params=params).to_arrow_table())
-        return df.select([pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
+READ_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 
 
-def _check_submission(rec: Any) -> None:
-    records.check_submission(rec, n_runs=records.MAX_ROWS)
+@dataclasses.dataclass
+class _Inbox:
+    """What the journal adds to the segments, checked: experiments, runs' submissions and outcomes,
+    deletions; ``unreadable``: id -> reason for the lines the checks refused (``bad_lines``: where)."""
+
+    exps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    subs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)       # run_id -> submission
+    outcomes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)   # run_id -> outcome
+    deleted: dict[str, list[str]] = dataclasses.field(default_factory=dict)         # exp_id -> its run ids
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+    bad_lines: set[str] = dataclasses.field(default_factory=set)
+    outcome_lines: dict[str, journal.Line] = dataclasses.field(default_factory=dict)  # sealed outcome lines
+    bad_outcomes: set[str] = dataclasses.field(default_factory=set)                 # runs shown nowhere
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    """What one manifest lists, in memory: the latest light row of every run and experiment."""
+
+    manifest: segments.Manifest
+    index: pl.DataFrame    # run_id, exp_id, status, _seq (latest per run; deleted experiments dropped)
+    catalog: pl.DataFrame  # CATALOG_COLUMNS (latest per experiment; deleted dropped)
+    los: list[int]
+
+    _final: set[str] | None = None
+
+    def final(self) -> set[str]:
+        """Ids of the runs whose outcome is in a segment (built once per manifest, on first use)."""
+        if self._final is None:
+            self._final = set(self.index.filter(pl.col("status") != "queued")["run_id"].to_list())
+        return self._final
+
+    def segment_of(self, seq: int) -> segments.Segment:
+        return self.manifest.segments[bisect.bisect_right(self.los, seq) - 1]
+
+
+def _check_entry(entry: dict[str, Any]) -> None:
+    """A journal line of kind 'experiment': {experiment, runs (its submissions; absent in a rename),
+    outcomes (an imported bundle's)}; ValueError naming the field."""
+    exp = records.check_experiment(entry.get("experiment"))
+    mine = set(exp["run_ids"])
+    for i, sub in enumerate(entry.get("runs", ())):
+        s = records.check_submission(sub, len(mine), f"runs[{i}]")
+        if s["exp_id"] != exp["exp_id"] or s["run_id"] not in mine:
+            raise ValueError(f"runs[{i}]: run {s['run_id']} is not one of the experiment's runs")
+    for run_id, res in _mapping_of(entry.get("outcomes")).items():
+        records.check_outcome(res, f"outcomes[{ids.check(run_id, 'run_id')}]")
+
+
+def _mapping_of(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{ids.shown(value)} must be an object")  # noqa: TRY004 - the store's input errors
+    return value
+
+
+_ID_IN_LINE = re.compile(rb'"([er][0-9a-f]{12})"')
+
+
+def _id_in(raw: bytes) -> str | None:
+    """The first experiment or run id in a line that does not parse (what the line was about)."""
+    m = _ID_IN_LINE.search(raw)
+    return m.group(1).decode() if m else None
 
 
 class Store:
@@ -105,18 +173,38 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = pathlib.Path(root).resolve() if root is not None else default_root()
-        self.experiments_dir = self.root / "experiments"
-        self.runs_dir = self.root / "runs"
-        self.results_dir = self.root / "results"
-        self.db_dir = self.root / "db"
-        for d in (self.root, self.experiments_dir, self.runs_dir, self.results_dir, self.db_dir):
+        self.inbox_dir = self.root / "inbox"
+        self.segments_dir = self.root / "segments"
+        for d in (self.root, self.inbox_dir, self.segments_dir):
             files.private_dir(d)
         self._annotations = Annotations(self.root / "annotations")
-        self._lock = threading.Lock()
-        self._gen: _Generation | None = None
-        self._exp_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
-        self._compacted_digest: str | None = None
-        self._unreadable: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._segment_cache: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
+        self._snap: tuple[int, _Snapshot] | None = None
+        self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
+        self._inbox_cache: tuple[Any, _Inbox] | None = None
+        self._queued_subs: dict[str, dict[str, Any]] = {}  # submissions this process folded while queued
+        self._batch: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(f"batch{id(self)}",
+                                                                                           default=None)
+        from store import legacy
+
+        if legacy.present(self.root):
+            legacy.migrate(self)
+
+    # ----------------------------------------------------------------------------------------
+    # locks
+    # ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self, name: str, blocking: bool = True) -> Iterator[bool]:
+        with open(self.root / name, "a") as lock:
+            os.chmod(lock.fileno(), files.FILE_MODE)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     # ----------------------------------------------------------------------------------------
     # writes: experiments (app side)
@@ -130,50 +218,49 @@ class Store:
                        sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
         """Record an experiment: ``specs`` (RunSpec, dict, JSON, or a list of them) are validated first.
         ``sweep`` is the grid's axes ({field: [values]}) when the specs came from one. Returns
-        (exp_id, run_ids) with run_ids in the order of ``specs``."""
+        (exp_id, run_ids) with run_ids in the order of ``specs``. One file for the experiment and all
+        its runs: readers see all of it or none of it."""
         name = records.check_name(name)
         specs = as_specs(specs)
         axes = records.check_axes({k: list(v) for k, v in sweep.items()}, "sweep") if sweep else None
         exp_id = ids.new_id("e")
         run_ids = [ids.new_id("r") for _ in specs]
         submitted = records.now_iso()
-        with files.deferred_dir_sync():  # one directory fsync for all the run records
-            for idx, (run_id, spec) in enumerate(zip(run_ids, specs)):
-                files.publish_once(self.runs_dir, run_id, {
-                    "format": 1, "run_id": run_id, "exp_id": exp_id, "idx": idx,
-                    "spec": spec.to_dict(), "submitted": submitted})
+        subs = [{"format": 1, "run_id": run_id, "exp_id": exp_id, "idx": idx, "spec": spec.to_dict(),
+                 "submitted": submitted} for idx, (run_id, spec) in enumerate(zip(run_ids, specs))]
         exp = {"format": 1, "exp_id": exp_id, "name": name, "created": submitted, "run_ids": run_ids,
                "spec": specs[0].to_dict(), "imported_from": None,
                "sweep": {"sweep_id": ids.new_id("s"), "axes": axes} if axes else None}
-        # The experiment file is published last: readers show an experiment only once all its runs exist.
-        files.publish_replace(self.experiments_dir, exp_id, exp)
+        self._publish_experiment(exp, subs)
         return exp_id, run_ids
 
+    def _publish_experiment(self, exp: dict[str, Any], subs: list[dict[str, Any]] | None,
+                            outcomes: dict[str, dict[str, Any]] | None = None) -> None:
+        entry: dict[str, Any] = {"experiment": exp}
+        if subs is not None:
+            entry["runs"] = subs
+        if outcomes:
+            entry["outcomes"] = outcomes
+        journal.append(self.inbox_dir, [("experiment", entry)])
+
     def rename_experiment(self, exp_id: str, name: str) -> None:
-        exp = self._experiment_record(exp_id)
-        exp["name"] = records.check_name(name)
-        files.publish_replace(self.experiments_dir, exp_id, exp)
-
-    def delete_experiment(self, exp_id: str) -> None:
-        """Delete an experiment, its runs and their results (the experiment disappears first)."""
-        exp = self._experiment_record(exp_id)
-        files.remove(self.experiments_dir, exp_id)
-        for run_id in exp.get("run_ids", ()):
-            if not ids.is_id(run_id, "run_id"):
-                continue  # a record edited by hand: its entry names no file of this store
-            files.remove(self.results_dir, run_id)
-            files.remove(self.runs_dir, run_id)
-        self._annotations.remove([exp_id] + [r for r in exp.get("run_ids", ()) if ids.is_id(r, "run_id")])
-
-    def _experiment_record(self, exp_id: str) -> dict[str, Any]:
-        exp = files.read(self.experiments_dir, ids.check(exp_id, "exp_id"))
+        ids.check(exp_id, "exp_id")
+        name = records.check_name(name)
+        exp = self.experiment(exp_id)
         if exp is None:
             raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
-        return exp
+        self._publish_experiment({**exp, "name": name}, None)  # the latest record of an experiment wins
 
-    # ----------------------------------------------------------------------------------------
-    # writes: tags and notes (the app; store.annotations)
-    # ----------------------------------------------------------------------------------------
+    def delete_experiment(self, exp_id: str) -> None:
+        """Delete an experiment, its runs and their results (gone from every read at once; the
+        compaction drops their rows, and merges drop them from the files)."""
+        ids.check(exp_id, "exp_id")
+        exp = self.experiment(exp_id)
+        if exp is None:
+            raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
+        run_ids = [r for r in exp.get("run_ids", ()) if ids.is_id(r, "run_id")]
+        journal.append(self.inbox_dir, [("delete", {"exp_id": exp_id, "run_ids": run_ids})])
+        self._annotations.remove([exp_id] + run_ids)
 
     def set_tags(self, target: str, tags: Sequence[str]) -> list[str]:
         """Replace the tags of a stored run or experiment (``target``: its id); returns them sorted.
@@ -197,14 +284,28 @@ class Store:
             raise ValueError(f"id={target!r} is not a stored run or experiment")
         return target
 
+
     # ----------------------------------------------------------------------------------------
     # writes: results (the collector)
     # ----------------------------------------------------------------------------------------
 
-    def batched_writes(self) -> contextlib.AbstractContextManager[None]:
-        """Results recorded inside this block are durable when it exits, for one directory fsync in
-        all (``files.deferred_dir_sync``): how the collector stores a batch of results."""
-        return files.deferred_dir_sync()
+    @contextlib.contextmanager
+    def batched_writes(self) -> Iterator[None]:
+        """Results recorded inside this block are written as ONE journal line, durable when the block
+        exits (one fsync): how the collector stores a batch of results. Result writers take turns
+        (``results.lock``), which makes "first outcome wins" exact across processes."""
+        if self._batch.get() is not None:
+            yield  # nested: the outer block writes
+            return
+        with self._flock("results.lock"):
+            pending: dict[str, Any] = {}
+            token = self._batch.set(pending)
+            try:
+                yield
+            finally:
+                self._batch.reset(token)
+                if pending:
+                    journal.append(self.inbox_dir, [("outcome", rec) for rec in pending.values()])
 
     def record_result(self, run_id: str, status: str, result: RunResult | Mapping[str, Any] | None = None,
                       error: str | None = None, worker: str | None = None) -> bool:
@@ -222,212 +323,354 @@ class Store:
             result = records.check_result(result)  # what arrives from the queue
         error = records.check_text(error, "error", records.MAX_ERROR)
         worker = records.check_text(worker, "worker")
-        return files.publish_once(self.results_dir, run_id, {
-            "format": 1, "run_id": run_id, "status": status, "result": result, "error": error,
-            "worker": worker, "finished": records.now_iso()})
+        with self.batched_writes():
+            pending = self._batch.get()
+            inbox, snap = self._view()
+            if run_id in pending or run_id in inbox.outcomes or run_id in snap.final():
+                return False
+            pending[run_id] = {"format": 1, "run_id": run_id, "status": status, "result": result, "error": error,
+                               "worker": worker, "finished": records.now_iso()}
+            return True
 
     # ----------------------------------------------------------------------------------------
     # compaction (one owner at a time; the others skip)
     # ----------------------------------------------------------------------------------------
 
     def compact(self) -> int | None:
-        """Fold new records into the compacted database and publish a new generation.
+        """Fold the journal into one new segment and publish a new manifest.
 
-        Returns the number of runs changed (a rename alone publishes a generation with 0 runs
-        changed), or None when another process is compacting right now."""
-        with open(self.db_dir / "compact.lock", "a") as lock:
-            os.chmod(lock.fileno(), files.FILE_MODE)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        Returns the number of runs changed (a rename alone publishes a manifest with 0 runs changed),
+        or None when another process is compacting right now."""
+        with self._flock("compact.lock", blocking=False) as mine:
+            if not mine:
                 return None
             return self._compact_locked()
 
-    def _compact_locked(self) -> int:
-        exps = self._experiment_records(use_cache=False)
-        digest = json.dumps(exps, sort_keys=True)
-        work = self.db_dir / "work.duckdb"
-        con = duckdb.connect(str(work))
-        os.chmod(work, files.FILE_MODE)
-        try:
-            schema.migrate(con)
-            known = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
-            on_disk = files.keys(self.runs_dir)
-            with_result = files.keys(self.results_dir)
-            vanished = set(known) - on_disk
-            fresh = (on_disk - set(known)) | {r for r in with_result & on_disk if known.get(r) == "queued"}
-            have_gen = self._current_name() is not None
-            if not vanished and not fresh and digest == self._compacted_digest and have_gen:
-                return 0
-            frames = self._run_frames(fresh, with_result)
-            changed = sorted(vanished | fresh)
-            con.execute("BEGIN TRANSACTION")
-            for table in schema.PER_RUN_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [changed])
-                con.register("incoming", frames[table])
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                con.unregister("incoming")
-            for table, row_fn in (("experiments", records.experiment_row), ("sweeps", records.sweep_row)):
-                rows = [r for r in (row_fn(e) for e in exps.values()) if r is not None]
-                con.execute(f"DELETE FROM {table}")
-                con.register("incoming", schema.frame(table, rows))
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                con.unregister("incoming")
-            con.execute("COMMIT")
-        finally:
-            con.close()
-        self._publish_generation(work)
-        self._compacted_digest = digest
-        self._drop_orphan_results()
-        return len(changed)
-
-    def _publish_generation(self, work: pathlib.Path) -> None:
-        gens = sorted(self.db_dir.glob("gen-*.duckdb"))
-        n = int(gens[-1].name[4:12]) + 1 if gens else 1
-        name = f"gen-{n:08d}.duckdb"
-        tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
-        shutil.copyfile(work, tmp)
-        os.chmod(tmp, files.FILE_MODE)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.rename(tmp, self.db_dir / name)
-        tmp = self.db_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.write_text(name)
-        os.chmod(tmp, files.FILE_MODE)
-        os.replace(tmp, self.db_dir / "CURRENT")
-        # Old generations stay a while for readers that opened them just before the switch.
-        now = time.time()
-        for old in sorted(self.db_dir.glob("gen-*.duckdb"))[:-KEEP_GENERATIONS]:
-            if now - old.stat().st_mtime > GENERATION_GRACE_S:
-                old.unlink(missing_ok=True)
-
-    def _drop_orphan_results(self) -> None:
-        # A result that arrived for a run of an experiment deleted meanwhile.
-        now = time.time()
-        for run_id in files.keys(self.results_dir) - files.keys(self.runs_dir):
-            try:
-                if now - (self.results_dir / f"{run_id}.json").stat().st_mtime > GENERATION_GRACE_S:
-                    files.remove(self.results_dir, run_id)
-            except FileNotFoundError:
-                pass
-
-    # ----------------------------------------------------------------------------------------
-    # reads
-    # ----------------------------------------------------------------------------------------
-
-    def _current_name(self) -> str | None:
-        try:
-            return (self.db_dir / "CURRENT").read_text().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def _generation(self) -> _Generation | None:
-        for _ in range(10):
-            name = self._current_name()
-            if name is None:
-                return None
-            with self._lock:
-                if self._gen is not None and self._gen.name == name:
-                    return self._gen
-                try:
-                    self._gen = _Generation(self.db_dir / name)
-                    return self._gen
-                except (duckdb.IOException, FileNotFoundError):
-                    time.sleep(0.01)  # pruned between reading CURRENT and opening it: read CURRENT again
-        raise RuntimeError(f"store at {self.root}: could not open the current generation")
-
-    def _experiment_records(self, use_cache: bool = True) -> dict[str, dict[str, Any]]:
-        stamp = os.stat(self.experiments_dir).st_mtime_ns
-        cache = self._exp_cache
-        if use_cache and cache is not None and cache[0] == stamp:
-            return cache[1]
-        exps = dict(self._valid(self.experiments_dir, files.keys(self.experiments_dir), records.check_experiment))
-        self._exp_cache = (stamp, exps)
-        return exps
-
-    def _valid(self, directory: pathlib.Path, keys: Iterable[str], check: Any) -> Iterable[tuple[str, dict[str, Any]]]:
-        """The records under ``keys`` that ``check`` accepts. A record it refuses (written by an older
-        version, edited by hand, truncated on disk) is left where it is, untouched, and listed by
-        ``unreadable()``: one bad file never takes a page, a query or the collector's compaction down."""
-        for key in sorted(keys):
-            try:
-                rec = files.read(directory, key)
-                if rec is not None:
-                    check(rec)
-            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-                reason = f"{directory.name}/{key}.json: {str(e)[:300]}"
-                if self._unreadable.get(key) != reason:
-                    log.warning("store %s: skipping a record it cannot read: %s", self.root, reason)
-                self._unreadable[key] = reason
+    def _compact_locked(self, more_unreadable: dict[str, str] | None = None) -> int:
+        # long: one fold, its steps in the order that makes it safe (rotate, read, fold, publish, remove)
+        manifest, _ = segments.load(self.root)
+        journal.rotate(self.inbox_dir)
+        todo: list[tuple[str, str]] = []  # (name, id) of the rotated files to fold
+        lines: list[journal.Line] = []
+        for name in journal.rotated(self.inbox_dir):
+            got = journal.read(self.inbox_dir / name)
+            if got is None:
                 continue
-            if rec is not None:
-                self._unreadable.pop(key, None)
-                yield key, rec
-
-    def unreadable(self) -> dict[str, str]:
-        """Stored records that the last reads skipped because they do not pass the store's checks: {id:
-        reason}. They stay on disk unchanged (nothing stored is ever lost); a page shows how many."""
-        return dict(self._unreadable)
-
-    def _run_frames(self, run_ids: Iterable[str], with_result: set[str]) -> dict[str, pl.DataFrame]:
-        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.PER_RUN_TABLES}
-        for run_id, sub in self._valid(self.runs_dir, set(run_ids), _check_submission):
-            res = None
-            if run_id in with_result:
-                res = next((r for _, r in self._valid(self.results_dir, [run_id], records.check_outcome)), None)
-                if res is None and run_id in self._unreadable:
-                    continue  # its outcome is unreadable: the run is skipped whole, not shown as queued
-            rows["runs"].append(records.run_row(sub, res))
+            if got.id in manifest.folded:  # left by a compaction killed after it published: folded already
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.inbox_dir / name)
+                continue
+            todo.append((name, got.id))
+            lines.extend(got.lines)
+        inbox = self._overlay(lines)
+        snap = self._snapshot()
+        deleted = manifest.deleted | set(inbox.deleted)
+        dead_runs = {r for rs in inbox.deleted.values() for r in rs}
+        seq = manifest.seq + 1
+        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.SEGMENT_TABLES}
+        wanted = set(inbox.subs) | set(inbox.outcomes)
+        known = {r: (e, st) for r, e, st in snap.index.filter(pl.col("run_id").is_in(list(wanted)))
+                 .select("run_id", "exp_id", "status").iter_rows()}
+        for exp_id, exp in inbox.exps.items():
+            if exp_id not in deleted:
+                rows["catalog"].append(records.catalog_row(exp, seq))
+        new_subs = {r: sub for r, sub in inbox.subs.items() if r not in known and sub["exp_id"] not in deleted}
+        kept = {k: v for k, v in inbox.unreadable.items()}  # what stays listed, its raw line kept on disk
+        keep_lines = [line for line in lines if line.where in inbox.bad_lines]
+        outcome_for: dict[str, dict[str, Any]] = {}
+        unsure = any(k[0] == "e" for k in inbox.unreadable)  # an unreadable experiment: its runs' outcomes wait
+        for run_id, res in inbox.outcomes.items():
+            if run_id in known:
+                exp_id, status = known[run_id]
+                if exp_id in deleted or status in records.FINAL_STATUSES:
+                    continue  # the first outcome stays; or its experiment is deleted
+            elif run_id not in new_subs:
+                if run_id not in dead_runs and unsure:  # perhaps a run of the unreadable experiment: kept
+                    kept[run_id] = f"outcome of run {run_id}, not part of any readable experiment"
+                    line = inbox.outcome_lines.get(run_id)
+                    keep_lines.append(line or journal.parse(journal.encode("outcome", res).rstrip(b"\n"), run_id))
+                continue  # else a run of a deleted experiment (or no run at all)
+            outcome_for[run_id] = res
+        late = [r for r in outcome_for if r not in new_subs]
+        subs = {**self._submissions(late, snap), **new_subs}
+        for run_id in sorted(set(new_subs) | set(outcome_for)):
+            sub, res = subs.get(run_id), outcome_for.get(run_id)
+            if sub is None:
+                continue
+            if res is None and len(self._queued_subs) < MAX_QUEUED_SUBS:
+                self._queued_subs[run_id] = sub
+            else:
+                self._queued_subs.pop(run_id, None)
+            rows["runs"].append({**records.run_row(sub, res), "_seq": seq})
+            line = inbox.outcome_lines.get(run_id)
+            outcome = None if res is None else line.json.decode() if line is not None else segments.dumps(res)
+            rows["records"].append({"run_id": run_id, "submission": segments.dumps(sub), "outcome": outcome,
+                                    "_seq": seq})
             for table, fn in records.ROWS_FOR.items():
                 rows[table].extend(fn(run_id, res))
-        return {t: schema.frame(t, r) for t, r in rows.items()}
+        changed = len(rows["runs"]) + sum(len(r) for e, r in inbox.deleted.items() if e not in manifest.deleted)
+        unreadable = {**dict(manifest.unreadable), **kept, **(more_unreadable or {})}
+        if not todo and unreadable == dict(manifest.unreadable):
+            return 0
+        if keep_lines:  # unreadable lines leave the journal for unreadable.jsonl, byte for byte
+            self._keep_unreadable(keep_lines)
+        new = dataclasses.replace(manifest, deleted=frozenset(deleted), folded=tuple(i for _, i in todo),
+                                  unreadable=tuple(sorted(unreadable.items())))
+        if any(rows.values()):
+            frames = {t: schema.frame(t, r, schema.segment_schema(t)) for t, r in rows.items()}
+            seg = segments.write_segment(self.segments_dir, frames, seq, seq, 0)
+            new = dataclasses.replace(new, seq=seq, segments=(*manifest.segments, seg))
+        segments.publish(self.root, new)
+        for name, _ in todo:  # only now: the manifest that holds them is published
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.inbox_dir / name)
+        while group := segments.plan_merge(new):
+            dead = set(snap.index.filter(pl.col("exp_id").is_in(list(new.deleted)))["run_id"].to_list()) | dead_runs
+            new = segments.merge(self.segments_dir, new, group, dead)
+            segments.publish(self.root, new)
+        segments.remove_unlisted(self.segments_dir, new, GRACE_S, time.time())
+        return changed
 
-    def _fresh(self, gen: _Generation | None) -> set[str]:
-        """Run ids whose submission or result is newer than the generation."""
-        known = gen.status if gen is not None else {}
-        on_disk = files.keys(self.runs_dir)
-        with_result = files.keys(self.results_dir)
-        return (on_disk - set(known)) | {r for r in with_result if known.get(r) == "queued"}
+    def _keep_unreadable(self, lines: list[journal.Line]) -> None:
+        path = self.root / UNREADABLE
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, files.FILE_MODE)
+        try:
+            os.write(fd, b"".join(line.raw + b"\n" for line in lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        files.fsync_path(self.root)
 
-    def runs(self, exp_id: str | None = None, run_ids: Sequence[str] | None = None) -> pl.DataFrame:
-        """One row per run (all, one experiment's, or the given ids), ordered by submission.
+    def _submissions(self, run_ids: Sequence[str], snap: _Snapshot) -> dict[str, dict[str, Any]]:
+        """The stored submission records of compacted runs: those this process compacted while queued
+        from memory (a sweep's outcomes arrive after its submission was folded), the rest read from
+        the segments that hold them."""
+        out = {r: self._queued_subs[r] for r in run_ids if r in self._queued_subs}
+        rest = [r for r in run_ids if r not in out]
+        if rest:
+            recs = self._segment_rows("records", rest, snap, ["run_id", "submission"])
+            out.update((r, json.loads(s)) for r, s in recs.iter_rows())
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    # reads: the journal and the manifest
+    # ----------------------------------------------------------------------------------------
+
+    def _journal(self) -> list[journal.Read]:
+        """Every journal file's lines; of a file read before, only the lines appended since. Read
+        again if a compaction rotated the journal meanwhile (its lines moved to a new name)."""
+        with self._lock:
+            for _ in range(100):
+                names = journal.names(self.inbox_dir)
+                out = []
+                for name in names:
+                    got = journal.read(self.inbox_dir / name, self._journal_files.get(name))
+                    if got is not None:
+                        self._journal_files[name] = got
+                        out.append(got)
+                    else:
+                        self._journal_files.pop(name, None)
+                if not set(journal.rotated(self.inbox_dir)) - set(names):  # no rotation meanwhile
+                    return out
+            raise RuntimeError(f"store at {self.root}: the journal kept rotating while it was read")
+
+    def _overlay(self, lines: list[journal.Line]) -> _Inbox:
+        """What journal lines add to the segments, in order: experiments (the latest record wins), runs
+        and outcomes (the first wins), deletions. A line that is not sealed is checked; one that fails
+        (edited by hand, truncated) is skipped, kept, and listed by ``unreadable()``."""
+        box = _Inbox()
+        for line in lines:
+            rec = line.record
+            try:
+                if line.kind is None:
+                    raise ValueError("not a whole journal line (truncated?)")
+                if line.kind == "experiment":
+                    if not line.sealed:
+                        _check_entry(rec)
+                    exp = rec["experiment"]
+                    if exp["exp_id"] in box.deleted:
+                        continue
+                    box.exps[exp["exp_id"]] = exp
+                    for sub in rec.get("runs", ()):
+                        box.subs.setdefault(sub["run_id"], sub)
+                    for run_id, res in (rec.get("outcomes") or {}).items():
+                        box.outcomes.setdefault(run_id, res)
+                elif line.kind == "outcome":
+                    if not line.sealed:
+                        ids.check(_mapping_of(rec).get("run_id"), "run_id")
+                        records.check_outcome(rec, f"outcome of {rec['run_id']}")
+                    if rec["run_id"] not in box.outcomes:
+                        box.outcomes[rec["run_id"]] = rec
+                        if line.sealed:
+                            box.outcome_lines[rec["run_id"]] = line
+                elif line.kind == "delete":
+                    exp_id = ids.check(_mapping_of(rec).get("exp_id"), "exp_id")
+                    box.deleted[exp_id] = ids.check_many(rec.get("run_ids", []), "run_id")
+                    box.exps.pop(exp_id, None)
+                else:
+                    raise ValueError(f"kind={ids.shown(line.kind)} is not one of {list(journal.KINDS)}")
+            except READ_ERRORS as e:
+                key = _id_in(line.raw) or line.where
+                self._refuse(box, line, key, e)
+                if key[0] == "r":
+                    box.bad_outcomes.add(key)
+        return box
+
+    def _refuse(self, box: _Inbox, line: journal.Line, key: str, e: BaseException) -> None:
+        reason = f"{line.where}: {str(e)[:300]}"
+        if box.unreadable.get(key) is None:
+            log.warning("store %s: skipping a record it cannot read: %s", self.root, reason)
+        box.unreadable[key] = reason
+        box.bad_lines.add(line.where)
+
+    def _read_inbox(self) -> _Inbox:
+        """The overlay of the journal files the manifest has not folded yet (cached while unchanged)."""
+        parts = self._journal()
+        manifest, _ = segments.load(self.root)  # after the journal: see the module docstring
+        parts = [p for p in parts if p.id not in manifest.folded]
+        stamp = (tuple((p.id, len(p.lines)) for p in parts), manifest.unreadable)
+        with self._lock:
+            if self._inbox_cache is not None and self._inbox_cache[0] == stamp:
+                return self._inbox_cache[1]
+        box = self._overlay([line for p in parts for line in p.lines])
+        for key, _ in manifest.unreadable:
+            if key[0] == "r":
+                box.bad_outcomes.add(key)
+        with self._lock:
+            self._inbox_cache = (stamp, box)
+        return box
+
+    def unreadable(self) -> dict[str, str]:
+        """Stored records that reads skip because they do not pass the store's checks: {id: reason}.
+        They stay on disk unchanged (in the journal, or ``unreadable.jsonl`` once compacted; old-format
+        files where they were); a page shows how many."""
+        manifest, _ = segments.load(self.root)
+        return {**dict(manifest.unreadable), **self._read_inbox().unreadable}
+
+    def _snapshot(self) -> _Snapshot:
+        """The manifest's light frames; only segments not seen before are read."""
+        stamp = segments.stamp(self.root)
+        with self._lock:
+            if self._snap is not None and self._snap[0] == stamp and stamp:
+                return self._snap[1]
+            manifest, stamp = segments.load(self.root)
+            parts = []
+            for seg in manifest.segments:
+                if seg.name not in self._segment_cache:
+                    idx = segments.read([seg.path(self.segments_dir, "runs")] if "runs" in seg.tables else [],
+                                        "runs", LIGHT_RUN_COLUMNS)
+                    cat = segments.read([seg.path(self.segments_dir, "catalog")] if "catalog" in seg.tables else [],
+                                        "catalog", CATALOG_COLUMNS)
+                    self._segment_cache[seg.name] = (idx, cat)
+                parts.append(self._segment_cache[seg.name])
+            live = {s.name for s in manifest.segments}
+            for name in [n for n in self._segment_cache if n not in live]:
+                del self._segment_cache[name]
+            dead = list(manifest.deleted)
+            index = segments.latest(pl.concat([p[0] for p in parts]) if parts else
+                                    segments.read([], "runs", LIGHT_RUN_COLUMNS), "runs")
+            catalog = segments.latest(pl.concat([p[1] for p in parts]) if parts else
+                                      segments.read([], "catalog", CATALOG_COLUMNS), "catalog")
+            if dead:
+                index = index.filter(~pl.col("exp_id").is_in(dead))
+                catalog = catalog.filter(~pl.col("exp_id").is_in(dead))
+            snap = _Snapshot(manifest, index, catalog, [s.lo for s in manifest.segments])
+            self._snap = (stamp, snap)
+            return snap
+
+    def _view(self) -> tuple[_Inbox, _Snapshot]:
+        inbox = self._read_inbox()  # first the inbox, then the manifest (see the module docstring)
+        return inbox, self._snapshot()
+
+    def _segment_rows(self, table: str, run_ids: Sequence[str], snap: _Snapshot,
+                      columns: list[str] | None = None, final_only: bool = False) -> pl.DataFrame:
+        """Rows of ``table`` for ``run_ids``, read only from the segments that hold their latest rows."""
+        idx = snap.index.filter(pl.col("run_id").is_in(list(run_ids)))
+        if final_only:
+            idx = idx.filter(pl.col("status").is_in(list(records.FINAL_STATUSES)))
+        paths = sorted({snap.segment_of(s).name for s in idx["_seq"].unique().to_list()})
+        by_name = {s.name: s for s in snap.manifest.segments}
+        files_ = [by_name[n].path(self.segments_dir, table) for n in paths if table in by_name[n].tables]
+        keyed = table in segments.KEYS
+        cols = None if columns is None else list(dict.fromkeys([*columns, *(("run_id", "_seq") if keyed else ())]))
+        df = segments.read(files_, table, cols, pl.col("run_id").is_in(idx["run_id"].to_list()))
+        if keyed:  # the latest batch's row: the one the index names
+            df = df.join(idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi")
+        return df if columns is None else df.select(columns)
+
+    # ----------------------------------------------------------------------------------------
+    # reads: the API
+    # ----------------------------------------------------------------------------------------
+
+    def runs(self, exp_id: str | None = None, run_ids: Sequence[str] | None = None,
+             status: str | None = None, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """One row per run (all, one experiment's, the given ids, or those of one ``status``), ordered by
+        submission; ``columns`` (default all) reads only those.
 
         Columns: run_id, exp_id, idx, name, world, scene, sampler, solver, student, grid, steps,
         guidance_scale, horizon, plans, futures, samples, seed, dtype, regime, spec (JSON), submitted,
         status (queued|done|failed|cancelled), finished, device, worker, wall_s, nfe_counted,
-        nfe_formula, verdict (JSON), error."""
+        nfe_formula, verdict (JSON), error, model, model_checksum."""
         if exp_id is not None:
             ids.check(exp_id, "exp_id")
         if run_ids is not None:
             run_ids = ids.check_many(run_ids, "run_id")
-        gen = self._generation()
-        fresh = self._fresh(gen)
-        if run_ids is not None:
-            fresh &= set(run_ids)
-        delta = self._run_frames(fresh, files.keys(self.results_dir))["runs"]
+        if status is not None and status not in records.RUN_STATUSES:
+            raise ValueError(f"status={ids.shown(status)} is not one of {list(records.RUN_STATUSES)}")
+        want = FRAME_RUN_COLUMNS if columns is None else list(columns)
+        unknown = [c for c in want if c not in FRAME_RUN_COLUMNS]
+        if unknown:
+            raise ValueError(f"columns={unknown} are not run columns; allowed: {FRAME_RUN_COLUMNS}")
+        read_cols = list(dict.fromkeys([*want, "run_id", "exp_id", "status", "submitted", "idx", "_seq"]))
+        inbox, snap = self._view()
+        dead = set(snap.manifest.deleted) | set(inbox.deleted)
+        overlay = set(inbox.subs) | set(inbox.outcomes)
+        idx = snap.index
         if exp_id is not None:
-            delta = delta.filter(pl.col("exp_id") == exp_id)
-        if gen is None:
-            old = schema.empty_frame("runs")
-        elif run_ids is not None:
-            old = gen.query("runs", "SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-                            [list(run_ids)])
-        elif exp_id is not None:
-            old = gen.query("runs", "SELECT * FROM runs WHERE exp_id = ?", [exp_id])
+            idx = idx.filter(pl.col("exp_id") == exp_id)
+        if run_ids is not None:
+            idx = idx.filter(pl.col("run_id").is_in(run_ids))
+        if status is not None:
+            idx = idx.filter(pl.col("status") == status)
+        idx = idx.filter(~pl.col("run_id").is_in(list(overlay | inbox.bad_outcomes)))
+        if exp_id is None and run_ids is None and status is None:
+            old = segments.latest(segments.read(snap.manifest.files(self.segments_dir, "runs"), "runs", read_cols),
+                                  "runs").join(idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi")
         else:
-            old = gen.query("runs", "SELECT * FROM runs", [])
-        live = list(self._experiment_records())
-        out = pl.concat([old.filter(~pl.col("run_id").is_in(list(fresh))), delta])
-        return out.filter(pl.col("exp_id").is_in(live)).sort(["submitted", "exp_id", "idx"])
+            old = self._segment_rows("runs", idx["run_id"].to_list(), snap, read_cols)
+        # Runs the inbox adds or finishes
+        mine = [r for r in overlay if r not in inbox.bad_outcomes
+                and (run_ids is None or r in run_ids)
+                and (exp_id is None or (inbox.subs.get(r) or {}).get("exp_id", exp_id) == exp_id)]
+        late = [r for r in mine if r not in inbox.subs]
+        subs = {**self._submissions(late, snap), **{r: inbox.subs[r] for r in mine if r in inbox.subs}}
+        new_rows = [records.run_row(subs[r], inbox.outcomes.get(r)) for r in mine if r in subs]
+        new = schema.frame("runs", new_rows).with_columns(pl.lit(0, pl.Int64).alias("_seq")).select(read_cols)
+        out = pl.concat([old.select(read_cols), new])
+        if exp_id is not None:
+            out = out.filter(pl.col("exp_id") == exp_id)
+        if status is not None:
+            out = out.filter(pl.col("status") == status)
+        if dead:
+            out = out.filter(~pl.col("exp_id").is_in(list(dead)))
+        return out.sort(["submitted", "exp_id", "idx"]).select(want)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,
         status, result (RunResult dict incl. samples, or None), error, worker, finished}."""
-        sub = next((r for _, r in self._valid(self.runs_dir, [ids.check(run_id, "run_id")], _check_submission)), None)
-        if sub is None or self.experiment(sub["exp_id"]) is None:
+        ids.check(run_id, "run_id")
+        inbox, snap = self._view()
+        if run_id in inbox.bad_outcomes:
             return None
-        res = next((r for _, r in self._valid(self.results_dir, [run_id], records.check_outcome)), None)
-        if res is None and run_id in self._unreadable:
+        sub, res = inbox.subs.get(run_id), inbox.outcomes.get(run_id)
+        if sub is None:
+            recs = self._segment_rows("records", [run_id], snap, ["submission", "outcome"])
+            if recs.height == 0:
+                return None
+            sub = json.loads(recs["submission"][0])
+            if res is None and recs["outcome"][0] is not None:
+                res = json.loads(recs["outcome"][0])
+        if sub["exp_id"] in inbox.deleted or sub["exp_id"] in snap.manifest.deleted:
             return None
         return {"run_id": run_id, "exp_id": sub["exp_id"], "idx": sub["idx"], "spec": sub["spec"],
                 "submitted": sub["submitted"], "status": res["status"] if res else "queued",
@@ -436,14 +679,12 @@ class Store:
 
     def _per_run(self, table: str, run_ids: Sequence[str]) -> pl.DataFrame:
         ids_ = [ids.check(run_ids, "run_id")] if isinstance(run_ids, str) else ids.check_many(run_ids, "run_id")
-        gen = self._generation()
-        status = gen.status if gen is not None else {}
-        compacted = [r for r in ids_ if status.get(r) in records.FINAL_STATUSES]
-        old = (gen.query(table, f"SELECT * FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-                                "ORDER BY rowid", [compacted]) if compacted else schema.empty_frame(table))
-        rest = set(ids_) - set(compacted)
-        rows = list(itertools.chain.from_iterable(
-            records.ROWS_FOR[table](run_id, res) for run_id, res in files.read_many(self.results_dir, rest)))
+        inbox, snap = self._view()
+        late = [r for r in ids_ if r in inbox.outcomes and r not in inbox.subs]
+        shown = set(inbox.subs) | set(snap.index.filter(pl.col("run_id").is_in(late))["run_id"].to_list())
+        fresh = [r for r in ids_ if r in inbox.outcomes and r in shown]  # a run shown nowhere has no rows
+        old = self._segment_rows(table, [r for r in ids_ if r not in inbox.outcomes], snap, final_only=True)
+        rows = [row for r in dict.fromkeys(fresh) for row in records.ROWS_FOR[table](r, inbox.outcomes[r])]
         out = pl.concat([old, schema.frame(table, rows)])
         # In the order of run_ids, each run's rows in the order its result listed them (stable sort).
         position = {r: i for i, r in enumerate(dict.fromkeys(ids_))}
@@ -463,48 +704,93 @@ class Store:
 
     def experiment(self, exp_id: str) -> dict[str, Any] | None:
         """The experiment record: {exp_id, name, created, run_ids, spec, sweep, imported_from} or None."""
-        return next((r for _, r in self._valid(self.experiments_dir, [ids.check(exp_id, "exp_id")],
-                                                records.check_experiment)), None)
+        ids.check(exp_id, "exp_id")
+        inbox, snap = self._view()
+        if exp_id in inbox.deleted:
+            return None
+        if exp_id in inbox.exps:
+            return inbox.exps[exp_id]
+        hit = snap.catalog.filter(pl.col("exp_id") == exp_id)
+        if hit.height == 0:
+            return None
+        seg = snap.segment_of(hit["_seq"][0])
+        rec = segments.read([seg.path(self.segments_dir, "catalog")], "catalog", ["record"],
+                            (pl.col("exp_id") == exp_id) & (pl.col("_seq") == hit["_seq"][0]))
+        return json.loads(rec["record"][0])
+
+    def _catalog(self) -> tuple[pl.DataFrame, _Inbox, _Snapshot]:
+        inbox, snap = self._view()
+        fresh = schema.frame("catalog", [records.catalog_row(e, 0) for e in inbox.exps.values()],
+                             schema.segment_schema("catalog")).select(CATALOG_COLUMNS)
+        dead = list(set(inbox.deleted) | set(inbox.exps))
+        cat = pl.concat([snap.catalog.filter(~pl.col("exp_id").is_in(dead)), fresh])
+        return cat, inbox, snap
 
     def experiments(self, search: str | None = None) -> pl.DataFrame:
         """One row per experiment, newest first, optionally filtered by a case-insensitive substring of
         the name (or an exact id). Columns: exp_id, name, created, spec (JSON), sweep_id, n_runs,
         imported_from, status (empty|queued|running|done|failed|cancelled), n_done, n_failed,
         n_cancelled, n_queued."""
-        exps = self._experiment_records()
-        rows = [records.experiment_row(e) for e in exps.values()]
+        cat, inbox, snap = self._catalog()
         if search:
-            s = search.lower()
-            rows = [r for r in rows if s in r["name"].lower() or r["exp_id"] == search]
-        df = schema.frame("experiments", rows)
-        runs = self.runs() if rows else schema.empty_frame("runs")
-        counts: dict[str, dict[str, int]] = {}
-        for e, st, n in runs.group_by(["exp_id", "status"]).len().iter_rows():
-            counts.setdefault(e, {})[st] = n
-        extra = {
-            "status": [_status(counts.get(e, {}), n) for e, n in zip(df["exp_id"], df["n_runs"])],
-            **{f"n_{s}": [counts.get(e, {}).get(s, 0) for e in df["exp_id"]]
-               for s in ("done", "failed", "cancelled", "queued")},
-        }
-        return df.with_columns([pl.Series(k, v, dtype=pl.String if k == "status" else pl.Int32)
-                                for k, v in extra.items()]).sort("created", descending=True)
+            cat = cat.filter(pl.col("name").str.to_lowercase().str.contains(search.lower(), literal=True)
+                             | (pl.col("exp_id") == search))
+        # Statuses: the index, with what the inbox adds or finishes
+        overlay = set(inbox.subs) | set(inbox.outcomes)
+        st = snap.index.filter(~pl.col("run_id").is_in(list(overlay | inbox.bad_outcomes))).select("exp_id", "status")
+        fresh = []
+        late = [r for r in inbox.outcomes if r not in inbox.subs and r not in inbox.bad_outcomes]
+        late_exp = dict(snap.index.filter(pl.col("run_id").is_in(late)).select("run_id", "exp_id").iter_rows())
+        for r in overlay - inbox.bad_outcomes:
+            e = inbox.subs[r]["exp_id"] if r in inbox.subs else late_exp.get(r)
+            if e is not None:
+                fresh.append((e, inbox.outcomes[r]["status"] if r in inbox.outcomes else "queued"))
+        st = pl.concat([st, pl.DataFrame(fresh, schema={"exp_id": pl.String, "status": pl.String}, orient="row")])
+        counts = st.group_by("exp_id").agg([(pl.col("status") == s).sum().cast(pl.Int32).alias(f"n_{s}")
+                                            for s in ("done", "failed", "cancelled", "queued")])
+        df = cat.join(counts, on="exp_id", how="left").with_columns(
+            [pl.col(f"n_{s}").fill_null(0) for s in ("done", "failed", "cancelled", "queued")])
+        finished = pl.col("n_done") + pl.col("n_failed") + pl.col("n_cancelled")
+        status = (pl.when(pl.col("n_runs") == 0).then(pl.lit("empty"))
+                  .when(finished == 0).then(pl.lit("queued"))
+                  .when(finished < pl.col("n_runs")).then(pl.lit("running"))
+                  .when(pl.col("n_failed") > 0).then(pl.lit("failed"))
+                  .when(pl.col("n_cancelled") > 0).then(pl.lit("cancelled"))
+                  .otherwise(pl.lit("done")))
+        cols = [*schema.polars_schema("experiments"), "status", "n_done", "n_failed", "n_cancelled", "n_queued"]
+        return df.with_columns(status.alias("status")).select(cols).sort("created", descending=True)
 
     def sweeps(self, exp_id: str | None = None) -> pl.DataFrame:
         """Sweep definitions: sweep_id, exp_id, axes (JSON {field: [values]}), n_runs."""
         if exp_id is not None:
             ids.check(exp_id, "exp_id")
-        exps = self._experiment_records()
-        rows = [r for r in (records.sweep_row(e) for e in exps.values() if exp_id in (None, e["exp_id"]))
-                if r is not None]
-        return schema.frame("sweeps", rows)
+        cat, _, _ = self._catalog()
+        cat = cat.filter(pl.col("sweep_id").is_not_null())
+        if exp_id is not None:
+            cat = cat.filter(pl.col("exp_id") == exp_id)
+        return cat.select(list(schema.polars_schema("sweeps")))
 
     def pending(self) -> list[str]:
         """Ids of runs still waiting for a result (status 'queued')."""
-        return self.runs().filter(pl.col("status") == "queued")["run_id"].to_list()
+        return self.runs(status="queued", columns=["run_id"])["run_id"].to_list()
 
-    # ----------------------------------------------------------------------------------------
-    # bundles
-    # ----------------------------------------------------------------------------------------
+    def submission_records(self, exp_id: str) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The experiment's runs as stored, in order: [(submission record, outcome record or None)]
+        (what a bundle carries, losslessly)."""
+        exp = self.experiment(exp_id)
+        if exp is None:
+            raise ValueError(f"exp_id={exp_id!r} is not a stored experiment")
+        inbox, snap = self._view()
+        run_ids = exp["run_ids"]
+        recs = {r: (json.loads(s), json.loads(o) if o is not None else None) for r, s, o in
+                self._segment_rows("records", run_ids, snap, ["run_id", "submission", "outcome"]).iter_rows()}
+        out = []
+        for r in run_ids:
+            sub, res = recs.get(r, (inbox.subs.get(r), None))
+            if sub is None or r in inbox.bad_outcomes:
+                continue
+            out.append((sub, inbox.outcomes.get(r, res)))
+        return out
 
     def export_bundle(self, exp_id: str, path: str | os.PathLike[str]) -> pathlib.Path:
         """Write the experiment as a zip bundle (experiment.json + Parquet tables); returns its path."""

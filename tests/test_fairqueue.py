@@ -232,8 +232,8 @@ def test_two_homes_share_one_password_protected_tcp_redis(tmp_path):
         stored = a.client.wait(run_ids, timeout=180)
         assert [stored[r]["status"] for r in run_ids] == ["done"] * 4
         assert {stored[r]["worker"] for r in run_ids} == {"gpu1@local"}
-        assert len(list(a.store.results_dir.glob("r*.json"))) == 4
-        assert not (b.home / "store" / "results").exists() or not list((b.home / "store" / "results").glob("r*"))
+        assert a.store.runs(run_ids=run_ids, status="done").height == 4
+        assert b.store.runs().height == 0
     finally:
         b.close(), a.close()
         server.kill()

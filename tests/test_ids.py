@@ -71,19 +71,22 @@ def test_store_api_refuses_every_bad_id_and_touches_nothing(stored, bad):
 
 def test_a_tampered_record_cannot_lead_the_store_outside_its_root(stored):
     """delete_experiment follows the run ids inside the experiment's record: a hand-edited record
-    naming paths deletes nothing but the experiment's own files."""
+    naming paths is unreadable (kept, listed), and deleting it deletes nothing."""
     s, exp, rid = stored
     victim, (victim_run,) = s.new_experiment("other", RunSpec(samples=64, steps=2))
     import json
 
-    path = s.experiments_dir / f"{exp}.json"
-    rec = json.loads(path.read_text())
-    rec["run_ids"] += ["../../outside", f"../runs/{victim_run}", f"../experiments/{victim}", "/etc/passwd"]
-    path.write_text(json.dumps(rec))
-    s.delete_experiment(exp)
-    assert (s.root.parent / "outside.json").exists()
+    path = s.inbox_dir / "journal.jsonl"
+    header, first, *rest = path.read_bytes().splitlines(keepends=True)
+    seal, kind, body = first.split(b" ", 2)
+    rec = json.loads(body)
+    rec["experiment"]["run_ids"] += ["../../outside", f"../runs/{victim_run}", f"../experiments/{victim}", "/etc/passwd"]
+    path.write_bytes(header + b" ".join([seal, kind, json.dumps(rec).encode()]) + b"\n" + b"".join(rest))
+    with pytest.raises(ValueError, match="is not a stored experiment"):
+        s.delete_experiment(exp)
+    assert (s.root.parent / "outside.json").exists() and exp in s.unreadable()
     assert s.experiment(victim)["name"] == "other" and s.run(victim_run)["status"] == "queued"
-    assert s.experiment(exp) is None and not (s.runs_dir / f"{rid}.json").exists()
+    assert s.experiment(exp) is None and s.run(rid) is None
 
 
 def test_store_files_are_private(stored):
@@ -123,7 +126,7 @@ def check_one_id(value, base: pathlib.Path) -> None:
             pass  # not an id, or no such experiment
     after = tree(base)
     new = set(after) - set(before)
-    assert all(p.startswith("store/results/") and ids.is_id(p[len("store/results/"):-5], "run_id") for p in new), new
+    assert new <= {"store/inbox/journal.jsonl", "store/inbox/.rotate.lock", "store/results.lock"}, new  # a line
     assert ids.is_id(value, "run_id") or not new
 
 

@@ -147,19 +147,22 @@ def test_fuzz_collector_items(drawn):
         outcome = store_item(s, raw)  # raises nothing
 
         after = tree(base)
-        changed = {p for p in before if after.get(p) != before[p]}
+        journal = "store/inbox/journal.jsonl"
+        changed = {p for p in before if after.get(p) != before[p] and p != journal}
         assert not changed, changed  # nothing already stored changed
-        new = set(after) - set(before)
+        assert after[journal].startswith(before[journal])  # the journal only grew
+        added = after[journal][len(before[journal]):].splitlines()
+        assert set(after) == set(before) and all(r.split(b" ")[1] == b"outcome" for r in added)
         run_id = ids_by_kind.get(kind)
-        assert new <= {f"store/results/{run_id}.json"}, new  # at most the named run's outcome, nowhere else
+        assert len(added) <= 1 and all(json.loads(r.split(b" ", 2)[2])["run_id"] == run_id for r in added)
         if kind in ("bad", "done"):
-            assert not new
+            assert not added  # at most the named run's outcome, nowhere else
         if outcome.status == "quarantined" and kind in ("queued", "fresh"):
-            rec = json.loads(after[f"store/results/{run_id}.json"])
+            rec = json.loads(added[0].split(b" ", 2)[2])
             assert rec["status"] == "failed" and rec["error"].startswith("quarantined: ")
         if outcome.status in ("stored", "duplicate"):
             assert kind != "bad"
-        if new:
+        if added:
             read_everything(s)
 
 
@@ -198,8 +201,7 @@ def test_collector_quarantines_poison_items_to_the_dead_letter_list_and_goes_on(
         assert s.run(good_run)["status"] == "done"
         bad = s.run(bad_run)
         assert bad["status"] == "failed" and "result.device=[]" in bad["error"]
-        assert sorted(p.name for p in s.experiments_dir.iterdir()) == [f"{s.experiments()['exp_id'][0]}.json"]
-        assert not (tmp_path / "store" / "experiments" / "eEVIL.json").exists()
+        assert s.experiments().height == 1 and not list(s.root.rglob("*eEVIL*"))
     finally:
         stop.set()
         thread.join(30)
@@ -290,11 +292,14 @@ def test_fuzz_bundle_import(drawn, bundle_doc):
             assert tree(base / "store") == before  # refused: nothing written
             return
         after = tree(base / "store")
-        assert {p: after[p] for p in before} == before  # nothing already stored changed
+        journal = "inbox/journal.jsonl"
+        assert {p: after[p] for p in before if p != journal} == {p: v for p, v in before.items() if p != journal}
+        assert after[journal].startswith(before[journal])  # nothing already stored changed: the journal grew
         exp = s.experiment(new)
-        added = set(after) - set(before)
-        expected = {f"experiments/{new}.json"} | {f"runs/{r}.json" for r in exp["run_ids"]}
-        assert expected <= added and all(p.startswith("results/") for p in added - expected), added
+        (line,) = after[journal][len(before[journal]):].splitlines()  # one line: the experiment, runs, outcomes
+        entry = json.loads(line.split(b" ", 2)[2])
+        assert [r["run_id"] for r in entry["runs"]] == exp["run_ids"] and set(entry.get("outcomes", {})) <= set(
+            exp["run_ids"])
         read_everything(s, new)
         _accepted[0] += 1
         if _accepted[0] % COMPACT_EVERY == 1:

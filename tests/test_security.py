@@ -217,7 +217,7 @@ def test_a_share_link_reaches_one_experiment_and_no_write_action(secured_dashboa
 
 
 def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys):
-    """A corrupted database generation breaks the Experiments page: the page shows a short error id; the
+    """A corrupted segment file breaks the Experiments page: the page shows a short error id; the
     traceback (with the server's paths) goes to the log under the same id. (A record edited by hand no
     longer breaks it: the page says it skipped the record.)"""
     import json
@@ -231,8 +231,12 @@ def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys)
 
     s = Store()
     exp = s.create_experiment("fine", RunSpec(samples=64, steps=2))
-    path = s.experiments_dir / f"{exp}.json"
-    path.write_text(json.dumps(dict(json.loads(path.read_text()), created="not a time")))
+    path = s.inbox_dir / "journal.jsonl"
+    header, line = path.read_text().splitlines()
+    seal, kind, body = line.split(" ", 2)
+    doc = json.loads(body)
+    doc["experiment"]["created"] = "not a time"  # edited by hand: the seal no longer matches
+    path.write_text(f"{header}\n{seal} {kind} {json.dumps(doc)}\n")
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
     at.switch_page("views/experiments.py")
     at.run()
@@ -241,8 +245,8 @@ def test_a_failing_page_shows_an_error_id_and_no_traceback_or_path(home, capsys)
 
     s.create_experiment("another", RunSpec(samples=64, steps=3))
     s.compact()
-    gen = s.db_dir / (s.db_dir / "CURRENT").read_text().strip()
-    gen.write_bytes(b"not a database " * 1000)
+    (segment,) = s.segments_dir.glob("*.catalog.parquet")
+    segment.write_bytes(b"not a Parquet file " * 1000)
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=60)
     at.switch_page("views/experiments.py")
     at.run()

@@ -50,7 +50,17 @@ def service(request, tmp_path):
 
 
 def result_files(store: Store) -> list[str]:
-    return sorted(p.name for p in store.results_dir.iterdir() if not p.name.startswith("."))
+    """One '<run_id>.json' per outcome the store holds on disk: in its segments (a duplicate would show
+    twice) and in its journal (read first: a compaction folding one meanwhile moves it into a segment)."""
+    from store import journal, segments
+
+    reads = [got for name in journal.names(store.inbox_dir) if (got := journal.read(store.inbox_dir / name))]
+    manifest, _ = segments.load(store.root)
+    inbox = [line.record["run_id"] for got in reads if got.id not in manifest.folded
+             for line in got.lines if line.kind == "outcome"]
+    recs = segments.read(manifest.files(store.segments_dir, "records"), "records", ["run_id", "outcome"])
+    folded = recs.filter(pl.col("outcome").is_not_null())["run_id"].to_list()
+    return sorted(f"{r}.json" for r in folded + [r for r in inbox if r not in folded])
 
 
 @pytest.mark.parametrize("service", BROKERS, indirect=True)

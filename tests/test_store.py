@@ -6,7 +6,6 @@ import multiprocessing as mp
 import time
 import zipfile
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -128,20 +127,50 @@ def test_bundle_round_trip(tmp_path):
         t.import_bundle(bad)
 
 
-def test_schema_has_a_version_table_and_migrates(tmp_path):
+def test_a_compaction_writes_one_file_per_table_per_batch_and_a_versioned_manifest(tmp_path):
     s = Store(tmp_path)
-    s.new_experiment("v", specs(1))
-    s.compact()
-    gen = (tmp_path / "db" / (tmp_path / "db" / "CURRENT").read_text())
-    con = duckdb.connect(str(gen), read_only=True)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
-    assert set(store_schema.TABLES) <= {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-    con.close()
-    fresh = duckdb.connect(str(tmp_path / "old.duckdb"))
-    assert store_schema.migrate(fresh) == 0 and store_schema.migrate(fresh) == SCHEMA_VERSION
-    fresh.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [SCHEMA_VERSION + 1])
-    with pytest.raises(ValueError, match="newer than this build"):
-        store_schema.migrate(fresh)
+    def files():
+        return sorted(p.name for p in (tmp_path / "segments").iterdir())
+
+    _, run_ids = s.new_experiment("batch", specs(40), sweep={"seed": list(range(40))})
+    for k, rid in enumerate(run_ids):
+        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), k % 3))
+    assert s.compact() == 40
+    assert len(files()) == len(store_schema.SEGMENT_TABLES)  # 40 runs, one batch: one file per table
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == [".rotate.lock"]  # the journal: folded
+    manifest = json.loads((tmp_path / "MANIFEST").read_text())
+    assert manifest["format"] == SCHEMA_VERSION and [g["runs"] for g in manifest["segments"]] == [40]
+    assert s.record_result(run_ids[0], "failed", error="a late duplicate") is False  # found in the segment
+    assert s.compact() == 0 and len(files()) == len(store_schema.SEGMENT_TABLES)
+    (tmp_path / "MANIFEST").write_text(json.dumps(dict(manifest, format=SCHEMA_VERSION + 1)))
+    with pytest.raises(ValueError, match=f"format={SCHEMA_VERSION + 1}"):
+        Store(tmp_path).runs()
+
+
+def test_segments_merge_and_reads_choose_only_what_they_need(tmp_path):
+    from store import segments
+
+    s = Store(tmp_path)
+    exps = []
+    for b in range(segments.FANOUT + 1):  # one batch each: the first FANOUT merge into one segment
+        exp, (rid,) = s.new_experiment(f"single {b}", specs(1))
+        s.record_result(rid, "done" if b % 2 else "failed", result_for(RunSpec.from_dict(s.run(rid)["spec"]), 1)
+                        if b % 2 else None, error=None if b % 2 else "boom")
+        exps.append((exp, rid))
+        s.compact()
+    manifest = json.loads((tmp_path / "MANIFEST").read_text())
+    assert [g["level"] for g in manifest["segments"]] == [1, 0]
+    s.delete_experiment(exps[1][0])
+    s.rename_experiment(exps[2][0], "renamed")
+    assert s.compact() == 1
+    t = Store(tmp_path)  # a new process
+    assert t.experiments().height == segments.FANOUT and t.experiment(exps[2][0])["name"] == "renamed"
+    assert t.run(exps[1][1]) is None and t.run(exps[3][1])["status"] == "done"
+    assert t.runs(status="failed", columns=["run_id", "status"]).columns == ["run_id", "status"]
+    assert set(t.runs(status="failed")["run_id"]) == {r for k, (_, r) in enumerate(exps) if k % 2 == 0}
+    assert t.metrics([exps[3][1]])["value"].to_list() == [0.1, 0.5]
+    with pytest.raises(ValueError, match="columns=\\['nope'\\]"):
+        t.runs(columns=["nope"])
 
 
 # -- many processes at once ------------------------------------------------------------------------
@@ -204,70 +233,51 @@ def test_store_and_submission_client_import_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).resolve().parents[1])
 
 
-def test_the_compacted_database_is_a_cache_of_the_records(tmp_path):
-    import shutil
-
-    s = Store(tmp_path)
-    _, run_ids = s.new_experiment("cache", specs(4))
-    for k, rid in enumerate(run_ids[:3]):
-        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), k))
-    s.compact()
-    before = (s.runs().drop("finished"), s.histograms(run_ids))
-    shutil.rmtree(tmp_path / "db")  # lost or corrupt: rebuilt from the write-once records
-    t = Store(tmp_path)
-    assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])
-    assert t.compact() == 4
-    assert t.runs().drop("finished").equals(before[0]) and t.histograms(run_ids).equals(before[1])
+def journal_lines(s):
+    return (s.inbox_dir / "journal.jsonl").read_bytes().splitlines(keepends=True)
 
 
-def test_migration_2_makes_stored_mixture_nfe_per_run(tmp_path):
-    """Results schema 2 reports NFE per run for every world; a store built before holds the mixture's per
-    sample, and migration 2 multiplies those rows (only those) by their samples."""
-    con = duckdb.connect(str(tmp_path / "v1.duckdb"))
-    con.execute("CREATE TABLE schema_version (version INTEGER, applied TIMESTAMP)")
-    for statement in store_schema.MIGRATIONS[1]:
-        con.execute(statement)
-    con.execute("INSERT INTO schema_version VALUES (1, now()::TIMESTAMP)")
-    con.execute("INSERT INTO runs (run_id, world, samples, nfe_counted, nfe_formula) VALUES "
-                "('rmix', 'mixture', 300, 12, 12), ('rdrv', 'driving', 4, 96, 96), ('rq', 'mixture', 50, NULL, NULL)")
-    assert store_schema.migrate(con) == 1
-    got = dict(con.execute("SELECT run_id, nfe_counted FROM runs").fetchall())
-    assert got == {"rmix": 3600.0, "rdrv": 96.0, "rq": None}
-    assert store_schema.migrate(con) == SCHEMA_VERSION  # once only
-    assert dict(con.execute("SELECT run_id, nfe_formula FROM runs").fetchall())["rmix"] == 3600.0
-
-
-@pytest.mark.parametrize("damage", ["experiment created", "run idx", "result status", "truncated run",
+@pytest.mark.parametrize("damage", ["experiment created", "run idx", "result status", "truncated experiment",
                                     "truncated result"])
 def test_one_unreadable_stored_record_takes_nothing_down_and_is_kept(tmp_path, damage):
-    """A record written by an older version (before the checks existed), edited by hand or truncated on
-    disk, before the collector compacted it: every read and the
-        collector's compaction go on without it, it is listed by unreadable(), and its file is left as it was."""
-    from store import files
-
+    """A journal line edited by hand or truncated on disk before the collector compacted it: every read
+    and the compaction go on without it, it is listed by unreadable(), and its bytes stay on disk (in
+    the journal, then in unreadable.jsonl). (A damaged experiment line hides the experiment and its
+    runs; a damaged outcome hides its run.)"""
     s = Store(tmp_path)
     good, (g_rid,) = s.new_experiment("good", specs(1))
+    s.record_result(g_rid, "done", result_for(RunSpec.from_dict(s.run(g_rid)["spec"]), 1), worker="w")
+    s.compact()
     bad, (b_rid,) = s.new_experiment("bad", specs(1))
-    for rid in (g_rid, b_rid):
-        s.record_result(rid, "done", result_for(RunSpec.from_dict(s.run(rid)["spec"]), 1), worker="w")
-    target = {"experiment created": (s.experiments_dir, bad), "run idx": (s.runs_dir, b_rid),
-              "result status": (s.results_dir, b_rid), "truncated run": (s.runs_dir, b_rid),
-              "truncated result": (s.results_dir, b_rid)}[damage]
-    path = target[0] / f"{target[1]}.json"
+    s.record_result(b_rid, "done", result_for(RunSpec.from_dict(s.run(b_rid)["spec"]), 1), worker="w")
+    in_experiment = "result" not in damage
+    lines = journal_lines(s)
+    k = 1 if in_experiment else 2  # (line 0 is the journal's header)
     if damage.startswith("truncated"):
-        path.write_bytes(path.read_bytes()[:40])
+        lines[k] = lines[k][:140] + b"\n"  # cut after the first id it names
     else:
-        rec = files.read(*target)
-        field, value = {"experiment created": ("created", "yesterday"), "run idx": ("idx", "x"),
-                        "result status": ("status", 12345)}[damage]
-        files.publish_replace(*target, {**rec, field: value})
-    before = path.read_bytes()
-    fresh = Store(tmp_path)  # a new process: nothing cached
-    assert fresh.compact() is not None
-    assert fresh.runs()["run_id"].to_list() == [g_rid]
-    assert (bad in fresh.experiments()["exp_id"].to_list()) == (damage != "experiment created")
-    assert good in fresh.experiments()["exp_id"].to_list()
-    assert fresh.run(g_rid)["status"] == "done" and fresh.run(b_rid) is None
-    assert target[1] in fresh.unreadable() and path.name in fresh.unreadable()[target[1]]
-    assert path.read_bytes() == before  # kept as it was: nothing stored is lost
-    assert fresh.metrics([g_rid]).height == 2
+        seal, kind, body = lines[k].split(b" ", 2)
+        entry = json.loads(body)
+        if damage == "experiment created":
+            entry["experiment"]["created"] = "yesterday"
+        elif damage == "run idx":
+            entry["runs"][0]["idx"] = "x"
+        else:
+            entry["status"] = 12345
+        lines[k] = b" ".join([seal, kind, json.dumps(entry).encode()]) + b"\n"  # no longer sealed: refused
+    (s.inbox_dir / "journal.jsonl").write_bytes(b"".join(lines))
+    damaged = lines[k].rstrip(b"\n")
+    key = bad if in_experiment else b_rid
+    for compacted in (False, True):
+        fresh = Store(tmp_path)  # a new process: nothing cached
+        if compacted:
+            assert fresh.compact() is not None
+            assert damaged in (tmp_path / "unreadable.jsonl").read_bytes()  # kept as it was: nothing lost
+        else:
+            assert damaged in (tmp_path / "inbox" / "journal.jsonl").read_bytes()
+        assert fresh.runs()["run_id"].to_list() == [g_rid]
+        assert (bad in fresh.experiments()["exp_id"].to_list()) == (not in_experiment)
+        assert good in fresh.experiments()["exp_id"].to_list()
+        assert fresh.run(g_rid)["status"] == "done" and fresh.run(b_rid) is None
+        assert key in fresh.unreadable() and ".jsonl:" in fresh.unreadable()[key]
+        assert fresh.metrics([g_rid]).height == 2 and fresh.metrics([b_rid]).height == 0

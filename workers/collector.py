@@ -23,7 +23,6 @@ import traceback
 import uuid
 from dataclasses import dataclass
 
-import polars as pl
 import redis
 
 from store import Store, ids
@@ -132,7 +131,7 @@ def requeue_lost(store: Store, r: redis.Redis, settings: ServiceSettings, broker
     submission still being sent is left to its client. (A message is always in the queue or in the
     unacknowledged hash while a node holds it: ``workers.supervision`` requeues a dead node's.)"""
     cutoff = time.time() - (LOST_AFTER_S if older_than_s is None else older_than_s)
-    runs = store.runs().filter(pl.col("status") == "queued")
+    runs = store.runs(status="queued", columns=["run_id", "spec", "submitted"])
     old = [(rid, spec) for rid, spec, sub in runs.select("run_id", "spec", "submitted").iter_rows()
            if sub is not None and sub.replace(tzinfo=dt.UTC).timestamp() < cutoff]
     if not old:
@@ -216,7 +215,7 @@ def _compact_loop(store: Store, stop: threading.Event, dirty: threading.Event, c
         except Exception:  # noqa: BLE001 - the records stay on disk; the next compaction takes them
             dirty.set()
             _log_error("compacting the store")
-        # Compaction copies the database: as it grows, compact less often (at most ~10% of the time).
+        # A slow compaction (a merge, a slow disk) makes the next ones wait (at most ~10% of the time).
         interval = max(compact_every_s, 10 * (time.monotonic() - t))
 
 

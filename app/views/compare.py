@@ -21,7 +21,7 @@ if s is None:
     connection.empty_state(why)
     st.stop()
 
-runs = s.runs().filter(pl.col("status") == "done")
+runs = s.runs(status="done", columns=["run_id", "exp_id", "sampler", "solver", "student", "grid", "steps", "submitted"])
 if runs.height == 0:
     connection.empty_state("No finished runs yet. Run something in Explore or Sweep, then compare here.")
     st.stop()
@@ -45,7 +45,7 @@ if len(selected) < 2:
     connection.empty_state("Pick at least two runs (or an experiment with several).")
     st.stop()
 
-sel = runs.filter(pl.col("run_id").is_in(selected))
+sel = s.runs(run_ids=[r for r in selected if r in labels]).sort("submitted", descending=True)
 specs = {r["run_id"]: json.loads(r["spec"]) for r in sel.select("run_id", "spec").iter_rows(named=True)}
 
 st.subheader("Spec diff (only what differs)")
