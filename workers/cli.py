@@ -41,6 +41,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("collector",): ("workers.collector", "the store's single result writer (started by `fastdiff up`)"),
     ("bench", "dashboard"): ("workers.bench_dashboard", "render time of every dashboard page over 1,000 stored runs"),
     ("bench", "service"): ("workers.bench_service", "queue round trip (Redis vs embedded), sweep throughput vs in-process"),
+    ("bench", "store"): ("workers.bench_store", "store queries (Experiments, Explore, Sweep, Compare), a new process's "
+                                                "first query and compaction over N runs; files per 1,000 runs"),
     ("bench", "faults"): ("workers.faults", "kill -9 each part of `fastdiff up` mid-sweep (and Ctrl-C): runs "
                                              "stored, duplicated, lost, recovery seconds"),
     ("train", "digits"): ("fastdiff_cli.train_digits",
