@@ -26,7 +26,7 @@ from fastdiff_core import catalog
 from fastdiff_core.metrics.gate import RELEASE_GATE, Estimate
 from fastdiff_core.metrics.gate import coverage_gate as _gate
 from fastdiff_core.regimes import PLANNING_BUDGET_S, REGIMES, Binding, RegimeBudget  # noqa: F401 (re-exported)
-from fastdiff_core.spec import RunResult, RunSpec
+from fastdiff_core.spec import RunResult, RunSpec, picard_window
 
 # ---------------------------------------------------------------------------------------------
 # The bill
@@ -810,7 +810,9 @@ def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
     """The Work of a spec drawing ``cycles`` planning cycles (default ``spec.max_cycles``: a sequential
     gate's worst case, up to its cap): its NFE, its rollouts, and its sequential forwards — S x H per
     batch of rollouts (a planning cycle's P x R fan-out is one batch; the world's ``batch`` option, or
-    all of a look's rollouts at once, otherwise; a sequential gate draws looks of ``samples`` cycles)."""
+    all of a look's rollouts at once, otherwise; a sequential gate draws looks of ``samples`` cycles).
+    Picard's NFE is its worst case, the bill x its window (the re-evaluations it may add; the run guard
+    then errs on the side of refusing), and its forwards stay S x H (its iterations are at most S)."""
     cycles = spec.max_cycles if cycles is None else int(cycles)
     rollouts = cycles * spec.plans * spec.futures
     if spec.plans > 1:
@@ -819,7 +821,7 @@ def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
         looks = max(1, cycles // spec.samples) if spec.sequential else 1
         look = rollouts // looks
         batches = looks * math.ceil(look / int(spec.world_options.get("batch") or look))
-    return Work(bill.per_cycle * cycles, float(rollouts), bill.S * bill.H * batches)
+    return Work(bill.per_cycle * cycles * picard_window(spec), float(rollouts), bill.S * bill.H * batches)
 
 
 @dataclass(frozen=True)

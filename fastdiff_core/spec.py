@@ -414,6 +414,12 @@ class RunSpec:
 # ---------------------------------------------------------------------------------------------
 
 
+def picard_window(spec: RunSpec) -> int:
+    """Picard evaluates up to ``window`` steps per sequential step (its re-evaluations): the factor of its
+    worst case over the NFE bill, in NFE and in rows per network call; 1 for every other sampler."""
+    return int(spec.parallel_options.get("window", 1)) if spec.parallel == "picard" else 1
+
+
 def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
     """Refuse a spec whose NFE bill, rollout frames or estimated peak memory exceeds ``limits``
     (default: ``RunLimits.from_env()``). The message names the fields, the product and the limit."""
@@ -423,8 +429,7 @@ def check_run_limits(spec: RunSpec, limits: RunLimits | None = None) -> None:
     # a guidance interval on a built-in grid is billed as guided everywhere: an upper bound, torch-free
     bill = bill_for(spec, guided_fraction=1.0)  # a sequential gate's worst case: every look up to gate_cap
     samples = "samples" if spec.gate_cap is None else "gate_cap / (plans x futures)"
-    # Picard evaluates up to `window` steps per sequential step (re-evaluations): its worst case, in NFE and rows
-    window = int(spec.parallel_options.get("window", 1)) if spec.parallel == "picard" else 1
+    window = picard_window(spec)
     picard = (f" x window (Picard's worst case)", f" x {window}") if window > 1 else ("", "")
     if bill.per_run * window > limits.max_run_nfe:
         raise ValueError(

@@ -303,6 +303,18 @@ def test_picard_re_evaluations_are_a_line_of_the_bill():
     assert any("at most 2 x S with window 3" in note for note in budget.bill_for(spec).notes)
 
 
+def test_picard_runtime_estimate_and_limits_take_its_worst_case():
+    """The run-time estimate (and so the run guard) and the run limits both take Picard's worst case, the
+    bill x its window, from one definition (spec.picard_window); other samplers are billed as they are."""
+    plain = RunSpec(solver="euler", steps=8, samples=64)
+    picard = plain.replace(parallel="picard", parallel_options={"window": 4})
+    assert budget.picard_window(plain) == 1 and budget.picard_window(picard) == 4
+    w_plain, w_picard = (budget.work_of(s, budget.bill_for(s)) for s in (plain, picard))
+    assert w_picard.nfe == 4 * w_plain.nfe and w_picard.forwards == w_plain.forwards
+    prior = budget.runtime_prior(plain.world)
+    assert prior.estimate(w_picard).seconds > prior.estimate(w_plain).seconds
+
+
 @given(st.integers(1, 50), st.sampled_from(sorted(catalog.SOLVERS)), st.integers(1, 30), st.integers(1, 8),
        st.integers(1, 8), st.floats(0, 10))
 def test_bill_is_the_product(steps, solver, H, P, R, scale):
