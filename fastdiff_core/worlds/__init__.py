@@ -17,6 +17,7 @@ entry-point group ``fastdiff.worlds`` (each entry point names a ``WorldPlugin``)
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -136,6 +137,10 @@ def lazy_exports(package: str, modules: tuple[str, ...]) -> Callable[[str], Any]
         if name.startswith("__"):
             raise AttributeError(name)
         namespace = vars(importlib.import_module(package))
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            # a submodule (``from package import encoding`` while a sibling is half-initialised): import it
+            # as itself, never by searching the other modules (which could re-enter the half-initialised one)
+            return importlib.import_module(f"{package}.{name}")
         for module in modules:
             found = vars(importlib.import_module(f"{package}.{module}"))
             if name in found and not name.startswith("_"):
