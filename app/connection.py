@@ -153,6 +153,7 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
 
 
 MAX_FIT_RUNS = 40  # the newest runs of a kind: the machine's load drifts, old runs say less
+MAX_SCAN_RUNS = 2_000  # the newest done runs of a world read to find them (not all of a large store's)
 
 
 def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBill) -> budget.RuntimeEstimate:
@@ -176,8 +177,9 @@ def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
     if s is None:
         return []
     try:
-        runs = s.runs(status="done", columns=["run_id", "world", "spec", "status", "device", "wall_s", "nfe_counted",
-                                              "nfe_formula"]).filter(pl.col("world") == world)
+        newest = s.runs(status="done", columns=["run_id", "world"]).filter(pl.col("world") == world)
+        runs = s.runs(run_ids=newest["run_id"].tail(MAX_SCAN_RUNS).to_list(),
+                      columns=["run_id", "spec", "status", "device", "wall_s", "nfe_counted", "nfe_formula"])
         if runs.height == 0:
             return []
         m = s.metrics(runs["run_id"].to_list())

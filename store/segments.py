@@ -142,6 +142,22 @@ def read(paths: Iterable[pathlib.Path], table: str, columns: list[str] | None = 
     return lf.select(cols).collect()
 
 
+def read_each(directory: pathlib.Path, segs: list[Segment], table: str, columns: list[str]) -> dict[str, pl.DataFrame]:
+    """``columns`` of ``table`` for each segment (by name), read in one scan (a new reader's first query
+    reads every segment: one scan of all the files is several times faster than one per file)."""
+    sch = schema.segment_schema(table)
+    empty = pl.DataFrame(schema={c: sch[c] for c in columns})
+    out = {s.name: empty for s in segs}
+    have = [s for s in segs if table in s.tables]
+    if not have:
+        return out
+    by_path = {str(s.path(directory, table)): s.name for s in have}
+    df = pl.scan_parquet(list(by_path), schema=sch, include_file_paths="_path").select([*columns, "_path"]).collect()
+    for (path,), part in df.partition_by("_path", as_dict=True, maintain_order=True).items():
+        out[by_path[path]] = part.drop("_path")
+    return out
+
+
 def latest(df: pl.DataFrame, table: str) -> pl.DataFrame:
     """One row per key: the latest batch's (rows arrive oldest first)."""
     return df.unique(subset=KEYS[table], keep="last", maintain_order=True) if table in KEYS else df

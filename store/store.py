@@ -56,9 +56,13 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 10.0  # a reader opens a segment within ms of reading the manifest; an orphan result may be early
 MAX_QUEUED_SUBS = 200_000
+WHOLE_READ_RUNS = 2_000  # runs() of more runs than this reads the asked columns of every segment
 UNREADABLE = "unreadable.jsonl"  # unreadable journal lines, kept byte for byte once compacted
 LIGHT_RUN_COLUMNS = ["run_id", "exp_id", "status", "_seq"]
 CATALOG_COLUMNS = [c for c in schema.segment_schema("catalog") if c != "record"]
+# Every run column but the long texts: kept in memory once asked for (the lists Compare and the
+# run-time estimate draw from), so a runs() of only these reads no file.
+WIDE_RUN_COLUMNS = [c for c in schema.segment_schema("runs") if c not in ("spec", "verdict", "error")]
 FRAME_RUN_COLUMNS = list(schema.polars_schema("runs"))
 
 
@@ -126,6 +130,7 @@ class _Snapshot:
     los: list[int]
 
     _final: set[str] | None = None
+    wide: pl.DataFrame | None = None  # WIDE_RUN_COLUMNS of the latest row per run, built on first use
 
     def final(self) -> set[str]:
         """Ids of the runs whose outcome is in a segment (built once per manifest, on first use)."""
@@ -180,6 +185,7 @@ class Store:
         self._annotations = Annotations(self.root / "annotations")
         self._lock = threading.RLock()
         self._segment_cache: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
+        self._wide_cache: dict[str, pl.DataFrame] = {}
         self._snap: tuple[int, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
@@ -554,15 +560,12 @@ class Store:
             if self._snap is not None and self._snap[0] == stamp and stamp:
                 return self._snap[1]
             manifest, stamp = segments.load(self.root)
-            parts = []
-            for seg in manifest.segments:
-                if seg.name not in self._segment_cache:
-                    idx = segments.read([seg.path(self.segments_dir, "runs")] if "runs" in seg.tables else [],
-                                        "runs", LIGHT_RUN_COLUMNS)
-                    cat = segments.read([seg.path(self.segments_dir, "catalog")] if "catalog" in seg.tables else [],
-                                        "catalog", CATALOG_COLUMNS)
-                    self._segment_cache[seg.name] = (idx, cat)
-                parts.append(self._segment_cache[seg.name])
+            new = [s for s in manifest.segments if s.name not in self._segment_cache]
+            idx = segments.read_each(self.segments_dir, new, "runs", LIGHT_RUN_COLUMNS)
+            cat = segments.read_each(self.segments_dir, new, "catalog", CATALOG_COLUMNS)
+            for seg in new:
+                self._segment_cache[seg.name] = (idx[seg.name], cat[seg.name])
+            parts = [self._segment_cache[seg.name] for seg in manifest.segments]
             live = {s.name for s in manifest.segments}
             for name in [n for n in self._segment_cache if n not in live]:
                 del self._segment_cache[name]
@@ -577,6 +580,21 @@ class Store:
             snap = _Snapshot(manifest, index, catalog, [s.lo for s in manifest.segments])
             self._snap = (stamp, snap)
             return snap
+
+    def _wide(self, snap: _Snapshot) -> pl.DataFrame:
+        """``snap``'s WIDE_RUN_COLUMNS (each segment read once per process)."""
+        with self._lock:
+            if snap.wide is None:
+                new = [s for s in snap.manifest.segments if s.name not in self._wide_cache]
+                self._wide_cache.update(segments.read_each(self.segments_dir, new, "runs", WIDE_RUN_COLUMNS))
+                parts = [self._wide_cache[s.name] for s in snap.manifest.segments]
+                live = {s.name for s in snap.manifest.segments}
+                for name in [n for n in self._wide_cache if n not in live]:
+                    del self._wide_cache[name]
+                wide = pl.concat(parts) if parts else segments.read([], "runs", WIDE_RUN_COLUMNS)
+                snap.wide = wide.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi").sort(
+                    ["submitted", "exp_id", "idx"])
+            return snap.wide
 
     def _view(self) -> tuple[_Inbox, _Snapshot]:
         inbox = self._read_inbox()  # first the inbox, then the manifest (see the module docstring)
@@ -633,11 +651,7 @@ class Store:
         if status is not None:
             idx = idx.filter(pl.col("status") == status)
         idx = idx.filter(~pl.col("run_id").is_in(list(overlay | inbox.bad_outcomes)))
-        if exp_id is None and run_ids is None and status is None:
-            old = segments.latest(segments.read(snap.manifest.files(self.segments_dir, "runs"), "runs", read_cols),
-                                  "runs").join(idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi")
-        else:
-            old = self._segment_rows("runs", idx["run_id"].to_list(), snap, read_cols)
+        old, in_order = self._stored_runs(snap, idx, read_cols, exp_id, run_ids, status, overlay | inbox.bad_outcomes)
         # Runs the inbox adds or finishes
         mine = [r for r in overlay if r not in inbox.bad_outcomes
                 and (run_ids is None or r in run_ids)
@@ -653,7 +667,27 @@ class Store:
             out = out.filter(pl.col("status") == status)
         if dead:
             out = out.filter(~pl.col("exp_id").is_in(list(dead)))
-        return out.sort(["submitted", "exp_id", "idx"]).select(want)
+        if not (in_order and new.height == 0):
+            out = out.sort(["submitted", "exp_id", "idx"])
+        return out.select(want)
+
+    def _stored_runs(self, snap: _Snapshot, idx: pl.DataFrame, read_cols: list[str], exp_id: str | None,
+                     run_ids: list[str] | None, status: str | None, hidden: set[str]) -> tuple[pl.DataFrame, bool]:
+        """The segments' rows of the runs ``idx`` selects (``idx``: the index with the same filters);
+        and whether they are in order already."""
+        if set(read_cols) <= set(WIDE_RUN_COLUMNS):  # from memory, already in order: the same filters
+            old = self._wide(snap)
+            if exp_id is not None:
+                old = old.filter(pl.col("exp_id") == exp_id)
+            if run_ids is not None:
+                old = old.filter(pl.col("run_id").is_in(run_ids))
+            if status is not None:
+                old = old.filter(pl.col("status") == status)
+            return old.filter(~pl.col("run_id").is_in(list(hidden))), True
+        if idx.height > WHOLE_READ_RUNS:  # most of the store: one scan of the columns beats a lookup per run
+            return segments.read(snap.manifest.files(self.segments_dir, "runs"), "runs", read_cols).join(
+                idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi"), False
+        return self._segment_rows("runs", idx["run_id"].to_list(), snap, read_cols), False
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,

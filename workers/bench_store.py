@@ -131,8 +131,9 @@ def count_files(root: pathlib.Path) -> int:
 
 
 def bench_rows(n_runs: int, root: pathlib.Path, sweep_size: int = 1000, repeat: int = 5, rounds: int = 5,
-               samples: int = 16, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Build a store of ``n_runs`` runs under ``root`` and measure it; returns the figures (ms)."""
+               samples: int = 16, log: Callable[[str], None] = lambda _: None, reuse: bool = False) -> dict[str, Any]:
+    """Build a store of ``n_runs`` runs under ``root`` (``reuse``: take the store already there) and
+    measure it; returns the figures (ms)."""
     # long: each page's reads are written out here, beside the others, as the pages make them
     import polars as pl
 
@@ -141,10 +142,17 @@ def bench_rows(n_runs: int, root: pathlib.Path, sweep_size: int = 1000, repeat: 
     results = real_results(samples)
     store = Store(root)
     t = time.perf_counter()
-    built = _fill(store, results, n_runs, sweep_size)
+    if reuse:  # a store this command built before: time it again, as it is
+        exps = store.experiments()
+        built = {"sweeps": exps.filter(pl.col("n_runs") == sweep_size).sort("created")["exp_id"].to_list(),
+                 "singles": exps.filter(pl.col("n_runs") == 1).sort("created")["exp_id"].to_list(),
+                 "compactions": 0, "next": store.runs(columns=["run_id"]).height}
+        n_runs = built["next"]
+    else:
+        built = _fill(store, results, n_runs, sweep_size)
     build_s = time.perf_counter() - t
     files = count_files(root)
-    log(f"built {n_runs:,} runs in {build_s:.0f} s: {len(built['sweeps'])} sweeps of {sweep_size}, "
+    log(f"{'opened' if reuse else 'built'} {n_runs:,} runs in {build_s:.0f} s: {len(built['sweeps'])} sweeps of {sweep_size}, "
         f"{len(built['singles']):,} single-run experiments, {built['compactions']} compactions, {files:,} files")
     single_run = store.experiment(built["singles"][-1])["run_ids"][0]
     sweep = built["sweeps"][-1] if built["sweeps"] else built["singles"][-1]
@@ -154,11 +162,12 @@ def bench_rows(n_runs: int, root: pathlib.Path, sweep_size: int = 1000, repeat: 
         store.experiments()
         store.unreadable()
 
-    def explore() -> None:
+    def explore() -> None:  # as app.connection.stored_runtime_rows reads for the run-time estimate
         store.run(single_run)
-        done = store.runs(status="done", columns=["run_id", "world", "spec", "status", "device", "wall_s",
-                                                  "nfe_counted", "nfe_formula"]).filter(pl.col("world") == "mixture")
-        store.metrics(done["run_id"].tail(200).to_list())
+        newest = store.runs(status="done", columns=["run_id", "world"]).filter(pl.col("world") == "mixture")
+        ids = newest["run_id"].tail(2000).to_list()
+        store.runs(run_ids=ids, columns=["run_id", "spec", "status", "device", "wall_s", "nfe_counted", "nfe_formula"])
+        store.metrics(ids)
 
     def sweep_page() -> None:
         store.experiment(sweep)
@@ -227,6 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int_range(1, 1000), default=5,
                         help=f"compactions timed, each after {NEW_RUNS} new runs (median and max)")
     parser.add_argument("--root", default=None, help="build the store here (default: a temporary directory, removed)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the store an earlier run built under --root again (no build; --runs ignored)")
     parser.add_argument("--json", type=writable_file, default=None, help="also write the figures to this JSON file")
 
 
@@ -234,13 +245,19 @@ TARGETS = {"experiments_ms": 100, "compare_ms": 100, "first_query_ms": 300, "com
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.root is not None and pathlib.Path(args.root).exists() and any(pathlib.Path(args.root).iterdir()):
-        print(f"fastdiff bench store: --root {args.root} is not empty; give a new directory", file=sys.stderr)
+    if args.reuse and (args.root is None or not (pathlib.Path(args.root) / "store" / "MANIFEST").exists()):
+        print(f"fastdiff bench store: --reuse needs --root holding a store this command built (--root {args.root})",
+              file=sys.stderr)
+        return 2
+    if not args.reuse and args.root is not None and pathlib.Path(args.root).exists() \
+            and any(pathlib.Path(args.root).iterdir()):
+        print(f"fastdiff bench store: --root {args.root} is not empty; give a new directory (or --reuse)",
+              file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="fdbench-store-") as tmp:
         root = pathlib.Path(args.root or tmp) / "store"
         rows = bench_rows(args.runs, root, args.sweep_size, args.repeat, args.rounds,
-                          log=lambda m: print(f"  {m}", flush=True))
+                          log=lambda m: print(f"  {m}", flush=True), reuse=args.reuse)
     rows["load_average"] = os.getloadavg()
     print(f"\nfastdiff bench store: {rows['runs']:,} runs ({rows['sweeps']} sweeps of {rows['sweep_size']:,}, "
           f"{rows['single_experiments']:,} single-run experiments), built in {rows['build_s']:.0f} s; "
