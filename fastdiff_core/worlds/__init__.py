@@ -8,7 +8,7 @@ run of that world executes, so asking for one world does not import the others o
 RunSpec validation asks ``refusal(spec)`` of the spec's world, so the command line, the client (before
 anything is queued), the worker and the page refuse the same specs with the same message.
 
-The built-in worlds (driving, mixture, digits, model: a user's registered model) register here; third-party
+The built-in worlds (driving, mixture, digits, model: a user's registered model, moving_digits) register here; third-party
 worlds register through the Python
 entry-point group ``fastdiff.worlds`` (each entry point names a ``WorldPlugin``), or explicitly with
 ``register_world`` — the entry points feed that same call.
@@ -156,7 +156,8 @@ def lazy_exports(package: str, modules: tuple[str, ...]) -> Callable[[str], Any]
 # ---------------------------------------------------------------------------------------------
 
 BUILTIN = ("fastdiff_core.worlds.mixture.plugin:PLUGIN", "fastdiff_core.worlds.driving.plugin:PLUGIN",
-           "fastdiff_core.worlds.digits.plugin:PLUGIN", "fastdiff_core.worlds.model.plugin:PLUGIN")
+           "fastdiff_core.worlds.digits.plugin:PLUGIN", "fastdiff_core.worlds.model.plugin:PLUGIN",
+           "fastdiff_core.worlds.moving_digits.plugin:PLUGIN")
 _REGISTRY: dict[str, WorldPlugin] = {}
 _loaded = False
 

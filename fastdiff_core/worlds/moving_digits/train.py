@@ -114,9 +114,11 @@ def train_denoiser(config: TrainConfig, on_step: Callable[[int, float, float], N
 @dataclass(frozen=True)
 class CardProtocol:
     """How the card measures the model: R rollouts of H frames per constant plan from the start column, with an
-    accurate solver (the tail gate's reference setting), through the rollout engine."""
+    accurate solver (the tail gate's reference setting), through the rollout engine. Not Heun: its correction
+    divides by the smallest sigma of the grid, where the x0-network's small residual becomes a blow-up
+    (docs/moving_digits.md)."""
 
-    solver: str = "heun"
+    solver: str = "dpmpp_2m"
     steps: int = 8
     grid: str = "karras"
     horizon: int = 6
