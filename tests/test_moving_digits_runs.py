@@ -65,7 +65,6 @@ def test_planning_run_bills_exactly_and_the_tail_gate_gives_a_verdict():
     assert coverage.status in ("pass", "fail", "undecided") and coverage.basis == "measured"
 
 
-@pytest.mark.slow  # a subprocess that imports torch and sklearn: ~20 s on a quiet machine, a minute at load
 def test_fastdiff_run_rolls_out_a_constant_plan_guided():
     """``fastdiff run --spec``: P = 1, R futures under 'right' from column 2, guidance 2 (C = 2): the bill holds."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
