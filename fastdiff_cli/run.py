@@ -165,9 +165,10 @@ def format_result(r: RunResult) -> str:
                       f"alpha {seq['alpha']:g})"]
     if r.histograms:
         lines += ["", f"{'group':<11}{'mode':<9}{'count':>7}{'rate':>9}{'95% CI':>19}{'truth':>8}"]
-        for h in r.histograms:
-            ci = f"[{h['lo']:.4f}, {h['hi']:.4f}]"
-            lines.append(f"{h['group']:<11}{h['label']:<9}{h['count']:>7}{h['rate']:>9.4f}{ci:>19}{h['truth']:>8.4f}")
+        for h in r.histograms:  # a world without ground truth (a user's model) has no truth, maybe no interval
+            ci = "-" if h.get("lo") is None else f"[{h['lo']:.4f}, {h['hi']:.4f}]"
+            truth = "-" if h.get("truth") is None else f"{h['truth']:.4f}"
+            lines.append(f"{h['group']:<11}{h['label']:<9}{h['count']:>7}{h['rate']:>9.4f}{ci:>19}{truth:>8}")
     if r.latency:
         lines += ["", f"{'latency':<12}{'seconds':>12}{'batch':>8}  device"]
         lines += [f"{row['what']:<12}{row['seconds']:>12.6f}{row['batch']:>8}  {row['device']}" for row in r.latency]
