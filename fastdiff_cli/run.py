@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_int_field("steps"))
     p.add_argument("--guidance", type=float, dest="guidance_scale")
     p.add_argument("--samples", type=_int_field("samples"))
+    for name, what in (("horizon", "H, frames per rollout"), ("plans", "P, candidate plans per cycle"),
+                       ("futures", "R, futures per plan")):
+        p.add_argument(f"--{name}", type=_int_field(name), help=f"{what} (worlds with rollouts)")
+    p.add_argument("--scene", help="the driving world's scene (fastdiff world-scenes lists them)")
+    p.add_argument("--regime", choices=sorted(FIELDS["regime"].choices), help="the regime the run is judged in")
     p.add_argument("--seed", type=_int_field("seed"))
     p.add_argument("--gate-cap", type=int_range(1), dest="gate_cap",
                    help="sequential coverage gate: sample looks of samples x plans x futures rollouts until every "
@@ -127,8 +132,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         name = model_name(args.model)
         _check_model_flag(args, name, d, what)
         d["world"], d["model"] = MODEL_WORLD, name
-    for name in ("world", "solver", "grid", "steps", "guidance_scale", "samples", "seed", "dtype", "device",
-                 "gate_cap", "gate_alpha"):
+    for name in ("world", "scene", "solver", "grid", "steps", "guidance_scale", "horizon", "plans", "futures",
+                 "samples", "seed", "dtype", "device", "regime", "gate_cap", "gate_alpha"):
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
     world_options = dict(d.get("world_options", {}))
