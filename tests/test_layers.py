@@ -285,9 +285,6 @@ MAX_FUNCTION_LINES = 60
 # failure, so the owner's split does not turn main red before the entry goes).
 LONG_PENDING = {
     ("fastdiff_core/learned_grid.py", "fit_discretisation"): "being split by rare (learned grids)",
-    ("app/views/experiments.py", "show_experiment"): "being split by runstable (Experiments page)",
-    ("app/screenshots.py", "main"): "being split by runstable (screenshots)",
-    ("workers/bench_dashboard.py", "time_browser"): "being split by runstable (dashboard bench)",
 }
 
 
