@@ -240,7 +240,10 @@ class RunSpec:
             if options != "solver_options" or self.sampler == "solver":
                 schema = _option_schema(options, getattr(self, entry))
                 object.__setattr__(self, options, _frozen(validate_options(options, getattr(self, options), schema)))
-            else:  # a student's solver options are not the solver's
+            else:  # a student's solver options are not the solver's: an object, checked by the student
+                if not isinstance(self.solver_options, Mapping):
+                    raise ValueError(f"{options}={self.solver_options!r} must be an object mapping option names "
+                                     "to values")
                 object.__setattr__(self, options, _frozen(dict(self.solver_options)))
         self._check_world()
         self._check_student()

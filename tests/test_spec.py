@@ -38,6 +38,7 @@ def test_defaults_are_filled_and_frozen():
         ({"guidance_interval": (3.0, 1.0)}, "guidance_interval"),
         ({"solver": "ddim", "solver_options": {"eta": 2.0}}, "solver_options.eta"),
         ({"solver_options": {"bogus": 1}}, "solver_options"),
+        ({"sampler": "student", "student": "consistency", "solver_options": None}, "solver_options"),
         ({"grid": "custom", "grid_options": {"sigmas": [3.0, 5.0]}}, "grid_options.sigmas"),
         ({"grid": "custom", "grid_options": {"sigmas": [3.0, float("nan")]}}, "grid_options.sigmas"),
         ({"world": "atlantis"}, "world"),
