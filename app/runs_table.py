@@ -54,7 +54,9 @@ def columns_of(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     cols: dict[str, list[Any]] = {}
     for i, row in enumerate(rows):
         for k, v in row.items():
-            cols.setdefault(k, [None] * len(rows))[i] = json.dumps(v) if isinstance(v, list) else v
+            if k not in cols:  # not setdefault: its default list would be built for every cell
+                cols[k] = [None] * len(rows)
+            cols[k][i] = json.dumps(v) if isinstance(v, list) else v
     out = {}
     for k, values in cols.items():
         try:
