@@ -643,13 +643,7 @@ class Store:
         inbox, snap = self._view()
         dead = set(snap.manifest.deleted) | set(inbox.deleted)
         overlay = set(inbox.subs) | set(inbox.outcomes)
-        idx = snap.index
-        if exp_id is not None:
-            idx = idx.filter(pl.col("exp_id") == exp_id)
-        if run_ids is not None:
-            idx = idx.filter(pl.col("run_id").is_in(run_ids))
-        if status is not None:
-            idx = idx.filter(pl.col("status") == status)
+        idx = _where(snap.index, exp_id, run_ids, status)
         idx = idx.filter(~pl.col("run_id").is_in(list(overlay | inbox.bad_outcomes)))
         old, in_order = self._stored_runs(snap, idx, read_cols, exp_id, run_ids, status, overlay | inbox.bad_outcomes)
         # Runs the inbox adds or finishes
@@ -661,10 +655,7 @@ class Store:
         new_rows = [records.run_row(subs[r], inbox.outcomes.get(r)) for r in mine if r in subs]
         new = schema.frame("runs", new_rows).with_columns(pl.lit(0, pl.Int64).alias("_seq")).select(read_cols)
         out = pl.concat([old.select(read_cols), new])
-        if exp_id is not None:
-            out = out.filter(pl.col("exp_id") == exp_id)
-        if status is not None:
-            out = out.filter(pl.col("status") == status)
+        out = _where(out, exp_id, None, status)
         if dead:
             out = out.filter(~pl.col("exp_id").is_in(list(dead)))
         if not (in_order and new.height == 0):
@@ -676,13 +667,7 @@ class Store:
         """The segments' rows of the runs ``idx`` selects (``idx``: the index with the same filters);
         and whether they are in order already."""
         if set(read_cols) <= set(WIDE_RUN_COLUMNS):  # from memory, already in order: the same filters
-            old = self._wide(snap)
-            if exp_id is not None:
-                old = old.filter(pl.col("exp_id") == exp_id)
-            if run_ids is not None:
-                old = old.filter(pl.col("run_id").is_in(run_ids))
-            if status is not None:
-                old = old.filter(pl.col("status") == status)
+            old = _where(self._wide(snap), exp_id, run_ids, status)
             return old.filter(~pl.col("run_id").is_in(list(hidden))), True
         if idx.height > WHOLE_READ_RUNS:  # most of the store: one scan of the columns beats a lookup per run
             return segments.read(snap.manifest.files(self.segments_dir, "runs"), "runs", read_cols).join(
@@ -837,3 +822,14 @@ class Store:
         from store import bundle
 
         return bundle.import_bundle(self, pathlib.Path(path))
+
+
+def _where(frame: pl.DataFrame, exp_id: str | None, run_ids: list[str] | None, status: str | None) -> pl.DataFrame:
+    """``frame``'s rows of experiment ``exp_id``, among ``run_ids``, with ``status`` (None: any)."""
+    if exp_id is not None:
+        frame = frame.filter(pl.col("exp_id") == exp_id)
+    if run_ids is not None:
+        frame = frame.filter(pl.col("run_id").is_in(run_ids))
+    if status is not None:
+        frame = frame.filter(pl.col("status") == status)
+    return frame
