@@ -14,6 +14,7 @@ from fastdiff_core.worlds.moving_digits import (
     ACTIONS, JUMP, LABELS, MAX_X, P_JUMP, FrameDenoiser, MovingDigitsWorldModel, NetConfig, branch_probabilities,
     classify_codes, digit_images, observed_moves, onset, place, shifted, simulate,
 )
+from fastdiff_core.worlds.moving_digits.network import condition
 
 STAY, LEFT, RIGHT = ACTIONS.index("stay"), ACTIONS.index("left"), ACTIONS.index("right")
 
@@ -131,3 +132,23 @@ def test_training_batches_are_reweighted_to_the_dynamics_and_training_is_determi
     config = TrainConfig(net=NetConfig(channels=8, dilations=(1,)), steps=3, batch=16)
     one, two = train_denoiser(config)[0].state_dict(), train_denoiser(config)[0].state_dict()
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_match_features_read_the_move_the_noisy_frame_shows():
+    """The network's match features are the posterior over the seven moves (uniform prior) of a noisy frame:
+    at low noise they pick the move the frame was made with, at t -> 1 they carry almost no evidence, and they
+    respond to x_t (the evidence the first shipped net ignored at t ~ 0.7, docs/moving_digits.md)."""
+    gen = torch.Generator().manual_seed(0)
+    prev = place(digit_images()[1][:64], torch.full((64,), 4))
+    moves = [shifted(prev[:, None], d) for d in range(-JUMP, JUMP + 1)]
+    for k, d in ((0, -JUMP), (4, 1), (6, JUMP)):
+        x0 = shifted(prev, d).reshape(64, -1)
+        for t, least in ((0.1, 0.99), (0.5, 0.9)):
+            x_t = (1 - t) * x0 + t * torch.randn(x0.shape, generator=gen)
+            u = FrameDenoiser.match_features(x_t, torch.full((64,), t), moves)
+            assert u.shape == (64, 2 * JUMP + 1) and torch.allclose(u.sum(1), torch.ones(64))
+            assert float(u[:, k].mean()) >= least, (d, t, float(u[:, k].mean()))
+    u = FrameDenoiser.match_features(torch.randn(64, prev[0].numel(), generator=gen), torch.full((64,), 0.98), moves)
+    assert float(u.max(1).values.mean()) < 0.6
+    net = FrameDenoiser(NetConfig(channels=8, dilations=(1,), match=True))
+    assert net(x_t, torch.full((64,), 0.5), condition(prev, torch.full((64,), 2))).shape == x_t.shape
