@@ -130,3 +130,23 @@ def test_one_up_per_home(tmp_path):
     finally:
         os.kill(first.pid, signal.SIGINT)
         assert first.wait(60) == 0
+
+
+def test_a_failure_the_soft_limit_caused_is_recognised_through_its_chain():
+    """The soft time limit that fires inside an import surfaces as another exception (ImportError) whose
+    __context__ is the limit: the worker stores it as the time limit, not as an import error."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from workers.tasks import _caused_by
+
+    def fails_during_limit():
+        try:
+            raise SoftTimeLimitExceeded()
+        except SoftTimeLimitExceeded:
+            raise ImportError("initialization failed")
+
+    with pytest.raises(ImportError) as caught:
+        fails_during_limit()
+    assert _caused_by(caught.value, SoftTimeLimitExceeded)
+    assert _caused_by(SoftTimeLimitExceeded(), SoftTimeLimitExceeded)
+    assert not _caused_by(ImportError("initialization failed"), SoftTimeLimitExceeded)

@@ -156,6 +156,18 @@ def _dead_letter(what: dict[str, Any], reason: str) -> dict[str, Any]:
     return _summary(str(what.get("run_id") or what.get("batch")), "rejected", False, error=reason)
 
 
+def _caused_by(e: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``e`` is a ``kind`` or was raised while handling one (its __cause__ / __context__ chain): the
+    soft time limit firing inside a C extension's import surfaces as 'ImportError: initialization failed'."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 @app.task(name=RUN_TASK, bind=True, base=RunTask)
 def run(self, run_id: str, spec_json: str) -> dict[str, Any]:
     if not ids.is_id(run_id, "run_id"):
@@ -256,11 +268,16 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, wo
         status, payload, error = "done", result.to_dict(), None
     except RunCancelled:
         status, payload, error = "cancelled", None, "cancelled by user"
-    except SoftTimeLimitExceeded:
-        soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
-        status, payload, error, timed_out = "failed", None, f"time limit exceeded ({soft:g} s)", True
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
-        status, payload, error = "failed", None, outcomes.failure_text(e)
+        soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
+        # The soft limit can fire inside a C extension's import, which reports 'ImportError: initialization
+        # failed' and may drop the chain: a failure once the limit has passed is the limit's doing.
+        if _caused_by(e, SoftTimeLimitExceeded) or (soft and time.time() - started >= soft):
+            status, payload, error, timed_out = "failed", None, f"time limit exceeded ({soft:g} s)", True
+            if not isinstance(e, SoftTimeLimitExceeded):
+                error += f"; it interrupted: {outcomes.failure_text(e)}"
+        else:
+            status, payload, error = "failed", None, outcomes.failure_text(e)
     wall = time.time() - started
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
     pushed = outcomes.finish(r, run_id, status, payload, error, worker, end_attempt=True, wall_s=wall)
