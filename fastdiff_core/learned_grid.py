@@ -133,6 +133,35 @@ def fit_discretisation(solver: str, denoiser: X0Denoiser, path: NoisePath, nfe: 
     teacher's on the same noise (``paired_rate_difference``) or strays less than the best shipped
     setting's does; otherwise the shipped setting is returned, with ``accepted=False``. An RMSE fit can
     buy its loss by moving samples out of (or into) a mode of 1-2% weight, which RMSE barely sees."""
+    info, finals = _checked(solver, nfe, budget, finals)
+    t0 = time.perf_counter()
+    target_train, check = teacher_samples(denoiser, x_train, path, teacher)
+    target_held, _ = teacher_samples(denoiser, x_held_out, path, teacher)
+    smin, smax = sigma_range(path)
+    best, shipped, tried = _search(info, solver, nfe, finals, dict(options or {}), denoiser, path, x_train,
+                                   target_train, budget, check)
+    held = _loss(solver, best.solver_options, best.sigmas(), denoiser, x_held_out, target_held)
+    s_loss, s_name, s_grid, s_opts = shipped
+    s_held = _loss(solver, s_opts, s_grid, denoiser, x_held_out, target_held)
+    check = TeacherCheck(check.solver, check.steps, check.grid, check.half_steps_rmse,
+                         bool(check.half_steps_rmse <= CONVERGED_RATIO * best.train_loss))
+    fit = LearnedDiscretisation(
+        best.solver, nfe, best.steps, best.solver_options, best.fractions, smin, smax, best.train_loss, held,
+        f"{s_name} (final={s_opts.get('final')})", s_loss, s_held, sum(t.get("evaluations", 0) for t in tried),
+        time.perf_counter() - t0, check, list(s_grid), dict(s_opts), tried)
+    if rare is None:
+        return fit
+    rare_check = _rare_check(rare, fit, denoiser, x_held_out, target_held)
+    if rare_check["accepted"]:
+        return replace(fit, rare_check=rare_check, fit_seconds=time.perf_counter() - t0)
+    # the shipped setting, in the learned result's form (its grid as fractions, its own loss)
+    return replace(fit, steps=len(s_grid) - 1, solver_options=dict(s_opts),
+                   fractions=sigmas_to_fractions(s_grid, smin, smax), train_loss=s_loss, held_out_loss=s_held,
+                   accepted=False, rare_check=rare_check, fit_seconds=time.perf_counter() - t0)
+
+
+def _checked(solver: str, nfe: int, budget: int, finals: Sequence[str] | None) -> tuple[Any, list[str]]:
+    """``solver``'s catalog entry and the last-step conventions to try, or ValueError naming the field."""
     info = catalog.solver_info(solver)
     if info.nfe(2, {}) is None:
         raise ValueError(f"solver={solver!r} has no fixed evaluation count; a learned grid needs one")
@@ -141,18 +170,21 @@ def fit_discretisation(solver: str, denoiser: X0Denoiser, path: NoisePath, nfe: 
     if budget < 1:
         raise ValueError(f"budget={budget!r} must be >= 1")
     allowed = list(catalog.SOLVERS[solver].options["final"].choices)
-    finals = list(finals or allowed)
-    for f in finals:
+    for f in finals or ():
         if f not in allowed:
             raise ValueError(f"final={f!r} is not one of {allowed}")
-    t0 = time.perf_counter()
-    target_train, check = teacher_samples(denoiser, x_train, path, teacher)
-    target_held, _ = teacher_samples(denoiser, x_held_out, path, teacher)
+    return info, list(finals or allowed)
+
+
+def _search(info: Any, solver: str, nfe: int, finals: list[str], base: dict[str, Any], denoiser: X0Denoiser,
+            path: NoisePath, x_train: torch.Tensor, target_train: torch.Tensor, budget: int, check: TeacherCheck
+            ) -> tuple[LearnedDiscretisation, tuple[float, str, list[float], dict[str, Any]], list[dict[str, Any]]]:
+    """For each last-step convention: the best shipped grid at this NFE as the start, then a coordinate
+    search of its log-sigma fractions on the training batch. Returns the best fit (held-out loss not yet
+    measured), the best shipped setting (chosen on the training batch as the fit is) and what was tried."""
     smin, smax = sigma_range(path)
     best: LearnedDiscretisation | None = None
     tried: list[dict[str, Any]] = []
-    base = dict(options or {})
-    # the best shipped grid at this NFE, chosen on the training batch as the fit is
     shipped: tuple[float, str, list[float], dict[str, Any]] | None = None
     for final in finals:
         plan = info.plan_for_nfe(nfe, {**base, "final": final})
@@ -183,24 +215,7 @@ def fit_discretisation(solver: str, denoiser: X0Denoiser, path: NoisePath, nfe: 
                 math.nan, evals, 0.0, check)
     if best is None or shipped is None:
         raise ValueError(f"solver={solver!r} cannot spend exactly nfe={nfe} with final in {finals}")
-    held = _loss(solver, best.solver_options, best.sigmas(), denoiser, x_held_out, target_held)
-    s_loss, s_name, s_grid, s_opts = shipped
-    s_held = _loss(solver, s_opts, s_grid, denoiser, x_held_out, target_held)
-    check = TeacherCheck(check.solver, check.steps, check.grid, check.half_steps_rmse,
-                         bool(check.half_steps_rmse <= CONVERGED_RATIO * best.train_loss))
-    fit = LearnedDiscretisation(
-        best.solver, nfe, best.steps, best.solver_options, best.fractions, smin, smax, best.train_loss, held,
-        f"{s_name} (final={s_opts.get('final')})", s_loss, s_held, sum(t.get("evaluations", 0) for t in tried),
-        time.perf_counter() - t0, check, list(s_grid), dict(s_opts), tried)
-    if rare is None:
-        return fit
-    rare_check = _rare_check(rare, fit, denoiser, x_held_out, target_held)
-    if rare_check["accepted"]:
-        return replace(fit, rare_check=rare_check, fit_seconds=time.perf_counter() - t0)
-    # the shipped setting, in the learned result's form (its grid as fractions, its own loss)
-    return replace(fit, steps=len(s_grid) - 1, solver_options=dict(s_opts),
-                   fractions=sigmas_to_fractions(s_grid, smin, smax), train_loss=s_loss, held_out_loss=s_held,
-                   accepted=False, rare_check=rare_check, fit_seconds=time.perf_counter() - t0)
+    return best, shipped, tried
 
 
 def _rare_check(rare: Callable[[torch.Tensor], torch.Tensor], fit: LearnedDiscretisation, denoiser: X0Denoiser,
