@@ -27,7 +27,7 @@ PACKAGES = ("fastdiff_core", "fastdiff_cli", "workers", "store", "app")
 
 # source (package or module) -> modules it must not import, anywhere in its files (function-level too).
 RULES = {
-    "fastdiff_core": {"app", "workers", "store", "fastdiff_cli", "streamlit", "celery", "duckdb", "polars"},
+    "fastdiff_core": {"app", "workers", "store", "fastdiff_cli", "streamlit", "celery", "polars"},
     "store": {"torch", "app", "workers", "fastdiff_core.run"},
     "app": {"torch", "celery"},  # and from workers only what APP_WORKERS allows (test_app_reaches_workers_...)
     "workers": {"app"},
