@@ -11,7 +11,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.bench.coverage import CoverageBench, guidance_sweep, solver_sweep, summary
-from fastdiff_core.commands.args import comma_list, float_range, int_range, writable_file
+from fastdiff_cli.args import comma_list, float_range, int_range, writable_file
 from fastdiff_core.models.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher
 from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.worlds.driving import ACTIONS, SCENES

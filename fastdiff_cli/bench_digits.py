@@ -14,7 +14,7 @@ import json
 import time
 
 from fastdiff_core import catalog
-from fastdiff_core.commands.args import comma_list, float_range, int_range, writable_file
+from fastdiff_cli.args import comma_list, float_range, int_range, writable_file
 from fastdiff_core.worlds.digits import (
     CONDITION_NAMES, REFERENCE, WEIGHTS_DIR, DigitsBench, bench_rows, load_model,
 )

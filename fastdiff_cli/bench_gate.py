@@ -14,7 +14,7 @@ import numpy as np
 from fastdiff_core.bench.gate import (
     FIXED_N, PROPOSAL_BETA, Schedule, operating_characteristics, weighted_characteristics,
 )
-from fastdiff_core.commands.args import comma_list, int_range, writable_file
+from fastdiff_cli.args import comma_list, int_range, writable_file
 from fastdiff_core.metrics.gate import RELEASE_GATE
 from fastdiff_core.spec import MAX_SEED
 

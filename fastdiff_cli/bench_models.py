@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 
 from fastdiff_core.bench.models import run_bench
-from fastdiff_core.commands.args import int_range
+from fastdiff_cli.args import int_range
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

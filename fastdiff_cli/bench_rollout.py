@@ -13,7 +13,7 @@ import torch
 from fastdiff_cli.teacher_bench_args import add_teacher_bench_arguments
 from fastdiff_core import catalog
 from fastdiff_core.bench.rollout import RolloutBench, run_bench
-from fastdiff_core.commands.args import int_range
+from fastdiff_cli.args import int_range
 from fastdiff_core.worlds.driving import SCENES
 
 

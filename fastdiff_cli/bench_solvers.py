@@ -14,7 +14,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.bench.solvers import STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 from fastdiff_core.solvers.brownian import NOISE_KINDS
 from fastdiff_core.spec import MAX_SEED
 

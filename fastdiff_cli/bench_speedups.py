@@ -13,7 +13,7 @@ import torch
 from fastdiff_core import catalog
 from fastdiff_core.bench.speedups import SCENE_SET, SpeedupsBench, lever_rows
 from fastdiff_cli.teacher_bench_args import add_teacher_bench_arguments
-from fastdiff_core.commands.args import int_range
+from fastdiff_cli.args import int_range
 from fastdiff_core.latency import device_name
 from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.worlds.driving import ACTIONS

@@ -11,7 +11,7 @@ import pathlib
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.commands.args import comma_list, int_range, writable_dir, writable_file
+from fastdiff_cli.args import comma_list, int_range, writable_dir, writable_file
 from fastdiff_core.students import bench
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from fastdiff_cli.args import comma_list, int_range, writable_file
 from pathlib import Path
 
 import torch
 
 from fastdiff_core.bench.transfer import NFES, STUDY_NFES, GridFit, GridFitReport, fit_grids
-from fastdiff_core.commands.args import comma_list, int_range, writable_file
 from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE
 
 

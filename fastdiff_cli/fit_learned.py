@@ -11,7 +11,7 @@ import sys
 import time
 
 from fastdiff_core.bench.learned import driving_rows, world_rows, world_summary
-from fastdiff_core.commands.args import comma_list, int_range, writable_file
+from fastdiff_cli.args import comma_list, int_range, writable_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

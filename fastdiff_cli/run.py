@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from fastdiff_core import budget
-from fastdiff_core.commands.args import float_range, int_range
+from fastdiff_cli.args import float_range, int_range
 from fastdiff_core.models import model_registry
 from fastdiff_core.spec import FIELDS, MODEL_WORLD, RunResult, RunSpec, field_choices, parse_json_object
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 
 
 def add_teacher_bench_arguments(parser: argparse.ArgumentParser) -> None:

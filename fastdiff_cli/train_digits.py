@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastdiff_core.commands.args import float_range, int_range, writable_dir
+from fastdiff_cli.args import float_range, int_range, writable_dir
 from fastdiff_core.worlds.digits import WEIGHTS_DIR, TrainConfig, measure_folder, train_digits
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastdiff_core.commands.args import float_range, int_range, writable_dir
+from fastdiff_cli.args import float_range, int_range, writable_dir
 from fastdiff_core.worlds.moving_digits import (
     CARD_FILE, WEIGHTS_DIR, CardProtocol, TrainConfig, load_weights, train_moving_digits, write_card,
 )

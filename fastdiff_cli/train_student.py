@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from fastdiff_core.commands.args import float_range, int_range, writable_dir
+from fastdiff_cli.args import float_range, int_range, writable_dir
 from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.students import recipes
 from fastdiff_core.students.driving import WEIGHTS_DIR

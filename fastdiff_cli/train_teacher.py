@@ -12,7 +12,7 @@ import json
 import platform
 import time
 
-from fastdiff_core.commands.args import file_stem, float_range, int_range, writable_dir
+from fastdiff_cli.args import file_stem, float_range, int_range, writable_dir
 from fastdiff_core.models.card import CardProtocol, measure_teacher, regate, render_card
 from fastdiff_core.models.teacher import (
     WEIGHTS_DIR, TrainConfig, load_checkpoint, save_checkpoint, train_teacher,

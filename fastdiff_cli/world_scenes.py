@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastdiff_core.commands.args import int_range
+from fastdiff_cli.args import int_range
 from fastdiff_core.worlds.driving import ACTIONS, SCENES, branch_probabilities, frame_hazards, time_to_arrival
 
 

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64  # results per collector batch (workers.collector.BATCH)

@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
 from workers.broker import system_binary
 from workers.local_service import LocalService

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 
 BATCH = 64  # results per collector batch (workers.collector.BATCH)
 SOLVERS = ("euler", "heun", "dpmpp_2m", "ddim")

@@ -3,7 +3,7 @@ when invoked, so ``fastdiff up`` does not pay for torch and ``fastdiff bench`` d
 
 A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. A bad argument or spec
 exits 2 with one line on stderr naming the flag or field, the value and what is allowed: argparse's
-errors (argument types in ``fastdiff_core.commands.args`` check values where they are read) and the
+errors (argument types in ``fastdiff_cli.args`` check values where they are read) and the
 ValueError a command raises while checking its input, never a traceback.
 """
 

@@ -39,7 +39,7 @@ from typing import Self
 
 import redis
 
-from fastdiff_core.commands.args import int_range, writable_file
+from fastdiff_cli.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
 from workers import fairqueue, supervision
 from workers.celery_app import QUEUE

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from fastdiff_core.commands.args import float_range, int_range, port
+from fastdiff_cli.args import float_range, int_range, port
 from workers.broker import RedisServer
 from workers.settings import ServiceSettings, check_dashboard_host, load_settings, shown_url
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from fastdiff_core.commands.args import int_range
+from fastdiff_cli.args import int_range
 from workers.settings import broker_url_argument, check_broker_url
 
 
