@@ -91,11 +91,14 @@ def verdict_row(verdict_json: str | None) -> dict[str, Any]:
     return row
 
 
+TAIL_SCHEMA = {"run_id": pl.String, "tail_rate": pl.Float64, "tail_rate_lo": pl.Float64, "tail_rate_hi": pl.Float64,
+               "tail_rate_error": pl.Float64}
+
+
 def tail_rates(hist: pl.DataFrame, tails: Mapping[str, str | None]) -> pl.DataFrame:
     """Each run's declared tail branch (``budget.world_tail``) from its stored histogram: run_id, tail_rate,
     tail_rate_lo, tail_rate_hi (the stored interval) and tail_rate_error = |generated - truth|."""
-    schema = {"run_id": pl.String, "tail_rate": pl.Float64, "tail_rate_lo": pl.Float64, "tail_rate_hi": pl.Float64,
-              "tail_rate_error": pl.Float64}
+    schema = TAIL_SCHEMA
     rows = [(rid, tail) for rid, tail in tails.items() if tail is not None]
     if not rows or hist.height == 0:
         return pl.DataFrame(schema=schema)
@@ -117,7 +120,7 @@ def result_columns(runs: pl.DataFrame, metrics: pl.DataFrame, hist: pl.DataFrame
     names: list[str] = []
     if metrics.height:
         wide = metrics.pivot(on="name", index="run_id", values="value", aggregate_function="first")
-        taken = set(out.columns)
+        taken = set(out.columns) | set(TAIL_SCHEMA)  # a world may report a metric of the same name (model: tail_rate)
         wide = wide.rename({c: f"metric.{c}" for c in wide.columns if c != "run_id" and c in taken})
         out = out.join(wide, on="run_id", how="left")
         names += [c for c in wide.columns if c != "run_id"]

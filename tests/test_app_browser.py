@@ -264,17 +264,19 @@ def test_links_out_of_range_double_click_in_flight_and_cancel(dashboard, browser
     assert "S (NFE per frame) (S)='1e12' in the link is not allowed" in " ".join(alerts(page, "Error"))
     expect(page.get_by_label("S (NFE per frame)")).to_have_value("4", timeout=60_000)
 
-    # A driving run long enough to be seen in flight, double-clicked.
-    spec = "world=driving&scene=red_light_jaywalker&solver=heun&steps=3&samples=400&horizon=6&futures=2"
+    # A driving run long enough to be seen in flight and cancelled (~10 s alone on this machine; the first
+    # version, ~3 s, could finish between the in-flight check and the click on a loaded CI box), double-clicked.
+    spec = "world=driving&scene=red_light_jaywalker&solver=heun&steps=6&samples=2000&horizon=8&futures=2"
     page.goto(f"{base}/?{spec}&regime=closed_loop&name=double%20click")
     idle(page)
     before = Store(home / "store").experiments().height
     page.get_by_role("button", name="Run", exact=True).dblclick()
     page.wait_for_url("**run=r*", timeout=60_000)
+    # One Run button, disabled (while the page reruns, the previous render's button can still be drawn)
+    page.wait_for_function("() => { const r = [...document.querySelectorAll('button')].filter("
+                           "b => b.innerText.trim().endsWith('Run')); return r.length == 1 && r[0].disabled; }",
+                           timeout=60_000)
     run = page.get_by_role("button", name="Run", exact=True)
-    run.wait_for(timeout=60_000)
-    page.wait_for_function("() => [...document.querySelectorAll('button')].some("
-                           "b => b.innerText.trim().endsWith('Run') && b.disabled)", timeout=60_000)
     assert "is in flight" in page.locator("[data-testid=stMain]").inner_text()
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("Cancelled: this run was stopped").wait_for(timeout=120_000)

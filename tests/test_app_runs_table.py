@@ -96,6 +96,23 @@ def test_filters_sort_and_tags(stored):
         s.set_tags(run_ids[2], [])
 
 
+def test_a_metric_named_like_the_tail_rate_columns_keeps_its_own_column(stored):
+    """The model world reports a metric called tail_rate; the table's own tail_rate (from the histogram)
+    keeps its name, the metric becomes metric.tail_rate, and a baseline over both works (it failed with
+    'the name Δ tail_rate is duplicate' on the Experiments page once such a run was stored)."""
+    s, exp, run_ids, _ = stored
+    runs = s.runs().filter(pl.col("run_id").is_in(run_ids))
+    metrics = pl.concat([s.metrics(run_ids), pl.DataFrame({"run_id": run_ids, "name": ["tail_rate"] * 4,
+                                                          "value": [0.125] * 4})], how="diagonal_relaxed")
+    results, names = runs_table.result_columns(runs, metrics, s.histograms(run_ids))
+    assert len(names) == len(set(names)) and "metric.tail_rate" in names and "tail_rate" in names
+    assert results["metric.tail_rate"].to_list() == [0.125] * 4
+    assert results["tail_rate"].to_list() == table_of(s)[0].filter(pl.col("run_id").is_in(run_ids))["tail_rate"].to_list()
+    frame = runs_table.build(runs, results, {exp: "four runs"}, s.annotations())
+    out = runs_table.with_baseline(frame, run_ids[1], names)
+    assert out.filter(pl.col("run_id") == run_ids[1])["Δ metric.tail_rate"].to_list() == [0.0]
+
+
 def test_baseline_deltas_carry_the_interval_of_the_difference(stored):
     s, exp, run_ids, _ = stored
     frame, metrics = table_of(s)
