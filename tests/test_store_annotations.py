@@ -1,8 +1,11 @@
 """Tags and notes on runs and experiments (store.annotations through Store): stored as their own small
 records, replaced on edit, checked where they enter, gone with their experiment, shared by processes."""
 
+import json
 import multiprocessing as mp
+import zipfile
 
+import polars as pl
 import pytest
 
 from fastdiff_core.spec import RunSpec
@@ -67,3 +70,37 @@ def test_edits_from_several_processes_leave_one_readable_record(tmp_path):
     row = s.annotations([r1]).row(0, named=True)
     assert row["tags"] == ["kept"]  # no note edit undid the tag
     assert row["note"].startswith("writer ") and row["note"].endswith("edit 19")
+
+
+def test_a_bundle_carries_the_tags_and_notes_and_import_restores_them(tmp_path):
+    s = Store(tmp_path / "a")
+    exp, (r1, r2) = s.new_experiment("shared", [RunSpec(samples=16, seed=i) for i in range(2)])
+    s.set_tags(r1, ["baseline", "ship"])
+    s.set_note(r1, "the one we compare against")
+    s.set_tags(exp, ["review"])
+    s.set_note(exp, "for Tuesday's design review")
+    path = s.export_bundle(exp, tmp_path / "b.zip")
+    t = Store(tmp_path / "b")
+    new = t.import_bundle(path)
+    new_runs = t.experiment(new)["run_ids"]
+    got = {r["id"]: (r["tags"], r["note"]) for r in t.annotations().iter_rows(named=True)}
+    assert got == {new: (["review"], "for Tuesday's design review"),
+                   new_runs[0]: (["baseline", "ship"], "the one we compare against")}  # r2 had none: none
+    with zipfile.ZipFile(path) as z:  # the Parquet view carries them too
+        table = pl.read_parquet(z.read("annotations.parquet"))
+        doc = json.loads(z.read("experiment.json"))
+    assert sorted(table["id"].to_list()) == sorted([exp, r1])
+    # Checked before anything is written: a tag that is not one, or an id that is not the bundle's.
+    for bad, says in (({r2: {"tags": ["two words"]}}, "tag='two words'"),
+                      ({"r0123456789ab": {"note": "x"}}, "is not the bundle's experiment or one of its runs")):
+        broken = tmp_path / "broken.zip"
+        with zipfile.ZipFile(broken, "w") as z:
+            z.writestr("experiment.json", json.dumps({**doc, "annotations": bad}))
+        before = t.experiments().height
+        with pytest.raises(ValueError, match=says):
+            t.import_bundle(broken)
+        assert t.experiments().height == before
+    old = tmp_path / "old.zip"  # a bundle written before tags travelled still imports
+    with zipfile.ZipFile(old, "w") as z:
+        z.writestr("experiment.json", json.dumps({k: v for k, v in doc.items() if k != "annotations"}))
+    assert t.annotations(t.experiment(t.import_bundle(old))["run_ids"]).height == 0
