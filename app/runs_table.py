@@ -1,10 +1,8 @@
 """The runs table: one row per stored run, a column for every spec field, every metric and every verdict.
 
-The columns are derived from the data, not listed by hand: a spec's fields (nested options as
-``solver_options.eta``), the metrics its result reported, the world's tail rate with its interval
-(``tail_rate``, ``tail_rate_lo``, ``tail_rate_hi``) and ``tail_rate_error``, and the verdicts' overall
-and per-check statuses (``verdict``, ``verdict.projected``, ``verdict.coverage``, ...). A field added
-to RunSpec or a metric a world starts reporting shows up by itself.
+The columns are derived from the data, not listed by hand (``store.run_columns``: a spec's fields, the
+metrics its result reported, the world's tail rate with its interval and ``tail_rate_error``, the
+verdicts' statuses), once per run when the store compacts it (``Store.run_columns`` reads them).
 
 On top: filters (``steps>=10; solver=euler,heun; name~dpm``), a sort, the chosen columns, a column to
 colour rows and points by, tags (any of), and a pinned baseline run whose values every row is
@@ -17,119 +15,22 @@ Pure functions build the frame (tests/test_app_runs_table.py); ``TableState`` is
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from fastdiff_core import budget
 from fastdiff_core.metrics.intervals import difference_interval
+from store.run_columns import RUN_COLUMNS
 
 FIRST_METRICS = ("tail_rate_error", "tail_rate", "mode_tv", "tv", "rmse", "recall", "precision", "coverage")
-RUN_COLUMNS = ("run_id", "experiment", "status", "tags", "note", "device", "wall_s", "nfe_counted", "submitted")
 DELTA = "Δ "
 LO, HI = "_lo", "_hi"
-VERDICT_LABEL = {"pass": "PASS", "fail": "FAIL", "undecided": "UNDECIDED", "unmeasured": "NOT YET MEASURED"}
 OPS = ("!=", ">=", "<=", "=", ">", "<", "~")  # two-character operators first: they contain one-character ones
 FILTER = re.compile(r"\s*(?P<col>[^=!<>~]+?)\s*(?P<op>!=|>=|<=|=|>|<|~)\s*(?P<value>.*?)\s*")
-
-
-def flat(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted path, value) of every leaf of a nested mapping; lists stay values."""
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            yield from flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
-def columns_of(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    """A frame from dicts with different keys: a column per key seen (None where a row lacks it);
-    lists become text, a column of mixed types becomes text."""
-    cols: dict[str, list[Any]] = {}
-    for i, row in enumerate(rows):
-        for k, v in row.items():
-            if k not in cols:  # not setdefault: its default list would be built for every cell
-                cols[k] = [None] * len(rows)
-            cols[k][i] = json.dumps(v) if isinstance(v, list) else v
-    out = {}
-    for k, values in cols.items():
-        try:
-            out[k] = pl.Series(k, values)
-        except (TypeError, pl.exceptions.PolarsError):
-            out[k] = pl.Series(k, [None if v is None else str(v) for v in values], dtype=pl.String)
-        if out[k].dtype == pl.Null:
-            out[k] = out[k].cast(pl.String)
-    return pl.DataFrame(out)
-
-
-def spec_row(spec_json: str) -> dict[str, Any]:
-    """A run's spec as columns: every field, nested options as ``solver_options.eta``; a field named like
-    one of the run's own columns is prefixed (``spec.device``: asked for; ``device``: where it ran)."""
-    spec = json.loads(spec_json)
-    spec.pop("schema_version", None)
-    return {f"spec.{k}" if k in RUN_COLUMNS else k: v for k, v in flat(spec)}
-
-
-def verdict_row(verdict_json: str | None) -> dict[str, Any]:
-    """``verdict`` (measured overall), ``verdict.projected`` and ``verdict.<check>`` per measured check."""
-    stored = json.loads(verdict_json) if verdict_json else None
-    if not stored:
-        return {}
-    projected, measured = budget.stored_verdicts(stored)
-    row: dict[str, Any] = {}
-    if measured is not None:
-        row["verdict"] = VERDICT_LABEL[measured.status]
-        row.update({f"verdict.{c.name}": VERDICT_LABEL[c.status] for c in measured.checks})
-    if projected is not None:
-        row["verdict.projected"] = VERDICT_LABEL[projected.status]
-    return row
-
-
-TAIL_SCHEMA = {"run_id": pl.String, "tail_rate": pl.Float64, "tail_rate_lo": pl.Float64, "tail_rate_hi": pl.Float64,
-               "tail_rate_error": pl.Float64}
-
-
-def tail_rates(hist: pl.DataFrame, tails: Mapping[str, str | None]) -> pl.DataFrame:
-    """Each run's declared tail branch (``budget.world_tail``) from its stored histogram: run_id, tail_rate,
-    tail_rate_lo, tail_rate_hi (the stored interval) and tail_rate_error = |generated - truth|."""
-    schema = TAIL_SCHEMA
-    rows = [(rid, tail) for rid, tail in tails.items() if tail is not None]
-    if not rows or hist.height == 0:
-        return pl.DataFrame(schema=schema)
-    want = pl.DataFrame(rows, schema={"run_id": pl.String, "label": pl.String}, orient="row")
-    gen = hist.filter(pl.col("group").fill_null("generated") != "reference")
-    first = gen.join(want, on=["run_id", "label"]).group_by("run_id", maintain_order=True).first()
-    return first.select("run_id", pl.col("rate").alias("tail_rate"), pl.col("lo").alias("tail_rate_lo"),
-                        pl.col("hi").alias("tail_rate_hi"),
-                        (pl.col("rate") - pl.col("truth")).abs().alias("tail_rate_error")).cast(schema)
-
-
-def result_columns(runs: pl.DataFrame, metrics: pl.DataFrame, hist: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """What never changes once a run is final: its spec fields, metrics, tail rate and verdicts, by run_id,
-    and the names of the metric columns among them. ``runs``: the store's rows (run_id, world, spec,
-    verdict); ``metrics``/``hist``: the store's long frames of those runs."""
-    rows = [{"run_id": r["run_id"], **spec_row(r["spec"]), **verdict_row(r["verdict"])}
-            for r in runs.select("run_id", "spec", "verdict").iter_rows(named=True)]
-    out = columns_of(rows) if rows else pl.DataFrame(schema={"run_id": pl.String})
-    names: list[str] = []
-    if metrics.height:
-        wide = metrics.pivot(on="name", index="run_id", values="value", aggregate_function="first")
-        taken = set(out.columns) | set(TAIL_SCHEMA)  # a world may report a metric of the same name (model: tail_rate)
-        wide = wide.rename({c: f"metric.{c}" for c in wide.columns if c != "run_id" and c in taken})
-        out = out.join(wide, on="run_id", how="left")
-        names += [c for c in wide.columns if c != "run_id"]
-    tails = dict(zip(runs["run_id"].to_list(), (budget.world_tail(w) for w in runs["world"].to_list())))
-    rates = tail_rates(hist, tails)
-    if rates.height:
-        out = out.join(rates, on="run_id", how="left")
-        names += [c for c in rates.columns if c != "run_id"]
-    return out, names
 
 
 def build(runs: pl.DataFrame, results: pl.DataFrame, exp_names: Mapping[str, str],

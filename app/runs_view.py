@@ -2,13 +2,12 @@
 kept in the URL so that a shared link shows the same table; the table; a scatter of any two columns
 coloured by the colour column; and the selected run's actions (open, pin as baseline, tags, note).
 
-A final run's spec and result never change, so its columns are built once per server process and
-kept by run id (``ResultCache``); a rerun only builds the columns of runs it has not seen.
+A run's spec and result never change, so its columns (spec fields, metrics, tail rate, verdicts) are
+derived once, when the store compacts the run, and read here with one projection (``Store.run_columns``).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 
 import polars as pl
@@ -19,38 +18,9 @@ from app.plots import plot
 from app.runs_table import TableState
 
 MAX_ROWS = 2000  # rows sent to the browser; the filter and sort apply to every run first
+# The store's run columns the table shows (``runs_table.build``): what a page reads with ``Store.runs``.
+STORE_COLUMNS = ["run_id", "exp_id", "status", "device", "wall_s", "nfe_counted", "submitted"]
 NONE = "(none)"
-
-
-class ResultCache:
-    """``runs_table.result_columns`` of final runs, by run id, and the names of the metric columns."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._frame: pl.DataFrame | None = None
-        self._metrics: list[str] = []
-
-    def columns(self, s, runs: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-        final = runs.filter(pl.col("status").is_in(connection.FINAL))
-        with self._lock:
-            known = self._frame["run_id"] if self._frame is not None else pl.Series([], dtype=pl.String)
-            new = final.filter(~pl.col("run_id").is_in(known.implode()))
-            if new.height:
-                ids = new["run_id"].to_list()
-                part, names = runs_table.result_columns(new, s.metrics(ids), s.histograms(ids))
-                self._frame = part if self._frame is None else pl.concat([self._frame, part], how="diagonal_relaxed")
-                self._metrics += [n for n in names if n not in self._metrics]
-            frame, metrics = self._frame, list(self._metrics)
-        parts = [frame.join(runs.select("run_id"), on="run_id", how="semi")] if frame is not None else []
-        live = runs.filter(~pl.col("status").is_in(connection.FINAL))
-        if live.height:
-            parts.append(runs_table.result_columns(live, s.metrics([]), s.histograms([]))[0])
-        return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema={"run_id": pl.String}), metrics
-
-
-@st.cache_resource(show_spinner=False)
-def _cache(root: str) -> ResultCache:
-    return ResultCache()
 
 
 def _url_state(key: str, frame: pl.DataFrame) -> None:
@@ -127,7 +97,7 @@ def render(s, runs: pl.DataFrame, *, key: str, exp_names: Mapping[str, str], rea
     run's own, e.g. a sweep's cost axis); returns the run id the user selected, if any."""
     if runs.height == 0:
         return None
-    results, metrics = _cache(str(s.root)).columns(s, runs)
+    results, metrics = s.run_columns(runs["run_id"].to_list())
     frame = runs_table.build(runs, results, exp_names, s.annotations(runs["run_id"].to_list()))
     spec_cols = [c for c in results.columns if c != "run_id" and c not in metrics and not c.startswith("verdict")]
     default = runs_table.default_columns(frame, spec_cols, metrics)

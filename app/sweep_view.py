@@ -11,6 +11,7 @@ from app import charts, connection, run_view, runs_table, runs_view, sweep_axes
 from app.plots import plot
 from fastdiff_core import budget
 from fastdiff_core.spec import RunSpec
+from store import run_columns
 
 
 def axis_order(runs: pl.DataFrame, fields: list[str]) -> list[str]:
@@ -37,7 +38,7 @@ def tail_rate_error(hist: pl.DataFrame, tails: dict[str, str | None]) -> pl.Data
     """|generated - truth| of each run's declared tail branch (``budget.world_tail``), from its stored
     histogram: the default metric of a sweep, for every world that declares a tail and reports its truth.
     Columns run_id, tail_rate_error."""
-    return runs_table.tail_rates(hist, tails).select("run_id", "tail_rate_error").drop_nulls()
+    return run_columns.tail_rates(hist, tails).select("run_id", "tail_rate_error").drop_nulls()
 
 
 def results_frame(s, done: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:

@@ -6,7 +6,8 @@ Imports no torch. The dashboard reads it like this::
     s = Store()                       # root: $FASTDIFF_HOME/store (default ./var/store)
 
     s.experiments(search=None)        -> pl.DataFrame, newest first: exp_id, name, created, spec (JSON of
-                                         the base RunSpec), sweep_id, n_runs, imported_from, status
+                                         the base RunSpec), sweep_id, n_runs, imported_from, regime, world,
+                                         sampler (the base spec's), status
                                          (empty|queued|running|done|failed|cancelled), n_done, n_failed,
                                          n_cancelled, n_queued
     s.experiment(exp_id)              -> dict {exp_id, name, created, run_ids, spec, sweep, imported_from} | None
@@ -21,6 +22,9 @@ Imports no torch. The dashboard reads it like this::
     s.run(run_id)                     -> dict {run_id, exp_id, idx, spec (RunSpec dict), submitted, status,
                                          result (RunResult dict, incl. samples) | None, error, worker,
                                          finished} | None
+    s.run_columns(run_ids=None)       -> (pl.DataFrame by run_id, metric names): the runs table's per-run
+                                         columns (spec fields, metrics, tail rate, verdicts; store.run_columns),
+                                         derived once when a run is compacted
     s.metrics(run_ids)                -> pl.DataFrame long: run_id, name, value
     s.histograms(run_ids)             -> pl.DataFrame: run_id, group, label, count, n, rate, lo, hi, truth
     s.latency(run_ids)                -> pl.DataFrame: run_id, what, seconds, batch, device
@@ -28,7 +32,7 @@ Imports no torch. The dashboard reads it like this::
     s.rename_experiment(exp_id, name); s.delete_experiment(exp_id)
     s.set_tags(id, [tags]); s.set_note(id, text)   (id: a run's or an experiment's)
     s.annotations(ids=None)           -> pl.DataFrame: id, tags (list), note, updated (annotated ids only)
-    s.export_bundle(exp_id, path)     -> path of a zip (experiment.json + Parquet tables)
+    s.export_bundle(exp_id, path)     -> path of a zip (experiment.json + Parquet tables; tags and notes too)
     s.import_bundle(path)             -> new exp_id
 
 Submitting runs goes through ``workers.client.submit`` (it validates, records the experiment here,

@@ -221,6 +221,7 @@ def _str(v: Any) -> str | None:
 
 def experiment_row(exp: Mapping[str, Any]) -> dict[str, Any]:
     sweep = exp.get("sweep") or {}
+    spec = exp.get("spec") or {}
     return {
         "exp_id": exp["exp_id"],
         "name": exp["name"],
@@ -229,6 +230,9 @@ def experiment_row(exp: Mapping[str, Any]) -> dict[str, Any]:
         "sweep_id": sweep.get("sweep_id"),
         "n_runs": len(exp.get("run_ids", ())),
         "imported_from": exp.get("imported_from"),
+        "regime": spec.get("regime") or "offline",
+        "world": spec.get("world") or "",
+        "sampler": (spec.get("student") if spec.get("sampler") == "student" else spec.get("solver")) or "",
     }
 
 

@@ -7,8 +7,13 @@ drift apart. Segment tables add ``_seq`` (the batch that wrote a row: of two row
 batch's wins) and the lossless records (``catalog.record``, ``records.submission`` / ``.outcome``:
 the JSON a run or experiment reads back as).
 
+``run_columns`` is the one table whose columns are not all declared here: after run_id and _seq it
+holds the runs table's per-run columns (``store.run_columns``), which follow the data.
+
 ``SCHEMA_VERSION`` numbers the store's on-disk formats: 1-3 were the per-record JSON files with a
-DuckDB cache (3 added ``model`` / ``model_checksum``); 4 is Parquet segments (``store.segments``).
+DuckDB cache (3 added ``model`` / ``model_checksum``); 4 is Parquet segments (``store.segments``);
+5 adds the experiments' regime, world and sampler to the catalog and the ``run_columns`` table
+(``store.upgrade`` upgrades a store of format 4).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ EXPERIMENTS: list[Column] = [
     ("sweep_id", pl.String),
     ("n_runs", pl.Int32),
     ("imported_from", pl.String),
+    ("regime", pl.String),        # of the base spec ('offline' when it names none)
+    ("world", pl.String),
+    ("sampler", pl.String),       # the base spec's solver, or its student when it samples with one
 ]
 
 SWEEPS: list[Column] = [
@@ -118,8 +126,10 @@ SEGMENT_TABLES: dict[str, list[Column]] = {
     "metrics": METRICS,
     "histograms": HISTOGRAMS,
     "latency": LATENCY,
+    "run_columns": [("run_id", pl.String), SEQ],  # + the derived columns (store.run_columns)
 }
-SCHEMA_VERSION = 4
+DERIVED = ("run_columns",)  # segment tables with more columns than declared
+SCHEMA_VERSION = 5
 
 
 def polars_schema(table: str) -> dict[str, Any]:

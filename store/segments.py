@@ -27,12 +27,12 @@ from typing import Any
 
 import polars as pl
 
-from store import files, schema
+from store import files, run_columns, schema
 
 MANIFEST = "MANIFEST"
 FANOUT = 8
 MAX_MERGE_RUNS = 20_000
-KEYS = {"catalog": "exp_id", "runs": "run_id", "records": "run_id"}  # later batch wins per key
+KEYS = {"catalog": "exp_id", "runs": "run_id", "records": "run_id", "run_columns": "run_id"}  # later batch wins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +67,24 @@ class Manifest:
                           sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str, format: int = schema.SCHEMA_VERSION) -> Manifest:
         d = json.loads(text)
-        if d.get("format") != schema.SCHEMA_VERSION:
-            raise ValueError(f"store MANIFEST format={d.get('format')!r}; this build reads {schema.SCHEMA_VERSION}")
+        if d.get("format") != format:
+            raise ValueError(f"store MANIFEST format={d.get('format')!r}; this build reads {format}")
         segs = tuple(Segment(s["lo"], s["hi"], s["level"], s["runs"], tuple(s["tables"])) for s in d["segments"])
         return cls(d["seq"], segs, frozenset(d["deleted"]), tuple(sorted(d["unreadable"].items())),
                    tuple(d["folded"]))
 
     def files(self, directory: pathlib.Path, table: str) -> list[pathlib.Path]:
         return [s.path(directory, table) for s in self.segments if table in s.tables]
+
+
+def format_of(root: pathlib.Path) -> int | None:
+    """The format number the published manifest declares (None before the first)."""
+    try:
+        return json.loads((root / MANIFEST).read_bytes()).get("format")
+    except FileNotFoundError:
+        return None
 
 
 def load(root: pathlib.Path) -> tuple[Manifest, int]:
@@ -142,6 +150,11 @@ def read(paths: Iterable[pathlib.Path], table: str, columns: list[str] | None = 
     return lf.select(cols).collect()
 
 
+def read_derived(paths: Iterable[pathlib.Path]) -> pl.DataFrame:
+    """Every column of these ``run_columns`` files (their columns differ: ``store.run_columns.concat``)."""
+    return run_columns.concat([pl.read_parquet(p) for p in paths])
+
+
 def read_each(directory: pathlib.Path, segs: list[Segment], table: str, columns: list[str]) -> dict[str, pl.DataFrame]:
     """``columns`` of ``table`` for each segment (by name), read in one scan (a new reader's first query
     reads every segment: one scan of all the files is several times faster than one per file)."""
@@ -179,7 +192,7 @@ def merge(directory: pathlib.Path, manifest: Manifest, group: list[Segment], dea
     frames = {}
     for table in schema.SEGMENT_TABLES:
         paths = [s.path(directory, table) for s in group if table in s.tables]
-        df = latest(read(paths, table), table)
+        df = latest(read_derived(paths) if table in schema.DERIVED else read(paths, table), table)
         if "exp_id" in df.columns and table in ("catalog", "runs"):
             df = df.filter(~pl.col("exp_id").is_in(list(manifest.deleted)))
         if dead_runs and "run_id" in df.columns:

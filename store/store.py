@@ -10,7 +10,8 @@ Write path (no reader ever waits for a writer):
 
 The journal (``store.journal``: inbox/journal.jsonl, sealed JSON lines, one fsync per write) is the
 store's commit log. A compaction rotates it, folds the rotated file into ONE new segment (one Parquet
-file per table: catalog, runs, records, metrics, histograms, latency), publishes a new manifest
+file per table: catalog, runs, records, metrics, histograms, latency, and the runs table's derived
+columns ``run_columns``, computed here once per run: ``store.run_columns``), publishes a new manifest
 naming the segment and the folded file, and only then removes the file: its cost is the size of the
 journal, not of the store (``store.segments`` merges small segments, never past a bounded size).
 Between compactions a read adds the journal's lines to what the manifest lists.
@@ -26,7 +27,7 @@ before they write, so a run's first outcome is its only one; submissions and out
 segment are skipped when a journal line repeats them.
 
 Stores written in the per-record format (experiments/, runs/, results/, db/) are migrated when a
-``Store`` opens them (``store.legacy``).
+``Store`` opens them (``store.legacy``); so are stores of the previous segment format (``store.upgrade``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from typing import Any
 import polars as pl
 
 from fastdiff_core.spec import RunResult, RunSpec
-from store import files, ids, journal, records, schema, segments
+from store import files, ids, journal, records, run_columns, schema, segments
 from store.annotations import Annotations, check_target
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class _Snapshot:
 
     _final: set[str] | None = None
     wide: pl.DataFrame | None = None  # WIDE_RUN_COLUMNS of the latest row per run, built on first use
+    derived: pl.DataFrame | None = None  # run_columns of the latest row per run, built on first use
 
     def final(self) -> set[str]:
         """Ids of the runs whose outcome is in a segment (built once per manifest, on first use)."""
@@ -186,14 +188,17 @@ class Store:
         self._lock = threading.RLock()
         self._segment_cache: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
         self._wide_cache: dict[str, pl.DataFrame] = {}
+        self._derived_cache: dict[str, pl.DataFrame] = {}
         self._snap: tuple[int, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
         self._queued_subs: dict[str, dict[str, Any]] = {}  # submissions this process folded while queued
         self._batch: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(f"batch{id(self)}",
                                                                                            default=None)
-        from store import legacy
+        from store import legacy, upgrade
 
+        if upgrade.needed(self.root):  # first: the legacy migration reads the manifest
+            upgrade.upgrade(self)
         if legacy.present(self.root):
             legacy.migrate(self)
 
@@ -373,7 +378,7 @@ class Store:
         deleted = manifest.deleted | set(inbox.deleted)
         dead_runs = {r for rs in inbox.deleted.values() for r in rs}
         seq = manifest.seq + 1
-        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.SEGMENT_TABLES}
+        rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.SEGMENT_TABLES if t not in schema.DERIVED}
         wanted = set(inbox.subs) | set(inbox.outcomes)
         known = {r: (e, st) for r, e, st in snap.index.filter(pl.col("run_id").is_in(list(wanted)))
                  .select("run_id", "exp_id", "status").iter_rows()}
@@ -424,6 +429,7 @@ class Store:
                                   unreadable=tuple(sorted(unreadable.items())))
         if any(rows.values()):
             frames = {t: schema.frame(t, r, schema.segment_schema(t)) for t, r in rows.items()}
+            frames["run_columns"] = run_columns.segment_frame(frames["runs"], frames["metrics"], frames["histograms"])
             seg = segments.write_segment(self.segments_dir, frames, seq, seq, 0)
             new = dataclasses.replace(new, seq=seq, segments=(*manifest.segments, seg))
         segments.publish(self.root, new)
@@ -596,6 +602,22 @@ class Store:
                     ["submitted", "exp_id", "idx"])
             return snap.wide
 
+    def _derived(self, snap: _Snapshot) -> pl.DataFrame:
+        """``snap``'s run_columns rows, the latest per run (each segment's file read once per process)."""
+        with self._lock:
+            if snap.derived is None:
+                have = [s for s in snap.manifest.segments if "run_columns" in s.tables]
+                for seg in have:
+                    if seg.name not in self._derived_cache:
+                        self._derived_cache[seg.name] = pl.read_parquet(seg.path(self.segments_dir, "run_columns"))
+                live = {s.name for s in have}
+                for name in [n for n in self._derived_cache if n not in live]:
+                    del self._derived_cache[name]
+                rows = run_columns.concat([self._derived_cache[s.name] for s in have])
+                snap.derived = rows.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"],
+                                         how="semi") if "_seq" in rows.columns else rows  # else: none yet
+            return snap.derived
+
     def _view(self) -> tuple[_Inbox, _Snapshot]:
         inbox = self._read_inbox()  # first the inbox, then the manifest (see the module docstring)
         return inbox, self._snapshot()
@@ -674,6 +696,28 @@ class Store:
                 idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi"), False
         return self._segment_rows("runs", idx["run_id"].to_list(), snap, read_cols), False
 
+    def run_columns(self, run_ids: Sequence[str] | None = None) -> tuple[pl.DataFrame, list[str]]:
+        """The runs table's per-run columns (``store.run_columns.result_columns``: spec fields, metrics,
+        tail rate, verdicts) of the given runs (default all), one row per run by run_id, and the names
+        of the metric columns among them. Read from the segments, where the compaction that stored a
+        run wrote them; only the runs the journal adds or finishes are derived here."""
+        if run_ids is not None:
+            run_ids = ids.check_many(run_ids, "run_id")
+        inbox, snap = self._view()
+        fresh = set(inbox.subs) | set(inbox.outcomes)
+        hidden = fresh | inbox.bad_outcomes | {r for rs in inbox.deleted.values() for r in rs}
+        stored = self._derived(snap)
+        stored = stored.filter(~pl.col("run_id").is_in(list(hidden))) if hidden else stored
+        if run_ids is not None:
+            stored = stored.filter(pl.col("run_id").is_in(run_ids))
+            fresh &= set(run_ids)
+        parts = [stored]
+        if fresh - inbox.bad_outcomes:
+            runs = self.runs(run_ids=sorted(fresh - inbox.bad_outcomes), columns=["run_id", "world", "spec", "verdict"])
+            ids_ = runs["run_id"].to_list()
+            parts.append(run_columns.segment_frame(runs, self.metrics(ids_), self.histograms(ids_)))
+        return run_columns.shown(run_columns.concat(parts))
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything about one run, or None: {run_id, exp_id, idx, spec (RunSpec dict), submitted,
         status, result (RunResult dict incl. samples, or None), error, worker, finished}."""
@@ -748,7 +792,7 @@ class Store:
     def experiments(self, search: str | None = None) -> pl.DataFrame:
         """One row per experiment, newest first, optionally filtered by a case-insensitive substring of
         the name (or an exact id). Columns: exp_id, name, created, spec (JSON), sweep_id, n_runs,
-        imported_from, status (empty|queued|running|done|failed|cancelled), n_done, n_failed,
+        imported_from, regime, world, sampler (of the base spec), status (empty|queued|running|done|failed|cancelled), n_done, n_failed,
         n_cancelled, n_queued."""
         cat, inbox, snap = self._catalog()
         if search:
@@ -812,13 +856,15 @@ class Store:
         return out
 
     def export_bundle(self, exp_id: str, path: str | os.PathLike[str]) -> pathlib.Path:
-        """Write the experiment as a zip bundle (experiment.json + Parquet tables); returns its path."""
+        """Write the experiment as a zip bundle (experiment.json + Parquet tables, with the tags and notes of
+        the experiment and its runs); returns its path."""
         from store import bundle
 
         return bundle.export_bundle(self, ids.check(exp_id, "exp_id"), pathlib.Path(path))
 
     def import_bundle(self, path: str | os.PathLike[str]) -> str:
-        """Import a bundle as a new experiment (fresh ids; ``imported_from`` keeps the original id)."""
+        """Import a bundle as a new experiment (fresh ids; ``imported_from`` keeps the original id; the
+        tags and notes it carries go to the new ids)."""
         from store import bundle
 
         return bundle.import_bundle(self, pathlib.Path(path))

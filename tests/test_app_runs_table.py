@@ -13,6 +13,7 @@ from app import runs_table
 from app.runs_table import TableState
 from fastdiff_core.metrics.intervals import difference_interval, wilson_interval
 from fastdiff_core.spec import RunSpec
+from store import run_columns
 from tests.apptest_support import page, texts
 
 
@@ -34,7 +35,7 @@ def stored(tmp_path_factory):
 
 def table_of(s, exp_names=None) -> tuple[pl.DataFrame, list[str]]:
     runs = s.runs()
-    results, metrics = runs_table.result_columns(runs, s.metrics(runs["run_id"].to_list()),
+    results, metrics = run_columns.result_columns(runs, s.metrics(runs["run_id"].to_list()),
                                                  s.histograms(runs["run_id"].to_list()))
     names = exp_names or {e: n for e, n in s.experiments().select("exp_id", "name").iter_rows()}
     return runs_table.build(runs, results, names, s.annotations()), metrics
@@ -44,9 +45,9 @@ def test_columns_come_from_the_spec_the_metrics_and_the_verdicts(stored):
     s, exp, run_ids, _ = stored
     frame, metrics = table_of(s)
     assert frame.height == 5 and frame["run_id"].to_list()[:4] == run_ids
-    spec_fields = dict(runs_table.flat({k: v for k, v in RunSpec().to_dict().items() if k != "schema_version"}))
+    spec_fields = dict(run_columns.flat({k: v for k, v in RunSpec().to_dict().items() if k != "schema_version"}))
     for f in spec_fields:  # every RunSpec field (nested options dotted), none listed by hand
-        assert (f"spec.{f}" if f in runs_table.RUN_COLUMNS else f) in frame.columns, f
+        assert (f"spec.{f}" if f in run_columns.RUN_COLUMNS else f) in frame.columns, f
     assert "spec.device" in frame.columns and frame["device"][0] == "cpu"  # asked for vs where it ran
     stored_metrics = set(s.metrics(run_ids)["name"].to_list())
     assert stored_metrics <= set(metrics) <= set(frame.columns)
@@ -65,7 +66,7 @@ def test_a_new_spec_field_or_metric_becomes_a_column_by_itself():
     metrics = pl.DataFrame({"run_id": ["r000000000001"], "name": ["new_metric"], "value": [0.5]})
     empty_hist = pl.DataFrame(schema={"run_id": pl.String, "group": pl.String, "label": pl.String,
                                       "rate": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "truth": pl.Float64})
-    frame, names = runs_table.result_columns(runs, metrics, empty_hist)
+    frame, names = run_columns.result_columns(runs, metrics, empty_hist)
     assert frame.row(0, named=True) == {"run_id": "r000000000001", "solver": "euler", "brand_new.knob": 3,
                                         "new_metric": 0.5}
     assert names == ["new_metric"]
@@ -104,7 +105,7 @@ def test_a_metric_named_like_the_tail_rate_columns_keeps_its_own_column(stored):
     runs = s.runs().filter(pl.col("run_id").is_in(run_ids))
     metrics = pl.concat([s.metrics(run_ids), pl.DataFrame({"run_id": run_ids, "name": ["tail_rate"] * 4,
                                                           "value": [0.125] * 4})], how="diagonal_relaxed")
-    results, names = runs_table.result_columns(runs, metrics, s.histograms(run_ids))
+    results, names = run_columns.result_columns(runs, metrics, s.histograms(run_ids))
     assert len(names) == len(set(names)) and "metric.tail_rate" in names and "tail_rate" in names
     assert results["metric.tail_rate"].to_list() == [0.125] * 4
     assert results["tail_rate"].to_list() == table_of(s)[0].filter(pl.col("run_id").is_in(run_ids))["tail_rate"].to_list()

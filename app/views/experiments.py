@@ -15,16 +15,6 @@ from app import access, connection, report, run_view, runs_view, sweep_view
 from app.spec_form import load_spec
 from fastdiff_core.spec import RunSpec
 
-def with_spec_columns(exps: pl.DataFrame) -> pl.DataFrame:
-    """The experiments with their (first) spec's regime, world and sampler (solver or student) as columns."""
-    specs = [connection.parse_json(t) or {} for t in exps["spec"].to_list()] if "spec" in exps.columns else []
-    return exps.with_columns(
-        pl.Series("regime", [sp.get("regime") or "offline" for sp in specs], dtype=pl.String),
-        pl.Series("world", [sp.get("world") or "" for sp in specs], dtype=pl.String),
-        pl.Series("sampler", [(sp.get("student") if sp.get("sampler") == "student" else sp.get("solver")) or ""
-                              for sp in specs], dtype=pl.String))
-
-
 st.title("Experiments")
 s, why = connection.store()
 if s is None:
@@ -67,9 +57,8 @@ if exps.height == 0:
     connection.empty_state("No experiments match." if q else
                            "No experiments yet. Queue a run in Explore or a sweep in Sweep; they are listed here.")
     st.stop()
-shown = with_spec_columns(exps).select([c for c in ("name", "exp_id", "tags", "created", "regime", "world", "sampler",
-                                                   "n_runs", "status", "n_done", "n_failed", "n_queued", "imported_from")
-                                        if c in exps.columns or c in ("regime", "world", "sampler")])
+shown = exps.select("name", "exp_id", "tags", "created", "regime", "world", "sampler", "n_runs", "status", "n_done",
+                    "n_failed", "n_queued", "imported_from")
 event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="xp.table",
                      column_config={"created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")})
 rows = event.selection.rows if event is not None else []
@@ -117,7 +106,8 @@ def _rerun(exp: dict, sel: str) -> None:
 
 def _export(sel: str, where) -> None:
     with where.popover("Export", icon=":material/download:"):
-        st.caption("A zip: the experiment record and its runs, metrics, histograms and latencies as Parquet.")
+        st.caption("A zip: the experiment record, its runs with their tags and notes, and its runs, metrics, "
+                   "histograms and latencies as Parquet.")
         if st.button("Build bundle", key=f"xp.export.build.{sel}"):
             with tempfile.TemporaryDirectory() as d:
                 try:
@@ -181,7 +171,8 @@ if not sel:
     st.subheader("Runs")
     st.caption("Every stored run: a column for every spec field, metric and verdict. Filter, sort, choose columns, "
                "colour by any column, pin a baseline, tag; the link keeps it all.")
-    runs_view.render(s, s.runs().filter(pl.col("exp_id").is_in(exps["exp_id"].implode())), key="xp.runs",
+    runs = s.runs(columns=runs_view.STORE_COLUMNS)
+    runs_view.render(s, runs.filter(pl.col("exp_id").is_in(exps["exp_id"].implode())), key="xp.runs",
                      exp_names=dict(zip(exps["exp_id"], exps["name"])))
 else:
     show_experiment(sel)
