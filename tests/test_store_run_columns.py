@@ -1,7 +1,7 @@
 """The runs table's per-run columns, derived once when the store compacts a run (store.run_columns) and
 read with one projection (``Store.run_columns``): equal to what the dashboard derived from the store's
-frames (``runs_table.result_columns``) over the same runs, through compactions, merges and the journal;
-a store of segment format 4 (tests/data/store-v4, written by that format's code) gains them and the
+frames on its page before (``result_columns``) over the same runs, through compactions, merges and the
+journal; a store of segment format 4 (tests/data/store-v4, written by that format's code) gains them and the
 experiments' regime, world and sampler when opened, and shows identical tables."""
 
 import json
