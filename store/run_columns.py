@@ -18,6 +18,7 @@ projection instead of parsing every spec and verdict on a page.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ import polars as pl
 
 from fastdiff_core import budget
 
+log = logging.getLogger(__name__)
+READ_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
 # The runs table's own columns (what the store's runs frame and the annotations give); a spec field of
 # the same name is shown as ``spec.<name>``.
 RUN_COLUMNS = ("run_id", "experiment", "status", "tags", "note", "device", "wall_s", "nfe_counted", "submitted")
@@ -101,9 +104,20 @@ def tail_rates(hist: pl.DataFrame, tails: Mapping[str, str | None]) -> pl.DataFr
                         (pl.col("rate") - pl.col("truth")).abs().alias("tail_rate_error")).cast(TAIL_SCHEMA)
 
 
+def _readable(fn, value: Any, run_id: str, what: str, default: Any) -> Any:
+    """``fn(value)``, or ``default`` when a stored value cannot be read (a verdict of a form no longer
+    known, a world whose plugin is not installed here): a compaction must not stop on one run."""
+    try:
+        return fn(value)
+    except READ_ERRORS as e:
+        log.warning("run %s: its %s %r cannot be read (%s); those columns stay empty", run_id, what, value, e)
+        return default
+
+
 def _derive(runs: pl.DataFrame, metrics: pl.DataFrame, hist: pl.DataFrame,
             null_as_text: bool) -> tuple[pl.DataFrame, list[str]]:
-    rows = [{"run_id": r["run_id"], **spec_row(r["spec"]), **verdict_row(r["verdict"])}
+    rows = [{"run_id": r["run_id"], **spec_row(r["spec"]),
+             **_readable(verdict_row, r["verdict"], r["run_id"], "verdict", {})}
             for r in runs.select("run_id", "spec", "verdict").iter_rows(named=True)]
     out = columns_of(rows, null_as_text) if rows else pl.DataFrame(schema={"run_id": pl.String})
     names: list[str] = []
@@ -113,7 +127,7 @@ def _derive(runs: pl.DataFrame, metrics: pl.DataFrame, hist: pl.DataFrame,
         wide = wide.rename({c: f"metric.{c}" for c in wide.columns if c != "run_id" and c in taken})
         out = out.join(wide, on="run_id", how="left")
         names += [c for c in wide.columns if c != "run_id"]
-    tails = dict(zip(runs["run_id"].to_list(), (budget.world_tail(w) for w in runs["world"].to_list())))
+    tails = {r: _readable(budget.world_tail, w, r, "world", None) for r, w in runs.select("run_id", "world").iter_rows()}
     rates = tail_rates(hist, tails)
     if rates.height:
         out = out.join(rates, on="run_id", how="left")

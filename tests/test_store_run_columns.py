@@ -148,3 +148,19 @@ def test_the_experiments_page_shows_an_upgraded_store(home):
     assert {n: (r, w, x) for n, r, w, x in listed[["name", "regime", "world", "sampler"]].itertuples(index=False)} == want
     runs = next(d.value for d in at.dataframe if "status" in d.value.columns and "rmse" in d.value.columns)
     assert len(runs) == 10 and "10 of 10 runs" in texts(at)
+
+
+def test_a_verdict_the_code_cannot_read_leaves_its_columns_empty_and_the_compaction_goes_on(tmp_path):
+    from fastdiff_core.run import execute
+
+    s = Store(tmp_path)
+    spec = RunSpec(samples=16, solver="euler", steps=3)
+    _, (bad, good) = s.new_experiment("two", [spec, spec.replace(seed=1)])
+    result = execute(spec).to_dict()
+    s.record_result(bad, "done", dict(result, verdict={"measured": {"status": "pass"}}))  # a form no code reads
+    s.record_result(good, "done", execute(spec.replace(seed=1)))
+    assert s.compact() == 2
+    columns, names = s.run_columns()
+    rows = {r["run_id"]: r for r in columns.iter_rows(named=True)}
+    assert rows[bad]["verdict"] is None and rows[good]["verdict"] in ("PASS", "FAIL", "UNDECIDED")
+    assert rows[bad]["rmse"] == s.metrics([bad]).filter(pl.col("name") == "rmse")["value"][0]
