@@ -397,9 +397,13 @@ def test_runs_table_tag_filter_baseline_and_shared_link(dashboard, browser):
     tags = page.get_by_role("combobox", name="Tags", exact=True)
     tags.fill("golden")
     tags.press("Enter")
+    settled(page)  # the new tag's rerun has reached the page: a Save clicked during it could be lost (CI, load ~6)
     page.get_by_role("button", name="Save", exact=True).click()
     settled(page)
-    assert Store(home / "store").annotations([run_ids[1]])["tags"].to_list() == [["golden"]]
+    deadline = time.monotonic() + 60
+    while Store(home / "store").annotations([run_ids[1]])["tags"].to_list() != [["golden"]]:
+        assert time.monotonic() < deadline, Store(home / "store").annotations([run_ids[1]])
+        time.sleep(0.2)
     page.get_by_role("button", name="Pin as baseline").click()
     settled(page)
     page.get_by_role("combobox", name="Tags (any of)").click()
