@@ -160,7 +160,7 @@ def test_a_verdict_the_code_cannot_read_leaves_its_columns_empty_and_the_compact
     s.record_result(bad, "done", dict(result, verdict={"measured": {"status": "pass"}}))  # a form no code reads
     s.record_result(good, "done", execute(spec.replace(seed=1)))
     assert s.compact() == 2
-    columns, names = s.run_columns()
+    columns, _ = s.run_columns()
     rows = {r["run_id"]: r for r in columns.iter_rows(named=True)}
     assert rows[bad]["verdict"] is None and rows[good]["verdict"] in ("PASS", "FAIL", "UNDECIDED")
     assert rows[bad]["rmse"] == s.metrics([bad]).filter(pl.col("name") == "rmse")["value"][0]
