@@ -97,8 +97,8 @@ def render(s, runs: pl.DataFrame, *, key: str, exp_names: Mapping[str, str], rea
     run's own, e.g. a sweep's cost axis); returns the run id the user selected, if any."""
     if runs.height == 0:
         return None
-    results, metrics = s.run_columns(runs["run_id"].to_list())
-    frame = runs_table.build(runs, results, exp_names, s.annotations(runs["run_id"].to_list()))
+    results, metrics = s.run_columns(runs["run_id"])
+    frame = runs_table.build(runs, results, exp_names, s.annotations(runs["run_id"]))
     spec_cols = [c for c in results.columns if c != "run_id" and c not in metrics and not c.startswith("verdict")]
     default = runs_table.default_columns(frame, spec_cols, metrics)
     if extra is not None:

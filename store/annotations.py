@@ -95,10 +95,14 @@ class Annotations:
             for t in targets:
                 files.remove(self.directory, check_target(t))
 
-    def frame(self, targets: Sequence[str] | None = None) -> pl.DataFrame:
-        """id, tags (sorted list), note, updated: one row per annotated id (of ``targets`` when given)."""
+    def frame(self, targets: Sequence[str] | pl.Series | None = None) -> pl.DataFrame:
+        """id, tags (sorted list), note, updated: one row per annotated id (of ``targets`` when given: ids,
+        or a polars Series of them, checked at once)."""
         keys = files.keys(self.directory)
-        if targets is not None:
+        if isinstance(targets, pl.Series):
+            targets = ids.check_column(targets, "id", "re")
+            keys &= set(targets.filter(targets.is_in(list(keys))).to_list())  # few ids are annotated
+        elif targets is not None:
             keys &= {check_target(t) for t in targets}
         rows = []
         for key, rec in files.read_many(self.directory, keys):

@@ -16,7 +16,8 @@ import uuid
 from typing import Any
 
 KINDS = {"exp_id": "e", "run_id": "r", "sweep_id": "s"}
-ID = re.compile(r"[ers][0-9a-f]{12}", re.ASCII)
+HEX = "[0-9a-f]{12}"
+ID = re.compile(f"[ers]{HEX}", re.ASCII)
 EXAMPLE = "r0123456789ab"
 
 
@@ -55,3 +56,18 @@ def check_many(values: Any, field: str) -> list[str]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{field}s={shown(values)} must be a list of ids")
     return [check(v, field) for v in values]
+
+
+def check_column(values: Any, field: str, kinds: str) -> Any:
+    """A polars Series of ids, checked at once (a page passes every stored run's id; one ``check`` per id
+    would cost more than the read it guards): ``values`` itself, or ValueError naming ``field`` and the
+    first value that is not an id of one of the kind letters ``kinds`` ('r', 'e', 'er', ...)."""
+    import polars as pl  # only a caller holding a Series gets here
+
+    if not isinstance(values, pl.Series) or values.dtype != pl.String:
+        raise ValueError(f"{field}s must be a polars String Series of ids, not {shown(values)}")
+    ok = values.str.contains(f"^[{kinds}]{HEX}$").fill_null(False)
+    if not ok.all():
+        raise ValueError(f"{field}={shown(values.filter(~ok)[0])} is not a valid id: expected one of {list(kinds)} "
+                         f"followed by 12 lowercase hex digits, e.g. {kinds[0]}{EXAMPLE[1:]}")
+    return values

@@ -282,7 +282,7 @@ class Store:
         """Replace the note of a stored run or experiment ("" removes it)."""
         return self._annotations.set_note(self._stored(target), note)
 
-    def annotations(self, targets: Sequence[str] | None = None) -> pl.DataFrame:
+    def annotations(self, targets: Sequence[str] | pl.Series | None = None) -> pl.DataFrame:
         """Tags and notes: id (run or experiment), tags (sorted list), note, updated; one row per
         annotated id (of ``targets`` when given), none for ids that carry neither."""
         return self._annotations.frame(targets)
@@ -696,21 +696,23 @@ class Store:
                 idx.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi"), False
         return self._segment_rows("runs", idx["run_id"].to_list(), snap, read_cols), False
 
-    def run_columns(self, run_ids: Sequence[str] | None = None) -> tuple[pl.DataFrame, list[str]]:
+    def run_columns(self, run_ids: Sequence[str] | pl.Series | None = None) -> tuple[pl.DataFrame, list[str]]:
         """The runs table's per-run columns (``store.run_columns.result_columns``: spec fields, metrics,
-        tail rate, verdicts) of the given runs (default all), one row per run by run_id, and the names
-        of the metric columns among them. Read from the segments, where the compaction that stored a
-        run wrote them; only the runs the journal adds or finishes are derived here."""
+        tail rate, verdicts) of the given runs (ids, or a polars Series of them; default all), one row
+        per run by run_id, and the names of the metric columns among them. Read from the segments,
+        where the compaction that stored a run wrote them; only the runs the journal adds or finishes
+        are derived here."""
         if run_ids is not None:
-            run_ids = ids.check_many(run_ids, "run_id")
+            run_ids = (ids.check_column(run_ids, "run_id", "r") if isinstance(run_ids, pl.Series)
+                       else pl.Series("run_id", ids.check_many(run_ids, "run_id"), dtype=pl.String))
         inbox, snap = self._view()
         fresh = set(inbox.subs) | set(inbox.outcomes)
         hidden = fresh | inbox.bad_outcomes | {r for rs in inbox.deleted.values() for r in rs}
         stored = self._derived(snap)
         stored = stored.filter(~pl.col("run_id").is_in(list(hidden))) if hidden else stored
         if run_ids is not None:
-            stored = stored.filter(pl.col("run_id").is_in(run_ids))
-            fresh &= set(run_ids)
+            stored = stored.join(run_ids.unique().to_frame("run_id"), on="run_id", how="semi")
+            fresh &= set(run_ids.filter(run_ids.is_in(list(fresh))).to_list()) if fresh else set()
         parts = [stored]
         if fresh - inbox.bad_outcomes:
             runs = self.runs(run_ids=sorted(fresh - inbox.bad_outcomes), columns=["run_id", "world", "spec", "verdict"])

@@ -164,3 +164,19 @@ def test_a_verdict_the_code_cannot_read_leaves_its_columns_empty_and_the_compact
     rows = {r["run_id"]: r for r in columns.iter_rows(named=True)}
     assert rows[bad]["verdict"] is None and rows[good]["verdict"] in ("PASS", "FAIL", "UNDECIDED")
     assert rows[bad]["rmse"] == s.metrics([bad]).filter(pl.col("name") == "rmse")["value"][0]
+
+
+def test_a_page_passes_its_run_ids_as_a_column_checked_at_once(tmp_path):
+    s = Store(tmp_path)
+    _, run_ids = s.new_experiment("three", [RunSpec(samples=16, seed=i) for i in range(3)])
+    s.compact()
+    s.set_tags(run_ids[1], ["keep"])
+    column = s.runs(columns=["run_id"])["run_id"]
+    same(s.run_columns(column[:2])[0], s.run_columns(run_ids[:2])[0])
+    assert s.annotations(column)["id"].to_list() == [run_ids[1]]
+    for bad, field in ((pl.Series([run_ids[0], "r../../etc"]), "run_id='r../../etc'"),
+                       (pl.Series([run_ids[0], None]), "run_id=None"), (pl.Series([1, 2]), "String Series")):
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            s.run_columns(bad)
+    with pytest.raises(ValueError, match="id='s0123456789ab'"):
+        s.annotations(pl.Series([run_ids[0], "s0123456789ab"]))
