@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from fastdiff_cli.args import float_range, int_range, writable_dir
+from fastdiff_cli.progress import print_step, stage_printer
 from fastdiff_core.worlds.digits import WEIGHTS_DIR, TrainConfig, measure_folder, train_digits
 
 
@@ -32,16 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per condition for the card's measured histograms")
 
 
-def _stage(name: str, facts: dict) -> None:
-    if name == "classifier":
-        print(f"training the digit classifier: {facts['steps']} steps", flush=True)
-    elif name == "classifier_done":
-        print(f"  held-out accuracy {facts['heldout_accuracy']:.4f} on {facts['heldout_n']} digits", flush=True)
-    elif name == "unet":
-        print(f"training the UNet: {facts['steps']} steps x batch {facts['batch']} on {facts['images']} images "
-              f"({facts['rare_digit']} thinned to {facts['rare_rate']:.4f})", flush=True)
-    elif name == "card":
-        print(f"measuring the card: {facts['n']} samples per condition", flush=True)
+_stage = stage_printer({
+    "classifier": "training the digit classifier: {steps} steps",
+    "classifier_done": "  held-out accuracy {heldout_accuracy:.4f} on {heldout_n} digits",
+    "unet": "training the UNet: {steps} steps x batch {batch} on {images} images ({rare_digit} thinned to "
+            "{rare_rate:.4f})",
+    "card": "measuring the card: {n} samples per condition",
+})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -52,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
                              rare_fraction=args.rare_fraction, classifier_steps=args.classifier_steps,
                              seed=args.seed, threads=args.threads, ema_warmup=not args.no_ema_warmup)
         train_digits(config, args.out, card_n=args.card_n, on_stage=_stage,
-                     on_step=lambda s, loss, sec: print(f"  step {s:6d}  loss {loss:.4f}  {sec:7.1f}s", flush=True))
+                     on_step=print_step)
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)", flush=True)
     return 0

@@ -12,6 +12,7 @@ import argparse
 import json
 
 from fastdiff_cli.args import float_range, int_range, writable_dir
+from fastdiff_cli.progress import print_step, stage_printer
 from fastdiff_core.worlds.moving_digits import (
     CARD_FILE, WEIGHTS_DIR, CardProtocol, TrainConfig, load_weights, train_moving_digits, write_card,
 )
@@ -32,12 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rollouts per plan for the card's measured rates")
 
 
-def _stage(name: str, facts: dict) -> None:
-    if name == "train":
-        print(f"training the frame denoiser: {facts['steps']} steps x batch {facts['batch']} on "
-              f"{facts['digits']} training digits", flush=True)
-    elif name == "card":
-        print(f"measuring the card: {facts['rollouts']} rollouts x {facts['plans']} plans", flush=True)
+_stage = stage_printer({
+    "train": "training the frame denoiser: {steps} steps x batch {batch} on {digits} training digits",
+    "card": "measuring the card: {rollouts} rollouts x {plans} plans",
+})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,9 +47,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, jump_fraction=args.jump_fraction,
                              seed=args.seed, threads=args.threads)
-        card = train_moving_digits(config, args.out, protocol=protocol, on_stage=_stage,
-                                   on_step=lambda s, loss, sec: print(f"  step {s:6d}  loss {loss:.4f}  {sec:7.1f}s",
-                                                                      flush=True))
+        card = train_moving_digits(config, args.out, protocol=protocol, on_stage=_stage, on_step=print_step)
     for action, row in card["measured"]["plans"].items():
         print(f"  {action:>5}: jumps {row['tail_rate']:.2%} [{row['tail_lo']:.2%}, {row['tail_hi']:.2%}] vs true "
               f"{row['truth']['jumps']:.2%}; implausible {row['implausible_rate']:.2%}", flush=True)

@@ -13,6 +13,7 @@ import platform
 import time
 
 from fastdiff_cli.args import file_stem, float_range, int_range, writable_dir
+from fastdiff_cli.progress import print_step
 from fastdiff_core.models.card import CardProtocol, measure_teacher, regate, render_card
 from fastdiff_core.models.teacher import (
     WEIGHTS_DIR, TrainConfig, load_checkpoint, save_checkpoint, train_teacher,
@@ -65,8 +66,7 @@ def main(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
         print(f"training {name}: {config.steps} steps on {config.threads} thread(s)", flush=True)
-        net, stats = train_teacher(
-            config, lambda step, loss, sec: print(f"  step {step:6d}  loss {loss:.4f}  {sec:7.1f}s", flush=True))
+        net, stats = train_teacher(config, print_step)
         stats["host"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, shared"
         meta = {"command": command_for(config.to_dict()), "train": config.to_dict(), "stats": stats,
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
