@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from fastdiff_core.regimes import REGIMES, RegimeInfo  # noqa: F401 (re-exported: the form reads them here)
-from fastdiff_core.registry import Option
+from fastdiff_core.registry import Entry, Option
 from fastdiff_core.worlds import WORLD_INFOS, WorldInfo, world_plugin
 
 NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
@@ -68,13 +68,8 @@ class SolverInfo:
 
 
 @dataclass(frozen=True)
-class GridInfo:
-    """A time/sigma grid builder's declared facts."""
-
-    name: str
-    title: str
-    doc: str
-    options: Mapping[str, Option] = field(default_factory=dict)
+class GridInfo(Entry):
+    """A time/sigma grid builder's declared facts: name, title, doc and options (``registry.Entry``)."""
 
 
 _ETA = Option(float, 0.0, "stochasticity: 0 = deterministic ODE step, 1 = ancestral (DDPM-like)", min=0.0, max=1.0)

@@ -1,16 +1,22 @@
-"""Option schemas for registries (solvers, grids, worlds, students) and RunSpec's own fields, torch-free.
+"""The validation layer's two checkers, torch-free: ``Option`` for a flat field (RunSpec's own fields, the
+options of solvers, grids, worlds, speed-ups and training configs) and ``check_declared`` for a nested
+JSON record declared as JSON schema (the service's messages, a RunResult, the store's records).
 
 A registry entry declares its options as ``Option``s; ``validate_options`` checks a user's dict
 against them where it enters (RunSpec, CLI, dashboard) and raises ValueError naming the field,
 the value and what is allowed. Nothing is silently remapped or clipped. ``Option.json_schema`` states
-the same declaration as JSON schema (the schema published for API users, ``fastdiff_core.schema``).
+the same declaration as JSON schema (the schema published for API users, ``fastdiff_core.schema``);
+a record's declaration *is* JSON schema, published as written (docs/schema/messages.schema.json).
+What counts as the validation layer, and why the remaining ``raise ValueError`` are guards: docs/schema.md.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,17 @@ class Option:
         }
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A registry entry that is declared by its description and its option schema (a grid, a world): the name
+    RunSpec, the command line and the pages speak, a title, a line of what it is, and its options."""
+
+    name: str
+    title: str
+    doc: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+
 def validate_options(field: str, given: Mapping[str, Any], schema: Mapping[str, Option]) -> dict[str, Any]:
     """Merge ``given`` over the schema's defaults; unknown keys and bad values raise ValueError."""
     if not isinstance(given, Mapping):
@@ -100,3 +117,100 @@ def validate_options(field: str, given: Mapping[str, Any], schema: Mapping[str, 
     for k, v in given.items():
         out[k] = schema[k].check(f"{field}.{k}", v)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested JSON records declared as JSON schema (a subset: the keywords below, nothing else)
+# ---------------------------------------------------------------------------------------------
+
+_TYPES = {"object": (Mapping,), "array": (list,), "string": (str,), "null": (type(None),), "boolean": (bool,),
+          "number": (int, float), "integer": (int,)}
+_ANNOTATIONS = {"description", "title", "contentMediaType", "contentSchema"}
+_CHECKED = {"type", "pattern", "enum", "maxLength", "minItems", "maxItems", "prefixItems", "items", "required",
+            "properties", "additionalProperties", "propertyNames", "minimum"}
+
+
+def shown(value: Any) -> str:
+    """``value`` for an error message: its repr, cut short (a 10 MB field must not make a 10 MB message)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _is(value: Any, kind: str) -> bool:
+    """JSON schema's type test (a bool is no number); "integer" takes Python ints only (10.0 is refused)."""
+    return isinstance(value, _TYPES[kind]) and (kind == "boolean" or not isinstance(value, bool))
+
+
+def _anchored(pattern: str) -> str:
+    """A declared pattern without its anchors (checked with fullmatch: Python's ``$`` also matches before
+    a final newline, JSON schema's does not; the declarations also bound the length, so a validator built on
+    Python's re agrees); every declared pattern is anchored at both ends."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"pattern {pattern!r} must be anchored at both ends (^...$)")
+    return pattern[1:-1]
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _where(path: str, value: Any) -> str:
+    """'path=value' for a message ('value' alone for a record checked from its top, path "")."""
+    return f"{path}={shown(value)}" if path else shown(value)
+
+
+def check_declared(schema: Mapping[str, Any], value: Any, path: str) -> Any:
+    """``value`` if it is what ``schema`` declares, else ValueError naming ``path``, the value and what is
+    allowed. ``schema`` uses only the keywords this function checks (a declaration with another fails), so
+    a published declaration cannot state a rule that is not checked."""
+    unknown = set(schema) - _CHECKED - _ANNOTATIONS
+    if unknown:
+        raise ValueError(f"the declaration of {path} uses {sorted(unknown)}, which check_declared() does not check")
+    what = schema.get("description") or schema.get("type") or f"one of {schema.get('enum')}"
+    kinds = [schema["type"]] if isinstance(schema.get("type"), str) else schema.get("type", [])
+    if kinds and not any(_is(value, k) for k in kinds):
+        raise ValueError(f"{_where(path, value)} is not {what}")
+    if "enum" in schema and not any(v == value and isinstance(v, bool) == isinstance(value, bool)
+                                    for v in schema["enum"]):  # JSON: true is not 1
+        raise ValueError(f"{_where(path, value)} is not one of {schema['enum']}")
+    if isinstance(value, str):
+        if "pattern" in schema and not re.fullmatch(_anchored(schema["pattern"]), value, re.ASCII):
+            raise ValueError(f"{_where(path, value)} is not {what}")
+        if len(value) > schema.get("maxLength", len(value)):
+            raise ValueError(f"{path} has {len(value):,} characters; at most {schema['maxLength']:,} are allowed")
+    elif _is(value, "number"):
+        if value < schema.get("minimum", value):
+            raise ValueError(f"{_where(path, value)} is not {what}")
+    elif isinstance(value, list):
+        _check_items(schema, value, path, what)
+    elif isinstance(value, Mapping):
+        _check_properties(schema, value, path, what)
+    return value
+
+
+def _check_items(schema: Mapping[str, Any], value: list, path: str, what: str) -> None:
+    if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+        raise ValueError(f"{_where(path, value)} must be {what}")
+    prefix = schema.get("prefixItems", [])
+    for i, item in enumerate(value):
+        if i < len(prefix) or "items" in schema:
+            check_declared(prefix[i] if i < len(prefix) else schema["items"], item, f"{path}[{i}]")
+
+
+def _check_properties(schema: Mapping[str, Any], value: Mapping, path: str, what: str) -> None:
+    props, more = schema.get("properties", {}), schema.get("additionalProperties", True)
+    missing = [k for k in schema.get("required", []) if k not in value]
+    extra = [k for k in value if k not in props] if more is False else []
+    if missing or extra:
+        raise ValueError(f"{_where(path, value)} is not {what}: "
+                         + ", ".join([*(f"{k!r} missing" for k in missing), *(f"{k!r} unknown" for k in extra)]))
+    if "propertyNames" in schema:
+        for k in value:
+            check_declared(schema["propertyNames"], k, f"{path} key")
+    for k, sub in props.items():
+        if k in value:
+            check_declared(sub, value[k], _at(path, k))
+    if isinstance(more, Mapping):
+        for k, v in value.items():
+            if k not in props:
+                check_declared(more, v, f"{path}[{shown(k)}]")

@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from fastdiff_core.registry import check_declared
 from store import ids, records
 from store.annotations import check_note, check_tags
 
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 BUNDLE_FORMAT = 1
 MAX_JSON_BYTES = 512 * 2**20  # experiment.json, uncompressed
 MAX_RUNS = 10_000
+# The bundle's experiment.json; its records (experiment, each run's submission and outcome) are checked by
+# store.records, each against its own declaration.
+BUNDLE = {"type": "object", "required": ["bundle_format", "runs"], "description": "a bundle {bundle_format, "
+          "experiment, runs}", "properties": {
+              "bundle_format": {"enum": [BUNDLE_FORMAT]},
+              "runs": {"type": "array", "minItems": 1, "maxItems": MAX_RUNS, "description": f"a list of 1 to "
+                       f"{MAX_RUNS:,} runs", "items": {"type": "object", "description": "an object {run, result}"}}}}
 
 
 def export_bundle(store: Store, exp_id: str, path: pathlib.Path) -> pathlib.Path:
@@ -76,17 +84,11 @@ def check_bundle(doc: Any) -> tuple[dict[str, Any], list[tuple[dict[str, Any], d
     (``store.records.check_*``: types, ranges, sizes). ValueError names the record and the field."""
     if not isinstance(doc, dict):
         raise ValueError("bundle: experiment.json must hold an object")  # noqa: TRY004 - bad input is ValueError here
-    fmt = doc.get("bundle_format")
-    if type(fmt) is not int or fmt != BUNDLE_FORMAT:
-        raise ValueError(f"bundle_format={ids.shown(fmt)} is not readable; expected {BUNDLE_FORMAT}")
+    check_declared(BUNDLE, doc, "")
     exp = records.check_experiment(doc.get("experiment"), "experiment")
-    runs = doc.get("runs")
-    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_RUNS:
-        raise ValueError(f"runs={ids.shown(runs)} must be a list of 1 to {MAX_RUNS:,} runs")
+    runs = doc["runs"]
     checked = []
     for i, r in enumerate(runs):
-        if not isinstance(r, dict):
-            raise ValueError(f"runs[{i}]={ids.shown(r)} must be an object {{run, result}}")  # noqa: TRY004
         sub = records.check_submission(r.get("run"), len(runs), f"runs[{i}].run")
         res = r.get("result")
         checked.append((sub, None if res is None else records.check_outcome(res, f"runs[{i}].result")))

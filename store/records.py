@@ -3,7 +3,10 @@
 The ``check_*`` functions validate a record that arrives from outside (a worker's outcome through the
 results channel, a bundle) — types, ranges and sizes — and return it normalised to the known fields,
 or raise ValueError naming the field, the value and what is allowed. Only checked records are
-written, so every reader (the compactor, the pages) can trust the types below.
+written, so every reader (the compactor, the pages) can trust the types below. A record's fields are
+declared once, as JSON schema (``RESULT``, ``OUTCOME_FIELDS``), checked by the validation layer's
+``registry.check_declared`` and published with the service's messages (docs/schema/messages.schema.json);
+its RunSpec is checked by RunSpec.
 
 One ``*_row(s)`` function per table, used by both the compactor and the readers of not-yet-compacted files.
 """
@@ -13,9 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from fastdiff_core.registry import check_declared
 from fastdiff_core.spec import RunResult, RunSpec, upgrade_result
 from store import ids
 
@@ -28,6 +32,64 @@ MAX_LABEL = 200           # metric names, histogram groups and labels, devices, 
 MAX_ERROR = 100_000       # a failed run's error (a worker's traceback tail)
 MAX_ROWS = 100_000        # histogram, latency and sample rows of one result; runs of one bundle
 MAX_AXIS_VALUES = 10_000  # values of one sweep axis
+
+
+def _text(max_len: int = MAX_LABEL) -> dict[str, Any]:
+    return {"type": ["string", "null"], "maxLength": max_len,
+            "description": f"null or a string of at most {max_len:,} characters"}
+
+
+def _number(minimum: float | None = None, nullable: bool = True) -> dict[str, Any]:
+    bound = {} if minimum is None else {"minimum": minimum}
+    return {"type": ["number", "null"] if nullable else "number", **bound,
+            "description": f"a number{'' if minimum is None else f' >= {minimum}'}{' or null' if nullable else ''}"}
+
+
+def _rows(item: dict[str, Any], what: str, max_rows: int = MAX_ROWS) -> dict[str, Any]:
+    return {"type": "array", "maxItems": max_rows, "items": item,
+            "description": f"a list of at most {max_rows:,} {what}"}
+
+
+# A number, or a short note the tables skip (a metric's value, a histogram's group or label).
+LABEL = {"type": ["number", "boolean", "string", "null"], "maxLength": MAX_LABEL,
+         "description": f"a number, or null or a string of at most {MAX_LABEL} characters"}
+# A RunResult (fastdiff_core.spec.RunResult.to_dict): what a worker pushes, what a bundle carries.
+RESULT: dict[str, Any] = {
+    "type": "object", "required": ["spec", "device", "wall_s", "nfe_counted", "nfe_formula"],
+    "description": "a RunResult {spec, device, wall_s, nfe_counted, nfe_formula, metrics, histograms, latency, "
+                   "samples, verdict, info, schema_version}",
+    "properties": {
+        "spec": {"type": "object", "description": "the run's RunSpec (runspec.schema.json; checked by RunSpec)"},
+        "device": {"type": "string", "maxLength": MAX_LABEL,
+                   "description": f"a string of at most {MAX_LABEL} characters"},
+        "wall_s": _number(0, nullable=False),
+        "nfe_counted": _number(0, nullable=False),  # per run, every world (RESULT_SCHEMA_VERSION 2)
+        "nfe_formula": _number(0, nullable=False),
+        "metrics": {"type": "object", "propertyNames": {"type": "string", "maxLength": MAX_LABEL},
+                    "additionalProperties": LABEL, "description": "an object: metric name -> number or short note"},
+        "histograms": _rows({"type": "object", "description": "a histogram row", "properties": {
+            "group": LABEL, "label": LABEL,
+            "count": _number(0), "n": _number(0),  # weighted runs report effective (fractional) counts
+            **{f: _number() for f in ("rate", "lo", "hi", "truth")}}}, "histogram rows"),
+        "latency": _rows({"type": "object", "description": "a latency row", "properties": {
+            "what": _text(), "device": _text(), "seconds": _number(), "batch": _number(0)}}, "latency rows"),
+        "samples": _rows(_rows(_number(nullable=False), "numbers", 1_000), "sample rows"),
+        "verdict": {"type": ["object", "null"], "description": "a stored regime verdict or null"},
+        "info": {"type": "object", "description": "an object"},
+        "schema_version": {"type": "integer", "minimum": 1, "description": "an integer >= 1"},
+    },
+}
+# A run's outcome, as the results channel carries it (workers.messages adds its run_id) and the store keeps it.
+OUTCOME_FIELDS: dict[str, Any] = {
+    "status": {"enum": list(FINAL_STATUSES)},
+    "result": {"type": ["object", "null"], "description": "the RunResult (fastdiff_core.spec.RunResult."
+               "to_dict) of a done run: $defs/run_result, checked where the collector stores it"},
+    "error": _text(MAX_ERROR),  # a failed run's error (a worker's traceback tail)
+    "worker": _text(),
+}
+FINISHED = {"type": ["string", "null"], "description": "null or an ISO-8601 timestamp"}  # parsed by check_time
+OUTCOME = {"type": "object", "required": ["status"], "properties": {**OUTCOME_FIELDS, "finished": FINISHED},
+           "description": "an object {status, result, error, worker, finished}"}
 
 
 def now_iso() -> str:
@@ -60,39 +122,13 @@ def check_time(value: Any, field: str) -> str:
 
 def check_text(value: Any, field: str, max_len: int = MAX_LABEL) -> str | None:
     """None or a string of at most ``max_len`` characters."""
-    if value is not None and (not isinstance(value, str) or len(value) > max_len):
-        raise ValueError(f"{field}={ids.shown(value)} must be null or a string of at most {max_len} characters")
-    return value
-
-
-def _number(value: Any, field: str, *, integer: bool = False, minimum: float | None = None,
-            optional: bool = True) -> Any:
-    ok_type = (int,) if integer else (int, float)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, ok_type) or (minimum is not None and value < minimum):
-        kind = "an integer" if integer else "a number"
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{field}={ids.shown(value)} must be {kind}{bound}{' or null' if optional else ''}")
-    return value
-
-
-def _rows(value: Any, field: str, max_rows: int = MAX_ROWS) -> Sequence[Any]:
-    if not isinstance(value, list) or len(value) > max_rows:
-        raise ValueError(f"{field}={ids.shown(value)} must be a list of at most {max_rows:,} rows")
-    return value
+    return check_declared(_text(max_len), value, field)
 
 
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{field}={ids.shown(value)} must be an object")  # noqa: TRY004 - the store raises ValueError for bad input
     return value
-
-
-def _label(value: Any, field: str) -> Any:
-    if value is None or isinstance(value, (int, float)):
-        return value
-    return check_text(value, field)
 
 
 def check_spec(value: Any, field: str = "spec") -> dict[str, Any]:
@@ -103,53 +139,26 @@ def check_spec(value: Any, field: str = "spec") -> dict[str, Any]:
 
 
 def check_result(result: Any) -> dict[str, Any]:
-    """A RunResult dict (what a worker pushes, what a bundle carries), checked field by field."""
-    r = _mapping(result, "result")
-    spec = check_spec(r.get("spec"), "result.spec")
-    if not isinstance(r.get("device"), str) or len(r["device"]) > MAX_LABEL:
-        raise ValueError(f"result.device={ids.shown(r.get('device'))} must be a string of at most {MAX_LABEL} characters")
-    for f in ("wall_s", "nfe_counted", "nfe_formula"):
-        _number(r.get(f), f"result.{f}", minimum=0, optional=False)
-    for k, v in _mapping(r.get("metrics", {}), "result.metrics").items():
-        check_text(k, "result.metrics key")
-        _label(v, f"result.metrics[{ids.shown(k)}]")  # a number, or a short note the tables skip
-    for i, h in enumerate(_rows(r.get("histograms", []), "result.histograms")):
-        h = _mapping(h, f"result.histograms[{i}]")
-        for f in ("group", "label"):
-            _label(h.get(f), f"result.histograms[{i}].{f}")
-        for f in ("count", "n"):  # weighted runs report effective (fractional) counts
-            _number(h.get(f), f"result.histograms[{i}].{f}", minimum=0)
-        for f in ("rate", "lo", "hi", "truth"):
-            _number(h.get(f), f"result.histograms[{i}].{f}")
-    for i, row in enumerate(_rows(r.get("latency", []), "result.latency")):
-        row = _mapping(row, f"result.latency[{i}]")
-        for f in ("what", "device"):
-            check_text(row.get(f), f"result.latency[{i}].{f}")
-        _number(row.get("seconds"), f"result.latency[{i}].seconds")
-        _number(row.get("batch"), f"result.latency[{i}].batch", minimum=0)
-    for i, row in enumerate(_rows(r.get("samples", []), "result.samples")):
-        for v in _rows(row, f"result.samples[{i}]", 1_000):
-            _number(v, f"result.samples[{i}][]", optional=False)
-    if r.get("verdict") is not None:
-        _mapping(r["verdict"], "result.verdict")
-    _mapping(r.get("info", {}), "result.info")
-    _number(r.get("schema_version", 1), "result.schema_version", integer=True, minimum=1)
-    return RunResult.from_dict({**r, "spec": spec}).to_dict()
+    """A RunResult dict (what a worker pushes, what a bundle carries), checked against ``RESULT``."""
+    r = check_declared(RESULT, result, "result")
+    return RunResult.from_dict({**r, "spec": check_spec(r["spec"], "result.spec")}).to_dict()
 
 
 def check_outcome(value: Any, field: str = "outcome") -> dict[str, Any]:
-    """A run's stored outcome {status, result, error, worker, finished} (a bundle's result record)."""
-    o = _mapping(value, field)
-    status = o.get("status")
-    if status not in FINAL_STATUSES:
-        raise ValueError(f"{field}.status={ids.shown(status)} is not one of {list(FINAL_STATUSES)}")
+    """A run's stored outcome {status, result, error, worker, finished} (a bundle's result record; with
+    ``field=""``, the outcome ``Store.record_result`` is given)."""
+    o = check_declared(OUTCOME, value, field)
     result = o.get("result")
-    if status == "done" and result is None:
-        raise ValueError(f"{field}.result=None with status='done'; a done run carries its RunResult")
-    return {"status": status, "result": None if result is None else check_result(result),
-            "error": check_text(o.get("error"), f"{field}.error", MAX_ERROR),
-            "worker": check_text(o.get("worker"), f"{field}.worker"),
-            "finished": None if o.get("finished") is None else check_time(o["finished"], f"{field}.finished")}
+    if o["status"] == "done" and result is None:
+        raise ValueError(f"{_at(field, 'result')}=None with status='done'; a done run carries its RunResult")
+    finished = o.get("finished")
+    return {"status": o["status"], "result": None if result is None else check_result(result),
+            "error": o.get("error"), "worker": o.get("worker"),
+            "finished": None if finished is None else check_time(finished, _at(field, "finished"))}
+
+
+def _at(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
 
 
 def check_submission(value: Any, n_runs: int, field: str = "run") -> dict[str, Any]:
@@ -172,7 +181,7 @@ def check_axes(value: Any, field: str = "sweep.axes") -> dict[str, list[Any]]:
     out = {}
     for k, v in axes.items():
         check_text(k, f"{field} key")
-        values = _rows(v, f"{field}[{ids.shown(k)}]", MAX_AXIS_VALUES)
+        values = check_declared(_rows({}, "values", MAX_AXIS_VALUES), v, f"{field}[{ids.shown(k)}]")
         for x in values:  # any JSON value (guidance_interval takes pairs, world_options objects), bounded
             try:
                 size = len(json.dumps(x))

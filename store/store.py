@@ -322,18 +322,13 @@ class Store:
                       error: str | None = None, worker: str | None = None) -> bool:
         """Store a run's outcome once. Returns False (and changes nothing) if the run already has one,
         so a redelivered or duplicated result is never stored twice. Everything is checked first
-        (``records.check_result``): ValueError naming the field, and nothing written."""
+        (``records.check_outcome``: the results channel's declaration): ValueError naming the field, and
+        nothing written."""
         ids.check(run_id, "run_id")
-        if status not in records.FINAL_STATUSES:
-            raise ValueError(f"status={ids.shown(status)} is not one of {list(records.FINAL_STATUSES)}")
-        if status == "done" and result is None:
-            raise ValueError("result=None with status='done'; a done run carries its RunResult")
         if isinstance(result, RunResult):
             result = result.to_dict()
-        elif result is not None:
-            result = records.check_result(result)  # what arrives from the queue
-        error = records.check_text(error, "error", records.MAX_ERROR)
-        worker = records.check_text(worker, "worker")
+        checked = records.check_outcome({"status": status, "result": result, "error": error, "worker": worker}, "")
+        status, result, error, worker = (checked[k] for k in ("status", "result", "error", "worker"))
         with self.batched_writes():
             pending = self._batch.get()
             inbox, snap = self._view()

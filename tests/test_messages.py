@@ -18,6 +18,11 @@ GOOD = {
                     "runs": [["r0123456789ab", "{}"], ["r00000000000f", "{\"seed\": 1}"]]}],
     "outcome": {"run_id": "r0123456789ab", "status": "done", "result": {"device": "cpu"}, "error": None,
                 "worker": "w1"},
+    "run_result": {"spec": {"steps": 4}, "device": "cpu", "wall_s": 0.5, "nfe_counted": 40, "nfe_formula": 40.0,
+                   "metrics": {"tv": 0.1, "note": "x"}, "histograms": [
+                       {"group": "g", "label": "a", "count": 3, "n": 10, "rate": 0.3, "lo": 0.1, "hi": 0.5, "truth": None}],
+                   "latency": [{"what": "nfe", "seconds": 0.01, "batch": 4, "device": "cpu"}],
+                   "samples": [[0.1, 0.2], [1, 2]], "verdict": None, "info": {}, "schema_version": 2},
 }
 VALIDATORS = {name: jsonschema.Draft202012Validator({**messages.messages_schema(), "$ref": f"#/$defs/{name}"})
               for name in messages.MESSAGES}
@@ -93,8 +98,8 @@ def test_messages_name_the_field_the_value_and_what_is_allowed():
 
 
 def test_a_declaration_the_check_cannot_read_is_refused():
-    with pytest.raises(ValueError, match=r"uses \['minimum'\], which check\(\) does not check"):
-        messages.check({"type": "integer", "minimum": 0}, 3, "x")
+    with pytest.raises(ValueError, match=r"uses \['multipleOf'\], which check_declared\(\) does not check"):
+        messages.check({"type": "integer", "multipleOf": 2}, 3, "x")
     with pytest.raises(ValueError, match="anchored"):
         messages.check({"type": "string", "pattern": "b[0-9]"}, "b1", "x")
 
@@ -113,3 +118,30 @@ def test_declared_ids_are_the_store_s_one_pattern(kind, value):
     except ValueError:
         declared = False
     assert declared == ids.is_id(value, kind), value
+
+
+def test_a_run_result_and_a_stored_outcome_are_checked_by_their_declarations():
+    """store.records checks a RunResult and an outcome against the declarations published here
+    ($defs/run_result, the outcome's fields): one definition, each error naming the field, the value and
+    what is allowed."""
+    from store import records
+
+    assert messages.MESSAGES["run_result"] is records.RESULT
+    assert {k: v for k, v in messages.MESSAGES["outcome"]["properties"].items() if k != "run_id"} == records.OUTCOME_FIELDS
+    good = GOOD["run_result"]
+    assert records.check_result(good)["histograms"] == good["histograms"]
+    for change, needle in [({"device": []}, "result.device=[] is not a string of at most 200 characters"),
+                           ({"wall_s": -1}, "result.wall_s=-1 is not a number >= 0"),
+                           ({"histograms": [{"count": -1}]}, "result.histograms[0].count=-1 is not a number >= 0"),
+                           ({"metrics": {"a": [1]}}, "result.metrics['a']=[1] is not a number, or null or a string"),
+                           ({"samples": [[1, None]]}, "result.samples[0][1]=None is not a number"),
+                           ({"schema_version": True}, "result.schema_version=True is not an integer >= 1"),
+                           ({"spec": {"steps": 0}}, "result.spec: steps=0 must be an integer in [1, 1000]")]:
+        with pytest.raises(ValueError) as e:
+            records.check_result({**good, **change})
+        assert needle in str(e.value), (needle, str(e.value))
+        assert not VALIDATORS["run_result"].is_valid({**good, **change}) or "spec" in change  # RunSpec checks the spec
+    with pytest.raises(ValueError, match=r"outcome.error=5 is not null or a string of at most 100,000 characters"):
+        records.check_outcome({"status": "failed", "error": 5})
+    with pytest.raises(ValueError, match=r"^status='queued' is not one of \['done', 'failed', 'cancelled'\]"):
+        records.check_outcome({"status": "queued"}, "")  # what Store.record_result is given

@@ -19,10 +19,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
-from fastdiff_core.registry import Option
+from fastdiff_core.registry import Entry
 
 ENTRY_POINT_GROUP = "fastdiff.worlds"
 SPEEDUP_FIELDS: dict[str, Any] = {"feature_cache": "off", "parallel": "off", "precision": "float32",
@@ -30,13 +30,10 @@ SPEEDUP_FIELDS: dict[str, Any] = {"feature_cache": "off", "parallel": "off", "pr
 
 
 @dataclass(frozen=True)
-class WorldInfo:
-    """A world with ground truth. ``scenes`` is empty for worlds without named scenes."""
+class WorldInfo(Entry):
+    """A world with ground truth: name, title, doc and options (``registry.Entry``), its scenes (empty for
+    worlds without named scenes) and its tail."""
 
-    name: str
-    title: str
-    doc: str
-    options: Mapping[str, Option] = field(default_factory=dict)
     scenes: tuple[str, ...] = ()
     tail: str | None = None  # the rare branch every verdict and page calls "the tail"
 
