@@ -22,12 +22,19 @@ NFERule = Callable[[int, Mapping[str, Any]], "int | None"]
 
 
 @dataclass(frozen=True)
-class SolverInfo:
-    """A solver's declared facts. ``order`` is the global convergence order on a smooth ODE."""
+class Method:
+    """What a solver, a student and a speed-up each declare first: the name RunSpec, the command line and
+    the pages speak, a title, and the paper the method comes from."""
 
     name: str
     title: str
     paper: str
+
+
+@dataclass(frozen=True)
+class SolverInfo(Method):
+    """A solver's declared facts. ``order`` is the global convergence order on a smooth ODE."""
+
     order: int
     nfe: NFERule
     options: Mapping[str, Option] = field(default_factory=dict)
@@ -214,12 +221,9 @@ WORLDS = WORLD_INFOS
 
 
 @dataclass(frozen=True)
-class StudentInfo:
+class StudentInfo(Method):
     """A distilled student: its own step count and guidance passes."""
 
-    name: str
-    title: str
-    paper: str
     steps: tuple[int, ...]
     guidance_passes: int = 1
     fixed_steps: bool = True  # False: any step count works, ``steps`` lists the measured ones
@@ -266,12 +270,9 @@ def world_info(name: str) -> WorldInfo:
 
 
 @dataclass(frozen=True)
-class SpeedupInfo:
+class SpeedupInfo(Method):
     """A systems speed-up: its modes (the first is 'off'), paper and option schema."""
 
-    name: str
-    title: str
-    paper: str
     modes: tuple[str, ...]
     options: Mapping[str, Option] = field(default_factory=dict)
 
