@@ -19,13 +19,24 @@ dashboard shows and validates models without importing torch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fastdiff_core.registry import Option
+
 PREDICTIONS = ("eps", "x0", "v", "flow")
 PATH_KINDS = ("vp_discrete", "vp_linear", "vp_cosine", "rectified_flow")
+# The interface's scalar fields, declared once for the validation layer (``registry.Option``: docs/schema.md);
+# the shapes and the rules across fields are checked in ``ModelInterface.__post_init__``.
+FIELDS = {
+    "prediction": Option(str, None, "what the network predicts", choices=PREDICTIONS),
+    "time_scale": Option(float, 1.0, "the network is queried at t x time_scale", min=0.0, min_inclusive=False),
+    "num_classes": Option(int, 0, "class labels (0: unconditional)", min=0),
+    "null_class": Option(int, None, "the label that means 'no class' (classifier-free guidance)", min=0,
+                         nullable=True),
+}
+PATH_KIND = Option(str, None, "the training noise path", choices=PATH_KINDS)
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,7 @@ class PathDecl:
     beta_max: float = 20.0
 
     def __post_init__(self) -> None:
-        if self.kind not in PATH_KINDS:
-            raise ValueError(f"path.kind={self.kind!r} is not one of {list(PATH_KINDS)}")
+        PATH_KIND.check("path.kind", self.kind)
         if self.kind == "vp_discrete":
             b = self.betas
             if len(b) < 2 or not all(isinstance(x, (int, float)) and 0.0 < x < 1.0 for x in b):
@@ -81,8 +91,8 @@ class ModelInterface:
     actions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction={self.prediction!r} is not one of {list(PREDICTIONS)}")
+        for name, option in FIELDS.items():
+            option.check(name, getattr(self, name))
         if not isinstance(self.path, PathDecl):
             raise ValueError(f"path={self.path!r} must be a PathDecl")
         for name in ("sample_shape", "frame_shape"):
@@ -93,12 +103,6 @@ class ModelInterface:
             object.__setattr__(self, name, tuple(shape))
         if not self.sample_shape:
             raise ValueError("sample_shape=() must name at least one dimension, e.g. (channels, height, width)")
-        if not (isinstance(self.time_scale, (int, float)) and math.isfinite(self.time_scale) and self.time_scale > 0):
-            raise ValueError(f"time_scale={self.time_scale!r} must be a finite number > 0")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes!r} must be an integer >= 0")
-        if self.null_class is not None and not (isinstance(self.null_class, int) and 0 <= self.null_class):
-            raise ValueError(f"null_class={self.null_class!r} must be a class index >= 0 or null")
         if self.null_class is not None and self.num_classes == 0:
             raise ValueError(f"null_class={self.null_class!r} given, but num_classes=0 (an unconditional model)")
         if self.class_names and len(self.class_names) != self.num_classes:
