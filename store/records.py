@@ -144,15 +144,18 @@ def check_result(result: Any) -> dict[str, Any]:
     return RunResult.from_dict({**r, "spec": check_spec(r["spec"], "result.spec")}).to_dict()
 
 
-def check_outcome(value: Any, field: str = "outcome") -> dict[str, Any]:
+def check_outcome(value: Any, field: str = "outcome", *, result_made: bool = False) -> dict[str, Any]:
     """A run's stored outcome {status, result, error, worker, finished} (a bundle's result record; with
-    ``field=""``, the outcome ``Store.record_result`` is given)."""
+    ``field=""``, the outcome ``Store.record_result`` is given). ``result_made``: the result is a RunResult
+    object's ``to_dict()``, validated when it was made (an in-process run, a benchmark's store), not again."""
     o = check_declared(OUTCOME, value, field)
     result = o.get("result")
     if o["status"] == "done" and result is None:
         raise ValueError(f"{_at(field, 'result')}=None with status='done'; a done run carries its RunResult")
+    if result is not None and not result_made:
+        result = check_result(result)
     finished = o.get("finished")
-    return {"status": o["status"], "result": None if result is None else check_result(result),
+    return {"status": o["status"], "result": result,
             "error": o.get("error"), "worker": o.get("worker"),
             "finished": None if finished is None else check_time(finished, _at(field, "finished"))}
 

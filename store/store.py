@@ -323,11 +323,11 @@ class Store:
         """Store a run's outcome once. Returns False (and changes nothing) if the run already has one,
         so a redelivered or duplicated result is never stored twice. Everything is checked first
         (``records.check_outcome``: the results channel's declaration): ValueError naming the field, and
-        nothing written."""
+        nothing written. A RunResult object was validated when it was made: only its type is checked here."""
         ids.check(run_id, "run_id")
-        if isinstance(result, RunResult):
-            result = result.to_dict()
-        checked = records.check_outcome({"status": status, "result": result, "error": error, "worker": worker}, "")
+        made = isinstance(result, RunResult)
+        checked = records.check_outcome({"status": status, "result": result.to_dict() if made else result,
+                                         "error": error, "worker": worker}, "", result_made=made)
         status, result, error, worker = (checked[k] for k in ("status", "result", "error", "worker"))
         with self.batched_writes():
             pending = self._batch.get()

@@ -6,6 +6,7 @@ import copy
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,11 +131,13 @@ def test_a_run_result_and_a_stored_outcome_are_checked_by_their_declarations():
     assert {k: v for k, v in messages.MESSAGES["outcome"]["properties"].items() if k != "run_id"} == records.OUTCOME_FIELDS
     good = GOOD["run_result"]
     assert records.check_result(good)["histograms"] == good["histograms"]
+    assert records.check_result({**good, "samples": [[float(np.float32(0.5)), np.float64(2.0)]]})  # float subclasses
     for change, needle in [({"device": []}, "result.device=[] is not a string of at most 200 characters"),
                            ({"wall_s": -1}, "result.wall_s=-1 is not a number >= 0"),
                            ({"histograms": [{"count": -1}]}, "result.histograms[0].count=-1 is not a number >= 0"),
                            ({"metrics": {"a": [1]}}, "result.metrics['a']=[1] is not a number, or null or a string"),
                            ({"samples": [[1, None]]}, "result.samples[0][1]=None is not a number"),
+                           ({"samples": [[0.5], [1.5, True]]}, "result.samples[1][1]=True is not a number"),
                            ({"schema_version": True}, "result.schema_version=True is not an integer >= 1"),
                            ({"spec": {"steps": 0}}, "result.spec: steps=0 must be an integer in [1, 1000]")]:
         with pytest.raises(ValueError) as e:
