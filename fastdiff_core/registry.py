@@ -186,7 +186,8 @@ def check_declared(schema: Mapping[str, Any], value: Any, path: str) -> Any:
         if "pattern" in schema and not re.fullmatch(_anchored(schema["pattern"]), value, re.ASCII):
             raise ValueError(f"{_where(path, value)} is not {_what(schema)}")
         if len(value) > schema.get("maxLength", len(value)):
-            raise ValueError(f"{path} has {len(value):,} characters; at most {schema['maxLength']:,} are allowed")
+            raise ValueError(f"{_where(path, value)} has {len(value):,} characters; at most {schema['maxLength']:,} "
+                             "are allowed")
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             raise ValueError(f"{_where(path, value)} is not {_what(schema)}")
