@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from fastdiff_cli.args import float_range, int_range, writable_dir
+from fastdiff_cli.progress import print_step
 from fastdiff_core.spec import MAX_SEED
 from fastdiff_core.students import recipes
 from fastdiff_core.students.driving import WEIGHTS_DIR
@@ -34,7 +35,8 @@ def main(args: argparse.Namespace) -> int:
     if args.name not in recipes():
         raise ValueError(f"student={args.name!r} is not one of {sorted(recipes())}")
     print(f"training student {args.name} from driving_teacher_{TEACHER}", flush=True)
-    train_and_save(args.name, args.seed, args.scale, args.out, log=lambda m: print(m, flush=True))
+    for file, seconds in train_and_save(args.name, args.seed, args.scale, args.out, on_step=print_step):
+        print(f"wrote {file} ({seconds:.0f}s training)", flush=True)
     if not args.no_card:
         from fastdiff_cli.bench_students import print_progress
         from fastdiff_core.students import bench

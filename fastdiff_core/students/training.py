@@ -54,9 +54,10 @@ def driving_config(name: str, scale: float = 1.0) -> Any:
 
 
 def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Path = WEIGHTS_DIR,
-                   log: Callable[[str], None] = lambda m: None) -> list[pathlib.Path]:
-    """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns the files.
-    ``log`` receives progress lines."""
+                   on_step: Callable[[int, float, float], None] = lambda step, loss, seconds: None,
+                   ) -> list[tuple[pathlib.Path, float]]:
+    """Train student ``name`` on the shipped teacher and write its checkpoint(s); returns (file, its training
+    seconds) per checkpoint. ``on_step(step, loss, seconds since the start)`` every 100th optimiser step."""
     recipe = get_recipe(name)
     config = driving_config(name, scale)
     teacher = driving_teacher(TEACHER)
@@ -66,11 +67,11 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
     data_seconds = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(seed)
 
-    def on_step(step: int, loss: float) -> None:
+    def every_100th(step: int, loss: float) -> None:
         if step % 100 == 0:
-            log(f"  step {step:5d}  loss {loss:.5f}  {time.perf_counter() - t0:7.1f}s")
+            on_step(step, loss, time.perf_counter() - t0)
 
-    result = recipe.train(teacher, pairs, config, gen, on_step)
+    result = recipe.train(teacher, pairs, config, gen, every_100th)
     command = f"fastdiff train student {name} --seed {seed}" + (f" --scale {scale}" if scale != 1.0 else "")
     trained = result if recipe.per_steps else {None: result}
     files = []
@@ -90,8 +91,7 @@ def train_and_save(name: str, seed: int = 0, scale: float = 1.0, out: pathlib.Pa
         }
         file = out / (f"{name}_{steps}.safetensors" if steps is not None else f"{name}.safetensors")
         save_student(student, file, facts)
-        files.append(file)
-        log(f"wrote {file} ({stats['train_seconds']:.0f}s training)")
+        files.append((file, stats["train_seconds"]))
     return files
 
 
