@@ -24,8 +24,6 @@ from typing import Any
 
 import polars as pl
 
-from fastdiff_core import budget
-
 log = logging.getLogger(__name__)
 READ_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
 # The runs table's own columns (what the store's runs frame and the annotations give); a spec field of
@@ -77,6 +75,8 @@ def spec_row(spec_json: str) -> dict[str, Any]:
 
 def verdict_row(verdict_json: str | None) -> dict[str, Any]:
     """``verdict`` (measured overall), ``verdict.projected`` and ``verdict.<check>`` per measured check."""
+    from fastdiff_core import budget  # numpy and the gates: loaded by the writers that derive, not by readers
+
     stored = json.loads(verdict_json) if verdict_json else None
     if not stored:
         return {}
@@ -116,6 +116,8 @@ def _readable(fn, value: Any, run_id: str, what: str, default: Any) -> Any:
 
 def _derive(runs: pl.DataFrame, metrics: pl.DataFrame, hist: pl.DataFrame,
             null_as_text: bool) -> tuple[pl.DataFrame, list[str]]:
+    from fastdiff_core import budget  # as in verdict_row
+
     rows = [{"run_id": r["run_id"], **spec_row(r["spec"]),
              **_readable(verdict_row, r["verdict"], r["run_id"], "verdict", {})}
             for r in runs.select("run_id", "spec", "verdict").iter_rows(named=True)]
