@@ -39,7 +39,8 @@ def queue_rows(rows: Sequence[Mapping[str, Any]], owner: str) -> list[dict[str, 
         out.append({
             "state": r["state"],
             "where": (f"on {r.get('worker') or '?'}" + (f" · {progress}" if progress else "")
-                      if r["state"] == "running" else waiting_text(r.get("position"), r.get("est_start_s"))),
+                      if r["state"] == "running" else "taken by a worker, starting" if r["state"] == "dispatched"
+                      else waiting_text(r.get("position"), r.get("est_start_s"))),
             "experiment": connection.plain(r.get("experiment") or ""),
             "run": r["run_id"],
             "kind": r.get("kind") or "",
@@ -64,7 +65,9 @@ def render_queue(owner: str, key: str = "queue") -> None:
             st.warning(f"The run queue is not reachable (error id `{error_id}` in the log).")
             return
         running = sum(r["state"] == "running" for r in rows)
-        st.caption(f"{running} running · {len(rows) - running} queued · interactive runs (one run from "
+        starting = sum(r["state"] == "dispatched" for r in rows)
+        st.caption(f"{running} running · " + (f"{starting} starting · " if starting else "")
+                   + f"{len(rows) - running - starting} queued · interactive runs (one run from "
                    "Explore) go ahead of sweeps; sweeps share the workers round robin")
         if not rows:
             connection.empty_state("Nothing is queued or running.")

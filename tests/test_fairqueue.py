@@ -11,7 +11,7 @@ import pytest
 
 from fastdiff_core.spec import RunSpec
 from store import ids
-from workers import fairqueue, outcomes
+from workers import fairqueue, outcomes, supervision
 from workers.broker import RedisServer
 from workers.local_service import LocalService
 
@@ -85,6 +85,60 @@ def test_a_malformed_batch_is_refused_naming_what_is_wrong():
                        ({**good, "extra": 1}, "batch="), ([1], "batch=")]:
         with pytest.raises(ValueError, match=field):
             fairqueue.check_batch(bad)
+
+
+def take_without_ack(client) -> list:
+    """What a worker node's consumer does with acks_late: kombu takes one message from the broker and
+    books it as delivered and unacknowledged (its Redis transport's own code, no worker process)."""
+    from kombu import Consumer, Queue
+
+    got: list = []
+    conn = client.celery.connection_for_read()
+    consumer = Consumer(conn.default_channel, queues=[Queue(fairqueue.QUEUE)], accept=["json"],
+                        callbacks=[lambda body, message: got.append(message)])
+    consumer.qos(prefetch_count=1)
+    with consumer:
+        conn.drain_events(timeout=10)
+    return got
+
+
+def test_a_run_taken_by_a_worker_and_not_started_shows_as_dispatched(tmp_path):
+    from workers.client import ServiceClient
+
+    server = RedisServer(tmp_path / "b", unix_socket=tmp_path / "b" / "r.sock").start()
+    client = ServiceClient(server.url, str(tmp_path / "store"), owner="ann@x")
+    try:
+        _, (run_id,) = client.submit(RunSpec(samples=8, steps=2, seed=0), "one")
+        (row,) = client.queue()
+        assert (row["run_id"], row["state"], row["position"], row["kind"]) == (run_id, "queued", 1, "interactive")
+        (message,) = take_without_ack(client)
+        (row,) = client.queue()
+        assert (row["state"], row["position"], row["est_start_s"]) == ("dispatched", None, None)
+        assert client.progress(run_id)["status"] == "queued"  # the store's word until the worker starts it
+        from app import queue_view
+
+        assert queue_view.queue_rows([row], "ann@x")[0]["where"] == "taken by a worker, starting"
+        message.requeue()  # handed back (a worker that shuts down): queued again, first in line
+        (row,) = client.queue()
+        assert (row["state"], row["position"]) == ("queued", 1)
+    finally:
+        client.close()
+        server.kill()
+
+
+def test_the_interactive_record_written_after_the_send_never_outlives_the_run(r):
+    rid, exp_id = ids.new_id("r"), ids.new_id("e")
+    marker = outcomes.finished_key(rid)
+    # The worker started the run before the client's record arrived: its 'running' fields stay.
+    supervision.begin_run(r, rid, "w1@h", "cpu")
+    assert fairqueue.record_interactive(r, rid, exp_id, "ann@x", marker) is True
+    assert {k: fairqueue.record(r, rid)[k] for k in ("state", "worker", "owner", "kind")} == {
+        "state": "running", "worker": "w1@h", "owner": "ann@x", "kind": "interactive"}
+    # The run finished before the record arrived: no record comes back (it would show queued for 30 days).
+    other = ids.new_id("r")
+    assert outcomes.finish(r, other, "failed", error="boom", worker="w1@h", end_attempt=True) is True
+    assert fairqueue.record_interactive(r, other, exp_id, "ann@x", outcomes.finished_key(other)) is False
+    assert fairqueue.record(r, other) == {} and [x["run_id"] for x in fairqueue.snapshot(r)] == [rid]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,10 +109,13 @@ class ServiceClient:
         runs = [(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)]
         if len(runs) == 1 and sweep is None:
             try:
-                fairqueue.record_interactive(self.redis, run_ids[0], exp_id, owner)
-            except BROKER_ERRORS:
-                pass  # the record only feeds the queue view; _send reconciles the run itself
-            self._send(runs)
+                self._send(runs)
+            finally:  # after the send, off the run's path: the worker does not read the record
+                try:
+                    fairqueue.record_interactive(self.redis, run_ids[0], exp_id, owner,
+                                                 outcomes.finished_key(run_ids[0]))
+                except BROKER_ERRORS:
+                    pass  # the record only feeds the queue view; _send reconciles the run itself
         else:
             self._enqueue_sweep(exp_id, owner, runs)
         return exp_id, run_ids

@@ -170,9 +170,14 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
                     _take(store, r, held[i:i + BATCH])
                     dirty.set()
                 recovered = True
-            raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
-            if raw is not None:  # and whatever else is waiting, up to a batch
-                _take(store, r, [raw, *r.eval(_TAKE_MORE, 2, outcomes.RESULTS, outcomes.PROCESSING, BATCH - 1)])
+            # Whatever waits, up to a batch; only when nothing does, block for the next one (so a result
+            # arriving at an idle collector is stored at once, without a second round trip first).
+            raws = r.eval(_TAKE_MORE, 2, outcomes.RESULTS, outcomes.PROCESSING, BATCH)
+            if not raws:
+                raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
+                raws = [] if raw is None else [raw]
+            if raws:
+                _take(store, r, raws)
                 dirty.set()
             # Workers top up the broker as they finish batches; this covers a sweep submitted while
             # every worker was busy with interactive runs, or workers that joined later.

@@ -14,9 +14,10 @@ Two kinds of submission (``workers.client``):
   later starts within about one batch per process.
 
 A queued run's record ``fastdiff:q:run:<run_id>`` (a hash: exp_id, owner, kind, submitted; then
-state=running, worker, device, started, and progress) is written at submission in the same
-transaction as its lane, updated by the worker, and deleted by the same Lua call that pushes the
-run's outcome (``workers.outcomes.finish``). Everything lives in the broker's Redis, whose append-only
+state=running, worker, device, started, and progress) is written at submission (a sweep's in the
+same transaction as its lane; an interactive run's right after its message is sent, so the run does
+not wait for it, and never for a run that already has an outcome), updated by the worker, and
+deleted by the same Lua call that pushes the run's outcome (``workers.outcomes.finish``). Everything lives in the broker's Redis, whose append-only
 file is fsynced on every write: a queued run survives a broker restart, in a lane or in the broker's
 queue alike. A batch taken from a lane and lost before it reaches the broker (its dispatcher died
 in between) is found by the collector's reconciliation (``held_run_ids`` knows lanes and batches).
@@ -40,6 +41,7 @@ from workers import messages
 from workers.messages import MAX_BATCH
 
 QUEUE = "fastdiff"  # Celery's queue (workers.celery_app.QUEUE); kombu's key for priority 0
+UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> JSON [message, exchange, routing key]
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: key of priority p > 0 is f"{queue}{sep}{p}"
 INTERACTIVE_PRIORITY = 0
 SWEEP_PRIORITY = 9
@@ -100,11 +102,23 @@ def enqueue_sweep(r: redis.Redis, exp_id: str, owner: str, runs: list[tuple[str,
     return batches
 
 
-def record_interactive(r: redis.Redis, run_id: str, exp_id: str, owner: str) -> None:
-    with r.pipeline(transaction=True) as p:
-        p.hset(record_key(run_id), mapping=record_fields(exp_id, owner, "interactive", time.time()))
-        p.expire(record_key(run_id), RECORD_TTL_S)
-        p.execute()
+# KEYS: the run's record, its finished marker. ARGV: TTL, then field, value pairs.
+_RECORD_UNLESS_FINISHED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def record_interactive(r: redis.Redis, run_id: str, exp_id: str, owner: str, finished_marker: str) -> bool:
+    """Write an interactive run's record unless the run already has an outcome (``finished_marker``,
+    ``workers.outcomes.finished_key``); True if written. The client writes it right after sending the
+    run, not before: the worker does not wait for it, and a worker that starts or even finishes the
+    run first is handled (its 'running' fields are kept; a finished run gets no record back)."""
+    fields = record_fields(exp_id, owner, "interactive", time.time())
+    args = [x for kv in fields.items() for x in kv]
+    return bool(r.eval(_RECORD_UNLESS_FINISHED, 2, record_key(run_id), finished_marker, RECORD_TTL_S, *args))
 
 
 # Take the next lane's first batch if fewer than the live worker processes' count of sweep batches
@@ -246,6 +260,15 @@ def lane_run_ids(r: redis.Redis) -> set[str]:
     return out
 
 
+def dispatched_run_ids(r: redis.Redis) -> set[str]:
+    """Run ids a worker has taken from the broker (delivered, not yet acknowledged): a run's own
+    message, or every run of a batch a worker is executing."""
+    out: set[str] = set()
+    for raw in r.hvals(UNACKED):
+        out.update(raw_run_ids(raw, unacked=True))
+    return out
+
+
 def recent_seconds(r: redis.Redis) -> float | None:
     """Median wall time of the newest runs (None before any)."""
     vals = [float(v) for v in r.lrange(RECENT, 0, -1)]
@@ -264,27 +287,31 @@ def _records(r: redis.Redis, run_ids: Iterable[str] | None = None) -> dict[str, 
 
 def snapshot(r: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:
     """Every queued and running run across all users: run_id, exp_id, owner, kind, state
-    ('running'|'queued'), position (1 = next; None while running), est_start_s (seconds from now: runs
-    ahead x the median of the newest runs' wall time / worker processes; None before any run finished),
-    worker, started, done, total. Running first, then queued in service order."""
+    ('running'; 'dispatched': taken by a worker, not started yet (a run whose batch is executing
+    another run, or a message the worker is just unpacking); 'queued'), position (1 = next; None
+    unless queued), est_start_s (seconds from now: runs ahead x the median of the newest runs' wall
+    time / worker processes; None before any run finished), worker, started, done, total. Running
+    first, then dispatched, then queued in service order."""
     now = time.time() if now is None else now
     records = _records(r)
     order = [x for x in service_order(r) if x in records and records[x].get("state") != "running"]
     position = {x: i for i, x in enumerate(dict.fromkeys(order))}
+    taken = dispatched_run_ids(r) - set(position)  # (a redelivered message is queued again: its position wins)
     per_run, slots = recent_seconds(r), capacity(r)
     rows = []
     for run_id, rec in records.items():
-        running = rec.get("state") == "running"
-        pos = None if running else position.get(run_id)
-        est = None if running or per_run is None or pos is None else pos * per_run / slots
+        state = "running" if rec.get("state") == "running" else "dispatched" if run_id in taken else "queued"
+        pos = position.get(run_id) if state == "queued" else None
+        est = None if per_run is None or pos is None else pos * per_run / slots
         rows.append({"run_id": run_id, "exp_id": rec.get("exp_id"), "owner": rec.get("owner"),
-                     "kind": rec.get("kind"), "state": "running" if running else "queued",
+                     "kind": rec.get("kind"), "state": state,
                      "position": None if pos is None else pos + 1, "est_start_s": est,
                      "worker": rec.get("worker"), "started": float(rec["started"]) if "started" in rec else None,
                      "submitted": float(rec["submitted"]) if "submitted" in rec else None,
                      "done": int(rec["done"]) if "done" in rec else None,
                      "total": int(rec["total"]) if "total" in rec else None})
-    rows.sort(key=lambda x: (x["state"] != "running", x["position"] if x["position"] is not None else math.inf,
+    rank = {"running": 0, "dispatched": 1, "queued": 2}
+    rows.sort(key=lambda x: (rank[x["state"]], x["position"] if x["position"] is not None else math.inf,
                              x["submitted"] or 0.0))
     return rows
 

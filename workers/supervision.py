@@ -26,11 +26,10 @@ from dataclasses import dataclass
 import redis
 
 from workers import fairqueue, outcomes
-from workers.fairqueue import QUEUE
+from workers.fairqueue import QUEUE, UNACKED
 from workers.outcomes import attempt_key
 
 NODE_PREFIX = "fastdiff:node:"
-UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> JSON [message, exchange, routing key]
 UNACKED_INDEX = "unacked_index"  # delivery tag -> delivery time (unix seconds)
 ATTEMPT_TTL_S = 30 * 24 * 3600
 
@@ -139,9 +138,7 @@ def held_run_ids(r: redis.Redis) -> set[str]:
     for key in (QUEUE, *(f"{QUEUE}{fairqueue.PRIORITY_SEP}{p}" for p in (3, 6, 9))):
         for raw in r.lrange(key, 0, -1):
             ids.update(fairqueue.raw_run_ids(raw))
-    for raw in r.hvals(UNACKED):
-        ids.update(fairqueue.raw_run_ids(raw, unacked=True))
-    return ids | fairqueue.lane_run_ids(r)
+    return ids | fairqueue.dispatched_run_ids(r) | fairqueue.lane_run_ids(r)
 
 
 def begin_attempt(r: redis.Redis, run_id: str) -> int:
