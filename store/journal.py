@@ -26,8 +26,9 @@ import json
 import os
 import pathlib
 import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from store import files
@@ -59,9 +60,14 @@ def _locked(directory: pathlib.Path, mode: int) -> Iterator[None]:
         yield
 
 
-def append(directory: pathlib.Path, entries: list[tuple[str, Any]]) -> None:
+def append(directory: pathlib.Path, entries: list[tuple[str, Any]],
+           while_syncing: Callable[[], None] | None = None) -> None:
     """Append ``entries`` durably (one write, one fsync; the directory too when the file is new). A new
-    file starts with a header line naming it (``HEADER``: inode numbers are reused, names rotate)."""
+    file starts with a header line naming it (``HEADER``: inode numbers are reused, names rotate).
+
+    ``while_syncing`` runs once the lines are written (every reader on this machine sees them) while
+    the fsync runs beside it in a thread; ``append`` returns (or raises what either raised) once both
+    are done, so what the caller does there overlaps the disk's flush instead of following it."""
     data = b"".join(encode(kind, record) for kind, record in entries)
     with _locked(directory, fcntl.LOCK_SH):
         path = directory / JOURNAL
@@ -71,11 +77,39 @@ def append(directory: pathlib.Path, entries: list[tuple[str, Any]]) -> None:
             if new:  # (two first writers may both add one: the first line names the file)
                 data = encode(HEADER, uuid.uuid4().hex) + data
             os.write(fd, data)
-            os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+    # The lines are in the file: a rotation from here on renames the same inode, which the fd still
+    # names, and a compaction that folds them reads them from it.
+    try:
+        _sync(fd, while_syncing)
+    finally:
+        os.close(fd)
     if new:
         files.fsync_path(directory)
+
+
+def _sync(fd: int, while_syncing: Callable[[], None] | None) -> None:
+    if while_syncing is None:
+        os.fsync(fd)
+        return
+    failed: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            failed.append(e)
+
+    flusher = threading.Thread(target=flush, name="journal-fsync")
+    flusher.start()
+    try:
+        while_syncing()
+    finally:
+        flusher.join()
+    if failed:
+        raise failed[0]
 
 
 def rotated(directory: pathlib.Path) -> list[str]:

@@ -44,7 +44,7 @@ import pathlib
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -225,12 +225,14 @@ class Store:
         """Record an experiment and its runs (status 'queued'); returns its id. See ``new_experiment``."""
         return self.new_experiment(name, specs, sweep)[0]
 
-    def new_experiment(self, name: str, specs: Any,
-                       sweep: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, list[str]]:
+    def new_experiment(self, name: str, specs: Any, sweep: Mapping[str, Sequence[Any]] | None = None,
+                       while_syncing: Callable[[str, list[str]], None] | None = None) -> tuple[str, list[str]]:
         """Record an experiment: ``specs`` (RunSpec, dict, JSON, or a list of them) are validated first.
         ``sweep`` is the grid's axes ({field: [values]}) when the specs came from one. Returns
-        (exp_id, run_ids) with run_ids in the order of ``specs``. One file for the experiment and all
-        its runs: readers see all of it or none of it."""
+        (exp_id, run_ids) with run_ids in the order of ``specs``. One journal line for the experiment
+        and all its runs: readers see all of it or none of it. ``while_syncing(exp_id, run_ids)`` runs
+        once the record is readable, beside its fsync (``journal.append``): how the service queues the
+        runs while the record becomes durable; this returns once both are done."""
         name = records.check_name(name)
         specs = as_specs(specs)
         axes = records.check_axes({k: list(v) for k, v in sweep.items()}, "sweep") if sweep else None
@@ -242,17 +244,19 @@ class Store:
         exp = {"format": 1, "exp_id": exp_id, "name": name, "created": submitted, "run_ids": run_ids,
                "spec": specs[0].to_dict(), "imported_from": None,
                "sweep": {"sweep_id": ids.new_id("s"), "axes": axes} if axes else None}
-        self._publish_experiment(exp, subs)
+        during = None if while_syncing is None else (lambda: while_syncing(exp_id, run_ids))
+        self._publish_experiment(exp, subs, while_syncing=during)
         return exp_id, run_ids
 
     def _publish_experiment(self, exp: dict[str, Any], subs: list[dict[str, Any]] | None,
-                            outcomes: dict[str, dict[str, Any]] | None = None) -> None:
+                            outcomes: dict[str, dict[str, Any]] | None = None,
+                            while_syncing: Callable[[], None] | None = None) -> None:
         entry: dict[str, Any] = {"experiment": exp}
         if subs is not None:
             entry["runs"] = subs
         if outcomes:
             entry["outcomes"] = outcomes
-        journal.append(self.inbox_dir, [("experiment", entry)])
+        journal.append(self.inbox_dir, [("experiment", entry)], while_syncing)
 
     def rename_experiment(self, exp_id: str, name: str) -> None:
         ids.check(exp_id, "exp_id")
@@ -301,22 +305,27 @@ class Store:
     # ----------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def batched_writes(self) -> Iterator[None]:
+    def batched_writes(self, while_syncing: Callable[[], None] | None = None) -> Iterator[None]:
         """Results recorded inside this block are written as ONE journal line, durable when the block
         exits (one fsync): how the collector stores a batch of results. Result writers take turns
-        (``results.lock``), which makes "first outcome wins" exact across processes."""
+        (``results.lock``), which makes "first outcome wins" exact across processes.
+        ``while_syncing`` runs once they are readable, beside the fsync (``journal.append``); only
+        when the block wrote something."""
         if self._batch.get() is not None:
             yield  # nested: the outer block writes
             return
         with self._flock("results.lock"):
             pending: dict[str, Any] = {}
             token = self._batch.set(pending)
+            completed = False
             try:
                 yield
+                completed = True
             finally:
                 self._batch.reset(token)
                 if pending:
-                    journal.append(self.inbox_dir, [("outcome", rec) for rec in pending.values()])
+                    journal.append(self.inbox_dir, [("outcome", rec) for rec in pending.values()],
+                                   while_syncing if completed else None)
 
     def record_result(self, run_id: str, status: str, result: RunResult | Mapping[str, Any] | None = None,
                       error: str | None = None, worker: str | None = None) -> bool:
@@ -359,7 +368,7 @@ class Store:
         todo: list[tuple[str, str]] = []  # (name, id) of the rotated files to fold
         lines: list[journal.Line] = []
         for name in journal.rotated(self.inbox_dir):
-            got = journal.read(self.inbox_dir / name)
+            got = journal.read(self.inbox_dir / name, self._read_before(name))
             if got is None:
                 continue
             if got.id in manifest.folded:  # left by a compaction killed after it published: folded already
@@ -471,7 +480,7 @@ class Store:
                 names = journal.names(self.inbox_dir)
                 out = []
                 for name in names:
-                    got = journal.read(self.inbox_dir / name, self._journal_files.get(name))
+                    got = journal.read(self.inbox_dir / name, self._read_before(name))
                     if got is not None:
                         self._journal_files[name] = got
                         out.append(got)
@@ -480,6 +489,13 @@ class Store:
                 if not set(journal.rotated(self.inbox_dir)) - set(names):  # no rotation meanwhile
                     return out
             raise RuntimeError(f"store at {self.root}: the journal kept rotating while it was read")
+
+    def _read_before(self, name: str) -> journal.Read | None:
+        """What this process read of journal file ``name`` before, under this name or, for a file a
+        rotation renamed, as the journal (``journal.read`` uses it only if the file's id matches): a
+        line is parsed once per process, not again after each compaction's rotation."""
+        with self._lock:
+            return self._journal_files.get(name) or self._journal_files.get(journal.JOURNAL)
 
     def _overlay(self, lines: list[journal.Line]) -> _Inbox:
         """What journal lines add to the segments, in order: experiments (the latest record wins), runs

@@ -74,6 +74,34 @@ def test_a_result_is_stored_once(tmp_path):
     assert s.runs().height == 1 and s.metrics([rid]).height == 2
 
 
+def test_what_runs_beside_a_writes_fsync_sees_it_and_its_failure_is_raised_after_it(tmp_path):
+    """The service queues runs (and the collector announces results) while the store's journal line is
+    being fsynced: by then the line must be readable from another reader, and an error raised there
+    must reach the caller with the record kept."""
+    s, other = Store(tmp_path), Store(tmp_path)
+    seen = {}
+
+    def queue_runs(exp_id, run_ids):
+        seen.update(run=other.run(run_ids[0]), experiment=other.experiment(exp_id))
+
+    exp_id, (rid,) = s.new_experiment("one", specs(1), while_syncing=queue_runs)
+    assert seen["run"]["status"] == "queued" and seen["experiment"]["name"] == "one"
+
+    def broker_down(exp_id, run_ids):
+        raise RuntimeError("broker down")
+
+    with pytest.raises(RuntimeError, match="broker down"):
+        s.new_experiment("two", specs(1), while_syncing=broker_down)
+    assert sorted(other.experiments()["name"].to_list()) == ["one", "two"]  # recorded 'queued', kept
+    announced = []
+    with s.batched_writes(while_syncing=lambda: announced.append(other.run(rid)["status"])):
+        assert s.record_result(rid, "done", result_for(specs(1)[0]))
+    assert announced == ["done"]
+    with s.batched_writes(while_syncing=lambda: announced.append("again")):
+        assert not s.record_result(rid, "failed", error="late")  # nothing new written: no call
+    assert announced == ["done"] and other.run(rid)["status"] == "done"
+
+
 def test_bad_input_names_the_field(tmp_path):
     s = Store(tmp_path)
     with pytest.raises(ValueError, match=r"specs\[1\]: steps=0"):

@@ -71,6 +71,24 @@ def _ping_ms(url: str, n: int = 200) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def _fsync_ms(directory: pathlib.Path, n: int = 100) -> float:
+    """Median milliseconds of appending a line to a file in ``directory`` and fsyncing it (what one
+    journal write of the store costs on this disk)."""
+    path = directory / "bench-fsync.tmp"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, b"x" * 200 + b"\n")
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return 1e3 * statistics.median(times)
+
+
 def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, float]:
     """Median milliseconds of each stage over ``n`` round trips, from the broker's MONITOR stream:
     submit (call -> the message is in the queue), delivery (-> the task starts its attempt: BRPOP,
@@ -128,6 +146,7 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         _, warm = svc.client.submit([NOOP, NOOP], "warm-up")
         svc.client.wait(warm, timeout=300)
         ping, write = _ping_ms(svc.broker.url)
+        store_fsync = _fsync_ms(svc.store.root)
         trips = [_round_trip(svc, NOOP)[0] for _ in range(round_trips)]
         stages = traced_round_trips(svc, NOOP, min(10, round_trips))
         idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
@@ -146,7 +165,7 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         waited, run_id, _, _ = _round_trip(svc, INTERACTIVE)
         stored = svc.client.wait(behind, timeout=3600)
         after = sum(stored[b]["finished"] > svc.store.run(run_id)["finished"] for b in behind)
-    return {"broker": kind, "ping_ms": ping, "durable_write_ms": write, "round_trip_ms": 1e3 * statistics.median(trips),
+    return {"broker": kind, "ping_ms": ping, "durable_write_ms": write, "store_fsync_ms": store_fsync, "round_trip_ms": 1e3 * statistics.median(trips),
             "round_trip_p90_ms": 1e3 * sorted(trips)[int(0.9 * (len(trips) - 1))], "stages_ms": stages,
             "sweep_s": sweep_s, "workers": sorted({r["worker"] for r in runs.values()}), "bundle": str(bundle),
             "interactive_idle_ms": 1e3 * idle, "interactive_behind_sweep_ms": 1e3 * waited,
@@ -284,11 +303,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; {args.round_trips} round trips "
           f"per broker; appendfsync always; the no-op run executes in {noop_ms:.1f} ms in-process")
     print()
-    print("| broker | PING | durable write (LPUSH) | no-op round trip, median (p90) | "
+    print("| broker | PING | durable write (LPUSH) | store fsync | no-op round trip, median (p90) | "
           + " | ".join(f"{s}, ms" for s in STAGES) + " |")
-    print("|---|---|---|---|" + "---|" * len(STAGES))
+    print("|---|---|---|---|---|" + "---|" * len(STAGES))
     for r in results:
-        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
+        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['store_fsync_ms']:.2f} ms | "
+              f"{r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
               + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
     print()
     print(f"| broker | {args.runs}-run sweep, 2 workers | runs/s | vs in-process | interactive run: idle queue | "
@@ -313,7 +333,8 @@ def main(args: argparse.Namespace) -> int:
         out = {"load_average": load, "noop_execute_ms": noop_ms, "in_process_s": local_s, "runs": args.runs,
                "round_trip_ms": {r["broker"]: r["round_trip_ms"] for r in results},
                "ping_ms": {r["broker"]: r["ping_ms"] for r in results},
-               "durable_write_ms": {r["broker"]: r["durable_write_ms"] for r in results}, "in_process_threads": local_threads,
+               "durable_write_ms": {r["broker"]: r["durable_write_ms"] for r in results},
+               "store_fsync_ms": {r["broker"]: r["store_fsync_ms"] for r in results}, "in_process_threads": local_threads,
                "throughput_vs_in_process": {r["broker"]: local_s / r["sweep_s"] for r in results},
                "brokers": [{k: v for k, v in r.items() if k != "bundle"} for r in results], "store": reads,
                "capacity": capacity}

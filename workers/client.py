@@ -77,6 +77,10 @@ class ServiceClient:
         self.celery.conf.broker_transport_options = {**self.celery.conf.broker_transport_options, "max_retries": 1,
                                                      "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
         self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10, socket_connect_timeout=5)
+        # ``wait``'s subscriptions on their own connections: a pub/sub connection is closed when it is
+        # given back, and one taken from ``self.redis``'s pool would make the next command reconnect.
+        self._announcements = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10,
+                                                   socket_connect_timeout=5)
         self.reconcile_s = reconcile_s
 
     def submit(self, specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None,
@@ -105,20 +109,26 @@ class ServiceClient:
             self.redis.ping()
         except BROKER_ERRORS as e:
             raise RuntimeError(f"broker at {shown_url(self.broker_url)} is unreachable ({e}); nothing was submitted") from e
-        exp_id, run_ids = self.store.new_experiment(experiment, spec_list, sweep)
-        runs = [(run_id, spec.to_json()) for run_id, spec in zip(run_ids, spec_list)]
-        if len(runs) == 1 and sweep is None:
-            try:
-                self._send(runs)
-            finally:  # after the send, off the run's path: the worker does not read the record
+        spec_json = [spec.to_json() for spec in spec_list]
+
+        def queue_runs(exp_id: str, run_ids: list[str]) -> None:
+            # Runs while the store's record of them is being fsynced (it is readable already, so a
+            # result can never arrive for a run the store does not know): submit() returns once both
+            # the record and the broker's copy are durable.
+            runs = list(zip(run_ids, spec_json))
+            if len(runs) == 1 and sweep is None:
                 try:
-                    fairqueue.record_interactive(self.redis, run_ids[0], exp_id, owner,
-                                                 outcomes.finished_key(run_ids[0]))
-                except BROKER_ERRORS:
-                    pass  # the record only feeds the queue view; _send reconciles the run itself
-        else:
-            self._enqueue_sweep(exp_id, owner, runs)
-        return exp_id, run_ids
+                    self._send(runs)
+                finally:  # after the send, off the run's path: the worker does not read the record
+                    try:
+                        fairqueue.record_interactive(self.redis, run_ids[0], exp_id, owner,
+                                                     outcomes.finished_key(run_ids[0]))
+                    except BROKER_ERRORS:
+                        pass  # the record only feeds the queue view; _send reconciles the run itself
+            else:
+                self._enqueue_sweep(exp_id, owner, runs)
+
+        return self.store.new_experiment(experiment, spec_list, sweep, while_syncing=queue_runs)
 
     def _enqueue_sweep(self, exp_id: str, owner: str, runs: list[tuple[str, str]]) -> None:
         """Put a sweep in its lane and top up the broker; a broker failure here leaves the runs 'queued'
@@ -239,7 +249,7 @@ class ServiceClient:
         polling); returns run_id -> ``Store.run``. TimeoutError naming the runs still queued."""
         wanted = set(ids.check_many(run_ids, "run_id"))
         deadline = time.monotonic() + timeout
-        with self.redis.pubsub(ignore_subscribe_messages=True) as sub:
+        with self._announcements.pubsub(ignore_subscribe_messages=True) as sub:
             sub.subscribe(outcomes.STORED_CHANNEL)
             out = {}
             for rid in list(wanted):
@@ -263,6 +273,7 @@ class ServiceClient:
 
     def close(self) -> None:
         self.redis.close()
+        self._announcements.close()
         self.celery.close()
 
 

@@ -75,12 +75,27 @@ def store_item(store: Store, raw: bytes) -> Stored:
 
 
 def _take(store: Store, r: redis.Redis, raws: list[bytes]) -> None:
-    """Store items held in the processing list, then remove them (a quarantined one to the dead-letter
-    list) and announce the stored runs. The results are durable (``Store.batched_writes``) before
-    any item leaves the processing list, so a kill at any point loses nothing."""
+    """Store items held in the processing list, announce the stored runs, then remove the items (a
+    quarantined one to the dead-letter list). The results are durable (``Store.batched_writes``)
+    before any item leaves the processing list, so a kill at any point loses nothing.
+
+    The announcement goes out as soon as the results are readable, while the store's fsync runs: a
+    reader woken by it reads them (from the page cache), and until that fsync returns the items are
+    still durable in the broker's processing list, so even a power cut in between loses nothing
+    (the collector stores them again when it restarts, as after a kill)."""
     done: list[tuple[bytes, Stored]] = []
     quarantined: list[tuple[bytes, Stored]] = []
-    with store.batched_writes():
+    announced: list[bool] = []
+
+    def announce() -> None:
+        # A PUBLISH writes nothing, so Redis answers it without waiting for an fsync of its own.
+        with r.pipeline(transaction=False) as p:
+            for _, outcome in done:
+                p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
+            p.execute()
+        announced.append(True)
+
+    with store.batched_writes(while_syncing=announce):
         for raw in raws:
             try:
                 outcome = store_item(store, raw)
@@ -96,12 +111,8 @@ def _take(store: Store, r: redis.Redis, raws: list[bytes]) -> None:
         if outcome.run_id is not None:
             r.publish(outcomes.STORED_CHANNEL, outcome.run_id)
     if done:
-        # Announce first: the results are durable in the store already, and a PUBLISH alone writes
-        # nothing, so Redis answers it without waiting for an fsync (the removals below do wait).
-        with r.pipeline(transaction=False) as p:
-            for _, outcome in done:
-                p.publish(outcomes.STORED_CHANNEL, outcome.run_id or "")
-            p.execute()
+        if not announced:  # nothing new was written (duplicates only): announce them now
+            announce()
         with r.pipeline(transaction=False) as p:
             for raw, _ in done:
                 p.lrem(outcomes.PROCESSING, 1, raw)

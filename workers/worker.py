@@ -62,5 +62,6 @@ def main(args: argparse.Namespace) -> int:
 
     name = args.name or f"fastdiff-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency), "--queues", QUEUE,
-                     "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+                     "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+                     "--without-heartbeat"])  # Celery's event heartbeats: nothing reads them (ours: workers.supervision)
     return 0
