@@ -84,7 +84,7 @@ def test_what_runs_beside_a_writes_fsync_sees_it_and_its_failure_is_raised_after
     def queue_runs(exp_id, run_ids):
         seen.update(run=other.run(run_ids[0]), experiment=other.experiment(exp_id))
 
-    exp_id, (rid,) = s.new_experiment("one", specs(1), while_syncing=queue_runs)
+    _, (rid,) = s.new_experiment("one", specs(1), while_syncing=queue_runs)
     assert seen["run"]["status"] == "queued" and seen["experiment"]["name"] == "one"
 
     def broker_down(exp_id, run_ids):

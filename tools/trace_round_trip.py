@@ -15,14 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 
-import redis
-
-from workers.bench_service import NOOP, SWEEP_BASE
+from workers.bench_service import NOOP, SWEEP_BASE, monitored
 from workers.local_service import LocalService
-from workers.settings import redis_py_url
 
 
 def main() -> None:
@@ -38,28 +34,13 @@ def main() -> None:
         for spec in (SWEEP_BASE, NOOP):
             _, warm = svc.client.submit([spec, spec], "warm-up")
             svc.client.wait(warm, timeout=300)
-        events: list[dict] = []
-        ready, token = threading.Event(), f"trace-end-{time.time()}"
-
-        def watch() -> None:
-            with redis.Redis.from_url(redis_py_url(svc.broker.url)) as mon, mon.monitor() as m:
-                ready.set()
-                for cmd in m.listen():
-                    if token in cmd["command"]:
-                        return
-                    events.append(cmd)
-
-        th = threading.Thread(target=watch, daemon=True)
-        th.start()
-        ready.wait(10)
         trips = []
-        for _ in range(args.trips):
-            t0, t = time.time(), time.perf_counter()
-            _, (run_id,) = svc.client.submit(NOOP, "trace")
-            svc.client.wait([run_id], timeout=120)
-            trips.append((time.perf_counter() - t, run_id, t0, time.time()))
-        svc.client.redis.echo(token)
-        th.join(30)
+        with monitored(svc) as events:
+            for _ in range(args.trips):
+                t0, t = time.time(), time.perf_counter()
+                _, (run_id,) = svc.client.submit(NOOP, "trace")
+                svc.client.wait([run_id], timeout=120)
+                trips.append((time.perf_counter() - t, run_id, t0, time.time()))
     print(f"round trips: median {1e3 * statistics.median(x[0] for x in trips):.1f} ms, "
           f"min {1e3 * min(x[0] for x in trips):.1f} ms over {len(trips)}")
     for took, run_id, t0, t1 in sorted(trips)[len(trips) // 2:len(trips) // 2 + args.show]:

@@ -18,6 +18,7 @@ as a long-running worker would be. Prints Markdown tables; ``--json PATH`` write
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -25,7 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -89,12 +90,11 @@ def _fsync_ms(directory: pathlib.Path, n: int = 100) -> float:
     return 1e3 * statistics.median(times)
 
 
-def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, float]:
-    """Median milliseconds of each stage over ``n`` round trips, from the broker's MONITOR stream:
-    submit (call -> the message is in the queue), delivery (-> the task starts its attempt: BRPOP,
-    kombu's bookkeeping, Celery handing it to a pool process, the spec parsed), execution (-> the
-    outcome is pushed), collector (-> stored and announced), wake (-> the client returns)."""
-    events: list[tuple[float, str]] = []
+@contextlib.contextmanager
+def monitored(svc: LocalService) -> Iterator[list[dict[str, Any]]]:
+    """Every command the service's broker receives inside the block (its MONITOR stream: time,
+    client_address, client_port, command), in order; complete once the block has exited."""
+    events: list[dict[str, Any]] = []
     ready, token = threading.Event(), f"fastdiff-bench-end-{os.getpid()}-{time.time()}"
 
     def watch() -> None:
@@ -103,14 +103,26 @@ def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, fl
             for cmd in m.listen():
                 if token in cmd["command"]:
                     return
-                events.append((cmd["time"], cmd["command"]))
+                events.append(cmd)
 
     th = threading.Thread(target=watch, daemon=True)
     th.start()
     ready.wait(10)
-    trips = [_round_trip(svc, spec) for _ in range(n)]
-    svc.client.redis.echo(token)  # the watcher stops when it reads this
-    th.join(30)
+    try:
+        yield events
+    finally:
+        svc.client.redis.echo(token)  # the watcher stops when it reads this
+        th.join(30)
+
+
+def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, float]:
+    """Median milliseconds of each stage over ``n`` round trips, from the broker's MONITOR stream:
+    submit (call -> the message is in the queue), delivery (-> the task starts its attempt: BRPOP,
+    kombu's bookkeeping, Celery handing it to a pool process, the spec parsed), execution (-> the
+    outcome is pushed), collector (-> stored and announced), wake (-> the client returns)."""
+    with monitored(svc) as seen:
+        trips = [_round_trip(svc, spec) for _ in range(n)]
+    events = [(cmd["time"], cmd["command"]) for cmd in seen]
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     for _, run_id, t_call, t_back in trips:
         mine = [(t, c) for t, c in events if run_id in c]
