@@ -119,9 +119,15 @@ def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, fl
     """Median milliseconds of each stage over ``n`` round trips, from the broker's MONITOR stream:
     submit (call -> the message is in the queue), delivery (-> the task starts its attempt: BRPOP,
     kombu's bookkeeping, Celery handing it to a pool process, the spec parsed), execution (-> the
-    outcome is pushed), collector (-> stored and announced), wake (-> the client returns)."""
+    outcome is pushed), collector (-> stored and announced, or the client's return when it read the
+    result before the announcement reached it: the collector announces while its write is fsynced),
+    wake (-> the client returns)."""
     with monitored(svc) as seen:
         trips = [_round_trip(svc, spec) for _ in range(n)]
+        deadline = time.monotonic() + 10  # the last announcement may follow the client's return
+        while time.monotonic() < deadline and not any(
+                c["command"].startswith("PUBLISH fastdiff:stored") and trips[-1][1] in c["command"] for c in seen):
+            time.sleep(0.01)
     events = [(cmd["time"], cmd["command"]) for cmd in seen]
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     for _, run_id, t_call, t_back in trips:
@@ -129,7 +135,7 @@ def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, fl
         queued = next(t for t, c in mine if c.startswith("LPUSH fastdiff "))
         begun = next(t for t, c in mine if c.startswith("EVAL") and "local waiting" in c)
         pushed = next(t for t, c in mine if c.startswith("EVAL") and "local pushed" in c)
-        stored = next(t for t, c in mine if c.startswith("PUBLISH fastdiff:stored"))
+        stored = min(t_back, next(t for t, c in mine if c.startswith("PUBLISH fastdiff:stored")))
         for stage, (a, b) in zip(STAGES, [(t_call, queued), (queued, begun), (begun, pushed), (pushed, stored),
                                           (stored, t_back)]):
             per_stage[stage].append(1e3 * (b - a))
