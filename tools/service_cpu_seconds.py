@@ -1,0 +1,86 @@
+"""CPU seconds each process of a local service spends on 30 no-op round trips and on a 100-run sweep
+(docs/bench-service.md).
+
+    python tools/service_cpu_seconds.py [redis|embedded]          # this checkout's code
+
+Starts the service as ``fastdiff bench service`` does (two workers of one torch thread, a collector),
+warms it, and reads user + system time from /proc for the broker, this client process, each worker
+node (main process and pool children) and the collector before and after each phase. CPU seconds
+depend less on the machine's load than wall time does, so they say what a round trip costs even on
+a busy machine (the clock tick is 10 ms: read them over the 30 trips, not per trip).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from workers.bench_service import NOOP, SWEEP_BASE, _sweep_specs
+from workers.local_service import LocalService
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def with_children(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(p))
+        except (FileNotFoundError, IndexError):
+            continue
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def cpu_by_process(svc: LocalService) -> dict[str, float]:
+    procs = {"broker": [svc.broker.proc.pid], "client": [os.getpid()],
+             **{name: with_children(p.pid) for name, p in svc.procs.items()}}
+    return {k: sum(cpu_s(p) for p in v) for k, v in procs.items()}
+
+
+def main() -> None:
+    kind = sys.argv[1] if len(sys.argv) > 1 else "embedded"
+    with tempfile.TemporaryDirectory() as tmp, \
+            LocalService(tmp, kind, max_run_s=600, fsync="always", env={"OMP_NUM_THREADS": "1"}) as svc:
+        svc.worker("w1"), svc.worker("w2"), svc.collector()
+        svc.wait_workers(["w1", "w2"])
+        for spec in (SWEEP_BASE, NOOP):
+            _, warm = svc.client.submit([spec, spec], "warm-up")
+            svc.client.wait(warm, timeout=300)
+        before, t, trips = cpu_by_process(svc), time.perf_counter(), []
+        for _ in range(30):
+            t1 = time.perf_counter()
+            _, (rid,) = svc.client.submit(NOOP, "round trip")
+            svc.client.wait([rid], timeout=60)
+            trips.append(time.perf_counter() - t1)
+        wall, after = time.perf_counter() - t, cpu_by_process(svc)
+        print(f"load {os.getloadavg()[0]:.1f}; 30 round trips: median {1e3 * statistics.median(trips):.1f} ms, "
+              f"wall {wall:.2f} s; CPU s:", {k: round(after[k] - before[k], 2) for k in after})
+        before, t = cpu_by_process(svc), time.perf_counter()
+        _, rids = svc.client.submit(_sweep_specs(100), "sweep")
+        runs = svc.client.wait(rids, timeout=600)
+        wall, after = time.perf_counter() - t, cpu_by_process(svc)
+        own = sum(r["result"]["wall_s"] for r in runs.values())
+        print(f"load {os.getloadavg()[0]:.1f}; 100-run sweep: {wall:.2f} s wall, the runs' own wall_s {own:.2f} s; CPU s:",
+              {k: round(after[k] - before[k], 2) for k in after})
+
+
+if __name__ == "__main__":
+    main()
