@@ -7,6 +7,7 @@ and pages show that reason as an empty state instead of failing.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -118,6 +119,14 @@ def empty_state(message: str) -> None:
     st.info(message, icon=":material/inbox:")
 
 
+@functools.lru_cache(maxsize=8192)
+def stored_spec(text: str) -> RunSpec:
+    """A stored run's spec (its JSON text as the store keeps it), parsed once per server process: a
+    RunSpec is frozen, and pages that read every run of a sweep parse the same texts on every rerun.
+    Not checked against the server-side limits (a stored run, not a new one); ValueError if unreadable."""
+    return RunSpec.from_json(text, enforce_limits=False)
+
+
 def runtime_kind(spec: RunSpec) -> tuple[str, str]:
     """(world, network) of a run: what its per-NFE cost depends on besides the machine. The network is
     the student, else the world's shipped network option (driving teacher, mixture preset)."""
@@ -129,7 +138,7 @@ def runtime_kind(spec: RunSpec) -> tuple[str, str]:
 
 def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
                  cycles: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Done runs as the run-time model reads them: kind (world, network), device, threads, NFE per run,
+    """Done runs as the run-time model reads them: run id, kind (world, network), device, threads, NFE per run,
     rollouts and wall seconds, newest last. ``threads``: run_id -> the threads metric it ran with;
     ``cycles``: run_id -> the cycles it drew (a sequential gate's; others drew ``samples``)."""
     out = []
@@ -137,7 +146,7 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
         if r["status"] != "done" or not r["wall_s"] or not r["nfe_counted"]:
             continue
         try:
-            spec = RunSpec.from_json(r["spec"], enforce_limits=False)
+            spec = stored_spec(r["spec"])
         except ValueError:
             continue
         drawn = (cycles or {}).get(r["run_id"])
@@ -147,8 +156,8 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
         except ValueError:
             continue
         work = budget.Work(per_cycle * (drawn or spec.samples), billed.rollouts, billed.forwards)
-        out.append({"kind": runtime_kind(spec), "device": r["device"], "threads": threads.get(r["run_id"]),
-                    "work": work, "seconds": float(r["wall_s"])})
+        out.append({"run_id": r["run_id"], "kind": runtime_kind(spec), "device": r["device"],
+                    "threads": threads.get(r["run_id"]), "work": work, "seconds": float(r["wall_s"])})
     return out
 
 
@@ -171,21 +180,37 @@ def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBil
     return budget.fit_runtime([(r["work"], r["seconds"]) for r in fit], where, prior).estimate(work)
 
 
+@st.cache_resource(show_spinner=False)
+def _runtime_rows_seen() -> dict[str, dict[str, dict[str, Any] | None]]:
+    """world -> run_id -> that done run's ``runtime_rows`` row (None: the model cannot read it). A done
+    run's spec, wall time and metrics never change, so each is parsed once per server process, not on
+    every keystroke of the form (the run-time estimate beside Run)."""
+    return {}
+
+
 def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
-    """``runtime_rows`` of the store's done runs of ``world`` (empty when the store is unavailable)."""
+    """``runtime_rows`` of the store's newest done runs of ``world`` (empty when the store is unavailable);
+    runs read before come from ``_runtime_rows_seen``, only new ones are read and parsed."""
     s, _ = store()
     if s is None:
         return []
     try:
         newest = s.runs(status="done", columns=["run_id", "world"]).filter(pl.col("world") == world)
-        runs = s.runs(run_ids=newest["run_id"].tail(MAX_SCAN_RUNS).to_list(),
-                      columns=["run_id", "spec", "status", "device", "wall_s", "nfe_counted", "nfe_formula"])
-        if runs.height == 0:
-            return []
-        m = s.metrics(runs["run_id"].to_list())
-        threads, cycles = (m.filter(pl.col("name") == name) for name in ("threads", "cycles"))
-        return runtime_rows(runs, dict(zip(threads["run_id"].to_list(), threads["value"].to_list())),
-                            dict(zip(cycles["run_id"].to_list(), cycles["value"].to_list())))
+        wanted = newest["run_id"].tail(MAX_SCAN_RUNS).to_list()
+        seen = _runtime_rows_seen().setdefault(world, {})
+        missing = [r for r in wanted if r not in seen]
+        if missing:
+            runs = s.runs(run_ids=missing,
+                          columns=["run_id", "spec", "status", "device", "wall_s", "nfe_counted", "nfe_formula"])
+            m = s.metrics(runs["run_id"].to_list())
+            threads, cycles = (m.filter(pl.col("name") == name) for name in ("threads", "cycles"))
+            rows = runtime_rows(runs, dict(zip(threads["run_id"].to_list(), threads["value"].to_list())),
+                                dict(zip(cycles["run_id"].to_list(), cycles["value"].to_list())))
+            fresh: dict[str, dict[str, Any] | None] = dict.fromkeys(missing)
+            fresh.update({r["run_id"]: r for r in rows})
+            kept = set(wanted)  # runs no longer among the newest (or deleted) leave the cache
+            _runtime_rows_seen()[world] = seen = {k: v for k, v in {**seen, **fresh}.items() if k in kept}
+        return [seen[r] for r in wanted if seen.get(r) is not None]
     except Exception:  # noqa: BLE001 - an unreadable store leaves the conservative prior, said so
         return []
 

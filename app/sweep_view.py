@@ -10,7 +10,6 @@ import streamlit as st
 from app import charts, connection, run_view, runs_table, runs_view, sweep_axes
 from app.plots import plot
 from fastdiff_core import budget
-from fastdiff_core.spec import RunSpec
 from store import run_columns
 
 
@@ -62,7 +61,7 @@ def with_cost(table: pl.DataFrame, axis: str) -> pl.DataFrame:
     drawn = table["cycles"].to_list() if "cycles" in table.columns else [None] * table.height
     for (spec_text, counted, formula), cycles in zip(table.select("spec", "nfe_counted", "nfe_formula").iter_rows(),
                                                      drawn):
-        sp = RunSpec.from_json(spec_text, enforce_limits=False)
+        sp = connection.stored_spec(spec_text)
         if axis == NFE_AXIS:  # a gated run's cycles are the ones it drew, not spec.samples
             xs.append(budget.counted_per_cycle(sp, counted, formula, cycles))
         else:  # a guidance interval's share comes from the run's sigmas; without them, bill it fully guided

@@ -164,3 +164,26 @@ def test_sequential_run_page_bills_the_drawn_rollouts_and_says_why_it_stopped(ho
     assert "Measured verdict — closed_loop" in body and "sequential: decided" in body
     (row,) = connection.stored_runtime_rows("driving")
     assert row["work"].rollouts == drawn and row["work"].nfe == 48 * drawn
+
+
+def test_runtime_rows_are_read_once_and_follow_the_store(home, monkeypatch):
+    """The run-time estimate beside Run reads each done run once per server process (not on every
+    keystroke), and still sees a run that finished after the first read and drops a deleted one."""
+    from store import Store
+
+    from app import connection
+
+    s = Store()
+    spec = RunSpec(solver="euler", steps=3, samples=50, regime="offline")
+    _, (first,) = record_done(s, "first", [spec])
+    assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first]
+    parsed, real = [], connection.runtime_rows
+    monkeypatch.setattr(connection, "runtime_rows", lambda runs, *a: parsed.append(runs.height) or real(runs, *a))
+    assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first]
+    assert parsed == []  # nothing new: nothing read or parsed again
+    exp2, (second,) = record_done(s, "second", [spec.replace(steps=4)])
+    assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first, second]
+    assert parsed == [1]  # only the new run
+    s.delete_experiment(exp2)
+    assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first]
+    assert connection.stored_runtime_rows("driving") == []
