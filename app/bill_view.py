@@ -90,8 +90,13 @@ def projection_panel(bill: NFEBill, model: ProductionModel, regime: str, *, dist
     bill_table(bill)
     lat = budget.project_latency(bill, model, rb.latency_budget_s or budget.PLANNING_BUDGET_S)
     usd, acc_s = budget.cost_per_1000_scenarios(bill, model)
-    plot(st, waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf")
-    plot(st, latency_figure(lat), key=f"{key}.lat")
+    # One chart at a time, sent when its tab is chosen: every chart costs the browser a Plotly draw
+    # (docs/bench-dashboard.md), and the line below states the latency against its budget in numbers.
+    wf_tab, lat_tab = st.tabs(["NFE waterfall", "Projected latency"], key=f"{key}.charts", on_change="rerun")
+    if wf_tab.open is not False:
+        plot(wf_tab, waterfall_figure(budget.waterfall(bill, distilled=distilled)), key=f"{key}.wf")
+    if lat_tab.open:
+        plot(lat_tab, latency_figure(lat), key=f"{key}.lat")
     st.markdown(
         f"Planning cycle **{fmt_s(lat.per_cycle_s)}** vs {fmt_s(lat.budget_s)} budget "
         f"(**{lat.over_budget:,.2f}x**) · {lat.sequential_waves:,.0f} sequential waves · "

@@ -129,31 +129,40 @@ def render_run(run: Mapping[str, Any], *, key: str) -> None:
     verdict_view.render(projected, measured)
     tail = (measured or projected).tail if (measured or projected) else budget.world_tail(spec.world)
 
-    # -- NFE and latency ------------------------------------------------------------------------
+    # -- NFE, then the charts: one tab drawn at a time (each chart costs the browser a Plotly draw) ----
     render_nfe(nfe_figures(spec, res, bill))
-    l1, l2 = st.columns(2)
-    if bill is not None:
-        lat = budget.project_latency(bill, budget.production_model(regime),
-                                     budget.regime_budget(regime).latency_budget_s or budget.PLANNING_BUDGET_S)
-        plot(l1, bill_view.latency_figure(lat), key=f"{key}.proj")
-    mfig = measured_latency_figure(res.latency)
-    if mfig is not None:
-        plot(l2, mfig, key=f"{key}.meas")
-
-    # -- coverage ---------------------------------------------------------------------------------
     hist = [dict(r) for r in res.histograms]
+    rates, latency, drawn = st.tabs(["Branch rates", "Latency: projected and measured", "Samples"],
+                                    key=f"{key}.charts", on_change="rerun")
+    if rates.open is not False:
+        if hist:
+            plot(rates, charts.histogram_figure(hist, tail=tail), key=f"{key}.hist")
+        else:
+            with rates:
+                connection.empty_state("This run reported no branch histogram.")
+    if latency.open:
+        l1, l2 = latency.columns(2)
+        if bill is not None:
+            lat = budget.project_latency(bill, budget.production_model(regime),
+                                         budget.regime_budget(regime).latency_budget_s or budget.PLANNING_BUDGET_S)
+            plot(l1, bill_view.latency_figure(lat), key=f"{key}.proj")
+        mfig = measured_latency_figure(res.latency)
+        if mfig is not None:
+            plot(l2, mfig, key=f"{key}.meas")
+    if drawn.open:
+        fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
+                                    res.info.get("labels") or res.info.get("branch_codes"), tail)
+        if fig is not None:
+            plot(drawn, fig, key=f"{key}.samples")
+        else:
+            drawn.caption("This world reports no samples to draw.")
+
+    # -- coverage: the branch table, whichever chart is shown ----------------------------------------
     if hist:
-        plot(st, charts.histogram_figure(hist, tail=tail), key=f"{key}.hist")
         st.table(verdict_view.branch_rows(hist, tail))
-    else:
-        connection.empty_state("This run reported no branch histogram.")
 
     # -- metrics: precision/recall first ------------------------------------------------------------
     render_metrics(dict(res.metrics), key=key)
-    fig = charts.samples_figure(res.samples, res.info.get("samples_columns") or res.info.get("preview_columns"),
-                                res.info.get("labels") or res.info.get("branch_codes"), tail)
-    if fig is not None:
-        plot(st, fig, key=f"{key}.samples")
     with st.expander("Spec (JSON)"):
         st.code(spec_json(spec), language="json")
 

@@ -144,20 +144,26 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     table = with_axis_columns(with_cost(table.filter(pl.col(y).is_not_null()), x_axis), axis_fields)
     rows = list(table.select("solver", "student", "sampler", "grid", "steps", "guidance_scale").iter_rows(named=True))
     hover = [f"{who(r)} · {r['grid']} · {r['steps']} steps · w={r['guidance_scale']:g}" for r in rows]
-    fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
-                               x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
-                               groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
-    event = plot(st, fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points")
+    # One view at a time: a chart is sent when its tab is chosen (a rerun), so a page load draws one, not two.
+    views = ["Pareto frontier", *(["Parallel coordinates", "Grid of the metric"] if axis_fields else [])]
+    tabs = st.tabs(views, key=f"{key}.view", on_change="rerun")
     picked = None
-    for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
-        if p.get("customdata"):
-            picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
-    if axis_fields:
-        plot(st, parallel_figure(table, axis_fields, x_axis, y), key=f"{key}.parallel")
-        grids = grid_frames(table, axis_fields, y)
-        tabs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
-        for tab, (title, frame) in zip(tabs, grids):
-            tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
+    if tabs[0].open is not False:
+        fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
+                                   x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
+                                   groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
+        event = plot(tabs[0], fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points")
+        for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
+            if p.get("customdata"):
+                picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
+    if axis_fields and tabs[1].open:
+        plot(tabs[1], parallel_figure(table, axis_fields, x_axis, y), key=f"{key}.parallel")
+    if axis_fields:  # tables: sent always (cheap to draw, and drawn only when shown)
+        with tabs[2]:
+            grids = grid_frames(table, axis_fields, y)
+            zs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
+            for tab, (title, frame) in zip(zs, grids):
+                tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
     st.markdown(f"**Every run of the sweep** (cost as *{x_axis}* is the chart's x axis)")
     runs_view.render(s, runs, key=f"{key}.runs", exp_names={exp_id: exp.get("name", "")}, read_only=read_only,
                      extra=table.select("run_id", x_axis))

@@ -64,6 +64,14 @@ def test_sweep_compare_and_pareto(home):
     fig = figs[0]
     assert fig["layout"]["xaxis"]["title"]["text"] == "NFE per planning cycle (counted)"
     assert {"euler", "heun"} <= {t.get("name") for t in fig["data"]}
+    # one view drawn at a time: the Pareto frontier first; the parallel coordinates when its tab is chosen
+    assert [t.label for t in at.get("tab")][:3] == ["Pareto frontier", "Parallel coordinates", "Grid of the metric"]
+    assert not any(f["data"][0]["type"] == "parcoords" for f in figs)
+    at.session_state["sw.res.view"] = "Parallel coordinates"
+    at.run()
+    assert not at.exception
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert not any("Pareto frontier" in {t.get("name") for t in f["data"]} for f in figs)  # its tab is closed
     # parallel coordinates over the sweep: the swept fields, the cost and the metric
     par = next(f for f in figs if f["data"][0]["type"] == "parcoords")["data"][0]
     assert [d["label"] for d in par["dimensions"]] == ["solver", "steps", "NFE per planning cycle (counted)",
@@ -136,7 +144,18 @@ def test_driving_run_renders_branches_bill_and_rollouts(home):
     branches = [str(b) for b in rows["branch"]]
     assert f"{TAIL} (tail)" in branches and all(any(b.startswith(lab) for b in branches) for lab in LABELS)
     assert (rows["truth"] != "").any()
-    assert len(at.get("plotly_chart")) >= 3  # latency, branch histogram, sampled rollouts
+    # the charts, one tab at a time (a page load draws the bill's waterfall and the branch rates only)
+    def titles(at) -> list[str]:
+        return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+    assert [t.label for t in at.get("tab")][2:5] == ["Branch rates", "Latency: projected and measured", "Samples"]
+    assert [t.split(":")[0] for t in titles(at)] == ["NFE per cycle, from a vanilla plan (S 1000 x C 2 x H 20 x P·R 40)",
+                                                     "Branch rates"]
+    at.session_state["ex.result.charts"] = "Latency: projected and measured"
+    assert [t.split(":")[0] for t in titles(at.run())][1:] == ["Projected latency", "Measured on the worker"]
+    at.session_state["ex.result.charts"] = "Samples"
+    assert titles(at.run())[1:] == ["Sampled rollouts (one line per future; tail branch in red)"]
+    assert table_with(at, "branch", "95% interval").equals(rows)  # the branch table whichever tab is shown
 
 
 def test_sequential_run_page_bills_the_drawn_rollouts_and_says_why_it_stopped(home):
