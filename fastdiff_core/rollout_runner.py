@@ -6,9 +6,10 @@ runner unchanged (``runner="fastdiff_core.rollout_runner:run"``); the driving wo
 
     plans > 1   ``spec.samples`` planning cycles of P x R rollouts of H frames, warm-started cycle to
                 cycle (``rollout.Planner``), with importance sampling of the tail when asked;
-    plans = 1   ``samples x futures`` rollouts of the world model's constant plan (``world.action``),
-                batched in ``world_options.batch`` rows (4096 when the world has no such option) and
-                executed in chunks of FASTDIFF_CHUNK_ROLLOUTS.
+    plans = 1   ``samples x futures`` independent rollouts of the world model's constant plan
+                (``world.action``), each from its own observed context, batched in ``world_options.batch``
+                rows (4096 when the world has no such option) and executed in chunks of
+                FASTDIFF_CHUNK_ROLLOUTS.
 
 Coverage: per candidate plan, the (importance-weighted) branch rates against the plan's exact
 probabilities where the world model knows them (``truth``), with Wilson intervals at the effective
@@ -141,7 +142,12 @@ def _look_counts(world: WorldModel, family, before, after) -> dict[str, dict[str
 
 def _constant_plan(spec, device, on_progress, world, planner, drawn: _Drawn, gen) -> None:
     """One look of samples x futures independent rollouts under the world model's action, batched like a
-    world's own runner, so a speed-up's coverage is measured on the same footing as the plain network."""
+    world's own runner, so a speed-up's coverage is measured on the same footing as the plain network.
+    Independent means each rollout its own observed context (``world.observe``), as the driving world's own
+    runner draws one per row: one context shared by a batch would make every rate in it conditional on that
+    one frame (one digit of the moving-digits world), with intervals that ignore it, and would make the
+    batch size (a memory option) change what is measured. Each row is passed to the fan-out as a plan of
+    its own (P = n, R = 1): the constant plan, the row's context."""
     plan = torch.full((1, spec.horizon), world.action, dtype=torch.long)
     tally = drawn.per_plan.setdefault(tuple(plan[0].tolist()), BranchTally(len(world.labels)))
     batch = int(spec.world_options.get("batch", DEFAULT_BATCH))
@@ -151,12 +157,13 @@ def _constant_plan(spec, device, on_progress, world, planner, drawn: _Drawn, gen
         n = min(batch, total - done)
         counter = NFECounter()
         noise = torch.randn(n, spec.horizon, world.frame_dim, generator=gen).to(device)
-        context = world.observe(1, gen)[0].to(device)
+        context = world.observe(n, gen).to(device)  # (n, *frame_shape): one per rollout
+        rows_plan = plan.expand(n, -1)
         seconds = 0.0
         for lo in range(0, n, planner.chunk):
             hi = min(n, lo + planner.chunk)
             t0 = time.perf_counter()
-            frames = fan_out(planner.net, world, plan, n, sampler=planner.sampler, sigmas=planner.sigmas,
+            frames = fan_out(planner.net, world, rows_plan, 1, sampler=planner.sampler, sigmas=planner.sigmas,
                              noise=noise[lo:hi], context=context, guidance=planner.guidance, counter=counter,
                              rows=(lo, hi))
             seconds += time.perf_counter() - t0

@@ -4,6 +4,8 @@ importance sampling) with counted NFE == the bill."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from fastdiff_core.denoiser import NFECounter
 from fastdiff_core.spec import RunSpec
 from fastdiff_core.worlds.moving_digits import (
     ACTIONS, JUMP, LABELS, MAX_X, P_JUMP, FrameDenoiser, MovingDigitsWorldModel, NetConfig, branch_probabilities,
-    classify_codes, digit_images, observed_moves, onset, place, shifted, simulate,
+    classify_codes, digit_images, frame_jump_probabilities, observed_moves, onset, place, shifted, simulate,
 )
 from fastdiff_core.worlds.moving_digits.network import condition
 
@@ -66,6 +68,18 @@ def test_classifier_is_exact_on_ground_truth_and_rates_match_the_probabilities(s
     assert abs(float(truly.double().mean()) - p) <= 4 * (p * (1 - p) / n) ** 0.5
     first = onset(r)
     assert torch.equal(first[truly], (columns.diff(dim=1).abs() >= 2).float().argmax(1)[truly])
+    per_frame = (columns.diff(dim=1).abs() >= 2).double().mean(0)
+    for rate, q in zip(per_frame.tolist(), frame_jump_probabilities(start, plan), strict=True):
+        assert abs(rate - q) <= 4 * (q * (1 - q) / n) ** 0.5, (rate, q)
+
+
+def test_per_frame_jump_probabilities_by_hand():
+    """From column 4 under right: columns 5, 6, 7, 8, 8, 8 before frames 2..6; a jump is seen with probability 1%
+    until column 7, where the right jump is clipped to one column and only the left one (0.5%) shows (to first
+    order: a jump before moves the digit)."""
+    q = frame_jump_probabilities(4, [RIGHT] * 6)
+    assert q[0] == pytest.approx(0.01, abs=1e-12)
+    assert q == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.005, 0.005], abs=3e-4)
 
 
 def test_blurred_or_faded_frames_are_implausible_not_a_branch():
@@ -109,6 +123,30 @@ def test_engine_rolls_out_the_frame_denoiser_with_the_exact_bill():
     assert len({r["group"] for r in result.histograms}) >= 3
 
 
+def test_single_plan_rollouts_each_observe_their_own_context():
+    """A P = 1 run's samples x futures rollouts are independent, so each starts from its own observed digit (the
+    driving world's own runner draws a context per row too): with one context per batch, every rate of the run
+    was that one digit's, and the batch size (a memory option) changed what was measured. 2 x 48 rollouts of
+    359 held-out digits: ~88 distinct contexts expected, one before the fix."""
+    from fastdiff_core.rollout_runner import run_world_model
+
+    seen = []
+
+    class Recording(MovingDigitsWorldModel):
+        def classify(self, rollouts: torch.Tensor) -> torch.Tensor:
+            seen.append(rollouts[:, 0].reshape(rollouts.shape[0], -1))
+            return super().classify(rollouts)
+
+    torch.manual_seed(0)
+    world = Recording(FrameDenoiser(NetConfig()).eval(), start=4, action="right")
+    result = run_world_model(_spec(solver="euler", steps=1, horizon=1, plans=1, futures=48, samples=2),
+                             torch.device("cpu"), None, world)
+    contexts = torch.cat(seen)
+    assert contexts.shape[0] == 96 and result.nfe_counted == 96
+    assert torch.unique(contexts, dim=0).shape[0] >= 80
+    assert bool((contexts.reshape(96, 8, 16)[:, :, :4] == -1).all())  # the digit at the start column, 4
+
+
 def _spec(**fields) -> RunSpec:
     """A RunSpec carrying the sampler, the fan-out and the seed (its world is not read by ``run_world_model``)."""
     return RunSpec(world="mixture", **fields)
@@ -132,6 +170,11 @@ def test_training_batches_are_reweighted_to_the_dynamics_and_training_is_determi
     config = TrainConfig(net=NetConfig(channels=8, dilations=(1,)), steps=3, batch=16)
     one, two = train_denoiser(config)[0].state_dict(), train_denoiser(config)[0].state_dict()
     assert all(torch.equal(one[k], two[k]) for k in one)
+    noisy = replace(config, context_noise=0.2)  # noise on the previous frame: still deterministic, and it acts
+    three, four = train_denoiser(noisy)[0].state_dict(), train_denoiser(noisy)[0].state_dict()
+    assert all(torch.equal(three[k], four[k]) for k in one) and not all(torch.equal(one[k], three[k]) for k in one)
+    with pytest.raises(ValueError, match=r"context_noise=1.5 must be in \[0.0, 1.0\)"):
+        TrainConfig(context_noise=1.5)
 
 
 def test_match_features_read_the_move_the_noisy_frame_shows():

@@ -136,6 +136,30 @@ def branch_probabilities(start: int, plan: Sequence[int]) -> dict[str, float]:
     return {"steady": float(p[:, 0].sum()), "jumps": float(p[:, 1].sum()), "implausible": 0.0}
 
 
+def frame_jump_probabilities(start: int, plan: Sequence[int]) -> list[float]:
+    """Per generated frame k (H of them), the exact probability that the classifier sees a jump (|move| >= 2) in
+    frame k, whatever came before: the column's distribution before the frame (a dynamic programme) times each
+    column's chance of a jump no wall clips to one column. Their sum is the expected number of jumps, not
+    P(jumps) (``branch_probabilities``), which counts a rollout once."""
+    if not 0 <= start <= MAX_X:
+        raise ValueError(f"start={start!r} must be a column in 0..{MAX_X}")
+    p = np.zeros(MAX_X + 1)
+    p[start] = 1.0
+    out = []
+    for a in plan:
+        a = int(a)
+        nxt, seen = np.zeros_like(p), 0.0
+        for x in range(MAX_X + 1):
+            nxt[min(max(x + MOVE[a], 0), MAX_X)] += p[x] * (1.0 - P_JUMP[a])
+            for side in (-1, 1):
+                y = min(max(x + JUMP * side, 0), MAX_X)
+                nxt[y] += p[x] * P_JUMP[a] / 2
+                seen += p[x] * P_JUMP[a] / 2 if abs(y - x) >= 2 else 0.0
+        out.append(float(seen))
+        p = nxt
+    return out
+
+
 def observed_moves(rollouts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per generated frame, the observed move and how well it explains the frame: rollouts (B, H + 1, ROWS,
     COLS) -> (moves (B, H) in -JUMP..JUMP, errors (B, H): mean |frame - previous frame shifted by the move|)."""

@@ -46,6 +46,7 @@ class TrainConfig:
     jump_fraction: float = 0.15
     t_mean: float | None = 1.0  # logit-normal path time: median t = 0.73
     t_std: float = 1.0
+    context_noise: float = 0.0  # the previous frame + N(0, (u context_noise)^2) pixel noise, u ~ U(0, 1) per row
     seed: int = 0
     threads: int = 1
 
@@ -55,7 +56,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "warmup" else 1):
                 raise ValueError(f"{name}={v!r} must be an integer >= {0 if name == 'warmup' else 1}")
         for name, lo, hi in (("lr", 0.0, 1.0), ("ema", 0.0, 1.0), ("cond_dropout", 0.0, 1.0),
-                             ("jump_fraction", 0.0, 0.5)):
+                             ("jump_fraction", 0.0, 0.5), ("context_noise", 0.0, 1.0)):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and lo < v < hi) and not (name != "lr" and v == lo):
                 raise ValueError(f"{name}={v!r} must be in [{lo}, {hi})")
@@ -92,6 +93,9 @@ def train_denoiser(config: TrainConfig, on_step: Callable[[int, float, float], N
     path, clock, cpu0 = RectifiedFlow(), Clock(), time.process_time()
     for step in range(config.steps):
         prev, a, nxt, w = transitions(images, config.batch, config.jump_fraction, gen)
+        if config.context_noise > 0:  # a rollout conditions on its own imperfect frames (exposure bias)
+            level = torch.rand(config.batch, 1, 1, generator=gen) * config.context_noise
+            prev = (prev + level * torch.randn(prev.shape, generator=gen)).clamp(-1.0, 1.0)
         cond = condition(prev, a)
         drop = torch.rand(config.batch, generator=gen) < config.cond_dropout
         cond = torch.where(drop[:, None], drop_condition(cond), cond)
@@ -164,10 +168,10 @@ def measure_card(net: FrameDenoiser, protocol: CardProtocol = CardProtocol()) ->
         codes = []
         for lo in range(0, protocol.rollouts, 500):
             n = min(500, protocol.rollouts - lo)
-            context = world.observe(1, gen)[0]
+            context = world.observe(n, gen)  # independent rollouts: each its own held-out digit
             noise = torch.randn(n, protocol.horizon, world.frame_dim, generator=gen)
-            frames = fan_out(net, world, plan, n, sampler=frame_sampler(protocol.solver), sigmas=sigmas, noise=noise,
-                             context=context, counter=counter)
+            frames = fan_out(net, world, plan.expand(n, -1), 1, sampler=frame_sampler(protocol.solver), sigmas=sigmas,
+                             noise=noise, context=context, counter=counter)
             codes.append(classify_codes(frames.reshape(n, *frames.shape[2:])))
         c = torch.bincount(torch.cat(codes), minlength=len(LABELS))
         counts[action] = {lab: int(c[i]) for i, lab in enumerate(LABELS)}
