@@ -229,7 +229,8 @@ def _result(spec, device, world, planner, drawn: _Drawn, bill, sigmas, net, t_st
             "plans": [world.plan_name(p) for p in drawn.per_plan], "importance": spec.importance,
             # the last fitted proposal: mu (H, D) and the frame shares pi (H,)
             "proposal_shift": None if proposal is None else proposal.mu.tolist(),
-            "proposal_frames": None if proposal is None else proposal.pi.tolist()}
+            "proposal_frames": None if proposal is None else proposal.pi.tolist(),
+            "model_checksum": world.model_checksum}  # which weights produced the run (None: not declared)
     if gate is not None:
         info["gate"] = run_summary(gate.result, gate, what="coverage gate per plan (the first cycle's candidates)",
                                    unit="plan")

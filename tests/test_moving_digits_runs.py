@@ -56,6 +56,8 @@ def test_planning_run_bills_exactly_and_the_tail_gate_gives_a_verdict():
     the three-outcome gate."""
     result = execute(json.dumps(spec()))
     assert result.nfe_counted == result.nfe_formula == 7 * 4 * 3 * 40 * 2
+    # the run says which weights produced it (the store's model_checksum column reads this)
+    assert result.info["model_checksum"] == json.loads((WEIGHTS_DIR / CARD_FILE).read_text())["sha256"]
     groups = {r["group"] for r in result.histograms}
     assert len(groups) >= 3 and {r["label"] for r in result.histograms} == set(LABELS)
     for r in result.histograms:

@@ -52,6 +52,7 @@ class WorldModel:
     path: "NoisePath"  # the noise path the network was trained on
     net: Any  # the frame denoiser: net(x_t (B, frame_dim), t (B,), cond (B, ...)) -> prediction
     staged: bool = False  # net has WorldModelNet's staged API, so the speed-ups of fastdiff_core.speedups apply
+    model_checksum: str | None = None  # sha256 of the weights ``net`` loaded: every run records it (the store too)
 
     # --- conditioning and frames ---------------------------------------------------------------------
     def observe(self, n: int, generator: "torch.Generator | None") -> "torch.Tensor":

@@ -71,4 +71,7 @@ def from_spec(spec, device: torch.device) -> MovingDigitsWorldModel:
     """The world model a moving_digits RunSpec rolls out: the shipped denoiser (sha256 checked), the spec's start
     column and action."""
     opts = spec.world_options
-    return MovingDigitsWorldModel(shipped_denoiser(device), int(opts["start"]), opts["action"])
+    net = shipped_denoiser(device)
+    world = MovingDigitsWorldModel(net, int(opts["start"]), opts["action"])
+    world.model_checksum = net.sha256  # the weights' sha256, checked against the card when they loaded
+    return world

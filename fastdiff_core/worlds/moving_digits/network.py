@@ -75,6 +75,8 @@ class Block(nn.Module):
 class FrameDenoiser(nn.Module):
     """The next frame's denoiser (see the module doc): (B, FRAME_DIM), (B,), (B, COND_DIM) -> (B, FRAME_DIM)."""
 
+    sha256: str | None = None  # of the weights file it was loaded from (``load_weights``), else None
+
     def __init__(self, config: NetConfig = NetConfig()) -> None:
         super().__init__()
         self.config = config
@@ -173,7 +175,9 @@ def load_weights(directory: pathlib.Path = WEIGHTS_DIR, device: torch.device | s
         raw = json.loads(f.metadata()["config"])
     net = FrameDenoiser(NetConfig(**{**raw, "dilations": tuple(raw["dilations"])}))
     net.load_state_dict(load_file(str(weights)))
-    return net.to(device).eval().requires_grad_(False)
+    net = net.to(device).eval().requires_grad_(False)
+    net.sha256 = got  # what runs record as their model checksum
+    return net
 
 
 _LOADED: dict[str, FrameDenoiser] = {}
