@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from fastdiff_cli.args import comma_list, int_range, writable_file
+from fastdiff_cli.args import comma_list, float_range, int_range, writable_file
 from pathlib import Path
 
 import torch
 
-from fastdiff_core.bench.transfer import NFES, STUDY_NFES, GridFit, GridFitReport, fit_grids
+from fastdiff_core.bench.transfer import (
+    FINALS, NFES, RARE_WEIGHT, STUDY_NFES, GridFit, GridFitReport, fit_grids,
+)
 from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE
 
 
@@ -23,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int_range(1, 100_000), default=120, help="solver runs per fitted grid (default 120)")
     p.add_argument("--nfes", type=comma_list(int_range(2, 20)), default=list(NFES),
                    help="NFEs to fit, a comma list in 2-20 (default 3-10)")
+    p.add_argument("--finals", type=comma_list(str, choices=FINALS), default=list(FINALS),
+                   help=f"last-step conventions to fit grids for, a comma list of {list(FINALS)} (default all); "
+                        "--write replaces only the grids fitted")
+    p.add_argument("--rare-weight", type=float_range(0.0, 100.0), default=RARE_WEIGHT,
+                   help=f"weight of the squared pooled rare-mode bias (in SE) beside the mean log RMSE (default "
+                        f"{RARE_WEIGHT}; 0 fits RMSE alone)")
     p.add_argument("--skip-study", action="store_true", help="skip the last-step study")
     p.add_argument("--write", action="store_true", help=f"write the fitted grids to {TUNED_GRIDS_FILE.name}")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="write every row as JSON to PATH")
@@ -31,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     fit = GridFit(train=args.train, held_out=args.held_out, samples=args.samples, budget=args.budget,
-                  nfes=tuple(sorted(set(args.nfes))), study=not args.skip_study)
+                  nfes=tuple(sorted(set(args.nfes))), study=not args.skip_study,
+                  finals=tuple(dict.fromkeys(args.finals)), rare_weight=args.rare_weight)
     report = fit_grids(fit, log=lambda s: print(s, file=sys.stderr, flush=True))
     print_report(report, fit)
     if args.write:
@@ -51,9 +60,14 @@ def print_report(report: GridFitReport, fit: GridFit) -> None:
         for r in report.study:
             print(f"  {r['solver']:<10} {json.dumps(r['options']):<52} {r['geomean_ratio']:8.3f} "
                   f"{r['median_best_grid_ratio']:8.3f}  ({r['cases']} cases)")
-    print(f"\nTransfer grids fitted on {fit.train} training worlds, judged on {fit.held_out} held-out worlds "
-          "(RMSE of the tuned grid / the training-best fixed grid, per held-out world):")
-    print(f"  {'solver':<10}{'NFE':>4}  {'start':<16}{'train':>7}{'held-out median':>17}{'better':>9}  last sigma")
+    print(f"\nTransfer grids fitted on {fit.train} training worlds (rare weight {fit.rare_weight}), judged on "
+          f"{fit.held_out} held-out worlds (RMSE of the tuned grid / the training-best fixed grid, per held-out world; "
+          "rare mode pooled over the held-out worlds minus the reference's, tuned and fixed):")
+    print(f"  {'solver':<10}{'final':<10}{'NFE':>4}  {'start':<16}{'train':>7}{'held-out median':>17}{'better':>9}"
+          f"  {'last sigma':>10}  {'rare tuned':>20}  {'rare fixed':>20}")
     for r in report.fits:
-        print(f"  {r['solver']:<10}{r['nfe']:>4}  {r['start_grid']:<16}{r['train_ratio']:>7.3f}"
-              f"{r['held_out_median_ratio']:>17.3f}{r['held_out_better']:>5}/{r['held_out_worlds']:<3}  {r['last_sigma']:.4f}")
+        tr, fr = r["held_out_rare"], r["held_out_rare_fixed"]
+        print(f"  {r['solver']:<10}{r['final']:<10}{r['nfe']:>4}  {r['start_grid']:<16}{r['train_ratio']:>7.3f}"
+              f"{r['held_out_median_ratio']:>17.3f}{r['held_out_better']:>5}/{r['held_out_worlds']:<3}  "
+              f"{r['last_sigma']:>10.4f}  {tr['rare_diff']:+.4f} +- {tr['rare_diff_se']:.4f}  "
+              f"{fr['rare_diff']:+.4f} +- {fr['rare_diff_se']:.4f}")

@@ -18,9 +18,9 @@ Grids (``n`` = steps, ``i`` = 0..n-1 the nonzero sigmas):
 - ``karras``:         sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (EDM, rho = 7).
 - ``quadratic``:      t_i = t_min + (t_max - t_min) (1 - i/(n-1))^2, dense near the data (DDIM).
 - ``custom``:         user sigmas, strictly decreasing and positive; a trailing 0 is optional.
-- ``tuned``:          shipped per solver and step count (3-10): log-sigma fractions fitted across random
-                      mixture worlds and validated on held-out ones by ``fastdiff fit grids`` (see
-                      docs/lownfe.md), mapped onto any path's [sigma_min, sigma_max]. Unlike
+- ``tuned``:          shipped per solver, last-step convention (``final``) and step count (3-10): log-sigma
+                      fractions fitted across random mixture worlds and validated on held-out ones by
+                      ``fastdiff fit grids`` (see docs/lownfe.md), mapped onto any path's [sigma_min, sigma_max]. Unlike
                       ``grid_search.optimise_grid`` (one world, its own reference), nothing here saw the
                       world it is used on.
 """
@@ -138,16 +138,34 @@ def _tuned_table() -> dict[str, Any]:
     return json.loads(TUNED_GRIDS_FILE.read_text())["solvers"]
 
 
-def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", sigma_min: float | None = None,
-                 sigma_max: float | None = None) -> Sigmas:
-    """The shipped transfer grid of ``solver`` for ``n`` steps: sigma = smax^(1 - u) smin^u at the fitted
-    fractions u (the last one is where the last evaluation happens, often well above sigma_min)."""
+def tuned_final(final: str | None) -> str:
+    """The tuned-grid convention that goes with ``solver_options.final``: "sigma_min" stops at the grid's
+    last sigma without evaluating there; "solver" and "denoise" evaluate there last (one grid for both)."""
+    return "sigma_min" if final == "sigma_min" else "solver"
+
+
+def tuned_grid_table(solver: str, final: str = "solver") -> dict[str, list[float]]:
+    """The shipped fractions of ``solver``'s tuned grids for the last-step convention ``final``, by step count."""
     table = _tuned_table()
     if solver not in table:
         raise ValueError(f"grid_options.solver={solver!r} has no tuned grids; allowed: {sorted(table)}")
-    grids = table[solver]["grids"]
+    by_final = {"solver": table[solver]["grids"], **{k: v["grids"] for k, v in table[solver].get("finals", {}).items()}}
+    if final not in by_final:
+        raise ValueError(f"grid_options.final={final!r} has no tuned grids for {solver!r}; allowed: {sorted(by_final)}")
+    return by_final[final]
+
+
+def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", final: str = "solver",
+                 sigma_min: float | None = None, sigma_max: float | None = None) -> Sigmas:
+    """The shipped transfer grid of ``solver`` for ``n`` steps, fitted for the last-step convention
+    ``final`` (``solver_options.final``: with "sigma_min" the last sigma is where sampling stops, with no
+    evaluation there; with "solver" it is the last evaluation): sigma = smax^(1 - u) smin^u at the fitted
+    fractions u. Use the grid of the convention the run uses: a grid fitted for one ends elsewhere than
+    the other needs."""
+    grids = tuned_grid_table(solver, final)
     if str(n) not in grids:
-        raise ValueError(f"steps={n} has no tuned grid for {solver!r}; allowed: {sorted(int(k) for k in grids)}")
+        raise ValueError(f"steps={n} has no tuned grid for {solver!r} (final={final!r}); "
+                         f"allowed: {sorted(int(k) for k in grids)}")
     smin, smax = _endpoints(path, sigma_min, sigma_max)
     la, lb = math.log(smax), math.log(smin)
     return [smax] + [math.exp(la + u * (lb - la)) for u in grids[str(n)]] + [0.0]

@@ -29,7 +29,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.grid_search import coordinate_search, fractions_to_sigmas, sigmas_to_fractions
-from fastdiff_core.grids import FIXED_GRIDS, build_grid
+from fastdiff_core.grids import FIXED_GRIDS, build_grid, tuned_final
 from fastdiff_core.metrics.solver_error import paired_rate_difference, terminal_rmse
 from fastdiff_core.paths import NoisePath, sigma_range
 from fastdiff_core.solvers import sample
@@ -109,11 +109,13 @@ def _loss(solver: str, options: Mapping[str, Any], sigmas: Sequence[float], deno
     return value if math.isfinite(value) else math.inf
 
 
-def start_grids(solver: str, steps: int, path: NoisePath) -> dict[str, list[float]]:
-    """Every shipped grid of ``steps`` steps on ``path``: the fixed ones and the solver's tuned one."""
+def start_grids(solver: str, steps: int, path: NoisePath, final: str = "solver") -> dict[str, list[float]]:
+    """Every shipped grid of ``steps`` steps on ``path``: the fixed ones and the solver's tuned one for the
+    last-step convention ``final`` (the grid fitted for final = sigma_min when it is that, else for final =
+    solver, whose last sigma is the last evaluation as with "denoise")."""
     grids = {g: build_grid(g, steps, path) for g in FIXED_GRIDS}
     try:
-        grids["tuned"] = build_grid("tuned", steps, path, {"solver": solver})
+        grids["tuned"] = build_grid("tuned", steps, path, {"solver": solver, "final": tuned_final(final)})
     except ValueError:
         pass  # no tuned grid for this solver or step count
     return grids
@@ -193,7 +195,7 @@ def _search(info: Any, solver: str, nfe: int, finals: list[str], base: dict[str,
             continue
         steps, opts = plan
         starts = {name: (_loss(solver, opts, g, denoiser, x_train, target_train), g)
-                  for name, g in start_grids(solver, steps, path).items()}
+                  for name, g in start_grids(solver, steps, path, final).items()}
         start_name = min(starts, key=lambda k: starts[k][0])
         start_loss, start_grid = starts[start_name]
         if shipped is None or start_loss < shipped[0]:

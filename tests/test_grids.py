@@ -87,17 +87,24 @@ def test_custom_validation_property(values):
 # -- grids that transfer (issue 16) ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("final", catalog.GRIDS["tuned"].options["final"].choices)
 @pytest.mark.parametrize("solver", catalog.GRIDS["tuned"].options["solver"].choices)
-def test_shipped_tuned_grids_cover_3_to_10_steps_on_any_path(solver):
+def test_shipped_tuned_grids_cover_3_to_10_steps_on_any_path(solver, final):
+    """Every solver and last-step convention ships a grid per step count 3-10 (final = sigma_min: NFE 2-9)."""
     for path_name in sorted(PATHS):
         path = get_path(path_name)
         smin, smax = sigma_range(path)
         for steps in range(3, 11):
-            s = build_grid("tuned", steps, path, {"solver": solver})
+            s = build_grid("tuned", steps, path, {"solver": solver, "final": final})
             assert len(s) == steps + 1 and s[-1] == 0.0 and s[0] == pytest.approx(smax)
             assert all(a > b for a, b in zip(s, s[1:])) and s[-2] >= smin * (1 - 1e-9)
     with pytest.raises(ValueError, match="steps=11"):
-        build_grid("tuned", 11, get_path("vp_linear"), {"solver": solver})
+        build_grid("tuned", 11, get_path("vp_linear"), {"solver": solver, "final": final})
+    with pytest.raises(ValueError, match="grid_options.final"):
+        build_grid("tuned", 6, get_path("vp_linear"), {"solver": solver, "final": "denoise"})
+    # the default is the grid of final = solver (what every stored run with grid="tuned" used)
+    assert build_grid("tuned", 6, get_path("vp_linear"), {"solver": solver}) == build_grid(
+        "tuned", 6, get_path("vp_linear"), {"solver": solver, "final": "solver"})
     from fastdiff_core.spec import RunSpec
 
     with pytest.raises(ValueError, match="steps=12"):  # refused where the spec enters, before any work
@@ -135,7 +142,8 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     held = [s for s in built if s in HELD_OUT]
     assert len(held) == 2 and seen_by_optimiser
     assert all(s in TRAINING for s in seen_by_optimiser) and not set(seen_by_optimiser) & set(held)
-    assert "held-out" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held-out" in out and "sigma_min" in out  # both last-step conventions are fitted by default
     with pytest.raises(ValueError, match="both training and evaluation"):
         check_disjoint([1000, 1001], [1001])
     with pytest.raises(ValueError, match="outside the training range"):
@@ -143,7 +151,7 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
 
 
 def test_transfer_search_never_worsens_its_training_objective():
-    from fastdiff_core.grid_search import optimise_transfer_grid, world_batches
+    from fastdiff_core.grid_search import optimise_transfer_grid, rare_z, world_batches, world_errors
     from fastdiff_core.worlds.random_mixtures import training_seeds
 
     path = get_path("vp_discrete")
@@ -153,6 +161,36 @@ def test_transfer_search_never_worsens_its_training_objective():
     res = optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=12)
     assert res.train_ratio <= 1.0 and res.evaluations <= 12 and res.train_seeds == training_seeds(2)
     assert len(res.fractions) == 3 and all(0 < a < b <= 1 for a, b in zip(res.fractions, res.fractions[1:]))
+    # with the rare-mode term the objective (mean log RMSE + w z^2) never worsens either, and the rows
+    # moved into / out of the rare mode are the ones the mixture's own label counts
+    w = 0.05
+    joint = optimise_transfer_grid("dpmpp_2m", {"final": "sigma_min"}, build_grid("karras", 5, path), worlds,
+                                   smin, smax, budget=12, rare_weight=w)
+    assert joint.rare_weight == w and joint.evaluations <= 12
+    assert math.log(joint.train_ratio) + w * rare_z(*joint.train_rare) ** 2 <= w * rare_z(*joint.start_rare) ** 2 + 1e-12
+    sig = build_grid("karras", 5, path)
+    moved = [world_errors("dpmpp_2m", {"final": "sigma_min"}, sig, wb)[1:] for wb in worlds]
+    assert tuple(map(sum, zip(*moved))) == joint.start_rare
+    with pytest.raises(ValueError, match="rare_weight"):
+        optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=2, rare_weight=-1.0)
+
+
+def test_world_errors_count_rows_moved_into_and_out_of_the_rare_mode():
+    from fastdiff_core.grid_search import rare_z, world_batches, world_errors
+    from fastdiff_core.metrics.solver_error import terminal_rmse
+    from fastdiff_core.solvers import sample
+    from fastdiff_core.worlds.random_mixtures import training_seeds
+
+    path = get_path("vp_discrete")
+    world = world_batches(training_seeds(1), 64, sigma_range(path)[1])[0]
+    m = world.mixture
+    assert torch.equal(world.reference_rare, m.assign(world.reference) == m.rare)
+    sig = build_grid("karras", 3, path)  # coarse: some rows land in another mode than their reference
+    out = sample("euler", m.denoise, world.x_start, sig, generator=torch.Generator().manual_seed(0))
+    in_out, in_ref = m.assign(out) == m.rare, world.reference_rare
+    assert world_errors("euler", {}, sig, world) == (
+        terminal_rmse(out, world.reference), int((in_out & ~in_ref).sum()), int((~in_out & in_ref).sum()))
+    assert rare_z(0, 0) == 0.0 and rare_z(9, 0) == pytest.approx(3.0) and rare_z(2, 8) == pytest.approx(-6 / 10 ** 0.5)
 
 
 def test_random_worlds_are_deterministic_and_span_the_stated_family():

@@ -55,7 +55,7 @@ def _shipped_oracle(world: Any, path: Any, nfe: int, x: torch.Tensor, ref: torch
             if plan is None:
                 continue
             steps, opts = plan
-            for name, grid in start_grids(solver, steps, path).items():
+            for name, grid in start_grids(solver, steps, path, final).items():
                 e = terminal_rmse(sample(solver, world.denoise, x, grid, options=opts), ref)
                 if math.isfinite(e) and e < best[0]:
                     best = (e, f"{solver}(final={final})/{name}")

@@ -31,7 +31,7 @@ import torch
 from fastdiff_core import catalog
 from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
-from fastdiff_core.grids import FIXED_GRIDS, build_grid
+from fastdiff_core.grids import FIXED_GRIDS, build_grid, tuned_final
 from fastdiff_core.metrics.intervals import quantile, wilson_interval
 from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, paired_rate_difference, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
@@ -711,11 +711,13 @@ def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dic
                 if plan is None:
                     continue
                 steps, planned = plan
-                grids = [(g, {}) for g in FIXED_GRIDS] + ([("tuned", {"solver": name})] if name in tuned else [])
+                # a tuned grid is used with the last-step convention it was fitted for (grids.tuned_sigmas)
+                grids = [(g, {}) for g in FIXED_GRIDS] + (
+                    [("tuned", {"solver": name, "final": tuned_final(opts.get("final"))})] if name in tuned else [])
                 for grid, gopts in grids:
                     try:
                         sig = build_grid(grid, steps, path, gopts)
-                    except ValueError:  # no tuned grid for this step count
+                    except ValueError:  # no tuned grid for this step count or convention
                         continue
                     d = CountingDenoiser(setup.mixture)
                     out = sample(name, d, setup.x_start, sig, options=planned, generator=torch.Generator().manual_seed(1))

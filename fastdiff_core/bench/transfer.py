@@ -3,13 +3,17 @@
 1. The last-step study: every fixed-step deterministic solver x last-step convention x lower-order final
    x fixed grid x NFE on ``--train`` random training worlds (``worlds.random_mixtures``); per solver the
    setting with the smallest geometric-mean RMSE ratio to the solver's plain setting.
-2. Transfer grids: per solver in ``SHIPPED_SOLVERS`` and NFE 3-10, the grid's log-sigma fractions fitted
-   by coordinate search on the mean log RMSE over the training worlds, from the best fixed grid.
+2. Transfer grids: per solver in ``SHIPPED_SOLVERS``, last-step convention in ``--finals`` (the grid of
+   ``final="sigma_min"`` ends where sampling stops, not at the last evaluation, so it is fitted apart)
+   and NFE 3-10, the grid's log-sigma fractions fitted by coordinate search on the mean log RMSE over
+   the training worlds plus ``rare_weight`` times the squared pooled rare-mode bias in SE
+   (``grid_search.optimise_transfer_grid``), from the best fixed grid.
 3. Validation on ``--held-out`` worlds the fit never saw (seeds from ``HELD_OUT``; ``check_disjoint``
-   refuses overlap): shipped grid vs the best fixed grid, per world.
+   refuses overlap): shipped grid vs the best fixed grid, per world, and both grids' rare mode pooled.
 
-``--write`` stores the grids in ``fastdiff_core/tuned_grids.json`` (the ``tuned`` grid reads it);
-without it nothing tracked is touched. This module computes rows (``fit_grids``);
+``--write`` stores the grids in ``fastdiff_core/tuned_grids.json`` (the ``tuned`` grid reads it),
+replacing the grids fitted (solver, convention, step count) and keeping the others as shipped; without
+it nothing tracked is touched. This module computes rows (``fit_grids``);
 ``fastdiff_cli.fit_grids`` parses the flags, prints the tables and writes the files.
 """
 
@@ -26,9 +30,10 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.grid_search import (
-    WorldBatch, fractions_to_sigmas, optimise_transfer_grid, world_batches, world_rmse,
+    WorldBatch, fractions_to_sigmas, optimise_transfer_grid, world_batches, world_errors, world_rmse,
 )
-from fastdiff_core.grids import FIXED_GRIDS, build_grid
+from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE, build_grid
+from fastdiff_core.metrics.solver_error import paired_rate_difference
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.worlds.random_mixtures import check_disjoint, held_out_seeds, training_seeds
 
@@ -36,6 +41,8 @@ SHIPPED_SOLVERS = ("dpmpp_2m", "unipc", "ipndm")
 NFES = (3, 4, 5, 6, 7, 8, 9, 10)
 STUDY_NFES = (4, 6, 8, 10)
 PATH_NAME = "vp_discrete"
+FINALS = tuple(catalog.GRIDS["tuned"].options["final"].choices)  # conventions with their own tuned grids
+RARE_WEIGHT = 0.05  # the fit's weight on the squared rare-mode bias in SE (a 2-SE bias = 22% more RMSE)
 
 
 def settings(name: str) -> list[dict[str, Any]]:
@@ -97,7 +104,7 @@ def best_fixed(name: str, opts: dict[str, Any], nfe: int, worlds: list[WorldBatc
 
 @dataclass(frozen=True)
 class GridFit:
-    """What one ``fastdiff fit grids`` run fits: worlds, samples, search budget, NFEs."""
+    """What one ``fastdiff fit grids`` run fits: worlds, samples, search budget, NFEs, conventions."""
 
     train: int = 12  # training worlds
     held_out: int = 20  # held-out validation worlds
@@ -105,6 +112,8 @@ class GridFit:
     budget: int = 120  # solver runs per fitted grid
     nfes: tuple[int, ...] = NFES
     study: bool = True  # run the last-step study first
+    finals: tuple[str, ...] = FINALS  # last-step conventions to fit grids for
+    rare_weight: float = RARE_WEIGHT
 
 
 @dataclass
@@ -112,7 +121,7 @@ class GridFitReport:
     train_seeds: list[int]
     held_out_seeds: list[int]
     study: list[dict[str, Any]] | None  # last_step_study rows (None when skipped)
-    fits: list[dict[str, Any]]  # per solver and NFE: the fitted grid judged on the held-out worlds
+    fits: list[dict[str, Any]]  # per solver, convention and NFE: the fitted grid judged on the held-out worlds
     tuned_grids: dict[str, Any]  # the document ``--write`` stores in tuned_grids.json
     wall_s: float
 
@@ -125,29 +134,68 @@ class GridFitReport:
         return out
 
 
-def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch], path: Any, budget: int
-            ) -> dict[str, Any]:
-    """One solver's grid at one NFE: fitted on the training worlds from the best fixed grid, then the
-    tuned / best-fixed RMSE ratio on each held-out world."""
+def _pooled_rare(solver: str, opts: dict[str, Any], sigmas: list[float], worlds: list[WorldBatch]
+                 ) -> tuple[list[float], dict[str, Any]]:
+    """RMSE per world and the rare mode pooled over ``worlds`` against their references (paired)."""
+    errs = [world_errors(solver, opts, sigmas, w) for w in worlds]
+    n = sum(int(w.x_start.shape[0]) for w in worlds)
+    return [e[0] for e in errs], paired_rate_difference(sum(e[1] for e in errs), sum(e[2] for e in errs), n)
+
+
+def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch], path: Any, budget: int,
+            final: str = "solver", rare_weight: float = 0.0) -> dict[str, Any] | None:
+    """One solver's grid for one last-step convention at one NFE: fitted on the training worlds from the
+    best fixed grid, then per held-out world the tuned / best-fixed RMSE ratio, and both grids' rare mode
+    pooled over the held-out worlds. None when the convention's step count at ``nfe`` has no tuned grid."""
     smin, smax = sigma_range(path)
-    opts: dict[str, Any] = {}  # the solver's defaults
+    opts: dict[str, Any] = {} if final == "solver" else {"final": final}  # otherwise the solver's defaults
+    plan = catalog.SOLVERS[name].plan_for_nfe(nfe, opts)
+    if plan is None or plan[0] not in catalog.TUNED_STEPS:
+        return None
+    steps, planned = plan
     grid, start, _ = best_fixed(name, opts, nfe, train, path)
-    res = optimise_transfer_grid(name, opts, start, train, smin, smax, budget=budget)
+    res = optimise_transfer_grid(name, planned, start, train, smin, smax, budget=budget, rare_weight=rare_weight)
     sig = fractions_to_sigmas(res.fractions, smin, smax)
-    steps, planned = catalog.SOLVERS[name].plan_for_nfe(nfe, opts)
-    fixed_held = [world_rmse(name, planned, build_grid(grid, steps, path), w) for w in held]
-    ratios = [world_rmse(name, planned, sig, w) / f for w, f in zip(held, fixed_held)]
-    return {"solver": name, "nfe": nfe, "start_grid": grid, "fractions": res.fractions, "last_sigma": sig[-2],
-            "train_ratio": res.train_ratio, "search_evals": res.evaluations,
-            "held_out_median_ratio": statistics.median(ratios), "held_out_better": sum(r < 1 for r in ratios),
-            "held_out_worlds": len(ratios)}
+    fixed_held, fixed_rare = _pooled_rare(name, planned, build_grid(grid, steps, path), held)
+    tuned_held, tuned_rare = _pooled_rare(name, planned, sig, held)
+    ratios = [t / f for t, f in zip(tuned_held, fixed_held)]
+    return {"solver": name, "final": final, "nfe": nfe, "steps": steps, "start_grid": grid,
+            "fractions": res.fractions, "last_sigma": sig[-2], "train_ratio": res.train_ratio,
+            "rare_weight": rare_weight, "train_rare_start": list(res.start_rare), "train_rare": list(res.train_rare),
+            "search_evals": res.evaluations, "held_out_median_ratio": statistics.median(ratios),
+            "held_out_better": sum(r < 1 for r in ratios), "held_out_worlds": len(ratios),
+            "held_out_rare": tuned_rare, "held_out_rare_fixed": fixed_rare}
+
+
+def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str, str], dict[str, list[float]]]
+                    ) -> dict[str, Any]:
+    """The shipped tuned_grids.json with the fitted (solver, convention, step count) grids replaced and the
+    others kept; each convention's fit settings are stored beside its grids (for final = solver at the top)."""
+    doc = json.loads(TUNED_GRIDS_FILE.read_text())
+    meta = {"train_seeds": train_seeds, "samples": fit.samples, "budget": fit.budget, "rare_weight": fit.rare_weight}
+    for (name, final), grids in fitted.items():
+        entry = doc["solvers"].setdefault(name, {"options": {}, "grids": {}})
+        if final == "solver":
+            entry["grids"] = {**entry["grids"], **grids}
+            doc.update(meta)
+        else:
+            old = entry.setdefault("finals", {}).get(final, {"grids": {}})
+            entry["finals"][final] = {**meta, "grids": {**old["grids"], **grids}}
+    doc["about"] = ("log-sigma fractions u (sigma = smax^(1-u) smin^u) of the nonzero sigmas after sigma_max, "
+                    "fitted by `fastdiff fit grids` across random mixture worlds; per solver, step count and "
+                    "last-step convention ('grids': final = solver, fitted as the top-level fields say; "
+                    "'finals': the others, each with its own fit)")
+    return doc
 
 
 def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> GridFitReport:
-    """The last-step study (unless skipped) and every shipped solver's transfer grid per NFE."""
+    """The last-step study (unless skipped) and every shipped solver's transfer grid per convention and NFE."""
     t0 = time.perf_counter()
     path = get_path(PATH_NAME)
     smax = sigma_range(path)[1]
+    unknown = sorted(set(fit.finals) - set(FINALS))
+    if unknown or not fit.finals:
+        raise ValueError(f"finals={list(fit.finals)!r} must be a non-empty subset of {list(FINALS)}")
     train_seeds, eval_seeds = training_seeds(fit.train), held_out_seeds(fit.held_out)
     check_disjoint(train_seeds, eval_seeds)
     log(f"references: {fit.train} training + {fit.held_out} held-out worlds x {fit.samples} samples ...")
@@ -158,16 +206,17 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
         log("last-step study ...")
         study = last_step_study(train, path, STUDY_NFES)
     rows = []
-    grids: dict[str, Any] = {name: {"options": {}, "grids": {}} for name in SHIPPED_SOLVERS}
+    fitted: dict[tuple[str, str], dict[str, list[float]]] = {}
     for name in SHIPPED_SOLVERS:
-        for nfe in fit.nfes:
-            row = fit_one(name, nfe, train, held, path, fit.budget)
-            rows.append(row)
-            grids[name]["grids"][str(nfe)] = [round(f, 6) for f in row["fractions"]]
-            log(f"  {name} NFE {nfe}: from {row['start_grid']}, train ratio {row['train_ratio']:.3f}, held-out "
-                f"median ratio {row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(held)} better), "
-                f"last sigma {row['last_sigma']:.4f}")
-    tuned = {"about": "log-sigma fractions u (sigma = smax^(1-u) smin^u) of the nonzero sigmas after sigma_max, "
-                      "fitted by `fastdiff fit grids` across random mixture worlds; per solver and NFE",
-             "train_seeds": train_seeds, "samples": fit.samples, "budget": fit.budget, "solvers": grids}
-    return GridFitReport(train_seeds, eval_seeds, study, rows, tuned, time.perf_counter() - t0)
+        for final in fit.finals:
+            for nfe in fit.nfes:
+                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight)
+                if row is None:
+                    continue
+                rows.append(row)
+                fitted.setdefault((name, final), {})[str(row["steps"])] = [round(f, 6) for f in row["fractions"]]
+                log(f"  {name} final={final} NFE {nfe}: from {row['start_grid']}, train ratio {row['train_ratio']:.3f}, "
+                    f"held-out median ratio {row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(held)} "
+                    f"better), last sigma {row['last_sigma']:.4f}, held-out rare {row['held_out_rare']['rare_diff']:+.4f}")
+    return GridFitReport(train_seeds, eval_seeds, study, rows, _tuned_document(fit, train_seeds, fitted),
+                         time.perf_counter() - t0)
