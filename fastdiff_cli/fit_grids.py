@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"last-step conventions to fit grids for, a comma list of {list(FINALS)} (default all); "
                         "--write replaces only the grids fitted")
     p.add_argument("--rare-weight", type=float_range(0.0, 100.0), default=RARE_WEIGHT,
-                   help=f"weight of the squared pooled rare-mode bias (in SE) beside the mean log RMSE (default "
-                        f"{RARE_WEIGHT}; 0 fits RMSE alone)")
+                   help=f"weight of the rare mode's misplaced share (rows moved in or out over its reference rows) "
+                        f"beside the mean log RMSE (default {RARE_WEIGHT}; 0 fits RMSE alone)")
     p.add_argument("--skip-study", action="store_true", help="skip the last-step study")
     p.add_argument("--write", action="store_true", help=f"write the fitted grids to {TUNED_GRIDS_FILE.name}")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="write every row as JSON to PATH")

@@ -151,7 +151,7 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
 
 
 def test_transfer_search_never_worsens_its_training_objective():
-    from fastdiff_core.grid_search import optimise_transfer_grid, rare_z, world_batches, world_errors
+    from fastdiff_core.grid_search import optimise_transfer_grid, rare_misplaced, world_batches, world_errors
     from fastdiff_core.worlds.random_mixtures import training_seeds
 
     path = get_path("vp_discrete")
@@ -161,13 +161,15 @@ def test_transfer_search_never_worsens_its_training_objective():
     res = optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=12)
     assert res.train_ratio <= 1.0 and res.evaluations <= 12 and res.train_seeds == training_seeds(2)
     assert len(res.fractions) == 3 and all(0 < a < b <= 1 for a, b in zip(res.fractions, res.fractions[1:]))
-    # with the rare-mode term the objective (mean log RMSE + w z^2) never worsens either, and the rows
-    # moved into / out of the rare mode are the ones the mixture's own label counts
-    w = 0.05
+    # with the rare-mode term the objective (mean log RMSE + w x misplaced share) never worsens either, and
+    # the rows moved into / out of the rare mode are the ones the mixture's own label counts
+    w = 2.0
     joint = optimise_transfer_grid("dpmpp_2m", {"final": "sigma_min"}, build_grid("karras", 5, path), worlds,
                                    smin, smax, budget=12, rare_weight=w)
     assert joint.rare_weight == w and joint.evaluations <= 12
-    assert math.log(joint.train_ratio) + w * rare_z(*joint.train_rare) ** 2 <= w * rare_z(*joint.start_rare) ** 2 + 1e-12
+    ref_rare = sum(int(wb.reference_rare.sum()) for wb in worlds)
+    assert (math.log(joint.train_ratio) + w * rare_misplaced(*joint.train_rare, ref_rare)
+            <= w * rare_misplaced(*joint.start_rare, ref_rare) + 1e-12)
     sig = build_grid("karras", 5, path)
     moved = [world_errors("dpmpp_2m", {"final": "sigma_min"}, sig, wb)[1:] for wb in worlds]
     assert tuple(map(sum, zip(*moved))) == joint.start_rare
@@ -176,7 +178,7 @@ def test_transfer_search_never_worsens_its_training_objective():
 
 
 def test_world_errors_count_rows_moved_into_and_out_of_the_rare_mode():
-    from fastdiff_core.grid_search import rare_z, world_batches, world_errors
+    from fastdiff_core.grid_search import rare_misplaced, world_batches, world_errors
     from fastdiff_core.metrics.solver_error import terminal_rmse
     from fastdiff_core.solvers import sample
     from fastdiff_core.worlds.random_mixtures import training_seeds
@@ -190,7 +192,7 @@ def test_world_errors_count_rows_moved_into_and_out_of_the_rare_mode():
     in_out, in_ref = m.assign(out) == m.rare, world.reference_rare
     assert world_errors("euler", {}, sig, world) == (
         terminal_rmse(out, world.reference), int((in_out & ~in_ref).sum()), int((~in_out & in_ref).sum()))
-    assert rare_z(0, 0) == 0.0 and rare_z(9, 0) == pytest.approx(3.0) and rare_z(2, 8) == pytest.approx(-6 / 10 ** 0.5)
+    assert rare_misplaced(3, 2, 20) == 0.25 and rare_misplaced(0, 0, 0) == 0.0  # in and out both count
 
 
 def test_random_worlds_are_deterministic_and_span_the_stated_family():
