@@ -148,6 +148,7 @@ def server_seconds(captions: list[str]) -> float:
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 CHARTS_DRAWN = ("() => { const c = [...document.querySelectorAll('[data-testid=stPlotlyChart]')];"
                 " return c.length > 0 && c.every(e => e.querySelector('svg.main-svg')); }")
+LOADED = "() => !document.querySelector('[data-testid=stMain] [data-testid=stSkeleton]')"
 BILL_SHOWS = ("v => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
               ".find(e => e.innerText.includes('per frame'));"
               " return !!m && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === v; }")
@@ -206,6 +207,9 @@ def _loads(page, base: str, urls: dict[str, str], repeat: int, server: list[floa
             first.append(time.perf_counter() - t0)
             page.wait_for_selector(IDLE, timeout=600_000)
             times.append(time.perf_counter() - t0)
+            # A lazily loaded element (plotly.js among them) is a skeleton until its chunk has loaded; count
+            # the charts after that, or a load whose charts were still skeletons at idle would be left out.
+            page.wait_for_function(LOADED, timeout=600_000)
             if page.locator("[data-testid=stPlotlyChart]").count():
                 page.wait_for_function(CHARTS_DRAWN, timeout=600_000)
                 drawn.append(time.perf_counter() - t0)
