@@ -64,6 +64,14 @@ def client() -> tuple[Any | None, str | None]:
                       "Start the dashboard with its workers: `./dev up` (or `fastdiff up`).")
 
 
+def client_or_say(say: Any = None) -> Any | None:
+    """The ServiceClient, or None after ``say`` (default ``st.warning``) has told the user why not."""
+    cli, why = client()
+    if cli is None:
+        (say or st.warning)(why)
+    return cli
+
+
 # Every ASCII character Streamlit's markdown gives a meaning (CommonMark, GFM, its :directives:, $math$).
 _MARKDOWN = frozenset("\\`*_{}[]()<>#+-.!|~:$=\"'&")
 

@@ -54,9 +54,8 @@ def render_queue(owner: str, key: str = "queue") -> None:
 
     @st.fragment(run_every=POLL_S)
     def panel() -> None:
-        cli, why = connection.client()
+        cli = connection.client_or_say()
         if cli is None:
-            st.warning(why)
             return
         try:
             rows = cli.queue()

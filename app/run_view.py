@@ -32,9 +32,8 @@ def follow_runs(run_ids: Sequence[str], *, key: str, on_finished: Callable[[], N
 
     @st.fragment(run_every=POLL_S)
     def panel() -> None:
-        cli, why = connection.client()
+        cli = connection.client_or_say()
         if cli is None:
-            st.warning(why)
             return
         states = []
         for rid in run_ids:

@@ -1,6 +1,6 @@
 """Refresh the dashboard screenshots in docs/: `python -m app.screenshots` (needs Debian's chromium).
 
-Starts `fastdiff up` on a free loopback port with a fresh data directory, drives the pages the way a
+Starts `fastdiff up` on a loopback port it binds itself with a fresh data directory, drives the pages the way a
 user does (a guided run in Explore, the sequential gate's fields, a solver x steps sweep and the Queue
 while it runs, a comparison, the runs table with tags and a pinned baseline), takes a screenshot of
 each page (Explore also in the dark theme and at 400 px), then stops everything it started.
@@ -9,17 +9,10 @@ each page (Explore also in the dark theme and at 400 px), then stops everything 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import pathlib
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -40,37 +33,6 @@ def _shoot(page, out: pathlib.Path, width: int = 1400) -> None:
     time.sleep(0.8)
     page.screenshot(path=str(out))
     print(f"wrote {out}")
-
-
-@contextlib.contextmanager
-def serving(home: pathlib.Path):
-    """`fastdiff up` (two workers) over ``home`` on a free loopback port; yields its base URL, then stops it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FASTDIFF_HOME": str(home)}
-    env.pop("FASTDIFF_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2", "--grace", "2"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def explore(browser, page, base: str, out: pathlib.Path) -> str:
@@ -156,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    from workers.serving import fastdiff_up  # `fastdiff up` on a port it binds and reports
+
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdshots-", dir="/tmp"))
     try:
-        with serving(home) as base, sync_playwright() as p:
+        with fastdiff_up(home, workers=2) as base, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             share = explore(browser, page, base, out)

@@ -12,16 +12,13 @@ import os
 import pathlib
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
 from fastdiff_core.spec import RunSpec
+from workers.serving import fastdiff_up
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -31,55 +28,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 
 
-def reported_url(log: pathlib.Path, proc: subprocess.Popen, timeout: float) -> str:
-    """The dashboard URL `fastdiff up` prints once Streamlit listens on the port the system gave it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"fastdiff dashboard: (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
-        if found:
-            return found.group(1)
-        if proc.poll() is not None:
-            raise RuntimeError(f"fastdiff up exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        time.sleep(0.2)
-    raise TimeoutError(f"fastdiff up reported no dashboard URL within {timeout} s:\n{log.read_text(errors='replace')}")
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def dashboard():
     """A running `fastdiff up` on a loopback port it binds itself, with its own data directory; yields the base URL.
     One per module: the browser tests share it (each makes its own experiments), which keeps the suite short."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdui-", dir="/tmp"))  # short: the broker's Unix socket
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home)}
-    env.pop("FASTDIFF_BROKER_URL", None)
-    log = open(home / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", "0",
-                             "--workers", "1", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        base = reported_url(home / "up.log", proc, 120)
-        wait_http(f"{base}/_stcore/health", 90)
-        yield base, home
+        with fastdiff_up(home, workers=1) as base:
+            yield base, home
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
         shutil.rmtree(home, ignore_errors=True)
 
 

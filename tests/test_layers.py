@@ -39,6 +39,7 @@ RULES = {
 APP_WORKERS = {
     "workers.client": "the one way the app submits, follows and cancels runs",
     "workers.settings": "where the store and the broker are (configuration, no Celery)",
+    "workers.serving": "`python -m app.screenshots` starts and stops `fastdiff up` (a child process, no Celery)",
 }
 # Imports the reader cannot resolve statically (a module name computed at run time), each with what it
 # loads; a new one fails the test until it is listed here, an entry no file needs any more fails too.
@@ -57,6 +58,7 @@ EXCEPTIONS = {
 IMPORT_TIME_RULES = {
     "app": {"torch"},
     "app.views.sweep": {"celery", "workers.client"},  # the Sweep page expands axes with fastdiff_core.sweep
+    "workers.serving": {"celery", "torch"},  # the screenshot tool in app/ starts `fastdiff up` with it
     "fastdiff_core.spec": {"torch", "diffusers"},
     "fastdiff_core.run": {"diffusers"},  # the core works without the [models] extra
     "fastdiff_core.models.loading": {"diffusers"},  # imported when a diffusers-format model loads

@@ -63,7 +63,6 @@ def test_up_children_logs_and_files_are_private_to_their_user(tmp_path):
 import http.server
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -73,7 +72,8 @@ import typing
 
 import pytest
 
-from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, idle, reported_url, wait_http
+from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, idle
+from workers.serving import fastdiff_up
 
 SECRET = "correct horse battery staple 42"
 
@@ -118,24 +118,10 @@ def secured_dashboard():
     """`fastdiff up` with a dashboard secret on a loopback port it binds itself; no workers (the store is
     written directly)."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="fdsec-", dir="/tmp"))  # short: the broker's Unix socket
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTDIFF_HOME": str(home), "FASTDIFF_DASHBOARD_SECRET": SECRET}
-    env.pop("FASTDIFF_BROKER_URL", None)
-    log = open(home / "up.log", "wb")  # noqa: SIM115 - closed in the finally below, after the process
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--host", "127.0.0.1", "--port", "0",
-                             "--workers", "0", "--grace", "2"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        base = reported_url(home / "up.log", proc, 120)
-        wait_http(f"{base}/_stcore/health", 90)
-        yield base, home
+        with fastdiff_up(home, workers=0, env={"FASTDIFF_DASHBOARD_SECRET": SECRET}) as base:
+            yield base, home
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
         shutil.rmtree(home, ignore_errors=True)
 
 

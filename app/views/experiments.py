@@ -86,9 +86,8 @@ def _rename_delete(exp: dict, sel: str, a1, a2) -> None:
 
 def _rerun(exp: dict, sel: str) -> None:
     """Queue the saved specs again as a new experiment (a sweep as its grid) and open it."""
-    cli, why = connection.client()
+    cli = connection.client_or_say(st.error)
     if cli is None:
-        st.error(why)
         return
     axes = (exp.get("sweep") or {}).get("axes")
     try:

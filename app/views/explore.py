@@ -48,9 +48,8 @@ def bill_line(bill: budget.NFEBill, model: budget.ProductionModel, regime: str) 
 
 def submit(spec: RunSpec) -> None:
     """Queue ``spec``; on success the page reruns with Run disabled while the run is in flight."""
-    cli, why = connection.client()
+    cli = connection.client_or_say(st.error)
     if cli is None:
-        st.error(why)
         return
     try:
         _, run_ids = cli.submit(spec, spec.name or spec_summary(spec))

@@ -7,8 +7,6 @@ import streamlit as st
 from app import connection, queue_view
 
 st.title("Queue")
-cli, why = connection.client()
-if cli is None:
-    st.warning(why)
-else:
+cli = connection.client_or_say()
+if cli is not None:
     queue_view.render_queue(cli.owner)

@@ -102,10 +102,8 @@ with axes_col:
         name = st.text_input("Experiment name", key="sw.exp_name")
         if st.button("Queue sweep", type="primary", disabled=refusal is not None, key="sw.queue",
                      icon=":material/play_arrow:"):
-            cli, why = connection.client()
-            if cli is None:
-                st.error(why)
-            else:
+            cli = connection.client_or_say(st.error)
+            if cli is not None:
                 try:
                     # Z slowest, X fastest: X becomes the grid's columns.
                     exp_id, run_ids = cli.submit(form.spec, name, sweep=dict(reversed(list(axes.items()))))
