@@ -198,8 +198,10 @@ GRIDS: dict[str, GridInfo] = {
                  "worlds and validated on held-out ones; mapped onto the path's sigma range",
                  {"solver": Option(str, "dpmpp_2m", "the solver the grid was fitted for",
                                    choices=("dpmpp_2m", "unipc", "ipndm")),
-                  "final": Option(str, "solver", "the last-step convention (solver_options.final) the grid was "
-                                  "fitted for", choices=("solver", "sigma_min")),
+                  "final": Option(str, None, "the last-step convention (solver_options.final) the grid was "
+                                  "fitted for; null (default): the run's own (sigma_min with "
+                                  "solver_options.final=sigma_min, else solver)", choices=("solver", "sigma_min"),
+                                  nullable=True),
                   "sigma_min": _SIGMA_MIN, "sigma_max": _SIGMA_MAX}),
     ]
 }

@@ -155,13 +155,14 @@ def tuned_grid_table(solver: str, final: str = "solver") -> dict[str, list[float
     return by_final[final]
 
 
-def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", final: str = "solver",
+def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", final: str | None = "solver",
                  sigma_min: float | None = None, sigma_max: float | None = None) -> Sigmas:
     """The shipped transfer grid of ``solver`` for ``n`` steps, fitted for the last-step convention
     ``final`` (``solver_options.final``: with "sigma_min" the last sigma is where sampling stops, with no
     evaluation there; with "solver" it is the last evaluation): sigma = smax^(1 - u) smin^u at the fitted
     fractions u. Use the grid of the convention the run uses: a grid fitted for one ends elsewhere than
     the other needs."""
+    final = final or "solver"  # null: built outside a RunSpec (which pairs it with the run's last step)
     grids = tuned_grid_table(solver, final)
     if str(n) not in grids:
         raise ValueError(f"steps={n} has no tuned grid for {solver!r} (final={final!r}); "

@@ -303,6 +303,12 @@ class RunSpec:
         if self.grid == "tuned" and self.steps not in catalog.TUNED_STEPS:
             raise ValueError(f"steps={self.steps!r} has no tuned grid; allowed with grid='tuned': "
                              f"{catalog.TUNED_STEPS[0]}-{catalog.TUNED_STEPS[-1]}")
+        if self.grid == "tuned" and self.grid_options.get("final") is None:
+            # The grid fitted for the run's own last step: a grid fitted to be evaluated last, used by a run that
+            # stops there without evaluating, leaves noise around thin modes (docs/lownfe.md, NFE 6 second pass).
+            final = self.solver_options.get("final") if self.sampler == "solver" else None
+            object.__setattr__(self, "grid_options", _frozen({**self.grid_options,
+                                                              "final": "sigma_min" if final == "sigma_min" else "solver"}))
 
     def _check_guidance_interval(self) -> None:
         gi = self.guidance_interval

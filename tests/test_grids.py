@@ -112,6 +112,22 @@ def test_shipped_tuned_grids_cover_3_to_10_steps_on_any_path(solver, final):
     assert RunSpec(grid="tuned", steps=6, grid_options={"solver": solver}).steps == 6
 
 
+@pytest.mark.parametrize("final", ["solver", "denoise", "sigma_min"])
+def test_a_tuned_grid_is_paired_with_the_runs_own_last_step_unless_chosen(final):
+    """A RunSpec on grid='tuned' that does not choose grid_options.final gets the grid fitted for its own
+    solver_options.final: a run that stops at the grid's last sigma without evaluating there (sigma_min)
+    on the grid fitted to be evaluated last blurred thin modes (docs/lownfe.md, NFE 6 second pass).
+    A grid chosen explicitly is kept, and a stored spec reads back the same."""
+    from fastdiff_core.spec import RunSpec
+
+    spec = RunSpec(grid="tuned", steps=6, solver="unipc", solver_options={"final": final})
+    assert spec.grid_options["final"] == ("sigma_min" if final == "sigma_min" else "solver")
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    kept = RunSpec(grid="tuned", steps=6, solver="unipc", solver_options={"final": final},
+                   grid_options={"final": "solver"})
+    assert kept.grid_options["final"] == "solver"
+
+
 def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     """`fastdiff fit grids` end to end at toy size, with the optimiser and the reference builder wrapped
     to record the worlds they are given: the optimiser sees training seeds only, never a held-out one,
