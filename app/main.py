@@ -23,7 +23,7 @@ st.set_page_config(page_title="fastdiff", page_icon="⏱", layout="wide")
 st.set_option("client.showErrorDetails", "none")  # whatever escapes below: no traceback in the browser
 st.set_option("client.toolbarMode", "viewer")  # no developer menu (rerun/clear cache/deploy) for viewers
 
-from app import access, connection, plots
+from app import access, connection
 
 VIEWS = pathlib.Path(__file__).parent / "views"
 
@@ -37,9 +37,7 @@ for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(
 
 # Captions in the page's own text colour at 80% (Streamlit's grey is 3.9:1 on white, under WCAG's 4.5:1;
 # this is about 6.7:1 on white and 12:1 on the dark background), checked by axe-core in the browser test.
-# Also: start loading plotly.js now, not when the first chart arrives (app.plots.preload_plotly).
-st.html("<style>[data-testid='stCaptionContainer'] { color: inherit !important; opacity: 0.8; }</style>"
-        + plots.preload_plotly(), unsafe_allow_javascript=True)
+st.html("<style>[data-testid='stCaptionContainer'] { color: inherit !important; opacity: 0.8; }</style>")
 
 granted = access.gate()
 if granted.mode == "shared":
