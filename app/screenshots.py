@@ -29,7 +29,7 @@ def _shoot(page, out: pathlib.Path, width: int = 1400) -> None:
     page.set_viewport_size({"width": width, "height": 900})
     time.sleep(0.5)
     height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
-    page.set_viewport_size({"width": width, "height": min(max(int(height) + 40, 900), 4200)})
+    page.set_viewport_size({"width": width, "height": min(max(int(height) + 40, 900), 12000)})  # the whole page, not cut
     time.sleep(0.8)
     page.screenshot(path=str(out))
     print(f"wrote {out}")
