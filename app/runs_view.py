@@ -141,7 +141,13 @@ def _scatter(shown: pl.DataFrame, groups: list[str] | None, colour: str | None, 
     numeric = [c for c, t in shown.schema.items() if t.is_numeric()]
     if not numeric or shown.height == 0:
         return None
-    with st.expander("Chart: any two columns, points coloured as the rows", expanded=False):
+    # Drawn only while open (a rerun when it opens): a collapsed expander's chart still costs the browser a
+    # Plotly draw of every shown run on each page load (docs/bench-dashboard.md).
+    box = st.expander("Chart: any two columns, points coloured as the rows", expanded=False, key=f"{key}.chart",
+                      on_change="rerun")
+    if not box.open:
+        return None
+    with box:
         c1, c2 = st.columns(2)
         xs = [c for c in ("nfe_counted", "wall_s", "steps") if c in numeric] + numeric
         ys = [m for m in ("tail_rate_error", *metrics) if m in numeric] + numeric

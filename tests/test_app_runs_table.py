@@ -184,6 +184,11 @@ def test_experiments_page_draws_the_table_a_link_describes(home):
     assert table["run_id"].tolist() == [run_ids[2]]  # steps>=4 and a tag in (long, base)
     assert {"steps", "rmse", "Δ rmse", "Δ tail_rate", "Δ tail_rate_lo", "tail_rate vs baseline"} <= set(table.columns)
     assert "Baseline: run" in texts(at)
+    # the scatter of any two columns is drawn only once its expander is opened (a page load draws none)
+    assert not any(c.proto.spec and "scatter" in c.proto.spec for c in at.get("plotly_chart"))
+    at.session_state["xp.runs.chart"] = True
+    at.run()
+    assert not at.exception and any('"scatter' in c.proto.spec for c in at.get("plotly_chart"))
     at = page("experiments", sort="nope", base="r0123456789ab").run()
     assert not at.exception
     warned = " ".join(w.value for w in at.warning)
