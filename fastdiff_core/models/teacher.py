@@ -20,6 +20,7 @@ noise on the rare modes drops. An EMA of the weights is what ships.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import pathlib
@@ -202,7 +203,9 @@ def load_checkpoint(stem: pathlib.Path, device: torch.device | str = "cpu") -> W
         config = WorldModelConfig(**json.loads(f.metadata()["config"]))
     net = WorldModelNet(config)
     net.load_state_dict(load_file(str(file)))
-    return net.to(device).eval().requires_grad_(False)
+    net = net.to(device).eval().requires_grad_(False)
+    net.sha256 = hashlib.sha256(file.read_bytes()).hexdigest()  # what runs record as their model checksum
+    return net
 
 
 TEACHERS = ("flow", "x0")

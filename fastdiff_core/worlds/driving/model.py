@@ -69,5 +69,7 @@ class DrivingWorldModel(WorldModel):
 def from_spec(spec, device: torch.device) -> DrivingWorldModel:
     """The world model a driving RunSpec rolls out: the shipped teacher named by world_options.teacher, in the
     spec's scene, under its action."""
-    return DrivingWorldModel(load_teacher(spec.world_options["teacher"], device), spec.scene,
-                             spec.world_options["action"])
+    net = load_teacher(spec.world_options["teacher"], device)
+    world = DrivingWorldModel(net, spec.scene, spec.world_options["action"])
+    world.model_checksum = net.sha256  # which weights produced the run (the shipped file's sha256)
+    return world

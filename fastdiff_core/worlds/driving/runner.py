@@ -123,7 +123,7 @@ def _frames(spec: RunSpec, device: torch.device) -> _Frames:
         net = copy.deepcopy(net).to(dtype)  # the cached float32 teacher stays as it is
     solver, sigmas = solver_and_grid(spec.solver, spec.steps, grid=spec.grid, solver_options=spec.solver_options,
                                      grid_options=spec.grid_options)
-    return _Frames(sample_frame, net, solver, sigmas, {}, dtype, batch)
+    return _Frames(sample_frame, net, solver, sigmas, {"model_checksum": getattr(net, "sha256", None)}, dtype, batch)
 
 
 def _draw(spec: RunSpec, device: torch.device, frames: _Frames, scene, sequential: SequentialGate | None,
