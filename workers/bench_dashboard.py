@@ -16,7 +16,6 @@ heading), until idle, until every chart is drawn, and from typing a value to the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,6 +29,7 @@ import tempfile
 import time
 
 from fastdiff_cli.args import int_range, writable_file
+from workers.serving import dashboard_only
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64  # results per collector batch (workers.collector.BATCH)
@@ -154,27 +154,6 @@ BILL_SHOWS = ("v => { const m = [...document.querySelectorAll('[data-testid=stMe
               " return !!m && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === v; }")
 
 
-@contextlib.contextmanager
-def serving(home: pathlib.Path):
-    """A real `streamlit run app/main.py` over ``home`` on a free loopback port; yields its base URL."""
-    import socket
-    import subprocess
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "FASTDIFF_HOME": str(home), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
-                             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-
-
 def _first_page(page, base: str) -> None:
     """Wait for the server to answer with an idle page (it starts while we launch the browser)."""
     deadline = time.monotonic() + 120
@@ -273,7 +252,7 @@ def time_browser(home: pathlib.Path, sweep_exp: str, single_exp: str, repeat: in
             "Experiments (runs table: filter, sort, baseline)": f"/experiments?filter=steps>=8&sort=-rmse&base={run_id}",
             "Budget calculator": "/budget", "Shared link (?exp=sweep)": f"/?exp={sweep_exp}"}
     server: list[float] = []
-    with serving(home) as base, sync_playwright() as p:
+    with dashboard_only(home) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])

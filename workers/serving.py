@@ -84,3 +84,31 @@ def fastdiff_up(home: pathlib.Path, *, workers: int = 1, env: Mapping[str, str] 
             yield base
         finally:
             stop(proc)
+
+
+STREAMLIT_URL = re.compile(r"URL: (http://127\.0\.0\.1:\d+)")
+
+
+@contextlib.contextmanager
+def dashboard_only(home: pathlib.Path, *, start_s: float = 120.0) -> Iterator[str]:
+    """The dashboard alone (`streamlit run app/main.py`, no broker, workers or collector: it reads the
+    store of ``home``) on a loopback port Streamlit binds (port 0) and reports in its log
+    (``home/dashboard-only.log``); yields the base URL once it answers, then stops it."""
+    home = pathlib.Path(home)
+    env = {**os.environ, "FASTDIFF_HOME": str(home), "PYTHONPATH": str(REPO)}
+    with open(home / "dashboard-only.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                                 "--server.address", "127.0.0.1", "--server.port", "0", "--server.headless", "true",
+                                 "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"], cwd=REPO,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + start_s
+            while not (found := STREAMLIT_URL.search((home / "dashboard-only.log").read_text(errors="replace"))):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the dashboard reported no URL (exit {proc.poll()}); see {log.name}")
+                time.sleep(0.1)
+            base = found.group(1)
+            wait_http(f"{base}/_stcore/health", 90)
+            yield base
+        finally:
+            stop(proc, 30)
