@@ -206,3 +206,23 @@ def test_runtime_rows_are_read_once_and_follow_the_store(home, monkeypatch):
     s.delete_experiment(exp2)
     assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first]
     assert connection.stored_runtime_rows("driving") == []
+
+
+def test_a_moving_digits_run_from_a_link_and_its_stored_result(home):
+    """Issue 15 item 5 on the page: a moving_digits spec given by a link fills the form and is runnable,
+    and its stored run shows its own spec, the world's branches (the rare jump) and a verdict."""
+    from store import Store
+
+    at = page("explore", world="moving_digits", solver="euler", steps="4", horizon="2", futures="8").run()
+    assert not at.exception
+    assert at.selectbox(key="ex.world").value == "moving_digits" and at.number_input(key="ex.horizon").value == 2
+    assert not at.button(key="ex.run").disabled
+    spec = RunSpec(world="moving_digits", solver="euler", steps=4, horizon=2, futures=8, samples=1,
+                   world_options={"action": "right"}, name="digit moving right")
+    _, (rid,) = record_done(Store(), "moving digits", [spec])
+    at = page("explore", run=rid).run()
+    assert not at.exception
+    assert at.selectbox(key="ex.world").value == "moving_digits"  # the run's own spec in the form
+    assert "verdict" in texts(at).lower()
+    branches = " ".join(table_with(at, "branch", "95% interval")["branch"])
+    assert "steady" in branches and "jumps (tail)" in branches  # the rare branch, marked as the tail
