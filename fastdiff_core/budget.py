@@ -863,12 +863,14 @@ RUNTIME_PRIORS: dict[str, RuntimeModel] = {
 
 
 def runtime_prior(world: str) -> RuntimeModel:
-    """The world's prior, or for a world without one (a plugin) every term at its slowest over the
-    known worlds: refuse rather than let an unmeasured kind of run through."""
+    """The world's prior, or for a world without one (a plugin) the unmeasured fallback a user's model
+    gets ("model": every term at its slowest over the mixture and driving worlds' old priors). Not the
+    slowest term over every measured world: the digits UNet's cost per NFE made a plugin's default run
+    estimate an hour and refused it."""
     if world in RUNTIME_PRIORS:
         return RUNTIME_PRIORS[world]
-    coef = tuple(max(m.coef[i] for m in RUNTIME_PRIORS.values()) for i in range(4))
-    return RuntimeModel(coef, max(m.log_sd for m in RUNTIME_PRIORS.values()), 0, world, prior=True)
+    fallback = RUNTIME_PRIORS["model"]
+    return RuntimeModel(fallback.coef, fallback.log_sd, 0, world, prior=True)
 
 
 _MIN_LOG_SD = math.log(1.3)  # run-to-run noise on a shared machine: never claim a tighter spread

@@ -223,8 +223,9 @@ def test_runtime_before_four_runs_rescales_the_prior():
     assert p.prior and "conservative prior" in p.describe()
     with pytest.raises(ValueError, match="runs="):
         budget.fit_runtime([], "none", prior)
-    plugin = budget.runtime_prior("a plugin world")  # no prior of its own: the slowest terms of all
-    assert plugin.prior and all(plugin.seconds(w2) >= m.seconds(w2) for m in budget.RUNTIME_PRIORS.values())
+    plugin = budget.runtime_prior("a plugin world")  # no prior of its own: the unmeasured fallback of a user's model
+    assert plugin.prior and plugin.coef == budget.RUNTIME_PRIORS["model"].coef and plugin.kind == "a plugin world"
+    assert all(plugin.seconds(w2) >= budget.RUNTIME_PRIORS[w].seconds(w2) for w in ("mixture", "driving"))
 
 
 def test_latency_verdict_is_undecided_when_the_median_interval_straddles_the_budget():
