@@ -163,6 +163,32 @@ def test_interval_edge_cases():
         beta_binomial_cs(1, 10, 0.0)
 
 
+
+def test_clopper_pearson_is_exactly_the_plain_formula_cached_or_not():
+    """The interval computes each bound only where it is not 0 or 1 and keeps recent answers (a verdict's
+    fixed cost): bit for bit what the plain formula gives, on a first call and on a repeated one."""
+    from scipy.stats import beta
+
+    def plain(s, m, alpha):
+        s, m = np.broadcast_arrays(np.asarray(s, float), np.asarray(m, float))
+        return (np.where(s > 0, beta.ppf(alpha / 2, np.maximum(s, 1e-12), m - s + 1), 0.0),
+                np.where(s < m, beta.ppf(1 - alpha / 2, s + 1, np.maximum(m - s, 1e-12)), 1.0))
+
+    rng = np.random.default_rng(3)
+    cases = [(0.0, 10.0), (10.0, 10.0), (1e-13, 1.0), (0.0, 0.0), (np.zeros(4), np.ones(4))]
+    for shape in [(20,), (71, 5), (3, 4, 2), (), (5000,)]:
+        n = rng.integers(0, 10 ** 6, shape).astype(float) * rng.uniform(0.5, 2)
+        x = np.where(rng.uniform(size=shape) < 0.3, 0.0, rng.uniform(0, 1, shape) * n)
+        cases.append((np.where(rng.uniform(size=shape) < 0.2, n, x), n))
+    for x, n in cases:
+        for alpha in (0.05, 0.05 / 7):
+            want = plain(x, n, alpha)
+            for _ in range(2):
+                got = clopper_pearson(x, n, alpha)
+                assert all(g.shape == w.shape and g.tobytes() == w.tobytes() for g, w in zip(got, want))
+                got[0][...] = -1  # the caller's copy: the kept answer is not changed through it
+
+
 # --- the decision rule -------------------------------------------------------------------------------------
 
 rate = st.floats(0.0, 1.0)
