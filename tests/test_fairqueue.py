@@ -126,6 +126,48 @@ def test_a_run_taken_by_a_worker_and_not_started_shows_as_dispatched(tmp_path):
         server.kill()
 
 
+
+def test_wait_keeps_its_connection_between_waits_and_is_woken_by_its_own_runs_announcement(tmp_path):
+    """``ServiceClient.wait`` unsubscribes when done and subscribes again on the same connection (a new
+    connection per wait cost a handshake on every round trip); an announcement made while nobody waits,
+    or one of another run, changes nothing. Outcomes go the real way: ``outcomes.finish`` as a worker
+    pushes them, the collector's ``_take`` storing and announcing them."""
+    import threading
+    import time
+
+    from workers import collector
+    from workers.client import ServiceClient
+
+    server = RedisServer(tmp_path / "b", unix_socket=tmp_path / "b" / "r.sock").start()
+    client = ServiceClient(server.url, str(tmp_path / "store"), owner="ann@x")
+    r = server.client()
+    try:
+        _, rids = client.store.new_experiment("four", [RunSpec(samples=8, steps=2, seed=i) for i in range(4)])
+
+        def stored(rid: str) -> None:
+            outcomes.finish(r, rid, "failed", error=f"E: {rid}", worker="w")
+            collector._take(client.store, r, [r.lmove(outcomes.RESULTS, outcomes.PROCESSING, "RIGHT", "LEFT")])
+
+        stored(rids[0])
+        assert client.wait([rids[0]], timeout=10)[rids[0]]["error"] == f"E: {rids[0]}"
+        connections = r.info("stats")["total_connections_received"]
+        stored(rids[1])  # announced while nobody waits
+        for rid in rids[2:]:
+            later = threading.Timer(0.2, stored, [rid])  # announced while wait() sleeps on the channel
+            later.start()
+            assert client.wait([rid], timeout=10)[rid]["error"] == f"E: {rid}"
+            later.join()
+        assert client.wait(rids, timeout=10).keys() == set(rids)
+        assert r.info("stats")["total_connections_received"] == connections
+        deadline = time.monotonic() + 10  # the unsubscribe is sent, not waited for: no listener stays
+        while r.pubsub_numsub(outcomes.STORED_CHANNEL)[0][1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.pubsub_numsub(outcomes.STORED_CHANNEL)[0][1] == 0
+    finally:
+        client.close()
+        r.close()
+        server.kill()
+
 def test_the_interactive_record_written_after_the_send_never_outlives_the_run(r):
     rid, exp_id = ids.new_id("r"), ids.new_id("e")
     marker = outcomes.finished_key(rid)

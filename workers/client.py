@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import getpass
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,8 +80,12 @@ class ServiceClient:
         self.redis = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10, socket_connect_timeout=5)
         # ``wait``'s subscriptions on their own connections: a pub/sub connection is closed when it is
         # given back, and one taken from ``self.redis``'s pool would make the next command reconnect.
+        # A finished wait unsubscribes and keeps its connection for the next one (``_idle_subs``): a new
+        # connection per wait cost a connect and its handshake (HELLO, CLIENT SETINFO) on every round trip.
         self._announcements = redis.Redis.from_url(redis_py_url(self.broker_url), socket_timeout=10,
                                                    socket_connect_timeout=5)
+        self._idle_subs: list[redis.client.PubSub] = []
+        self._subs_lock = threading.Lock()
         self.reconcile_s = reconcile_s
 
     def submit(self, specs: Any, experiment: str, *, sweep: Mapping[str, Sequence[Any]] | None = None,
@@ -249,7 +254,12 @@ class ServiceClient:
         polling); returns run_id -> ``Store.run``. TimeoutError naming the runs still queued."""
         wanted = set(ids.check_many(run_ids, "run_id"))
         deadline = time.monotonic() + timeout
-        with self._announcements.pubsub(ignore_subscribe_messages=True) as sub:
+        with self._subs_lock:
+            sub = self._idle_subs.pop() if self._idle_subs else None
+        if sub is None:
+            sub = self._announcements.pubsub(ignore_subscribe_messages=True)
+        kept = False
+        try:
             sub.subscribe(outcomes.STORED_CHANNEL)
             out = {}
             for rid in list(wanted):
@@ -261,18 +271,34 @@ class ServiceClient:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"runs still queued after {timeout} s: {sorted(pending)[:10]}")
-                msg = sub.get_message(timeout=min(left, 1.0))
-                # A message names a stored run; the 1 s wake-up covers a collector that restarted in between.
+                step, t = min(left, 1.0), time.monotonic()
+                msg = sub.get_message(timeout=step)
+                if msg is None and time.monotonic() - t < 0.5 * step:
+                    continue  # a (un)subscribe confirmation, not a timeout: nothing new to read
+                # A message names a stored run (another wait's, left over, names none of these); the 1 s
+                # wake-up covers a collector that restarted in between.
                 got = {msg["data"].decode()} & pending if msg else set(pending)
                 for rid in got:
                     run = self.store.run(rid)
                     if run is not None and run["status"] != "queued":
                         out[rid] = run
                         pending.discard(rid)
-        return out
+            sub.unsubscribe(outcomes.STORED_CHANNEL)
+            kept = True
+            return out
+        finally:
+            if kept:
+                with self._subs_lock:
+                    self._idle_subs.append(sub)
+            else:
+                sub.close()
 
     def close(self) -> None:
         self.redis.close()
+        with self._subs_lock:
+            subs, self._idle_subs = self._idle_subs, []
+        for sub in subs:
+            sub.close()
         self._announcements.close()
         self.celery.close()
 
