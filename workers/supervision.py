@@ -178,10 +178,33 @@ def begin_run(r: redis.Redis, run_id: str, worker: str, device: str) -> Begun:
     """Start an attempt at ``run_id`` unless it is finished or cancelled: count the attempt
     (``begin_attempt``) and mark its queue record running, atomically. The attempt ends with
     ``outcomes.finish(..., end_attempt=True)``."""
+    return send_begin(r, run_id, worker, device)()
+
+
+def send_begin(r: redis.Redis, run_id: str, worker: str, device: str) -> Callable[[], Begun]:
+    """``begin_run`` in two halves: send it now, read what it found later (the returned function, which
+    must be called, once). The run may compute in between, while the broker makes the start durable;
+    nothing the run does may leave the process before the answer is read."""
     keys = (outcomes.finished_key(run_id), outcomes.cancelled_key(run_id), attempt_key(run_id),
             fairqueue.record_key(run_id), QUEUE)
-    fin, can, deaths, waiting = r.eval(_BEGIN, len(keys), *keys, worker, device, repr(time.time()), ATTEMPT_TTL_S)
-    return Begun(bool(fin), bool(can), int(deaths), bool(waiting))
+    conn = r.connection_pool.get_connection()
+    try:
+        conn.send_command("EVAL", _BEGIN, len(keys), *keys, worker, device, repr(time.time()), ATTEMPT_TTL_S)
+    except BaseException:
+        conn.disconnect()
+        r.connection_pool.release(conn)
+        raise
+
+    def answer() -> Begun:
+        try:
+            fin, can, deaths, waiting = conn.read_response()
+        except BaseException:
+            conn.disconnect()  # a reply left unread would be the next command's answer
+            raise
+        finally:
+            r.connection_pool.release(conn)
+        return Begun(bool(fin), bool(can), int(deaths), bool(waiting))
+    return answer
 
 
 def end_attempt(r: redis.Redis, run_id: str) -> None:

@@ -217,7 +217,20 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
         device = str(resolve_device(spec.device))
     except Exception as e:  # noqa: BLE001 - a spec the worker cannot run is that run's failure
         invalid = outcomes.failure_text(e)
-    begun = supervision.begin_run(r, run_id, worker, device)
+    # A message delivered for the first time starts computing while the broker records the start (its
+    # answer is read at the run's first progress report, or at its end, before anything is pushed): a
+    # redelivered one, whose earlier attempts may have killed their process, waits for the answer.
+    first = not (self.request.delivery_info or {}).get("redelivered") and invalid is None and spec is not None
+    answer = supervision.send_begin(r, run_id, worker, device)
+    if not first:
+        return _started(self, r, run_id, answer(), worker, invalid) or _attempt(
+            self, r, run_id, spec, device, worker, execute, None)
+    return _attempt(self, r, run_id, spec, device, worker, execute, answer)
+
+
+def _started(self: Task, r: redis.Redis, run_id: str, begun: supervision.Begun, worker: str,
+             invalid: str | None) -> dict[str, Any] | None:
+    """What ``begin_run`` found that stops the run before it computes anything (its summary), else None."""
     if begun.finished:
         # A redelivery of a run whose outcome was already pushed: acknowledge, produce nothing.
         return _summary(run_id, "duplicate", False)
@@ -227,12 +240,39 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
         # Every earlier attempt killed its worker process (memory, a crash, kill -9): do not try again.
         invalid = (f"its worker process died {begun.deaths} times while running it "
                    f"(max_worker_deaths={settings.max_worker_deaths}); not retried")
-    if invalid is not None or spec is None:
+    if invalid is not None:
         return _summary(run_id, "failed", outcomes.finish(r, run_id, "failed", error=invalid, worker=worker,
                                                           end_attempt=True))
+    return None
+
+
+class _Stopped(Exception):
+    """The broker's answer to the run's start, read while the run computed: it must not go on."""
+
+    def __init__(self, summary: dict[str, Any]):
+        super().__init__(summary["status"])
+        self.summary = summary
+
+
+def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, worker: str,
+             execute: Callable[..., Any], answer: Callable[[], supervision.Begun] | None) -> dict[str, Any]:
+    """Execute the started run and push its outcome. ``answer``: the start's reply not read yet
+    (``supervision.send_begin``), read at the first progress report or after the run, before the push."""
+    pending = [answer] if answer is not None else []
+
+    def started() -> None:
+        if pending:
+            stop = _started(self, r, run_id, pending.pop()(), worker, None)
+            if stop is not None:
+                raise _Stopped(stop)
+
     try:
-        return _attempt(self, r, run_id, spec, device, worker, execute)
+        return _execute(self, r, run_id, spec, device, worker, execute, started)
+    except _Stopped as e:
+        return e.summary
     except BROKER_ERRORS:
+        if pending:  # the start's answer was never read: whether it counted an attempt is unknown
+            raise
         try:  # the attempt ended without its process dying; if the broker is gone this fails too
             supervision.end_attempt(r, run_id)
         except BROKER_ERRORS:
@@ -240,13 +280,14 @@ def _run(self: Task, run_id: str, spec_json: str) -> dict[str, Any]:
         raise
 
 
-def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, worker: str,
-             execute: Callable[..., Any]) -> dict[str, Any]:
-    started = time.time()
+def _execute(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, worker: str,
+             execute: Callable[..., Any], started: Callable[[], None]) -> dict[str, Any]:
+    started_at = time.time()
     last = [time.monotonic()]  # a run shorter than PROGRESS_EVERY_S writes no progress at all
     record = fairqueue.record_key(run_id)
 
     def on_progress(p: Any) -> None:
+        started()
         now = time.monotonic()
         if now - last[0] < PROGRESS_EVERY_S:
             return
@@ -266,19 +307,22 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, wo
     try:
         result = execute(spec, on_progress)
         status, payload, error = "done", result.to_dict(), None
+    except _Stopped:
+        raise
     except RunCancelled:
         status, payload, error = "cancelled", None, "cancelled by user"
     except Exception as e:  # noqa: BLE001 - a run's failure is its result: store it, do not crash the worker
         soft = (self.request.timelimit or (None, None))[1] or app.conf.task_soft_time_limit
         # The soft limit can fire inside a C extension's import, which reports 'ImportError: initialization
         # failed' and may drop the chain: a failure once the limit has passed is the limit's doing.
-        if _caused_by(e, SoftTimeLimitExceeded) or (soft and time.time() - started >= soft):
+        if _caused_by(e, SoftTimeLimitExceeded) or (soft and time.time() - started_at >= soft):
             status, payload, error, timed_out = "failed", None, f"time limit exceeded ({soft:g} s)", True
             if not isinstance(e, SoftTimeLimitExceeded):
                 error += f"; it interrupted: {outcomes.failure_text(e)}"
         else:
             status, payload, error = "failed", None, outcomes.failure_text(e)
-    wall = time.time() - started
+    wall = time.time() - started_at
+    started()  # the start's answer, if no progress report read it: a run that must not count stops here
     # If the broker is unreachable this raises, and ``run`` hands the message back for redelivery.
     pushed = outcomes.finish(r, run_id, status, payload, error, worker, end_attempt=True, wall_s=wall)
     return _summary(run_id, status, pushed, device=device, wall_s=wall,
