@@ -18,6 +18,7 @@ record, its runs' submissions, an import's outcomes), ``outcome`` (one run's), `
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -94,22 +95,36 @@ def _sync(fd: int, while_syncing: Callable[[], None] | None) -> None:
     if while_syncing is None:
         os.fsync(fd)
         return
-    failed: list[BaseException] = []
-
-    def flush() -> None:
-        try:
-            os.fsync(fd)
-        except OSError as e:
-            failed.append(e)
-
-    flusher = threading.Thread(target=flush, name="journal-fsync")
-    flusher.start()
+    # The fsync goes to a thread kept for it: starting a thread per write made the caller wait until the
+    # new thread was scheduled (Thread.start blocks on it: ms on a busy machine) before ``while_syncing``
+    # could run, and that wait sat on the service's critical path (the task message, the announcement).
+    flushed = _flushers().submit(os.fsync, fd)
     try:
         while_syncing()
     finally:
-        flusher.join()
-    if failed:
-        raise failed[0]
+        flushed.exception()  # wait for it; its error is raised below
+    flushed.result()
+
+
+_FLUSHERS: list[concurrent.futures.ThreadPoolExecutor] = []
+_FLUSHERS_LOCK = threading.Lock()
+
+
+def _flushers() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's fsync threads, started on first use (up to 4: concurrent writers flush side by side)."""
+    with _FLUSHERS_LOCK:
+        if not _FLUSHERS:
+            _FLUSHERS.append(concurrent.futures.ThreadPoolExecutor(4, "journal-fsync"))
+        return _FLUSHERS[0]
+
+
+def _forget_flushers() -> None:  # a forked child has none of its parent's threads (nor its lock's holder)
+    global _FLUSHERS_LOCK
+    _FLUSHERS_LOCK = threading.Lock()
+    _FLUSHERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_flushers)
 
 
 def rotated(directory: pathlib.Path) -> list[str]:
