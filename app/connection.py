@@ -135,20 +135,12 @@ def stored_spec(text: str) -> RunSpec:
     return RunSpec.from_json(text, enforce_limits=False)
 
 
-def runtime_kind(spec: RunSpec) -> tuple[str, str]:
-    """(world, network) of a run: what its per-NFE cost depends on besides the machine. The network is
-    the student, else the world's shipped network option (driving teacher, mixture preset)."""
-    if spec.sampler == "student":
-        return spec.world, f"student {spec.student}"
-    opts = spec.world_options
-    return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.world)
-
-
-def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
-                 cycles: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def runtime_rows(runs: pl.DataFrame, threads: dict[str, float], cycles: dict[str, float] | None = None,
+                 setup: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Done runs as the run-time model reads them: run id, kind (world, network), device, threads, NFE per run,
-    rollouts and wall seconds, newest last. ``threads``: run_id -> the threads metric it ran with;
-    ``cycles``: run_id -> the cycles it drew (a sequential gate's; others drew ``samples``)."""
+    rollouts, wall seconds and the seconds of it spent loading networks, newest last. ``threads``: run_id -> the threads metric it
+    ran with; ``cycles``: run_id -> the cycles it drew (a sequential gate's; others drew ``samples``);
+    ``setup``: run_id -> its ``setup_s`` metric (None for a run stored before it existed)."""
     out = []
     for r in runs.iter_rows(named=True):
         if r["status"] != "done" or not r["wall_s"] or not r["nfe_counted"]:
@@ -164,8 +156,9 @@ def runtime_rows(runs: pl.DataFrame, threads: dict[str, float],
         except ValueError:
             continue
         work = budget.Work(per_cycle * (drawn or spec.samples), billed.rollouts, billed.forwards)
-        out.append({"run_id": r["run_id"], "kind": runtime_kind(spec), "device": r["device"],
-                    "threads": threads.get(r["run_id"]), "work": work, "seconds": float(r["wall_s"])})
+        out.append({"run_id": r["run_id"], "kind": budget.runtime_kind(spec), "device": r["device"],
+                    "threads": threads.get(r["run_id"]), "work": work, "seconds": float(r["wall_s"]),
+                    "setup_s": (setup or {}).get(r["run_id"])})
     return out
 
 
@@ -176,7 +169,7 @@ MAX_SCAN_RUNS = 2_000  # the newest done runs of a world read to find them (not 
 def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBill) -> budget.RuntimeEstimate:
     """The run time of ``spec`` from stored runs of its kind on the device and threads of the newest
     such run (the workers' current machine), else the world's conservative prior."""
-    kind = runtime_kind(spec)
+    kind = budget.runtime_kind(spec)
     same = [r for r in rows if r["kind"] == kind]
     work = budget.work_of(spec, bill)
     prior = budget.runtime_prior(spec.world)
@@ -185,7 +178,8 @@ def estimate_from(rows: list[dict[str, Any]], spec: RunSpec, bill: budget.NFEBil
     device, threads = same[-1]["device"], same[-1]["threads"]
     fit = [r for r in same if r["device"] == device and r["threads"] == threads][-MAX_FIT_RUNS:]
     where = f"{kind[0]} · {kind[1]} on {device}" + (f", {threads:g} threads" if threads else "")
-    return budget.fit_runtime([(r["work"], r["seconds"]) for r in fit], where, prior).estimate(work)
+    timed = [(r["work"], r["seconds"], r.get("setup_s")) for r in fit]
+    return budget.fit_runtime(timed, where, prior).estimate(work)
 
 
 @st.cache_resource(show_spinner=False)
@@ -211,9 +205,9 @@ def stored_runtime_rows(world: str) -> list[dict[str, Any]]:
             runs = s.runs(run_ids=missing,
                           columns=["run_id", "spec", "status", "device", "wall_s", "nfe_counted", "nfe_formula"])
             m = s.metrics(runs["run_id"].to_list())
-            threads, cycles = (m.filter(pl.col("name") == name) for name in ("threads", "cycles"))
-            rows = runtime_rows(runs, dict(zip(threads["run_id"].to_list(), threads["value"].to_list())),
-                                dict(zip(cycles["run_id"].to_list(), cycles["value"].to_list())))
+            threads, cycles, setup = (dict(zip(f["run_id"].to_list(), f["value"].to_list()))
+                                      for f in (m.filter(pl.col("name") == n) for n in ("threads", "cycles", "setup_s")))
+            rows = runtime_rows(runs, threads, cycles, setup)
             fresh: dict[str, dict[str, Any] | None] = dict.fromkeys(missing)
             fresh.update({r["run_id"]: r for r in rows})
             kept = set(wanted)  # runs no longer among the newest (or deleted) leave the cache

@@ -806,6 +806,15 @@ class Work:
         return (1.0, self.nfe, self.rollouts, self.forwards)
 
 
+def runtime_kind(spec: RunSpec) -> tuple[str, str]:
+    """(world, network) of a run: what its per-NFE cost depends on besides the machine. The network is
+    the student, else the world's shipped network option (driving teacher, mixture preset)."""
+    if spec.sampler == "student":
+        return spec.world, f"student {spec.student}"
+    opts = spec.world_options
+    return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.world)
+
+
 def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
     """The Work of a spec drawing ``cycles`` planning cycles (default ``spec.max_cycles``: a sequential
     gate's worst case, up to its cap): its NFE, its rollouts, and its sequential forwards — S x H per
@@ -835,6 +844,7 @@ class RuntimeModel:
     kind: str
     prior: bool = False
     params: int = 1  # free parameters fitted (1: the prior's shape rescaled)
+    load_s: float = 0.0  # the part of the fixed term that is loading the network (a prior's; see fit_runtime)
 
     def seconds(self, work: Work) -> float:
         return max(sum(c * x for c, x in zip(self.coef, work.features())), 1e-6)
@@ -850,11 +860,15 @@ class RuntimeModel:
 # (tools/runtime_terms.py; docs/verdicts.md), lifted above every measured run, then x 20: the slowdown of the same
 # run at load ~20 on the shared 2-core machine. The fixed term is the network's load on a worker's first run of a
 # kind, x 20. Right in shape (how the terms weigh), so a kind's first few runs, which rescale it, fix the scale.
+# ``load_s``: 20 x the cold run's extra seconds (the network's load and the imports of a process's first run), the
+# rest of the fixed term (20 x the warm runs' fitted fixed seconds x the lift) is what every run pays.
 RUNTIME_PRIORS: dict[str, RuntimeModel] = {
-    "mixture": RuntimeModel((17.0, 3.4e-5, 3.6e-3, 0.0), math.log(4.0), 0, "mixture", prior=True),
-    "driving": RuntimeModel((20.0, 7.0e-4, 3.2e-3, 3.8e-3), math.log(4.0), 0, "driving", prior=True),
-    "moving_digits": RuntimeModel((43.0, 5.7e-3, 0.058, 0.0), math.log(4.0), 0, "moving_digits", prior=True),
-    "digits": RuntimeModel((83.0, 0.045, 0.0, 0.0), math.log(4.0), 0, "digits", prior=True),
+    "mixture": RuntimeModel((17.0, 3.4e-5, 3.6e-3, 0.0), math.log(4.0), 0, "mixture", prior=True, load_s=15.0),
+    "driving": RuntimeModel((20.0, 7.0e-4, 3.2e-3, 3.8e-3), math.log(4.0), 0, "driving", prior=True,
+                            load_s=19.8),
+    "moving_digits": RuntimeModel((43.0, 5.7e-3, 0.058, 0.0), math.log(4.0), 0, "moving_digits", prior=True,
+                                  load_s=43.0),
+    "digits": RuntimeModel((83.0, 0.045, 0.0, 0.0), math.log(4.0), 0, "digits", prior=True, load_s=83.0),
     # Not measured: a user's model's cost is unknown (and its reference sampling, cached per model, is not in
     # the bill). The fallback every world without a prior had before the priors above were measured, kept so
     # that the Explore form's default run of a user's model is not refused.
@@ -878,26 +892,35 @@ _FEW_LOG_SD = math.log(1.5)  # ... and with fewer than four runs, a factor of 1.
 _ONE_RUN_LOG_SD = math.log(3.0)  # one run fixes the scale, not the shape: a factor of 3 either way
 
 
-def fit_runtime(runs: Sequence[tuple[Work, float]], kind: str, prior: RuntimeModel) -> RuntimeModel:
-    """Fit a RuntimeModel to measured runs (work, seconds) of one kind.
+def fit_runtime(runs: Sequence[tuple[Work, float] | tuple[Work, float, float | None]], kind: str,
+                prior: RuntimeModel) -> RuntimeModel:
+    """Fit a RuntimeModel to measured runs (work, seconds[, setup seconds]) of one kind.
 
     Fewer than four runs: the prior's shape, rescaled by the geometric mean of measured / prior (one
-    scale parameter; the runs fix how fast this machine is, not how the terms weigh). Four or more:
+    scale parameter; the runs fix how fast this machine is, not how the terms weigh). A run that recorded its
+    setup seconds (``metrics['setup_s']``: loading networks its worker then keeps) counts by its seconds
+    without them, against the prior without its ``load_s`` (most of its fixed term); when every run did, the
+    estimate leaves the load out too (it is of a run on a worker that has the network). A run without the
+    record (stored before it existed) counts whole, against the whole prior. (A short run on a
+    worker that had the network, against the whole prior, took the scale down with the fixed term: a run 50x
+    larger was then estimated 5-16x too fast; docs/verdicts.md.) Four or more:
     least squares on relative error (each run counts by its ratio, so one long run does not decide a
     short one's estimate) over every subset of the four terms with coefficients >= 0 (exact
     non-negative least squares for four unknowns) and the rescaled prior, chosen by AIC on the log
     residuals; from five runs, a run a factor of 3 off a first fit is left out (a run slowed by a
     neighbour). Raises ValueError naming ``runs`` when none has positive work and seconds.
     """
-    rows = [(w, float(s)) for w, s in runs if w.nfe > 0 and w.rollouts > 0 and s > 0]
-    if not rows:
+    timed = [_steady(*r) for r in runs]
+    usable = [r for r in timed if r[0].nfe > 0 and r[0].rollouts > 0 and r[1] > 0]
+    if not usable:
         raise ValueError(f"runs={list(runs)!r}: need at least one run with nfe, rollouts and seconds > 0")
-    coef, k = _fit(rows, prior)
-    if len(rows) >= 5:
-        keep = [(w, s) for w, s in rows if abs(math.log(s / _seconds(coef, w))) <= math.log(3.0)]
-        if 4 <= len(keep) < len(rows):
-            rows = keep
-            coef, k = _fit(rows, prior)
+    coef, k = _fit(usable, prior)
+    if len(usable) >= 5:
+        keep = [r for r in usable if abs(math.log(r[1] / _seconds(coef, r[0]))) <= math.log(3.0)]
+        if 4 <= len(keep) < len(usable):
+            usable = keep
+            coef, k = _fit(usable, prior)
+    rows = [(w, s) for w, s, _ in usable]
     logs = [math.log(s / _seconds(coef, w)) for w, s in rows]
     if len(rows) == 1:
         sd = _ONE_RUN_LOG_SD
@@ -911,13 +934,34 @@ def _seconds(coef: Sequence[float], work: Work) -> float:
     return max(sum(c * x for c, x in zip(coef, work.features())), 1e-9)
 
 
-def _fit(rows: list[tuple[Work, float]], prior: RuntimeModel) -> tuple[tuple[float, float, float, float], int]:
-    """(coefficients, number of free parameters) of the best candidate by AIC (see ``fit_runtime``)."""
-    X = np.array([w.features() for w, _ in rows])
-    y = np.array([s for _, s in rows])
+def _steady(work: Work, seconds: float, setup: float | None = None) -> tuple[Work, float, bool]:
+    """(work, seconds without the setup, whether the setup was recorded) of one measured run."""
+    if setup is None:
+        return work, float(seconds), False
+    return work, max(float(seconds) - float(setup), 1e-3 * float(seconds)), True
+
+
+def _prior_scale(runs: list[tuple[Work, float, bool]], prior: RuntimeModel) -> float:
+    """The geometric mean over runs of measured / prior seconds, a run with its setup recorded (and left out)
+    against the prior without its load (when that is > 0), any other against the whole prior (``fit_runtime``)."""
+    logs = []
+    for work, seconds, steady in runs:
+        whole = prior.seconds(work)
+        without = whole - prior.load_s
+        logs.append(math.log(seconds / (without if steady and without > 0 else whole)))
+    return math.exp(sum(logs) / len(logs))
+
+
+def _fit(rows: list[tuple[Work, float, bool]], prior: RuntimeModel) -> tuple[tuple[float, float, float, float], int]:
+    """(coefficients, number of free parameters) of the best candidate by AIC (see ``fit_runtime``): the
+    prior rescaled (``_prior_scale``), or from four runs a non-negative least-squares fit that beats it."""
+    X = np.array([w.features() for w, _, _ in rows])
+    y = np.array([s for _, s, _ in rows])
     base = np.array(prior.coef)
-    scale = float(np.exp(np.mean(np.log(y / (X @ base)))))
-    best = (tuple(float(v) for v in base * scale), 1)
+    rescaled = base * _prior_scale(rows, prior)
+    if all(steady for _, _, steady in rows):  # the load left out of every run: the estimate is of a worker that has it
+        rescaled[0] = max(prior.coef[0] - prior.load_s, 0.0) * rescaled[0] / max(prior.coef[0], 1e-12)
+    best = (tuple(float(v) for v in rescaled), 1)
     if len(rows) < 4:
         return best
 
@@ -925,7 +969,7 @@ def _fit(rows: list[tuple[Work, float]], prior: RuntimeModel) -> tuple[tuple[flo
         rss = float(np.sum(np.log(y / np.maximum(X @ coef, 1e-9)) ** 2))
         return len(rows) * math.log(rss / len(rows) + 1e-4) + 2 * k
 
-    best_score = score(base * scale, 1)
+    best_score = score(rescaled, 1)
     for size in range(1, min(4, len(rows) - 2) + 1):
         for cols in itertools.combinations(range(4), size):
             A = X[:, cols] / y[:, None]  # relative residuals: (A @ c) - 1

@@ -203,6 +203,7 @@ def test_runtime_rows_are_read_once_and_follow_the_store(home, monkeypatch):
     exp2, (second,) = record_done(s, "second", [spec.replace(steps=4)])
     assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first, second]
     assert parsed == [1]  # only the new run
+    assert connection.stored_runtime_rows("mixture")[1]["setup_s"] < 0.01  # recorded (the mixture loads nothing)
     s.delete_experiment(exp2)
     assert [r["run_id"] for r in connection.stored_runtime_rows("mixture")] == [first]
     assert connection.stored_runtime_rows("driving") == []

@@ -193,6 +193,31 @@ def test_run_guard_refuses_hours():
         budget.run_guard(budget.RuntimeEstimate(0.0, 0.0, 0.0, "x", False))
 
 
+def test_a_run_without_its_network_load_rescales_the_work_terms_only():
+    """A short run whose network was already loaded, compared with the whole prior (whose fixed term is mostly the
+    network's load), took the scale down with that term: a run 100x larger was estimated far too fast. A run that
+    recorded its setup seconds counts without them, against the prior's work terms only; a run stored without
+    the record still counts whole."""
+    prior = budget.RuntimeModel((20.0, 7.0e-4, 3.2e-3, 3.8e-3), 1.0, 0, "prior", prior=True, load_s=19.0)
+    quiet = budget.RuntimeModel(tuple(c / 20 for c in prior.coef), 0.0, 0, "prior / 20")  # the machine: 20x faster
+    small, large = budget.Work(900, 100, 9), budget.Work(90_000, 10_000, 90)
+    load = prior.load_s / 20
+    work_s = quiet.seconds(small) - load
+    assert work_s < 0.2 * load  # short next to the load
+    warm = budget.fit_runtime([(small, work_s, 0.0)], "warm", prior)  # loaded by an earlier run: setup 0
+    assert warm.coef[0] == pytest.approx(quiet.coef[0] - load)  # the estimate is of a worker that has the network
+    assert warm.seconds(small) == pytest.approx(work_s)
+    assert warm.seconds(large) == pytest.approx(quiet.seconds(large) - load)
+    cold = budget.fit_runtime([(small, work_s + load, load)], "cold", prior)  # it loaded the network: the same fit
+    assert cold.coef == pytest.approx(warm.coef)
+    unknown = budget.fit_runtime([(small, work_s)], "no record", prior)  # the old reading of the warm run
+    assert unknown.seconds(large) < 0.2 * quiet.seconds(large)
+    whole = budget.fit_runtime([(small, work_s + load)], "no record, loaded", prior)  # right when it paid the load
+    assert whole.seconds(large) == pytest.approx(quiet.seconds(large))
+    mixed = budget.fit_runtime([(small, work_s + load), (small, work_s, 0.0)], "mixed", prior)
+    assert mixed.seconds(large) == pytest.approx(quiet.seconds(large))  # the load kept: one run paid it
+
+
 def test_runtime_fit_recovers_the_cost_terms_and_ignores_a_slowed_run():
     """seconds = 2 + 1e-4 NFE + 0.01 rollouts + 0.05 forwards, +-10% noise, one run slowed 5x by a neighbour."""
     import random

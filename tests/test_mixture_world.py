@@ -107,6 +107,7 @@ def test_execute_on_the_mixture_world_end_to_end():
     assert len(r.samples) == 256 and len(r.samples[0]) == 5
     assert seen and seen[-1].done == seen[-1].total == 600 and seen[-1].phase == "sampling"
     assert RunResult.from_json(r.to_json()).to_dict() == r.to_dict()
+    assert 0 <= m["setup_s"] <= r.wall_s  # importing the world's runner, when this is the first run here
 
 
 def test_execute_with_guidance_counts_two_passes_and_interval_fewer():

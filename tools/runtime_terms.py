@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 nice -n 5 python tools/runtime_terms.py [--worlds driving,mixture] [--json PATH]
 
 Runs each world's specs (spanning >= 100x in work) through ``fastdiff_core.run.execute`` in this one
-process, the first spec twice: cold (it loads the world's network, as a worker's first run of a kind
-does) and warm (another seed). Prints per run the work, the measured wall time and the current
+process, after the imports a worker makes at start-up (``setup_time.preload``), the first spec twice: cold
+(it loads the world's network, as a worker's first run of a kind does; ``setup_s`` says how long) and warm
+(another seed). Prints per run the work, the measured wall time and the current
 ``budget.RUNTIME_PRIORS`` estimate; then the four terms fitted on the warm runs (non-negative least
 squares on relative error), the cold run's extra seconds and the prior they suggest
 (``suggested_prior``); for every run with >= 50x a run's NFE, what that one run rescales the prior to
@@ -20,7 +21,7 @@ import os
 import pathlib
 import time
 
-from fastdiff_core import budget
+from fastdiff_core import budget, setup_time
 from fastdiff_core.run import execute
 from fastdiff_core.spec import RunSpec
 
@@ -74,14 +75,14 @@ def measure(world: str) -> dict:
         bill = budget.bill_for(spec)
         work = budget.work_of(spec, bill)
         t0 = time.perf_counter()
-        execute(spec)
+        setup = execute(spec).metrics["setup_s"]
         wall = time.perf_counter() - t0
         prior_s = budget.runtime_prior(world).seconds(work)
         rows.append({"spec": spec.to_dict(), "cold": i == 0, "nfe": work.nfe, "rollouts": work.rollouts,
-                     "forwards": work.forwards, "wall_s": wall, "prior_s": prior_s})
+                     "forwards": work.forwards, "wall_s": wall, "setup_s": setup, "prior_s": prior_s})
         print(f"  {world:13s} steps {spec.steps:3d} samples {spec.samples:6d} H {spec.horizon:2d}"
               f"{' (cold)' if i == 0 else '       '}  NFE {work.nfe:12,.0f} rollouts {work.rollouts:8,.0f} "
-              f"forwards {work.forwards:6,.0f}  wall {wall:7.2f} s  prior {prior_s:8.1f} s "
+              f"forwards {work.forwards:6,.0f}  wall {wall:7.2f} s (setup {setup:.2f})  prior {prior_s:8.1f} s "
               f"({prior_s / wall:5.1f}x)  load {_load():.1f}", flush=True)
     fit, envelope, cold_extra = terms(rows)
     print(f"  {world}: fitted a={fit[0]:.3g} s, b={fit[1]:.3g} s/NFE, c={fit[2]:.3g} s/rollout, "
@@ -99,7 +100,7 @@ def one_run_rescaling(world: str, rows: list[dict]) -> list[dict]:
     prior = budget.runtime_prior(world)
     out = []
     for i, base in enumerate(rows):
-        one = budget.fit_runtime([(_work(base), base["wall_s"])], world, prior)
+        one = budget.fit_runtime([(_work(base), base["wall_s"], base["setup_s"])], world, prior)
         for j, target in enumerate(rows[2:], 2):
             if target["nfe"] >= 50 * base["nfe"]:
                 est, times = one.seconds(_work(target)), target["nfe"] / base["nfe"]
@@ -146,6 +147,7 @@ def main() -> None:
         ap.error(f"--worlds: {', '.join(unknown)} not among {', '.join(SPECS)}")
     print(f"load {_load():.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"preloaded {', '.join(setup_time.LAZY_IMPORTS)} in {setup_time.preload():.2f} s (as a worker does)")
     out = [measure(w) for w in worlds]
     print(f"load {_load():.1f} at the end")
     if args.json:

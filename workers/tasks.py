@@ -52,8 +52,11 @@ def _init_child(**_: Any) -> None:
 
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for_child(current_process().index, visible)
     # Import torch now rather than inside the first run, so that run's time limit and latency do
-    # not include the import.
+    # not include the import; and what every run imports lazily (scipy.stats: ~1 s on a quiet core).
     _runtime()
+    from fastdiff_core import setup_time
+
+    setup_time.preload()
     # torch in a Celery pool process sizes its intra-op pool to the machine, whatever OMP_NUM_THREADS
     # says (measured: 2 threads with OMP_NUM_THREADS=1 on 2 cores); two such processes oversubscribe
     # the cores and every run gets several times slower (docs/bench-service.md). Apply the share
@@ -107,7 +110,7 @@ def _runtime() -> tuple[Callable[..., Any], Callable[[str], Any]]:
     """Import torch and the core once per worker process (in the child, never in the parent).
 
     Models and world data are loaded by the core lazily, on the first run that needs them, and kept
-    for the life of the process."""
+    for the life of the process (the run records those seconds as ``metrics['setup_s']``)."""
     from fastdiff_core.run import execute, resolve_device
 
     return execute, resolve_device

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastdiff_core.setup_time import one_off
 from fastdiff_core.denoiser import Denoiser, Guidance, NFECounter
 from fastdiff_core.models.diffusers_format import ModelLoadError, read_declaration
 from fastdiff_core.models.diffusers_format import load as load_diffusers
@@ -217,6 +218,7 @@ def load_module_model(target: str, name: str | None = None, *, source: str = "mo
     return LoadedModel(made.net.eval(), record, noise_path(made.interface.path), _nbytes(made.net))
 
 
+@one_off
 def load_source(kind: str, source: str, name: str) -> LoadedModel:
     """Load by the (kind, source) a registry entry or a resolved spec names."""
     if kind == "diffusers":

@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from fastdiff_core.setup_time import one_off
 from fastdiff_core.denoiser import prediction_from_x0_eps
 from fastdiff_core.models.world_model import WorldModelConfig, WorldModelNet, parameter_count
 from fastdiff_core.paths import RectifiedFlow
@@ -191,6 +192,7 @@ def save_checkpoint(net: WorldModelNet, stem: pathlib.Path, meta: dict) -> None:
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
+@one_off
 def load_checkpoint(stem: pathlib.Path, device: torch.device | str = "cpu") -> WorldModelNet:
     """Load a network saved by ``save_checkpoint`` (eval mode, on ``device``)."""
     from safetensors import safe_open

@@ -28,6 +28,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from fastdiff_core.setup_time import one_off
+
 
 EXTRA_INPUTS = ("guidance", "step")
 _FEATURES = 16
@@ -114,6 +116,7 @@ def save_student(student: StudentNet, file: pathlib.Path, facts: Mapping[str, An
     save_file(tensors, str(file), metadata=meta)
 
 
+@one_off
 def load_student(file: pathlib.Path, device: torch.device | str = "cpu") -> tuple[StudentNet, dict[str, Any]]:
     """(student in eval mode, float32, on ``device``; its facts) from a file written by ``save_student``."""
     from safetensors import safe_open

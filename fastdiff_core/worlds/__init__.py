@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from fastdiff_core.registry import Entry
+from fastdiff_core.setup_time import one_off
 
 ENTRY_POINT_GROUP = "fastdiff.worlds"
 SPEEDUP_FIELDS: dict[str, Any] = {"feature_cache": "off", "parallel": "off", "precision": "float32",
@@ -121,6 +122,7 @@ class WorldPlugin:
         return _attribute(self.world_model)
 
 
+@one_off  # a world's modules are imported by its first run in a process
 def _attribute(target: str) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)

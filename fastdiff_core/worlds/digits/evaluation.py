@@ -23,6 +23,7 @@ from fastdiff_core.grids import build_grid
 from fastdiff_core.metrics.coverage import total_variation
 from fastdiff_core.metrics.gate import GateConfig, coverage_gate, teacher_gate
 from fastdiff_core.models.loading import LoadedModel, load_diffusers_dir
+from fastdiff_core.setup_time import one_off
 from fastdiff_core.worlds.digits.model import (
     BETA_END, BETA_START, CONDITIONS, LABELS, META_FILE, NULL_CLASS, NUM_TRAIN_TIMESTEPS, UNREADABLE, condition_truth,
     load_classifier,
@@ -78,6 +79,7 @@ class DigitsModel:
         return condition_truth(self.frequencies, condition)
 
 
+@one_off
 def load_model(directory: Path, device: torch.device | str = "cpu") -> DigitsModel:
     """Load a folder written by ``fastdiff train digits``: the UNet, its path, prediction and null class
     through fastdiff's diffusers loader (``models.loading.load_diffusers_dir``, which reads them from the

@@ -33,6 +33,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from fastdiff_core.setup_time import one_off
+
 ROWS, COLS, SIZE = 8, 16, 8  # canvas rows and columns; the digit is SIZE x SIZE
 MAX_X = COLS - SIZE  # the digit's leftmost column is 0..MAX_X
 ACTIONS: tuple[str, ...] = ("left", "stay", "right")
@@ -53,6 +55,7 @@ def action_index(action: str) -> int:
 
 
 @functools.lru_cache(maxsize=1)
+@one_off  # sklearn's import and the split: ~2.5 s, once per process
 def digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out) digit images (N, 8, 8) in [-1, 1]: the digits world's stratified split of
     sklearn's bundled digits (seed 0), every class unthinned. Training draws from the first, the observed

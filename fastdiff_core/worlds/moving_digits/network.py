@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from fastdiff_core.setup_time import one_off
 from fastdiff_core.worlds.moving_digits.dynamics import ACTIONS, COLS, JUMP, ROWS, shifted
 
 FRAME_DIM = ROWS * COLS
@@ -154,6 +155,7 @@ def save_weights(net: FrameDenoiser, directory: pathlib.Path) -> str:
     return file_sha256([directory / WEIGHTS_FILE])
 
 
+@one_off
 def load_weights(directory: pathlib.Path = WEIGHTS_DIR, device: torch.device | str = "cpu") -> FrameDenoiser:
     """Load the denoiser of ``directory`` (eval mode, on ``device``) after checking the weights' sha256 against
     the one its card records: weights that are not the ones the card measured are refused."""
