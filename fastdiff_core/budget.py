@@ -860,7 +860,7 @@ class RuntimeModel:
 # (tools/runtime_terms.py; docs/verdicts.md), lifted above every measured run, then x 20: the slowdown of the same
 # run at load ~20 on the shared 2-core machine. The fixed term is the network's load on a worker's first run of a
 # kind, x 20. Right in shape (how the terms weigh), so a kind's first few runs, which rescale it, fix the scale.
-# ``load_s``: 20 x the cold run's extra seconds (the network's load and the imports of a process's first run), the
+# ``load_s``: 20 x the cold run's extra seconds (the network's load and the imports of a process's first run); the
 # rest of the fixed term (20 x the warm runs' fitted fixed seconds x the lift) is what every run pays.
 RUNTIME_PRIORS: dict[str, RuntimeModel] = {
     "mixture": RuntimeModel((17.0, 3.4e-5, 3.6e-3, 0.0), math.log(4.0), 0, "mixture", prior=True, load_s=15.0),
@@ -868,7 +868,9 @@ RUNTIME_PRIORS: dict[str, RuntimeModel] = {
                             load_s=19.8),
     "moving_digits": RuntimeModel((43.0, 5.7e-3, 0.058, 0.0), math.log(4.0), 0, "moving_digits", prior=True,
                                   load_s=43.0),
-    "digits": RuntimeModel((83.0, 0.045, 0.0, 0.0), math.log(4.0), 0, "digits", prior=True, load_s=83.0),
+    # load_s 0: this prior's shape is per NFE where the digits world's cost grows with samples (its reference), so
+    # a short run's load-free seconds against its work terms over-scaled a large run 5-6x (docs/verdicts.md)
+    "digits": RuntimeModel((83.0, 0.045, 0.0, 0.0), math.log(4.0), 0, "digits", prior=True),
     # Not measured: a user's model's cost is unknown (and its reference sampling, cached per model, is not in
     # the bill). The fallback every world without a prior had before the priors above were measured, kept so
     # that the Explore form's default run of a user's model is not refused.
