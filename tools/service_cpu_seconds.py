@@ -1,13 +1,15 @@
 """CPU seconds each process of a local service spends on 30 no-op round trips and on a 100-run sweep
 (docs/bench-service.md).
 
-    python tools/service_cpu_seconds.py [redis|embedded]          # this checkout's code
+    python tools/service_cpu_seconds.py [redis|embedded] [TRIPS] [--no-sweep]    # this checkout's code
+    PYTHONPATH=OTHER_TREE python tools/service_cpu_seconds.py ...                  # another tree's code
 
 Starts the service as ``fastdiff bench service`` does (two workers of one torch thread, a collector),
 warms it, and reads user + system time from /proc for the broker, this client process, each worker
 node (main process and pool children) and the collector before and after each phase. CPU seconds
 depend less on the machine's load than wall time does, so they say what a round trip costs even on
-a busy machine (the clock tick is 10 ms: read them over the 30 trips, not per trip).
+a busy machine (the clock tick is 10 ms: read them over many trips; per trip they are printed as
+milliseconds of CPU per round trip, +-10 ms / TRIPS each).
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def cpu_by_process(svc: LocalService) -> dict[str, float]:
 
 
 def main() -> None:
-    kind = sys.argv[1] if len(sys.argv) > 1 else "embedded"
+    args = [a for a in sys.argv[1:] if a != "--no-sweep"]
+    kind = args[0] if args else "embedded"
+    n = int(args[1]) if len(args) > 1 else 30
     with tempfile.TemporaryDirectory() as tmp, \
             LocalService(tmp, kind, max_run_s=600, fsync="always", env={"OMP_NUM_THREADS": "1"}) as svc:
         svc.worker("w1"), svc.worker("w2"), svc.collector()
@@ -65,14 +69,19 @@ def main() -> None:
             _, warm = svc.client.submit([spec, spec], "warm-up")
             svc.client.wait(warm, timeout=300)
         before, t, trips = cpu_by_process(svc), time.perf_counter(), []
-        for _ in range(30):
+        for _ in range(n):
             t1 = time.perf_counter()
             _, (rid,) = svc.client.submit(NOOP, "round trip")
             svc.client.wait([rid], timeout=60)
             trips.append(time.perf_counter() - t1)
         wall, after = time.perf_counter() - t, cpu_by_process(svc)
-        print(f"load {os.getloadavg()[0]:.1f}; 30 round trips: median {1e3 * statistics.median(trips):.1f} ms, "
-              f"wall {wall:.2f} s; CPU s:", {k: round(after[k] - before[k], 2) for k in after})
+        used = {k: after[k] - before[k] for k in after}
+        print(f"load {os.getloadavg()[0]:.1f}; {n} round trips: median {1e3 * statistics.median(trips):.1f} ms, "
+              f"wall {wall:.2f} s; CPU s:", {k: round(v, 2) for k, v in used.items()},
+              f"= CPU ms per round trip: {1e3 * sum(used.values()) / n:.1f}",
+              {k: round(1e3 * v / n, 1) for k, v in used.items()})
+        if "--no-sweep" in sys.argv:
+            return
         before, t = cpu_by_process(svc), time.perf_counter()
         _, rids = svc.client.submit(_sweep_specs(100), "sweep")
         runs = svc.client.wait(rids, timeout=600)
