@@ -168,6 +168,25 @@ def _mapping_of(value: Any) -> Mapping[str, Any]:
 _ID_IN_LINE = re.compile(rb'"([er][0-9a-f]{12})"')
 
 
+def _grown_from(before: tuple[tuple[str, int], ...], now: tuple[tuple[str, int], ...]) -> tuple[int, int] | None:
+    """Where the journal lines ``now`` (per file: id, lines) go on from ``before``: (file index, line index)
+    of the first new line, or None when ``before`` is not where they started (a compaction folded a file)."""
+    if not before:
+        return 0, 0
+    if len(now) < len(before) or any(a != b for a, b in zip(before[:-1], now)):
+        return None
+    (last_id, last_n), (now_id, now_n) = before[-1], now[len(before) - 1]
+    if last_id != now_id or now_n < last_n:
+        return None
+    return len(before) - 1, last_n
+
+
+def _copied(box: _Inbox) -> _Inbox:
+    """A copy of ``box`` that folding more lines into leaves ``box`` as it was (its records are shared)."""
+    return _Inbox(dict(box.exps), dict(box.subs), dict(box.outcomes), dict(box.deleted), dict(box.unreadable),
+                  set(box.bad_lines), dict(box.outcome_lines), set(box.bad_outcomes))
+
+
 def _id_in(raw: bytes) -> str | None:
     """The first experiment or run id in a line that does not parse (what the line was about)."""
     m = _ID_IN_LINE.search(raw)
@@ -192,6 +211,7 @@ class Store:
         self._snap: tuple[int, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
+        self._inbox_folded: tuple[tuple[tuple[str, int], ...], _Inbox] | None = None  # lines folded, and what they gave
         self._queued_subs: dict[str, dict[str, Any]] = {}  # submissions this process folded while queued
         self._batch: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(f"batch{id(self)}",
                                                                                            default=None)
@@ -497,11 +517,12 @@ class Store:
         with self._lock:
             return self._journal_files.get(name) or self._journal_files.get(journal.JOURNAL)
 
-    def _overlay(self, lines: list[journal.Line]) -> _Inbox:
+    def _overlay(self, lines: list[journal.Line], box: _Inbox | None = None) -> _Inbox:
         """What journal lines add to the segments, in order: experiments (the latest record wins), runs
         and outcomes (the first wins), deletions. A line that is not sealed is checked; one that fails
-        (edited by hand, truncated) is skipped, kept, and listed by ``unreadable()``."""
-        box = _Inbox()
+        (edited by hand, truncated) is skipped, kept, and listed by ``unreadable()``. ``box``: what the
+        lines before these added (changed in place), to fold only the new lines onto it."""
+        box = _Inbox() if box is None else box
         for line in lines:
             rec = line.record
             try:
@@ -547,19 +568,32 @@ class Store:
         box.bad_lines.add(line.where)
 
     def _read_inbox(self) -> _Inbox:
-        """The overlay of the journal files the manifest has not folded yet (cached while unchanged)."""
+        """The overlay of the journal files the manifest has not folded yet (cached while unchanged). The
+        journal only grows between compactions: the lines already folded are not folded again, only the new
+        ones onto a copy of what they gave (a fold from the start costs every line since the last compaction,
+        on every read after each write)."""
         parts = self._journal()
         manifest, _ = segments.load(self.root)  # after the journal: see the module docstring
         parts = [p for p in parts if p.id not in manifest.folded]
-        stamp = (tuple((p.id, len(p.lines)) for p in parts), manifest.unreadable)
+        counts = tuple((p.id, len(p.lines)) for p in parts)
+        stamp = (counts, manifest.unreadable)
         with self._lock:
             if self._inbox_cache is not None and self._inbox_cache[0] == stamp:
                 return self._inbox_cache[1]
-        box = self._overlay([line for p in parts for line in p.lines])
-        for key, _ in manifest.unreadable:
-            if key[0] == "r":
-                box.bad_outcomes.add(key)
+            folded = self._inbox_folded
+        start = _grown_from(folded[0], counts) if folded is not None else None
+        if start is None:
+            raw = self._overlay([line for p in parts for line in p.lines])
+        else:
+            i, n = start
+            raw = self._overlay([*parts[i].lines[n:], *(line for p in parts[i + 1:] for line in p.lines)]
+                                if i < len(parts) else [], _copied(folded[1]))
+        box = raw
+        if any(key[0] == "r" for key, _ in manifest.unreadable):
+            box = _copied(raw)
+            box.bad_outcomes.update(key for key, _ in manifest.unreadable if key[0] == "r")
         with self._lock:
+            self._inbox_folded = (counts, raw)
             self._inbox_cache = (stamp, box)
         return box
 

@@ -102,6 +102,49 @@ def test_what_runs_beside_a_writes_fsync_sees_it_and_its_failure_is_raised_after
     assert announced == ["done"] and other.run(rid)["status"] == "done"
 
 
+
+def test_a_reader_folds_only_the_new_journal_lines_and_sees_what_a_fresh_reader_sees(tmp_path):
+    """A reader keeps what the journal's lines gave and folds only the lines appended since (a write, a
+    rotation by a compaction, a hand-edited line); after every step its view equals a new reader's, which
+    folds every line from the start."""
+    import random
+
+    from store import journal
+
+    s = Store(tmp_path)
+    rng = random.Random(5)
+    exps: list[tuple[str, list[str]]] = []
+    for step in range(60):
+        what = rng.choice(["exp", "exp", "result", "result", "result", "rename", "delete", "compact", "bad"])
+        if what == "exp" or not exps:
+            exps.append(s.new_experiment(f"e{step}", specs(rng.randint(1, 3))))
+        elif what == "result":
+            rid = rng.choice(rng.choice(exps)[1])
+            with s.batched_writes():
+                if rng.random() < 0.5 and (run := s.run(rid)) is not None:
+                    s.record_result(rid, "done", result_for(RunSpec.from_dict(run["spec"])), worker="w")
+                else:
+                    s.record_result(rid, "failed", error="boom")
+        elif what == "rename":
+            exp_id = rng.choice(exps)[0]
+            if s.experiment(exp_id) is not None:
+                s.rename_experiment(exp_id, f"renamed {step}")
+        elif what == "delete":
+            exp_id = rng.choice(exps)[0]
+            if s.experiment(exp_id) is not None:
+                s.delete_experiment(exp_id)
+        elif what == "compact":
+            s.compact()
+        else:  # a line edited by hand: checked, refused, listed
+            with open(s.inbox_dir / journal.JOURNAL, "ab") as f:
+                f.write(b"0" * 64 + b' outcome {"run_id": "r000000000000", "status": "nope"}\n')
+        mine, fresh = s._read_inbox(), Store(tmp_path)._read_inbox()
+        assert (mine.exps, mine.subs, mine.outcomes, mine.deleted, mine.unreadable, mine.bad_lines,
+                mine.outcome_lines.keys(), mine.bad_outcomes) == \
+               (fresh.exps, fresh.subs, fresh.outcomes, fresh.deleted, fresh.unreadable, fresh.bad_lines,
+                fresh.outcome_lines.keys(), fresh.bad_outcomes), (step, what)
+
+
 def test_bad_input_names_the_field(tmp_path):
     s = Store(tmp_path)
     with pytest.raises(ValueError, match=r"specs\[1\]: steps=0"):
