@@ -230,7 +230,9 @@ def sum_estimates(estimates: list[budget.RuntimeEstimate]) -> budget.RuntimeEsti
     prior = any(e.prior for e in estimates)
     sources = sorted({e.source for e in estimates})
     return budget.RuntimeEstimate(sum(e.seconds for e in estimates), sum(e.lo for e in estimates),
-                                  sum(e.hi for e in estimates), "; ".join(sources), prior)
+                                  sum(e.hi for e in estimates), "; ".join(sources), prior,
+                                  max((e.setup_s for e in estimates), default=0.0),
+                                  max((e.setup_nfe for e in estimates), default=0.0))
 
 
 def parse_json(text: str | None) -> Any:

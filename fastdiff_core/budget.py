@@ -785,11 +785,15 @@ class RuntimeEstimate:
     hi: float
     source: str
     prior: bool
+    setup_s: float = 0.0  # not in ``seconds``: cached work a seed's first run on a worker adds (Work.setup_nfe)
+    setup_nfe: float = 0.0
 
     def describe(self) -> str:
         from_what = "a conservative prior (no run of this kind measured yet)" if self.prior else self.source
+        setup = (f"; a seed's first run on a worker also samples the model's reference, {self.setup_nfe:,.0f} NFE, "
+                 f"about {_dur(self.setup_s)} more" if self.setup_nfe > 0 else "")
         return (f"about {_dur(self.seconds)} ({_dur(self.lo)} to {_dur(self.hi)}, "
-                f"{RUNTIME_COVER:.0%} interval; {from_what})")
+                f"{RUNTIME_COVER:.0%} interval; {from_what}){setup}")
 
 
 @dataclass(frozen=True)
@@ -801,6 +805,7 @@ class Work:
     nfe: float
     rollouts: float
     forwards: float
+    setup_nfe: float = 0.0  # cached once per worker and seed, not per run (``setup_nfe``); not a fitted feature
 
     def features(self) -> tuple[float, float, float, float]:
         return (1.0, self.nfe, self.rollouts, self.forwards)
@@ -808,11 +813,12 @@ class Work:
 
 def runtime_kind(spec: RunSpec) -> tuple[str, str]:
     """(world, network) of a run: what its per-NFE cost depends on besides the machine. The network is
-    the student, else the world's shipped network option (driving teacher, mixture preset)."""
+    the student, else the world's shipped network option (driving teacher, mixture preset), else a user's
+    registered model (each its own kind: their costs differ by orders of magnitude)."""
     if spec.sampler == "student":
         return spec.world, f"student {spec.student}"
     opts = spec.world_options
-    return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.world)
+    return spec.world, str(opts.get("teacher") or opts.get("preset") or spec.model or spec.world)
 
 
 def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
@@ -830,7 +836,19 @@ def work_of(spec: RunSpec, bill: NFEBill, cycles: float | None = None) -> Work:
         looks = max(1, cycles // spec.samples) if spec.sequential else 1
         look = rollouts // looks
         batches = looks * math.ceil(look / int(spec.world_options.get("batch") or look))
-    return Work(bill.per_cycle * cycles * picard_window(spec), float(rollouts), bill.S * bill.H * batches)
+    return Work(bill.per_cycle * cycles * picard_window(spec), float(rollouts), bill.S * bill.H * batches,
+                setup_nfe(spec))
+
+
+def setup_nfe(spec: RunSpec) -> float:
+    """NFE a run spends on work its worker then caches for later runs of the same seed: a world whose options
+    declare a reference sampled by the model itself (the ``model`` world: Heun at ``reference_steps`` and at half
+    as many, ``reference_samples`` each; NFE 2 x steps - 1 per sample). 0 for every other world."""
+    opts = spec.world_options
+    if "reference_samples" not in opts or "reference_steps" not in opts:
+        return 0.0
+    steps = int(opts["reference_steps"])
+    return float(int(opts["reference_samples"]) * ((2 * steps - 1) + (2 * (steps // 2) - 1)))
 
 
 @dataclass(frozen=True)
@@ -853,7 +871,9 @@ class RuntimeModel:
         mid = self.seconds(work)
         half = _Z80 * self.log_sd * math.sqrt(1.0 + self.params / max(self.n_runs, 1))
         src = f"fitted on {self.n_runs} measured run(s) of {self.kind}"
-        return RuntimeEstimate(mid, mid * math.exp(-half), mid * math.exp(half), src, self.prior)
+        per_nfe = max(mid - self.coef[0], 0.0) / work.nfe if work.nfe > 0 else 0.0  # this run's work, per NFE
+        return RuntimeEstimate(mid, mid * math.exp(-half), mid * math.exp(half), src, self.prior,
+                               per_nfe * work.setup_nfe, work.setup_nfe)
 
 
 # Before any run of a kind: each world's terms measured on real runs spanning >= 100x in work on a quiet machine

@@ -218,6 +218,19 @@ def test_a_run_without_its_network_load_rescales_the_work_terms_only():
     assert mixed.seconds(large) == pytest.approx(quiet.seconds(large))  # the load kept: one run paid it
 
 
+def test_a_model_world_estimate_names_the_reference_a_seeds_first_run_samples():
+    import types
+
+    spec = types.SimpleNamespace(world_options={"reference_samples": 1000, "reference_steps": 16})  # a model's
+    assert budget.setup_nfe(spec) == 1000 * (31 + 15) and budget.setup_nfe(RunSpec()) == 0.0
+    work = budget.Work(8 * 400, 400, 8, budget.setup_nfe(spec))  # (tests/test_model_runs.py: a real model's spec)
+    e = budget.runtime_prior("model").estimate(work)
+    per_nfe = (e.seconds - budget.runtime_prior("model").coef[0]) / work.nfe
+    assert e.setup_s == pytest.approx(per_nfe * 46_000) and e.setup_s > e.seconds - 10.0
+    assert "also samples the model's reference, 46,000 NFE, about" in e.describe()
+    assert "reference" not in budget.runtime_prior("mixture").estimate(budget.Work(800, 200, 4)).describe()
+
+
 def test_runtime_fit_recovers_the_cost_terms_and_ignores_a_slowed_run():
     """seconds = 2 + 1e-4 NFE + 0.01 rollouts + 0.05 forwards, +-10% noise, one run slowed 5x by a neighbour."""
     import random

@@ -54,8 +54,13 @@ def test_the_entry_point_model_runs_through_execute_and_the_worker_keeps_it(toy_
     assert set(rows) == {"class 0", "class 1"} and 0.05 < rows["class 1"]["rate"] < 0.16  # the 10% blob
     assert first.info["reference"]["converged"] and first.info["reference"]["convergence_tv"] <= 0.02
     assert first.metrics["reference_nfe"] == (31 + 15) * 400  # Heun at 16 and at 8 steps
+    from fastdiff_core import budget  # the run-time estimate names the same reference, counted the same way
+
+    assert budget.setup_nfe(first.spec) == first.metrics["reference_nfe"] and budget.runtime_kind(first.spec)[1] == "two_blobs"
+    assert first.metrics["setup_s"] >= first.latency[1]["seconds"] > 0  # the reference (and any load) is setup
     again = execute(json.dumps(spec(solver="euler", seed=0)))  # the same process: model and reference kept
     assert again.metrics["model_cached"] == 1.0 and again.metrics["reference_nfe"] == 0.0
+    assert again.metrics["setup_s"] < 0.01
     assert first.metrics["model_cached"] in (0.0, 1.0)
     assert RunResult.from_json(again.to_json()).info["model_checksum"] == model["checksum"]
     auto = execute(json.dumps(spec(world_options=SMALL)))  # modes by clustering the reference
