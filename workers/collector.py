@@ -1,8 +1,8 @@
 """``fastdiff collector``: the store's single writer of results, on the machine that holds the store.
 
 Drains the results channel (``workers.outcomes``) into ``Store.record_result`` and compacts the store
-about once a second. An item it cannot store (not JSON, no valid run id, an outcome that fails the
-store's checks) is quarantined — moved to the dead-letter list ``fastdiff:results:dead`` with the
+about once a second, in a pause between results. An item it cannot store (not JSON, no valid run id, an
+outcome that fails the store's checks) is quarantined — moved to the dead-letter list ``fastdiff:results:dead`` with the
 reason, and stored as a 'failed' run when its run id is valid — so one bad message never stops it.
 Started by ``fastdiff up``; survives broker restarts (it reconnects and goes on where it stopped),
 and a kill -9 loses nothing (an item is removed from the processing list only after the store has
@@ -32,6 +32,8 @@ from workers.settings import ServiceSettings, broker_url_argument, load_settings
 from workers.supervision import held_run_ids, requeue_orphans
 
 COMPACT_EVERY_S = 1.0
+COMPACT_IDLE_S = 0.2  # a compaction waits for this long a pause between results ...
+COMPACT_WAIT_MAX_S = 4.0  # ... but no longer than this (results arriving without a pause: a sweep)
 LOST_AFTER_S = 60.0  # a 'queued' run the broker does not hold this long after submission is sent again
 RECONCILE_EVERY_S = 15.0
 
@@ -167,7 +169,8 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
     app = make_celery(settings, broker_url=broker_url)
     dirty = threading.Event()
     dirty.set()
-    compactor = threading.Thread(target=_compact_loop, args=(store, stop, dirty, compact_every_s),
+    taken = [time.monotonic()]  # when the last result was taken: the compactor waits for a pause
+    compactor = threading.Thread(target=_compact_loop, args=(store, stop, dirty, compact_every_s, taken),
                                  name="fastdiff-compactor", daemon=True)
     compactor.start()
     reconcile_every = RECONCILE_EVERY_S
@@ -188,6 +191,7 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
                 raw = r.blmove(outcomes.RESULTS, outcomes.PROCESSING, 0.5, "RIGHT", "LEFT")
                 raws = [] if raw is None else [raw]
             if raws:
+                taken[0] = time.monotonic()
                 _take(store, r, raws)
                 dirty.set()
             # Workers top up the broker as they finish batches; this covers a sweep submitted while
@@ -217,12 +221,23 @@ def collect(store: Store, broker_url: str, stop: threading.Event, compact_every_
     store.compact()
 
 
-def _compact_loop(store: Store, stop: threading.Event, dirty: threading.Event, compact_every_s: float) -> None:
-    """Fold new records into the store's database about every ``compact_every_s`` while there are any."""
+def _compact_loop(store: Store, stop: threading.Event, dirty: threading.Event, compact_every_s: float,
+                  taken: list[float] | None = None) -> None:
+    """Fold new records into the store's database about every ``compact_every_s`` while there are any,
+    in a pause between results (``taken[0]``: when the last was taken) of at least ``COMPACT_IDLE_S``, or
+    after ``COMPACT_WAIT_MAX_S`` without one: a fold costs tens of ms of CPU and holds this process's
+    interpreter, which the result arriving meanwhile would wait for. Readers fold only the journal's new
+    lines (``Store``), so a later compaction costs them nothing."""
     interval = compact_every_s
     while not stop.is_set():
         if not dirty.wait(0.5) or stop.wait(interval):
             continue
+        deadline = time.monotonic() + COMPACT_WAIT_MAX_S
+        while taken is not None and not stop.is_set() and time.monotonic() < deadline:
+            pause = time.monotonic() - taken[0]
+            if pause >= COMPACT_IDLE_S:
+                break
+            stop.wait(COMPACT_IDLE_S - pause)
         dirty.clear()
         t = time.monotonic()
         try:
