@@ -183,6 +183,23 @@ def test_the_interactive_record_written_after_the_send_never_outlives_the_run(r)
     assert fairqueue.record(r, other) == {} and [x["run_id"] for x in fairqueue.snapshot(r)] == [rid]
 
 
+
+def test_a_start_sent_before_the_run_is_answered_after_it_with_what_begin_run_finds(r):
+    """``send_begin`` (a worker's first delivery computes while the start is made durable): the answer
+    read later is what ``begin_run`` finds (a fresh run; a second attempt counting the first; a cancelled
+    run, which counts no attempt), and the connection goes back to the pool either way."""
+    rid = ids.new_id("r")
+    answer = supervision.send_begin(r, rid, "w1@h", "cpu")
+    assert fairqueue.record(r, rid)["state"] == "running"  # done by the broker before the answer is read
+    assert answer() == supervision.Begun(False, False, 0, False)
+    assert supervision.send_begin(r, rid, "w1@h", "cpu")().deaths == 1  # the first attempt never ended
+    other = ids.new_id("r")
+    r.set(outcomes.cancelled_key(other), 1)
+    assert supervision.send_begin(r, other, "w1@h", "cpu")() == supervision.Begun(False, True, 0, False)
+    assert r.get(outcomes.attempt_key(other)) is None
+    pool = r.connection_pool
+    assert not pool._in_use_connections
+
 # ---------------------------------------------------------------------------------------------
 # the whole service
 # ---------------------------------------------------------------------------------------------

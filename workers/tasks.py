@@ -257,6 +257,11 @@ class _Stopped(Exception):
         self.summary = summary
 
 
+class _StartUnknown(Exception):
+    """The broker failed before it answered the run's start (``__cause__``): the message goes back, as when
+    the start itself fails, never a failure stored for the run."""
+
+
 def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, worker: str,
              execute: Callable[..., Any], answer: Callable[[], supervision.Begun] | None) -> dict[str, Any]:
     """Execute the started run and push its outcome. ``answer``: the start's reply not read yet
@@ -265,7 +270,10 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, wo
 
     def started() -> None:
         if pending:
-            stop = _started(self, r, run_id, pending.pop()(), worker, None)
+            try:  # raised inside the run (a progress report), a broker error would pass for the run's own
+                stop = _started(self, r, run_id, pending.pop()(), worker, None)
+            except BROKER_ERRORS as e:
+                raise _StartUnknown() from e
             if stop is not None:
                 raise _Stopped(stop)
 
@@ -273,6 +281,8 @@ def _attempt(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, wo
         return _execute(self, r, run_id, spec, device, worker, execute, started)
     except _Stopped as e:
         return e.summary
+    except _StartUnknown as e:
+        raise e.__cause__ from None  # whether it counted an attempt is unknown: no end_attempt
     except BROKER_ERRORS:
         if pending:  # the start's answer was never read: whether it counted an attempt is unknown
             raise
@@ -310,7 +320,7 @@ def _execute(self: Task, r: redis.Redis, run_id: str, spec: Any, device: str, wo
     try:
         result = execute(spec, on_progress)
         status, payload, error = "done", result.to_dict(), None
-    except _Stopped:
+    except (_Stopped, _StartUnknown):
         raise
     except RunCancelled:
         status, payload, error = "cancelled", None, "cancelled by user"
