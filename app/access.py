@@ -68,11 +68,16 @@ def absolute(link: str, page_url: str | None) -> str:
 
 
 def share_panel(exp_id: str) -> None:
-    """The experiment's read-only link as a full URL with a copy button (st.code has one), and what it opens."""
+    """The experiment's read-only link, what it opens, and the full URL with a copy button (st.code has
+    one) in a popover: the browser draws a popover's content only when it opens, and a code box loads
+    Streamlit's syntax highlighter (a 1.5 MB chunk that a page load would otherwise evaluate;
+    docs/bench-dashboard.md)."""
     url = absolute(share_link(exp_id), st.context.url)
     st.markdown(f"**Share** — [open the shared view]({url}): read-only, this experiment only, no controls; "
-                "anyone with the link can open it. Copy the link with the button at the right of the box:")
-    st.code(url, language=None, wrap_lines=True)
+                "anyone with the link can open it.")
+    with st.popover("Copy the link", icon=":material/content_copy:"):
+        st.caption("The full link; the button at the right of the box copies it.")
+        st.code(url, language=None, wrap_lines=True)
 
 
 def _refuse(title: str, message: str) -> None:

@@ -204,19 +204,28 @@ def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], 
                   frontier: bool = True) -> go.Figure:
     """Runs as points (one colour per ``groups`` value, e.g. the solver or student; one symbol per
     ``shapes`` value, e.g. the grid), the frontier as a step line (unless ``frontier`` is False: the
-    runs table's scatter of any two columns); each point carries its run id."""
+    runs table's scatter of any two columns); each point carries its run id.
+
+    The browser styles every point on each of Plotly's layout passes, so the figure asks for as few as
+    it can without hiding a run: runs at the same x and y with the same colour and symbol are one
+    point (its hover says how many; a click opens the first), points have no outline, and the margins
+    already hold the legend and axis labels of a wide page (else Plotly draws everything a second time
+    to widen them; docs/bench-dashboard.md)."""
     front = pareto_front(list(zip(xs, ys)), maximize_y=maximize_y)
     fig = go.Figure()
     groups = list(groups) if groups is not None else ["runs"] * len(xs)
     shapes = list(shapes) if shapes is not None else [""] * len(xs)
     shape_of = {v: GROUP_SYMBOLS[i % len(GROUP_SYMBOLS)] for i, v in enumerate(dict.fromkeys(shapes))}
+    same: dict[tuple[Any, ...], list[int]] = {}  # the runs each drawn point stands for
+    for i, key in enumerate(zip(xs, ys, groups, shapes)):
+        same.setdefault(key, []).append(i)
     for gi, g in enumerate(dict.fromkeys(groups)):
-        sel = [i for i, v in enumerate(groups) if v == g]
+        sel = [runs for (_, _, gr, _), runs in same.items() if gr == g]
         fig.add_trace(go.Scatter(
-            x=[xs[i] for i in sel], y=[ys[i] for i in sel], mode="markers", name=g,
-            customdata=[ids[i] for i in sel], text=[hover[i] for i in sel],
-            marker=dict(size=10, color=GROUP_COLORS[gi % len(GROUP_COLORS)], symbol=[shape_of[shapes[i]] for i in sel],
-                        line=dict(width=1, color="rgba(128,128,128,0.8)")),
+            x=[xs[r[0]] for r in sel], y=[ys[r[0]] for r in sel], mode="markers", name=g,
+            customdata=[ids[r[0]] for r in sel],
+            text=[hover[r[0]] + (f" (and {len(r) - 1} more run(s) at this point)" if len(r) > 1 else "") for r in sel],
+            marker=dict(size=10, color=GROUP_COLORS[gi % len(GROUP_COLORS)], symbol=[shape_of[shapes[r[0]]] for r in sel]),
             hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>" + y_title + " %{y:.4g}<extra>click to open</extra>"))
     if frontier:
         fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto frontier",
@@ -227,6 +236,7 @@ def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], 
                                      marker=dict(size=10, symbol=symbol, color=NEUTRAL_COLOR)))
     fig.update_xaxes(type="log" if log_x else "linear", title=x_title, dtick=1 if log_x else None)
     fig.update_yaxes(title=y_title)
-    fig.update_layout(height=440, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2),
+    # l and b hold the y labels, the x title and three legend rows on a page >= ~1000 px wide; narrower, Plotly widens them
+    fig.update_layout(height=460, margin=dict(l=80, r=10, t=30, b=140), legend=dict(orientation="h", y=-0.2),
                       clickmode="event+select")
     return fig

@@ -117,6 +117,39 @@ def parallel_figure(table: pl.DataFrame, axis_fields: list[str], cost: str, y: s
     return fig
 
 
+def _views(runs: pl.DataFrame, table: pl.DataFrame, axis_fields: list[str], x_axis: str, y: str, *,
+           key: str) -> str | None:
+    """The sweep's views as tabs: the Pareto frontier, the parallel coordinates, the grid of the metric.
+    One at a time: a view is sent when its tab is chosen (a rerun), so a page load draws the Pareto chart
+    only. Returns the run id of a clicked point."""
+    views = ["Pareto frontier", *(["Parallel coordinates", "Grid of the metric"] if axis_fields else [])]
+    tabs = st.tabs(views, key=f"{key}.view", on_change="rerun")
+    picked = None
+    if tabs[0].open is not False:
+        rows = list(table.select("solver", "student", "sampler", "grid", "steps", "guidance_scale").iter_rows(named=True))
+        hover = [f"{who(r)} · {r['grid']} · {r['steps']} steps · w={r['guidance_scale']:g}" for r in rows]
+        fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
+                                   x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
+                                   groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
+        event = plot(tabs[0], fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points")
+        for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
+            if p.get("customdata"):
+                picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
+    if not axis_fields or not (tabs[1].open or tabs[2].open):
+        return picked
+    axis_fields = axis_order(runs, axis_fields)
+    table = with_axis_columns(table, axis_fields)
+    if tabs[1].open:
+        plot(tabs[1], parallel_figure(table, axis_fields, x_axis, y), key=f"{key}.parallel")
+    else:  # the grid: one table per Z value (the browser mounts a table even in a hidden tab)
+        with tabs[2]:
+            grids = grid_frames(table, axis_fields, y)
+            zs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
+            for tab, (title, frame) in zip(zs, grids):
+                tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
+    return picked
+
+
 def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     """Progress, the grid and the Pareto frontier of one experiment (also used by the shared view)."""
     runs = s.runs(exp_id=exp_id)
@@ -132,7 +165,7 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     if done.height == 0:
         return
     exp = s.experiment(exp_id) or {}
-    axis_fields = axis_order(runs, list(((exp.get("sweep") or {}).get("axes") or {}).keys()))
+    axis_fields = list(((exp.get("sweep") or {}).get("axes") or {}).keys())  # ordered by ``axis_order`` when drawn
     table, metric_names = results_frame(s, done)
     if not metric_names:
         connection.empty_state("The runs reported no metrics.")
@@ -141,29 +174,8 @@ def sweep_results(s, exp_id: str, *, key: str, read_only: bool = False) -> None:
     y = c1.selectbox("Error / coverage metric", metric_names, key=f"{key}.y",
                      help="tail_rate_error: |generated - truth| of the world's declared tail branch.")
     x_axis = c2.radio("Cost axis", [NFE_AXIS, LATENCY_AXIS], horizontal=True, key=f"{key}.x")
-    table = with_axis_columns(with_cost(table.filter(pl.col(y).is_not_null()), x_axis), axis_fields)
-    rows = list(table.select("solver", "student", "sampler", "grid", "steps", "guidance_scale").iter_rows(named=True))
-    hover = [f"{who(r)} · {r['grid']} · {r['steps']} steps · w={r['guidance_scale']:g}" for r in rows]
-    # One view at a time: a chart is sent when its tab is chosen (a rerun), so a page load draws one, not two.
-    views = ["Pareto frontier", *(["Parallel coordinates", "Grid of the metric"] if axis_fields else [])]
-    tabs = st.tabs(views, key=f"{key}.view", on_change="rerun")
-    picked = None
-    if tabs[0].open is not False:
-        fig = charts.pareto_figure(table[x_axis].to_list(), table[y].to_list(), table["run_id"].to_list(), hover,
-                                   x_title=x_axis, y_title=y, maximize_y=y in MAXIMISE,
-                                   groups=[who(r) for r in rows], shapes=[str(r["grid"]) for r in rows])
-        event = plot(tabs[0], fig, key=f"{key}.pareto", on_select="rerun", selection_mode="points")
-        for p in (event.selection.points if event and getattr(event, "selection", None) else []) or []:
-            if p.get("customdata"):
-                picked = p["customdata"] if isinstance(p["customdata"], str) else p["customdata"][0]
-    if axis_fields and tabs[1].open:
-        plot(tabs[1], parallel_figure(table, axis_fields, x_axis, y), key=f"{key}.parallel")
-    if axis_fields:  # tables: sent always (cheap to draw, and drawn only when shown)
-        with tabs[2]:
-            grids = grid_frames(table, axis_fields, y)
-            zs = st.tabs([t for t, _ in grids]) if grids[0][0] is not None else [st.container()]
-            for tab, (title, frame) in zip(zs, grids):
-                tab.dataframe(frame, hide_index=True, key=f"{key}.grid.{title}")
+    table = with_cost(table.filter(pl.col(y).is_not_null()), x_axis)
+    picked = _views(runs, table, axis_fields, x_axis, y, key=key)
     st.markdown(f"**Every run of the sweep** (cost as *{x_axis}* is the chart's x axis)")
     runs_view.render(s, runs, key=f"{key}.runs", exp_names={exp_id: exp.get("name", "")}, read_only=read_only,
                      extra=table.select("run_id", x_axis))

@@ -10,6 +10,22 @@ def test_pareto_front_minimise_and_maximise():
     assert [rec[i] for i in charts.pareto_front(rec, maximize_y=True)] == [(4, 0.5), (8, 0.7), (32, 0.9)]
 
 
+def test_pareto_draws_coinciding_runs_once_and_keeps_every_other_point():
+    """Runs at the same cost and metric with the same colour and symbol are one point (the browser styles
+    each point on every layout pass); its hover counts the others and a click opens the first. Runs that
+    differ in any of x, y, colour or symbol stay separate points, and the frontier is over every run."""
+    xs, ys = [4, 4, 4, 4, 8], [0.1, 0.1, 0.1, 0.1, 0.05]
+    groups, shapes = ["euler", "euler", "euler", "heun", "euler"], ["karras", "karras", "uniform", "karras", "karras"]
+    fig = charts.pareto_figure(xs, ys, ["r1", "r2", "r3", "r4", "r5"], ["a", "b", "c", "d", "e"], x_title="x",
+                               y_title="y", groups=groups, shapes=shapes)
+    euler, heun = (next(t for t in fig.data if t.name == n) for n in ("euler", "heun"))
+    assert list(euler.customdata) == ["r1", "r3", "r5"] and list(heun.customdata) == ["r4"]
+    assert list(euler.text) == ["a (and 1 more run(s) at this point)", "c", "e"]
+    assert list(euler.marker.symbol) == ["circle", "square", "circle"]
+    frontier = next(t for t in fig.data if t.name == "Pareto frontier")
+    assert list(frontier.x) == [4, 8]
+
+
 def test_histogram_highlights_the_declared_tail():
     rows = [{"group": "solver", "label": "common", "count": 95, "n": 100, "rate": 0.95, "lo": 0.89, "hi": 0.98,
              "truth": 0.97},

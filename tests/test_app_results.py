@@ -116,6 +116,10 @@ def test_sweep_over_a_solver_option_plans_runs_and_shows_its_grid(home):
     exp_id, _ = record_done(s, "eta", specs, sweep={"steps": [3, 6], "solver_options.eta": [0.0, 1.0]})
     done = page("sweep", sweep=exp_id).run()
     assert not done.exception
+    assert len(done.dataframe) == 1  # the runs table: the grid is sent when its tab is chosen
+    done.session_state["sw.res.view"] = "Grid of the metric"
+    done.run()
+    assert not done.exception
     grid = done.dataframe[0].value  # X = eta across, Y = steps down
     assert {"0.0", "1.0"} <= set(grid.columns) and sorted(grid["steps"].to_list()) == [3, 6]
 

@@ -37,7 +37,9 @@ def auto_name(axes: dict) -> str:
 
 form_col, axes_col = st.columns([1, 2], gap="large")
 with form_col:
-    with st.expander("Base configuration", expanded=False):
+    # A popover: the browser mounts its ~30 fields when it opens, an expander's even while collapsed (the
+    # largest share of this page's load in the browser; docs/bench-dashboard.md).
+    with st.popover("Base configuration", icon=":material/tune:", width="stretch"):
         form = spec_form("sw", swept=swept_fields())
 with axes_col:
     axes: dict[str, list] = {}
