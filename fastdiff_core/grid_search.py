@@ -190,6 +190,9 @@ class TransferResult:
     rare_weight: float = 0.0
     start_rare: tuple[int, int] = (0, 0)
     train_rare: tuple[int, int] = (0, 0)
+    world_rare_weight: float = 0.0
+    start_world_rare: float = 0.0  # mean over the training worlds of each world's own misplaced share
+    train_world_rare: float = 0.0
 
 
 def rare_misplaced(moved_in: int, moved_out: int, reference_rare: int) -> float:
@@ -202,7 +205,7 @@ def rare_misplaced(moved_in: int, moved_out: int, reference_rare: int) -> float:
 def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Sequence[float],
                            worlds: Sequence[WorldBatch], sigma_min: float, sigma_max: float, *,
                            budget: int = 150, step: float = 0.2, min_step: float = 0.01,
-                           rare_weight: float = 0.0) -> TransferResult:
+                           rare_weight: float = 0.0, world_rare_weight: float = 0.0) -> TransferResult:
     """Coordinate search on the log-sigma fractions of ``start`` (a grid from sigma_max, ending in 0)
     minimising the mean over ``worlds`` of log RMSE (each world's error counts by its ratio, not its
     scale) plus ``rare_weight`` times ``rare_misplaced`` pooled over the worlds: RMSE barely sees a mode
@@ -210,31 +213,40 @@ def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Seque
     (the label hands them to the broadest one) or by losing the rare mode. With ``rare_weight`` = 2,
     misplacing a tenth of the rare mode costs as much as 22% more RMSE. (A penalty on the pooled
     difference in - out instead was gamed: at NFE 4 its fit pushed rows into the mode to cancel the
-    ones it lost.) The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
+    ones it lost.) ``world_rare_weight`` adds that weight times the mean over worlds of each world's own
+    misplaced share (its moves over its own reference rows): pooled, one world that blurs many rows into
+    its mode is diluted by every other world's rows; per world it counts as that world's whole mode.
+    The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
     if not worlds:
         raise ValueError("worlds must hold at least one training world")
-    if not (math.isfinite(rare_weight) and rare_weight >= 0):
-        raise ValueError(f"rare_weight={rare_weight!r} must be a finite number >= 0")
+    for field, value in (("rare_weight", rare_weight), ("world_rare_weight", world_rare_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{field}={value!r} must be a finite number >= 0")
     fr = sigmas_to_fractions(check_sigmas(list(start), field="start"), sigma_min, sigma_max)
-    parts: dict[tuple[float, ...], tuple[float, int, int]] = {}
-    ref_rare = sum(int(w.reference_rare.sum()) for w in worlds if w.reference_rare is not None)
+    parts: dict[tuple[float, ...], tuple[float, int, int, float]] = {}
+    refs = [int(w.reference_rare.sum()) if w.reference_rare is not None else 0 for w in worlds]
+    ref_rare = sum(refs)
 
     def score(f: list[float]) -> float:
         sig = fractions_to_sigmas(f, sigma_min, sigma_max)
-        total, moved_in, moved_out = 0.0, 0, 0
-        for w in worlds:
+        total, moved_in, moved_out, shares = 0.0, 0, 0, 0.0
+        for w, ref in zip(worlds, refs):
             e, i, o = world_errors(solver, options, sig, w)
             if not math.isfinite(e):
                 return math.inf
             total, moved_in, moved_out = total + math.log(max(e, 1e-300)), moved_in + i, moved_out + o
-        parts[tuple(f)] = (total / len(worlds), moved_in, moved_out)
-        return total / len(worlds) + rare_weight * rare_misplaced(moved_in, moved_out, ref_rare)
+            shares += rare_misplaced(i, o, ref)
+        parts[tuple(f)] = (total / len(worlds), moved_in, moved_out, shares / len(worlds))
+        return (total / len(worlds) + rare_weight * rare_misplaced(moved_in, moved_out, ref_rare)
+                + world_rare_weight * shares / len(worlds))
 
     start_fr = tuple(fr)
     fr, _, _, evals = coordinate_search(  # the objective's parts at the start and the end are in ``parts``
         score, fr, lower=lambda i, v: v[i - 1] if i > 0 else 0.0,
         upper=lambda i, v: v[i + 1] if i + 1 < len(v) else 1.0 + 1e-12, budget=budget, step=step, min_step=min_step)
-    unscored = (math.inf, 0, 0)  # a grid with a non-finite RMSE on some world
-    (log_start, *start_rare), (log_best, *best_rare) = parts.get(start_fr, unscored), parts.get(tuple(fr), unscored)
+    unscored = (math.inf, 0, 0, math.nan)  # a grid with a non-finite RMSE on some world
+    (log_start, *start_rare, start_world), (log_best, *best_rare, best_world) = (
+        parts.get(start_fr, unscored), parts.get(tuple(fr), unscored))
     ratio = math.exp(log_best - log_start) if math.isfinite(log_start) and math.isfinite(log_best) else math.nan
-    return TransferResult(fr, ratio, [w.seed for w in worlds], evals, rare_weight, tuple(start_rare), tuple(best_rare))
+    return TransferResult(fr, ratio, [w.seed for w in worlds], evals, rare_weight, tuple(start_rare), tuple(best_rare),
+                          world_rare_weight, start_world, best_world)

@@ -154,12 +154,14 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     assert command.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
-                                            "--nfes", "3", "--skip-study"])) == 0
+                                            "--nfes", "3", "--skip-study", "--world-rare-weight", "1",
+                                            "--solvers", "unipc,ipndm"])) == 0
     held = [s for s in built if s in HELD_OUT]
     assert len(held) == 2 and seen_by_optimiser
     assert all(s in TRAINING for s in seen_by_optimiser) and not set(seen_by_optimiser) & set(held)
     out = capsys.readouterr().out
     assert "held-out" in out and "sigma_min" in out  # both last-step conventions are fitted by default
+    assert "unipc" in out and "ipndm" in out and "dpmpp_2m" not in out  # only the solvers asked for
     with pytest.raises(ValueError, match="both training and evaluation"):
         check_disjoint([1000, 1001], [1001])
     with pytest.raises(ValueError, match="outside the training range"):
@@ -191,6 +193,17 @@ def test_transfer_search_never_worsens_its_training_objective():
     assert tuple(map(sum, zip(*moved))) == joint.start_rare
     with pytest.raises(ValueError, match="rare_weight"):
         optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=2, rare_weight=-1.0)
+    # the per-world term: the mean over worlds of each world's own misplaced share, never worsened either
+    per_world = optimise_transfer_grid("dpmpp_2m", {"final": "sigma_min"}, sig, worlds, smin, smax, budget=12,
+                                       rare_weight=w, world_rare_weight=3.0)
+    refs = [int(wb.reference_rare.sum()) for wb in worlds]
+    assert per_world.start_world_rare == pytest.approx(
+        sum(rare_misplaced(i, o, r) for (i, o), r in zip(moved, refs)) / len(worlds))
+    assert (math.log(per_world.train_ratio) + w * rare_misplaced(*per_world.train_rare, ref_rare)
+            + 3.0 * per_world.train_world_rare
+            <= w * rare_misplaced(*per_world.start_rare, ref_rare) + 3.0 * per_world.start_world_rare + 1e-12)
+    with pytest.raises(ValueError, match="world_rare_weight"):
+        optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=2, world_rare_weight=math.nan)
 
 
 def test_world_errors_count_rows_moved_into_and_out_of_the_rare_mode():

@@ -114,6 +114,8 @@ class GridFit:
     study: bool = True  # run the last-step study first
     finals: tuple[str, ...] = FINALS  # last-step conventions to fit grids for
     rare_weight: float = RARE_WEIGHT
+    world_rare_weight: float = 0.0  # weight of the mean over worlds of each world's own misplaced share
+    solvers: tuple[str, ...] = SHIPPED_SOLVERS  # solvers to fit grids for
 
 
 @dataclass
@@ -143,7 +145,8 @@ def _pooled_rare(solver: str, opts: dict[str, Any], sigmas: list[float], worlds:
 
 
 def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch], path: Any, budget: int,
-            final: str = "solver", rare_weight: float = 0.0) -> dict[str, Any] | None:
+            final: str = "solver", rare_weight: float = 0.0, world_rare_weight: float = 0.0
+            ) -> dict[str, Any] | None:
     """One solver's grid for one last-step convention at one NFE: fitted on the training worlds from the
     best fixed grid, then per held-out world the tuned / best-fixed RMSE ratio, and both grids' rare mode
     pooled over the held-out worlds. None when the convention's step count at ``nfe`` has no tuned grid."""
@@ -154,7 +157,8 @@ def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch]
         return None
     steps, planned = plan
     grid, start, _ = best_fixed(name, opts, nfe, train, path)
-    res = optimise_transfer_grid(name, planned, start, train, smin, smax, budget=budget, rare_weight=rare_weight)
+    res = optimise_transfer_grid(name, planned, start, train, smin, smax, budget=budget, rare_weight=rare_weight,
+                                 world_rare_weight=world_rare_weight)
     sig = fractions_to_sigmas(res.fractions, smin, smax)
     fixed_held, fixed_rare = _pooled_rare(name, planned, build_grid(grid, steps, path), held)
     tuned_held, tuned_rare = _pooled_rare(name, planned, sig, held)
@@ -162,6 +166,8 @@ def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch]
     return {"solver": name, "final": final, "nfe": nfe, "steps": steps, "start_grid": grid,
             "fractions": res.fractions, "last_sigma": sig[-2], "train_ratio": res.train_ratio,
             "rare_weight": rare_weight, "train_rare_start": list(res.start_rare), "train_rare": list(res.train_rare),
+            "world_rare_weight": world_rare_weight, "train_world_rare_start": res.start_world_rare,
+            "train_world_rare": res.train_world_rare,
             "search_evals": res.evaluations, "held_out_median_ratio": statistics.median(ratios),
             "held_out_better": sum(r < 1 for r in ratios), "held_out_worlds": len(ratios),
             "held_out_rare": tuned_rare, "held_out_rare_fixed": fixed_rare}
@@ -173,6 +179,8 @@ def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str
     others kept; each convention's fit settings are stored beside its grids (for final = solver at the top)."""
     doc = json.loads(TUNED_GRIDS_FILE.read_text())
     meta = {"train_seeds": train_seeds, "samples": fit.samples, "budget": fit.budget, "rare_weight": fit.rare_weight}
+    if fit.world_rare_weight:
+        meta["world_rare_weight"] = fit.world_rare_weight
     for (name, final), grids in fitted.items():
         entry = doc["solvers"].setdefault(name, {"options": {}, "grids": {}})
         if final == "solver":
@@ -180,11 +188,17 @@ def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str
             doc.update(meta)
         else:
             old = entry.setdefault("finals", {}).get(final, {"grids": {}})
-            entry["finals"][final] = {**meta, "grids": {**old["grids"], **grids}}
+            # the convention's top-level fields say how its first grids were fitted; a refit of some step
+            # counts records its own settings per step count (they win over the top-level ones)
+            fits = {**old.get("fits", {}), **{steps: {**meta, "train_seeds": [train_seeds[0], train_seeds[-1]]}
+                                              for steps in grids}}
+            first = {k: v for k, v in old.items() if k not in ("grids", "fits")} or meta
+            entry["finals"][final] = {**first, "grids": {**old["grids"], **grids}, "fits": fits}
     doc["about"] = ("log-sigma fractions u (sigma = smax^(1-u) smin^u) of the nonzero sigmas after sigma_max, "
                     "fitted by `fastdiff fit grids` across random mixture worlds; per solver, step count and "
                     "last-step convention ('grids': final = solver, fitted as the top-level fields say; "
-                    "'finals': the others, each with its own fit)")
+                    "'finals': the others, each with its own fit; a final's 'fits' give, per step count, the settings of a "
+                    "later refit, train_seeds as [first, last])")
     return doc
 
 
@@ -196,6 +210,8 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
     unknown = sorted(set(fit.finals) - set(FINALS))
     if unknown or not fit.finals:
         raise ValueError(f"finals={list(fit.finals)!r} must be a non-empty subset of {list(FINALS)}")
+    if not fit.solvers or set(fit.solvers) - set(SHIPPED_SOLVERS):
+        raise ValueError(f"solvers={list(fit.solvers)!r} must be a non-empty subset of {list(SHIPPED_SOLVERS)}")
     train_seeds, eval_seeds = training_seeds(fit.train), held_out_seeds(fit.held_out)
     check_disjoint(train_seeds, eval_seeds)
     log(f"references: {fit.train} training + {fit.held_out} held-out worlds x {fit.samples} samples ...")
@@ -207,10 +223,10 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
         study = last_step_study(train, path, STUDY_NFES)
     rows = []
     fitted: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for name in SHIPPED_SOLVERS:
+    for name in fit.solvers:
         for final in fit.finals:
             for nfe in fit.nfes:
-                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight)
+                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight, fit.world_rare_weight)
                 if row is None:
                     continue
                 rows.append(row)
@@ -218,6 +234,7 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
                 log(f"  {name} final={final} NFE {nfe}: from {row['start_grid']}, train ratio {row['train_ratio']:.3f}, "
                     f"held-out median ratio {row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(held)} "
                     f"better), last sigma {row['last_sigma']:.4f}, train rare in/out {row['train_rare_start']} -> {row['train_rare']}, "
+                    f"per-world share {row['train_world_rare_start']:.3f} -> {row['train_world_rare']:.3f}, "
                     f"held-out rare {row['held_out_rare']['rare_diff']:+.4f} (fixed {row['held_out_rare_fixed']['rare_diff']:+.4f})")
     return GridFitReport(train_seeds, eval_seeds, study, rows, _tuned_document(fit, train_seeds, fitted),
                          time.perf_counter() - t0)
