@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world-rare-weight", type=float_range(0.0, 100.0), default=0.0,
                    help="weight of the mean over training worlds of each world's own misplaced share (its rows moved "
                         "in or out over its own reference rows), so one world's blur counts as its whole mode (default 0)")
+    p.add_argument("--off-mode-weight", type=float_range(0.0, 100.0), default=0.0,
+                   help="weight of the mean over training worlds of the share of rows off their own mode's 99.9%% "
+                        "ellipsoid beyond the reference's (blur between modes; default 0)")
     p.add_argument("--solvers", type=comma_list(str, choices=SHIPPED_SOLVERS), default=list(SHIPPED_SOLVERS),
                    help=f"solvers to fit grids for, a comma list of {list(SHIPPED_SOLVERS)} (default all); "
                         "--write replaces only the grids fitted")
@@ -47,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
     fit = GridFit(train=args.train, held_out=args.held_out, samples=args.samples, budget=args.budget,
                   nfes=tuple(sorted(set(args.nfes))), study=not args.skip_study,
                   finals=tuple(dict.fromkeys(args.finals)), rare_weight=args.rare_weight,
-                  world_rare_weight=args.world_rare_weight, solvers=tuple(dict.fromkeys(args.solvers)))
+                  world_rare_weight=args.world_rare_weight,
+                  off_mode_weight=args.off_mode_weight, solvers=tuple(dict.fromkeys(args.solvers)))
     report = fit_grids(fit, log=lambda s: print(s, file=sys.stderr, flush=True))
     print_report(report, fit)
     if args.write:
@@ -68,7 +72,7 @@ def print_report(report: GridFitReport, fit: GridFit) -> None:
             print(f"  {r['solver']:<10} {json.dumps(r['options']):<52} {r['geomean_ratio']:8.3f} "
                   f"{r['median_best_grid_ratio']:8.3f}  ({r['cases']} cases)")
     print(f"\nTransfer grids fitted on {fit.train} training worlds (rare weight {fit.rare_weight}, per-world "
-          f"rare weight {fit.world_rare_weight}), judged on "
+          f"rare weight {fit.world_rare_weight}, off-mode weight {fit.off_mode_weight}), judged on "
           f"{fit.held_out} held-out worlds (RMSE of the tuned grid / the training-best fixed grid, per held-out world; "
           "rare mode pooled over the held-out worlds minus the reference's, tuned and fixed):")
     print(f"  {'solver':<10}{'final':<10}{'NFE':>4}  {'start':<16}{'train':>7}{'held-out median':>17}{'better':>9}"

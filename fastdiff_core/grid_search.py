@@ -93,6 +93,7 @@ class WorldBatch:
     x_start: torch.Tensor
     reference: torch.Tensor
     reference_rare: torch.Tensor | None = None  # (B,) bool: the reference row lies in the rare mode
+    reference_off_mode: int = 0  # reference rows outside their own mode's 99.9% ellipsoid (``off_mode_rows``)
 
 
 def world_batches(seeds: Sequence[int], samples: int, sigma_max: float, *, noise_seed: int = 0,
@@ -108,8 +109,37 @@ def world_batches(seeds: Sequence[int], samples: int, sigma_max: float, *, noise
                             dtype=torch.float64)
         x = noise * sigma_max
         ref = m.reference(x, sigma_max, 0.0, rtol=rtol, atol=rtol)
-        out.append(WorldBatch(seed, m, x, ref, m.assign(ref) == m.rare))
+        modes = m.assign(ref)
+        out.append(WorldBatch(seed, m, x, ref, modes == m.rare, off_mode_rows(m, ref, modes)))
     return out
+
+
+def off_mode_rows(mixture: Any, x: torch.Tensor, modes: torch.Tensor | None = None, level: float = 0.999) -> int:
+    """Rows of ``x`` outside the ``level`` probability ellipsoid of their own mode (``mixture.assign``, or
+    ``modes``): Mahalanobis^2 > chi2_d(level). Samples blurred between modes land here; exact samples do
+    with probability 1 - ``level``."""
+    from scipy.stats import chi2
+
+    a = mixture.assign(x) if modes is None else modes
+    z = torch.einsum("bd,bde->be", x - mixture.means[a], mixture.eigvecs[a])
+    return int(((z * z / mixture.eigvals[a]).sum(-1) > float(chi2.ppf(level, mixture.dim))).sum())
+
+
+def world_scores(solver: str, options: Mapping[str, Any], sigmas: Sequence[float], world: WorldBatch
+                 ) -> tuple[float, int, int, int]:
+    """``world_errors`` and, fourth, how many more rows than the reference's lie off their mode
+    (``off_mode_rows``; at least 0)."""
+    out = sample(solver, world.mixture.denoise, world.x_start, sigmas, options=dict(options),
+                 generator=torch.Generator().manual_seed(0))
+    value = terminal_rmse(out, world.reference)
+    if not math.isfinite(value):
+        return math.inf, 0, 0, 0
+    modes = world.mixture.assign(out)
+    off = max(0, off_mode_rows(world.mixture, out, modes) - world.reference_off_mode)
+    if world.reference_rare is None:
+        return value, 0, 0, off
+    rare = modes == world.mixture.rare
+    return value, int((rare & ~world.reference_rare).sum()), int((~rare & world.reference_rare).sum()), off
 
 
 def world_errors(solver: str, options: Mapping[str, Any], sigmas: Sequence[float], world: WorldBatch
@@ -117,15 +147,7 @@ def world_errors(solver: str, options: Mapping[str, Any], sigmas: Sequence[float
     """Terminal RMSE of ``solver`` on ``sigmas`` against the world's exact reference (inf if not finite),
     and the rows moved into / out of the rare mode against their own reference rows (the mixture's
     ``assign`` label, as the bench counts them; 0, 0 without ``reference_rare``)."""
-    out = sample(solver, world.mixture.denoise, world.x_start, sigmas, options=dict(options),
-                 generator=torch.Generator().manual_seed(0))
-    value = terminal_rmse(out, world.reference)
-    if not math.isfinite(value):
-        return math.inf, 0, 0
-    if world.reference_rare is None:
-        return value, 0, 0
-    rare = world.mixture.assign(out) == world.mixture.rare
-    return value, int((rare & ~world.reference_rare).sum()), int((~rare & world.reference_rare).sum())
+    return world_scores(solver, options, sigmas, world)[:3]
 
 
 def world_rmse(solver: str, options: Mapping[str, Any], sigmas: Sequence[float], world: WorldBatch) -> float:
@@ -193,6 +215,9 @@ class TransferResult:
     world_rare_weight: float = 0.0
     start_world_rare: float = 0.0  # mean over the training worlds of each world's own misplaced share
     train_world_rare: float = 0.0
+    off_mode_weight: float = 0.0
+    start_off_mode: float = 0.0  # mean over the training worlds of the share of rows off-mode beyond the reference's
+    train_off_mode: float = 0.0
 
 
 def rare_misplaced(moved_in: int, moved_out: int, reference_rare: int) -> float:
@@ -205,7 +230,8 @@ def rare_misplaced(moved_in: int, moved_out: int, reference_rare: int) -> float:
 def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Sequence[float],
                            worlds: Sequence[WorldBatch], sigma_min: float, sigma_max: float, *,
                            budget: int = 150, step: float = 0.2, min_step: float = 0.01,
-                           rare_weight: float = 0.0, world_rare_weight: float = 0.0) -> TransferResult:
+                           rare_weight: float = 0.0, world_rare_weight: float = 0.0,
+                           off_mode_weight: float = 0.0) -> TransferResult:
     """Coordinate search on the log-sigma fractions of ``start`` (a grid from sigma_max, ending in 0)
     minimising the mean over ``worlds`` of log RMSE (each world's error counts by its ratio, not its
     scale) plus ``rare_weight`` times ``rare_misplaced`` pooled over the worlds: RMSE barely sees a mode
@@ -216,37 +242,42 @@ def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Seque
     ones it lost.) ``world_rare_weight`` adds that weight times the mean over worlds of each world's own
     misplaced share (its moves over its own reference rows): pooled, one world that blurs many rows into
     its mode is diluted by every other world's rows; per world it counts as that world's whole mode.
+    ``off_mode_weight`` adds that weight times the mean over worlds of the share of rows off their mode
+    beyond the reference's (``world_scores``): blur between modes, which the rare mode's label sees only
+    where the broadest mode is the rare one, shows here in every world with thin modes.
     The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
     if not worlds:
         raise ValueError("worlds must hold at least one training world")
-    for field, value in (("rare_weight", rare_weight), ("world_rare_weight", world_rare_weight)):
+    for field, value in (("rare_weight", rare_weight), ("world_rare_weight", world_rare_weight),
+                         ("off_mode_weight", off_mode_weight)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{field}={value!r} must be a finite number >= 0")
     fr = sigmas_to_fractions(check_sigmas(list(start), field="start"), sigma_min, sigma_max)
-    parts: dict[tuple[float, ...], tuple[float, int, int, float]] = {}
+    parts: dict[tuple[float, ...], tuple[float, int, int, float, float]] = {}
     refs = [int(w.reference_rare.sum()) if w.reference_rare is not None else 0 for w in worlds]
     ref_rare = sum(refs)
 
     def score(f: list[float]) -> float:
         sig = fractions_to_sigmas(f, sigma_min, sigma_max)
-        total, moved_in, moved_out, shares = 0.0, 0, 0, 0.0
+        total, moved_in, moved_out, shares, off_share = 0.0, 0, 0, 0.0, 0.0
         for w, ref in zip(worlds, refs):
-            e, i, o = world_errors(solver, options, sig, w)
+            e, i, o, off = world_scores(solver, options, sig, w)
             if not math.isfinite(e):
                 return math.inf
             total, moved_in, moved_out = total + math.log(max(e, 1e-300)), moved_in + i, moved_out + o
-            shares += rare_misplaced(i, o, ref)
-        parts[tuple(f)] = (total / len(worlds), moved_in, moved_out, shares / len(worlds))
-        return (total / len(worlds) + rare_weight * rare_misplaced(moved_in, moved_out, ref_rare)
-                + world_rare_weight * shares / len(worlds))
+            shares, off_share = shares + rare_misplaced(i, o, ref), off_share + off / int(w.x_start.shape[0])
+        n = len(worlds)
+        parts[tuple(f)] = (total / n, moved_in, moved_out, shares / n, off_share / n)
+        return (total / n + rare_weight * rare_misplaced(moved_in, moved_out, ref_rare)
+                + world_rare_weight * shares / n + off_mode_weight * off_share / n)
 
     start_fr = tuple(fr)
     fr, _, _, evals = coordinate_search(  # the objective's parts at the start and the end are in ``parts``
         score, fr, lower=lambda i, v: v[i - 1] if i > 0 else 0.0,
         upper=lambda i, v: v[i + 1] if i + 1 < len(v) else 1.0 + 1e-12, budget=budget, step=step, min_step=min_step)
-    unscored = (math.inf, 0, 0, math.nan)  # a grid with a non-finite RMSE on some world
-    (log_start, *start_rare, start_world), (log_best, *best_rare, best_world) = (
+    unscored = (math.inf, 0, 0, math.nan, math.nan)  # a grid with a non-finite RMSE on some world
+    (log_start, *start_rare, start_world, start_off), (log_best, *best_rare, best_world, best_off) = (
         parts.get(start_fr, unscored), parts.get(tuple(fr), unscored))
     ratio = math.exp(log_best - log_start) if math.isfinite(log_start) and math.isfinite(log_best) else math.nan
     return TransferResult(fr, ratio, [w.seed for w in worlds], evals, rare_weight, tuple(start_rare), tuple(best_rare),
-                          world_rare_weight, start_world, best_world)
+                          world_rare_weight, start_world, best_world, off_mode_weight, start_off, best_off)

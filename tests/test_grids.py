@@ -154,7 +154,7 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     assert command.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
-                                            "--nfes", "3", "--skip-study", "--world-rare-weight", "1",
+                                            "--nfes", "3", "--skip-study", "--world-rare-weight", "1", "--off-mode-weight", "1",
                                             "--solvers", "unipc,ipndm"])) == 0
     held = [s for s in built if s in HELD_OUT]
     assert len(held) == 2 and seen_by_optimiser
@@ -169,7 +169,13 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
 
 
 def test_transfer_search_never_worsens_its_training_objective():
-    from fastdiff_core.grid_search import optimise_transfer_grid, rare_misplaced, world_batches, world_errors
+    from fastdiff_core.grid_search import (
+        optimise_transfer_grid,
+        rare_misplaced,
+        world_batches,
+        world_errors,
+        world_scores,
+    )
     from fastdiff_core.worlds.random_mixtures import training_seeds
 
     path = get_path("vp_discrete")
@@ -204,6 +210,34 @@ def test_transfer_search_never_worsens_its_training_objective():
             <= w * rare_misplaced(*per_world.start_rare, ref_rare) + 3.0 * per_world.start_world_rare + 1e-12)
     with pytest.raises(ValueError, match="world_rare_weight"):
         optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=2, world_rare_weight=math.nan)
+    # and the off-mode term (the share of rows off their mode beyond the reference's), never worsened either
+    off = optimise_transfer_grid("dpmpp_2m", {"final": "sigma_min"}, sig, worlds, smin, smax, budget=12,
+                                 off_mode_weight=5.0)
+    offs = [world_scores("dpmpp_2m", {"final": "sigma_min"}, sig, wb)[3] / wb.x_start.shape[0] for wb in worlds]
+    assert off.start_off_mode == pytest.approx(sum(offs) / len(worlds))
+    assert math.log(off.train_ratio) + 5.0 * off.train_off_mode <= 5.0 * off.start_off_mode + 1e-12
+    with pytest.raises(ValueError, match="off_mode_weight"):
+        optimise_transfer_grid("dpmpp_2m", {}, start, worlds, smin, smax, budget=2, off_mode_weight=-2.0)
+
+
+def test_off_mode_rows_counts_blur_between_modes_not_exact_samples():
+    from fastdiff_core.grid_search import off_mode_rows, world_batches, world_errors, world_scores
+    from fastdiff_core.worlds.random_mixtures import random_world, training_seeds
+
+    m = random_world(training_seeds(1)[0])
+    x = m.sample(4000, generator=torch.Generator().manual_seed(0))
+    assert off_mode_rows(m, x) <= 20  # 0.1% expected off their own mode's 99.9% ellipsoid: about 4
+    k = int(m.eigvals.min(dim=1).values.argmin())  # the mode with the thinnest axis, blurred 10x its std
+    thin = m.sample(1000, generator=torch.Generator().manual_seed(1), component=k)
+    blurred = thin + 10 * float(m.eigvals[k].min().sqrt()) * torch.randn(
+        thin.shape, generator=torch.Generator().manual_seed(2), dtype=thin.dtype)
+    assert off_mode_rows(m, thin) <= 10 and off_mode_rows(m, blurred) > 200  # 423: some land in broad modes
+    path = get_path("vp_discrete")
+    world = world_batches(training_seeds(1), 64, sigma_range(path)[1])[0]
+    assert world.reference_off_mode == off_mode_rows(m, world.reference)
+    sig = build_grid("karras", 3, path)
+    scores = world_scores("euler", {}, sig, world)
+    assert scores[:3] == world_errors("euler", {}, sig, world) and scores[3] >= 0
 
 
 def test_world_errors_count_rows_moved_into_and_out_of_the_rare_mode():

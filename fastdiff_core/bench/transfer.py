@@ -115,6 +115,7 @@ class GridFit:
     finals: tuple[str, ...] = FINALS  # last-step conventions to fit grids for
     rare_weight: float = RARE_WEIGHT
     world_rare_weight: float = 0.0  # weight of the mean over worlds of each world's own misplaced share
+    off_mode_weight: float = 0.0  # weight of the mean over worlds of the share of rows off their mode (blur)
     solvers: tuple[str, ...] = SHIPPED_SOLVERS  # solvers to fit grids for
 
 
@@ -145,8 +146,8 @@ def _pooled_rare(solver: str, opts: dict[str, Any], sigmas: list[float], worlds:
 
 
 def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch], path: Any, budget: int,
-            final: str = "solver", rare_weight: float = 0.0, world_rare_weight: float = 0.0
-            ) -> dict[str, Any] | None:
+            final: str = "solver", rare_weight: float = 0.0, world_rare_weight: float = 0.0,
+            off_mode_weight: float = 0.0) -> dict[str, Any] | None:
     """One solver's grid for one last-step convention at one NFE: fitted on the training worlds from the
     best fixed grid, then per held-out world the tuned / best-fixed RMSE ratio, and both grids' rare mode
     pooled over the held-out worlds. None when the convention's step count at ``nfe`` has no tuned grid."""
@@ -158,7 +159,7 @@ def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch]
     steps, planned = plan
     grid, start, _ = best_fixed(name, opts, nfe, train, path)
     res = optimise_transfer_grid(name, planned, start, train, smin, smax, budget=budget, rare_weight=rare_weight,
-                                 world_rare_weight=world_rare_weight)
+                                 world_rare_weight=world_rare_weight, off_mode_weight=off_mode_weight)
     sig = fractions_to_sigmas(res.fractions, smin, smax)
     fixed_held, fixed_rare = _pooled_rare(name, planned, build_grid(grid, steps, path), held)
     tuned_held, tuned_rare = _pooled_rare(name, planned, sig, held)
@@ -167,7 +168,8 @@ def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch]
             "fractions": res.fractions, "last_sigma": sig[-2], "train_ratio": res.train_ratio,
             "rare_weight": rare_weight, "train_rare_start": list(res.start_rare), "train_rare": list(res.train_rare),
             "world_rare_weight": world_rare_weight, "train_world_rare_start": res.start_world_rare,
-            "train_world_rare": res.train_world_rare,
+            "train_world_rare": res.train_world_rare, "off_mode_weight": off_mode_weight,
+            "train_off_mode_start": res.start_off_mode, "train_off_mode": res.train_off_mode,
             "search_evals": res.evaluations, "held_out_median_ratio": statistics.median(ratios),
             "held_out_better": sum(r < 1 for r in ratios), "held_out_worlds": len(ratios),
             "held_out_rare": tuned_rare, "held_out_rare_fixed": fixed_rare}
@@ -181,6 +183,8 @@ def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str
     meta = {"train_seeds": train_seeds, "samples": fit.samples, "budget": fit.budget, "rare_weight": fit.rare_weight}
     if fit.world_rare_weight:
         meta["world_rare_weight"] = fit.world_rare_weight
+    if fit.off_mode_weight:
+        meta["off_mode_weight"] = fit.off_mode_weight
     for (name, final), grids in fitted.items():
         entry = doc["solvers"].setdefault(name, {"options": {}, "grids": {}})
         if final == "solver":
@@ -226,7 +230,8 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
     for name in fit.solvers:
         for final in fit.finals:
             for nfe in fit.nfes:
-                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight, fit.world_rare_weight)
+                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight, fit.world_rare_weight,
+                              fit.off_mode_weight)
                 if row is None:
                     continue
                 rows.append(row)
@@ -235,6 +240,7 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
                     f"held-out median ratio {row['held_out_median_ratio']:.3f} ({row['held_out_better']}/{len(held)} "
                     f"better), last sigma {row['last_sigma']:.4f}, train rare in/out {row['train_rare_start']} -> {row['train_rare']}, "
                     f"per-world share {row['train_world_rare_start']:.3f} -> {row['train_world_rare']:.3f}, "
+                    f"off-mode share {row['train_off_mode_start']:.4f} -> {row['train_off_mode']:.4f}, "
                     f"held-out rare {row['held_out_rare']['rare_diff']:+.4f} (fixed {row['held_out_rare_fixed']['rare_diff']:+.4f})")
     return GridFitReport(train_seeds, eval_seeds, study, rows, _tuned_document(fit, train_seeds, fitted),
                          time.perf_counter() - t0)
