@@ -38,7 +38,7 @@ def bill_table(bill: NFEBill) -> None:
     c[2].metric("per cycle", fmt_nfe(bill.per_cycle), help=f"planning cycle: x P·R = {bill.P} x {bill.R}")
     c[3].metric("per run", fmt_nfe(bill.per_run),
                 help=f"x {bill.cycles:,} planning cycles (rollouts) = {bill.per_run:,.0f} NFE")
-    st.code(f"NFE = S x C x H x P·R = {bill.formula()}", language=None)
+    st.markdown(f"`NFE = S x C x H x P·R = {bill.formula()}`")  # not st.code: its highlighter is a 1.5 MB chunk
     st.caption(" · ".join(["exact" if bill.exact else "estimate", *bill.notes]))
 
 

@@ -26,7 +26,7 @@ def test_budget_calculator_seed_cycle_and_verdicts():
     at.number_input(key="bc.H").set_value(20)
     at.run()
     assert metrics(at)["per cycle"] == "1.60 M"
-    assert any("1,000 x 2 x 20 x 40 = 1,600,000" in c.value for c in at.code)
+    assert any("1,000 x 2 x 20 x 40 = 1,600,000" in m.value for m in at.markdown)
     # One step, short horizon, 8 futures on 8 lanes fits the 100 ms budget.
     for key, v in [("bc.S", 1), ("bc.C", 1.0), ("bc.H", 8), ("bc.P", 4), ("bc.R", 2), ("bc.lanes", 8)]:
         at.number_input(key=key).set_value(v)

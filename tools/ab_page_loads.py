@@ -6,7 +6,7 @@ until idle, until every chart is drawn (the waits of ``fastdiff bench dashboard`
 
 HOME is a ``fastdiff bench dashboard --home`` store (it holds bench_dashboard.json); each checkout
 serves its own copy of it (``streamlit run <checkout>/app/main.py`` on a port it binds). PAGE: Sweep,
-Shared, Explore, ExpSel (Experiments with the sweep selected); default Sweep,Shared. The first round
+Shared, Explore, ExpSel (Experiments with the sweep selected), Budget; default Sweep,Shared. The first round
 warms both servers and is not counted. Prints medians and every load; docs/bench-dashboard.md.
 """
 
@@ -61,7 +61,7 @@ def page_paths(home: pathlib.Path) -> dict[str, str]:
 
     run_id = Store(home / "store").experiment(ids["single"])["run_ids"][0]
     return {"Sweep": f"/sweep?sweep={ids['sweep']}", "Shared": f"/?exp={ids['sweep']}", "Explore": f"/?run={run_id}",
-            "ExpSel": f"/experiments?sel={ids['sweep']}"}
+            "ExpSel": f"/experiments?sel={ids['sweep']}", "Budget": "/budget"}
 
 
 def load_once(page, url: str) -> dict[str, float]:
