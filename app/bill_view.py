@@ -53,7 +53,8 @@ def waterfall_figure(stages: list[budget.WaterfallStage]) -> go.Figure:
                            customdata=[s.change for s in stages],
                            hovertemplate="%{x}<br>%{customdata}<br>%{y:,.0f} NFE<extra></extra>"))
     fig.update_traces(cliponaxis=False)
-    fig.update_yaxes(type="log", title="NFE per planning cycle (log)", dtick=1, range=charts.log_range(values))
+    fig.update_yaxes(type="log", title="NFE per planning cycle (log)", range=charts.log_range(values),
+                     **charts.log_ticks(values))
     fig.update_xaxes(title="lever applied (each bar: the bill after it)")
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10),
                       title="NFE per cycle, from a vanilla plan (S 1000 x C 2 x H 20 x P·R 40)")
@@ -73,8 +74,8 @@ def latency_figure(lat: budget.LatencyProjection) -> go.Figure:
                              text=["", f"budget {fmt_s(lat.budget_s)}"], textposition="top right", cliponaxis=False,
                              hoverinfo="skip", showlegend=False))
     fig.update_traces(cliponaxis=False, selector=dict(type="bar"))
-    fig.update_xaxes(type="log", title="projected time (ms, log)", dtick=1,
-                     range=charts.log_range([r[1] * 1000 for r in rows] + [lat.budget_s * 1000]))
+    ms = [r[1] * 1000 for r in rows] + [lat.budget_s * 1000]
+    fig.update_xaxes(type="log", title="projected time (ms, log)", range=charts.log_range(ms), **charts.log_ticks(ms))
     fig.update_yaxes(title="stage")
     fig.update_layout(height=260, margin=dict(l=10, r=40, t=50, b=10),
                       title=f"Projected latency: {lat.model.describe()}")

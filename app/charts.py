@@ -55,6 +55,22 @@ def log_range(values: Sequence[float]) -> list[float]:
     return [math.log10(lo) - 0.3, math.log10(hi) + 0.3]
 
 
+def log_ticks(values: Sequence[float], pad: float = 0.3) -> dict[str, list[Any]]:
+    """Tick values and labels for a log axis over ``values`` (padded by ``pad`` decades, as ``log_range``): one
+    per decade when the data spans two or more, else 1-2-5 in each decade, so an axis over 3-30 reads 5, 10, 20
+    rather than one lone "10"; never Plotly's repeated "2 5" minor labels."""
+    pos = [float(v) for v in values if v and float(v) > 0 and math.isfinite(float(v))]
+    if not pos:
+        return {"tickvals": [], "ticktext": []}
+    lo, hi = min(pos) / 10 ** pad, max(pos) * 10 ** pad
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for steps in ((1,) if max(pos) / min(pos) >= 100 else (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):  # >= 2 labels
+        ticks = [t for t in (m * 10.0 ** e for e in decades for m in steps) if lo <= t <= hi]
+        if len(ticks) >= 2:
+            break
+    return {"tickvals": ticks, "ticktext": [f"{t:,.6g}" for t in ticks]}
+
+
 def histogram_figure(rows: Sequence[Mapping[str, Any]], *, tail: str | None,
                      title: str = "Branch rates: generated vs truth", log_y: bool = False) -> go.Figure:
     """Grouped bars per group with Wilson intervals, the truth as markers, the tail branch (the world's
@@ -234,7 +250,7 @@ def pareto_figure(xs: Sequence[float], ys: Sequence[float], ids: Sequence[str], 
         for shape, symbol in shape_of.items():  # a legend of the symbols alone (grey)
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"grid: {shape}", hoverinfo="skip",
                                      marker=dict(size=10, symbol=symbol, color=NEUTRAL_COLOR)))
-    fig.update_xaxes(type="log" if log_x else "linear", title=x_title, dtick=1 if log_x else None)
+    fig.update_xaxes(type="log" if log_x else "linear", title=x_title, **(log_ticks(xs) if log_x else {}))
     fig.update_yaxes(title=y_title)
     # l and b hold the y labels, the x title and three legend rows on a page >= ~1000 px wide; narrower, Plotly widens them
     fig.update_layout(height=460, margin=dict(l=80, r=10, t=30, b=140), legend=dict(orientation="h", y=-0.2),

@@ -87,8 +87,8 @@ def measured_latency_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure | No
         y=[f"{r['what']} (batch {r.get('batch')})" for r in rows], x=[float(r["seconds"]) * 1000 for r in rows],
         orientation="h", text=[bill_view.fmt_s(float(r["seconds"])) + f" on {r.get('device')}" for r in rows],
         textposition="auto", marker_color=charts.GOOD_COLOR))
-    fig.update_xaxes(type="log", title="measured time (ms, log)", dtick=1,
-                     range=charts.log_range([float(r["seconds"]) * 1000 for r in rows]))
+    ms = [float(r["seconds"]) * 1000 for r in rows]
+    fig.update_xaxes(type="log", title="measured time (ms, log)", range=charts.log_range(ms), **charts.log_ticks(ms))
     fig.update_yaxes(title="what was timed")
     fig.update_layout(height=60 + 40 * len(rows), margin=dict(l=10, r=10, t=30, b=10),
                       title="Measured on the worker")

@@ -73,10 +73,20 @@ def _figures():
     }
 
 
+def test_log_ticks_read_at_any_span():
+    """A Pareto cost axis over 3-30 NFE showed one label ("10"); 1-2-5 labels over a narrow span, decades over a
+    wide one."""
+    assert charts.log_ticks([3, 30])["tickvals"] == [2, 5, 10, 20, 50]
+    assert charts.log_ticks([24, 24])["ticktext"] == ["15", "20", "30"]  # one value: still two labels or more
+    assert charts.log_ticks([4, 48_000])["ticktext"] == ["10", "100", "1,000", "10,000"]  # decades only
+    assert charts.log_ticks([0.0015, 0.004])["ticktext"][:2] == ["0.001", "0.002"]
+    assert charts.log_ticks([]) == {"tickvals": [], "ticktext": []}
+
+
 def test_every_axis_has_a_title_and_colours_keep_their_meaning_in_both_themes():
     """Item 6: titles on every axis; in light and dark, chart text >= 4.5:1 against the background and every
-    colour that carries meaning (bars, markers, truth, tail, groups) >= 3:1; log axes label decades only and
-    start where the data does."""
+    colour that carries meaning (bars, markers, truth, tail, groups) >= 3:1; log axes carry labels chosen from
+    the data (decades, or 1-2-5 over a narrow span) and start where the data does."""
     for theme, bg in charts.BACKGROUNDS.items():
         assert charts.contrast(charts.TEXT[theme], bg) >= 4.5
         for color in (charts.GENERATED_COLOR, charts.REFERENCE_COLOR, charts.TRUTH_COLOR, charts.TAIL_COLOR,
@@ -88,7 +98,8 @@ def test_every_axis_has_a_title_and_colours_keep_their_meaning_in_both_themes():
             for axis in (fig.layout.xaxis, fig.layout.yaxis):
                 assert axis.title.text, (name, "an axis without a title")
                 if axis.type == "log":  # bars on a log axis start at its lower end: set where the data is
-                    assert axis.dtick == 1, name
+                    labels = list(axis.tickvals or ())  # set from the data: at least two, never Plotly's "2 5" minors
+                    assert len(labels) >= 2 and list(axis.ticktext) == [f"{t:,.6g}" for t in labels], name
                     assert axis.range is not None or not any(t.type == "bar" for t in fig.data), name
             for trace in fig.data:
                 for attr in ("marker.color", "line.color", "marker.line.color"):

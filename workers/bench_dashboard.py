@@ -3,11 +3,11 @@
 Fills a fresh store (a temporary FASTDIFF_HOME unless ``--home`` is given) with N real runs through
 the store's write path (``Store.new_experiment`` as the client records a submission, ``record_result``
 in batches inside ``batched_writes`` as the collector stores results, then ``compact``): sweeps of at
-most 1,000 runs over solver x grid x steps x a ``name`` axis (copies), plus four single-run
-experiments. Every distinct computation (spec without its name) is executed once on the mixture
-world with ``fastdiff_core.run.execute``; its copies store that same result under their own name (the
-name does not enter the computation, and a seeded CPU run is deterministic, so executing each copy
-again would store the same numbers). Then it renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
+most 1,000 runs over solver x grid x steps x seed, plus four single-run experiments. Every distinct
+computation (spec without its name) is executed once on the mixture world with
+``fastdiff_core.run.execute``; a 1,000-run sweep is 1,000 computations, so its Pareto chart has as
+many distinct points as a real sweep's (sweeps after the first, at more than 1,000 runs, repeat the
+first's seeds: the same spec stores the same result, a seeded CPU run being deterministic). Then it renders every page with Streamlit's AppTest (the server-side script run a browser waits for)
 and, when Debian's chromium is present, in a real headless browser (navigation to an idle page).
 Prints the median and max seconds per page: in the browser, until the first content (the page's
 heading), until idle, until every chart is drawn, and from typing a value to the bill showing it.
@@ -70,10 +70,10 @@ def fill(store, n: int, samples: int) -> tuple[str, str]:
     remaining, sweeps, t0, k = n - 4, [], time.perf_counter(), 0
     while remaining > 0:
         size = min(SWEEP_RUNS, remaining)
-        copies = [f"copy {c}" for c in range(-(-size // len(combos)))]
-        grid = list(itertools.islice(itertools.product(copies, combos), size))
-        specs = [base.replace(grid=g, steps=st_, solver=sv, name=c) for c, (g, st_, sv) in grid]
-        axes = {"name": list(dict.fromkeys(c for c, _ in grid)), "grid": list(dict.fromkeys(g for _, (g, _, _) in grid)),
+        seeds = list(range(-(-size // len(combos))))  # seeds, not names: every run is its own point on the page
+        grid = list(itertools.islice(itertools.product(seeds, combos), size))
+        specs = [base.replace(grid=g, steps=st_, solver=sv, seed=c) for c, (g, st_, sv) in grid]
+        axes = {"seed": list(dict.fromkeys(c for c, _ in grid)), "grid": list(dict.fromkeys(g for _, (g, _, _) in grid)),
                 "steps": list(dict.fromkeys(x for _, (_, x, _) in grid)), "solver": list(dict.fromkeys(v for *_, (_, _, v) in grid))}
         exp, run_ids = store.new_experiment(f"bench sweep {len(sweeps) + 1} ({size} runs)", specs, axes)
         sweeps.append(exp)
