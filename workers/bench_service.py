@@ -180,6 +180,8 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         for _ in range(round_trips):
             floors += celery_floor.round_trips(floor, 1)
             trips.append(_round_trip(svc, NOOP)[0])
+        for name in ("f1", "f2"):  # nothing of the floor stays beside what follows
+            svc.kill(name)
         stages = traced_round_trips(svc, NOOP, min(10, round_trips))
         idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
         specs = _sweep_specs(n_runs)
