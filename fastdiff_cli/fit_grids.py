@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fastdiff_core.bench.transfer import (
-    FINALS, NFES, RARE_WEIGHT, SHIPPED_SOLVERS, STUDY_NFES, GridFit, GridFitReport, fit_grids,
+    FINALS, MINE_MAX, NFES, RARE_WEIGHT, SHIPPED_SOLVERS, STUDY_NFES, GridFit, GridFitReport, fit_grids,
 )
 from fastdiff_core.grids import FIXED_GRIDS, TUNED_GRIDS_FILE
 
@@ -40,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solvers", type=comma_list(str, choices=SHIPPED_SOLVERS), default=list(SHIPPED_SOLVERS),
                    help=f"solvers to fit grids for, a comma list of {list(SHIPPED_SOLVERS)} (default all); "
                         "--write replaces only the grids fitted")
+    p.add_argument("--mine", type=int_range(0, MINE_MAX), default=0,
+                   help="hard-example mining: screen this many more training-range worlds (seeds 20,000 on) with the "
+                        "shipped grids and add to the training worlds each one where a shipped grid moves at least "
+                        "--mine-min-in rows into the rare mode (default 0: none)")
+    p.add_argument("--mine-min-in", type=int_range(1, 100_000), default=2,
+                   help="rows a shipped grid must move into a screened world's rare mode to mine it (default 2)")
+    p.add_argument("--mine-weight", type=float_range(0.0, 1000.0, lo_open=True), default=1.0,
+                   help="how many training worlds a mined world counts as in the fit's means (default 1)")
     p.add_argument("--skip-study", action="store_true", help="skip the last-step study")
     p.add_argument("--write", action="store_true", help=f"write the fitted grids to {TUNED_GRIDS_FILE.name}")
     p.add_argument("--json", metavar="PATH", type=writable_file, help="write every row as JSON to PATH")
@@ -51,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
                   nfes=tuple(sorted(set(args.nfes))), study=not args.skip_study,
                   finals=tuple(dict.fromkeys(args.finals)), rare_weight=args.rare_weight,
                   world_rare_weight=args.world_rare_weight,
-                  off_mode_weight=args.off_mode_weight, solvers=tuple(dict.fromkeys(args.solvers)))
+                  off_mode_weight=args.off_mode_weight, solvers=tuple(dict.fromkeys(args.solvers)),
+                  mine=args.mine, mine_min_in=args.mine_min_in, mine_weight=args.mine_weight)
     report = fit_grids(fit, log=lambda s: print(s, file=sys.stderr, flush=True))
     print_report(report, fit)
     if args.write:
@@ -71,6 +80,12 @@ def print_report(report: GridFitReport, fit: GridFit) -> None:
         for r in report.study:
             print(f"  {r['solver']:<10} {json.dumps(r['options']):<52} {r['geomean_ratio']:8.3f} "
                   f"{r['median_best_grid_ratio']:8.3f}  ({r['cases']} cases)")
+    if report.mined is not None:
+        m = report.mined
+        print(f"\nMined {len(m['kept'])} of {fit.mine} training-range worlds (seeds {m['screened'][0]}-{m['screened'][1]}) "
+              f"where a shipped grid moves >= {m['min_in']} rows into the rare mode (shipped grids on them: "
+              f"{m['shipped_moved_in_out'][0]} in / {m['shipped_moved_in_out'][1]} out); each counts {m['weight']} "
+              "training worlds in the fit")
     print(f"\nTransfer grids fitted on {fit.train} training worlds (rare weight {fit.rare_weight}, per-world "
           f"rare weight {fit.world_rare_weight}, off-mode weight {fit.off_mode_weight}), judged on "
           f"{fit.held_out} held-out worlds (RMSE of the tuned grid / the training-best fixed grid, per held-out world; "

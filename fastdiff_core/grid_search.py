@@ -94,6 +94,7 @@ class WorldBatch:
     reference: torch.Tensor
     reference_rare: torch.Tensor | None = None  # (B,) bool: the reference row lies in the rare mode
     reference_off_mode: int = 0  # reference rows outside their own mode's 99.9% ellipsoid (``off_mode_rows``)
+    weight: float = 1.0  # how many training worlds this one counts as in a transfer fit (mined worlds: more)
 
 
 def world_batches(seeds: Sequence[int], samples: int, sigma_max: float, *, noise_seed: int = 0,
@@ -220,7 +221,7 @@ class TransferResult:
     train_off_mode: float = 0.0
 
 
-def rare_misplaced(moved_in: int, moved_out: int, reference_rare: int) -> float:
+def rare_misplaced(moved_in: float, moved_out: float, reference_rare: float) -> float:
     """The share of the rare mode misplaced: rows moved into it plus rows moved out of it (against their
     own reference rows), over the reference's rows in it. Unlike the pooled difference in - out, blur
     into the mode cannot cancel losses out of it here."""
@@ -245,7 +246,9 @@ def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Seque
     ``off_mode_weight`` adds that weight times the mean over worlds of the share of rows off their mode
     beyond the reference's (``world_scores``): blur between modes, which the rare mode's label sees only
     where the broadest mode is the rare one, shows here in every world with thin modes.
-    The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
+    Each world's terms count ``WorldBatch.weight`` times (the means are weighted; a world of weight 3 counts
+    as three copies of it): mined hard worlds (``bench.transfer.mine_worlds``) can weigh more than the
+    family's share of them. The fractions stay increasing and <= 1 (no evaluation below sigma_min)."""
     if not worlds:
         raise ValueError("worlds must hold at least one training world")
     for field, value in (("rare_weight", rare_weight), ("world_rare_weight", world_rare_weight),
@@ -254,21 +257,25 @@ def optimise_transfer_grid(solver: str, options: Mapping[str, Any], start: Seque
             raise ValueError(f"{field}={value!r} must be a finite number >= 0")
     fr = sigmas_to_fractions(check_sigmas(list(start), field="start"), sigma_min, sigma_max)
     parts: dict[tuple[float, ...], tuple[float, int, int, float, float]] = {}
+    if not all(math.isfinite(w.weight) and w.weight > 0 for w in worlds):
+        raise ValueError(f"world weights {[w.weight for w in worlds][:5]} must be finite numbers > 0")
     refs = [int(w.reference_rare.sum()) if w.reference_rare is not None else 0 for w in worlds]
-    ref_rare = sum(refs)
+    ref_rare = sum(w.weight * r for w, r in zip(worlds, refs))
+    n = sum(w.weight for w in worlds)
 
     def score(f: list[float]) -> float:
         sig = fractions_to_sigmas(f, sigma_min, sigma_max)
-        total, moved_in, moved_out, shares, off_share = 0.0, 0, 0, 0.0, 0.0
+        total, moved_in, moved_out, shares, off_share, w_in, w_out = 0.0, 0, 0, 0.0, 0.0, 0.0, 0.0
         for w, ref in zip(worlds, refs):
             e, i, o, off = world_scores(solver, options, sig, w)
             if not math.isfinite(e):
                 return math.inf
-            total, moved_in, moved_out = total + math.log(max(e, 1e-300)), moved_in + i, moved_out + o
-            shares, off_share = shares + rare_misplaced(i, o, ref), off_share + off / int(w.x_start.shape[0])
-        n = len(worlds)
+            total, moved_in, moved_out = total + w.weight * math.log(max(e, 1e-300)), moved_in + i, moved_out + o
+            w_in, w_out = w_in + w.weight * i, w_out + w.weight * o
+            shares += w.weight * rare_misplaced(i, o, ref)
+            off_share += w.weight * off / int(w.x_start.shape[0])
         parts[tuple(f)] = (total / n, moved_in, moved_out, shares / n, off_share / n)
-        return (total / n + rare_weight * rare_misplaced(moved_in, moved_out, ref_rare)
+        return (total / n + rare_weight * rare_misplaced(w_in, w_out, ref_rare)
                 + world_rare_weight * shares / n + off_mode_weight * off_share / n)
 
     start_fr = tuple(fr)

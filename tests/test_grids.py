@@ -155,7 +155,7 @@ def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     command.add_arguments(parser)
     assert command.main(parser.parse_args(["--train", "2", "--held-out", "2", "--samples", "16", "--budget", "4",
                                             "--nfes", "3", "--skip-study", "--world-rare-weight", "1", "--off-mode-weight", "1",
-                                            "--solvers", "unipc,ipndm"])) == 0
+                                            "--solvers", "unipc,ipndm", "--mine", "6", "--mine-min-in", "1"])) == 0
     held = [s for s in built if s in HELD_OUT]
     assert len(held) == 2 and seen_by_optimiser
     assert all(s in TRAINING for s in seen_by_optimiser) and not set(seen_by_optimiser) & set(held)
@@ -274,3 +274,46 @@ def test_random_worlds_are_deterministic_and_span_the_stated_family():
     assert dims == {2, 4, 8, 16} and ks <= {3, 4, 5, 6} and len(ks) >= 3
     with pytest.raises(ValueError, match="seed"):
         random_world(-1)
+
+
+def test_a_world_of_weight_k_counts_as_k_copies_of_it_in_the_transfer_fit():
+    import dataclasses
+
+    from fastdiff_core.grid_search import optimise_transfer_grid, world_batches
+    from fastdiff_core.worlds.random_mixtures import training_seeds
+
+    path = get_path("vp_discrete")
+    smin, smax = sigma_range(path)
+    a, b = world_batches(training_seeds(2), 24, smax)
+    start = build_grid("karras", 5, path)
+    kw = dict(budget=10, rare_weight=2.0, world_rare_weight=2.0, off_mode_weight=1.0)
+    weighted = optimise_transfer_grid("unipc", {"final": "sigma_min"}, start, [a, dataclasses.replace(b, weight=3.0)],
+                                      smin, smax, **kw)
+    copies = optimise_transfer_grid("unipc", {"final": "sigma_min"}, start, [a, b, b, b], smin, smax, **kw)
+    assert weighted.fractions == pytest.approx(copies.fractions) and weighted.train_ratio == pytest.approx(copies.train_ratio)
+    assert weighted.train_world_rare == pytest.approx(copies.train_world_rare)
+    with pytest.raises(ValueError, match="weights"):
+        optimise_transfer_grid("unipc", {}, start, [dataclasses.replace(a, weight=0.0)], smin, smax, budget=2)
+
+
+def test_mining_keeps_exactly_the_training_range_worlds_a_shipped_grid_blurs_into_the_rare_mode():
+    """`fastdiff fit grids --mine N`: N training-range worlds (seeds 20,000 on: no fit's own training world, no
+    held-out world) screened with the shipped grids; a world is kept, with the mining weight, iff some shipped
+    grid moves at least mine_min_in rows into its rare mode."""
+    from fastdiff_core.bench.transfer import GridFit, mine_worlds, shipped_settings
+    from fastdiff_core.grid_search import world_batches, world_errors
+    from fastdiff_core.worlds.random_mixtures import HELD_OUT, TRAINING
+
+    path = get_path("vp_discrete")
+    fit = GridFit(train=2, samples=48, nfes=(4,), finals=("sigma_min",), solvers=("unipc", "ipndm"), mine=40,
+                  mine_min_in=1, mine_weight=4.0)
+    kept, summary = mine_worlds(fit, path)
+    assert summary["screened"] == [20_000, 20_039] and summary["kept"] == [w.seed for w in kept]
+    assert all(w.seed in TRAINING and w.seed not in HELD_OUT and w.weight == 4.0 for w in kept)
+    shipped = shipped_settings(fit, path)
+    assert len(shipped) == 2
+    every = world_batches(list(range(20_000, 20_040)), 48, sigma_range(path)[1], noise_seed=2)
+    blurred = [w.seed for w in every if max(world_errors(n, o, s, w)[1] for n, o, s in shipped) >= 1]
+    assert summary["kept"] == blurred and 0 < len(blurred) < 40
+    with pytest.raises(ValueError, match="mine="):
+        mine_worlds(GridFit(mine=0), path)

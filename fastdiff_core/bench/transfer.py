@@ -8,6 +8,9 @@
    and NFE 3-10, the grid's log-sigma fractions fitted by coordinate search on the mean log RMSE over
    the training worlds plus ``rare_weight`` times the share of the rare mode misplaced (rows moved in or
    out against their references; ``grid_search.optimise_transfer_grid``), from the best fixed grid.
+   With ``--mine N`` the training worlds get hard examples from the same family (``mine_worlds``): N
+   other training-range worlds screened with the *shipped* grids, the ones where a shipped grid moves rows
+   into the rare mode added, each counting ``--mine-weight`` times.
 3. Validation on ``--held-out`` worlds the fit never saw (seeds from ``HELD_OUT``; ``check_disjoint``
    refuses overlap): shipped grid vs the best fixed grid, per world, and both grids' rare mode pooled.
 
@@ -19,6 +22,7 @@ it nothing tracked is touched. This module computes rows (``fit_grids``);
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -43,6 +47,10 @@ STUDY_NFES = (4, 6, 8, 10)
 PATH_NAME = "vp_discrete"
 FINALS = tuple(catalog.GRIDS["tuned"].options["final"].choices)  # conventions with their own tuned grids
 RARE_WEIGHT = 2.0  # the fit's weight on the rare mode's misplaced share (a tenth misplaced = 22% more RMSE)
+# Mined candidates are training seeds from 20,000 on: after any fit's own worlds (1,000 + --train, at most
+# 10,000 of them) and before tools/lownfe_probe.py's validation worlds (90,000 on).
+MINE_START = 19_000  # index into worlds.random_mixtures.TRAINING (seed 20,000)
+MINE_MAX = 70_000  # candidates up to seed 89,999
 
 
 def settings(name: str) -> list[dict[str, Any]]:
@@ -117,6 +125,55 @@ class GridFit:
     world_rare_weight: float = 0.0  # weight of the mean over worlds of each world's own misplaced share
     off_mode_weight: float = 0.0  # weight of the mean over worlds of the share of rows off their mode (blur)
     solvers: tuple[str, ...] = SHIPPED_SOLVERS  # solvers to fit grids for
+    mine: int = 0  # training-range worlds screened for hard examples (``mine_worlds``; 0: none)
+    mine_min_in: int = 2  # a mined world: some shipped grid moves at least this many rows into its rare mode
+    mine_weight: float = 1.0  # how many training worlds a mined world counts as
+
+
+def shipped_settings(fit: GridFit, path: Any) -> list[tuple[str, dict[str, Any], list[float]]]:
+    """(solver, planned options, shipped tuned sigmas) of every solver, convention and NFE ``fit`` fits that
+    has a shipped grid (``tuned_grids.json`` as it is before this fit)."""
+    out = []
+    for name in fit.solvers:
+        for final in fit.finals:
+            opts: dict[str, Any] = {} if final == "solver" else {"final": final}
+            for nfe in fit.nfes:
+                plan = catalog.SOLVERS[name].plan_for_nfe(nfe, opts)
+                if plan is None or plan[0] not in catalog.TUNED_STEPS:
+                    continue
+                out.append((name, plan[1], build_grid("tuned", plan[0], path, {"solver": name, "final": final})))
+    return out
+
+
+def mine_worlds(fit: GridFit, path: Any, log: Callable[[str], None] = lambda s: None
+                ) -> tuple[list[WorldBatch], dict[str, Any]]:
+    """Hard-example mining inside the training family: screen ``fit.mine`` training-range worlds (seeds from
+    20,000 on, none of them a fit's own training world or a held-out one) with the shipped grids of what
+    ``fit`` fits (``shipped_settings``), and keep each world where one of them moves at least
+    ``fit.mine_min_in`` rows into the rare mode (against their own reference rows) -- blur between modes
+    that a grid fitted on the family's typical worlds never sees -- with weight ``fit.mine_weight``.
+    Returns the kept worlds (``fit.samples`` rows each, noise other than the training worlds') and a
+    summary: screened seeds, kept seeds, and the rows moved in / out by the shipped grids on the kept ones."""
+    if not 0 < fit.mine <= MINE_MAX:
+        raise ValueError(f"mine={fit.mine!r} must be in [1, {MINE_MAX}]")
+    if fit.mine_min_in < 1:
+        raise ValueError(f"mine_min_in={fit.mine_min_in!r} must be >= 1")
+    if not (math.isfinite(fit.mine_weight) and fit.mine_weight > 0):
+        raise ValueError(f"mine_weight={fit.mine_weight!r} must be a finite number > 0")
+    seeds = training_seeds(fit.mine, start=MINE_START)
+    shipped = shipped_settings(fit, path)
+    smax = sigma_range(path)[1]
+    kept: list[WorldBatch] = []
+    moved_in = moved_out = 0
+    for k in range(0, len(seeds), 100):
+        for w in world_batches(seeds[k:k + 100], fit.samples, smax, noise_seed=2):
+            moves = [world_errors(name, opts, sig, w)[1:] for name, opts, sig in shipped]
+            if max((i for i, _ in moves), default=0) >= fit.mine_min_in:
+                kept.append(dataclasses.replace(w, weight=fit.mine_weight))
+                moved_in, moved_out = moved_in + sum(i for i, _ in moves), moved_out + sum(o for _, o in moves)
+        log(f"  mined {min(k + 100, len(seeds))} of {len(seeds)} worlds: {len(kept)} kept")
+    return kept, {"screened": [seeds[0], seeds[-1]], "kept": [w.seed for w in kept], "min_in": fit.mine_min_in,
+                  "weight": fit.mine_weight, "shipped_moved_in_out": [moved_in, moved_out]}
 
 
 @dataclass
@@ -127,12 +184,15 @@ class GridFitReport:
     fits: list[dict[str, Any]]  # per solver, convention and NFE: the fitted grid judged on the held-out worlds
     tuned_grids: dict[str, Any]  # the document ``--write`` stores in tuned_grids.json
     wall_s: float
+    mined: dict[str, Any] | None = None  # ``mine_worlds``' summary (None without --mine)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": PATH_NAME, "train_seeds": self.train_seeds,
                                "held_out_seeds": self.held_out_seeds}
         if self.study is not None:
             out["study"] = self.study
+        if self.mined is not None:
+            out["mined"] = self.mined
         out["fits"] = self.fits
         return out
 
@@ -175,8 +235,8 @@ def fit_one(name: str, nfe: int, train: list[WorldBatch], held: list[WorldBatch]
             "held_out_rare": tuned_rare, "held_out_rare_fixed": fixed_rare}
 
 
-def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str, str], dict[str, list[float]]]
-                    ) -> dict[str, Any]:
+def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str, str], dict[str, list[float]]],
+                    mined: dict[str, Any] | None = None) -> dict[str, Any]:
     """The shipped tuned_grids.json with the fitted (solver, convention, step count) grids replaced and the
     others kept; each convention's fit settings are stored beside its grids (for final = solver at the top)."""
     doc = json.loads(TUNED_GRIDS_FILE.read_text())
@@ -185,6 +245,8 @@ def _tuned_document(fit: GridFit, train_seeds: list[int], fitted: dict[tuple[str
         meta["world_rare_weight"] = fit.world_rare_weight
     if fit.off_mode_weight:
         meta["off_mode_weight"] = fit.off_mode_weight
+    if mined is not None:
+        meta["mined"] = {k: mined[k] for k in ("screened", "kept", "min_in", "weight")}
     for (name, final), grids in fitted.items():
         entry = doc["solvers"].setdefault(name, {"options": {}, "grids": {}})
         if final == "solver":
@@ -221,6 +283,11 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
     log(f"references: {fit.train} training + {fit.held_out} held-out worlds x {fit.samples} samples ...")
     train = world_batches(train_seeds, fit.samples, smax)
     held = world_batches(eval_seeds, fit.samples, smax, noise_seed=1)
+    mined, extra = None, []
+    if fit.mine:
+        log(f"mining {fit.mine} training-range worlds for ones the shipped grids blur into the rare mode ...")
+        extra, mined = mine_worlds(fit, path, log)
+        check_disjoint(mined["kept"], eval_seeds + train_seeds)
     study = None
     if fit.study:
         log("last-step study ...")
@@ -230,7 +297,7 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
     for name in fit.solvers:
         for final in fit.finals:
             for nfe in fit.nfes:
-                row = fit_one(name, nfe, train, held, path, fit.budget, final, fit.rare_weight, fit.world_rare_weight,
+                row = fit_one(name, nfe, train + extra, held, path, fit.budget, final, fit.rare_weight, fit.world_rare_weight,
                               fit.off_mode_weight)
                 if row is None:
                     continue
@@ -242,5 +309,5 @@ def fit_grids(fit: GridFit, log: Callable[[str], None] = lambda s: None) -> Grid
                     f"per-world share {row['train_world_rare_start']:.3f} -> {row['train_world_rare']:.3f}, "
                     f"off-mode share {row['train_off_mode_start']:.4f} -> {row['train_off_mode']:.4f}, "
                     f"held-out rare {row['held_out_rare']['rare_diff']:+.4f} (fixed {row['held_out_rare_fixed']['rare_diff']:+.4f})")
-    return GridFitReport(train_seeds, eval_seeds, study, rows, _tuned_document(fit, train_seeds, fitted),
-                         time.perf_counter() - t0)
+    return GridFitReport(train_seeds, eval_seeds, study, rows, _tuned_document(fit, train_seeds, fitted, mined),
+                         time.perf_counter() - t0, mined)
