@@ -65,7 +65,9 @@ def explore(browser, page, base: str, out: pathlib.Path) -> str:
 
 def sweep(page, base: str, out: pathlib.Path) -> None:
     """A 4 solvers x 4 step counts sweep; the Queue page while it runs; its results with a point clicked."""
-    page.goto(f"{base}/sweep?samples=1000")
+    # 20,000 rollouts a run: enough work that the Queue page catches the sweep running and queued (at 1,000
+    # a quiet machine had finished it before the page drew, and the screenshot showed an empty queue).
+    page.goto(f"{base}/sweep?samples=20000")
     page.get_by_role("button", name="Queue sweep").wait_for(timeout=300_000)
     _idle(page)
     page.get_by_role("button", name="Queue sweep").click()
@@ -73,6 +75,7 @@ def sweep(page, base: str, out: pathlib.Path) -> None:
     results = page.url
     page.goto(f"{base}/queue")
     page.locator("[data-testid=stMain] h1:has-text('Queue')").wait_for(timeout=60_000)
+    page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=60_000)  # the queue's table, not its empty state
     _idle(page)
     _shoot(page, out / "queue.png")
     page.goto(results)

@@ -87,21 +87,33 @@ def format_of(root: pathlib.Path) -> int | None:
         return None
 
 
-def load(root: pathlib.Path) -> tuple[Manifest, int]:
-    """The published manifest and its file's change stamp (0 and an empty manifest before the first)."""
+Stamp = tuple[int, int, int]
+NO_MANIFEST: Stamp = (0, 0, 0)
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    # Each publish renames a new file into place: a new inode, even when two publishes fall within one tick
+    # of the file system's clock (their mtimes then being equal).
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def load(root: pathlib.Path) -> tuple[Manifest, Stamp]:
+    """The published manifest and its file's change stamp (``NO_MANIFEST`` and an empty manifest before
+    the first)."""
     try:
         with open(root / MANIFEST, "rb") as f:
-            stamp = os.fstat(f.fileno()).st_mtime_ns
+            stamp = _stamp(os.fstat(f.fileno()))
             return Manifest.from_json(f.read().decode()), stamp
     except FileNotFoundError:
-        return Manifest(), 0
+        return Manifest(), NO_MANIFEST
 
 
-def stamp(root: pathlib.Path) -> int:
+def stamp(root: pathlib.Path) -> Stamp:
+    """The published manifest's change stamp (``NO_MANIFEST`` before the first), without reading it."""
     try:
-        return os.stat(root / MANIFEST).st_mtime_ns
+        return _stamp(os.stat(root / MANIFEST))
     except FileNotFoundError:
-        return 0
+        return NO_MANIFEST
 
 
 def publish(root: pathlib.Path, manifest: Manifest) -> None:

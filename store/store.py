@@ -208,7 +208,7 @@ class Store:
         self._segment_cache: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
         self._wide_cache: dict[str, pl.DataFrame] = {}
         self._derived_cache: dict[str, pl.DataFrame] = {}
-        self._snap: tuple[int, _Snapshot] | None = None
+        self._snap: tuple[segments.Stamp, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
         self._inbox_folded: tuple[tuple[tuple[str, int], ...], _Inbox] | None = None  # lines folded, and what they gave
@@ -608,7 +608,7 @@ class Store:
         """The manifest's light frames; only segments not seen before are read."""
         stamp = segments.stamp(self.root)
         with self._lock:
-            if self._snap is not None and self._snap[0] == stamp and stamp:
+            if self._snap is not None and self._snap[0] == stamp:  # (before the first compaction too)
                 return self._snap[1]
             manifest, stamp = segments.load(self.root)
             new = [s for s in manifest.segments if s.name not in self._segment_cache]

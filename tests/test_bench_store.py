@@ -22,7 +22,7 @@ def test_bench_store_command_at_a_tiny_n(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     for field in ("runs", "experiments_ms", "explore_ms", "compare_ms", "sweep_ms", "first_query_ms", "process_ms",
-                  "compaction_ms", "files", "files_per_1000_runs"):
+                  "compaction_ms", "experiments_after_compaction_ms", "files", "files_per_1000_runs"):
         assert isinstance(rows[field], (int, float)) and rows[field] >= 0, field
     assert rows["runs"] == 400 and rows["sweeps"] == 2 and rows["single_experiments"] == 200
     # One file per table per batch (merged as they accumulate), never one per run or per experiment:
@@ -30,6 +30,9 @@ def test_bench_store_command_at_a_tiny_n(tmp_path):
     assert rows["batches"] == 7
     tables = len(schema.SEGMENT_TABLES)
     assert rows["files"] <= tables * rows["batches"] + 8 < rows["single_experiments"], rows["files"]
+    # Segments merged away wait GRACE_S before they are deleted; they are on disk, not kept.
+    assert 0 <= rows["files_merged_away"] <= rows["files"]
+    assert rows["files_per_1000_runs"] == 1000 * (rows["files"] - rows["files_merged_away"]) / rows["runs"]
     assert "| Compare |" in proc.stdout and "files per 1,000 runs" not in proc.stderr
 
 

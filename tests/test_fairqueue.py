@@ -352,3 +352,25 @@ def test_two_homes_share_one_password_protected_tcp_redis(tmp_path):
     finally:
         b.close(), a.close()
         server.kill()
+
+
+def test_start_estimates_schedule_behind_running_and_dispatched_runs():
+    now = 1000.0
+    rows = [
+        # half done after 4 s: 4 s left, by its own progress (not the typical run's 3 s)
+        {"state": "running", "started": now - 4.0, "done": 5, "total": 10},
+        # no progress reported yet, started 1 s ago: the typical 3 s less 1 s
+        {"state": "running", "started": now - 1.0, "done": None, "total": None},
+        {"state": "dispatched"},  # taken by a worker: runs before every queued run
+        {"state": "queued"}, {"state": "queued"}, {"state": "queued"},
+    ]
+    # two processes, free at 4 and 2 s; the dispatched run takes the one free at 2 (until 5); the queued
+    # runs then start at 4 (until 7), 5 (until 8) and 7.
+    assert fairqueue.start_estimates(rows, 3.0, 2, now) == [None, None, None, 4.0, 5.0, 7.0]
+    # a third, idle process takes the dispatched run at once (until 3): the queued runs start at 2, 3 and 4
+    assert fairqueue.start_estimates(rows, 3.0, 3, now) == [None, None, None, 2.0, 3.0, 4.0]
+    # before any run has finished there is no typical run time: no estimate
+    assert fairqueue.start_estimates(rows, None, 2, now) == [None] * 6
+    # a run past its typical time without progress is taken as about to finish, never as negative
+    late = [{"state": "running", "started": now - 60.0}, {"state": "queued"}]
+    assert fairqueue.start_estimates(late, 3.0, 1, now) == [None, 0.0]

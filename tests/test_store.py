@@ -352,3 +352,27 @@ def test_one_unreadable_stored_record_takes_nothing_down_and_is_kept(tmp_path, d
         assert fresh.run(g_rid)["status"] == "done" and fresh.run(b_rid) is None
         assert key in fresh.unreadable() and ".jsonl:" in fresh.unreadable()[key]
         assert fresh.metrics([g_rid]).height == 2 and fresh.metrics([b_rid]).height == 0
+
+
+def test_a_reader_rebuilds_its_snapshot_only_when_a_new_manifest_is_published(tmp_path):
+    import os
+
+    from store import segments
+
+    s = Store(tmp_path)
+    exp, run_ids = s.new_experiment("exp", specs(3), sweep={"seed": list(range(3))})
+    # Before the first compaction: the (empty) snapshot is kept, not rebuilt on every read.
+    first = s._snapshot()
+    assert s._snapshot() is first and segments.stamp(s.root) == segments.NO_MANIFEST
+    assert s.compact() == 3
+    second = s._snapshot()
+    assert second is not first and len(second.manifest.segments) == 1 and s._snapshot() is second
+    # A second publish within one tick of the file system's clock (the same mtime) is still seen: it is a new
+    # file, renamed into place.
+    before = os.stat(s.root / segments.MANIFEST)
+    assert s.record_result(run_ids[0], "done", result_for(RunSpec.from_dict(s.run(run_ids[0])["spec"])))
+    assert s.compact() == 1
+    os.utime(s.root / segments.MANIFEST, ns=(before.st_atime_ns, before.st_mtime_ns))
+    third = s._snapshot()
+    assert third is not second and len(third.manifest.segments) == 2
+    assert s.runs(exp)["status"].to_list()[0] == "done"

@@ -1,7 +1,7 @@
 """CPU seconds each process of a local service spends on 30 no-op round trips and on a 100-run sweep
 (docs/bench-service.md).
 
-    python tools/service_cpu_seconds.py [redis|embedded] [TRIPS] [--no-sweep]    # this checkout's code
+    python tools/service_cpu_seconds.py [redis|embedded] [TRIPS] [--no-sweep] [--floor]    # this checkout's code
     PYTHONPATH=OTHER_TREE python tools/service_cpu_seconds.py ...                  # another tree's code
 
 Starts the service as ``fastdiff bench service`` does (two workers of one torch thread, a collector),
@@ -9,7 +9,9 @@ warms it, and reads user + system time from /proc for the broker, this client pr
 node (main process and pool children) and the collector before and after each phase. CPU seconds
 depend less on the machine's load than wall time does, so they say what a round trip costs even on
 a busy machine (the clock tick is 10 ms: read them over many trips; per trip they are printed as
-milliseconds of CPU per round trip, +-10 ms / TRIPS each).
+milliseconds of CPU per round trip, +-10 ms / TRIPS each). ``--floor``: first the same for TRIPS round
+trips of the bare Celery no-op (``workers.celery_floor``) on two floor worker nodes of the same broker,
+timed alone (the service idle beside them), so both lines read on the same machine state.
 """
 
 from __future__ import annotations
@@ -57,8 +59,31 @@ def cpu_by_process(svc: LocalService) -> dict[str, float]:
     return {k: sum(cpu_s(p) for p in v) for k, v in procs.items()}
 
 
+def report(what: str, n: int, trips: list[float], wall: float, used: dict[str, float]) -> None:
+    used = {k: v for k, v in used.items() if v > 0}
+    print(f"load {os.getloadavg()[0]:.1f}; {n} {what}: median {1e3 * statistics.median(trips):.1f} ms, "
+          f"wall {wall:.2f} s; CPU s:", {k: round(v, 2) for k, v in used.items()},
+          f"= CPU ms per round trip: {1e3 * sum(used.values()) / n:.1f}",
+          {k: round(1e3 * v / n, 1) for k, v in used.items()}, flush=True)
+
+
+def floor_trips(svc: LocalService, n: int) -> None:
+    from workers import celery_floor
+
+    svc.floor_worker("f1"), svc.floor_worker("f2")
+    svc.wait_workers(["f1", "f2"])
+    app = celery_floor.floor_app(svc.broker.url)
+    celery_floor.round_trips(app, 4)
+    before, t = cpu_by_process(svc), time.perf_counter()
+    trips = celery_floor.round_trips(app, n)
+    wall, after = time.perf_counter() - t, cpu_by_process(svc)
+    report("bare Celery no-op round trips", n, trips, wall, {k: after[k] - before.get(k, 0.0) for k in after})
+    for name in ("f1", "f2"):
+        svc.kill(name)
+
+
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--no-sweep"]
+    args = [a for a in sys.argv[1:] if a not in ("--no-sweep", "--floor")]
     kind = args[0] if args else "embedded"
     n = int(args[1]) if len(args) > 1 else 30
     with tempfile.TemporaryDirectory() as tmp, \
@@ -68,6 +93,8 @@ def main() -> None:
         for spec in (SWEEP_BASE, NOOP):
             _, warm = svc.client.submit([spec, spec], "warm-up")
             svc.client.wait(warm, timeout=300)
+        if "--floor" in sys.argv:
+            floor_trips(svc, n)
         before, t, trips = cpu_by_process(svc), time.perf_counter(), []
         for _ in range(n):
             t1 = time.perf_counter()
@@ -75,11 +102,7 @@ def main() -> None:
             svc.client.wait([rid], timeout=60)
             trips.append(time.perf_counter() - t1)
         wall, after = time.perf_counter() - t, cpu_by_process(svc)
-        used = {k: after[k] - before[k] for k in after}
-        print(f"load {os.getloadavg()[0]:.1f}; {n} round trips: median {1e3 * statistics.median(trips):.1f} ms, "
-              f"wall {wall:.2f} s; CPU s:", {k: round(v, 2) for k, v in used.items()},
-              f"= CPU ms per round trip: {1e3 * sum(used.values()) / n:.1f}",
-              {k: round(1e3 * v / n, 1) for k, v in used.items()})
+        report("round trips", n, trips, wall, {k: after[k] - before.get(k, 0.0) for k in after})
         if "--no-sweep" in sys.argv:
             return
         before, t = cpu_by_process(svc), time.perf_counter()

@@ -4,7 +4,10 @@
    the store; the client wakes on the collector's announcement, no polling), beside a bare Redis
    PING round trip to the same server, for Debian's redis-server on a loopback port and the
    embedded broker on a Unix socket, both with fsync on every write. Where the time goes: the
-   broker's own MONITOR stream timestamps each stage of a few traced round trips.
+   broker's own MONITOR stream timestamps each stage of a few traced round trips. Beside it, in
+   turn with it, the floor of the queue's own choices (``workers.celery_floor``): a bare Celery
+   no-op with the same guarantees (prefork pool, late acknowledgement, the same broker, a durable
+   reply the client waits for) and nothing of fastdiff's.
 2. Throughput of a 100-run sweep of tiny runs on 2 worker processes (batched, through each broker)
    vs the same specs executed one after another in this process.
 3. The wait of an interactive run submitted while that 100-run sweep is queued, against its round
@@ -33,6 +36,7 @@ import redis
 
 from fastdiff_cli.args import int_range, writable_file
 from fastdiff_core.spec import RunSpec
+from workers import celery_floor
 from workers.broker import system_binary
 from workers.local_service import LocalService
 from workers.settings import redis_py_url
@@ -142,6 +146,10 @@ def traced_round_trips(svc: LocalService, spec: RunSpec, n: int) -> dict[str, fl
     return {s: statistics.median(v) for s, v in per_stage.items()}
 
 
+def _p90_ms(seconds: list[float]) -> float:
+    return 1e3 * sorted(seconds)[int(0.9 * (len(seconds) - 1))]
+
+
 def _timed(fn: Callable[[], Any], repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
@@ -156,8 +164,10 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
     # sizes itself when it is the machine's only worker node.
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     with LocalService(root, kind, max_run_s=600, fsync="always", env={"OMP_NUM_THREADS": threads}) as svc:
-        svc.worker("w1"), svc.worker("w2"), svc.collector()
-        svc.wait_workers(["w1", "w2"])
+        svc.worker("w1"), svc.worker("w2"), svc.collector(), svc.floor_worker("f1"), svc.floor_worker("f2")
+        svc.wait_workers(["w1", "w2", "f1", "f2"])
+        floor = celery_floor.floor_app(svc.broker.url)
+        celery_floor.round_trips(floor, 2)  # warm the floor's pool processes
         # warm both workers: a two-run sweep is two one-run batches, one per process
         _, warm = svc.client.submit([SWEEP_BASE, SWEEP_BASE], "warm-up")
         svc.client.wait(warm, timeout=300)
@@ -165,7 +175,13 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         svc.client.wait(warm, timeout=300)
         ping, write = _ping_ms(svc.broker.url)
         store_fsync = _fsync_ms(svc.store.root)
-        trips = [_round_trip(svc, NOOP)[0] for _ in range(round_trips)]
+        # The no-op round trip and the bare Celery floor, one of each in turn: both see the same load.
+        trips, floors = [], []
+        for _ in range(round_trips):
+            floors += celery_floor.round_trips(floor, 1)
+            trips.append(_round_trip(svc, NOOP)[0])
+        for name in ("f1", "f2"):  # nothing of the floor stays beside what follows
+            svc.kill(name)
         stages = traced_round_trips(svc, NOOP, min(10, round_trips))
         idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
         specs = _sweep_specs(n_runs)
@@ -184,7 +200,8 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         stored = svc.client.wait(behind, timeout=3600)
         after = sum(stored[b]["finished"] > svc.store.run(run_id)["finished"] for b in behind)
     return {"broker": kind, "ping_ms": ping, "durable_write_ms": write, "store_fsync_ms": store_fsync, "round_trip_ms": 1e3 * statistics.median(trips),
-            "round_trip_p90_ms": 1e3 * sorted(trips)[int(0.9 * (len(trips) - 1))], "stages_ms": stages,
+            "round_trip_p90_ms": _p90_ms(trips), "celery_floor_ms": 1e3 * statistics.median(floors),
+            "celery_floor_p90_ms": _p90_ms(floors), "stages_ms": stages,
             "sweep_s": sweep_s, "workers": sorted({r["worker"] for r in runs.values()}), "bundle": str(bundle),
             "interactive_idle_ms": 1e3 * idle, "interactive_behind_sweep_ms": 1e3 * waited,
             "sweep_runs_after_interactive": after}
@@ -299,6 +316,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=writable_file, default=None, help="also write the figures to this JSON file")
 
 
+def _print_round_trips(results: list[dict[str, Any]], names: dict[str, str]) -> None:
+    print("| broker | PING | durable write (LPUSH) | store fsync | bare Celery no-op, median (p90) | "
+          "no-op round trip, median (p90) | " + " | ".join(f"{s}, ms" for s in STAGES) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * len(STAGES))
+    for r in results:
+        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['store_fsync_ms']:.2f} ms | "
+              f"{r['celery_floor_ms']:.1f} ms ({r['celery_floor_p90_ms']:.1f} ms) | "
+              f"{r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
+              + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
+
+
 def main(args: argparse.Namespace) -> int:
     # Debian's Redis (when installed) and the embedded one, both fsyncing every write: an accepted run
     # survives a broker crash.
@@ -321,13 +349,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; {args.round_trips} round trips "
           f"per broker; appendfsync always; the no-op run executes in {noop_ms:.1f} ms in-process")
     print()
-    print("| broker | PING | durable write (LPUSH) | store fsync | no-op round trip, median (p90) | "
-          + " | ".join(f"{s}, ms" for s in STAGES) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(STAGES))
-    for r in results:
-        print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['store_fsync_ms']:.2f} ms | "
-              f"{r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
-              + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
+    _print_round_trips(results, names)
     print()
     print(f"| broker | {args.runs}-run sweep, 2 workers | runs/s | vs in-process | interactive run: idle queue | "
           f"behind the queued sweep | sweep runs stored after it |")
@@ -350,6 +372,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         out = {"load_average": load, "noop_execute_ms": noop_ms, "in_process_s": local_s, "runs": args.runs,
                "round_trip_ms": {r["broker"]: r["round_trip_ms"] for r in results},
+               "celery_floor_ms": {r["broker"]: r["celery_floor_ms"] for r in results},
                "ping_ms": {r["broker"]: r["ping_ms"] for r in results},
                "durable_write_ms": {r["broker"]: r["durable_write_ms"] for r in results},
                "store_fsync_ms": {r["broker"]: r["store_fsync_ms"] for r in results}, "in_process_threads": local_threads,

@@ -289,23 +289,20 @@ def snapshot(r: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:
     """Every queued and running run across all users: run_id, exp_id, owner, kind, state
     ('running'; 'dispatched': taken by a worker, not started yet (a run whose batch is executing
     another run, or a message the worker is just unpacking); 'queued'), position (1 = next; None
-    unless queued), est_start_s (seconds from now: runs ahead x the median of the newest runs' wall
-    time / worker processes; None before any run finished), worker, started, done, total. Running
-    first, then dispatched, then queued in service order."""
+    unless queued), est_start_s (seconds from now, ``start_estimates``; None before any run finished),
+    worker, started, done, total. Running first, then dispatched, then queued in service order."""
     now = time.time() if now is None else now
     records = _records(r)
     order = [x for x in service_order(r) if x in records and records[x].get("state") != "running"]
     position = {x: i for i, x in enumerate(dict.fromkeys(order))}
     taken = dispatched_run_ids(r) - set(position)  # (a redelivered message is queued again: its position wins)
-    per_run, slots = recent_seconds(r), capacity(r)
     rows = []
     for run_id, rec in records.items():
         state = "running" if rec.get("state") == "running" else "dispatched" if run_id in taken else "queued"
         pos = position.get(run_id) if state == "queued" else None
-        est = None if per_run is None or pos is None else pos * per_run / slots
         rows.append({"run_id": run_id, "exp_id": rec.get("exp_id"), "owner": rec.get("owner"),
                      "kind": rec.get("kind"), "state": state,
-                     "position": None if pos is None else pos + 1, "est_start_s": est,
+                     "position": None if pos is None else pos + 1, "est_start_s": None,
                      "worker": rec.get("worker"), "started": float(rec["started"]) if "started" in rec else None,
                      "submitted": float(rec["submitted"]) if "submitted" in rec else None,
                      "done": int(rec["done"]) if "done" in rec else None,
@@ -313,7 +310,43 @@ def snapshot(r: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:
     rank = {"running": 0, "dispatched": 1, "queued": 2}
     rows.sort(key=lambda x: (rank[x["state"]], x["position"] if x["position"] is not None else math.inf,
                              x["submitted"] or 0.0))
+    starts = start_estimates(rows, recent_seconds(r), capacity(r), now)
+    for row, est in zip(rows, starts):
+        row["est_start_s"] = est
     return rows
+
+
+def remaining_seconds(row: dict[str, Any], per_run: float, now: float) -> float:
+    """A running run's seconds left: extrapolated from its progress (elapsed x left / done) once it has
+    reported some, else the typical run's time less what it has already run (never below 0)."""
+    started, done, total = row.get("started"), row.get("done"), row.get("total")
+    elapsed = max(now - started, 0.0) if started is not None else 0.0
+    if started is not None and done and total and 0 < done <= total:
+        return elapsed * (total - done) / done
+    return max(per_run - elapsed, 0.0)
+
+
+def start_estimates(rows: list[dict[str, Any]], per_run: float | None, slots: int,
+                    now: float) -> list[float | None]:
+    """Each row's estimated start in seconds from now (None unless queued, or before any run finished), by
+    list scheduling over the worker processes: each process is free when its running run is done (its
+    progress extrapolated); the dispatched runs, then the queued ones in service order, each take the
+    process free first and hold it for the median of the newest runs' wall time (``per_run``). ``rows``
+    are ``snapshot``'s, in its order."""
+    if per_run is None:
+        return [None] * len(rows)
+    running = [remaining_seconds(x, per_run, now) for x in rows if x["state"] == "running"]
+    free = sorted(running + [0.0] * max(slots - len(running), 0))
+    out: list[float | None] = []
+    for row in rows:
+        if row["state"] == "running":
+            out.append(None)
+            continue
+        start = free.pop(0)
+        free.append(start + per_run)
+        free.sort()
+        out.append(start if row["state"] == "queued" else None)
+    return out
 
 
 def record(r: redis.Redis, run_id: str) -> dict[str, str]:

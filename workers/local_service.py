@@ -67,9 +67,9 @@ class LocalService:
     def log(self, name: str) -> pathlib.Path:
         return self.root / f"{name}.log"
 
-    def spawn(self, name: str, *argv: str) -> subprocess.Popen:
+    def spawn(self, name: str, *argv: str, module: str = "workers.cli") -> subprocess.Popen:
         with open(self.log(name), "ab") as log:
-            p = subprocess.Popen([sys.executable, "-m", "workers.cli", *argv], env=self.env, cwd=REPO,
+            p = subprocess.Popen([sys.executable, "-m", module, *argv], env=self.env, cwd=REPO,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         self.procs[name] = p
@@ -80,6 +80,10 @@ class LocalService:
 
     def collector(self) -> subprocess.Popen:
         return self.spawn("collector", "collector")
+
+    def floor_worker(self, name: str) -> subprocess.Popen:
+        """A worker node of the bare Celery no-op (``workers.celery_floor``) on this service's broker."""
+        return self.spawn(name, f"{name}@local", module="workers.celery_floor")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal the process's whole group (a worker's parent and its children) and reap it."""
