@@ -83,6 +83,9 @@ FIELDS: dict[str, Option] = {
                        "of samples x plans x futures", min=1, nullable=True),
 }
 # The option maps: field -> the field naming the registry entry whose option schema applies.
+# the tuned grids (grid_options.solver) UniPC bh1 may use: measured no worse than bh1's best fixed grid at NFE 4,
+# 6 and 8 (tools/lownfe_probe.py variants; docs/lownfe.md); the unipc and dpmpp_2m ones blur with bh1
+BH1_TUNED_GRIDS = ("ipndm",)
 OPTION_FIELDS = {"world_options": "world", "solver_options": "solver", "grid_options": "grid",
                  "cache_options": "feature_cache", "parallel_options": "parallel", "importance_options": "importance"}
 # Rules RunSpec enforces across fields (beyond each field's own type, bounds and choices). The published
@@ -251,7 +254,8 @@ class RunSpec:
         self._check_guidance_interval()
         self._check_speedups()
         self._check_gate()
-        if enforce_limits:
+        if enforce_limits:  # a new run; a record of a run that happened stays readable
+            self._check_tuned_variant()
             check_run_limits(self)
 
     def refusal(self) -> str | None:
@@ -309,6 +313,23 @@ class RunSpec:
             final = self.solver_options.get("final") if self.sampler == "solver" else None
             object.__setattr__(self, "grid_options", _frozen({**self.grid_options,
                                                               "final": "sigma_min" if final == "sigma_min" else "solver"}))
+
+    def _check_tuned_variant(self) -> None:
+        """UniPC bh1 on a tuned grid fitted for bh2 or DPM-Solver++(2M) blurs: 1.2-2.4x the RMSE of bh1's best
+        fixed grid at NFE 4-8 and up to 6x the rows moved into the rare mode (docs/lownfe.md, "UniPC bh1 and the
+        tuned grids"). Refused rather than redirected: the run would not be the one asked for."""
+        if not (self.grid == "tuned" and self.sampler == "solver" and self.solver == "unipc"
+                and self.solver_options.get("variant") == "bh1"):
+            return
+        fitted_for = self.grid_options.get("solver") or catalog.GRIDS["tuned"].options["solver"].default
+        if fitted_for not in BH1_TUNED_GRIDS:
+            fixed = [g for g in catalog.GRIDS if g not in ("tuned", "custom")]
+            raise ValueError(
+                f"solver_options.variant='bh1' with grid='tuned' and grid_options.solver={fitted_for!r}: that grid "
+                f"was fitted for {fitted_for} in its default setting (unipc: variant bh2) and blurs with bh1 (up to "
+                f"2.4x the RMSE of bh1 on a fixed grid at NFE 4-8); "
+                f"allowed: solver_options.variant='bh2', grid_options.solver in {list(BH1_TUNED_GRIDS)}, or a fixed "
+                f"grid {fixed} or 'custom'")
 
     def _check_guidance_interval(self) -> None:
         gi = self.guidance_interval

@@ -317,3 +317,24 @@ def test_mining_keeps_exactly_the_training_range_worlds_a_shipped_grid_blurs_int
     assert summary["kept"] == blurred and 0 < len(blurred) < 40
     with pytest.raises(ValueError, match="mine="):
         mine_worlds(GridFit(mine=0), path)
+
+
+def test_unipc_bh1_is_refused_on_the_tuned_grids_it_blurs_on_with_what_is_allowed():
+    """The tuned unipc and dpmpp_2m grids blur with UniPC bh1 (docs/lownfe.md, "UniPC bh1 and the tuned grids"):
+    a new spec asking for that pairing is refused before any work, naming the field, the value and what is
+    allowed; the ipndm grid, bh2 and fixed grids stay; a stored record of such a run still reads back."""
+    from fastdiff_core.spec import RunSpec
+
+    bh1 = {"variant": "bh1"}
+    for gopts in ({}, {"solver": "unipc"}, {"solver": "dpmpp_2m", "final": "sigma_min"}):
+        with pytest.raises(ValueError, match=r"solver_options.variant='bh1'.*grid='tuned'.*allowed: "
+                                             r"solver_options.variant='bh2', grid_options.solver in \['ipndm'\]"):
+            RunSpec(solver="unipc", solver_options=bh1, grid="tuned", steps=7, grid_options=gopts)
+    assert RunSpec(solver="unipc", solver_options=bh1, grid="tuned", steps=7, grid_options={"solver": "ipndm"}).steps == 7
+    assert RunSpec(solver="unipc", grid="tuned", steps=7, grid_options={"solver": "unipc"}).solver_options["variant"] == "bh2"
+    assert RunSpec(solver="unipc", solver_options=bh1, grid="quadratic", steps=7).grid == "quadratic"
+    stored = RunSpec(solver="unipc", solver_options=bh1, grid="tuned", steps=7, grid_options={"solver": "unipc"},
+                     enforce_limits=False).to_dict()
+    assert RunSpec.from_dict(stored, enforce_limits=False).solver_options["variant"] == "bh1"
+    with pytest.raises(ValueError, match="variant='bh1'"):
+        RunSpec.from_dict(stored)
