@@ -215,10 +215,15 @@ def merge(directory: pathlib.Path, manifest: Manifest, group: list[Segment], dea
     return dataclasses.replace(manifest, segments=(*keep, seg))
 
 
+def live_names(directory: pathlib.Path, manifest: Manifest) -> set[str]:
+    """The names of the segment files ``manifest`` lists."""
+    return {s.path(directory, t).name for s in manifest.segments for t in s.tables}
+
+
 def remove_unlisted(directory: pathlib.Path, manifest: Manifest, grace_s: float, now: float) -> None:
     """Delete segment files no manifest names any more (merged away, or left by a killed compaction),
     once they are ``grace_s`` old: a reader that read the previous manifest may still be opening them."""
-    live = {s.path(directory, t).name for s in manifest.segments for t in s.tables}
+    live = live_names(directory, manifest)
     with os.scandir(directory) as it:
         for e in it:
             if e.name not in live and (e.name.endswith(".parquet") or e.name.startswith(".tmp-")):

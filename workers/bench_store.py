@@ -137,7 +137,7 @@ def count_merged_away(root: pathlib.Path) -> int:
     from store import segments
 
     manifest, _ = segments.load(root)
-    live = {seg.path(root / "segments", t).name for seg in manifest.segments for t in seg.tables}
+    live = segments.live_names(root / "segments", manifest)
     return sum(1 for p in (root / "segments").glob("*.parquet") if p.name not in live)
 
 
