@@ -178,6 +178,7 @@ _SIGMA_MIN = Option(float, None, "smallest nonzero sigma (default: the path's)",
 _SIGMA_MAX = Option(float, None, "largest sigma (default: the path's)", min=0.0, min_inclusive=False, nullable=True)
 
 TUNED_STEPS = range(3, 11)  # the step counts `fastdiff fit grids` ships tuned grids for
+TUNED_SOLVERS = ("dpmpp_2m", "unipc", "ipndm")  # the solvers it ships them for (the first: for any other solver)
 
 GRIDS: dict[str, GridInfo] = {
     g.name: g
@@ -196,8 +197,9 @@ GRIDS: dict[str, GridInfo] = {
         GridInfo("tuned", "Tuned across random worlds (shipped, steps 3-10)",
                  "log-sigma fractions per solver and step count, fitted by `fastdiff fit grids` on random mixture "
                  "worlds and validated on held-out ones; mapped onto the path's sigma range",
-                 {"solver": Option(str, "dpmpp_2m", "the solver the grid was fitted for",
-                                   choices=("dpmpp_2m", "unipc", "ipndm")),
+                 {"solver": Option(str, None, "the solver the grid was fitted for; null (default): the run's own "
+                                   "when it has tuned grids (dpmpp_2m, unipc, ipndm), else dpmpp_2m",
+                                   choices=TUNED_SOLVERS, nullable=True),
                   "final": Option(str, None, "the last-step convention (solver_options.final) the grid was "
                                   "fitted for; null (default): the run's own (sigma_min with "
                                   "solver_options.final=sigma_min, else solver)", choices=("solver", "sigma_min"),

@@ -307,12 +307,21 @@ class RunSpec:
         if self.grid == "tuned" and self.steps not in catalog.TUNED_STEPS:
             raise ValueError(f"steps={self.steps!r} has no tuned grid; allowed with grid='tuned': "
                              f"{catalog.TUNED_STEPS[0]}-{catalog.TUNED_STEPS[-1]}")
-        if self.grid == "tuned" and self.grid_options.get("final") is None:
-            # The grid fitted for the run's own last step: a grid fitted to be evaluated last, used by a run that
-            # stops there without evaluating, leaves noise around thin modes (docs/lownfe.md, NFE 6 second pass).
-            final = self.solver_options.get("final") if self.sampler == "solver" else None
-            object.__setattr__(self, "grid_options", _frozen({**self.grid_options,
-                                                              "final": "sigma_min" if final == "sigma_min" else "solver"}))
+        if self.grid == "tuned":
+            # Unless given, the grid fitted for the run's own solver and last step: a grid fitted to be evaluated
+            # last, used by a run that stops there without evaluating, leaves noise around thin modes
+            # (docs/lownfe.md, NFE 6 second pass); another solver's grid costs up to 1.3x the RMSE.
+            own = self._tuned_own()
+            object.__setattr__(self, "grid_options", _frozen({
+                **self.grid_options, **{k: v for k, v in own.items() if self.grid_options.get(k) is None}}))
+
+    def _tuned_own(self) -> dict[str, str]:
+        """The tuned grid's options that follow the run: its solver's grids (dpmpp_2m's for a solver without
+        any) for its last-step convention."""
+        solver = self.solver if self.sampler == "solver" and self.solver in catalog.TUNED_SOLVERS \
+            else catalog.TUNED_SOLVERS[0]
+        final = self.solver_options.get("final") if self.sampler == "solver" else None
+        return {"solver": solver, "final": "sigma_min" if final == "sigma_min" else "solver"}
 
     def _check_tuned_variant(self) -> None:
         """UniPC bh1 on a tuned grid fitted for bh2 or DPM-Solver++(2M) blurs: 1.2-2.4x the RMSE of bh1's best
@@ -321,7 +330,7 @@ class RunSpec:
         if not (self.grid == "tuned" and self.sampler == "solver" and self.solver == "unipc"
                 and self.solver_options.get("variant") == "bh1"):
             return
-        fitted_for = self.grid_options.get("solver") or catalog.GRIDS["tuned"].options["solver"].default
+        fitted_for = self.grid_options["solver"]
         if fitted_for not in BH1_TUNED_GRIDS:
             fixed = [g for g in catalog.GRIDS if g not in ("tuned", "custom")]
             raise ValueError(
@@ -429,6 +438,10 @@ class RunSpec:
         for entry, options in (("solver", "solver_options"), ("grid", "grid_options"), ("world", "world_options")):
             if entry in changes and changes[entry] != d[entry] and options not in changes:
                 d[options] = {}
+        if self.grid == "tuned" and "grid_options" not in changes:
+            # The tuned grid's options that followed the run (its solver, its last step) follow the new one.
+            own = self._tuned_own()
+            d["grid_options"] = {k: (None if k in own and v == own[k] else v) for k, v in d["grid_options"].items()}
         d.update(changes)
         return RunSpec.from_dict(d)
 

@@ -128,6 +128,30 @@ def test_a_tuned_grid_is_paired_with_the_runs_own_last_step_unless_chosen(final)
     assert kept.grid_options["final"] == "solver"
 
 
+def test_a_tuned_grid_follows_the_runs_solver_and_last_step_through_a_sweep():
+    """Unless chosen, grid_options.solver is the run's own solver when it has tuned grids (dpmpp_2m's
+    otherwise), as `fastdiff bench solvers` measures them: unipc on dpmpp_2m's grid cost it ~1.3x the RMSE.
+    A sweep over the solver or its last step re-derives both for each point (it used to keep the base's:
+    sigma_min runs on the grid fitted to be evaluated last, every solver on dpmpp_2m's); a chosen value
+    stays; a stored spec that names its grid reads back unchanged."""
+    from fastdiff_core import sweep
+    from fastdiff_core.spec import RunSpec
+
+    assert RunSpec(grid="tuned", steps=6, solver="unipc").grid_options["solver"] == "unipc"
+    assert RunSpec(grid="tuned", steps=6, solver="ipndm").grid_options["solver"] == "ipndm"
+    assert RunSpec(grid="tuned", steps=6, solver="euler").grid_options["solver"] == "dpmpp_2m"
+    points = sweep.grid(RunSpec(grid="tuned", steps=6, solver="euler"),
+                        {"solver": ["euler", "unipc", "ipndm"], "solver_options.final": ["solver", "sigma_min"]})
+    got = [(p.solver, p.solver_options["final"], p.grid_options["solver"], p.grid_options["final"]) for p in points]
+    assert got == [(solver, final, "dpmpp_2m" if solver == "euler" else solver, final)
+                   for solver in ("euler", "unipc", "ipndm") for final in ("solver", "sigma_min")]
+    chosen = RunSpec(grid="tuned", steps=6, solver="unipc", grid_options={"solver": "ipndm", "final": "sigma_min"})
+    moved = chosen.replace(solver="dpmpp_2m", steps=7)
+    assert (moved.grid_options["solver"], moved.grid_options["final"]) == ("ipndm", "sigma_min")
+    stored = {**RunSpec(grid="tuned", steps=6, solver="unipc").to_dict(), "grid_options": {"solver": "dpmpp_2m"}}
+    assert RunSpec.from_dict(stored).grid_options["solver"] == "dpmpp_2m"
+
+
 def test_held_out_world_seeds_never_reach_the_optimiser(monkeypatch, capsys):
     """`fastdiff fit grids` end to end at toy size, with the optimiser and the reference builder wrapped
     to record the worlds they are given: the optimiser sees training seeds only, never a held-out one,
