@@ -177,6 +177,7 @@ _SIGMA_MIN = Option(float, None, "smallest nonzero sigma (default: the path's)",
                     nullable=True)
 _SIGMA_MAX = Option(float, None, "largest sigma (default: the path's)", min=0.0, min_inclusive=False, nullable=True)
 
+FIXED_GRIDS = ("karras", "uniform_logsnr", "uniform_t", "quadratic")  # built from a formula, no fit
 TUNED_STEPS = range(3, 11)  # the step counts `fastdiff fit grids` ships tuned grids for
 TUNED_SOLVERS = ("dpmpp_2m", "unipc", "ipndm")  # the solvers it ships them for (the first: for any other solver)
 

@@ -174,7 +174,7 @@ def tuned_sigmas(n: int, path: NoisePath, *, solver: str = "dpmpp_2m", final: st
 
 GridBuilder = Callable[..., Sigmas]
 
-FIXED_GRIDS = ("karras", "uniform_logsnr", "uniform_t", "quadratic")
+FIXED_GRIDS = catalog.FIXED_GRIDS
 
 GRID_FUNCTIONS: dict[str, GridBuilder] = {
     "karras": karras_sigmas,

@@ -82,10 +82,10 @@ FIELDS: dict[str, Option] = {
     "gate_cap": Option(int, None, "null: one fixed sample; an integer: a sequential gate's most rollouts, a multiple "
                        "of samples x plans x futures", min=1, nullable=True),
 }
-# The option maps: field -> the field naming the registry entry whose option schema applies.
-# the tuned grids (grid_options.solver) UniPC bh1 may use: measured no worse than bh1's best fixed grid at NFE 4,
-# 6 and 8 (tools/lownfe_probe.py variants; docs/lownfe.md); the unipc and dpmpp_2m ones blur with bh1
+# The tuned grids (grid_options.solver) UniPC bh1 may use: measured no worse than bh1's best fixed grid at NFE 4,
+# 6 and 8 (tools/lownfe_probe.py variants; docs/lownfe.md); the unipc and dpmpp_2m ones blur with bh1.
 BH1_TUNED_GRIDS = ("ipndm",)
+# The option maps: field -> the field naming the registry entry whose option schema applies.
 OPTION_FIELDS = {"world_options": "world", "solver_options": "solver", "grid_options": "grid",
                  "cache_options": "feature_cache", "parallel_options": "parallel", "importance_options": "importance"}
 # Rules RunSpec enforces across fields (beyond each field's own type, bounds and choices). The published
@@ -332,13 +332,12 @@ class RunSpec:
             return
         fitted_for = self.grid_options["solver"]
         if fitted_for not in BH1_TUNED_GRIDS:
-            fixed = [g for g in catalog.GRIDS if g not in ("tuned", "custom")]
             raise ValueError(
                 f"solver_options.variant='bh1' with grid='tuned' and grid_options.solver={fitted_for!r}: that grid "
                 f"was fitted for {fitted_for} in its default setting (unipc: variant bh2) and blurs with bh1 (up to "
                 f"2.4x the RMSE of bh1 on a fixed grid at NFE 4-8); "
                 f"allowed: solver_options.variant='bh2', grid_options.solver in {list(BH1_TUNED_GRIDS)}, or a fixed "
-                f"grid {fixed} or 'custom'")
+                f"grid {list(catalog.FIXED_GRIDS)} or 'custom'")
 
     def _check_guidance_interval(self) -> None:
         gi = self.guidance_interval

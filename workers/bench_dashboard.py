@@ -56,7 +56,7 @@ def fill(store, n: int, samples: int) -> tuple[str, str]:
     from fastdiff_core.spec import RunSpec
 
     solvers = [s for s, info in catalog.SOLVERS.items() if not info.adaptive]
-    grids = [g for g in catalog.GRIDS if g not in ("custom", "tuned")]  # tuned: steps 3-10 only
+    grids = [g for g in catalog.GRIDS if g in catalog.FIXED_GRIDS]  # (tuned: steps 3-10 only)
     base = RunSpec(samples=samples, regime="offline", device="cpu")
     executed: dict[str, object] = {}
 

@@ -695,7 +695,6 @@ def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dic
     """Every deterministic fastdiff solver at exactly each NFE on the fixed and the shipped (tuned) grids,
     in its default setting, with final = sigma_min and with lower-order final steps."""
     rows = []
-    tuned = _tuned_solvers()
     for name, base in fastdiff_variants():
         info = catalog.SOLVERS[name]
         if info.stochastic:
@@ -713,7 +712,7 @@ def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dic
                 steps, planned = plan
                 # a tuned grid is used with the last-step convention it was fitted for (grids.tuned_sigmas)
                 grids = [(g, {}) for g in FIXED_GRIDS] + (
-                    [("tuned", {"solver": name, "final": tuned_final(opts.get("final"))})] if name in tuned else [])
+                    [("tuned", {"solver": name, "final": tuned_final(opts.get("final"))})] if name in catalog.TUNED_SOLVERS else [])
                 for grid, gopts in grids:
                     try:
                         sig = build_grid(grid, steps, path, gopts)
@@ -724,10 +723,6 @@ def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dic
                     rows.append({"impl": "fastdiff", "solver": label(name, {**base, **opts}), "grid": grid,
                                  "nfe_target": nfe, "steps": steps, "nfe": d.calls, **measure(setup, out, sig[0])})
     return rows
-
-
-def _tuned_solvers() -> set[str]:
-    return set(catalog.GRIDS["tuned"].options["solver"].choices) if "tuned" in catalog.GRIDS else set()
 
 
 def run_heldout(n_worlds: int, samples: int, nfes: tuple[int, ...], kd: types.ModuleType | None,

@@ -41,7 +41,7 @@ from fastdiff_core.metrics.solver_error import paired_rate_difference
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.worlds.random_mixtures import check_disjoint, held_out_seeds, training_seeds
 
-SHIPPED_SOLVERS = ("dpmpp_2m", "unipc", "ipndm")
+SHIPPED_SOLVERS = catalog.TUNED_SOLVERS
 NFES = (3, 4, 5, 6, 7, 8, 9, 10)
 STUDY_NFES = (4, 6, 8, 10)
 PATH_NAME = "vp_discrete"
