@@ -11,7 +11,8 @@ depend less on the machine's load than wall time does, so they say what a round 
 a busy machine (the clock tick is 10 ms: read them over many trips; per trip they are printed as
 milliseconds of CPU per round trip, +-10 ms / TRIPS each). ``--floor``: first the same for TRIPS round
 trips of the bare Celery no-op (``workers.celery_floor``) on two floor worker nodes of the same broker,
-timed alone (the service idle beside them), so both lines read on the same machine state.
+timed alone (the service idle beside them), so both lines read on the same machine state; then the
+same for the guarantees floor (its durable steps on the same nodes, with its own collector process).
 """
 
 from __future__ import annotations
@@ -68,17 +69,24 @@ def report(what: str, n: int, trips: list[float], wall: float, used: dict[str, f
 
 
 def floor_trips(svc: LocalService, n: int) -> None:
+    import json
+
+    from fastdiff_core.run import execute
     from workers import celery_floor
 
-    svc.floor_worker("f1"), svc.floor_worker("f2")
+    svc.floor_worker("f1"), svc.floor_worker("f2"), svc.floor_collector()
     svc.wait_workers(["f1", "f2"])
     app = celery_floor.floor_app(svc.broker.url)
-    celery_floor.round_trips(app, 4)
-    before, t = cpu_by_process(svc), time.perf_counter()
-    trips = celery_floor.round_trips(app, n)
-    wall, after = time.perf_counter() - t, cpu_by_process(svc)
-    report("bare Celery no-op round trips", n, trips, wall, {k: after[k] - before.get(k, 0.0) for k in after})
-    for name in ("f1", "f2"):
+    spec_json, size = NOOP.to_json(), len(json.dumps(execute(NOOP).to_dict()))
+    for what, trips_of in (("bare Celery no-op round trips", lambda k: celery_floor.round_trips(app, k)),
+                           ("guarantees floor round trips", lambda k: celery_floor.guarantees_round_trips(
+                               app, k, svc.floor_dir, spec_json, size))):
+        trips_of(4)
+        before, t = cpu_by_process(svc), time.perf_counter()
+        trips = trips_of(n)
+        wall, after = time.perf_counter() - t, cpu_by_process(svc)
+        report(what, n, trips, wall, {k: after[k] - before.get(k, 0.0) for k in after})
+    for name in ("f1", "f2", "floor-collector"):
         svc.kill(name)
 
 

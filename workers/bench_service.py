@@ -7,7 +7,10 @@
    broker's own MONITOR stream timestamps each stage of a few traced round trips. Beside it, in
    turn with it, the floor of the queue's own choices (``workers.celery_floor``): a bare Celery
    no-op with the same guarantees (prefork pool, late acknowledgement, the same broker, a durable
-   reply the client waits for) and nothing of fastdiff's.
+   reply the client waits for) and nothing of fastdiff's; and the guarantees floor: that no-op plus
+   exactly the durable steps fastdiff promises per run (the run journalled before submit returns, its
+   start recorded, its outcome pushed, stored once by a single-writer collector, the client woken),
+   each by the real primitive, with no spec checks, no run and no verdicts.
 2. Throughput of a 100-run sweep of tiny runs on 2 worker processes (batched, through each broker)
    vs the same specs executed one after another in this process.
 3. The wait of an interactive run submitted while that 100-run sweep is queued, against its round
@@ -159,15 +162,21 @@ def _timed(fn: Callable[[], Any], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[str, Any]:
+def bench_broker(kind: str, root: str, round_trips: int, n_runs: int, result_bytes: int) -> dict[str, Any]:
     # Two worker processes share the cores: one torch thread each per core's share, as `fastdiff worker`
     # sizes itself when it is the machine's only worker node.
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     with LocalService(root, kind, max_run_s=600, fsync="always", env={"OMP_NUM_THREADS": threads}) as svc:
         svc.worker("w1"), svc.worker("w2"), svc.collector(), svc.floor_worker("f1"), svc.floor_worker("f2")
+        svc.floor_collector()
         svc.wait_workers(["w1", "w2", "f1", "f2"])
         floor = celery_floor.floor_app(svc.broker.url)
-        celery_floor.round_trips(floor, 2)  # warm the floor's pool processes
+        spec_json = NOOP.to_json()
+
+        def guarantees(n: int) -> list[float]:
+            return celery_floor.guarantees_round_trips(floor, n, svc.floor_dir, spec_json, result_bytes)
+
+        celery_floor.round_trips(floor, 2), guarantees(2)  # warm the floor's pool processes
         # warm both workers: a two-run sweep is two one-run batches, one per process
         _, warm = svc.client.submit([SWEEP_BASE, SWEEP_BASE], "warm-up")
         svc.client.wait(warm, timeout=300)
@@ -175,12 +184,13 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         svc.client.wait(warm, timeout=300)
         ping, write = _ping_ms(svc.broker.url)
         store_fsync = _fsync_ms(svc.store.root)
-        # The no-op round trip and the bare Celery floor, one of each in turn: both see the same load.
-        trips, floors = [], []
+        # The no-op round trip and both floors, one of each in turn: all see the same load.
+        trips, floors, guaranteed = [], [], []
         for _ in range(round_trips):
             floors += celery_floor.round_trips(floor, 1)
+            guaranteed += guarantees(1)
             trips.append(_round_trip(svc, NOOP)[0])
-        for name in ("f1", "f2"):  # nothing of the floor stays beside what follows
+        for name in ("f1", "f2", "floor-collector"):  # nothing of the floors stays beside what follows
             svc.kill(name)
         stages = traced_round_trips(svc, NOOP, min(10, round_trips))
         idle = statistics.median(_round_trip(svc, INTERACTIVE)[0] for _ in range(5))
@@ -201,7 +211,8 @@ def bench_broker(kind: str, root: str, round_trips: int, n_runs: int) -> dict[st
         after = sum(stored[b]["finished"] > svc.store.run(run_id)["finished"] for b in behind)
     return {"broker": kind, "ping_ms": ping, "durable_write_ms": write, "store_fsync_ms": store_fsync, "round_trip_ms": 1e3 * statistics.median(trips),
             "round_trip_p90_ms": _p90_ms(trips), "celery_floor_ms": 1e3 * statistics.median(floors),
-            "celery_floor_p90_ms": _p90_ms(floors), "stages_ms": stages,
+            "celery_floor_p90_ms": _p90_ms(floors), "guarantees_floor_ms": 1e3 * statistics.median(guaranteed),
+            "guarantees_floor_p90_ms": _p90_ms(guaranteed), "stages_ms": stages,
             "sweep_s": sweep_s, "workers": sorted({r["worker"] for r in runs.values()}), "bundle": str(bundle),
             "interactive_idle_ms": 1e3 * idle, "interactive_behind_sweep_ms": 1e3 * waited,
             "sweep_runs_after_interactive": after}
@@ -258,9 +269,9 @@ def _sweep_specs(n_runs: int) -> list[RunSpec]:
     return (specs * (n_runs // len(specs) + 1))[:n_runs]
 
 
-def bench_in_process(n_runs: int) -> tuple[float, float, int]:
+def bench_in_process(n_runs: int) -> tuple[float, float, int, int]:
     """(seconds for the sweep's runs one after another, median milliseconds of the no-op run, torch
-    threads used) in this process, with whichever thread count is faster here (1, or torch's default:
+    threads used, characters of the no-op's result JSON) in this process, with whichever thread count is faster here (1, or torch's default:
     on a loaded machine two intra-op threads can be many times slower than one)."""
     import torch
 
@@ -277,14 +288,14 @@ def bench_in_process(n_runs: int) -> tuple[float, float, int]:
             execute(spec)
         best = min(best, (time.perf_counter() - t, threads))
     torch.set_num_threads(best[1])
-    execute(NOOP)
+    noop_bytes = len(json.dumps(execute(NOOP).to_dict()))
     noop_ms = 1e3 * _timed(lambda: execute(NOOP), 11)
     t = time.perf_counter()
     for spec in specs:
         execute(spec)
     took = time.perf_counter() - t
     torch.set_num_threads(default)
-    return took, noop_ms, best[1]
+    return took, noop_ms, best[1], noop_bytes
 
 
 def bench_store_reads(bundle: str, root: str, copies: int = 10) -> dict[str, float]:
@@ -318,11 +329,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _print_round_trips(results: list[dict[str, Any]], names: dict[str, str]) -> None:
     print("| broker | PING | durable write (LPUSH) | store fsync | bare Celery no-op, median (p90) | "
-          "no-op round trip, median (p90) | " + " | ".join(f"{s}, ms" for s in STAGES) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(STAGES))
+          "guarantees floor, median (p90) | no-op round trip, median (p90) | "
+          + " | ".join(f"{s}, ms" for s in STAGES) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STAGES))
     for r in results:
         print(f"| {names[r['broker']]} | {r['ping_ms']:.2f} ms | {r['durable_write_ms']:.2f} ms | {r['store_fsync_ms']:.2f} ms | "
               f"{r['celery_floor_ms']:.1f} ms ({r['celery_floor_p90_ms']:.1f} ms) | "
+              f"{r['guarantees_floor_ms']:.1f} ms ({r['guarantees_floor_p90_ms']:.1f} ms) | "
               f"{r['round_trip_ms']:.1f} ms ({r['round_trip_p90_ms']:.1f} ms) | "
               + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in STAGES) + " |")
 
@@ -334,11 +347,11 @@ def main(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="fdbench-") as tmp:
         print(f"[in-process] the {args.runs} sweep runs, one after another ...", flush=True)
-        local_s, noop_ms, local_threads = bench_in_process(args.runs)
+        local_s, noop_ms, local_threads, noop_bytes = bench_in_process(args.runs)
         for kind in kinds:
             print(f"[{kind}] round trips, a {args.runs}-run sweep on 2 workers, an interactive run behind it ...",
                   flush=True)
-            results.append(bench_broker(kind, f"{tmp}/{kind}", args.round_trips, args.runs))
+            results.append(bench_broker(kind, f"{tmp}/{kind}", args.round_trips, args.runs, noop_bytes))
         print("[capacity] broker write rate, collector storing rate ...", flush=True)
         capacity = bench_capacity(f"{tmp}/capacity")
         print("[store] 1,000 stored runs ...", flush=True)
@@ -373,6 +386,7 @@ def main(args: argparse.Namespace) -> int:
         out = {"load_average": load, "noop_execute_ms": noop_ms, "in_process_s": local_s, "runs": args.runs,
                "round_trip_ms": {r["broker"]: r["round_trip_ms"] for r in results},
                "celery_floor_ms": {r["broker"]: r["celery_floor_ms"] for r in results},
+               "guarantees_floor_ms": {r["broker"]: r["guarantees_floor_ms"] for r in results},
                "ping_ms": {r["broker"]: r["ping_ms"] for r in results},
                "durable_write_ms": {r["broker"]: r["durable_write_ms"] for r in results},
                "store_fsync_ms": {r["broker"]: r["store_fsync_ms"] for r in results}, "in_process_threads": local_threads,

@@ -85,6 +85,15 @@ class LocalService:
         """A worker node of the bare Celery no-op (``workers.celery_floor``) on this service's broker."""
         return self.spawn(name, f"{name}@local", module="workers.celery_floor")
 
+    def floor_collector(self, name: str = "floor-collector") -> subprocess.Popen:
+        """The guarantees floor's collector (``workers.celery_floor.collect``), its journal in ``floor_dir``."""
+        return self.spawn(name, "--collector", str(self.floor_dir), module="workers.celery_floor")
+
+    @property
+    def floor_dir(self) -> pathlib.Path:
+        """Where the guarantees floor's client and collector keep their journals (beside the store)."""
+        return self.home / "floor"
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal the process's whole group (a worker's parent and its children) and reap it."""
         p = self.procs.pop(name)

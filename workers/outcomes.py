@@ -88,15 +88,15 @@ def dead_letters(r: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
 
 def finish(r: redis.Redis, run_id: str, status: str, result: dict[str, Any] | None = None,
            error: str | None = None, worker: str | None = None, *, end_attempt: bool = False,
-           wall_s: float | None = None) -> bool:
-    """Push the run's outcome unless one was already pushed. True if this call pushed it.
+           wall_s: float | None = None, results: str = RESULTS) -> bool:
+    """Push the run's outcome onto ``results`` unless one was already pushed. True if this call pushed it.
 
     In the same call: the run's queue record is deleted (``workers.fairqueue``); with ``end_attempt``
     the worker's attempt ends (``workers.supervision.begin_attempt``); ``wall_s`` joins the recent
     run times the queue's start estimates use."""
     item = json.dumps({"run_id": run_id, "status": status, "result": result, "error": error,
                        "worker": worker or socket.gethostname()})
-    keys = (finished_key(run_id), RESULTS, fairqueue.record_key(run_id), attempt_key(run_id), fairqueue.RECENT)
+    keys = (finished_key(run_id), results, fairqueue.record_key(run_id), attempt_key(run_id), fairqueue.RECENT)
     return bool(r.eval(_FINISH, len(keys), *keys, item, status, MARKER_TTL_S, "1" if end_attempt else "0",
                        "" if wall_s is None else f"{wall_s:.6f}", fairqueue.RECENT_KEEP))
 
