@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from fastdiff_core import catalog
-from fastdiff_core.bench.solvers import STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
-from fastdiff_cli.args import int_range, writable_file
+from fastdiff_core.bench.solvers import HELDOUT_NFES, STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
+from fastdiff_cli.args import comma_list, int_range, writable_file
 from fastdiff_core.solvers.brownian import NOISE_KINDS
 from fastdiff_core.spec import MAX_SEED
 
@@ -28,12 +28,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
     p.add_argument("--worlds", type=int_range(0, 100_000), default=0, help="held-out random worlds to report first (default 0)")
     p.add_argument("--world-samples", type=int_range(1, 1_000_000), default=300, help="noise samples per held-out world (default 300)")
+    p.add_argument("--world-offset", type=int_range(0, 999_000), default=0,
+                   help="start at the held-out world after the first K (a fresh draw: worlds K+1..K+N; default 0)")
+    p.add_argument("--world-nfes", type=comma_list(int_range(1, 200)), default=list(HELDOUT_NFES),
+                   help=f"NFEs on the held-out worlds, a comma list (default {','.join(map(str, HELDOUT_NFES))})")
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     bench = SolversBench(preset=args.preset, samples=args.samples, seed=args.seed, quick=args.quick,
-                         peers=not args.no_peers, worlds=args.worlds, world_samples=args.world_samples)
+                         peers=not args.no_peers, worlds=args.worlds, world_samples=args.world_samples,
+                         world_offset=args.world_offset, world_nfes=tuple(sorted(set(args.world_nfes))))
     report = run_bench(bench, log=lambda s: print(s, file=sys.stderr, flush=True))
     if report.held_out:
         print_heldout(report, bench.world_samples)

@@ -726,15 +726,16 @@ def heldout_fastdiff(setup: Setup, path: Any, nfes: tuple[int, ...]) -> list[dic
 
 
 def run_heldout(n_worlds: int, samples: int, nfes: tuple[int, ...], kd: types.ModuleType | None,
-                with_diffusers: bool, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """All rows on ``n_worlds`` held-out random worlds (``worlds.random_mixtures.HELD_OUT`` seeds)."""
+                with_diffusers: bool, log: Callable[[str], None], offset: int = 0) -> list[dict[str, Any]]:
+    """All rows on ``n_worlds`` held-out random worlds (``worlds.random_mixtures.HELD_OUT`` seeds), from the
+    ``offset``-th held-out seed on (a fresh draw: worlds 1..offset are the ones earlier runs have seen)."""
     path = get_path("vp_discrete")
     smin, smax = sigma_range(path)
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thousands of small solves: intra-op threads only contend on a shared machine
     try:
-        for seed in held_out_seeds(n_worlds):
+        for seed in held_out_seeds(n_worlds, offset):
             rows += _heldout_world(seed, samples, nfes, kd, with_diffusers, path, smin, smax, log)
     finally:
         torch.set_num_threads(threads)
@@ -881,6 +882,8 @@ class SolversBench:
     peers: bool = True  # diffusers and k-diffusion beside fastdiff (skipped, and said so, when not installed)
     worlds: int = 0  # held-out random worlds to measure first
     world_samples: int = 300
+    world_offset: int = 0  # skip the first held-out seeds (a fresh draw of worlds no earlier run looked at)
+    world_nfes: tuple[int, ...] = HELDOUT_NFES  # NFEs measured on the held-out worlds
 
     @property
     def n(self) -> int:
@@ -1001,7 +1004,8 @@ def run_bench(bench: SolversBench, log: Callable[[str], None] = lambda s: None) 
     if bench.worlds:
         log(f"{bench.worlds} held-out random worlds ...")
         with_diffusers = bench.peers and importlib.util.find_spec("diffusers") is not None
-        held_rows = run_heldout(bench.worlds, bench.world_samples, HELDOUT_NFES, kd, with_diffusers, log)
+        held_rows = run_heldout(bench.worlds, bench.world_samples, bench.world_nfes, kd, with_diffusers, log,
+                                bench.world_offset)
     rows, missing = _accuracy_rows(bench, setup, train, path, kd, log)
     log("overhead ...")
     over = overhead_rows(kd, path, mixture.dim, (1, 1024), steps=20, repeats=5 if bench.quick else 15,
@@ -1022,5 +1026,5 @@ def run_bench(bench: SolversBench, log: Callable[[str], None] = lambda s: None) 
     compare = tuple(v for v in COMPARE_NFES if v in bench.nfes)
     return SolversReport(mixture.name, mixture.dim, float(mixture.weights[mixture.rare]), bench.n, bench.nfes, smin,
                          smax, best_per_nfe(rows, compare), rows, over, mlp, zones, sde, missing, held_rows,
-                         heldout_summary(held_rows, HELDOUT_NFES) if held_rows else [],
+                         heldout_summary(held_rows, bench.world_nfes) if held_rows else [],
                          time.perf_counter() - t_start)
