@@ -15,6 +15,7 @@ import torch
 from fastdiff_core import catalog
 from fastdiff_core.bench.solvers import HELDOUT_NFES, STOCHASTIC, SolversBench, SolversReport, heldout_settings, heldout_wins, run_bench
 from fastdiff_cli.args import comma_list, int_range, writable_file
+from fastdiff_core.metrics.rate_change import RARE_MODE, decision_text
 from fastdiff_core.solvers.brownian import NOISE_KINDS
 from fastdiff_core.spec import MAX_SEED
 
@@ -66,10 +67,17 @@ def print_heldout(report: SolversReport, samples: int) -> None:
                   f"{s['worlds_better']}/{s['worlds_compared']}")
         else:
             print(f"  NFE {s['nfe']:>3}: no peer rows (peers not installed or --no-peers)")
-    print("rare mode of each world's best fastdiff setting, pooled, minus the reference (paired): diff +- SE")
+    print(f"rare mode of each world's best setting (by RMSE), pooled over the worlds: the decision ({RARE_MODE.text}; "
+          f"r = relative change of the rate, {1 - 2 * RARE_MODE.alpha:.0%} interval)")
+    for s in summary:
+        print(f"  NFE {s['nfe']:>3}: fastdiff {decision_text(s['rare_decision'])}")
+        if "peer_rare_decision" in s:
+            print(f"  {'':>8}  best peer {decision_text(s['peer_rare_decision'])}")
+    print("  information, not a pass: the pooled paired difference and a 2-SE test of *no* difference (any bias "
+          "fails it with enough samples, none is seen with few)")
     for s in summary:
         print(f"  NFE {s['nfe']:>3}: {s['rare_diff']:+.4f} +- {s['rare_diff_se']:.4f}  "
-              f"{'within' if s['rare_within_2se'] else 'OUTSIDE'} 2 SE")
+              f"{'within' if s['rare_within_2se'] else 'outside'} 2 SE")
     print("fastdiff settings that were best on a (world, NFE):")
     for setting, wins in heldout_wins(report.held_out):
         print(f"  {wins:>3}  {setting}")
@@ -78,23 +86,23 @@ def print_heldout(report: SolversReport, samples: int) -> None:
 
 def _rare_cell(r: dict[str, Any]) -> str:
     off = f", {r['rare_in_off_mode']} off-mode" if "rare_in_off_mode" in r else ""
-    return (f"{r['rare_diff']:+.4f} +- {r['rare_diff_se']:.4f} {'within' if r['rare_within_2se'] else 'OUTSIDE'} "
-            f"(in {r['rare_in']}{off}, out {r['rare_out']})"
+    return (f"{decision_text(r['rare_decision'], short=True)}  diff {r['rare_diff']:+.4f} +- "
+            f"{r['rare_diff_se']:.4f} (in {r['rare_in']}{off}, out {r['rare_out']})"
             + (f"  ratio {r['ratio_median']:.3f}" if "ratio_median" in r else ""))
 
 
 def print_heldout_settings(report: SolversReport, most: int = 6) -> None:
     """Per NFE: the rare-mode criterion of each fixed setting (the lowest-RMSE ones), and the tail-safe setting."""
-    print("rare mode per setting, pooled over the worlds (paired diff +- SE, within 2 SE?; samples moved in, of them "
-          "off-mode = outside the rare mode's 99.9% ellipsoid, and out), RMSE / the world's best fastdiff (geometric "
-          "mean) and / the best peer (median):")
+    print("rare mode per setting, pooled over the worlds (the decision, r [(1 - 2 alpha) interval]; the paired diff +- SE; "
+          "samples moved in, of them off-mode = outside the rare mode's 99.9% ellipsoid, and out), RMSE / the world's "
+          "best fastdiff (geometric mean) and / the best peer (median):")
     for s in report.held_out_summary:
         print(f"  NFE {s['nfe']}:")
         for r in heldout_settings(report.held_out, s["nfe"])[:most]:
             print(f"    {r['setting']:<58} rmse/best {r['rmse_vs_best']:.3f}  {_rare_cell(r)}")
         t = s.get("tail_safe")
         if t is None:
-            print("    tail-safe: no setting within 2 SE on the choosing half (or fewer than 2 worlds)")
+            print("    tail-safe: no setting PASSes the rare-mode decision on the choosing half (or fewer than 4 worlds)")
         else:
             print(f"    tail-safe (chosen on {len(t['chosen_on'])} worlds, judged on the other {len(t['judged_on'])}): "
                   f"{t['setting']}\n      chosen: rmse/best {t['choice']['rmse_vs_best']:.3f}  {_rare_cell(t['choice'])}"

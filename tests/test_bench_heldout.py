@@ -10,7 +10,7 @@ from fastdiff_core.bench.solvers import heldout_settings, heldout_summary, tail_
 
 def _row(seed, solver, grid, rmse, moved_in, moved_out, impl="fastdiff", n=1000):
     return {"impl": impl, "world_seed": seed, "solver": solver, "grid": grid, "nfe_target": 6, "rmse": rmse,
-            "rare_in": moved_in, "rare_out": moved_out, "n": n}
+            "rare_in": moved_in, "rare_out": moved_out, "n": n, "rare_rate_ref": 0.05}
 
 
 def _rows():
@@ -30,6 +30,9 @@ def test_every_setting_carries_its_pooled_rare_criterion_and_its_rmse_over_world
     fast, safe = got["fast / tuned"], got["safe / quadratic"]
     assert fast["rare_diff"] == pytest.approx(-120 / 4000) and fast["rare_diff_se"] == pytest.approx(math.sqrt(120) / 4000)
     assert not fast["rare_within_2se"] and safe["rare_within_2se"]
+    # the decision on the relative change: fast loses 30 of 50 reference rows per world, safe 1 of 50
+    assert fast["rare_decision"]["outcome"] == "FAIL" and fast["rare_decision"]["r"] == pytest.approx(-0.6)
+    assert safe["rare_decision"]["outcome"] == "PASS" and safe["rare_decision"]["r"] == pytest.approx(-0.02)
     assert fast["rmse_vs_best"] == pytest.approx(1.0) and safe["rmse_vs_best"] == pytest.approx(1.5)
     assert fast["ratio_median"] == pytest.approx(0.5) and safe["ratio_median"] == pytest.approx(0.75)
     assert [r["setting"] for r in heldout_settings(_rows(), 6)] == ["fast / tuned", "safe / quadratic"]  # by RMSE
@@ -38,8 +41,11 @@ def test_every_setting_carries_its_pooled_rare_criterion_and_its_rmse_over_world
 def test_the_tail_safe_setting_is_chosen_on_half_the_worlds_and_judged_on_the_rest():
     t = tail_safe(_rows(), 6)
     assert t["setting"] == "safe / quadratic" and t["chosen_on"] == [1, 2] and t["judged_on"] == [3, 4]
-    assert t["judged"]["worlds"] == 2 and t["judged"]["n"] == 2000 and t["judged"]["rare_within_2se"]
-    assert tail_safe([r for r in _rows() if r["world_seed"] == 1], 6) is None  # one world cannot be split
+    assert t["judged"]["worlds"] == 2 and t["judged"]["n"] == 2000 and t["judged"]["rare_decision"]["outcome"] == "PASS"
+    assert tail_safe([r for r in _rows() if r["world_seed"] < 4], 6) is None  # a half of one world cannot decide
     summary = heldout_summary(_rows(), (6,))
-    # each world's best setting is "fast": its pooled criterion fails, the tail-safe one passes
-    assert summary[0]["rare_within_2se"] is False and summary[0]["tail_safe"]["setting"] == "safe / quadratic"
+    # each world's best setting is "fast": its decision FAILs (and it is outside 2 SE); the tail-safe one passes
+    assert summary[0]["rare_decision"]["outcome"] == "FAIL" and summary[0]["rare_within_2se"] is False
+    assert summary[0]["tail_safe"]["setting"] == "safe / quadratic"
+    # each world's best peer ("peer", no moves) keeps the rate exactly; the decision is reported for it too
+    assert summary[0]["peer_rare_decision"]["outcome"] == "PASS" and summary[0]["peer_rare_decision"]["r"] == 0

@@ -97,3 +97,28 @@ def test_held_out_worlds_section_spends_exact_budgets_on_fixed_and_shipped_grids
     assert [s["nfe"] for s in summary] == [4, 6] and all("ratio_median" not in s for s in summary)
     assert all(s["rare_diff_se"] >= 0 and abs(s["rare_diff"]) <= 1 for s in summary)
     assert all("tail_safe" in s for s in summary)  # one world: None (nothing to judge the choice on)
+
+
+def test_a_fresh_held_out_draw_starts_after_the_worlds_already_seen():
+    """``--world-offset K`` measures held-out worlds K+1.. (seeds still in the held-out range, never training
+    seeds); ``--world-nfes`` picks the NFEs; bad values exit 2 before any work; one world decides nothing."""
+    from fastdiff_core.worlds.random_mixtures import HELD_OUT, TRAINING, held_out_seeds
+
+    threads = torch.get_num_threads()
+    try:
+        rows = bench.run_heldout(1, 24, (4,), None, False, lambda s: None, offset=60)
+    finally:
+        torch.set_num_threads(threads)
+    seed = held_out_seeds(61)[-1]
+    assert {r["world_seed"] for r in rows} == {seed} and seed in HELD_OUT and seed not in TRAINING
+    assert seed not in held_out_seeds(60)
+    summary = bench.heldout_summary(rows, (4,))
+    assert summary[0]["rare_decision"]["outcome"] == "UNDECIDED"  # no world-level SE from one world
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    args = p.parse_args(["--worlds", "40", "--world-offset", "60", "--world-nfes", "6,20,50"])
+    assert (args.world_offset, args.world_nfes) == (60, [6, 20, 50])
+    for bad in (["--world-offset", "-1"], ["--world-nfes", "0"], ["--world-nfes", "6,"]):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(bad)
+        assert e.value.code == 2

@@ -20,9 +20,10 @@ moved into the rare mode (what ``RunSpec`` refuses for bh1 on tuned grids rests 
 ``bench-worlds``: the held-out summary of a ``fastdiff bench solvers --worlds N --json PATH`` file over the
 held-out worlds number FIRST to LAST (1-based, in seed order; the bench draws world k's noise from its own
 seed, so worlds 1-20 of a 60-world run are a 20-world run's), with the rows each world's best setting moved
-into / out of the rare mode.
+into / out of the rare mode, and the rare-mode decision (``metrics.rate_change``) of each world's best fastdiff
+and best peer setting; ``--bootstrap B`` adds a world-level bootstrap interval beside the decision's.
 
-    PYTHONPATH=$PWD python tools/lownfe_probe.py bench-worlds PATH --first 41 --last 60
+    PYTHONPATH=$PWD python tools/lownfe_probe.py bench-worlds PATH --first 41 --last 60 [--bootstrap 2000]
 """
 
 from __future__ import annotations
@@ -124,8 +125,21 @@ def variants(args: argparse.Namespace) -> None:
                     print(f"NFE {nfe} final={final} {v} order {order}: " + "; ".join(cells), flush=True)
 
 
+def _bootstrap_interval(best: list[dict], reps: int, alpha: float) -> tuple[float, float]:
+    """World-level bootstrap (percentile) (1 - 2 alpha) interval of r = sum(in - out) / sum(ref_in): the
+    check beside the decision's cluster SE (docs/lownfe.md, "The rare-mode decision")."""
+    import numpy as np
+
+    d = np.array([r["rare_in"] - r["rare_out"] for r in best], dtype=float)
+    a = np.array([round(r["rare_rate_ref"] * r["n"]) for r in best], dtype=float)
+    pick = np.random.default_rng(0).integers(0, len(best), (reps, len(best)))
+    r = d[pick].sum(1) / np.maximum(a[pick].sum(1), 1)
+    return float(np.quantile(r, alpha)), float(np.quantile(r, 1 - alpha))
+
+
 def bench_worlds(args: argparse.Namespace) -> None:
     from fastdiff_core.bench.solvers import heldout_summary
+    from fastdiff_core.metrics.rate_change import decision_text
 
     rows = json.loads(Path(args.path).read_text())["held_out"]
     seeds = sorted({r["world_seed"] for r in rows})[args.first - 1:args.last]
@@ -133,17 +147,29 @@ def bench_worlds(args: argparse.Namespace) -> None:
     nfes = sorted({r["nfe_target"] for r in rows})
     print(f"held-out worlds {args.first}-{args.first + len(seeds) - 1} (seeds {seeds[0]}-{seeds[-1]})")
     for s in heldout_summary(rows, tuple(nfes)):
-        moves = []
-        for seed in seeds:
-            ours = [r for r in rows if r["world_seed"] == seed and r["impl"] == "fastdiff" and r["nfe_target"] == s["nfe"]
-                    and "rmse" in r and math.isfinite(r["rmse"])]
-            b = min(ours, key=lambda r: r["rmse"])
-            moves.append((seed, b["rare_in"], b["rare_out"], b["solver"] + " / " + b["grid"]))
-        most = max(moves, key=lambda m: m[1])
-        print(f"NFE {s['nfe']:>2}: ratio {s['ratio_median']:.3f} [{s['ratio_q1']:.3f}, {s['ratio_q3']:.3f}] "
-              f"{s['worlds_better']}/{s['worlds_compared']}; rare {s['rare_diff']:+.4f} +- {s['rare_diff_se']:.4f} "
-              f"{'within' if s['rare_within_2se'] else 'OUTSIDE'} (in {sum(m[1] for m in moves)} / out "
-              f"{sum(m[2] for m in moves)}; most in: world {most[0]} {most[1]} in / {most[2]} out, {most[3]})")
+        best = {}
+        for who in ("fastdiff", "peer"):
+            for seed in seeds:
+                here = [r for r in rows if r["world_seed"] == seed and (r["impl"] == "fastdiff") == (who == "fastdiff")
+                        and r["nfe_target"] == s["nfe"] and "rmse" in r and math.isfinite(r["rmse"])]
+                if here:
+                    best.setdefault(who, []).append(min(here, key=lambda r: r["rmse"]))
+        most = max(best["fastdiff"], key=lambda r: r["rare_in"])
+        ratio = (f"ratio {s['ratio_median']:.3f} [{s['ratio_q1']:.3f}, {s['ratio_q3']:.3f}] "
+                 f"{s['worlds_better']}/{s['worlds_compared']}; " if "ratio_median" in s else "")
+        print(f"NFE {s['nfe']:>2}: {ratio}rare {s['rare_diff']:+.4f} +- {s['rare_diff_se']:.4f} "
+              f"{'within' if s['rare_within_2se'] else 'outside'} 2 SE (in {s['rare_decision']['rare_in']} / out "
+              f"{s['rare_decision']['rare_out']}; most in: world {most['world_seed']} {most['rare_in']} in / "
+              f"{most['rare_out']} out, {most['solver']} / {most['grid']})")
+        for who, key in (("fastdiff", "rare_decision"), ("best peer", "peer_rare_decision")):
+            if key in s:
+                d = s[key]
+                boot = ""
+                if args.bootstrap:
+                    lo, hi = _bootstrap_interval(best["fastdiff" if who == "fastdiff" else "peer"], args.bootstrap,
+                                                 d["alpha"])
+                    boot = f"; world bootstrap [{lo:+.1%}, {hi:+.1%}]"
+                print(f"    {who:<9} {decision_text(d)}{boot}")
 
 
 def main() -> None:
@@ -162,6 +188,7 @@ def main() -> None:
     bw.add_argument("path")
     bw.add_argument("--first", type=int, default=1)
     bw.add_argument("--last", type=int, default=100_000)
+    bw.add_argument("--bootstrap", type=int, default=0, help="also a world-level bootstrap interval (B resamples)")
     for q in (c, lp):
         q.add_argument("--nfe", type=int, required=True)
     for q in (c, lp, va):

@@ -33,6 +33,7 @@ from fastdiff_core.denoiser import Denoiser, NFECounter
 from fastdiff_core.grid_search import optimise_grid
 from fastdiff_core.grids import FIXED_GRIDS, build_grid, tuned_final
 from fastdiff_core.metrics.intervals import quantile, wilson_interval
+from fastdiff_core.metrics.rate_change import rare_mode_decision
 from fastdiff_core.metrics.solver_error import median_error, mode_flip_rate, paired_rate_difference, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
@@ -765,32 +766,50 @@ def _finite_at(rows: list[dict[str, Any]], nfe: int) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("nfe_target") == nfe and "rmse" in r and math.isfinite(r["rmse"])]
 
 
+def _ref_in(row: dict[str, Any]) -> int:
+    """The reference's rows in the rare mode (the rows store its rate over ``n``)."""
+    return round(row["rare_rate_ref"] * row["n"])
+
+
+def world_rare_decision(world_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``rate_change.rare_mode_decision`` over one row per world (one setting, or each world's best one)."""
+    return rare_mode_decision([r["rare_in"] for r in world_rows], [r["rare_out"] for r in world_rows],
+                              [_ref_in(r) for r in world_rows], [r["n"] for r in world_rows])
+
+
 def heldout_summary(rows: list[dict[str, Any]], nfes: tuple[int, ...]) -> list[dict[str, Any]]:
     """Per NFE: over worlds, best fastdiff RMSE (fixed or shipped grids) / best peer RMSE (median and
-    quartiles), and the rare mode of each world's best fastdiff setting pooled over worlds against the
-    reference (``paired_rate_difference``); and the tail-safe setting (``tail_safe``)."""
+    quartiles); the rare-mode decision (``rate_change``: PASS / FAIL / UNDECIDED on the relative change of
+    the pooled rate, worlds as clusters) of each world's best fastdiff setting and of each world's best peer
+    setting (both chosen by RMSE); beside it the old figure, the pooled paired difference and whether it
+    lies within 2 SE (``paired_rate_difference``: a test of *no difference*, shown as information); and
+    the tail-safe setting (``tail_safe``)."""
     out = []
     seeds = sorted({r["world_seed"] for r in rows})
     for nfe in nfes:
         here = _finite_at(rows, nfe)
-        ratios, moved_in, moved_out, total = [], 0, 0, 0
+        ratios, best, best_peers = [], [], []
         for seed in seeds:
             ours = [r for r in here if r["world_seed"] == seed and r["impl"] == "fastdiff"]
             peers = [r for r in here if r["world_seed"] == seed and r["impl"] != "fastdiff"]
             if not ours:
                 continue
-            b = min(ours, key=lambda r: r["rmse"])
+            best.append(min(ours, key=lambda r: r["rmse"]))
             if peers:
-                ratios.append(b["rmse"] / min(r["rmse"] for r in peers))
-            moved_in, moved_out, total = moved_in + b["rare_in"], moved_out + b["rare_out"], total + b["n"]
-        if not total:
+                best_peers.append(min(peers, key=lambda r: r["rmse"]))
+                ratios.append(best[-1]["rmse"] / best_peers[-1]["rmse"])
+        if not best:
             continue
-        rare = paired_rate_difference(moved_in, moved_out, total)
-        item = {"nfe": nfe, "worlds": len(seeds), **{k: rare[k] for k in ("rare_diff", "rare_diff_se", "rare_within_2se")}}
+        rare = paired_rate_difference(sum(r["rare_in"] for r in best), sum(r["rare_out"] for r in best),
+                                      sum(r["n"] for r in best))
+        item = {"nfe": nfe, "worlds": len(seeds), **{k: rare[k] for k in ("rare_diff", "rare_diff_se", "rare_within_2se")},
+                "rare_decision": world_rare_decision(best)}
         if ratios:
             item.update(ratio_median=statistics.median(ratios), ratio_q1=quantile(ratios, 0.25),
                         ratio_q3=quantile(ratios, 0.75),
                         worlds_better=sum(v < 1 for v in ratios), worlds_compared=len(ratios))
+        if len(best_peers) == len(best):
+            item["peer_rare_decision"] = world_rare_decision(best_peers)
         item["tail_safe"] = tail_safe(rows, nfe)
         out.append(item)
     return out
@@ -800,7 +819,9 @@ def heldout_settings(rows: list[dict[str, Any]], nfe: int, seeds: Sequence[int] 
     """Every fastdiff setting ("solver / grid") with a finite row on every world of ``seeds`` (default: all)
     at ``nfe``: its RMSE over worlds -- the geometric mean of RMSE / the world's best fastdiff RMSE, and
     the median of RMSE / the world's best peer RMSE when every world has peers -- and its rare-mode rate
-    pooled over the worlds against the reference (``paired_rate_difference``). Sorted by the geometric mean."""
+    pooled over the worlds against the reference: the decision (``rare_decision``, ``world_rare_decision``)
+    and the paired difference with its 2-SE test of no difference (``paired_rate_difference``). Sorted by
+    the geometric mean."""
     here = _finite_at(rows, nfe)
     seeds = sorted({r["world_seed"] for r in here}) if seeds is None else list(seeds)
     ours: dict[str, dict[int, dict[str, Any]]] = {}
@@ -824,7 +845,8 @@ def heldout_settings(rows: list[dict[str, Any]], nfe: int, seeds: Sequence[int] 
                 "rmse_vs_best": math.exp(statistics.fmean(math.log(r["rmse"] / best_ours[r["world_seed"]])
                                                           for r in world_rows)),
                 **paired_rate_difference(sum(r["rare_in"] for r in world_rows), sum(r["rare_out"] for r in world_rows),
-                              sum(r["n"] for r in world_rows))}
+                              sum(r["n"] for r in world_rows)),
+                "rare_decision": world_rare_decision(world_rows)}
         if all("rare_in_off_mode" in r for r in world_rows):
             item["rare_in_off_mode"] = sum(r["rare_in_off_mode"] for r in world_rows)
         if all(s in best_peer for s in seeds):
@@ -835,15 +857,15 @@ def heldout_settings(rows: list[dict[str, Any]], nfe: int, seeds: Sequence[int] 
 
 def tail_safe(rows: list[dict[str, Any]], nfe: int) -> dict[str, Any] | None:
     """The setting a user who cares about the rare mode should ship at ``nfe``, chosen on one half of the
-    worlds and judged on the other: among the settings whose pooled rare-mode rate lies within 2 SE of
-    the reference on the first half, the one with the lowest RMSE there (``heldout_settings``); then its
-    RMSE and rare-mode figures on the second half, which played no part in the choice. None with fewer
-    than two worlds or when no setting passes on the first half."""
+    worlds and judged on the other: among the settings whose rare-mode decision PASSes on the first half
+    (``heldout_settings``' ``rare_decision``), the one with the lowest RMSE there; then its RMSE and rare-mode
+    figures on the second half, which played no part in the choice. None with fewer than four worlds (a
+    half needs two for a decision) or when no setting passes on the first half."""
     seeds = sorted({r["world_seed"] for r in _finite_at(rows, nfe)})
-    if len(seeds) < 2:
+    if len(seeds) < 4:
         return None
     choose, judge = seeds[: len(seeds) // 2], seeds[len(seeds) // 2:]
-    passing = [r for r in heldout_settings(rows, nfe, choose) if r["rare_within_2se"]]
+    passing = [r for r in heldout_settings(rows, nfe, choose) if r["rare_decision"]["outcome"] == "PASS"]
     if not passing:
         return None
     judged = {r["setting"]: r for r in heldout_settings(rows, nfe, judge)}.get(passing[0]["setting"])
