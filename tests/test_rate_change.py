@@ -72,6 +72,10 @@ def test_the_decision_reports_its_figures_and_what_would_decide():
     lost = rare_mode_decision([0] * 20, [8] * 20, [15] * 20, [600] * 20)  # every world loses about half
     assert lost["outcome"] == "FAIL" and lost["hi"] < -0.1
     assert rare_mode_decision([1], [0], [15], [600])["outcome"] == "UNDECIDED"  # one world: no world-level SE
+    # nothing moved: with 8 reference rows in the mode that says little (UNDECIDED), with 1,000 it shows the rate kept
+    assert rare_mode_decision([0] * 4, [0] * 4, [2] * 4, [100] * 4)["outcome"] == "UNDECIDED"
+    kept = rare_mode_decision([0] * 20, [0] * 20, [50] * 20, [2500] * 20)
+    assert kept["outcome"] == "PASS" and kept["se"] == pytest.approx(math.sqrt(0.1 * 0.9 / 1000))
     assert math.isnan(rare_mode_decision([0, 0], [0, 0], [0, 0], [600, 600])["r"])
 
 

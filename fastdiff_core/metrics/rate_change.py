@@ -15,7 +15,10 @@ of the population the estimand is about, and a world's change is its own, not th
     z_w = (in_w - out_w) - r_hat ref_w,   SE = sqrt(W / (W - 1) sum_w z_w^2) / sum_w ref_w,
 
 with Student's t on W - 1 degrees of freedom. It carries both the rows' sampling noise inside each world and
-the spread between worlds. The same formula over rows instead of worlds (``row_se``: a row is +1 moved in,
+the spread between worlds. It is never taken below sqrt(m (1 - m) / sum_w ref_w), the least SE a sampler on
+the margin m has (it moves at least m x the reference's rows, a count whose variance is about its mean):
+the variance under the null, as in a score test, so that worlds that happen to move no row at all do not
+PASS on an SE of 0 (with a reference of 8 rows in the mode, nothing moved is UNDECIDED; with 1,000, PASS). The same formula over rows instead of worlds (``row_se``: a row is +1 moved in,
 -1 moved out, its z = d - r_hat a) is the McNemar-type SE conditional on *these* worlds; it is reported beside
 the decision, not used for it, because it treats the drawn worlds as the whole population: with worlds that
 differ it passes a sampler at the margin far more often than alpha (tests/test_rate_change.py simulates both).
@@ -86,7 +89,11 @@ def relative_change(moved_in: ArrayLike, moved_out: ArrayLike, ref_in: ArrayLike
     ref_total = a.sum(-1)
     r = d.sum(-1) / ref_total
     z = d - r[..., None] * a
-    se = np.sqrt(worlds / (worlds - 1) * (z * z).sum(-1)) / ref_total
+    # the floor: a sampler on the margin moves at least margin x ref_total rows (out, or in), a count whose
+    # variance is about its mean, so no SE under either null is below sqrt(m (1 - m) / ref_total); without it
+    # a handful of worlds with no move at all would PASS on an SE of 0
+    floor = np.sqrt(config.margin * (1 - config.margin) / ref_total)
+    se = np.maximum(np.sqrt(worlds / (worlds - 1) * (z * z).sum(-1)) / ref_total, floor)
     half = student_t.ppf(1 - config.alpha, worlds - 1) * se
     lo, hi = r - half, r + half
     code = np.where((hi < -config.margin) | (lo > config.margin), -1,
