@@ -12,6 +12,7 @@ import time
 
 from fastdiff_core.bench.learned import driving_rows, world_rows, world_summary
 from fastdiff_cli.args import comma_list, int_range, writable_file
+from fastdiff_core.metrics.rate_change import RARE_MODE, decision_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,14 +64,18 @@ def print_worlds(summary: list[dict], worlds: int, samples: int, rare_check: boo
     print(f"held-out random worlds ({worlds}, {samples} samples; fitted on the teacher (DPM-Solver++(3M), 50 Karras "
           f"steps) only; judged against the exact reference; rare-mode check {'on' if rare_check else 'off'})")
     print(f"{'NFE':>4} {'learned/shipped':>16} {'better':>7} {'learned/oracle':>15} {'better':>7} "
-          f"{'rare - ref (paired, pooled)':>30} {'shipped: rare - ref':>22} {'rejected':>8} {'fit s':>6} {'teacher ok':>10}")
+          f"{'rare - ref (paired, pooled)':>28} {'shipped: rare - ref':>22} {'rejected':>8} {'fit s':>6} {'teacher ok':>10}")
     for s in summary:
         lp, sp = s["learned_pooled"], s["shipped_pooled"]
         print(f"{s['nfe']:>4} {s['median_vs_shipped']:>16.3f} {s['better_than_shipped']:>4}/{s['worlds']:<2} "
               f"{s['median_vs_oracle']:>15.3f} {s['better_than_oracle']:>4}/{s['worlds']:<2} "
-              f"{lp['rare_diff']:>+12.4f} ± {lp['rare_diff_se']:.4f} {'within' if lp['rare_within_2se'] else 'OUTSIDE':>7} "
+              f"{lp['rare_diff']:>+12.4f} ± {lp['rare_diff_se']:.4f} {'':>6} "
               f"{sp['rare_diff']:>+11.4f} ± {sp['rare_diff_se']:.4f} {s['rejected']:>5}/{s['worlds']:<2} "
               f"{s['fit_seconds_median']:>6.1f} {s['teacher_converged']:>7}/{s['worlds']}")
+    print(f"rare-mode decision, pooled over the worlds ({RARE_MODE.text}):")
+    for s in summary:
+        print(f"  NFE {s['nfe']:>2}: learned {decision_text(s['learned_decision'])}\n"
+              f"  {'':>6}  shipped {decision_text(s['shipped_decision'])}")
 
 
 def print_driving(rows: list[dict], scene: str, futures: int, seeds: list[int]) -> None:

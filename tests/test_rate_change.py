@@ -86,3 +86,14 @@ def test_bad_counts_and_configs_are_refused_naming_them():
         rare_mode_decision([0, 0], [0], [3, 3], [600, 600])
     with pytest.raises(ValueError, match="margin=0"):
         RateChangeConfig(margin=0)
+
+
+def test_fit_learned_summary_carries_the_decision_for_the_learned_and_the_shipped_setting():
+    from fastdiff_core.bench.learned import world_summary
+
+    rows = [{"nfe": 6, "samples": 2500, "learned_rmse": 0.1, "shipped_rmse": 0.2, "oracle_rmse": 0.2,
+             "rare_learned": 0.02, "rare_ref": 0.02, "fit_seconds": 1.0, "teacher_converged": True,
+             "rare_moves_learned": [0, 0], "rare_moves_shipped": [0, 25]} for _ in range(20)]
+    s = world_summary(rows)[0]
+    assert s["learned_decision"]["outcome"] == "PASS" and s["learned_decision"]["ref_in"] == 1000
+    assert s["shipped_decision"]["outcome"] == "FAIL" and s["shipped_decision"]["r"] == pytest.approx(-0.5)

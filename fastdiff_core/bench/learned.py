@@ -25,6 +25,7 @@ import torch
 
 from fastdiff_core import catalog
 from fastdiff_core.learned_grid import fit_discretisation, start_grids
+from fastdiff_core.metrics.rate_change import rare_mode_decision
 from fastdiff_core.metrics.solver_error import paired_rate_difference, terminal_rmse
 from fastdiff_core.paths import get_path, sigma_range
 from fastdiff_core.solvers import sample
@@ -120,6 +121,12 @@ def world_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     **{f"{who}_pooled": paired_rate_difference(sum(r[f"rare_moves_{who}"][0] for r in rs),
                                                                sum(r[f"rare_moves_{who}"][1] for r in rs),
                                                                sum(r["samples"] for r in rs))
+                       for who in ("learned", "shipped")},
+                    # the rare-mode decision (metrics.rate_change; the 2-SE figure above is a test of no difference)
+                    **{f"{who}_decision": rare_mode_decision([r[f"rare_moves_{who}"][0] for r in rs],
+                                                             [r[f"rare_moves_{who}"][1] for r in rs],
+                                                             [round(r["rare_ref"] * r["samples"]) for r in rs],
+                                                             [r["samples"] for r in rs])
                        for who in ("learned", "shipped")}})
     return out
 
