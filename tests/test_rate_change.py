@@ -1,6 +1,7 @@
 """The rare-mode decision (fastdiff_core.metrics.rate_change): its error rates by simulation, and its figures.
 
-Simulated population of worlds (what the held-out bench draws): each world has 600 rows, a reference rate
+Simulated population of worlds (``rate_change.simulated_worlds``; the full table:
+``python tools/rare_decision_sim.py``): each world has 600 rows, a reference rate
 uniform in 1-4%, its own relative change r_w = r + 0.15 N(0, 1) (the spread between worlds the held-out
 bench shows: its world-level SE is 2-5x the row-level one), and 2% of its reference rows churning out of the
 mode and as many in even when r_w = 0. The pooled estimand is r. Stated rates at margin 10%, alpha 0.05,
@@ -17,27 +18,23 @@ mode and as many in even when r_w = 0. The pooled estimand is r. Stated rates at
 
 import math
 
-import numpy as np
 import pytest
 
-from fastdiff_core.metrics.rate_change import RARE_MODE, RateChangeConfig, rare_mode_decision, relative_change
+from fastdiff_core.metrics.rate_change import (
+    RARE_MODE,
+    RateChangeConfig,
+    rare_mode_decision,
+    row_level_se,
+    simulated_rates,
+    simulated_worlds,
+)
 
 REPS = 4000
 
 
-def _population(r: float, worlds: int, seed: int, n: int = 600, spread: float = 0.15, churn: float = 0.02):
-    g = np.random.default_rng(seed)
-    p = g.uniform(0.01, 0.04, (REPS, worlds))
-    r_w = r + spread * g.standard_normal((REPS, worlds))
-    ref_in = g.binomial(n, p)
-    moved_out = g.binomial(ref_in, np.clip(churn + np.maximum(0.0, -r_w), 0, 1))
-    moved_in = g.binomial(n - ref_in, np.clip(p * (churn + np.maximum(0.0, r_w)) / (1 - p), 0, 1))
-    return moved_in, moved_out, ref_in
-
-
 def _rates(r: float, worlds: int, seed: int) -> tuple[float, float]:
-    code = relative_change(*_population(r, worlds, seed))["code"]
-    return float((code == 1).mean()), float((code == -1).mean())
+    got = simulated_rates(r, worlds, REPS, seed)
+    return got["pass"], got["fail"]
 
 
 @pytest.mark.parametrize("worlds", [20, 60])
@@ -52,12 +49,10 @@ def test_enough_worlds_pass_a_small_change():
 
 
 def test_the_row_level_se_would_pass_a_sampler_on_the_margin_far_too_often():
-    moved_in, moved_out, ref_in = _population(-RARE_MODE.margin, 60, seed=3)
+    moved_in, moved_out, ref_in = simulated_worlds(-RARE_MODE.margin, 60, REPS, seed=3)
     r = (moved_in - moved_out).sum(-1) / ref_in.sum(-1)
-    row_se = np.sqrt(moved_in.sum(-1) + moved_out.sum(-1) * (1 + r) ** 2
-                     + (ref_in.sum(-1) - moved_out.sum(-1)) * r * r) / ref_in.sum(-1)
-    passed = (r - 1.645 * row_se > -RARE_MODE.margin) & (r + 1.645 * row_se < RARE_MODE.margin)
-    assert passed.mean() >= 0.12
+    half = 1.645 * row_level_se(moved_in, moved_out, ref_in)
+    assert ((r - half > -RARE_MODE.margin) & (r + half < RARE_MODE.margin)).mean() >= 0.12
 
 
 def test_the_decision_reports_its_figures_and_what_would_decide():

@@ -101,6 +101,15 @@ def relative_change(moved_in: ArrayLike, moved_out: ArrayLike, ref_in: ArrayLike
     return {"r": r, "se": se, "lo": lo, "hi": hi, "code": code}
 
 
+def row_level_se(moved_in: ArrayLike, moved_out: ArrayLike, ref_in: ArrayLike) -> np.ndarray:
+    """The SE of r_hat linearised over rows instead of worlds (McNemar-type, conditional on the worlds drawn;
+    shown beside the decision, not used by it): a row moved in has z = 1, moved out z = -1 - r_hat, stayed in
+    the mode z = -r_hat. Over the last axis (worlds)."""
+    mi, mo, a = (np.asarray(v, dtype=float).sum(-1) for v in (moved_in, moved_out, ref_in))
+    r = (mi - mo) / a
+    return np.sqrt(mi + mo * (1 + r) ** 2 + (a - mo) * r * r) / a
+
+
 def _worlds_to_decide(r: float, se: float, worlds: int, config: RateChangeConfig) -> int | None:
     """Worlds at which the current r_hat, with its SE shrunk by sqrt(worlds / W), would decide (normal quantile)."""
     gap = abs(abs(r) - config.margin)
@@ -131,10 +140,9 @@ def rare_mode_decision(moved_in: ArrayLike, moved_out: ArrayLike, ref_in: ArrayL
                 "why": "needs >= 2 worlds" if worlds < 2 else "the reference has no rows in the mode"}
     got = {k: float(v) for k, v in relative_change(mi, mo, a, config).items()}
     r = got["r"]
-    # the same linearisation over rows: moved in z = 1, moved out z = -1 - r, stayed in the mode z = -r
-    row_se = math.sqrt(mi.sum() + mo.sum() * (1 + r) ** 2 + (ref_total - mo.sum()) * r * r) / ref_total
     outcome: Outcome = OUTCOMES[int(got["code"])]
-    return {**base, "outcome": outcome, "r": r, "se": got["se"], "lo": got["lo"], "hi": got["hi"], "row_se": row_se,
+    return {**base, "outcome": outcome, "r": r, "se": got["se"], "lo": got["lo"], "hi": got["hi"],
+            "row_se": float(row_level_se(mi, mo, a)),
             "worlds_to_decide": None if outcome != "UNDECIDED" else _worlds_to_decide(r, got["se"], worlds, config)}
 
 
@@ -151,3 +159,28 @@ def decision_text(d: dict, short: bool = False) -> str:
                 else "; on the margin: no sample size decides")
     return (f"{d['outcome']} r {d['r']:+.1%} [{d['lo']:+.1%}, {d['hi']:+.1%}] vs ±{d['margin']:.0%} "
             f"(SE {d['se']:.1%} over {d['worlds']} worlds; per row {d['row_se']:.1%}){more}")
+
+
+def simulated_worlds(r: float, worlds: int, reps: int, seed: int, *, rows: int = 600, spread: float = 0.15,
+                     churn: float = 0.02, blur: float = 0.0, blur_share: float = 0.05
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(moved_in, moved_out, ref_in), each (reps, worlds): the population the error rates are simulated on.
+    Each world has ``rows`` rows, a reference rate uniform in 1-4%, its own relative change r_w = r + spread
+    N(0, 1) (plus ``blur`` in a share ``blur_share`` of worlds, offset elsewhere so the pooled change stays r),
+    and ``churn`` of its reference rows moving out and as many in even when r_w = 0."""
+    g = np.random.default_rng(seed)
+    p = g.uniform(0.01, 0.04, (reps, worlds))
+    r_w = r + spread * g.standard_normal((reps, worlds))
+    if blur:
+        r_w += np.where(g.random((reps, worlds)) < blur_share, blur, -blur * blur_share / (1 - blur_share))
+    ref_in = g.binomial(rows, p)
+    moved_out = g.binomial(ref_in, np.clip(churn + np.maximum(0.0, -r_w), 0, 1))
+    moved_in = g.binomial(rows - ref_in, np.clip(p * (churn + np.maximum(0.0, r_w)) / (1 - p), 0, 1))
+    return moved_in, moved_out, ref_in
+
+
+def simulated_rates(r: float, worlds: int, reps: int = 4000, seed: int = 0, config: RateChangeConfig = RARE_MODE,
+                    **population: float) -> dict[str, float]:
+    """P(PASS), P(FAIL) of the decision over ``reps`` draws of ``simulated_worlds`` with true change r."""
+    code = relative_change(*simulated_worlds(r, worlds, reps, seed, **population), config)["code"]
+    return {"pass": float((code == 1).mean()), "fail": float((code == -1).mean())}
