@@ -31,8 +31,9 @@ STORED_CHANNEL = "fastdiff:stored"  # the collector publishes each run id it sto
 DEAD_LETTER_KEEP = 10_000
 MARKER_TTL_S = 30 * 24 * 3600
 
-# KEYS: finished marker, results list, the run's queue record, its attempt counter, recent wall times.
-# ARGV: item, status, marker TTL, '1' if the caller's attempt ends here, wall seconds (or '').
+# KEYS: finished marker, results list, the run's queue record, its attempt counter, recent wall times,
+# the records' list. ARGV: item, status, marker TTL, '1' if the caller's attempt ends here, wall seconds
+# (or ''), how many wall times to keep, run id.
 _FINISH = """
 local pushed = 0
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
@@ -40,6 +41,7 @@ if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
   pushed = 1
 end
 redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[6], ARGV[7])
 if ARGV[4] == '1' then redis.call('DECR', KEYS[4]) end
 if ARGV[5] ~= '' then
   redis.call('LPUSH', KEYS[5], ARGV[5])
@@ -96,9 +98,10 @@ def finish(r: redis.Redis, run_id: str, status: str, result: dict[str, Any] | No
     run times the queue's start estimates use."""
     item = json.dumps({"run_id": run_id, "status": status, "result": result, "error": error,
                        "worker": worker or socket.gethostname()})
-    keys = (finished_key(run_id), results, fairqueue.record_key(run_id), attempt_key(run_id), fairqueue.RECENT)
+    keys = (finished_key(run_id), results, fairqueue.record_key(run_id), attempt_key(run_id), fairqueue.RECENT,
+            fairqueue.RECORDS)
     return bool(r.eval(_FINISH, len(keys), *keys, item, status, MARKER_TTL_S, "1" if end_attempt else "0",
-                       "" if wall_s is None else f"{wall_s:.6f}", fairqueue.RECENT_KEEP))
+                       "" if wall_s is None else f"{wall_s:.6f}", fairqueue.RECENT_KEEP, run_id))
 
 
 def is_finished(r: redis.Redis, run_id: str) -> bool:

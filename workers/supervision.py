@@ -160,8 +160,8 @@ def begin_attempt(r: redis.Redis, run_id: str) -> int:
     return int(pipe.execute()[0]) - 1
 
 
-# KEYS: finished marker, cancel flag, attempt counter, queue record, the interactive queue.
-# ARGV: worker, device, start time, TTL. Returns {finished, cancelled, earlier deaths, interactive waiting}.
+# KEYS: finished marker, cancel flag, attempt counter, queue record, the interactive queue, the records' list.
+# ARGV: worker, device, start time, TTL, run id. Returns {finished, cancelled, earlier deaths, interactive waiting}.
 _BEGIN = """
 local waiting = redis.call('LLEN', KEYS[5])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0, 0, waiting} end
@@ -170,6 +170,7 @@ local deaths = redis.call('INCR', KEYS[3]) - 1
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('HSET', KEYS[4], 'state', 'running', 'worker', ARGV[1], 'device', ARGV[2], 'started', ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[6], ARGV[5])
 return {0, 0, deaths, waiting}
 """
 
@@ -196,10 +197,11 @@ def send_begin(r: redis.Redis, run_id: str, worker: str, device: str) -> Callabl
     must be called, once). The run may compute in between, while the broker makes the start durable;
     nothing the run does may leave the process before the answer is read."""
     keys = (outcomes.finished_key(run_id), outcomes.cancelled_key(run_id), attempt_key(run_id),
-            fairqueue.record_key(run_id), QUEUE)
+            fairqueue.record_key(run_id), QUEUE, fairqueue.RECORDS)
     conn = r.connection_pool.get_connection()
     try:
-        conn.send_command("EVAL", _BEGIN, len(keys), *keys, worker, device, repr(time.time()), ATTEMPT_TTL_S)
+        conn.send_command("EVAL", _BEGIN, len(keys), *keys, worker, device, repr(time.time()), ATTEMPT_TTL_S,
+                          run_id)
     except BaseException:
         conn.disconnect()
         r.connection_pool.release(conn)
