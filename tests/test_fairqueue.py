@@ -193,6 +193,38 @@ def test_the_queue_view_lists_the_records_without_scanning_the_keyspace(r):
     assert {x.decode() for x in r.smembers(fairqueue.RECORDS)} == {one[0], sweep[0][0], sweep[1][0], started}
 
 
+def test_the_runs_waiting_in_lanes_are_read_from_the_ring_without_scanning_the_keyspace(r):
+    """``lane_run_ids`` (the collector's check for lost runs, a client's retried enqueue) reads the lanes
+    the ring names, never a SCAN of every key; what it returns follows the lanes through enqueue,
+    dispatch (a lane emptied leaves the ring) and a batch handing its unstarted runs back."""
+    with r.pipeline(transaction=False) as p:
+        for i in range(5000):
+            p.set(f"fastdiff:finished:r{i:012x}", "done")
+        p.execute()
+    a, b = ids.new_id("e"), ids.new_id("e")
+    runs_a, runs_b = runs_of(1), runs_of(16)  # 1 batch of 1 run; 8 batches of 2 runs
+    fairqueue.enqueue_sweep(r, a, "ann", runs_a)
+    fairqueue.enqueue_sweep(r, b, "bob", runs_b)
+    assert fairqueue.lane_run_ids(r) == {rid for rid, _ in runs_a + runs_b}
+    sent: list[dict] = []
+
+    def send(batch: dict) -> None:
+        sent.append(batch)
+        r.lpush(fairqueue.SWEEP_KEY, json.dumps(batch))
+
+    assert fairqueue.dispatch(r, send, slots=3) == 3  # a's only batch, then b's first two
+    assert fairqueue.lane_run_ids(r) == {rid for rid, _ in runs_b} - {rid for x in sent for rid, _ in x["runs"]}
+    assert a.encode() not in r.lrange(fairqueue.RING, 0, -1)  # a's lane is empty: out of the ring
+    taken_b = next(x for x in sent if x["exp_id"] == b)
+    fairqueue.yield_rest(r, taken_b, taken_b["runs"][1:])  # ran one run, handed the other back
+    waiting = fairqueue.lane_run_ids(r)
+    assert taken_b["runs"][1][0] in waiting and taken_b["runs"][0][0] not in waiting and len(waiting) == 13
+    calls = r.info("stats")["total_commands_processed"]
+    fairqueue.lane_run_ids(r)
+    assert r.info("stats")["total_commands_processed"] - calls < 10
+    assert "cmdstat_scan" not in r.info("commandstats")
+
+
 def test_the_interactive_record_written_after_the_send_never_outlives_the_run(r):
     rid, exp_id = ids.new_id("r"), ids.new_id("e")
     marker = outcomes.finished_key(rid)

@@ -259,12 +259,16 @@ def service_order(r: redis.Redis) -> list[str]:
 
 
 def lane_run_ids(r: redis.Redis) -> set[str]:
-    """Run ids waiting in lanes."""
-    out: set[str] = set()
-    for key in r.scan_iter(match=LANE_PREFIX + "*", _type="list"):
-        for raw in r.lrange(key, 0, -1):
-            out.update(_lane_ids(raw))
-    return out
+    """Run ids waiting in lanes: those of the ring's lanes, read in one round trip. Every script that
+    fills a lane puts it in the ring in the same atomic step (``enqueue_sweep``, ``_YIELD``) and a lane
+    leaves the ring only once ``_NEXT`` has emptied it, so the ring names every lane with work; never a
+    SCAN of the broker's keyspace, which every run's markers grow (1.4 s at 200,000 keys)."""
+    ring = list(dict.fromkeys(e.decode() for e in r.lrange(RING, 0, -1)))
+    with r.pipeline(transaction=False) as p:
+        for exp_id in ring:
+            p.lrange(LANE_PREFIX + exp_id, 0, -1)
+        lanes = p.execute()
+    return {rid for lane in lanes for raw in lane for rid in _lane_ids(raw)}
 
 
 def dispatched_run_ids(r: redis.Redis) -> set[str]:
