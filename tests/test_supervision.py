@@ -57,6 +57,24 @@ def test_a_dead_nodes_messages_are_requeued_and_a_live_nodes_are_not(broker):
     assert supervision.requeue_orphans(r, older_than_s=3) == ["run-live"]
 
 
+def test_a_node_of_the_version_before_the_node_list_keeps_its_runs_during_a_rolling_upgrade(broker):
+    """A node of the version before ``NODES`` writes only its key: its messages are not orphans. The
+    reaper looks for such nodes (a SCAN) only when some message is about to go back, never on every beat."""
+    r = broker.client()
+    now = time.time()
+    unacked(r, "t-old", "run-old", now - 10)
+    r.set(supervision.node_key("old@x"), json.dumps(["t-old"]), px=30_000)  # what the old heartbeat wrote
+    supervision.heartbeat(r, "new@x", [], ttl_s=30)
+    assert supervision.requeue_orphans(r, older_than_s=3, now=now) == []
+    assert r.hkeys(supervision.UNACKED) == [b"t-old"]
+    r.delete(supervision.node_key("old@x"))  # the old node died
+    assert supervision.requeue_orphans(r, older_than_s=3, now=now) == ["run-old"]
+    r.config_resetstat()
+    supervision.heartbeat(r, "new@x", [], ttl_s=30)
+    assert supervision.requeue_orphans(r, older_than_s=3, now=now) == []  # nothing to requeue: no SCAN
+    assert "cmdstat_scan" not in r.info("commandstats")
+
+
 def test_live_claims_read_the_node_list_not_the_keyspace(broker):
     """Every run leaves keys behind for 30 days (its finished marker, its attempt count): finding the live
     nodes must not SCAN them (one round trip per ten keys: 1.4 s at 200,000 keys, every heartbeat of

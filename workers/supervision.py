@@ -72,15 +72,36 @@ def live_claims(r: redis.Redis) -> tuple[set[str], set[str]]:
     return names, tags
 
 
+def unlisted_claims(r: redis.Redis) -> set[str]:
+    """Delivery tags held by live nodes missing from ``NODES``: nodes of a version before the list, which
+    write only their key. A SCAN of the keyspace, so ``requeue_orphans`` makes it only when some message
+    is about to go back (a node died, or such a node is running): during a rolling upgrade an old node's
+    runs are then never taken for a dead node's and run twice."""
+    listed = {n.decode() for n in r.zrange(NODES, 0, -1)}
+    tags: set[str] = set()
+    for key in r.scan_iter(match=NODE_PREFIX + "*", count=1000):
+        if key.decode()[len(NODE_PREFIX):] in listed:
+            continue
+        raw = r.get(key)
+        try:
+            tags.update(json.loads(raw) if raw is not None else ())
+        except ValueError:
+            pass
+    return tags
+
+
 def requeue_orphans(r: redis.Redis, older_than_s: float, now: float | None = None) -> list[str]:
     """Put back in the queue every unacknowledged message older than ``older_than_s`` that no live
     node holds; returns their run ids. Atomic per message (WATCH on the hash, as kombu's own restore),
     so two nodes reaping at once requeue a message once."""
     now = time.time() if now is None else now
     _, claimed = live_claims(r)
+    old = [(t.decode(), since) for t, since in r.zrange(UNACKED_INDEX, 0, now - older_than_s, byscore=True,
+                                                       withscores=True)]
+    if any(tag not in claimed for tag, _ in old):
+        claimed |= unlisted_claims(r)
     requeued = []
-    for tag, since in r.zrange(UNACKED_INDEX, 0, now - older_than_s, byscore=True, withscores=True):
-        tag = tag.decode()
+    for tag, since in old:
         if tag in claimed:
             continue
         run_id: list[str] = []
