@@ -5,11 +5,12 @@ Imports no torch. The dashboard reads it like this::
     from store import Store
     s = Store()                       # root: $FASTDIFF_HOME/store (default ./var/store)
 
-    s.experiments(search=None)        -> pl.DataFrame, newest first: exp_id, name, created, spec (JSON of
+    s.experiments(search=None, columns=None) -> pl.DataFrame, newest first: exp_id, name, created, spec (JSON of
                                          the base RunSpec), sweep_id, n_runs, imported_from, regime, world,
                                          sampler (the base spec's), status
                                          (empty|queued|running|done|failed|cancelled), n_done, n_failed,
-                                         n_cancelled, n_queued
+                                         n_cancelled, n_queued (``columns``: only those; without spec,
+                                         nothing is read from a file)
     s.experiment(exp_id)              -> dict {exp_id, name, created, run_ids, spec, sweep, imported_from} | None
     s.runs(exp_id=None, run_ids=None, status=None, columns=None)
                                       -> pl.DataFrame, one row per run (only ``columns`` when given, only

@@ -16,6 +16,7 @@ drops rows of deleted experiments.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import os
@@ -167,25 +168,43 @@ def read_derived(paths: Iterable[pathlib.Path]) -> pl.DataFrame:
     return run_columns.concat([pl.read_parquet(p) for p in paths])
 
 
-def read_each(directory: pathlib.Path, segs: list[Segment], table: str, columns: list[str]) -> dict[str, pl.DataFrame]:
-    """``columns`` of ``table`` for each segment (by name), read in one scan (a new reader's first query
-    reads every segment: one scan of all the files is several times faster than one per file)."""
-    sch = schema.segment_schema(table)
-    empty = pl.DataFrame(schema={c: sch[c] for c in columns})
-    out = {s.name: empty for s in segs}
-    have = [s for s in segs if table in s.tables]
-    if not have:
-        return out
-    by_path = {str(s.path(directory, table)): s.name for s in have}
-    df = pl.scan_parquet(list(by_path), schema=sch, include_file_paths="_path").select([*columns, "_path"]).collect()
-    for (path,), part in df.partition_by("_path", as_dict=True, maintain_order=True).items():
-        out[by_path[path]] = part.drop("_path")
-    return out
-
-
 def latest(df: pl.DataFrame, table: str) -> pl.DataFrame:
-    """One row per key: the latest batch's (rows arrive oldest first)."""
-    return df.unique(subset=KEYS[table], keep="last", maintain_order=True) if table in KEYS else df
+    """One row per key: the latest batch's (rows arrive oldest first), in the order of those rows."""
+    return df.filter(pl.col(KEYS[table]).is_last_distinct()) if table in KEYS else df
+
+
+def goes_on_from(manifest: Manifest, before: Manifest) -> bool:
+    """Whether ``manifest`` lists every row ``before`` listed that is still the latest of its key (or of a
+    deleted experiment): it numbers its batches on from ``before``'s, and each segment of ``before`` is
+    in it or was merged into one of its segments (a merge keeps the latest row per key, rows of deleted
+    experiments aside). Then the rows of the batches after ``before.seq`` are all a reader of ``before``
+    has not seen (``after``)."""
+    if manifest.seq < before.seq or not manifest.deleted >= before.deleted:
+        return False
+    spans = sorted((s.lo, s.hi) for s in manifest.segments)
+    los = [lo for lo, _ in spans]
+    for s in before.segments:
+        i = bisect.bisect_right(los, s.lo) - 1
+        if i < 0 or spans[i][1] < s.hi:
+            return False
+    return True
+
+
+def after(directory: pathlib.Path, manifest: Manifest, seq: int, table: str, columns: list[str]) -> pl.DataFrame:
+    """``columns`` of ``table``'s rows of the batches after ``seq`` (in the manifest's order: oldest first),
+    read only from the segments that hold such batches."""
+    paths = [s.path(directory, table) for s in manifest.segments if s.hi > seq and table in s.tables]
+    return read(paths, table, columns, pl.col("_seq") > seq)
+
+
+def updated(before: pl.DataFrame, new: pl.DataFrame, table: str) -> pl.DataFrame:
+    """``latest(concat([rows, new]))`` where ``before == latest(rows)``: the same rows in the same order,
+    without going over ``before`` again but for one hash probe per row."""
+    new = latest(new, table)
+    if new.height == 0:
+        return before
+    key = KEYS[table]
+    return pl.concat([before.filter(~pl.col(key).is_in(new[key].implode())), new])
 
 
 def plan_merge(manifest: Manifest) -> list[Segment]:

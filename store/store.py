@@ -60,7 +60,10 @@ MAX_QUEUED_SUBS = 200_000
 WHOLE_READ_RUNS = 2_000  # runs() of more runs than this reads the asked columns of every segment
 UNREADABLE = "unreadable.jsonl"  # unreadable journal lines, kept byte for byte once compacted
 LIGHT_RUN_COLUMNS = ["run_id", "exp_id", "status", "_seq"]
-CATALOG_COLUMNS = [c for c in schema.segment_schema("catalog") if c != "record"]
+# The catalog's columns kept in memory: not the record, nor the base spec (most of the bytes; no page lists
+# it: ``experiments()`` reads it from the segments only for a caller that asks for it)
+CATALOG_COLUMNS = [c for c in schema.segment_schema("catalog") if c not in ("record", "spec")]
+EXPERIMENT_COLUMNS = [*schema.polars_schema("experiments"), "status", "n_done", "n_failed", "n_cancelled", "n_queued"]
 # Every run column but the long texts: kept in memory once asked for (the lists Compare and the
 # run-time estimate draw from), so a runs() of only these reads no file.
 WIDE_RUN_COLUMNS = [c for c in schema.segment_schema("runs") if c not in ("spec", "verdict", "error")]
@@ -133,6 +136,8 @@ class _Snapshot:
     _final: set[str] | None = None
     wide: pl.DataFrame | None = None  # WIDE_RUN_COLUMNS of the latest row per run, built on first use
     derived: pl.DataFrame | None = None  # run_columns of the latest row per run, built on first use
+    listed: pl.DataFrame | None = None  # experiments() of the catalog and index alone, built on first use
+    specs: pl.DataFrame | None = None  # exp_id, spec of the catalog's experiments, read on first use
 
     def final(self) -> set[str]:
         """Ids of the runs whose outcome is in a segment (built once per manifest, on first use)."""
@@ -205,9 +210,8 @@ class Store:
             files.private_dir(d)
         self._annotations = Annotations(self.root / "annotations")
         self._lock = threading.RLock()
-        self._segment_cache: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
-        self._wide_cache: dict[str, pl.DataFrame] = {}
-        self._derived_cache: dict[str, pl.DataFrame] = {}
+        self._wide_base: tuple[segments.Manifest, pl.DataFrame] | None = None  # the last wide frame built
+        self._derived_base: tuple[segments.Manifest, pl.DataFrame] | None = None  # the last run_columns built
         self._snap: tuple[segments.Stamp, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
@@ -605,62 +609,69 @@ class Store:
         return {**dict(manifest.unreadable), **self._read_inbox().unreadable}
 
     def _snapshot(self) -> _Snapshot:
-        """The manifest's light frames; only segments not seen before are read."""
+        """The manifest's light frames. After the first, updated from the previous snapshot with the rows
+        of the batches published since (``segments.goes_on_from``): a new manifest costs what is new,
+        not a pass over every run."""
         stamp = segments.stamp(self.root)
         with self._lock:
             if self._snap is not None and self._snap[0] == stamp:  # (before the first compaction too)
                 return self._snap[1]
             manifest, stamp = segments.load(self.root)
-            new = [s for s in manifest.segments if s.name not in self._segment_cache]
-            idx = segments.read_each(self.segments_dir, new, "runs", LIGHT_RUN_COLUMNS)
-            cat = segments.read_each(self.segments_dir, new, "catalog", CATALOG_COLUMNS)
-            for seg in new:
-                self._segment_cache[seg.name] = (idx[seg.name], cat[seg.name])
-            parts = [self._segment_cache[seg.name] for seg in manifest.segments]
-            live = {s.name for s in manifest.segments}
-            for name in [n for n in self._segment_cache if n not in live]:
-                del self._segment_cache[name]
+            before = self._snap[1] if self._snap is not None else None
+            if before is not None and not segments.goes_on_from(manifest, before.manifest):
+                before = None
+            seq = before.manifest.seq if before is not None else -1  # -1: every row
             dead = list(manifest.deleted)
-            index = segments.latest(pl.concat([p[0] for p in parts]) if parts else
-                                    segments.read([], "runs", LIGHT_RUN_COLUMNS), "runs")
-            catalog = segments.latest(pl.concat([p[1] for p in parts]) if parts else
-                                      segments.read([], "catalog", CATALOG_COLUMNS), "catalog")
-            if dead:
-                index = index.filter(~pl.col("exp_id").is_in(dead))
-                catalog = catalog.filter(~pl.col("exp_id").is_in(dead))
+            newly_dead = list(manifest.deleted - before.manifest.deleted) if before is not None else []
+            parts = {}
+            for table, columns in (("runs", LIGHT_RUN_COLUMNS), ("catalog", CATALOG_COLUMNS)):
+                new = segments.after(self.segments_dir, manifest, seq, table, columns)
+                if before is None:
+                    parts[table] = segments.latest(new, table)
+                    parts[table] = parts[table].filter(~pl.col("exp_id").is_in(dead)) if dead else parts[table]
+                    continue
+                new = new.filter(~pl.col("exp_id").is_in(dead)) if dead else new
+                old = before.index if table == "runs" else before.catalog
+                old = old.filter(~pl.col("exp_id").is_in(newly_dead)) if newly_dead else old
+                parts[table] = segments.updated(old, new, table)
+            index, catalog = parts["runs"], parts["catalog"]
             snap = _Snapshot(manifest, index, catalog, [s.lo for s in manifest.segments])
             self._snap = (stamp, snap)
             return snap
 
     def _wide(self, snap: _Snapshot) -> pl.DataFrame:
-        """``snap``'s WIDE_RUN_COLUMNS (each segment read once per process)."""
+        """``snap``'s WIDE_RUN_COLUMNS: the last one built, with the rows of the batches published since."""
         with self._lock:
             if snap.wide is None:
-                new = [s for s in snap.manifest.segments if s.name not in self._wide_cache]
-                self._wide_cache.update(segments.read_each(self.segments_dir, new, "runs", WIDE_RUN_COLUMNS))
-                parts = [self._wide_cache[s.name] for s in snap.manifest.segments]
-                live = {s.name for s in snap.manifest.segments}
-                for name in [n for n in self._wide_cache if n not in live]:
-                    del self._wide_cache[name]
-                wide = pl.concat(parts) if parts else segments.read([], "runs", WIDE_RUN_COLUMNS)
-                snap.wide = wide.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi").sort(
+                base = self._wide_base
+                if base is not None and not segments.goes_on_from(snap.manifest, base[0]):
+                    base = None
+                seq = base[0].seq if base is not None else -1
+                new = segments.after(self.segments_dir, snap.manifest, seq, "runs", WIDE_RUN_COLUMNS)
+                rows = pl.concat([base[1], new]) if base is not None else new
+                snap.wide = rows.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi").sort(
                     ["submitted", "exp_id", "idx"])
+                self._wide_base = (snap.manifest, snap.wide)
             return snap.wide
 
     def _derived(self, snap: _Snapshot) -> pl.DataFrame:
-        """``snap``'s run_columns rows, the latest per run (each segment's file read once per process)."""
+        """``snap``'s run_columns rows, the latest per run: the last built, with the rows of the batches
+        published since (their files' columns differ: ``store.run_columns.concat``)."""
         with self._lock:
             if snap.derived is None:
-                have = [s for s in snap.manifest.segments if "run_columns" in s.tables]
-                for seg in have:
-                    if seg.name not in self._derived_cache:
-                        self._derived_cache[seg.name] = pl.read_parquet(seg.path(self.segments_dir, "run_columns"))
-                live = {s.name for s in have}
-                for name in [n for n in self._derived_cache if n not in live]:
-                    del self._derived_cache[name]
-                rows = run_columns.concat([self._derived_cache[s.name] for s in have])
+                base = self._derived_base
+                if base is not None and ("_seq" not in base[1].columns  # none yet
+                                         or not segments.goes_on_from(snap.manifest, base[0])):
+                    base = None
+                seq = base[0].seq if base is not None else -1
+                have = [s for s in snap.manifest.segments if "run_columns" in s.tables and s.hi > seq]
+                new = segments.read_derived([s.path(self.segments_dir, "run_columns") for s in have])
+                new = new.filter(pl.col("_seq") > seq) if "_seq" in new.columns else new
+                rows = new if base is None else base[1] if new.height == 0 else pl.concat(
+                    [base[1], new], how="diagonal_relaxed")  # (an empty base's columns too, as a full read has them)
                 snap.derived = rows.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"],
                                          how="semi") if "_seq" in rows.columns else rows  # else: none yet
+                self._derived_base = (snap.manifest, snap.derived)
             return snap.derived
 
     def _view(self) -> tuple[_Inbox, _Snapshot]:
@@ -836,39 +847,67 @@ class Store:
         cat = pl.concat([snap.catalog.filter(~pl.col("exp_id").is_in(dead)), fresh])
         return cat, inbox, snap
 
-    def experiments(self, search: str | None = None) -> pl.DataFrame:
+    def experiments(self, search: str | None = None, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """One row per experiment, newest first, optionally filtered by a case-insensitive substring of
         the name (or an exact id). Columns: exp_id, name, created, spec (JSON), sweep_id, n_runs,
         imported_from, regime, world, sampler (of the base spec), status (empty|queued|running|done|failed|cancelled), n_done, n_failed,
-        n_cancelled, n_queued."""
-        cat, inbox, snap = self._catalog()
-        if search:
-            cat = cat.filter(pl.col("name").str.to_lowercase().str.contains(search.lower(), literal=True)
-                             | (pl.col("exp_id") == search))
-        # Statuses: the index, with what the inbox adds or finishes
-        overlay = set(inbox.subs) | set(inbox.outcomes)
-        st = snap.index.filter(~pl.col("run_id").is_in(list(overlay | inbox.bad_outcomes))).select("exp_id", "status")
-        fresh = []
+        n_cancelled, n_queued; ``columns`` (default all) only those (without spec: nothing read from a file)."""
+        want = EXPERIMENT_COLUMNS if columns is None else list(columns)
+        unknown = [c for c in want if c not in EXPERIMENT_COLUMNS]
+        if unknown:
+            raise ValueError(f"columns={unknown} are not experiment columns; allowed: {EXPERIMENT_COLUMNS}")
+        inbox, snap = self._view()
+        touched = set(inbox.subs) | set(inbox.outcomes) | inbox.bad_outcomes
+        fresh = []  # (exp_id, status) of the runs the inbox adds or finishes
         late = [r for r in inbox.outcomes if r not in inbox.subs and r not in inbox.bad_outcomes]
         late_exp = dict(snap.index.filter(pl.col("run_id").is_in(late)).select("run_id", "exp_id").iter_rows())
-        for r in overlay - inbox.bad_outcomes:
+        for r in touched - inbox.bad_outcomes:
             e = inbox.subs[r]["exp_id"] if r in inbox.subs else late_exp.get(r)
             if e is not None:
                 fresh.append((e, inbox.outcomes[r]["status"] if r in inbox.outcomes else "queued"))
-        st = pl.concat([st, pl.DataFrame(fresh, schema={"exp_id": pl.String, "status": pl.String}, orient="row")])
-        counts = st.group_by("exp_id").agg([(pl.col("status") == s).sum().cast(pl.Int32).alias(f"n_{s}")
-                                            for s in ("done", "failed", "cancelled", "queued")])
-        df = cat.join(counts, on="exp_id", how="left").with_columns(
-            [pl.col(f"n_{s}").fill_null(0) for s in ("done", "failed", "cancelled", "queued")])
-        finished = pl.col("n_done") + pl.col("n_failed") + pl.col("n_cancelled")
-        status = (pl.when(pl.col("n_runs") == 0).then(pl.lit("empty"))
-                  .when(finished == 0).then(pl.lit("queued"))
-                  .when(finished < pl.col("n_runs")).then(pl.lit("running"))
-                  .when(pl.col("n_failed") > 0).then(pl.lit("failed"))
-                  .when(pl.col("n_cancelled") > 0).then(pl.lit("cancelled"))
-                  .otherwise(pl.lit("done")))
-        cols = [*schema.polars_schema("experiments"), "status", "n_done", "n_failed", "n_cancelled", "n_queued"]
-        return df.with_columns(status.alias("status")).select(cols).sort("created", descending=True)
+        # The experiments whose row the inbox changes; every other row is the snapshot's, listed once per manifest
+        changed = set(inbox.exps) | set(inbox.deleted) | {e for e, _ in fresh}
+        if touched:
+            changed.update(snap.index.filter(pl.col("run_id").is_in(list(touched)))["exp_id"].to_list())
+        df = self._listed(snap)
+        if changed:
+            cat = snap.catalog.filter(pl.col("exp_id").is_in(list(changed - set(inbox.deleted) - set(inbox.exps))))
+            cat = pl.concat([cat, schema.frame("catalog", [records.catalog_row(e, 0) for e in inbox.exps.values()],
+                                               schema.segment_schema("catalog")).select(CATALOG_COLUMNS)])
+            st = snap.index.filter(pl.col("exp_id").is_in(list(changed)) & ~pl.col("run_id").is_in(list(touched)))
+            st = pl.concat([st.select("exp_id", "status"),
+                            pl.DataFrame(fresh, schema={"exp_id": pl.String, "status": pl.String}, orient="row")])
+            df = pl.concat([df.filter(~pl.col("exp_id").is_in(list(changed))), _listing(cat, st)])
+            df = df.sort("created", descending=True)
+        if search:
+            df = df.filter(pl.col("name").str.to_lowercase().str.contains(search.lower(), literal=True)
+                           | (pl.col("exp_id") == search))
+        if "spec" in want:
+            specs = self._specs(snap)
+            if inbox.exps:
+                mine = schema.frame("catalog", [records.catalog_row(e, 0) for e in inbox.exps.values()],
+                                    schema.segment_schema("catalog")).select("exp_id", "spec")
+                specs = pl.concat([specs.filter(~pl.col("exp_id").is_in(list(inbox.exps))), mine])
+            df = df.join(specs, on="exp_id", how="left", maintain_order="left")
+        return df.select(want)
+
+    def _specs(self, snap: _Snapshot) -> pl.DataFrame:
+        """exp_id, spec of ``snap``'s catalog (read from its files once per manifest, on first use)."""
+        with self._lock:
+            if snap.specs is None:
+                rows = segments.read(snap.manifest.files(self.segments_dir, "catalog"), "catalog",
+                                     ["exp_id", "spec", "_seq"])
+                snap.specs = rows.join(snap.catalog.select("exp_id", "_seq"), on=["exp_id", "_seq"],
+                                       how="semi").select("exp_id", "spec")
+            return snap.specs
+
+    def _listed(self, snap: _Snapshot) -> pl.DataFrame:
+        """``experiments()`` of what ``snap`` lists alone (built once per manifest, on first use)."""
+        with self._lock:
+            if snap.listed is None:
+                snap.listed = _listing(snap.catalog, snap.index.select("exp_id", "status")).sort("created",
+                                                                                                   descending=True)
+            return snap.listed
 
     def sweeps(self, exp_id: str | None = None) -> pl.DataFrame:
         """Sweep definitions: sweep_id, exp_id, axes (JSON {field: [values]}), n_runs."""
@@ -915,6 +954,23 @@ class Store:
         from store import bundle
 
         return bundle.import_bundle(self, pathlib.Path(path))
+
+
+def _listing(catalog: pl.DataFrame, statuses: pl.DataFrame) -> pl.DataFrame:
+    """``experiments()``'s rows of ``catalog`` (CATALOG_COLUMNS), with its runs' counts and status from
+    ``statuses`` (exp_id, status: one row per run)."""
+    counts = statuses.group_by("exp_id").agg([(pl.col("status") == s).sum().cast(pl.Int32).alias(f"n_{s}")
+                                              for s in ("done", "failed", "cancelled", "queued")])
+    df = catalog.join(counts, on="exp_id", how="left").with_columns(
+        [pl.col(f"n_{s}").fill_null(0) for s in ("done", "failed", "cancelled", "queued")])
+    finished = pl.col("n_done") + pl.col("n_failed") + pl.col("n_cancelled")
+    status = (pl.when(pl.col("n_runs") == 0).then(pl.lit("empty"))
+              .when(finished == 0).then(pl.lit("queued"))
+              .when(finished < pl.col("n_runs")).then(pl.lit("running"))
+              .when(pl.col("n_failed") > 0).then(pl.lit("failed"))
+              .when(pl.col("n_cancelled") > 0).then(pl.lit("cancelled"))
+              .otherwise(pl.lit("done")))
+    return df.with_columns(status.alias("status")).select([c for c in EXPERIMENT_COLUMNS if c != "spec"])
 
 
 def _where(frame: pl.DataFrame, exp_id: str | None, run_ids: list[str] | None, status: str | None) -> pl.DataFrame:

@@ -26,7 +26,7 @@ if runs.height == 0:
     connection.empty_state("No finished runs yet. Run something in Explore or Sweep, then compare here.")
     st.stop()
 runs = runs.sort("submitted", descending=True)
-exps = s.experiments()
+exps = s.experiments(columns=["exp_id", "name"])
 exp_names = dict(zip(exps["exp_id"].to_list(), exps["name"].to_list()))
 labels = {r["run_id"]: f"{r['run_id']} · {exp_names.get(r['exp_id'], r['exp_id'])} · "
                        f"{r['solver'] if r['sampler'] == 'solver' else r['student']} {r['grid']} {r['steps']} steps"

@@ -43,7 +43,8 @@ with c2.popover("Import a bundle", icon=":material/upload:"):
                 st.query_params["sel"] = new_id
                 st.rerun()
 
-exps = s.experiments()
+exps = s.experiments(columns=["exp_id", "name", "created", "regime", "world", "sampler", "n_runs", "status", "n_done",
+                               "n_failed", "n_queued", "imported_from"])
 tagged = s.annotations(exps["exp_id"].to_list()).select(pl.col("id").alias("exp_id"), "tags")
 exps = exps.join(tagged, on="exp_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
 if q:  # the name contains it, the id is it, or a tag is it
