@@ -212,6 +212,7 @@ class Store:
         self._lock = threading.RLock()
         self._wide_base: tuple[segments.Manifest, pl.DataFrame] | None = None  # the last wide frame built
         self._derived_base: tuple[segments.Manifest, pl.DataFrame] | None = None  # the last run_columns built
+        self._listed_base: tuple[segments.Manifest, pl.DataFrame] | None = None  # the last experiments list built
         self._snap: tuple[segments.Stamp, _Snapshot] | None = None
         self._journal_files: dict[str, journal.Read] = {}  # file name -> what was read of it
         self._inbox_cache: tuple[Any, _Inbox] | None = None
@@ -878,7 +879,7 @@ class Store:
             st = pl.concat([st.select("exp_id", "status"),
                             pl.DataFrame(fresh, schema={"exp_id": pl.String, "status": pl.String}, orient="row")])
             df = pl.concat([df.filter(~pl.col("exp_id").is_in(list(changed))), _listing(cat, st)])
-            df = df.sort("created", descending=True)
+            df = df.sort(["created", "exp_id"], descending=True)
         if search:
             df = df.filter(pl.col("name").str.to_lowercase().str.contains(search.lower(), literal=True)
                            | (pl.col("exp_id") == search))
@@ -902,11 +903,25 @@ class Store:
             return snap.specs
 
     def _listed(self, snap: _Snapshot) -> pl.DataFrame:
-        """``experiments()`` of what ``snap`` lists alone (built once per manifest, on first use)."""
+        """``experiments()`` of what ``snap`` lists alone (built once per manifest, on first use): the last
+        one built, with the rows of the experiments that the batches published since changed."""
         with self._lock:
             if snap.listed is None:
-                snap.listed = _listing(snap.catalog, snap.index.select("exp_id", "status")).sort("created",
-                                                                                                   descending=True)
+                base = self._listed_base
+                if base is not None and segments.goes_on_from(snap.manifest, base[0]):
+                    seq = base[0].seq
+                    changed = set(base[0].deleted ^ snap.manifest.deleted)
+                    for frame in (snap.index, snap.catalog):
+                        changed.update(frame.filter(pl.col("_seq") > seq)["exp_id"].to_list())
+                    listed = base[1]
+                    if changed:
+                        mine = pl.col("exp_id").is_in(list(changed))
+                        listed = pl.concat([listed.filter(~mine), _listing(snap.catalog.filter(mine),
+                                                                            snap.index.filter(mine).select("exp_id", "status"))])
+                else:
+                    listed = _listing(snap.catalog, snap.index.select("exp_id", "status"))
+                snap.listed = listed.sort(["created", "exp_id"], descending=True)
+                self._listed_base = (snap.manifest, snap.listed)
             return snap.listed
 
     def sweeps(self, exp_id: str | None = None) -> pl.DataFrame:
