@@ -152,15 +152,22 @@ def write_segment(directory: pathlib.Path, frames: dict[str, pl.DataFrame], lo: 
 def read(paths: Iterable[pathlib.Path], table: str, columns: list[str] | None = None,
          where: pl.Expr | None = None) -> pl.DataFrame:
     """The rows of ``table`` in these segment files (in their order), only ``columns``, only ``where``."""
+    return scan(paths, table, columns, where).collect()
+
+
+def scan(paths: Iterable[pathlib.Path], table: str, columns: list[str] | None = None,
+         where: pl.Expr | None = None) -> pl.LazyFrame:
+    """``read`` as a query not yet run (a caller that joins or sorts the rows lets polars do it all in one
+    pass, without a copy of every row read first)."""
     paths = list(paths)
     sch = schema.segment_schema(table)
     cols = list(sch) if columns is None else columns
     if not paths:
-        return pl.DataFrame(schema={c: sch[c] for c in cols})
+        return pl.LazyFrame(schema={c: sch[c] for c in cols})
     lf = pl.scan_parquet([str(p) for p in paths], schema={c: sch[c] for c in sch})
     if where is not None:
         lf = lf.filter(where)
-    return lf.select(cols).collect()
+    return lf.select(cols)
 
 
 def read_derived(paths: Iterable[pathlib.Path]) -> pl.DataFrame:
@@ -190,11 +197,11 @@ def goes_on_from(manifest: Manifest, before: Manifest) -> bool:
     return True
 
 
-def after(directory: pathlib.Path, manifest: Manifest, seq: int, table: str, columns: list[str]) -> pl.DataFrame:
+def after(directory: pathlib.Path, manifest: Manifest, seq: int, table: str, columns: list[str]) -> pl.LazyFrame:
     """``columns`` of ``table``'s rows of the batches after ``seq`` (in the manifest's order: oldest first),
-    read only from the segments that hold such batches."""
+    read only from the segments that hold such batches (a query: ``.collect()`` runs it)."""
     paths = [s.path(directory, table) for s in manifest.segments if s.hi > seq and table in s.tables]
-    return read(paths, table, columns, pl.col("_seq") > seq)
+    return scan(paths, table, columns, pl.col("_seq") > seq)
 
 
 def updated(before: pl.DataFrame, new: pl.DataFrame, table: str) -> pl.DataFrame:

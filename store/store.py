@@ -626,7 +626,7 @@ class Store:
             newly_dead = list(manifest.deleted - before.manifest.deleted) if before is not None else []
             parts = {}
             for table, columns in (("runs", LIGHT_RUN_COLUMNS), ("catalog", CATALOG_COLUMNS)):
-                new = segments.after(self.segments_dir, manifest, seq, table, columns)
+                new = segments.after(self.segments_dir, manifest, seq, table, columns).collect()
                 if before is None:
                     parts[table] = segments.latest(new, table)
                     parts[table] = parts[table].filter(~pl.col("exp_id").is_in(dead)) if dead else parts[table]
@@ -649,9 +649,9 @@ class Store:
                     base = None
                 seq = base[0].seq if base is not None else -1
                 new = segments.after(self.segments_dir, snap.manifest, seq, "runs", WIDE_RUN_COLUMNS)
-                rows = pl.concat([base[1], new]) if base is not None else new
-                snap.wide = rows.join(snap.index.select("run_id", "_seq"), on=["run_id", "_seq"], how="semi").sort(
-                    ["submitted", "exp_id", "idx"])
+                rows = pl.concat([base[1].lazy(), new]) if base is not None else new
+                snap.wide = rows.join(snap.index.lazy().select("run_id", "_seq"), on=["run_id", "_seq"],
+                                      how="semi").sort(["submitted", "exp_id", "idx"]).collect()
                 self._wide_base = (snap.manifest, snap.wide)
             return snap.wide
 
