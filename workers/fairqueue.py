@@ -249,8 +249,7 @@ def service_order(r: redis.Redis) -> list[str]:
     for key in (QUEUE, SWEEP_KEY):
         for raw in reversed(r.lrange(key, 0, -1)):  # kombu pops from the right
             order += raw_run_ids(raw)
-    ring = [e.decode() for e in r.lrange(RING, 0, -1)]
-    lanes = {e: [_lane_ids(b) for b in r.lrange(LANE_PREFIX + e, 0, -1)] for e in ring}
+    ring, lanes = _lanes(r)
     while any(lanes.values()):
         for e in ring:
             if lanes[e]:
@@ -258,17 +257,24 @@ def service_order(r: redis.Redis) -> list[str]:
     return order
 
 
-def lane_run_ids(r: redis.Redis) -> set[str]:
-    """Run ids waiting in lanes: those of the ring's lanes, read in one round trip. Every script that
-    fills a lane puts it in the ring in the same atomic step (``enqueue_sweep``, ``_YIELD``) and a lane
-    leaves the ring only once ``_NEXT`` has emptied it, so the ring names every lane with work; never a
-    SCAN of the broker's keyspace, which every run's markers grow (1.4 s at 200,000 keys)."""
-    ring = list(dict.fromkeys(e.decode() for e in r.lrange(RING, 0, -1)))
+def _lanes(r: redis.Redis) -> tuple[list[str], dict[str, list[list[str]]]]:
+    """(the ring, head first; each of its lanes' batches as run ids, front first), the lanes read in one
+    round trip. Every script that fills a lane puts it in the ring in the same atomic step
+    (``enqueue_sweep``, ``_YIELD``) and a lane leaves the ring only once ``_NEXT`` has emptied it, so the
+    ring names every lane with work; never a SCAN of the broker's keyspace, which every run's markers
+    grow (1.4 s at 200,000 keys)."""
+    ring = [e.decode() for e in r.lrange(RING, 0, -1)]
+    names = list(dict.fromkeys(ring))
     with r.pipeline(transaction=False) as p:
-        for exp_id in ring:
+        for exp_id in names:
             p.lrange(LANE_PREFIX + exp_id, 0, -1)
         lanes = p.execute()
-    return {rid for lane in lanes for raw in lane for rid in _lane_ids(raw)}
+    return ring, {e: [_lane_ids(raw) for raw in lane] for e, lane in zip(names, lanes)}
+
+
+def lane_run_ids(r: redis.Redis) -> set[str]:
+    """Run ids waiting in lanes (``_lanes``)."""
+    return {rid for batches in _lanes(r)[1].values() for batch in batches for rid in batch}
 
 
 def dispatched_run_ids(r: redis.Redis) -> set[str]:
